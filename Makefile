@@ -1,0 +1,66 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CLI := $(BIN)/pinwheel-connector
+
+.PHONY: help install run test test-fast lint typecheck kafka kafka-stop topics bench chaos lock clean
+
+help:
+	@echo "make run      - the whole pipeline on a local Kafka, fed with signed traffic"
+	@echo "make test     - every test, with the broker it needs"
+	@echo "make kafka    - start the local Kafka broker (make kafka-stop to stop it)"
+	@echo "make lint     - ruff check + ruff format --check;  make typecheck - mypy --strict"
+	@echo "make bench    - benchmarks (results in docs/);  make chaos - fault-injection runs"
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "[setup] creating $(VENV) and installing pinned dependencies (constraints.txt)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(CLI) run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+kafka: $(STAMP)
+	$(CLI) kafka start
+
+kafka-stop: $(STAMP)
+	$(CLI) kafka stop
+
+topics: $(STAMP)
+	$(CLI) topics create
+
+bench: $(STAMP)
+	$(CLI) bench
+
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -m slow -p no:cacheprovider tests/chaos
+
+# Re-pin every dependency (run after changing pyproject.toml, then commit constraints.txt).
+lock:
+	rm -rf /tmp/pinwheel-lock && $(PYTHON) -m venv /tmp/pinwheel-lock
+	/tmp/pinwheel-lock/bin/pip install -q -e '.[dev]'
+	/tmp/pinwheel-lock/bin/pip freeze --exclude-editable | grep -v '^pinwheel-kafka-connector' > constraints.txt
+
+clean:
+	-$(CLI) kafka stop
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

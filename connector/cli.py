@@ -1,0 +1,76 @@
+"""`pinwheel-connector`: one command, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from connector.local_kafka import LocalKafka, LocalKafkaError
+from connector.settings import KafkaSettings, LocalKafkaSettings
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    broker = LocalKafka(LocalKafkaSettings())
+    match args.action:
+        case "start":
+            print(broker.start())
+        case "stop":
+            broker.stop()
+        case "reset":
+            broker.reset()
+        case "fetch":
+            print(broker.ensure_jars())
+        case "status":
+            pid = broker.pid()
+            if pid is None:
+                print("not running")
+                return 1
+            rss = broker.rss_bytes() or 0
+            print(f"running pid={pid} bootstrap={broker.bootstrap} rss={rss / 2**20:.0f}MiB")
+    return 0
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from connector.topics import TopicMismatchError, all_topics, ensure_topics
+
+    settings = KafkaSettings()
+    try:
+        report = asyncio.run(ensure_topics(settings, all_topics(), create=args.action == "create"))
+    except TopicMismatchError as exc:
+        print(f"topics: {exc}", file=sys.stderr)
+        return 2
+    for line in report:
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pinwheel-connector", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="run the local single-node Apache Kafka (no Docker)")
+    kafka.add_argument("action", choices=["start", "stop", "status", "reset", "fetch"])
+    kafka.set_defaults(func=_kafka)
+
+    topics = sub.add_parser("topics", help="create missing topics; fail on a mismatching one")
+    topics.add_argument("action", choices=["create", "check"], nargs="?", default="create")
+    topics.set_defaults(func=_topics)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except LocalKafkaError as exc:
+        print(f"kafka: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
