@@ -1,0 +1,69 @@
+"""Shared fixtures: the real broker for this test session, and per-test unique topics."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from kafka_broker import Broker, select_broker  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+CAPTURE = SHARED / "fixtures" / "pinwheel-sandbox-capture.jsonl"
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[Broker]:
+    """The real Kafka broker (see tests/kafka_broker.py for how it is chosen)."""
+    with select_broker() as broker:
+        print(f"\n[tests] Kafka {broker.version} ({broker.kind}) at {broker.bootstrap}", file=sys.stderr)
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def bootstrap(kafka: Broker) -> str:
+    return kafka.bootstrap
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Unique names per test, so tests never see each other's topics, groups or transactional ids."""
+    token = uuid.uuid4().hex[:10]
+    return lambda base: f"test-{base}-{token}"
+
+
+@pytest.fixture
+async def make_topic(bootstrap: str, unique: Callable[[str], str]) -> AsyncIterator[Callable[..., Any]]:
+    """Create a unique topic: `name = await make_topic("base", partitions=3, compact=False)`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    created: list[str] = []
+
+    async def create(base: str, partitions: int = 1, compact: bool = False) -> str:
+        name = unique(base)
+        config = {"cleanup.policy": "compact"} if compact else {}
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config)])
+        created.append(name)
+        return name
+
+    try:
+        yield create
+    finally:
+        if created:
+            await admin.delete_topics(created)
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def capture() -> list[dict[str, Any]]:
+    """The 12 real deliveries captured from Pinwheel's sandbox ({path, headers, body})."""
+    return [json.loads(line) for line in CAPTURE.read_text().splitlines() if line.strip()]
