@@ -1,0 +1,117 @@
+"""Event catalog: every Pinwheel event type → family → topic, and the partition-key rule.
+
+The catalog is the one place that knows which events exist. Typed families hold exactly the event types
+documented in pinwheel-webhooks.md; every other type (the newer documented ones, a future `account.*`
+type, anything unknown) is routed to the `other` family, whose record keeps the payload as JSON text, so
+no event is lost for lack of a model.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+
+class Family(StrEnum):
+    ACCOUNT = "account"
+    DIRECT_DEPOSIT = "direct_deposit"
+    INCOME_EMPLOYMENT = "income_employment"
+    PAYSTUBS = "paystubs"
+    SHIFTS = "shifts"
+    OTHER = "other"
+
+
+def topic_for(family: Family) -> str:
+    return f"pinwheel.{family.value}.v1"
+
+
+FAMILY_TOPICS: Mapping[Family, str] = MappingProxyType({family: topic_for(family) for family in Family})
+ACCOUNT_UPDATES_TOPIC = "pinwheel.account_updates.v1"
+ACCOUNT_STATE_TOPIC = "pinwheel.account_state.v1"
+DEADLETTER_TOPIC = "pinwheel.deadletter.v1"
+
+PAYSTUBS_SYNC_EVENTS = frozenset(
+    f"paystubs.{level}_synced" for level in ("seven_days", "thirty_days", "ninety_days", "fully")
+)
+SHIFTS_SYNC_EVENTS = frozenset(
+    f"shifts.{level}_synced" for level in ("seven_days", "thirty_days", "ninety_days", "fully")
+)
+
+EVENT_FAMILIES: Mapping[str, Family] = MappingProxyType(
+    {
+        "account.added": Family.ACCOUNT,
+        "account.additional_connections_recommended": Family.ACCOUNT,
+        "account.monitoring_status.updated": Family.ACCOUNT,
+        "direct_deposit_allocations.added": Family.DIRECT_DEPOSIT,
+        "direct_deposit_switch.added": Family.DIRECT_DEPOSIT,
+        "employment.added": Family.INCOME_EMPLOYMENT,
+        "identity.added": Family.INCOME_EMPLOYMENT,
+        "income.added": Family.INCOME_EMPLOYMENT,
+        "paystubs.added": Family.PAYSTUBS,
+        **dict.fromkeys(sorted(PAYSTUBS_SYNC_EVENTS), Family.PAYSTUBS),
+        "shifts.added": Family.SHIFTS,
+        **dict.fromkeys(sorted(SHIFTS_SYNC_EVENTS), Family.SHIFTS),
+    }
+)
+"""Event types with a typed payload model (pinwheel-webhooks.md)."""
+
+MODELLED_EVENT_TYPES: frozenset[str] = frozenset(EVENT_FAMILIES)
+
+NEWER_EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "paystubs.documents.added",
+        "tax_forms.added",
+        "documents.added",
+        "verification_reports.refreshed",
+        "earnings_stream.payouts.refreshed",
+        "paycheck_viewer.added",
+        "company_connect.census.added",
+        "company_connect.employments.added",
+        "company_connect.incomes.added",
+        "company_connect.status.updated",
+        "bill_switch.added",
+        "bill_switch.cancelled",
+        "bill.added",
+        "bill.updated",
+        "bill.removed",
+        "bill.reminder",
+    }
+)
+"""Documented in newer API versions (PINWHEEL-NOTES.md) but not modelled: they go to the `other` family."""
+
+KNOWN_EVENT_TYPES: frozenset[str] = MODELLED_EVENT_TYPES | NEWER_EVENT_TYPES
+
+
+def family_of(event_type: str) -> Family:
+    return EVENT_FAMILIES.get(event_type, Family.OTHER)
+
+
+# Fallback order for events without an account (architecture.md topic table). event_id is the last resort.
+_OTHER_KEY_FIELDS = ("account_id", "end_user_id", "company_connection_id")
+
+
+def _normalise_id(value: str) -> str:
+    # Co-partitioning compares key bytes: the same account must give the same bytes on every topic,
+    # so UUIDs are written in their canonical lowercase form whatever case Pinwheel used.
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value
+
+
+def partition_key(event_type: str, event_id: str, payload: Any) -> str:
+    """The record key string of an event (its UTF-8 bytes are the Kafka key).
+
+    Typed families: `account_id` (their models require it). `other`: account_id, else end_user_id,
+    else company_connection_id, else event_id — the first one that is a non-empty string.
+    """
+    if isinstance(payload, Mapping):
+        fields = ("account_id",) if family_of(event_type) is not Family.OTHER else _OTHER_KEY_FIELDS
+        for name in fields:
+            value = payload.get(name)
+            if isinstance(value, str) and value:
+                return _normalise_id(value)
+    return event_id

@@ -1,0 +1,198 @@
+"""Pydantic models of webhook bodies and of every modelled payload.
+
+Conventions: every model accepts and keeps unknown fields (`extra="allow"`, read back through
+`model_extra`) because Pinwheel adds fields over time; fields documented as optional, deprecated or
+"if applicable", and fields real deliveries send as null, are `X | None = None`. Model class names are
+the Avro record names (see `schemas/avro/`), which `schemas.datum` relies on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from types import MappingProxyType
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from schemas.catalog import PAYSTUBS_SYNC_EVENTS, SHIFTS_SYNC_EVENTS
+from schemas.enums import MonitoringStatus, Outcome, PlatformAction, PlatformType, SyncStatus
+
+
+def _as_utc(value: datetime) -> datetime:
+    # Avro timestamp-micros stores an instant; fastavro would read a naive datetime as local time.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+Long = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+"""An integer that fits Avro `long`."""
+
+
+class PinwheelModel(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+# -- nested records ---------------------------------------------------------------------------------
+
+
+class AdditionalPlatform(PinwheelModel):
+    platform_type: PlatformType
+    action: PlatformAction
+    platform_id: UUID | None = None
+
+
+class ItemRef(PinwheelModel):
+    """An item of `added` / `deleted` (paystubs, shifts)."""
+
+    id: UUID
+    document_type: str | None = None
+    year: Long | None = None
+    pay_date: date | None = None
+
+
+class JobParams(PinwheelModel):
+    """Params of jobs that document none: everything sent lands in `model_extra`."""
+
+
+class DirectDepositSwitchParams(PinwheelModel):
+    amount: Long | None = None
+
+
+class PaystubsParams(PinwheelModel):
+    from_pay_date: date | None = None
+    to_pay_date: date | None = None
+    count: Long | None = None
+    sync_status: SyncStatus | None = None
+
+
+class ShiftsParams(PinwheelModel):
+    count: Long | None = None
+    sync_status: SyncStatus | None = None
+
+
+# -- payloads -------------------------------------------------------------------------------------
+
+
+class Payload(PinwheelModel):
+    """Base of every payload: all carry the account, and real deliveries add end_user_id."""
+
+    account_id: UUID
+    end_user_id: UUID | None = None
+
+
+class AccountAdded(Payload):
+    link_token_id: UUID
+    platform_id: UUID
+    platform_name: str
+    created_at: UtcDatetime
+    connected: bool
+    monitoring_status: MonitoringStatus
+    platform_type: PlatformType | None = None
+    reported_platform_name: str | None = None
+    reserved_platform_id: UUID | None = None
+
+
+class AccountAdditionalConnectionsRecommended(Payload):
+    additional_platforms: list[AdditionalPlatform]
+
+
+class AccountMonitoringStatusUpdated(Payload):
+    updated_at: UtcDatetime
+    current_monitoring_status: MonitoringStatus
+
+
+class JobPayload(Payload):
+    """Fields shared by every job result event."""
+
+    id: UUID | None = None  # deprecated by Pinwheel: may disappear, so never required
+    name: str
+    link_token_id: UUID | None = None  # "an undefined link token" on refresh jobs
+    timestamp: UtcDatetime
+    outcome: Outcome
+    error_code: str | None = None
+    error_type: str | None = None
+
+
+class DirectDepositAllocationsAdded(JobPayload):
+    params: JobParams | None = None
+
+
+class DirectDepositSwitchAdded(JobPayload):
+    params: DirectDepositSwitchParams | None = None
+
+
+class EmploymentAdded(JobPayload):
+    params: JobParams | None = None
+
+
+class IdentityAdded(JobPayload):
+    params: JobParams | None = None
+
+
+class IncomeAdded(JobPayload):
+    params: JobParams | None = None
+
+
+class PaystubsAdded(JobPayload):
+    params: PaystubsParams | None = None
+    added: list[ItemRef] | None = None
+    deleted: list[ItemRef] | None = None
+
+
+class PaystubsSynced(JobPayload):
+    params: PaystubsParams | None = None
+
+
+class ShiftsAdded(JobPayload):
+    params: ShiftsParams | None = None
+    added: list[ItemRef] | None = None
+    deleted: list[ItemRef] | None = None
+
+
+class ShiftsSynced(JobPayload):
+    params: ShiftsParams | None = None
+
+
+PAYLOAD_MODELS: Mapping[str, type[Payload]] = MappingProxyType(
+    {
+        "account.added": AccountAdded,
+        "account.additional_connections_recommended": AccountAdditionalConnectionsRecommended,
+        "account.monitoring_status.updated": AccountMonitoringStatusUpdated,
+        "direct_deposit_allocations.added": DirectDepositAllocationsAdded,
+        "direct_deposit_switch.added": DirectDepositSwitchAdded,
+        "employment.added": EmploymentAdded,
+        "identity.added": IdentityAdded,
+        "income.added": IncomeAdded,
+        "paystubs.added": PaystubsAdded,
+        **dict.fromkeys(sorted(PAYSTUBS_SYNC_EVENTS), PaystubsSynced),
+        "shifts.added": ShiftsAdded,
+        **dict.fromkeys(sorted(SHIFTS_SYNC_EVENTS), ShiftsSynced),
+    }
+)
+"""Payload model per modelled event type."""
+
+
+def payload_model_for(event_type: str) -> type[Payload] | None:
+    """The payload model of an event type, None for types routed to the `other` family."""
+    return PAYLOAD_MODELS.get(event_type)
+
+
+def parse_payload(event_type: str, payload: Any) -> Payload | None:
+    """Validate a payload (raises pydantic.ValidationError); None for unmodelled event types."""
+    model = PAYLOAD_MODELS.get(event_type)
+    return None if model is None else model.model_validate(payload)
+
+
+class WebhookEvent(BaseModel):
+    """A webhook request body: `{"event_id", "event", "payload"}` (payload untyped here)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    event_id: str = Field(min_length=1, description="Unique per webhook event; the dedupe key.")
+    event: str = Field(min_length=1, description="Event type, e.g. paystubs.added.")
+    payload: Any = Field(default=None, description="Event payload; see payload_model_for(event).")
+
+    def typed_payload(self) -> Payload | None:
+        return parse_payload(self.event, self.payload)
