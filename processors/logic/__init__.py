@@ -1,0 +1,66 @@
+"""Pure processor logic (functional core): dedupe, pending/final join, account table.
+
+No Kafka, no disk, no asyncio: the runtime in ``processors/runtime`` feeds ``Event`` values to an
+``AccountProcessor`` and publishes what it returns. Semantics: docs/processing.md.
+"""
+
+from processors.logic.account_table import AccountState, Recommendation, SyncProgress
+from processors.logic.codec import (
+    ACCOUNT_STATE_SERDE,
+    INT_SERDE,
+    JOB_STATE_SERDE,
+    Serde,
+    StateCodecError,
+)
+from processors.logic.config import LogicConfig
+from processors.logic.events import (
+    Event,
+    EventEnvelope,
+    InvalidEvent,
+    Outcome,
+    event_from_payload,
+    event_from_webhook,
+)
+from processors.logic.join import JobOutcome, JobState
+from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, DeadLetter, Output
+from processors.logic.processor import AccountProcessor
+from processors.logic.stores import (
+    STORE_SERDES,
+    InMemoryStore,
+    KeyValueStore,
+    OrderedKeyValueStore,
+    Stores,
+    in_memory_stores,
+)
+
+__all__ = [
+    "ACCOUNT_STATE_SERDE",
+    "INT_SERDE",
+    "JOB_STATE_SERDE",
+    "STORE_SERDES",
+    "AccountProcessor",
+    "AccountState",
+    "AccountStateSnapshot",
+    "AccountUpdate",
+    "Change",
+    "DeadLetter",
+    "Event",
+    "EventEnvelope",
+    "InMemoryStore",
+    "InvalidEvent",
+    "JobOutcome",
+    "JobState",
+    "KeyValueStore",
+    "LogicConfig",
+    "OrderedKeyValueStore",
+    "Outcome",
+    "Output",
+    "Recommendation",
+    "Serde",
+    "StateCodecError",
+    "Stores",
+    "SyncProgress",
+    "event_from_payload",
+    "event_from_webhook",
+    "in_memory_stores",
+]

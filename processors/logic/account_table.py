@@ -1,0 +1,281 @@
+"""The account table: the latest known facts of one account, folded from its events.
+
+Pure functions ``(AccountState, ...) -> AccountState``. Fields that can be reordered by delivery carry their
+own "as of" time and follow last-writer-wins on payload time, so a late delivery never overwrites a newer
+fact. Sync progress is accumulated with order-independent operations (sum, min, max, union) except for the
+bounded id lists, which keep the most recent ids in processing order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, NamedTuple
+
+from processors.logic.join import JobOutcome
+from processors.logic.timeutil import opt_from_us
+
+#: event type -> (dataset, milestone field of SyncProgress)
+SYNC_MILESTONES: Final = {
+    f"{dataset}.{level}_synced": (dataset, f"{level}_synced_at_us")
+    for dataset in ("paystubs", "shifts")
+    for level in ("seven_days", "thirty_days", "ninety_days", "fully")
+}
+SYNC_BATCHES: Final = {"paystubs.added": "paystubs", "shifts.added": "shifts"}
+
+
+class Recommendation(NamedTuple):
+    platform_type: str | None
+    action: str | None
+    platform_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"platform_type": self.platform_type, "action": self.action, "platform_id": self.platform_id}
+
+
+class SyncProgress(NamedTuple):
+    """Progress of one dataset (paystubs or shifts) across batches and milestone events."""
+
+    seven_days_synced_at_us: int | None = None
+    thirty_days_synced_at_us: int | None = None
+    ninety_days_synced_at_us: int | None = None
+    fully_synced_at_us: int | None = None
+    sync_status: str | None = None  # params.sync_status of the latest batch (payload time)
+    sync_status_at_us: int | None = None
+    batches: int = 0  # successful *.added batches
+    reported_count: int = 0  # sum of params.count of those batches
+    added_count: int = 0  # ids listed in ``added`` (repeats included)
+    deleted_count: int = 0
+    pay_date_from: str | None = None  # min params.from_pay_date (ISO date strings compare as dates)
+    pay_date_to: str | None = None  # max params.to_pay_date
+    added_ids: tuple[str, ...] = ()  # distinct, most recent last, at most max_sync_ids
+    deleted_ids: tuple[str, ...] = ()
+    ids_truncated: bool = False  # some ids were dropped by the cap
+    last_job_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seven_days_synced_at": opt_from_us(self.seven_days_synced_at_us),
+            "thirty_days_synced_at": opt_from_us(self.thirty_days_synced_at_us),
+            "ninety_days_synced_at": opt_from_us(self.ninety_days_synced_at_us),
+            "fully_synced_at": opt_from_us(self.fully_synced_at_us),
+            "sync_status": self.sync_status,
+            "batches": self.batches,
+            "reported_count": self.reported_count,
+            "added_count": self.added_count,
+            "deleted_count": self.deleted_count,
+            "pay_date_from": self.pay_date_from,
+            "pay_date_to": self.pay_date_to,
+            "added_ids": list(self.added_ids),
+            "deleted_ids": list(self.deleted_ids),
+            "ids_truncated": self.ids_truncated,
+            "last_job_id": self.last_job_id,
+        }
+
+
+_NO_PRODUCTS: Final[Mapping[str, JobOutcome]] = {}
+
+
+class AccountState(NamedTuple):
+    """The latest snapshot of one account (value of the accounts store and of ``pinwheel.account_state.v1``).
+
+    Immutable: every change builds a new instance, so an output can hold it without copying. ``products`` is
+    never mutated in place either (copy on write).
+    """
+
+    account_key: str
+    account_id: str | None
+    end_user_id: str | None = None
+    platform_id: str | None = None
+    platform_name: str | None = None
+    link_token_id: str | None = None
+    connected: bool | None = None
+    created_at_us: int | None = None
+    monitoring_status: str | None = None
+    monitoring_status_at_us: int | None = None
+    additional_platforms: tuple[Recommendation, ...] = ()
+    additional_platforms_at_us: int | None = None
+    #: Latest outcome per job event type (pending and timed_out included), last writer wins on ``as_of_us``.
+    products: Mapping[str, JobOutcome] = _NO_PRODUCTS
+    paystubs: SyncProgress | None = None
+    shifts: SyncProgress | None = None
+    #: Number of updates applied: strictly increasing per account, one per account update.
+    version: int = 0
+    last_event_id: str | None = None
+    last_change: str | None = None
+    #: Stream time of the last update (received_at of the event, or the deadline of a timeout).
+    updated_at_us: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_key": self.account_key,
+            "account_id": self.account_id,
+            "end_user_id": self.end_user_id,
+            "platform_id": self.platform_id,
+            "platform_name": self.platform_name,
+            "link_token_id": self.link_token_id,
+            "connected": self.connected,
+            "created_at": opt_from_us(self.created_at_us),
+            "monitoring_status": self.monitoring_status,
+            "monitoring_status_updated_at": opt_from_us(self.monitoring_status_at_us),
+            "additional_platforms": [r.to_dict() for r in self.additional_platforms],
+            "additional_platforms_updated_at": opt_from_us(self.additional_platforms_at_us),
+            "products": {job: outcome.to_dict() for job, outcome in self.products.items()},
+            "paystubs": None if self.paystubs is None else self.paystubs.to_dict(),
+            "shifts": None if self.shifts is None else self.shifts.to_dict(),
+            "version": self.version,
+            "last_event_id": self.last_event_id,
+            "last_change": self.last_change,
+            "updated_at": opt_from_us(self.updated_at_us),
+        }
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _newer(at_us: int, current_us: int | None) -> bool:
+    # Ties go to the later-processed event, so replaying the same sequence gives the same result.
+    return current_us is None or at_us >= current_us
+
+
+def apply_account_added(state: AccountState, payload: Mapping[str, Any], created_us: int) -> AccountState:
+    """account.added: platform and link come from the latest processed login; the monitoring status
+    competes with account.monitoring_status.updated on payload time (created_at vs updated_at)."""
+    connected = payload.get("connected")
+    status = _str(payload.get("monitoring_status"))
+    take_status = status is not None and _newer(created_us, state.monitoring_status_at_us)
+    return state._replace(
+        platform_id=_str(payload.get("platform_id")) or state.platform_id,
+        platform_name=_str(payload.get("platform_name")) or state.platform_name,
+        link_token_id=_str(payload.get("link_token_id")) or state.link_token_id,
+        connected=connected if isinstance(connected, bool) else state.connected,
+        created_at_us=created_us if state.created_at_us is None else min(state.created_at_us, created_us),
+        monitoring_status=status if take_status else state.monitoring_status,
+        monitoring_status_at_us=created_us if take_status else state.monitoring_status_at_us,
+    )
+
+
+def apply_monitoring_status(state: AccountState, payload: Mapping[str, Any], updated_us: int) -> AccountState:
+    status = _str(payload.get("current_monitoring_status"))
+    if status is None or not _newer(updated_us, state.monitoring_status_at_us):
+        return state
+    return state._replace(monitoring_status=status, monitoring_status_at_us=updated_us)
+
+
+def apply_recommendations(state: AccountState, payload: Mapping[str, Any], at_us: int) -> AccountState:
+    """The payload has no time of its own: ``at_us`` is received_at."""
+    raw = payload.get("additional_platforms")
+    if not isinstance(raw, list) or not _newer(at_us, state.additional_platforms_at_us):
+        return state
+    recommendations = tuple(
+        Recommendation(
+            _str(item.get("platform_type")), _str(item.get("action")), _str(item.get("platform_id"))
+        )
+        for item in raw
+        if isinstance(item, Mapping)
+    )
+    return state._replace(additional_platforms=recommendations, additional_platforms_at_us=at_us)
+
+
+def apply_outcome(state: AccountState, outcome: JobOutcome) -> AccountState:
+    """Record ``outcome`` as the product's latest unless a newer one (payload time) is already there."""
+    current = state.products.get(outcome.job)
+    if current is not None and outcome.as_of_us < current.as_of_us:
+        return state
+    products = dict(state.products)
+    products[outcome.job] = outcome
+    return state._replace(products=products)
+
+
+def _ids(items: object) -> list[str]:
+    if not isinstance(items, list):
+        return []
+    ids: list[str] = []
+    for item in items:
+        if isinstance(item, Mapping):
+            value = item.get("id")
+            if isinstance(value, str) and value:
+                ids.append(value)
+    return ids
+
+
+def _merge_ids(current: tuple[str, ...], new: Sequence[str], cap: int) -> tuple[tuple[str, ...], bool]:
+    """Distinct ids, most recent last, at most ``cap``; the flag says whether any were dropped."""
+    if not new:
+        return current, False
+    fresh = dict.fromkeys(new)
+    merged = [i for i in current if i not in fresh]
+    merged.extend(fresh)
+    if len(merged) > cap:
+        return tuple(merged[len(merged) - cap :]), True
+    return tuple(merged), False
+
+
+def _date_min(a: str | None, b: str | None) -> str | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _date_max(a: str | None, b: str | None) -> str | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def apply_sync(
+    state: AccountState,
+    event_type: str,
+    payload: Mapping[str, Any],
+    job_id: str | None,
+    occurred_us: int,
+    max_ids: int,
+) -> AccountState:
+    """A successful paystubs/shifts batch (``*.added``) or milestone (``*_synced``) event."""
+    batch_dataset = SYNC_BATCHES.get(event_type)
+    milestone = SYNC_MILESTONES.get(event_type)
+    dataset = batch_dataset if batch_dataset is not None else milestone[0] if milestone is not None else None
+    if dataset is None:
+        return state
+    progress = (state.paystubs if dataset == "paystubs" else state.shifts) or SyncProgress()
+    raw_params = payload.get("params")
+    params: Mapping[str, Any] = raw_params if isinstance(raw_params, Mapping) else {}
+    changes: dict[str, Any] = {
+        "pay_date_from": _date_min(progress.pay_date_from, _str(params.get("from_pay_date"))),
+        "pay_date_to": _date_max(progress.pay_date_to, _str(params.get("to_pay_date"))),
+        "last_job_id": job_id or progress.last_job_id,
+    }
+    if milestone is not None:
+        field = milestone[1]
+        reached: int | None = getattr(progress, field)
+        changes[field] = occurred_us if reached is None else min(reached, occurred_us)
+    else:
+        added = _ids(payload.get("added"))
+        deleted = _ids(payload.get("deleted"))
+        added_ids, cut_added = _merge_ids(progress.added_ids, added, max_ids)
+        deleted_ids, cut_deleted = _merge_ids(progress.deleted_ids, deleted, max_ids)
+        count = params.get("count")
+        status = _str(params.get("sync_status"))
+        take_status = status is not None and _newer(occurred_us, progress.sync_status_at_us)
+        changes.update(
+            batches=progress.batches + 1,
+            reported_count=progress.reported_count + (count if type(count) is int else 0),
+            added_count=progress.added_count + len(added),
+            deleted_count=progress.deleted_count + len(deleted),
+            added_ids=added_ids,
+            deleted_ids=deleted_ids,
+            ids_truncated=progress.ids_truncated or cut_added or cut_deleted,
+            sync_status=status if take_status else progress.sync_status,
+            sync_status_at_us=occurred_us if take_status else progress.sync_status_at_us,
+        )
+    updated = progress._replace(**changes)
+    return state._replace(paystubs=updated) if dataset == "paystubs" else state._replace(shifts=updated)
+
+
+def touch(
+    state: AccountState, *, event_id: str, change: str, at_us: int, end_user_id: str | None
+) -> AccountState:
+    """Every account update bumps the version: the snapshot sequence of an account is strictly ordered."""
+    return state._replace(
+        version=state.version + 1,
+        last_event_id=event_id,
+        last_change=change,
+        updated_at_us=at_us if state.updated_at_us is None else max(state.updated_at_us, at_us),
+        end_user_id=end_user_id or state.end_user_id,
+    )

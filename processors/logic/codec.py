@@ -1,0 +1,131 @@
+"""Versioned byte encodings of the store values (they travel through compacted changelog topics).
+
+Layout: one version byte, then the body.
+- ``int`` (dedupe first-seen time, timer due time, stream clock): version 1, 8-byte big-endian signed.
+- ``JobState``, ``AccountState``: version 1, orjson of positional arrays in field order (compact, fast).
+
+Evolution rule: a new field is appended with a default, so version 1 decoders of older data keep working
+(a missing trailing element takes the default); any other change bumps the version byte and keeps a decoder
+for every version still present in a changelog. A value with an unknown version raises ``StateCodecError``:
+the runtime must stop rather than guess.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+import orjson
+
+from processors.logic.account_table import AccountState, Recommendation, SyncProgress
+from processors.logic.events import EventEnvelope
+from processors.logic.join import JobOutcome, JobState, OpenJob
+
+T = TypeVar("T")
+
+_V1: Final = 1
+_INT: Final = struct.Struct(">bq")
+
+
+class StateCodecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Serde(Generic[T]):
+    """How the runtime's store turns one value type into changelog bytes and back."""
+
+    name: str
+    to_bytes: Callable[[T], bytes]
+    from_bytes: Callable[[bytes], T]
+
+
+def _version(data: bytes, expected: int = _V1) -> None:
+    if not data or data[0] != expected:
+        found = data[0] if data else None
+        raise StateCodecError(f"unsupported state encoding version {found!r} (expected {expected})")
+
+
+# -- int -----------------------------------------------------------------------------------------------
+
+
+def int_to_bytes(value: int) -> bytes:
+    return _INT.pack(_V1, value)
+
+
+def int_from_bytes(data: bytes) -> int:
+    _version(data)
+    if len(data) != _INT.size:
+        raise StateCodecError(f"int state value must be {_INT.size} bytes, got {len(data)}")
+    return int(_INT.unpack(data)[1])
+
+
+# -- job state -----------------------------------------------------------------------------------------
+
+
+def _open_to_list(job: OpenJob | None) -> list[Any] | None:
+    if job is None:
+        return None
+    return [*job[:5], tuple(job.first)]
+
+
+def _open_from_list(raw: list[Any] | None) -> OpenJob | None:
+    if raw is None:
+        return None
+    job_id, since, last, deliveries, deadline, first = raw[:6]
+    return OpenJob(job_id, since, last, deliveries, deadline, EventEnvelope(*first))
+
+
+def job_state_to_bytes(state: JobState) -> bytes:
+    body = [_open_to_list(state.open), state.closed_through_us, _open_to_list(state.timed_out)]
+    return b"\x01" + orjson.dumps(body)
+
+
+def job_state_from_bytes(data: bytes) -> JobState:
+    _version(data)
+    raw = orjson.loads(data[1:])
+    return JobState(_open_from_list(raw[0]), raw[1], _open_from_list(raw[2]))
+
+
+# -- account state -------------------------------------------------------------------------------------
+
+_PRODUCTS: Final = AccountState._fields.index("products")
+_PLATFORMS: Final = AccountState._fields.index("additional_platforms")
+_PAYSTUBS: Final = AccountState._fields.index("paystubs")
+_SHIFTS: Final = AccountState._fields.index("shifts")
+
+
+def _sync_from_list(raw: list[Any] | None) -> SyncProgress | None:
+    if raw is None:
+        return None
+    progress = SyncProgress(*raw)
+    return progress._replace(added_ids=tuple(progress.added_ids), deleted_ids=tuple(progress.deleted_ids))
+
+
+def account_state_to_bytes(state: AccountState) -> bytes:
+    body: list[Any] = list(state)
+    body[_PRODUCTS] = {job: tuple(outcome) for job, outcome in state.products.items()}
+    body[_PLATFORMS] = [tuple(r) for r in state.additional_platforms]
+    body[_PAYSTUBS] = None if state.paystubs is None else list(state.paystubs)
+    body[_SHIFTS] = None if state.shifts is None else list(state.shifts)
+    return b"\x01" + orjson.dumps(body)
+
+
+def account_state_from_bytes(data: bytes) -> AccountState:
+    _version(data)
+    raw = orjson.loads(data[1:])
+    products: Mapping[str, list[Any]] = raw[_PRODUCTS]
+    raw[_PRODUCTS] = {job: JobOutcome(*outcome) for job, outcome in products.items()}
+    raw[_PLATFORMS] = tuple(Recommendation(*r) for r in raw[_PLATFORMS])
+    raw[_PAYSTUBS] = _sync_from_list(raw[_PAYSTUBS])
+    raw[_SHIFTS] = _sync_from_list(raw[_SHIFTS])
+    return AccountState(*raw)
+
+
+INT_SERDE: Final[Serde[int]] = Serde("int", int_to_bytes, int_from_bytes)
+JOB_STATE_SERDE: Final[Serde[JobState]] = Serde("job_state", job_state_to_bytes, job_state_from_bytes)
+ACCOUNT_STATE_SERDE: Final[Serde[AccountState]] = Serde(
+    "account_state", account_state_to_bytes, account_state_from_bytes
+)

@@ -1,0 +1,32 @@
+"""Tunables of the processor logic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class LogicConfig:
+    #: How long (in stream time) an event_id is remembered. Pinwheel retries for 15 minutes; the rest covers
+    #: our own replays (gateway spool, reprocessing).
+    dedupe_retention: timedelta = timedelta(days=7)
+    #: Pinwheel: a pending job resolves "within the 24-hour window" after its first attempt.
+    pending_timeout: timedelta = timedelta(hours=24)
+    #: Slack for delivery delays (Pinwheel retries up to 15 min, gateway spooling) and clock skew between
+    #: Pinwheel's payload timestamps and the gateway's receive time.
+    timeout_grace: timedelta = timedelta(hours=1)
+    #: Dedupe expiries are rounded up to this granularity so they fire in batches (one timer scan per
+    #: bucket instead of one per event): retention is at least ``dedupe_retention``, at most one bucket more.
+    dedupe_bucket: timedelta = timedelta(minutes=1)
+    #: Cap on the added/deleted id lists kept per sync dataset in the account state (most recent kept).
+    max_sync_ids: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("dedupe_retention", "pending_timeout", "dedupe_bucket"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be positive")
+        if self.timeout_grace < timedelta(0):
+            raise ValueError("timeout_grace must not be negative")
+        if self.max_sync_ids < 0:
+            raise ValueError("max_sync_ids must not be negative")

@@ -1,0 +1,231 @@
+"""The normalized input of the processors: one ``Event`` per accepted webhook delivery.
+
+The runtime builds an ``Event`` from the decoded family-topic record (``event_from_payload``); tests and the
+simulator build one from a raw webhook body (``event_from_webhook``). Both go through the same rules, so the
+account key, the event time and the job fields are derived in exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, NamedTuple, cast
+
+import orjson
+
+from processors.logic.timeutil import to_us
+
+Outcome = Literal["success", "error", "pending"]
+OUTCOMES: Final = frozenset({"success", "error", "pending"})
+
+#: Job events of pinwheel-webhooks.md: each carries ``outcome`` and ``timestamp``. Other types that carry
+#: an ``outcome`` (newer API versions) are treated as job events too, see ``Event.is_job``.
+JOB_EVENT_TYPES: Final = frozenset(
+    {
+        "direct_deposit_allocations.added",
+        "direct_deposit_switch.added",
+        "employment.added",
+        "identity.added",
+        "income.added",
+        "paystubs.added",
+        "paystubs.seven_days_synced",
+        "paystubs.thirty_days_synced",
+        "paystubs.ninety_days_synced",
+        "paystubs.fully_synced",
+        "shifts.added",
+        "shifts.seven_days_synced",
+        "shifts.thirty_days_synced",
+        "shifts.ninety_days_synced",
+        "shifts.fully_synced",
+    }
+)
+
+ACCOUNT_ADDED: Final = "account.added"
+MONITORING_STATUS_UPDATED: Final = "account.monitoring_status.updated"
+CONNECTIONS_RECOMMENDED: Final = "account.additional_connections_recommended"
+
+# Which payload field is the event's own time (see docs/processing.md, "Time").
+_OCCURRED_FIELD: Final = {ACCOUNT_ADDED: "created_at", MONITORING_STATUS_UPDATED: "updated_at"}
+
+# Fallback only: the runtime passes the family of the topic it read (the catalog in schemas/ is the truth).
+_FAMILY_PREFIXES: Final = (
+    ("account.", "account"),
+    ("direct_deposit_", "direct_deposit"),
+    ("employment.", "income_employment"),
+    ("identity.", "income_employment"),
+    ("income.", "income_employment"),
+    ("paystubs.", "paystubs"),
+    ("shifts.", "shifts"),
+)
+
+
+class InvalidEvent(ValueError):
+    """A body or payload that cannot become an ``Event``; ``reason`` is a stable dead-letter reason code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One webhook delivery, normalized. Times are aware UTC datetimes."""
+
+    event_id: str
+    event_type: str
+    #: The partition key: account_id, else end_user_id, else company_connection_id, else event_id.
+    account_key: str
+    account_id: str | None
+    #: When the gateway read the request: the event time of stream processing.
+    received_at: datetime
+    #: The payload's own time: ``timestamp`` (jobs), ``updated_at`` (monitoring status),
+    #: ``created_at`` (account.added).
+    occurred_at: datetime | None = None
+    family: str = "other"
+    #: ``x-timestamp`` of the delivery attempt.
+    sent_at: datetime | None = None
+    job_id: str | None = None
+    job_name: str | None = None
+    outcome: Outcome | None = None
+    error_code: str | None = None
+    error_type: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_job(self) -> bool:
+        return self.outcome is not None or self.event_type in JOB_EVENT_TYPES
+
+
+class EventEnvelope(NamedTuple):
+    """The triggering event's envelope as carried by outputs and kept in job state (times in epoch µs)."""
+
+    event_id: str
+    event_type: str
+    family: str
+    sent_at_us: int | None
+    received_at_us: int
+
+    @classmethod
+    def of(cls, event: Event, received_at_us: int) -> EventEnvelope:
+        sent = event.sent_at
+        return cls(
+            event.event_id,
+            event.event_type,
+            event.family,
+            None if sent is None else to_us(sent),
+            received_at_us,
+        )
+
+
+def family_of(event_type: str) -> str:
+    for prefix, family in _FAMILY_PREFIXES:
+        if event_type.startswith(prefix):
+            return family
+    return "other"
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def account_key_of(event_id: str, payload: Mapping[str, Any]) -> str:
+    """The partition key rule of docs/architecture.md (same as the gateway's)."""
+    for name in ("account_id", "end_user_id", "company_connection_id"):
+        value = _opt_str(payload.get(name))
+        if value is not None:
+            return value
+    return event_id
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """An ISO 8601 payload timestamp as aware UTC; ``None`` when absent or unparsable.
+
+    Lenient on purpose: the gateway already validated the payload, and the processors fall back to
+    ``received_at`` rather than dead-lettering a real event over a malformed time field. A naive timestamp is
+    taken as UTC (Pinwheel always sends an offset).
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _aware_utc(name: str, value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise InvalidEvent("naive_datetime", f"{name} must be timezone-aware")
+    return value.astimezone(UTC)
+
+
+def event_from_payload(
+    *,
+    event_id: str,
+    event_type: str,
+    payload: Mapping[str, Any],
+    received_at: datetime,
+    sent_at: datetime | None = None,
+    family: str | None = None,
+) -> Event:
+    """Normalize one decoded delivery. Raises ``InvalidEvent`` for what no processor could use."""
+    if not isinstance(event_id, str) or not event_id:
+        raise InvalidEvent("missing_event_id", "event_id must be a non-empty string")
+    if not isinstance(event_type, str) or not event_type:
+        raise InvalidEvent("missing_event_type", "event must be a non-empty string")
+    if not isinstance(payload, Mapping):
+        raise InvalidEvent("invalid_payload", "payload must be an object")
+    raw_outcome = payload.get("outcome")
+    if raw_outcome is not None and raw_outcome not in OUTCOMES:
+        raise InvalidEvent("invalid_outcome", f"outcome must be one of {sorted(OUTCOMES)}")
+    occurred_field = _OCCURRED_FIELD.get(event_type, "timestamp")
+    is_job = raw_outcome is not None or event_type in JOB_EVENT_TYPES
+    return Event(
+        event_id=event_id,
+        event_type=event_type,
+        account_key=account_key_of(event_id, payload),
+        account_id=_opt_str(payload.get("account_id")),
+        received_at=_aware_utc("received_at", received_at),
+        occurred_at=parse_timestamp(payload.get(occurred_field)),
+        family=family if family is not None else family_of(event_type),
+        sent_at=None if sent_at is None else _aware_utc("sent_at", sent_at),
+        job_id=_opt_str(payload.get("id")) if is_job else None,
+        job_name=_opt_str(payload.get("name")),
+        outcome=cast(Outcome | None, raw_outcome),
+        error_code=_opt_str(payload.get("error_code")),
+        error_type=_opt_str(payload.get("error_type")),
+        payload=payload,
+    )
+
+
+def event_from_webhook(
+    body: bytes | str | Mapping[str, Any],
+    received_at: datetime,
+    *,
+    sent_at: datetime | None = None,
+    family: str | None = None,
+) -> Event:
+    """An ``Event`` from a raw webhook body ``{"event", "event_id", "payload"}`` (tests, simulator)."""
+    if isinstance(body, bytes | str):
+        try:
+            decoded: object = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent("invalid_json", str(exc)) from None
+    else:
+        decoded = body
+    if not isinstance(decoded, Mapping):
+        raise InvalidEvent("invalid_body", "body must be a JSON object")
+    payload = decoded.get("payload")
+    if not isinstance(payload, Mapping):
+        raise InvalidEvent("invalid_payload", "payload must be an object")
+    return event_from_payload(
+        event_id=decoded.get("event_id"),  # type: ignore[arg-type]  # validated inside
+        event_type=decoded.get("event"),  # type: ignore[arg-type]
+        payload=payload,
+        received_at=received_at,
+        sent_at=sent_at,
+        family=family,
+    )

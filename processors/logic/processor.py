@@ -1,0 +1,311 @@
+"""``AccountProcessor``: dedupe, pending/final join and account table for one input partition.
+
+The runtime owns one instance per partition task and calls ``process`` for each record in offset order and
+``on_time`` on punctuation. All state is in ``Stores``; the instance only caches what it can re-read (stream
+time, next timer due), so after the runtime restores or rolls back the stores it must build a new instance.
+Deterministic: outputs depend only on the sequence of calls and their arguments (no wall clock, no random).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Final
+
+from processors.logic.account_table import (
+    SYNC_BATCHES,
+    SYNC_MILESTONES,
+    AccountState,
+    apply_account_added,
+    apply_monitoring_status,
+    apply_outcome,
+    apply_recommendations,
+    apply_sync,
+    touch,
+)
+from processors.logic.config import LogicConfig
+from processors.logic.events import (
+    ACCOUNT_ADDED,
+    CONNECTIONS_RECOMMENDED,
+    MONITORING_STATUS_UPDATED,
+    OUTCOMES,
+    Event,
+    EventEnvelope,
+)
+from processors.logic.join import JobOutcome, JoinKind, apply_final, apply_pending, apply_timeout
+from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, DeadLetter, Output
+from processors.logic.stores import Stores
+from processors.logic.timeutil import opt_from_us, span_us, to_us
+
+CLOCK_KEY: Final = "~clock"  # sorts after every "<digits>|..." timer key
+_TIMERS_END: Final = "~"
+_MAX_DUE: Final = 10**16 - 1  # 16 digits of epoch µs: until year 2286
+_NEVER: Final = 10**16
+_DEDUPE: Final = "d"
+_JOB: Final = "j"
+_UNLOADED: Final = -1
+
+_ACCOUNT_CHANGES: Final = {
+    ACCOUNT_ADDED: Change.ACCOUNT_ADDED,
+    MONITORING_STATUS_UPDATED: Change.MONITORING_STATUS_CHANGED,
+    CONNECTIONS_RECOMMENDED: Change.CONNECTIONS_RECOMMENDED,
+}
+
+
+def timer_key(due_us: int, kind: str, target: str) -> str:
+    """Fixed-width due time first, so byte order of keys is due order (then kind, then target)."""
+    return f"{min(max(due_us, 0), _MAX_DUE):016d}|{kind}|{target}"
+
+
+def join_key(account_key: str, event_type: str) -> str:
+    return f"{account_key}|{event_type}"
+
+
+class AccountProcessor:
+    __slots__ = (
+        "_accounts",
+        "_bucket_us",
+        "_clock",
+        "_dedupe",
+        "_jobs",
+        "_max_ids",
+        "_next_due",
+        "_retention_us",
+        "_timers",
+        "_window_us",
+        "config",
+        "counters",
+    )
+
+    def __init__(self, config: LogicConfig, stores: Stores) -> None:
+        self.config = config
+        self._dedupe = stores.dedupe
+        self._jobs = stores.jobs
+        self._accounts = stores.accounts
+        self._timers = stores.timers
+        self._retention_us = span_us(config.dedupe_retention)
+        self._bucket_us = span_us(config.dedupe_bucket)
+        self._window_us = span_us(config.pending_timeout + config.timeout_grace)
+        self._max_ids = config.max_sync_ids
+        self._clock: int | None = _UNLOADED
+        self._next_due = _UNLOADED
+        #: Observability only (never affects outputs): duplicate, dead_letter, stale_pending, timed_out, ...
+        self.counters: Counter[str] = Counter()
+
+    # -- time ----------------------------------------------------------------------------------------
+
+    @property
+    def stream_time(self) -> datetime | None:
+        """Max received_at (or ``on_time`` argument) seen by this partition, kept in the timers store."""
+        return opt_from_us(self._load_clock())
+
+    def _load_clock(self) -> int | None:
+        if self._clock == _UNLOADED:
+            self._clock = self._timers.get(CLOCK_KEY)
+        return self._clock
+
+    def _first_due(self) -> int:
+        for _key, due in self._timers.range("", _TIMERS_END):
+            return due
+        return _NEVER
+
+    def _add_timer(self, due_us: int, kind: str, target: str) -> None:
+        self._timers.put(timer_key(due_us, kind, target), due_us)
+        if self._next_due != _UNLOADED and due_us < self._next_due:
+            self._next_due = due_us
+
+    def _advance(self, now_us: int, out: list[Output]) -> None:
+        """Move stream time forward (never back) and fire every timer due strictly before it."""
+        clock = self._load_clock()
+        if clock is None or now_us > clock:
+            clock = self._clock = now_us
+            self._timers.put(CLOCK_KEY, now_us)
+        if self._next_due == _UNLOADED:
+            self._next_due = self._first_due()
+        if self._next_due >= clock:
+            return
+        # Materialize first: firing deletes keys of the range being read.
+        end = f"{min(max(clock, 0), _MAX_DUE):016d}"  # keys due at exactly `clock` sort after it: not yet due
+        for key, due in list(self._timers.range("", end)):
+            self._timers.delete(key)
+            if key[17] == _DEDUPE:
+                self._dedupe.delete(key[19:])
+                self.counters["dedupe_expired"] += 1
+            else:
+                self._fire_timeout(key[19:], due, out)
+        self._next_due = self._first_due()
+
+    def on_time(self, stream_time: datetime) -> list[Output]:
+        """Punctuation: advance stream time to ``stream_time`` and emit due timeouts. Idempotent."""
+        out: list[Output] = []
+        self._advance(to_us(stream_time), out)
+        return out
+
+    # -- events --------------------------------------------------------------------------------------
+
+    def process(self, event: Event) -> list[Output]:
+        received_us = to_us(event.received_at)
+        out: list[Output] = []
+        self._advance(received_us, out)
+        event_id = event.event_id
+        dedupe = self._dedupe
+        if dedupe.get(event_id) is not None:
+            self.counters["duplicate"] += 1
+            return out
+        dedupe.put(event_id, received_us)
+        bucket = self._bucket_us
+        self._add_timer(-(-(received_us + self._retention_us) // bucket) * bucket, _DEDUPE, event_id)
+        if event.is_job:
+            self._process_job(event, received_us, out)
+        else:
+            self._process_account_event(event, received_us, out)
+        return out
+
+    def _dead_letter(self, event: Event, reason: str, error: str, out: list[Output]) -> None:
+        self.counters["dead_letter"] += 1
+        out.append(DeadLetter(event.event_id, event.event_type, event.account_key, reason, error))
+
+    def _process_job(self, event: Event, received_us: int, out: list[Output]) -> None:
+        outcome = event.outcome
+        if outcome is None:
+            self._dead_letter(event, "missing_outcome", f"{event.event_type} carries no outcome", out)
+            return
+        if outcome not in OUTCOMES:
+            self._dead_letter(event, "invalid_outcome", "outcome is not success, error or pending", out)
+            return
+        occurred = event.occurred_at
+        occurred_us = received_us if occurred is None else to_us(occurred)
+        event_type = event.event_type
+        key = join_key(event.account_key, event_type)
+        before = self._jobs.get(key)
+        envelope = EventEnvelope.of(event, received_us)
+        if outcome == "pending":
+            result = apply_pending(
+                before,
+                job=event_type,
+                job_id=event.job_id,
+                occurred_us=occurred_us,
+                envelope=envelope,
+                window_us=self._window_us,
+            )
+        else:
+            result = apply_final(
+                before,
+                job=event_type,
+                job_id=event.job_id,
+                outcome=outcome,
+                error_code=event.error_code,
+                error_type=event.error_type,
+                occurred_us=occurred_us,
+                window_us=self._window_us,
+            )
+        kind = result.kind
+        after = result.state
+        if kind is JoinKind.STALE_PENDING:
+            self.counters["stale_pending"] += 1
+            change = Change.JOB_STALE
+        else:
+            self._jobs.put(key, after)
+            old_deadline = None if before is None or before.open is None else before.open.deadline_us
+            new_deadline = None if after.open is None else after.open.deadline_us
+            if old_deadline != new_deadline:
+                if old_deadline is not None:
+                    self._timers.delete(timer_key(old_deadline, _JOB, key))
+                if new_deadline is not None:
+                    self._add_timer(new_deadline, _JOB, key)
+            if outcome == "pending":
+                change = Change.JOB_PENDING
+            elif outcome == "success" and event_type in SYNC_MILESTONES:
+                change = Change.SYNC_PROGRESS
+            else:
+                change = Change.JOB_OUTCOME
+            if kind is JoinKind.LATE_JOINED:
+                self.counters["late_joined"] += 1
+        account_id = event.account_id
+        state = None
+        if account_id is not None:
+            state = self._accounts.get(event.account_key) or AccountState(event.account_key, account_id)
+            if result.outcome is not None:
+                state = apply_outcome(state, result.outcome)
+            if outcome == "success" and (event_type in SYNC_BATCHES or event_type in SYNC_MILESTONES):
+                state = apply_sync(state, event_type, event.payload, event.job_id, occurred_us, self._max_ids)
+        self._emit(event, envelope, change, result.outcome, state, received_us, out)
+
+    def _process_account_event(self, event: Event, received_us: int, out: list[Output]) -> None:
+        event_type = event.event_type
+        change = _ACCOUNT_CHANGES.get(event_type, Change.EVENT_RECORDED)
+        account_id = event.account_id
+        state = None
+        if account_id is not None:
+            state = self._accounts.get(event.account_key) or AccountState(event.account_key, account_id)
+            occurred = event.occurred_at
+            at_us = received_us if occurred is None else to_us(occurred)
+            if change is Change.ACCOUNT_ADDED:
+                state = apply_account_added(state, event.payload, at_us)
+            elif change is Change.MONITORING_STATUS_CHANGED:
+                state = apply_monitoring_status(state, event.payload, at_us)
+            elif change is Change.CONNECTIONS_RECOMMENDED:
+                state = apply_recommendations(state, event.payload, received_us)
+        self._emit(event, EventEnvelope.of(event, received_us), change, None, state, received_us, out)
+
+    def _emit(
+        self,
+        event: Event,
+        envelope: EventEnvelope,
+        change: Change,
+        outcome: JobOutcome | None,
+        state: AccountState | None,
+        received_us: int,
+        out: list[Output],
+    ) -> None:
+        if state is not None:
+            end_user = event.payload.get("end_user_id")
+            state = touch(
+                state,
+                event_id=event.event_id,
+                change=change.value,
+                at_us=received_us,
+                end_user_id=end_user if isinstance(end_user, str) and end_user else None,
+            )
+            self._accounts.put(event.account_key, state)
+        update = AccountUpdate(
+            event.event_id, event.account_key, event.account_id, change, envelope, outcome, state
+        )
+        out.append(update)
+        if state is not None:
+            out.append(AccountStateSnapshot(state))
+
+    # -- timers --------------------------------------------------------------------------------------
+
+    def _fire_timeout(self, key: str, due_us: int, out: list[Output]) -> None:
+        account_key, _, job = key.rpartition("|")
+        result = apply_timeout(self._jobs.get(key), job=job, deadline_us=due_us)
+        if result is None or result.outcome is None or result.state.timed_out is None:
+            self.counters["timer_obsolete"] += 1
+            return
+        self.counters["timed_out"] += 1
+        self._jobs.put(key, result.state)
+        first = result.state.timed_out.first
+        state = self._accounts.get(account_key)
+        if state is not None:
+            state = touch(
+                apply_outcome(state, result.outcome),
+                event_id=first.event_id,
+                change=Change.JOB_TIMED_OUT.value,
+                at_us=due_us,
+                end_user_id=None,
+            )
+            self._accounts.put(account_key, state)
+        out.append(
+            AccountUpdate(
+                f"{first.event_id}:timed_out",
+                account_key,
+                None if state is None else state.account_id,
+                Change.JOB_TIMED_OUT,
+                first,
+                result.outcome,
+                state,
+            )
+        )
+        if state is not None:
+            out.append(AccountStateSnapshot(state))
