@@ -52,6 +52,18 @@ class SyncProgress(NamedTuple):
     ids_truncated: bool = False  # some ids were dropped by the cap
     last_job_id: str | None = None
 
+    @property
+    def deepest_milestone(self) -> str | None:
+        for name, at in (
+            ("full", self.fully_synced_at_us),
+            ("ninety_days", self.ninety_days_synced_at_us),
+            ("thirty_days", self.thirty_days_synced_at_us),
+            ("seven_days", self.seven_days_synced_at_us),
+        ):
+            if at is not None:
+                return name
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "seven_days_synced_at": opt_from_us(self.seven_days_synced_at_us),
@@ -72,18 +84,17 @@ class SyncProgress(NamedTuple):
         }
 
 
-_NO_PRODUCTS: Final[Mapping[str, JobOutcome]] = {}
+_NO_JOBS: Final[Mapping[str, JobOutcome]] = {}
 
 
 class AccountState(NamedTuple):
     """The latest snapshot of one account (value of the accounts store and of ``pinwheel.account_state.v1``).
 
     Immutable: every change builds a new instance, so an output can hold it without copying. ``products`` is
-    never mutated in place either (copy on write).
+    never mutated in place either (copy on write). Only accounts with an ``account_id`` have a state.
     """
 
-    account_key: str
-    account_id: str | None
+    account_id: str
     end_user_id: str | None = None
     platform_id: str | None = None
     platform_name: str | None = None
@@ -94,36 +105,42 @@ class AccountState(NamedTuple):
     monitoring_status_at_us: int | None = None
     additional_platforms: tuple[Recommendation, ...] = ()
     additional_platforms_at_us: int | None = None
-    #: Latest outcome per job event type (pending and timed_out included), last writer wins on ``as_of_us``.
-    products: Mapping[str, JobOutcome] = _NO_PRODUCTS
+    #: Latest outcome per job name (pending and timed_out included), last writer wins on ``as_of_us``.
+    jobs: Mapping[str, JobOutcome] = _NO_JOBS
     paystubs: SyncProgress | None = None
     shifts: SyncProgress | None = None
     #: Number of updates applied: strictly increasing per account, one per account update.
     version: int = 0
     last_event_id: str | None = None
+    last_event_type: str | None = None
+    last_event_sent_at_us: int | None = None
     last_change: str | None = None
     #: Stream time of the last update (received_at of the event, or the deadline of a timeout).
     updated_at_us: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "account_key": self.account_key,
             "account_id": self.account_id,
             "end_user_id": self.end_user_id,
             "platform_id": self.platform_id,
             "platform_name": self.platform_name,
             "link_token_id": self.link_token_id,
             "connected": self.connected,
-            "created_at": opt_from_us(self.created_at_us),
+            "account_created_at": opt_from_us(self.created_at_us),
             "monitoring_status": self.monitoring_status,
             "monitoring_status_updated_at": opt_from_us(self.monitoring_status_at_us),
             "additional_platforms": [r.to_dict() for r in self.additional_platforms],
             "additional_platforms_updated_at": opt_from_us(self.additional_platforms_at_us),
-            "products": {job: outcome.to_dict() for job, outcome in self.products.items()},
+            "jobs": {job: outcome.to_dict() for job, outcome in self.jobs.items()},
+            "paystubs_synced": None if self.paystubs is None else self.paystubs.deepest_milestone,
+            "shifts_synced": None if self.shifts is None else self.shifts.deepest_milestone,
             "paystubs": None if self.paystubs is None else self.paystubs.to_dict(),
             "shifts": None if self.shifts is None else self.shifts.to_dict(),
             "version": self.version,
+            "events_applied": self.version,
             "last_event_id": self.last_event_id,
+            "last_event_type": self.last_event_type,
+            "last_event_sent_at": opt_from_us(self.last_event_sent_at_us),
             "last_change": self.last_change,
             "updated_at": opt_from_us(self.updated_at_us),
         }
@@ -179,12 +196,12 @@ def apply_recommendations(state: AccountState, payload: Mapping[str, Any], at_us
 
 def apply_outcome(state: AccountState, outcome: JobOutcome) -> AccountState:
     """Record ``outcome`` as the product's latest unless a newer one (payload time) is already there."""
-    current = state.products.get(outcome.job)
+    current = state.jobs.get(outcome.job)
     if current is not None and outcome.as_of_us < current.as_of_us:
         return state
-    products = dict(state.products)
-    products[outcome.job] = outcome
-    return state._replace(products=products)
+    jobs = dict(state.jobs)
+    jobs[outcome.job] = outcome
+    return state._replace(jobs=jobs)
 
 
 def _ids(items: object) -> list[str]:
@@ -269,12 +286,21 @@ def apply_sync(
 
 
 def touch(
-    state: AccountState, *, event_id: str, change: str, at_us: int, end_user_id: str | None
+    state: AccountState,
+    *,
+    event_id: str,
+    event_type: str,
+    sent_at_us: int | None,
+    change: str,
+    at_us: int,
+    end_user_id: str | None,
 ) -> AccountState:
     """Every account update bumps the version: the snapshot sequence of an account is strictly ordered."""
     return state._replace(
         version=state.version + 1,
         last_event_id=event_id,
+        last_event_type=event_type,
+        last_event_sent_at_us=sent_at_us,
         last_change=change,
         updated_at_us=at_us if state.updated_at_us is None else max(state.updated_at_us, at_us),
         end_user_id=end_user_id or state.end_user_id,

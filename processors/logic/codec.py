@@ -68,14 +68,14 @@ def int_from_bytes(data: bytes) -> int:
 def _open_to_list(job: OpenJob | None) -> list[Any] | None:
     if job is None:
         return None
-    return [*job[:5], tuple(job.first)]
+    return [*job[:5], tuple(job.first), job.job]
 
 
 def _open_from_list(raw: list[Any] | None) -> OpenJob | None:
     if raw is None:
         return None
-    job_id, since, last, deliveries, deadline, first = raw[:6]
-    return OpenJob(job_id, since, last, deliveries, deadline, EventEnvelope(*first))
+    job_id, since, last, deliveries, deadline, first, job = raw[:7]
+    return OpenJob(job_id, since, last, deliveries, deadline, EventEnvelope(*first), job)
 
 
 def job_state_to_bytes(state: JobState) -> bytes:
@@ -91,7 +91,7 @@ def job_state_from_bytes(data: bytes) -> JobState:
 
 # -- account state -------------------------------------------------------------------------------------
 
-_PRODUCTS: Final = AccountState._fields.index("products")
+_JOBS: Final = AccountState._fields.index("jobs")
 _PLATFORMS: Final = AccountState._fields.index("additional_platforms")
 _PAYSTUBS: Final = AccountState._fields.index("paystubs")
 _SHIFTS: Final = AccountState._fields.index("shifts")
@@ -106,7 +106,7 @@ def _sync_from_list(raw: list[Any] | None) -> SyncProgress | None:
 
 def account_state_to_bytes(state: AccountState) -> bytes:
     body: list[Any] = list(state)
-    body[_PRODUCTS] = {job: tuple(outcome) for job, outcome in state.products.items()}
+    body[_JOBS] = {job: tuple(outcome) for job, outcome in state.jobs.items()}
     body[_PLATFORMS] = [tuple(r) for r in state.additional_platforms]
     body[_PAYSTUBS] = None if state.paystubs is None else list(state.paystubs)
     body[_SHIFTS] = None if state.shifts is None else list(state.shifts)
@@ -116,8 +116,8 @@ def account_state_to_bytes(state: AccountState) -> bytes:
 def account_state_from_bytes(data: bytes) -> AccountState:
     _version(data)
     raw = orjson.loads(data[1:])
-    products: Mapping[str, list[Any]] = raw[_PRODUCTS]
-    raw[_PRODUCTS] = {job: JobOutcome(*outcome) for job, outcome in products.items()}
+    jobs: Mapping[str, list[Any]] = raw[_JOBS]
+    raw[_JOBS] = {job: JobOutcome(*outcome) for job, outcome in jobs.items()}
     raw[_PLATFORMS] = tuple(Recommendation(*r) for r in raw[_PLATFORMS])
     raw[_PAYSTUBS] = _sync_from_list(raw[_PAYSTUBS])
     raw[_SHIFTS] = _sync_from_list(raw[_SHIFTS])

@@ -17,7 +17,7 @@ from processors.logic.timeutil import opt_from_us
 class JobOutcome(NamedTuple):
     """One job outcome as published (``outcome`` of an update, entries of ``AccountState.products``)."""
 
-    job: str  # the event type, e.g. "direct_deposit_switch.added"
+    job: str  # job name: payload ``name`` (e.g. "paystubs"), else the event type
     job_id: str | None
     outcome: str  # success | error | pending | timed_out
     error_code: str | None
@@ -57,6 +57,7 @@ class OpenJob(NamedTuple):
     deliveries: int  # distinct pending events seen
     deadline_us: int  # pending_since + pending_timeout + grace, compared with stream time
     first: EventEnvelope  # the first pending processed: the envelope and id of the timed_out update
+    job: str  # job name, for the timed_out outcome
 
 
 class JobState(NamedTuple):
@@ -105,7 +106,7 @@ def apply_pending(
         return JoinResult(state, JoinKind.STALE_PENDING, None)
     current = state.open
     if current is None:
-        opened = OpenJob(job_id, occurred_us, occurred_us, 1, occurred_us + window_us, envelope)
+        opened = OpenJob(job_id, occurred_us, occurred_us, 1, occurred_us + window_us, envelope, job)
         kind = JoinKind.OPENED
     else:
         # Reordered pendings of one job: pending_since is the earliest, so the deadline only moves earlier.
@@ -117,6 +118,7 @@ def apply_pending(
             current.deliveries + 1,
             since + window_us,
             current.first,
+            current.job,
         )
         kind = JoinKind.PENDING_AGAIN
     outcome = JobOutcome(
@@ -190,13 +192,13 @@ def _joined(
     )
 
 
-def apply_timeout(state: JobState | None, *, job: str, deadline_us: int) -> JoinResult | None:
+def apply_timeout(state: JobState | None, *, deadline_us: int) -> JoinResult | None:
     """The timer of ``deadline_us`` fired. ``None`` when it no longer applies (job closed or re-timed)."""
     if state is None or state.open is None or state.open.deadline_us != deadline_us:
         return None
     current = state.open
     outcome = JobOutcome(
-        job,
+        current.job,
         current.job_id,
         "timed_out",
         None,

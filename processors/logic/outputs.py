@@ -18,14 +18,17 @@ from processors.logic.timeutil import from_us, opt_from_us
 class Change(StrEnum):
     """What an account update is about (the ``change`` enum of ``pinwheel.AccountUpdate``)."""
 
-    ACCOUNT_ADDED = "account_added"
+    ACCOUNT_CONNECTED = "account_connected"  # account.added
     MONITORING_STATUS_CHANGED = "monitoring_status_changed"
-    CONNECTIONS_RECOMMENDED = "connections_recommended"
+    CONNECTIONS_RECOMMENDED = "additional_connections_recommended"
     JOB_PENDING = "job_pending"
-    JOB_OUTCOME = "job_outcome"
+    JOB_SUCCEEDED = "job_succeeded"
+    JOB_FAILED = "job_failed"
     JOB_TIMED_OUT = "job_timed_out"
+    SYNC_PROGRESSED = "sync_progressed"  # successful *_synced milestone
+    #: Not (yet) in schemas/avro AccountChange: a pending that arrived after its job was over.
     JOB_STALE = "job_stale"
-    SYNC_PROGRESS = "sync_progress"
+    #: Not (yet) in schemas/avro AccountChange: any other event of the account (newer types included).
     EVENT_RECORDED = "event_recorded"
 
 
@@ -40,30 +43,27 @@ def envelope_to_dict(envelope: EventEnvelope) -> dict[str, Any]:
 
 
 class AccountUpdate(NamedTuple):
-    """One record of ``pinwheel.account_updates.v1``."""
+    """One record of ``pinwheel.account_updates.v1`` (key: account_id)."""
 
     update_id: str  # "<event_id>" or "<first pending event_id>:timed_out"
-    account_key: str
-    account_id: str | None
+    account_id: str
     change: Change
-    event: EventEnvelope
+    trigger: EventEnvelope  # the event that caused it; for a timeout, the job's first pending
     outcome: JobOutcome | None
-    #: The account after the change; None for events that carry no account_id.
-    account: AccountState | None
+    account: AccountState  # the account after the change
 
     @property
     def key(self) -> str:
-        return self.account_id if self.account_id is not None else self.account_key
+        return self.account_id
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "update_id": self.update_id,
             "account_id": self.account_id,
-            "account_key": self.account_key,
             "change": self.change.value,
-            "event": envelope_to_dict(self.event),
+            "trigger": envelope_to_dict(self.trigger),
             "outcome": None if self.outcome is None else self.outcome.to_dict(),
-            "account": None if self.account is None else self.account.to_dict(),
+            "account": self.account.to_dict(),
         }
 
 
@@ -74,8 +74,7 @@ class AccountStateSnapshot(NamedTuple):
 
     @property
     def key(self) -> str:
-        account = self.account
-        return account.account_id if account.account_id is not None else account.account_key
+        return self.account.account_id
 
     def to_dict(self) -> dict[str, Any]:
         return self.account.to_dict()

@@ -46,7 +46,7 @@ _JOB: Final = "j"
 _UNLOADED: Final = -1
 
 _ACCOUNT_CHANGES: Final = {
-    ACCOUNT_ADDED: Change.ACCOUNT_ADDED,
+    ACCOUNT_ADDED: Change.ACCOUNT_CONNECTED,
     MONITORING_STATUS_UPDATED: Change.MONITORING_STATUS_CHANGED,
     CONNECTIONS_RECOMMENDED: Change.CONNECTIONS_RECOMMENDED,
 }
@@ -57,8 +57,8 @@ def timer_key(due_us: int, kind: str, target: str) -> str:
     return f"{min(max(due_us, 0), _MAX_DUE):016d}|{kind}|{target}"
 
 
-def join_key(account_key: str, event_type: str) -> str:
-    return f"{account_key}|{event_type}"
+def join_key(account_id: str, event_type: str) -> str:
+    return f"{account_id}|{event_type}"
 
 
 class AccountProcessor:
@@ -155,11 +155,19 @@ class AccountProcessor:
         dedupe.put(event_id, received_us)
         bucket = self._bucket_us
         self._add_timer(-(-(received_us + self._retention_us) // bucket) * bucket, _DEDUPE, event_id)
-        if event.is_job:
+        if event.account_id is None:
+            # account_updates and account_state are keyed by account: nothing to say about this event there.
+            self.counters["no_account"] += 1
+        elif event.is_job:
             self._process_job(event, received_us, out)
         else:
             self._process_account_event(event, received_us, out)
         return out
+
+    def _account(self, event: Event) -> AccountState:
+        account_id = event.account_id
+        assert account_id is not None
+        return self._accounts.get(account_id) or AccountState(account_id)
 
     def _dead_letter(self, event: Event, reason: str, error: str, out: list[Output]) -> None:
         self.counters["dead_letter"] += 1
@@ -176,13 +184,16 @@ class AccountProcessor:
         occurred = event.occurred_at
         occurred_us = received_us if occurred is None else to_us(occurred)
         event_type = event.event_type
-        key = join_key(event.account_key, event_type)
+        job = event.job_name or event_type
+        account_id = event.account_id
+        assert account_id is not None
+        key = join_key(account_id, event_type)
         before = self._jobs.get(key)
         envelope = EventEnvelope.of(event, received_us)
         if outcome == "pending":
             result = apply_pending(
                 before,
-                job=event_type,
+                job=job,
                 job_id=event.job_id,
                 occurred_us=occurred_us,
                 envelope=envelope,
@@ -191,7 +202,7 @@ class AccountProcessor:
         else:
             result = apply_final(
                 before,
-                job=event_type,
+                job=job,
                 job_id=event.job_id,
                 outcome=outcome,
                 error_code=event.error_code,
@@ -215,37 +226,32 @@ class AccountProcessor:
                     self._add_timer(new_deadline, _JOB, key)
             if outcome == "pending":
                 change = Change.JOB_PENDING
-            elif outcome == "success" and event_type in SYNC_MILESTONES:
-                change = Change.SYNC_PROGRESS
+            elif outcome == "error":
+                change = Change.JOB_FAILED
+            elif event_type in SYNC_MILESTONES:
+                change = Change.SYNC_PROGRESSED
             else:
-                change = Change.JOB_OUTCOME
+                change = Change.JOB_SUCCEEDED
             if kind is JoinKind.LATE_JOINED:
                 self.counters["late_joined"] += 1
-        account_id = event.account_id
-        state = None
-        if account_id is not None:
-            state = self._accounts.get(event.account_key) or AccountState(event.account_key, account_id)
-            if result.outcome is not None:
-                state = apply_outcome(state, result.outcome)
-            if outcome == "success" and (event_type in SYNC_BATCHES or event_type in SYNC_MILESTONES):
-                state = apply_sync(state, event_type, event.payload, event.job_id, occurred_us, self._max_ids)
+        state = self._account(event)
+        if result.outcome is not None:
+            state = apply_outcome(state, result.outcome)
+        if outcome == "success" and (event_type in SYNC_BATCHES or event_type in SYNC_MILESTONES):
+            state = apply_sync(state, event_type, event.payload, event.job_id, occurred_us, self._max_ids)
         self._emit(event, envelope, change, result.outcome, state, received_us, out)
 
     def _process_account_event(self, event: Event, received_us: int, out: list[Output]) -> None:
-        event_type = event.event_type
-        change = _ACCOUNT_CHANGES.get(event_type, Change.EVENT_RECORDED)
-        account_id = event.account_id
-        state = None
-        if account_id is not None:
-            state = self._accounts.get(event.account_key) or AccountState(event.account_key, account_id)
-            occurred = event.occurred_at
-            at_us = received_us if occurred is None else to_us(occurred)
-            if change is Change.ACCOUNT_ADDED:
-                state = apply_account_added(state, event.payload, at_us)
-            elif change is Change.MONITORING_STATUS_CHANGED:
-                state = apply_monitoring_status(state, event.payload, at_us)
-            elif change is Change.CONNECTIONS_RECOMMENDED:
-                state = apply_recommendations(state, event.payload, received_us)
+        change = _ACCOUNT_CHANGES.get(event.event_type, Change.EVENT_RECORDED)
+        state = self._account(event)
+        occurred = event.occurred_at
+        at_us = received_us if occurred is None else to_us(occurred)
+        if change is Change.ACCOUNT_CONNECTED:
+            state = apply_account_added(state, event.payload, at_us)
+        elif change is Change.MONITORING_STATUS_CHANGED:
+            state = apply_monitoring_status(state, event.payload, at_us)
+        elif change is Change.CONNECTIONS_RECOMMENDED:
+            state = apply_recommendations(state, event.payload, received_us)
         self._emit(event, EventEnvelope.of(event, received_us), change, None, state, received_us, out)
 
     def _emit(
@@ -254,58 +260,45 @@ class AccountProcessor:
         envelope: EventEnvelope,
         change: Change,
         outcome: JobOutcome | None,
-        state: AccountState | None,
+        state: AccountState,
         received_us: int,
         out: list[Output],
     ) -> None:
-        if state is not None:
-            end_user = event.payload.get("end_user_id")
-            state = touch(
-                state,
-                event_id=event.event_id,
-                change=change.value,
-                at_us=received_us,
-                end_user_id=end_user if isinstance(end_user, str) and end_user else None,
-            )
-            self._accounts.put(event.account_key, state)
-        update = AccountUpdate(
-            event.event_id, event.account_key, event.account_id, change, envelope, outcome, state
+        end_user = event.payload.get("end_user_id")
+        state = touch(
+            state,
+            event_id=envelope.event_id,
+            event_type=envelope.event_type,
+            sent_at_us=envelope.sent_at_us,
+            change=change.value,
+            at_us=received_us,
+            end_user_id=end_user if isinstance(end_user, str) and end_user else None,
         )
-        out.append(update)
-        if state is not None:
-            out.append(AccountStateSnapshot(state))
+        self._accounts.put(state.account_id, state)
+        out.append(AccountUpdate(envelope.event_id, state.account_id, change, envelope, outcome, state))
+        out.append(AccountStateSnapshot(state))
 
     # -- timers --------------------------------------------------------------------------------------
 
     def _fire_timeout(self, key: str, due_us: int, out: list[Output]) -> None:
-        account_key, _, job = key.rpartition("|")
-        result = apply_timeout(self._jobs.get(key), job=job, deadline_us=due_us)
+        result = apply_timeout(self._jobs.get(key), deadline_us=due_us)
         if result is None or result.outcome is None or result.state.timed_out is None:
-            self.counters["timer_obsolete"] += 1
+            self.counters["timer_obsolete"] += 1  # defensive: timers are deleted when their job moves on
             return
         self.counters["timed_out"] += 1
         self._jobs.put(key, result.state)
         first = result.state.timed_out.first
-        state = self._accounts.get(account_key)
-        if state is not None:
-            state = touch(
-                apply_outcome(state, result.outcome),
-                event_id=first.event_id,
-                change=Change.JOB_TIMED_OUT.value,
-                at_us=due_us,
-                end_user_id=None,
-            )
-            self._accounts.put(account_key, state)
-        out.append(
-            AccountUpdate(
-                f"{first.event_id}:timed_out",
-                account_key,
-                None if state is None else state.account_id,
-                Change.JOB_TIMED_OUT,
-                first,
-                result.outcome,
-                state,
-            )
+        account_id = key.rpartition("|")[0]  # jobs exist only for events with an account_id (= account key)
+        state = touch(
+            apply_outcome(self._accounts.get(account_id) or AccountState(account_id), result.outcome),
+            event_id=first.event_id,
+            event_type=first.event_type,
+            sent_at_us=first.sent_at_us,
+            change=Change.JOB_TIMED_OUT.value,
+            at_us=due_us,
+            end_user_id=None,
         )
-        if state is not None:
-            out.append(AccountStateSnapshot(state))
+        self._accounts.put(account_id, state)
+        update_id = f"{first.event_id}:timed_out"
+        out.append(AccountUpdate(update_id, account_id, Change.JOB_TIMED_OUT, first, result.outcome, state))
+        out.append(AccountStateSnapshot(state))

@@ -35,21 +35,16 @@ def test_capture_one_update_and_one_snapshot_per_event(capture: list[dict[str, A
     assert [u.update_id for u in updates] == [orjson.loads(r["body"])["event_id"] for r in capture]
     assert len(snapshots) == 12
     assert [s.account.version for s in snapshots] == list(range(1, 13))
-    assert [u.change for u in updates].count(Change.SYNC_PROGRESS) == 1  # paystubs.fully_synced
-    assert updates[0].change is Change.ACCOUNT_ADDED
+    assert [u.change for u in updates].count(Change.SYNC_PROGRESSED) == 1  # paystubs.fully_synced
+    assert updates[0].change is Change.ACCOUNT_CONNECTED
 
     final = snapshots[-1].account
     assert final.platform_name == "Workday"
     assert final.monitoring_status == "active"
     assert final.end_user_id == "6a927ef1-6c91-43c9-abbe-6728dc8ef877"
-    assert sorted(final.products) == [
-        "employment.added",
-        "identity.added",
-        "income.added",
-        "paystubs.added",
-        "paystubs.fully_synced",
-        "shifts.added",
-    ]
+    # Keyed by job name: paystubs.added and paystubs.fully_synced are the same "paystubs" job (same job id).
+    assert sorted(final.jobs) == ["employment", "identity", "income", "paystubs", "shifts"]
+    assert final.jobs["paystubs"].job_id == "2f76dfac-128d-491c-9f20-4ba4afbfdd6d"
     paystubs = final.paystubs
     assert paystubs is not None
     # Four batches of 1, 1, 2 and 27 paystubs; fully_synced repeats the last batch and adds nothing.
