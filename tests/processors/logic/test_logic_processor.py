@@ -289,9 +289,8 @@ def test_sync_ids_are_capped_to_the_most_recent() -> None:
     outputs: list[Output] = []
     for n in range(3):
         added = [{"id": f"s{n}-{i}"} for i in range(2)]
-        proc.process(
-            job_event(f"e{n}", "success", occurred=n, event_type="shifts.added", added=added, params={})
-        )
+        event = job_event(f"e{n}", "success", occurred=n, event_type="shifts.added", added=added, params={})
+        outputs = proc.process(event)
     state = only_update(outputs).account
     assert state.shifts is not None
     assert (state.shifts.added_ids, state.shifts.ids_truncated, state.shifts.added_count) == (
