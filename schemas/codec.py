@@ -79,6 +79,7 @@ class Codec:
                 prefix = _SINGLE_OBJECT_MAGIC + current.fingerprint
             else:
                 schema_id = self._registry.register(f"{topic}-value", current.text)
+                self._by_id[schema_id] = current.parsed  # our own records decode without a lookup
                 prefix = bytes([_CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big")
             writer = self._writers[topic] = _Writer(current.parsed, prefix)
         return writer

@@ -93,9 +93,9 @@ def build_family_record(
     """Parse, validate and route one webhook body. Raises PayloadError."""
     try:
         body = jsontext.loads(raw_body)
-    except ValueError as exc:
-        position = getattr(exc, "pos", None)
-        raise PayloadError("invalid_json", f"{type(exc).__name__} at byte {position}") from None
+    except ValueError:
+        # The parser's message may quote the body; keep none of it.
+        raise PayloadError("invalid_json", "body is not valid UTF-8 JSON") from None
     if not isinstance(body, dict):
         raise PayloadError("not_an_object", f"body is a JSON {type(body).__name__}, expected an object")
     event_id = body.get("event_id")

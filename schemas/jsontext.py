@@ -1,7 +1,9 @@
-"""JSON text in and out: fast path with orjson, the standard library for what orjson refuses.
+"""JSON text in and out, exact for what Python's json (Pinwheel's serialiser) can produce.
 
-orjson rejects integers wider than 64 bits and NaN/Infinity, which Python's json (and so Pinwheel's
-json.dumps) produces and accepts; falling back keeps such bodies instead of dead-lettering them.
+Parsing uses pydantic-core's parser: faster than the standard library and, unlike orjson, exact for
+integers wider than 64 bits (orjson silently turns them into floats) and accepting NaN/Infinity.
+It rejects lone UTF-16 surrogate escapes, which Avro strings (UTF-8) could not carry anyway: such a
+body becomes `invalid_json` and is dead-lettered whole instead of failing later at encode time.
 """
 
 from __future__ import annotations
@@ -9,17 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import orjson
+import pydantic_core
 
 
 def loads(data: bytes | str) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data)
+    """Parse JSON text; raises ValueError."""
+    return pydantic_core.from_json(data, allow_inf_nan=True)
 
 
 def dumps(value: Any) -> str:
-    # Standard json: exact for big ints and NaN (orjson would write NaN as null); only used for the
-    # small unknown-field remainders and `other` payloads, not on the typed hot path.
+    # The standard library: exact for big ints and NaN (orjson would write NaN as null). It serialises
+    # only the unknown-field remainders and `other` payloads, never the typed hot path.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

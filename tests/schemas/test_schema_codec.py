@@ -1,0 +1,189 @@
+"""The codec: both wire formats, byte layout, fingerprints, registry, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from datetime import UTC, datetime
+
+import pytest
+from conftest import ALL_DELIVERIES, RECEIVED_AT, SENT_AT
+from fake_registry import fake_registry
+from fastavro import schemaless_reader
+
+from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.codec import CONFLUENT, SINGLE_OBJECT, Codec, DecodeError, SchemaSettings, build_codec
+from schemas.confluent import RegistryError
+from schemas.deadletter import build_dead_letter
+from schemas.envelope import build_family_record
+from schemas.store import TOPIC_RECORDS, crc64_fingerprint, load_store, parse
+
+RECORDS = [
+    build_family_record(
+        d.body, webhook_id="wh", pinwheel_version="v", sent_at=SENT_AT, received_at=RECEIVED_AT
+    )
+    for d in ALL_DELIVERIES
+]
+NOW = datetime(2025, 6, 24, 22, 5, tzinfo=UTC)
+
+
+def account_state() -> dict[str, object]:
+    return {
+        "account_id": "934f6406-c332-4c05-a3e8-6a90765c842d",
+        "end_user_id": None,
+        "link_token_id": None,
+        "platform_id": None,
+        "platform_name": "Workday",
+        "connected": True,
+        "monitoring_status": "active",
+        "monitoring_status_updated_at": None,
+        "account_created_at": NOW,
+        "additional_platforms": [],
+        "jobs": {
+            "paystubs": {
+                "job": "paystubs",
+                "job_id": None,
+                "outcome": "timed_out",
+                "error_code": None,
+                "error_type": None,
+                "pending_since": NOW,
+                "resolved_at": NOW,
+                "time_to_resolve_ms": 0,
+                "deliveries_seen": 2,
+            }
+        },
+        "paystubs_synced": "fully",
+        "shifts_synced": None,
+        "last_event_id": "e1",
+        "last_event_type": "paystubs.added",
+        "last_event_sent_at": NOW,
+        "events_applied": 3,
+        "updated_at": NOW,
+    }
+
+
+def test_fingerprint_is_crc64_avro_of_the_canonical_form() -> None:
+    # Test vector of the Avro specification (share/test/data/schema-tests.txt): "null" → 7195948357588979594.
+    assert struct.unpack("<q", crc64_fingerprint(parse("null")))[0] == 7195948357588979594
+
+
+def test_single_object_layout(codec: Codec) -> None:
+    record = RECORDS[0]
+    data = codec.encode(record.topic, record.value)
+    current = load_store().current(TOPIC_RECORDS[record.topic])
+    assert codec.content_format == SINGLE_OBJECT
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:10] == current.fingerprint
+    # The rest is the plain Avro binary body.
+    assert schemaless_reader(io.BytesIO(data[10:]), current.parsed) is not None
+
+
+@pytest.mark.parametrize(
+    ("topic", "datum"),
+    [
+        (
+            DEADLETTER_TOPIC,
+            build_dead_letter(stage="gateway", reason="invalid_json", error="e", raw=b"{", failed_at=NOW),
+        ),
+        (ACCOUNT_STATE_TOPIC, account_state()),
+        (
+            ACCOUNT_UPDATES_TOPIC,
+            {
+                "update_id": "e1:timed_out",
+                "account_id": "934f6406-c332-4c05-a3e8-6a90765c842d",
+                "change": "job_timed_out",
+                "trigger": {
+                    "event_id": "e1",
+                    "event_type": "paystubs.added",
+                    "family": "paystubs",
+                    "sent_at": NOW,
+                    "received_at": NOW,
+                },
+                "outcome": account_state()["jobs"]["paystubs"],  # type: ignore[index]
+                "account": account_state(),
+            },
+        ),
+    ],
+    ids=["deadletter", "account_state", "account_update"],
+)
+def test_output_topics_round_trip(codec: Codec, topic: str, datum: dict[str, object]) -> None:
+    decoded = codec.decode(topic, codec.encode(topic, datum))
+    # uuid logical type: strings in, UUID objects out.
+    assert json.loads(json.dumps(decoded, default=str)) == json.loads(json.dumps(datum, default=str))
+
+
+def test_every_topic_has_a_schema(codec: Codec) -> None:
+    for topic in [*FAMILY_TOPICS.values(), ACCOUNT_UPDATES_TOPIC, ACCOUNT_STATE_TOPIC, DEADLETTER_TOPIC]:
+        assert codec.reader_schema(topic)["name"] == TOPIC_RECORDS[topic]
+    with pytest.raises(KeyError):
+        codec.encode("pinwheel.nope.v1", {})
+
+
+def test_extra_topics_map_to_existing_records() -> None:
+    codec = Codec(topics={"app-state-changelog": "pinwheel.AccountState"})
+    data = codec.encode("app-state-changelog", account_state())
+    assert codec.decode(ACCOUNT_STATE_TOPIC, data)["platform_name"] == "Workday"
+
+
+def test_decode_rejects_foreign_bytes(codec: Codec) -> None:
+    record = RECORDS[0]
+    data = codec.encode(record.topic, record.value)
+    with pytest.raises(DecodeError, match="wire format"):
+        codec.decode(record.topic, b"{}" + data)
+    with pytest.raises(DecodeError, match="fingerprint"):
+        codec.decode(record.topic, data[:2] + bytes(8) + data[10:])
+    with pytest.raises(DecodeError, match="cannot decode"):
+        codec.decode(record.topic, data[:40])
+    with pytest.raises(DecodeError, match="trailing"):
+        codec.decode(record.topic, data + b"\x00")
+    with pytest.raises(DecodeError, match="no registry"):
+        codec.decode(record.topic, b"\x00\x00\x00\x00\x01" + data[10:])
+    # A record of another topic's schema does not resolve against this topic's schema.
+    with pytest.raises(DecodeError, match="cannot decode"):
+        codec.decode(DEADLETTER_TOPIC, data)
+
+
+def test_confluent_format_against_a_registry() -> None:
+    with fake_registry() as (url, state):
+        codec = build_codec(SchemaSettings(registry_url=url))
+        assert codec.content_format == CONFLUENT
+        for record in RECORDS:
+            data = codec.encode(record.topic, record.value)
+            assert data[0] == 0
+            schema_id = int.from_bytes(data[1:5], "big")
+            assert state.subjects[f"{record.topic}-value"] == [schema_id]
+            assert codec.decode(record.topic, data) == record.value
+        # Schemas are registered once per topic; encode never asks again.
+        posts = [path for method, path in state.requests if method == "POST"]
+        assert sorted(posts) == sorted({f"/subjects/{r.topic}-value/versions" for r in RECORDS})
+
+        # A fresh consumer (empty caches) fetches the writer schema by id, once.
+        consumer = build_codec(SchemaSettings(registry_url=url))
+        data = codec.encode(RECORDS[0].topic, RECORDS[0].value)
+        assert consumer.decode(RECORDS[0].topic, data) == RECORDS[0].value
+        assert consumer.decode(RECORDS[0].topic, data) == RECORDS[0].value
+        assert state.requests.count(("GET", f"/schemas/ids/{int.from_bytes(data[1:5], 'big')}")) == 1
+
+        # Either format decodes whatever the codec's own format is.
+        single = Codec().encode(RECORDS[0].topic, RECORDS[0].value)
+        assert consumer.decode(RECORDS[0].topic, single) == RECORDS[0].value
+        with pytest.raises(RegistryError, match="404"):
+            consumer.decode(RECORDS[0].topic, b"\x00\x00\x00\x03\xe7" + data[5:])
+        codec.close()
+        consumer.close()
+
+
+def test_prepare_registers_every_topic() -> None:
+    with fake_registry() as (url, state):
+        codec = build_codec(SchemaSettings(registry_url=url))
+        codec.prepare()
+        assert set(state.subjects) == {f"{topic}-value" for topic in TOPIC_RECORDS}
+        codec.close()
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SchemaSettings().registry_url is None
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "http://registry:8081")
+    assert SchemaSettings().registry_url == "http://registry:8081"
+    assert all(field.description for field in SchemaSettings.model_fields.values())
