@@ -1,0 +1,208 @@
+"""The FastAPI app: hygiene → verify → classify → publish (or spool), plus /livez, /readyz, /metrics.
+
+Order of checks on the webhook route, cheapest and least revealing first:
+1. Content-Length over the cap → 413 before a byte of the body is read (connection closed);
+2. a content type that is not JSON → 415;
+3. the body, counted while it streams (chunked bodies have no Content-Length) → 413 past the cap;
+4. the signature over the raw bytes → 401 with a reason code;
+5. the verified body becomes one record (family, `other` or dead-letter topic) → 200 once the broker
+   acknowledged it or the spool holds it durably; 503 + Retry-After when neither is possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from connector.settings import KafkaSettings
+from gateway import records, signature
+from gateway.metrics import GatewayMetrics
+from gateway.publisher import Outcome, ProducerFactory, Publisher
+from gateway.records import Codec
+from gateway.settings import GatewaySettings
+from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.codec import build_codec
+from schemas.settings import SchemaSettings
+
+log = logging.getLogger("gateway.request")
+
+
+@dataclass
+class _Result:
+    status: int
+    outcome: str  # published | spooled | unauthorized | rejected | unavailable
+    reason: str
+    event_id: str | None = None
+    event_type: str | None = None
+    retry_after: int | None = None
+    close: bool = False
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it passes `limit` (the rest is never read)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    settings: GatewaySettings,
+    kafka: KafkaSettings | None = None,
+    schema: SchemaSettings | None = None,
+    *,
+    codec: Codec | None = None,
+    producer_factory: ProducerFactory | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> FastAPI:
+    kafka = kafka or KafkaSettings()
+    metrics = metrics or GatewayMetrics()
+    the_codec: Codec = codec if codec is not None else build_codec(schema)
+    publisher = Publisher(settings, kafka, metrics, producer_factory)
+    secrets = settings.secret_bytes()
+    allowed = frozenset(settings.allowed_webhook_ids)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        prepare = getattr(the_codec, "prepare", None)
+        if prepare is not None:  # resolve (or register) every writer schema before the first request
+            await asyncio.to_thread(prepare, [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC])
+        await publisher.start()
+        try:
+            yield
+        finally:
+            await publisher.stop()
+
+    app = FastAPI(
+        title="Pinwheel webhook gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.publisher = publisher
+    app.state.metrics = metrics
+
+    async def handle(request: Request) -> _Result:
+        headers = request.headers
+        length = records.content_length_status(headers.get("content-length"), settings.max_body_bytes)
+        if length == "too_large":
+            return _Result(413, "rejected", "body_too_large", close=True)
+        if length == "invalid":
+            return _Result(400, "rejected", "bad_content_length", close=True)
+        if not records.content_type_ok(headers.get("content-type")):
+            return _Result(415, "rejected", "unsupported_media_type", close=True)
+        received_at = datetime.now(UTC)
+        try:
+            body = await _read_capped(request, settings.max_body_bytes)
+        except ClientDisconnect:
+            return _Result(400, "rejected", "client_disconnected", close=True)
+        if body is None:
+            return _Result(413, "rejected", "body_too_large", close=True)
+        verdict = signature.verify(
+            headers,
+            body,
+            secrets,
+            now=time.time(),
+            tolerance_s=settings.timestamp_tolerance_s,
+            allowed_webhook_ids=allowed,
+        )
+        if isinstance(verdict, signature.Refused):
+            return _Result(401, "unauthorized", verdict.reason.value)
+        planned = records.plan(
+            body,
+            request_headers=headers,
+            webhook_id=verdict.webhook_id,
+            pinwheel_version=headers.get(signature.VERSION_HEADER),
+            sent_at=datetime.fromtimestamp(verdict.timestamp, UTC),
+            received_at=received_at,
+            codec=the_codec,
+        )
+        reason = planned.reason or planned.route.value
+        elapsed = (datetime.now(UTC) - received_at).total_seconds()
+        outcome = await publisher.publish(planned.record, settings.publish_timeout_s - elapsed)
+        if outcome is Outcome.ACKED:
+            return _Result(200, "published", reason, planned.event_id, planned.event_type)
+        if outcome is Outcome.SPOOLED:
+            return _Result(200, "spooled", reason, planned.event_id, planned.event_type)
+        return _Result(
+            503, "unavailable", outcome.value, planned.event_id, planned.event_type, settings.retry_after_s
+        )
+
+    async def webhook(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            result = await handle(request)
+        except Exception as exc:
+            # A bug of ours must not become a 500 that Pinwheel gives up on: 503 makes it retry.
+            log.exception("internal error", extra={"error": type(exc).__name__})
+            result = _Result(503, "unavailable", "internal_error", retry_after=settings.retry_after_s)
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        metrics.requests.labels(outcome=result.outcome, reason=result.reason).inc()
+        log.info(
+            "webhook",
+            extra={
+                "status": result.status,
+                "outcome": result.outcome,
+                "reason": result.reason,
+                "event_id": result.event_id,
+                "event_type": result.event_type,
+                "latency_ms": latency_ms,
+            },
+        )
+        body: dict[str, Any] = {"status": result.outcome, "reason": result.reason}
+        if result.event_id is not None:
+            body["event_id"] = result.event_id
+        extra: dict[str, str] = {}
+        if result.retry_after is not None:
+            extra["Retry-After"] = str(result.retry_after)
+        if result.close:
+            extra["Connection"] = "close"  # an unread body must not be taken for the next request
+        return _json(result.status, body, extra)
+
+    async def livez(request: Request) -> Response:
+        return _json(200, {"status": "alive"})
+
+    async def readyz(request: Request) -> Response:
+        ready = publisher.accepting
+        body = {
+            "status": "ready" if ready else "not_ready",
+            "kafka": "up" if publisher.kafka_up else "down",
+            "spooling": publisher.spooling,
+            "spool_records": publisher.pending_records,
+            "spool_bytes": publisher.pending_bytes,
+            "spool_max_bytes": settings.spool_max_bytes,
+        }
+        return _json(200 if ready else 503, body)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        publisher.refresh_gauges()
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # Plain Starlette routes: no dependency injection or validation layer on the hot path.
+    app.add_route(settings.route, webhook, methods=["POST"], include_in_schema=False)
+    app.add_route("/livez", livez, methods=["GET"], include_in_schema=False)
+    app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn factory (`uvicorn --factory gateway.app:create_app_from_env`), settings from the env."""
+    return create_app(GatewaySettings())  # type: ignore[call-arg]  # secrets come from the environment

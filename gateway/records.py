@@ -1,0 +1,183 @@
+"""Request classification (pure): content checks, and a verified body → the Kafka record to publish.
+
+A verified body always becomes exactly one record: its family topic, the `other` topic (an event type
+without a model), or the dead-letter topic (not JSON, not an object, failing its payload model, or not
+encodable). Genuine Pinwheel data is never refused after the signature matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from gateway.spool import SpooledRecord
+from schemas.catalog import DEADLETTER_TOPIC, Family
+from schemas.envelope import PayloadError, build_dead_letter, build_family_record, dead_letter_key
+
+
+class Codec(Protocol):
+    @property
+    def content_format(self) -> str: ...
+
+    def encode(self, topic: str, datum: Mapping[str, Any]) -> bytes: ...
+
+
+class Route(StrEnum):
+    FAMILY = "family"
+    OTHER = "other"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True)
+class Planned:
+    record: SpooledRecord
+    route: Route
+    event_id: str | None
+    event_type: str | None
+    reason: str | None  # why it was dead-lettered
+
+
+# Request headers kept on a dead letter: enough to re-verify the raw bytes later, nothing secret.
+DEAD_LETTER_REQUEST_HEADERS = (
+    "content-type",
+    "pinwheel-version",
+    "x-pinwheel-webhook-id",
+    "x-timestamp",
+    "x-pinwheel-signature",
+)
+
+
+def content_type_ok(value: str | None) -> bool:
+    """application/json or any +json type, with or without parameters (charset...)."""
+    if not value:
+        return False
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def content_length_status(value: str | None, limit: int) -> str:
+    """'ok', 'absent' (chunked: count while reading), 'too_large' or 'invalid'."""
+    if value is None:
+        return "absent"
+    value = value.strip()
+    if not value.isascii() or not value.isdigit():
+        return "invalid"
+    return "too_large" if int(value) > limit else "ok"
+
+
+def _utf8(value: str) -> bytes:
+    # Header values come from the wire or from JSON (lone surrogates are possible there).
+    return value.encode("utf-8", "backslashreplace")
+
+
+def _headers(
+    event_id: str | None,
+    event_type: str | None,
+    webhook_id: str | None,
+    pinwheel_version: str | None,
+    content_format: str,
+) -> tuple[tuple[str, bytes], ...]:
+    pairs = [
+        ("event_id", event_id),
+        ("event_type", event_type),
+        ("webhook_id", webhook_id),
+        ("pinwheel_version", pinwheel_version),
+        ("content_format", content_format),
+    ]
+    return tuple((name, _utf8(value)) for name, value in pairs if value is not None)
+
+
+def plan(
+    body: bytes,
+    *,
+    request_headers: Mapping[str, str],
+    webhook_id: str | None,
+    pinwheel_version: str | None,
+    sent_at: datetime,
+    received_at: datetime,
+    codec: Codec,
+) -> Planned:
+    """The record for a verified body (never raises for any body)."""
+    timestamp_ms = int(received_at.timestamp() * 1000)
+    reason: str
+    detail: str
+    event_id: str | None = None
+    event_type: str | None = None
+    try:
+        family_record = build_family_record(
+            body,
+            webhook_id=webhook_id,
+            pinwheel_version=pinwheel_version,
+            sent_at=sent_at,
+            received_at=received_at,
+        )
+        value = codec.encode(family_record.topic, family_record.value)
+    except PayloadError as exc:
+        reason, detail, event_id, event_type = exc.reason, exc.detail, exc.event_id, exc.event_type
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # Bodies past what the parser or the Avro writer handle (deep nesting, lone surrogates...):
+        # still genuine data, so dead-lettered; only the exception type is recorded, no values.
+        reason, detail = "unprocessable", type(exc).__name__
+    else:
+        route = Route.OTHER if family_record.family is Family.OTHER else Route.FAMILY
+        headers = _headers(
+            family_record.event_id,
+            family_record.event_type,
+            webhook_id,
+            pinwheel_version,
+            codec.content_format,
+        )
+        record = SpooledRecord(family_record.topic, family_record.key, value, headers, timestamp_ms)
+        return Planned(record, route, family_record.event_id, family_record.event_type, None)
+    return dead_letter(
+        body,
+        reason=reason,
+        detail=detail,
+        event_id=event_id,
+        event_type=event_type,
+        request_headers=request_headers,
+        webhook_id=webhook_id,
+        pinwheel_version=pinwheel_version,
+        received_at=received_at,
+        codec=codec,
+    )
+
+
+def dead_letter(
+    body: bytes,
+    *,
+    reason: str,
+    detail: str,
+    event_id: str | None,
+    event_type: str | None,
+    request_headers: Mapping[str, str],
+    webhook_id: str | None,
+    pinwheel_version: str | None,
+    received_at: datetime,
+    codec: Codec,
+) -> Planned:
+    kept = [(name, request_headers[name]) for name in DEAD_LETTER_REQUEST_HEADERS if name in request_headers]
+    datum = build_dead_letter(
+        stage="gateway",
+        reason=reason,
+        error=detail,
+        raw=body,
+        headers=kept,
+        event_id=event_id,
+        event_type=event_type,
+        failed_at=received_at.astimezone(UTC),
+    )
+    try:
+        value = codec.encode(DEADLETTER_TOPIC, datum)
+    except (ValueError, TypeError, OverflowError):
+        # An event_id/type the writer cannot take (e.g. a lone surrogate): keep the raw bytes anyway.
+        event_id = event_type = None
+        datum |= {"event_id": None, "event_type": None}
+        value = codec.encode(DEADLETTER_TOPIC, datum)
+    key = dead_letter_key(event_id, body)
+    headers = _headers(event_id, event_type, webhook_id, pinwheel_version, codec.content_format)
+    record = SpooledRecord(DEADLETTER_TOPIC, key, value, headers, int(received_at.timestamp() * 1000))
+    return Planned(record, Route.DEAD_LETTER, event_id, event_type, reason)

@@ -1,0 +1,67 @@
+"""`gateway.server.run(settings)`: uvicorn over TLS, one or several worker processes.
+
+Each worker builds its own app (factory), so each has its own producer and claims its own spool
+directory; uvicorn's supervisor restarts a dead worker, which then reclaims the free directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from connector.settings import KafkaSettings
+from gateway import logs
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from schemas.settings import SchemaSettings
+
+
+class ConfigError(RuntimeError):
+    pass
+
+
+def build_config(
+    settings: GatewaySettings, kafka: KafkaSettings | None = None, schema: SchemaSettings | None = None
+) -> uvicorn.Config:
+    for path in (settings.tls_cert_file, settings.tls_key_file):
+        if not path.is_file():
+            raise ConfigError(
+                f"TLS file {path} not found; create a self-signed pair with "
+                f"`python -m gateway.tls {settings.tls_cert_file} {settings.tls_key_file}`"
+            )
+    # A picklable factory: with several workers uvicorn spawns processes and sends them the config.
+    factory = functools.partial(create_app, settings, kafka or KafkaSettings(), schema or SchemaSettings())
+    return uvicorn.Config(
+        factory,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert_file),
+        ssl_keyfile=str(settings.tls_key_file),
+        workers=settings.workers,
+        log_config=logs.uvicorn_log_config(settings.log_level),
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        limit_concurrency=None,
+        timeout_keep_alive=30,
+    )
+
+
+def run(
+    settings: GatewaySettings, kafka: KafkaSettings | None = None, schema: SchemaSettings | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down gracefully (in-flight requests, producer, spool)."""
+    config = build_config(settings, kafka, schema)
+    server = uvicorn.Server(config)
+    if config.workers > 1:
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        server.run()
+    if not server.started and config.workers == 1:
+        sys.exit(3)  # startup failed (lifespan error): uvicorn has logged why

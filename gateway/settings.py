@@ -1,0 +1,131 @@
+"""Gateway settings (env prefix `GATEWAY_`); Kafka connection settings come from `KafkaSettings`.
+
+Every field has a description: docs/gateway.md's configuration table is generated from them
+(`gateway.settings.settings_table()`) and a test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+def _split_csv(value: object) -> object:
+    # Comma-separated in the environment; a real list is accepted as is (programmatic use).
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class GatewaySettings(BaseSettings):
+    """The HTTPS webhook gateway (env prefix `GATEWAY_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    host: str = Field(default="0.0.0.0", description="Interface to listen on.")
+    port: int = Field(default=8443, ge=1, le=65535, description="HTTPS port to listen on.")
+    route: str = Field(default="/webhooks/pinwheel", description="Path of the webhook endpoint (POST).")
+    tls_cert_file: Path = Field(
+        default=Path("var/tls/gateway.crt"), description="PEM certificate (chain) served over TLS."
+    )
+    tls_key_file: Path = Field(
+        default=Path("var/tls/gateway.key"), description="PEM private key of the certificate."
+    )
+    secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        description="Comma-separated Pinwheel API secrets accepted for x-pinwheel-signature (several during "
+        "a rotation). Required; never logged.",
+        repr=False,
+    )
+    timestamp_tolerance_s: int = Field(
+        default=300, ge=1, description="Largest accepted distance between x-timestamp and now, in seconds."
+    )
+    allowed_webhook_ids: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated x-pinwheel-webhook-id values accepted; empty accepts any.",
+    )
+    max_body_bytes: int = Field(
+        default=MIB, ge=1024, description="Largest accepted request body; larger gets 413 unread."
+    )
+    publish_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        lt=15,
+        description="How long a request waits for the broker's acknowledgement before the event is spooled "
+        "(below Pinwheel's 15 s).",
+    )
+    spool_dir: Path = Field(
+        default=Path("var/spool"),
+        description="Directory of the durable spools (one sub-directory per worker).",
+    )
+    spool_max_bytes: int = Field(
+        default=1024 * MIB, ge=MIB, description="Spool size (per worker) past which requests get 503."
+    )
+    spool_segment_bytes: int = Field(
+        default=16 * MIB, ge=64 * 1024, description="Size at which the spool starts a new segment file."
+    )
+    retry_after_s: int = Field(default=30, ge=1, description="Retry-After (seconds) sent with a 503.")
+    linger_ms: int = Field(default=5, ge=0, description="Producer linger: how long a batch waits to fill.")
+    max_batch_bytes: int = Field(
+        default=256 * 1024, ge=16 * 1024, description="Producer batch size per partition."
+    )
+    max_request_bytes: int = Field(
+        default=4 * MIB,
+        ge=MIB,
+        description="Largest produce request (must cover the largest encoded record).",
+    )
+    workers: int = Field(
+        default=1, ge=1, description="uvicorn worker processes (each with its producer and spool)."
+    )
+    shutdown_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="Graceful shutdown: how long in-flight requests and the drain may take.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _parse_secrets(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("allowed_webhook_ids", mode="before")
+    @classmethod
+    def _parse_ids(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("secrets")
+    @classmethod
+    def _check_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # Fail fast: a gateway without a secret would refuse every delivery (or worse, accept any).
+        if not value or any(not s.get_secret_value() for s in value):
+            raise ValueError("at least one non-empty secret is required (GATEWAY_SECRETS=s1[,s2])")
+        return value
+
+    @field_validator("route")
+    @classmethod
+    def _check_route(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"the route must start with '/', got {value!r}")
+        return value
+
+    def secret_bytes(self) -> tuple[bytes, ...]:
+        return tuple(s.get_secret_value().encode() for s in self.secrets)
+
+
+def settings_table() -> str:
+    """The Markdown configuration table of docs/gateway.md, from the field descriptions."""
+    rows = ["| variable | default | description |", "| --- | --- | --- |"]
+    for name, field in GatewaySettings.model_fields.items():
+        if field.is_required():
+            default = "(required)"
+        elif field.default_factory is not None:
+            default = "(empty)"
+        else:
+            default = f"`{field.default}`"
+        rows.append(f"| `GATEWAY_{name.upper()}` | {default} | {field.description} |")
+    return "\n".join(rows)

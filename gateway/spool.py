@@ -1,0 +1,446 @@
+"""Durable local spool: where verified events wait while Kafka does not acknowledge them.
+
+Layout: `<spool_dir>/worker-<n>/` holds `LOCK` (flock'ed by the owning process), `cursor` (the
+position up to which records are published, replaced atomically) and segment files
+`<20-digit id>.seg`. A segment is a sequence of frames:
+
+    u32 big-endian length | u32 big-endian crc32(payload) | payload
+
+Appends are fsync'd before anyone is told they are durable; a crash can only leave a torn last
+frame, which `scan` detects (short header, short payload or wrong checksum) so recovery truncates it
+rather than misreading it. Each payload is one encoded Kafka record (topic, key, value, headers,
+timestamp): draining needs no re-parsing and no schema.
+
+The framing and record encoding are pure functions; `Spool` is the thin, synchronous disk layer,
+and `SpoolWriter` batches concurrent appends into one write + fsync (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger("gateway.spool")
+T = TypeVar("T")
+
+_FRAME = struct.Struct(">II")
+FRAME_OVERHEAD = _FRAME.size
+MAX_FRAME_BYTES = 64 * 1024 * 1024  # a longer length field can only be garbage
+SEGMENT_SUFFIX = ".seg"
+CURSOR_FILE = "cursor"
+LOCK_FILE = "LOCK"
+
+
+class SpoolFullError(Exception):
+    """The spool reached its size limit; the caller answers 503 so Pinwheel retries later."""
+
+
+class SpoolLockedError(Exception):
+    """Another live process owns this spool directory."""
+
+
+# -- framing (pure) -----------------------------------------------------------------------------
+
+
+def frame(payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def scan(data: bytes, start: int = 0) -> tuple[list[tuple[int, int]], int]:
+    """Frames in `data` from `start`: ([(payload_offset, payload_length)], end of the last good frame).
+
+    Stops at the first frame that is incomplete or fails its checksum: everything from the returned
+    end on is a torn tail (or corruption) and must never be read as records.
+    """
+    frames: list[tuple[int, int]] = []
+    pos = start
+    while pos + FRAME_OVERHEAD <= len(data):
+        length, crc = _FRAME.unpack_from(data, pos)
+        begin, end = pos + FRAME_OVERHEAD, pos + FRAME_OVERHEAD + length
+        if length > MAX_FRAME_BYTES or end > len(data):
+            break
+        if zlib.crc32(memoryview(data)[begin:end]) != crc:
+            break
+        frames.append((begin, length))
+        pos = end
+    return frames, pos
+
+
+@dataclass(frozen=True)
+class SpooledRecord:
+    """One Kafka record exactly as the producer will send it."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_NO_KEY = 0xFFFFFFFF
+
+
+def encode_record(record: SpooledRecord) -> bytes:
+    topic = record.topic.encode()
+    parts = [_U64.pack(record.timestamp_ms), _U16.pack(len(topic)), topic]
+    if record.key is None:
+        parts.append(_U32.pack(_NO_KEY))
+    else:
+        parts += [_U32.pack(len(record.key)), record.key]
+    parts += [_U32.pack(len(record.value)), record.value, _U16.pack(len(record.headers))]
+    for name, value in record.headers:
+        raw = name.encode()
+        parts += [_U16.pack(len(raw)), raw, _U32.pack(len(value)), value]
+    return b"".join(parts)
+
+
+def decode_record(data: bytes) -> SpooledRecord:
+    view = memoryview(data)
+    pos = 0
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        if pos + n > len(view):
+            raise ValueError("truncated spool record")
+        chunk = bytes(view[pos : pos + n])
+        pos += n
+        return chunk
+
+    timestamp_ms = _U64.unpack(take(8))[0]
+    topic = take(_U16.unpack(take(2))[0]).decode()
+    key_len = _U32.unpack(take(4))[0]
+    key = None if key_len == _NO_KEY else take(key_len)
+    value = take(_U32.unpack(take(4))[0])
+    headers = []
+    for _ in range(_U16.unpack(take(2))[0]):
+        name = take(_U16.unpack(take(2))[0]).decode()
+        headers.append((name, take(_U32.unpack(take(4))[0])))
+    if pos != len(view):
+        raise ValueError("trailing bytes in spool record")
+    return SpooledRecord(topic, key, value, tuple(headers), timestamp_ms)
+
+
+# -- directories and locks ----------------------------------------------------------------------
+
+
+def try_lock(directory: Path) -> int | None:
+    """Open and flock `directory/LOCK`; the fd (keep it open to hold the lock) or None if held.
+
+    flock locks die with their process, so a worker killed with -9 leaves its directory claimable.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def claim_worker_dir(root: Path) -> tuple[Path, int]:
+    """The first `worker-<n>` directory no live process holds, locked.
+
+    A restarted worker thus takes over the directory (and the spooled events) of a dead one.
+    """
+    for index in range(10_000):
+        directory = root / f"worker-{index}"
+        fd = try_lock(directory)
+        if fd is not None:
+            return directory, fd
+    raise SpoolLockedError(f"no free spool directory under {root}")
+
+
+def worker_dirs(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("worker-"))
+
+
+# -- the disk layer -----------------------------------------------------------------------------
+
+Position = tuple[int, int]  # (segment id, byte offset in it)
+
+
+@dataclass
+class _Segment:
+    id: int
+    path: Path
+    size: int  # bytes of good frames
+
+
+class Spool:
+    """Segment files of one spool directory. Not thread-safe: call it from one thread at a time."""
+
+    def __init__(self, directory: Path, lock_fd: int, *, segment_bytes: int, max_bytes: int) -> None:
+        self.directory = directory
+        self._lock_fd: int | None = lock_fd
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self._segments: list[_Segment] = []
+        self._cursor: Position = (1, 0)
+        self._file: int | None = None  # append fd of the last segment
+        self.pending_records = 0
+        self.pending_bytes = 0
+        self.truncated_bytes = 0  # torn tails cut off during recovery
+        self._recover()
+
+    @classmethod
+    def open(cls, directory: Path, *, segment_bytes: int, max_bytes: int) -> Spool:
+        fd = try_lock(directory)
+        if fd is None:
+            raise SpoolLockedError(f"{directory} is held by another process")
+        return cls(directory, fd, segment_bytes=segment_bytes, max_bytes=max_bytes)
+
+    # recovery
+
+    def _recover(self) -> None:
+        self._cursor = self._read_cursor()
+        for path in sorted(self.directory.glob("*" + SEGMENT_SUFFIX)):
+            try:
+                seg_id = int(path.stem)
+            except ValueError:
+                continue
+            if seg_id < self._cursor[0]:
+                path.unlink()  # fully published before the crash
+                continue
+            data = path.read_bytes()
+            start = self._cursor[1] if seg_id == self._cursor[0] else 0
+            start = min(start, len(data))
+            frames, end = scan(data, start)
+            if end < len(data):
+                # A torn tail (crash mid-append) or corruption: never read it as records.
+                log.warning(
+                    "spool segment truncated",
+                    extra={"segment": path.name, "kept_bytes": end, "dropped_bytes": len(data) - end},
+                )
+                self.truncated_bytes += len(data) - end
+                with path.open("r+b") as fh:
+                    fh.truncate(end)
+                    os.fsync(fh.fileno())
+            self._segments.append(_Segment(seg_id, path, end))
+            self.pending_records += len(frames)
+            self.pending_bytes += end - start
+        if self._segments and self._cursor[0] < self._segments[0].id:
+            self._cursor = (self._segments[0].id, 0)
+
+    def _read_cursor(self) -> Position:
+        try:
+            raw = (self.directory / CURSOR_FILE).read_text().split()
+            return int(raw[0]), int(raw[1])
+        except (FileNotFoundError, ValueError, IndexError):
+            return (1, 0)
+
+    def _write_cursor(self, position: Position) -> None:
+        tmp = self.directory / (CURSOR_FILE + ".tmp")
+        with tmp.open("w") as fh:
+            fh.write(f"{position[0]} {position[1]}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.directory / CURSOR_FILE)
+        self._fsync_dir()
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # appending
+
+    def append_many(self, payloads: list[bytes]) -> int:
+        """Append, write and fsync; returns how many of `payloads` (a prefix) were taken.
+
+        Stops at the first that would pass `max_bytes`, so later events never overtake it.
+        """
+        taken: list[bytes] = []
+        room = self.max_bytes - self.pending_bytes
+        for payload in payloads:
+            size = FRAME_OVERHEAD + len(payload)
+            if size > room:
+                break
+            taken.append(frame(payload))
+            room -= size
+        if not taken:
+            return 0
+        start_new = not self._segments or self._segments[-1].size >= self.segment_bytes
+        segment = self._new_segment() if start_new else self._segments[-1]
+        if self._file is None:
+            self._file = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        data = b"".join(taken)
+        written = 0
+        while written < len(data):
+            written += os.write(self._file, data[written:])
+        os.fsync(self._file)
+        if start_new:
+            self._fsync_dir()  # the new segment's directory entry must be durable too
+        segment.size += len(data)
+        self.pending_records += len(taken)
+        self.pending_bytes += len(data)
+        return len(taken)
+
+    def _new_segment(self) -> _Segment:
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+        seg_id = self._segments[-1].id + 1 if self._segments else max(self._cursor[0], 1)
+        segment = _Segment(seg_id, self.directory / f"{seg_id:020d}{SEGMENT_SUFFIX}", 0)
+        self._segments.append(segment)
+        return segment
+
+    # reading and committing
+
+    @property
+    def cursor(self) -> Position:
+        return self._cursor
+
+    def read(self, position: Position, max_records: int, max_bytes: int) -> tuple[list[bytes], Position]:
+        """Up to `max_records` payloads from `position`; returns them and the position after them."""
+        out: list[bytes] = []
+        size = 0
+        seg_id, offset = position
+        for segment in self._segments:
+            if segment.id < seg_id:
+                continue
+            start = offset if segment.id == seg_id else 0
+            if start >= segment.size:
+                seg_id, offset = segment.id, segment.size
+                continue
+            with segment.path.open("rb") as fh:
+                fh.seek(start)
+                pos = start
+                # Frame by frame (buffered): only what the batch needs is read, not the whole segment.
+                while pos < segment.size:
+                    header = fh.read(FRAME_OVERHEAD)
+                    length, crc = _FRAME.unpack(header)
+                    payload = fh.read(length)
+                    if zlib.crc32(payload) != crc:  # was checked at recovery/append: the disk changed
+                        raise OSError(f"spool record at {segment.path.name}:{pos} fails its checksum")
+                    out.append(payload)
+                    size += length
+                    pos += FRAME_OVERHEAD + length
+                    seg_id, offset = segment.id, pos
+                    if len(out) >= max_records or size >= max_bytes:
+                        return out, (seg_id, offset)
+            seg_id, offset = segment.id, segment.size
+        return out, (seg_id, offset)
+
+    def commit(self, position: Position, records: int, nbytes: int) -> None:
+        """Mark everything before `position` as published (durably); drop finished segments."""
+        self.pending_records -= records
+        self.pending_bytes -= nbytes
+        if self.pending_records <= 0:
+            # Empty: start the next segment afresh instead of keeping a fully read one.
+            self.pending_records, self.pending_bytes = 0, 0
+            last = self._segments[-1].id if self._segments else position[0]
+            self._write_cursor((last + 1, 0))
+            self._cursor = (last + 1, 0)
+            if self._file is not None:
+                os.close(self._file)
+                self._file = None
+            for segment in self._segments:
+                segment.path.unlink(missing_ok=True)
+            self._segments = []
+            return
+        self._write_cursor(position)
+        self._cursor = position
+        while len(self._segments) > 1 and self._segments[0].id < position[0]:
+            self._segments.pop(0).path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def iter_all(self) -> Iterator[bytes]:
+        """Every pending payload (tests and tools)."""
+        position = self._cursor
+        while True:
+            batch, position = self.read(position, 1000, 1 << 30)
+            if not batch:
+                return
+            yield from batch
+
+
+class SpoolWriter:
+    """Async front of a Spool: group commit of concurrent appends, all disk work on one thread."""
+
+    def __init__(self, spool: Spool, executor: ThreadPoolExecutor) -> None:
+        self.spool = spool
+        self._executor = executor
+        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def enqueue(self, payload: bytes) -> asyncio.Future[None]:
+        """Queue `payload` now (synchronously: call order is spool order); the future resolves once it
+        is fsync'd, or fails with SpoolFullError."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((payload, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return future
+
+    async def append(self, payload: bytes) -> None:
+        await self.enqueue(payload)
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and (self._flusher is None or self._flusher.done())
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run disk work on the spool thread (serialised with appends)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def run_read(self, spool: Spool, max_records: int, max_bytes: int) -> tuple[list[bytes], Position]:
+        return await self.run(spool.read, spool.cursor, max_records, max_bytes)
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            # Everything queued while the previous fsync ran goes into this one write + fsync.
+            batch, self._queue = self._queue, []
+            try:
+                taken = await loop.run_in_executor(
+                    self._executor, self.spool.append_many, [p for p, _ in batch]
+                )
+            except Exception as exc:  # disk full, I/O error: every waiter must hear of it
+                log.error("spool append failed", extra={"error": type(exc).__name__})
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(SpoolFullError(type(exc).__name__))
+                continue
+            for index, (_, future) in enumerate(batch):
+                if future.done():
+                    continue
+                if index < taken:
+                    future.set_result(None)
+                else:
+                    future.set_exception(SpoolFullError())
+            if taken < len(batch):
+                # Order: nothing queued behind a refused record may be accepted before it.
+                rest, self._queue = self._queue, []
+                for _, future in rest:
+                    if not future.done():
+                        future.set_exception(SpoolFullError())
+
+    async def drain_queue(self) -> None:
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
