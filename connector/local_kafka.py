@@ -190,9 +190,7 @@ class LocalKafka:
         log_dir = self.data_dir / "logs"
         properties = self.data_dir / "server.properties"
         properties.write_text(
-            SERVER_PROPERTIES.format(
-                port=self.settings.port, controller_port=self.settings.port + 1, log_dir=log_dir
-            )
+            SERVER_PROPERTIES.format(port=self.settings.port, controller_port=self.settings.port + 1, log_dir=log_dir)
         )
         self._format_storage(properties, log_dir)
         self.progress(f"starting Apache Kafka {self.settings.version} on {self.bootstrap}")
@@ -218,7 +216,7 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 raise LocalKafkaError(f"broker exited with {process.returncode}; see {self.log_file}")
-            if asyncio.run(answers_metadata(self.bootstrap)):
+            if asyncio.run(answers_metadata(self.bootstrap, coordinators=True)):
                 return
             time.sleep(0.2)
         raise LocalKafkaError(f"broker did not answer within {self.settings.start_timeout_s}s; see {self.log_file}")
@@ -276,8 +274,12 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
     return False
 
 
-async def answers_metadata(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when a broker at `bootstrap` answers a metadata request with at least one broker."""
+async def answers_metadata(bootstrap: str, timeout_s: float = 5.0, coordinators: bool = False) -> bool:
+    """True when a broker at `bootstrap` answers a metadata request with at least one broker.
+
+    With `coordinators`, also when the group and transaction coordinators answer: the first such
+    request creates __consumer_offsets and __transaction_state, so clients never see them missing.
+    """
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     try:  # a plain connect first, so a broker still booting does not flood the log with client errors
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
@@ -288,7 +290,12 @@ async def answers_metadata(bootstrap: str, timeout_s: float = 5.0) -> bool:
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
-        return bool(cluster.get("brokers"))
+        if not cluster.get("brokers"):
+            return False
+        if coordinators:
+            await asyncio.wait_for(admin.find_coordinator("pinwheel-warm-up", 0), timeout_s)
+            await asyncio.wait_for(admin.find_coordinator("pinwheel-warm-up", 1), timeout_s)
+        return True
     except Exception:
         return False
     finally:

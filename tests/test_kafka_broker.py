@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -147,8 +148,6 @@ async def test_new_producer_with_same_transactional_id_fences_the_old_one(
         assert fenced, "the old producer must not be able to commit after being fenced"
     finally:
         await new.stop()
-        try:
+        with contextlib.suppress(KafkaError):
             await old.stop()
-        except KafkaError:
-            pass
     assert [r.value for r in await _consume_all(bootstrap, topic, 1, isolation_level="read_committed")] == [b"owner"]

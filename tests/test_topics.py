@@ -57,7 +57,8 @@ async def test_partition_count_mismatch_is_refused(
     message = str(error.value)
     assert f"{specs[1].name}: 2 partitions, declared 3" in message
     assert "must be co-partitioned" in message
-    assert f"{specs[1].name}=2" in message and f"{specs[0].name}=3" in message
+    assert f"{specs[1].name}=2" in message
+    assert f"{specs[0].name}=3" in message
 
 
 async def test_config_mismatch_is_refused(bootstrap: str, unique: Callable[[str], str], cleanup: list[str]) -> None:
@@ -76,7 +77,11 @@ async def test_check_only_reports_missing_topics(bootstrap: str, unique: Callabl
 
 
 def test_copartitioning_groups_checked_before_creation() -> None:
-    specs = [TopicSpec("a", 6, copartition_group="g"), TopicSpec("b", 4, copartition_group="g"), TopicSpec("c", 1)]
+    specs = [
+        TopicSpec("a", 6, copartition_group="g"),
+        TopicSpec("b", 4, copartition_group="g"),
+        TopicSpec("c", 1),
+    ]
     assert check_copartitioning(specs, {}) != []
     assert check_copartitioning(specs, {"b": 6}) == []
 

@@ -1,0 +1,250 @@
+"""The processing loop: one consumer group, one task per input partition, exactly-once commits.
+
+Life of a partition p on this instance:
+  assigned  -> paused; the loop then starts the task's transactional producer (fencing the previous
+               owner and completing its open transaction), restores state from the changelogs, seeks
+               the inputs to the group's committed offsets and resumes them;
+  running   -> records are processed in timestamp order across the input topics; every commit
+               interval the task commits outputs + changelog writes + offsets in one transaction;
+  failed    -> a commit error or timeout (broker lost, ...) discards the uncommitted work and the
+               task is rebuilt from Kafka exactly as on assignment: nothing skipped, nothing doubled;
+  revoked   -> the open transaction is committed (or, failing that, abandoned) and the task closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.structs import ConsumerRecord
+
+from connector.settings import KafkaSettings
+from processors.runtime.restore import restore
+from processors.runtime.settings import ProcessorSettings
+from processors.runtime.state import TaskState
+from processors.runtime.task import ProcessorFactory, Task, TaskFailed, TaskFenced, start_producer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    """Counters the health endpoint and metrics read."""
+
+    processed: int = 0
+    committed: int = 0
+    commits: int = 0
+    task_restarts: int = 0
+    restored_records: int = 0
+    rebalances: int = 0
+    assigned: set[int] = field(default_factory=set)
+    ready: set[int] = field(default_factory=set)
+    last_commit_monotonic: float = 0.0
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.engine._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.engine._on_assigned(assigned)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        kafka: KafkaSettings,
+        input_topics: Sequence[str],
+        changelogs: dict[str, str],
+        factory: ProcessorFactory,
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.input_topics = list(input_topics)
+        self.changelogs = changelogs
+        self.factory = factory
+        self.on_commit = on_commit
+        self.stats = EngineStats()
+        self._tasks: dict[int, Task] = {}
+        self._pending: set[int] = set()  # assigned, not yet initialised
+        self._lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._topic_rank = {topic: i for i, topic in enumerate(self.input_topics)}
+
+    # -- public ------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            **self.kafka.client_kwargs(),
+            client_id=f"{self.kafka.client_id_prefix}-{self.settings.application_id}",
+            group_id=self.settings.application_id,
+            group_instance_id=self.settings.instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 5),
+            max_poll_records=self.settings.max_poll_records,
+        )
+        self._consumer = consumer
+        await consumer.start()
+        consumer.subscribe(self.input_topics, listener=_Listener(self))
+        try:
+            await self._loop(consumer, stop)
+        finally:
+            async with self._lock:
+                await self._commit_all()
+                await self._close_tasks(list(self._tasks))
+            await consumer.stop()
+            self._consumer = None
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    async def _loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        interval_s = self.settings.commit_interval_ms / 1000
+        punctuate_s = self.settings.punctuate_interval_ms / 1000
+        next_commit = time.monotonic() + interval_s
+        next_punctuate = time.monotonic() + punctuate_s
+        while not stop.is_set():
+            wait_ms = max(0, int((next_commit - time.monotonic()) * 1000))
+            batch = await consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.max_poll_records)
+            async with self._lock:
+                if self._pending:
+                    await self._initialise_pending(consumer)
+                self._dispatch(batch)
+                now = time.monotonic()
+                if now >= next_punctuate:
+                    wall_ms = int(time.time() * 1000)
+                    for task in self._tasks.values():
+                        task.punctuate(wall_ms)
+                    next_punctuate = now + punctuate_s
+                buffered = max((len(t.outputs) for t in self._tasks.values()), default=0)
+                if now >= next_commit or buffered >= self.settings.commit_max_records:
+                    await self._commit_all()
+                    next_commit = time.monotonic() + interval_s
+
+    def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        by_task: dict[int, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
+        for tp, records in batch.items():
+            if tp.partition in self._tasks:
+                by_task[tp.partition].extend(records)
+            # Records of a task that is not ready are dropped: it seeks to its committed offsets first.
+        for partition, records in by_task.items():
+            # Merge the input topics by record time, as Kafka Streams picks the lowest timestamp first.
+            records.sort(key=lambda r: (r.timestamp, self._topic_rank.get(r.topic, 0), r.offset))
+            self._tasks[partition].process(records)
+            self.stats.processed += len(records)
+
+    async def _commit_all(self) -> None:
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        results = await asyncio.gather(*(task.commit() for task in tasks), return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, BaseException):
+                await self._fail(task, result)
+            elif result:
+                self.stats.committed += result
+                self.stats.commits += 1
+                if self.on_commit:
+                    self.on_commit(result)
+        self.stats.last_commit_monotonic = time.monotonic()
+
+    async def _fail(self, task: Task, error: BaseException) -> None:
+        """Throw the task's uncommitted work away and rebuild it from Kafka before it runs again."""
+        self.stats.task_restarts += 1
+        partition = task.partition
+        log.warning("task restart", extra={"partition": partition, "error": str(error)})
+        await self._close_tasks([partition])
+        if isinstance(error, TaskFenced):
+            return  # another instance owns it; the coming rebalance takes it from us
+        if not isinstance(error, TaskFailed):
+            log.error("unexpected task error", exc_info=error)
+        self._pending.add(partition)
+        if self._consumer is not None:
+            self._consumer.pause(*self._partitions_of(partition))
+
+    # -- assignment --------------------------------------------------------------------------------
+
+    def _partitions_of(self, partition: int) -> list[TopicPartition]:
+        assert self._consumer is not None
+        return [tp for tp in self._consumer.assignment() if tp.partition == partition]
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:
+            self.stats.rebalances += 1
+            await self._commit_all()
+            await self._close_tasks(list(self._tasks))
+            self._pending.clear()
+            self.stats.assigned.clear()
+
+    async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._lock:
+            partitions = {tp.partition for tp in assigned}
+            self.stats.assigned = set(partitions)
+            self._pending = partitions - set(self._tasks)
+            if self._consumer is not None and assigned:
+                self._consumer.pause(*[tp for tp in assigned if tp.partition in self._pending])
+
+    async def _initialise_pending(self, consumer: AIOKafkaConsumer) -> None:
+        pending = sorted(self._pending)
+        results = await asyncio.gather(*(self._start_task(consumer, p) for p in pending), return_exceptions=True)
+        for partition, result in zip(pending, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("task start failed; will retry", extra={"partition": partition, "error": str(result)})
+                continue
+            self._pending.discard(partition)
+            consumer.resume(*self._partitions_of(partition))
+
+    async def _start_task(self, consumer: AIOKafkaConsumer, partition: int) -> None:
+        state = TaskState(
+            self.settings.state_dir / self.settings.application_id / str(partition),
+            self.settings.application_id,
+            partition,
+            self.changelogs,
+        )
+        producer = None
+        try:
+            producer = await start_producer(self.kafka, self.settings.application_id, partition)
+            stats = await restore(state, self.kafka, self.settings.max_checkpoint_age_h * 3600)
+            self.stats.restored_records += stats.records
+            log.info(
+                "task ready",
+                extra={"partition": partition, "restored": stats.records, "seconds": round(stats.seconds, 3)},
+            )
+            for tp in self._partitions_of(partition):
+                committed = await consumer.committed(tp)
+                if committed is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, committed)
+        except BaseException:
+            state.close()
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+            raise
+        task = Task(partition, state, producer, self.settings.application_id, self.settings.commit_timeout_s)
+        task.processor = self.factory(task)
+        self._tasks[partition] = task
+        self.stats.ready.add(partition)
+
+    async def _close_tasks(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            task = self._tasks.pop(partition, None)
+            self.stats.ready.discard(partition)
+            if task is not None:
+                await task.close()

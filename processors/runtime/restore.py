@@ -1,0 +1,68 @@
+"""Bring a task's local store up to the end of its changelogs before the task processes anything."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from connector.settings import KafkaSettings
+from processors.runtime.state import TaskState
+
+
+@dataclass(frozen=True)
+class RestoreStats:
+    partition: int
+    records: int
+    seconds: float
+    from_scratch: bool
+
+
+async def restore(state: TaskState, kafka: KafkaSettings, max_checkpoint_age_s: float) -> RestoreStats:
+    """Replay committed changelog records after the local checkpoint (or all of them, if unusable).
+
+    Must run after the task's transactional producer has been initialised: that completes any
+    transaction a previous owner left open, so the changelogs' last stable offset is final.
+    """
+    started = time.monotonic()
+    partitions = {store: TopicPartition(topic, state.partition) for store, topic in state.changelogs.items()}
+    consumer = AIOKafkaConsumer(
+        **kafka.client_kwargs(),
+        client_id=f"{kafka.client_id_prefix}-restore-{state.partition}",
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=8 * 2**20,
+        fetch_max_bytes=64 * 2**20,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(partitions.values()))
+        beginning_tp = await consumer.beginning_offsets(list(partitions.values()))
+        end_tp = await consumer.end_offsets(list(partitions.values()))
+        beginning = {store: beginning_tp[tp] for store, tp in partitions.items()}
+        end = {store: end_tp[tp] for store, tp in partitions.items()}
+        start = state.usable_checkpoint(beginning, end, max_checkpoint_age_s)
+        from_scratch = start is None
+        if start is None:
+            state.wipe()
+            start = beginning
+        store_of = {tp: store for store, tp in partitions.items()}
+        remaining = set()
+        for store, tp in partitions.items():
+            consumer.seek(tp, start[store])
+            if start[store] < end[store]:
+                remaining.add(tp)
+        count = 0
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=20_000)
+            for tp, records in batch.items():
+                count += state.apply_restored(store_of[tp], ((r.key, r.value) for r in records))
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[store_of[tp]]:
+                    remaining.discard(tp)
+        state.set_positions(end)
+        return RestoreStats(state.partition, count, time.monotonic() - started, from_scratch)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,46 @@
+"""Settings of the stream processors (env prefix `PROCESSOR_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ProcessorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROCESSOR_", extra="ignore")
+
+    application_id: str = Field(
+        default="pinwheel-processor",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Consumer group id, prefix of transactional ids and changelog topics.",
+    )
+    instance_id: str | None = Field(
+        default=None,
+        description="Static group membership id (stable per instance, e.g. the hostname): a restarted "
+        "instance gets its partitions back without waiting for a rebalance.",
+    )
+    state_dir: Path = Field(default=Path("var/state"), description="Local RocksDB stores (a cache of the changelogs).")
+    commit_interval_ms: int = Field(default=100, ge=10, le=60_000, description="How often each task commits.")
+    commit_max_records: int = Field(
+        default=5_000, ge=1, description="Commit a task early once it has buffered this many output records."
+    )
+    commit_timeout_s: float = Field(
+        default=30.0, gt=0, description="A commit slower than this restarts the task (never skips a record)."
+    )
+    punctuate_interval_ms: int = Field(default=1_000, ge=10, description="Wall-clock timer period.")
+    max_checkpoint_age_h: float = Field(
+        default=12.0,
+        gt=0,
+        description="An older local checkpoint is not trusted (tombstones may be compacted away): full restore.",
+    )
+    session_timeout_ms: int = Field(default=10_000, ge=1_000, description="Consumer group session timeout.")
+    max_poll_records: int = Field(default=2_000, ge=1, description="Records fetched per poll.")
+    dedupe_retention_h: float = Field(
+        default=7 * 24, gt=0, description="How long (event time) event ids are remembered."
+    )
+    pending_timeout_h: float = Field(default=24, gt=0, description="After this, an unresolved pending job times out.")
+    timeout_grace_s: float = Field(default=3600, ge=0, description="Extra wait before a pending job times out.")
+    health_port: int = Field(default=8081, ge=0, le=65535, description="/livez, /readyz and /metrics (0: off).")
+    health_host: str = Field(default="127.0.0.1", description="Interface of the health/metrics server.")

@@ -1,0 +1,204 @@
+"""The state of one task: a local RocksDB used as a cache of compacted changelog topics.
+
+Kafka is the source of truth; the local store only saves restore time. Writes made while a
+transaction is open live in an in-memory overlay: they go to the changelog inside the transaction and
+reach RocksDB only after the transaction commits, together with the changelog positions they
+correspond to (one atomic RocksDB write batch). So the local store is never ahead of what Kafka
+committed; at worst it is behind, and a restore from its checkpoint catches it up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import orjson
+from rocksdict import Options, Rdict, WriteBatch
+
+_CHECKPOINT = b"\xff\xffcheckpoint"
+_TOMBSTONE = None
+
+
+def _ns(store: str) -> bytes:
+    return store.encode() + b"\x00"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Which changelog records the local store reflects: next offset to read, per store."""
+
+    application_id: str
+    partition: int
+    changelogs: dict[str, str]  # store -> changelog topic
+    positions: dict[str, int]  # store -> next changelog offset not yet in the local store
+    written_at: float
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Checkpoint:
+        raw = orjson.loads(data)
+        return cls(
+            application_id=str(raw["application_id"]),
+            partition=int(raw["partition"]),
+            changelogs={str(k): str(v) for k, v in raw["changelogs"].items()},
+            positions={str(k): int(v) for k, v in raw["positions"].items()},
+            written_at=float(raw["written_at"]),
+        )
+
+
+class TaskState:
+    """Stores of one task, namespaced in one RocksDB, with a transaction overlay."""
+
+    def __init__(self, path: Path, application_id: str, partition: int, changelogs: Mapping[str, str]) -> None:
+        self.path = path
+        self.application_id = application_id
+        self.partition = partition
+        self.changelogs = dict(changelogs)
+        self._dirty: dict[str, dict[bytes, bytes | None]] = {store: {} for store in changelogs}
+        self._db = self._open()
+
+    def _open(self) -> Rdict:
+        self.path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        return Rdict(str(self.path), options)
+
+    # -- reads and writes (the processors' view) ------------------------------------------------
+
+    def get(self, store: str, key: bytes) -> bytes | None:
+        dirty = self._dirty[store]
+        if key in dirty:
+            return dirty[key]
+        value: bytes | None = self._db.get(_ns(store) + key)
+        return value
+
+    def put(self, store: str, key: bytes, value: bytes) -> None:
+        self._dirty[store][key] = value
+
+    def delete(self, store: str, key: bytes) -> None:
+        self._dirty[store][key] = _TOMBSTONE
+
+    def range(self, store: str, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Entries with start <= key < end in key order, the open transaction's writes included."""
+        prefix = _ns(store)
+        merged: dict[bytes, bytes | None] = {}
+        for raw_key, stored in self._db.items(from_key=prefix + start):
+            key = cast(bytes, raw_key)
+            if not key.startswith(prefix) or key[len(prefix) :] >= end:
+                break
+            merged[key[len(prefix) :]] = cast(bytes, stored)
+        merged.update((k, v) for k, v in self._dirty[store].items() if start <= k < end)
+        for key in sorted(merged):
+            if (found := merged[key]) is not None:
+                yield key, found
+
+    # -- the transaction overlay -------------------------------------------------------------------
+
+    def pending_writes(self) -> Iterator[tuple[str, bytes, bytes | None]]:
+        """(store, key, value or None for a delete): what the open transaction must write to changelogs."""
+        for store, dirty in self._dirty.items():
+            for key, value in dirty.items():
+                yield store, key, value
+
+    def has_pending_writes(self) -> bool:
+        return any(self._dirty.values())
+
+    def discard(self) -> None:
+        """The transaction aborted: forget its writes."""
+        for dirty in self._dirty.values():
+            dirty.clear()
+
+    def committed(self, next_positions: Mapping[str, int]) -> None:
+        """The transaction committed: apply its writes locally, with the changelog positions they reach."""
+        batch = WriteBatch(raw_mode=True)
+        for store, dirty in self._dirty.items():
+            prefix = _ns(store)
+            for key, value in dirty.items():
+                if value is None:
+                    batch.delete(prefix + key)
+                else:
+                    batch.put(prefix + key, value)
+        positions = dict(self.checkpoint_positions())
+        positions.update(next_positions)
+        batch.put(_CHECKPOINT, self._checkpoint(positions).to_bytes())
+        self._db.write(batch)
+        self.discard()
+
+    # -- checkpoint and restore --------------------------------------------------------------------
+
+    def _checkpoint(self, positions: Mapping[str, int]) -> Checkpoint:
+        return Checkpoint(self.application_id, self.partition, self.changelogs, dict(positions), time.time())
+
+    def checkpoint(self) -> Checkpoint | None:
+        raw = self._db.get(_CHECKPOINT)
+        if raw is None:
+            return None
+        try:
+            return Checkpoint.from_bytes(raw)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def checkpoint_positions(self) -> dict[str, int]:
+        checkpoint = self.checkpoint()
+        return dict(checkpoint.positions) if checkpoint else {}
+
+    def usable_checkpoint(
+        self, beginning: Mapping[str, int], end: Mapping[str, int], max_age_s: float
+    ) -> dict[str, int] | None:
+        """Restore start positions if the local store provably matches the changelogs, else None.
+
+        Not provable when: no checkpoint; it belongs to another application, partition or set of
+        changelogs; a position lies outside the changelog (topic recreated, or compaction may have
+        dropped tombstones it never saw); or it is older than `max_age_s` (delete.retention.ms).
+        """
+        checkpoint = self.checkpoint()
+        if checkpoint is None:
+            return None
+        if (checkpoint.application_id, checkpoint.partition) != (self.application_id, self.partition):
+            return None
+        if checkpoint.changelogs != self.changelogs or set(checkpoint.positions) != set(self.changelogs):
+            return None
+        if time.time() - checkpoint.written_at > max_age_s:
+            return None
+        for store, position in checkpoint.positions.items():
+            if not beginning[store] <= position <= end[store]:
+                return None
+        return dict(checkpoint.positions)
+
+    def apply_restored(self, store: str, records: Iterator[tuple[bytes, bytes | None]]) -> int:
+        """Write changelog records straight into the local store (restore path); returns the count."""
+        prefix = _ns(store)
+        batch = WriteBatch(raw_mode=True)
+        count = 0
+        for key, value in records:
+            if value is None:
+                batch.delete(prefix + key)
+            else:
+                batch.put(prefix + key, value)
+            count += 1
+        if count:
+            self._db.write(batch)
+        return count
+
+    def set_positions(self, positions: Mapping[str, int]) -> None:
+        batch = WriteBatch(raw_mode=True)
+        batch.put(_CHECKPOINT, self._checkpoint(positions).to_bytes())
+        self._db.write(batch)
+
+    def wipe(self) -> None:
+        """Delete the local store entirely (it will be rebuilt from the changelogs)."""
+        self.discard()
+        self._db.close()
+        Rdict.destroy(str(self.path))
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._db = self._open()
+
+    def close(self) -> None:
+        self.discard()
+        self._db.close()

@@ -1,0 +1,163 @@
+"""One task: input partition p of every (co-partitioned) input topic, its state and its producer.
+
+A task's outputs, changelog writes and consumed offsets are committed in one Kafka transaction by its
+own transactional producer, whose id `<application_id>-<p>` is stable across instances: whoever owns
+partition p next initialises a producer with the same id, which fences this one and completes any
+transaction it left open. That is what makes the output exactly-once for read_committed consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from connector.settings import KafkaSettings
+from processors.runtime.state import TaskState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+    partition: int | None = None
+
+
+class TaskContext(Protocol):
+    """What a processor sees of its task."""
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def state(self) -> TaskState: ...
+
+    def emit(self, record: OutRecord) -> None: ...
+
+
+class TaskProcessor(Protocol):
+    """Application logic of a task; the runtime calls it and commits what it emitted and wrote."""
+
+    def process(self, record: ConsumerRecord[bytes, bytes]) -> None: ...
+
+    def punctuate(self, wall_clock_ms: int) -> None: ...
+
+    def end_of_batch(self) -> None: ...
+
+
+ProcessorFactory = Callable[[TaskContext], TaskProcessor]
+
+
+class TaskFailed(RuntimeError):
+    """The task could not commit; it must be rebuilt from Kafka before it processes again."""
+
+
+class TaskFenced(TaskFailed):
+    """Another instance owns this partition now."""
+
+
+@dataclass
+class Task:
+    partition: int
+    state: TaskState
+    producer: AIOKafkaProducer
+    group_id: str
+    commit_timeout_s: float
+    processor: TaskProcessor | None = None
+    outputs: list[OutRecord] = field(default_factory=list)
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    uncommitted_records: int = 0
+
+    def emit(self, record: OutRecord) -> None:
+        self.outputs.append(record)
+
+    def process(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        assert self.processor is not None
+        for record in records:
+            self.processor.process(record)
+            self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        self.uncommitted_records += len(records)
+        self.processor.end_of_batch()
+
+    def punctuate(self, wall_clock_ms: int) -> None:
+        assert self.processor is not None
+        self.processor.punctuate(wall_clock_ms)
+
+    def needs_commit(self) -> bool:
+        return bool(self.next_offsets or self.outputs or self.state.has_pending_writes())
+
+    async def commit(self) -> int:
+        """Commit outputs, changelog writes and offsets atomically; returns how many input records it covered."""
+        if not self.needs_commit():
+            return 0
+        try:
+            await asyncio.wait_for(self._commit(), self.commit_timeout_s)
+        except Exception as exc:
+            from aiokafka.errors import ProducerFenced, TransactionCoordinatorFenced
+
+            fenced = isinstance(exc, ProducerFenced | TransactionCoordinatorFenced) or "fenced" in str(exc).lower()
+            raise (TaskFenced if fenced else TaskFailed)(
+                f"task {self.partition}: commit failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        covered = self.uncommitted_records
+        self.uncommitted_records = 0
+        return covered
+
+    async def _commit(self) -> None:
+        producer = self.producer
+        await producer.begin_transaction()
+        for out in self.outputs:
+            await producer.send(out.topic, out.value, key=out.key, headers=list(out.headers), partition=out.partition)
+        last: dict[str, asyncio.Future[Any]] = {}
+        for store, key, value in self.state.pending_writes():
+            last[store] = await producer.send(self.state.changelogs[store], value, key=key, partition=self.partition)
+        if self.next_offsets:
+            await producer.send_offsets_to_transaction(dict(self.next_offsets), self.group_id)
+        await producer.commit_transaction()
+        positions = {store: (await future).offset + 1 for store, future in last.items()}
+        self.state.committed(positions)
+        self.outputs.clear()
+        self.next_offsets.clear()
+
+    def discard(self) -> None:
+        """Forget everything since the last commit (the caller rewinds the inputs)."""
+        self.outputs.clear()
+        self.next_offsets.clear()
+        self.uncommitted_records = 0
+        self.state.discard()
+
+    async def close(self) -> None:
+        self.discard()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.producer.stop(), 10)
+        self.state.close()
+
+
+def transactional_id(application_id: str, partition: int) -> str:
+    return f"{application_id}-{partition}"
+
+
+async def start_producer(kafka: KafkaSettings, application_id: str, partition: int) -> AIOKafkaProducer:
+    """The task's transactional producer; `start` fences any previous owner of the partition."""
+    producer = AIOKafkaProducer(
+        **kafka.client_kwargs(),
+        client_id=f"{kafka.client_id_prefix}-{application_id}-{partition}",
+        transactional_id=transactional_id(application_id, partition),
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=1 << 20,
+        transaction_timeout_ms=60_000,
+    )
+    await producer.start()
+    return producer

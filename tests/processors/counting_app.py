@@ -1,0 +1,86 @@
+"""A minimal stateful application on the processing runtime, for testing the runtime itself.
+
+It counts records per key in a changelog-backed store and emits `<count>:<value>` for each record, so
+exactly-once is checkable from the output alone: per key the counts must be 1, 2, 3, ... with every
+input value exactly once. Run as a subprocess so tests can kill it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiokafka.structs import ConsumerRecord
+
+from connector.settings import KafkaSettings
+from processors.runtime.engine import Engine
+from processors.runtime.settings import ProcessorSettings
+from processors.runtime.task import OutRecord, TaskContext, TaskProcessor
+
+
+class Counter:
+    def __init__(self, ctx: TaskContext, output: str) -> None:
+        self.ctx = ctx
+        self.output = output
+
+    def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        assert record.key is not None
+        count = int(self.ctx.state.get("counts", record.key) or b"0") + 1
+        self.ctx.state.put("counts", record.key, str(count).encode())
+        self.ctx.emit(OutRecord(self.output, record.key, b"%d:%s" % (count, record.value)))
+
+    def punctuate(self, wall_clock_ms: int) -> None:
+        pass
+
+    def end_of_batch(self) -> None:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--app-id", required=True)
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--changelog", required=True)
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--commit-interval-ms", type=int, default=100)
+    parser.add_argument("--instance-id", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    settings = ProcessorSettings(
+        application_id=args.app_id,
+        instance_id=args.instance_id,
+        state_dir=args.state_dir,
+        commit_interval_ms=args.commit_interval_ms,
+        session_timeout_ms=6000,
+        health_port=0,
+    )
+
+    def factory(ctx: TaskContext) -> TaskProcessor:
+        return Counter(ctx, args.output)
+
+    engine = Engine(
+        settings,
+        KafkaSettings(bootstrap_servers=args.bootstrap),
+        [args.input],
+        {"counts": args.changelog},
+        factory,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await engine.run(stop)
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
