@@ -33,16 +33,12 @@ class RegistryClient:
 
     def _json(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
-            raise RegistryError(
-                f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}"
-            )
+            raise RegistryError(f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}")
         return response.json()
 
     def register(self, subject: str, schema_text: str) -> int:
         """Register (idempotently) an Avro schema under a subject; returns its global id."""
-        response = self._http.post(
-            f"/subjects/{quote(subject, safe='')}/versions", json={"schema": schema_text}
-        )
+        response = self._http.post(f"/subjects/{quote(subject, safe='')}/versions", json={"schema": schema_text})
         return int(self._json(response)["id"])
 
     def schema_text(self, schema_id: int) -> str:

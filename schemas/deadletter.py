@@ -18,9 +18,7 @@ def dead_letter_key(event_id: str | None, raw: bytes) -> bytes:
 
 def _header_list(headers: Headers) -> list[dict[str, Any]]:
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    return [
-        {"name": name, "value": value.encode() if isinstance(value, str) else value} for name, value in pairs
-    ]
+    return [{"name": name, "value": value.encode() if isinstance(value, str) else value} for name, value in pairs]
 
 
 def build_dead_letter(

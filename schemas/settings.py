@@ -22,6 +22,4 @@ class SchemaSettings(BaseSettings):
     registry_password: str | None = Field(
         default=None, description="Basic-auth password of the schema registry (never logged).", repr=False
     )
-    registry_timeout_s: float = Field(
-        default=10.0, gt=0, description="Timeout of each schema registry request."
-    )
+    registry_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of each schema registry request.")

@@ -35,10 +35,7 @@ def capture() -> list[Delivery]:
 def doc_samples() -> list[Delivery]:
     """Every sample of pinwheel-webhooks.md (trailing-comma typo fixed), one compact body per line."""
     lines = (FIXTURES / "pinwheel-doc-samples.jsonl").read_text().splitlines()
-    return [
-        Delivery(f"doc-{index}-{json.loads(line)['event']}", line.encode(), {})
-        for index, line in enumerate(lines)
-    ]
+    return [Delivery(f"doc-{index}-{json.loads(line)['event']}", line.encode(), {}) for index, line in enumerate(lines)]
 
 
 ALL_DELIVERIES = capture() + doc_samples()

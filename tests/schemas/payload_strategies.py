@@ -65,9 +65,7 @@ item_ref = record({"id": uuids}, {"document_type": st.text(max_size=10), "year":
 items = st.lists(item_ref, max_size=4)
 empty_params = record({}, {})
 dd_switch_params = record({}, {"amount": longs})
-paystubs_params = record(
-    {}, {"from_pay_date": dates, "to_pay_date": dates, "count": longs, "sync_status": SYNC}
-)
+paystubs_params = record({}, {"from_pay_date": dates, "to_pay_date": dates, "count": longs, "sync_status": SYNC})
 shifts_params = record({}, {"count": longs, "sync_status": SYNC})
 additional_platform = record({"platform_type": PLATFORM_TYPE, "action": ACTION}, {"platform_id": uuids})
 

@@ -83,9 +83,7 @@ def test_partition_key_rule() -> None:
     # Canonical lowercase UUID, so the same account gives the same key bytes on every topic.
     assert partition_key("paystubs.added", "e", {"account_id": ACCOUNT}) == ACCOUNT.lower()
     assert partition_key("bill.added", "e", {"account_id": ACCOUNT, "end_user_id": "u"}) == ACCOUNT.lower()
-    assert (
-        partition_key("bill.added", "e", {"end_user_id": "user-1", "company_connection_id": "c"}) == "user-1"
-    )
+    assert partition_key("bill.added", "e", {"end_user_id": "user-1", "company_connection_id": "c"}) == "user-1"
     assert partition_key("company_connect.status.updated", "e", {"company_connection_id": "c-1"}) == "c-1"
     assert partition_key("bill.added", "e", {"account_id": None, "end_user_id": 5}) == "e"
     assert partition_key("bill.added", "e", ["not", "an", "object"]) == "e"

@@ -20,9 +20,7 @@ from schemas.envelope import build_family_record
 from schemas.store import TOPIC_RECORDS, crc64_fingerprint, load_store, parse
 
 RECORDS = [
-    build_family_record(
-        d.body, webhook_id="wh", pinwheel_version="v", sent_at=SENT_AT, received_at=RECEIVED_AT
-    )
+    build_family_record(d.body, webhook_id="wh", pinwheel_version="v", sent_at=SENT_AT, received_at=RECEIVED_AT)
     for d in ALL_DELIVERIES
 ]
 NOW = datetime(2025, 6, 24, 22, 5, tzinfo=UTC)

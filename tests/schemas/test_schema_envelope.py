@@ -27,9 +27,7 @@ SECRET_VALUE = "4111-SECRET-payroll-value"
 
 def build(body: bytes | dict[str, object]) -> FamilyRecord:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return build_family_record(
-        raw, webhook_id="wh", pinwheel_version="v", sent_at=SENT_AT, received_at=RECEIVED_AT
-    )
+    return build_family_record(raw, webhook_id="wh", pinwheel_version="v", sent_at=SENT_AT, received_at=RECEIVED_AT)
 
 
 def capture_body(event_type: str) -> dict[str, object]:

@@ -107,8 +107,9 @@ def test_payload_records_match_models(fullname: str) -> None:
     assert _field_names(records[fullname]) == set(model.model_fields)
     for name, field in model.model_fields.items():
         avro_field = next(f for f in records[fullname]["fields"] if f["name"] == name)
-        optional = isinstance(avro_field["type"], list) and avro_field["type"][0] == "null"
-        assert optional == (not field.is_required()), f"{fullname}.{name}"
+        assert ("default" in avro_field) == (not field.is_required()), f"{fullname}.{name}"
+        if field.default is None and not field.is_required():
+            assert avro_field["type"][0] == "null", f"{fullname}.{name}"
 
 
 @pytest.mark.parametrize(

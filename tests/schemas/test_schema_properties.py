@@ -37,9 +37,7 @@ def _extras_everywhere(model: Any, path: str = "") -> dict[str, Any]:
 def test_generated_payloads_round_trip(event: tuple[str, dict[str, Any]]) -> None:
     event_type, body = event
     raw = json.dumps(body).encode()
-    record = build_family_record(
-        raw, webhook_id=None, pinwheel_version=None, sent_at=SENT_AT, received_at=RECEIVED_AT
-    )
+    record = build_family_record(raw, webhook_id=None, pinwheel_version=None, sent_at=SENT_AT, received_at=RECEIVED_AT)
 
     decoded = codec.decode(record.topic, codec.encode(record.topic, record.value))
     assert decoded == record.value
@@ -68,16 +66,12 @@ def test_generated_payloads_round_trip(event: tuple[str, dict[str, Any]]) -> Non
     event_id=uuids,
     with_payload=st.booleans(),
 )
-def test_unmodelled_types_keep_their_payload(
-    event_type: str, payload: Any, event_id: str, with_payload: bool
-) -> None:
+def test_unmodelled_types_keep_their_payload(event_type: str, payload: Any, event_id: str, with_payload: bool) -> None:
     body: dict[str, Any] = {"event_id": event_id, "event": event_type}
     if with_payload:
         body["payload"] = payload
     raw = json.dumps(body).encode()
-    record = build_family_record(
-        raw, webhook_id="w", pinwheel_version="v", sent_at=SENT_AT, received_at=RECEIVED_AT
-    )
+    record = build_family_record(raw, webhook_id="w", pinwheel_version="v", sent_at=SENT_AT, received_at=RECEIVED_AT)
     assert record.topic == "pinwheel.other.v1"
     assert record.family is Family.OTHER
     decoded = codec.decode(record.topic, codec.encode(record.topic, record.value))
