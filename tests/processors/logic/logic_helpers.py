@@ -46,6 +46,4 @@ def job_event(
 
 
 def account_event(event_id: str, event_type: str, payload: dict[str, Any], *, received: float) -> Event:
-    return event_from_payload(
-        event_id=event_id, event_type=event_type, payload=payload, received_at=at(received)
-    )
+    return event_from_payload(event_id=event_id, event_type=event_type, payload=payload, received_at=at(received))

@@ -98,14 +98,8 @@ def test_stale_pending_after_its_final_does_not_reopen(proc: AccountProcessor) -
     assert proc.on_time(at(10 * DAY)) == []
     assert proc.counters["stale_pending"] == 1
     # A pending with the same timestamp as the final is stale too; a later one opens a new job.
-    assert (
-        only_update(proc.process(job_event("p2", "pending", occurred=10, received=13))).change
-        is Change.JOB_STALE
-    )
-    assert (
-        only_update(proc.process(job_event("p3", "pending", occurred=11, received=14))).change
-        is Change.JOB_PENDING
-    )
+    assert only_update(proc.process(job_event("p2", "pending", occurred=10, received=13))).change is Change.JOB_STALE
+    assert only_update(proc.process(job_event("p3", "pending", occurred=11, received=14))).change is Change.JOB_PENDING
 
 
 def test_timeout_fires_strictly_after_timeout_plus_grace_once(proc: AccountProcessor) -> None:
@@ -124,10 +118,7 @@ def test_timeout_fires_strictly_after_timeout_plus_grace_once(proc: AccountProce
     assert proc.on_time(deadline + timedelta(hours=1)) == []  # idempotent
     # The next event does not fire it again either.
     assert (
-        updates(
-            proc.process(job_event("x", "success", occurred=0, event_type="income.added", received=26 * 60))
-        )
-        != []
+        updates(proc.process(job_event("x", "success", occurred=0, event_type="income.added", received=26 * 60))) != []
     )
 
 
@@ -197,9 +188,7 @@ def test_event_without_account_id_has_no_account_output(proc: AccountProcessor) 
 
 
 def test_other_event_types_of_an_account_are_recorded(proc: AccountProcessor) -> None:
-    update = only_update(
-        proc.process(account_event("t1", "tax_forms.added", {"account_id": "a"}, received=0))
-    )
+    update = only_update(proc.process(account_event("t1", "tax_forms.added", {"account_id": "a"}, received=0)))
     assert (update.change, update.account.last_event_type) == (Change.EVENT_RECORDED, "tax_forms.added")
 
 
@@ -230,9 +219,7 @@ def test_monitoring_status_is_last_writer_wins_on_payload_time(proc: AccountProc
 def test_connections_recommended_replace_the_list(proc: AccountProcessor) -> None:
     payload = {
         "account_id": "a",
-        "additional_platforms": [
-            {"platform_type": "time_and_attendance", "action": "login", "platform_id": "p"}
-        ],
+        "additional_platforms": [{"platform_type": "time_and_attendance", "action": "login", "platform_id": "p"}],
     }
     update = only_update(
         proc.process(account_event("r1", "account.additional_connections_recommended", payload, received=0))
@@ -244,9 +231,7 @@ def test_connections_recommended_replace_the_list(proc: AccountProcessor) -> Non
 
 
 def test_paystubs_batches_and_milestones(proc: AccountProcessor) -> None:
-    def batch(
-        event_id: str, job_id: str, ids: list[str], occurred: float, frm: str, to: str, status: str
-    ) -> None:
+    def batch(event_id: str, job_id: str, ids: list[str], occurred: float, frm: str, to: str, status: str) -> None:
         params = {"count": len(ids), "from_pay_date": frm, "to_pay_date": to, "sync_status": status}
         added = [{"id": i} for i in ids]
         event = job_event(
