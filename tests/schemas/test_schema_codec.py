@@ -8,9 +8,9 @@ import struct
 from datetime import UTC, datetime
 
 import pytest
-from conftest import ALL_DELIVERIES, RECEIVED_AT, SENT_AT
-from fake_registry import fake_registry
 from fastavro import schemaless_reader
+from schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT
+from schema_registry_fake import fake_registry
 
 from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.codec import CONFLUENT, SINGLE_OBJECT, Codec, DecodeError, SchemaSettings, build_codec

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from conftest import RECEIVED_AT, SENT_AT, capture
+from schema_fixtures import RECEIVED_AT, SENT_AT, capture
 
 from schemas.catalog import Family
 from schemas.codec import Codec

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import RECEIVED_AT, SENT_AT
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from payload_strategies import json_values, modelled_body, uuids
+from schema_fixtures import RECEIVED_AT, SENT_AT
+from schema_strategies import json_values, modelled_body, uuids
 
 from schemas.catalog import Family
 from schemas.codec import Codec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import ALL_DELIVERIES, RECEIVED_AT, SENT_AT, Delivery
+from schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT, Delivery
 
 from schemas.catalog import Family, family_of, topic_for
 from schemas.codec import Codec

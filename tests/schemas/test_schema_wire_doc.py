@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ALL_DELIVERIES, RECEIVED_AT, SENT_AT
+from schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT
 
 from schemas.codec import Codec
 from schemas.envelope import build_dead_letter, build_family_record
