@@ -52,9 +52,7 @@ def event_body(event: str, account_id: str, seq: int = 0, event_id: str | None =
         "end_user_id": str(uuid.uuid4()),
         **extra,
     }
-    return json.dumps(
-        {"event_id": event_id or str(uuid.uuid4()), "event": event, "payload": payload}
-    ).encode()
+    return json.dumps({"event_id": event_id or str(uuid.uuid4()), "event": event, "payload": payload}).encode()
 
 
 def header(record: Any, name: str) -> bytes | None:

@@ -78,9 +78,7 @@ async def test_documented_samples_land_where_the_catalog_says(
         body = text.replace("5a141122-4235-4fa1-bd76-0628573880b0", event_id).replace(
             "5a141122-4235-4fa1-bd76-0123456780b0", event_id
         )
-        response = await https.post(
-            server.webhook_url, content=body.encode(), headers=signed_headers(body.encode())
-        )
+        response = await https.post(server.webhook_url, content=body.encode(), headers=signed_headers(body.encode()))
         assert response.status_code == 200, response.text
         try:
             event_type = json.loads(body)["event"]
@@ -104,8 +102,7 @@ async def test_documented_samples_land_where_the_catalog_says(
             dead = [
                 CODEC.decode(r.topic, r.value)
                 for r in records
-                if r.topic == DEADLETTER_TOPIC
-                and event_id.encode() in bytes(CODEC.decode(r.topic, r.value)["raw"])
+                if r.topic == DEADLETTER_TOPIC and event_id.encode() in bytes(CODEC.decode(r.topic, r.value)["raw"])
             ]
             assert len(dead) == 1
             assert dead[0]["reason"] == "invalid_json"
@@ -143,9 +140,7 @@ async def test_refusals_over_https_publish_nothing(
     assert SECRET not in response.text
     # A signed sentinel after it: once it is in Kafka, the refused one would have been too.
     sentinel = event_body("income.added", str(uuid.uuid4()))
-    assert (
-        await https.post(server.webhook_url, content=sentinel, headers=signed_headers(sentinel))
-    ).status_code == 200
+    assert (await https.post(server.webhook_url, content=sentinel, headers=signed_headers(sentinel))).status_code == 200
     sentinel_id = json.loads(sentinel)["event_id"]
     records = by_event_id(await tail.collect(lambda rs: sentinel_id in by_event_id(rs)))
     assert sentinel_id in records
@@ -240,9 +235,7 @@ async def test_hygiene_size_cap_content_type_other_and_dead_letter(
     assert "7" not in detail["error"].replace("payload", "")
 
 
-async def test_health_and_metrics(
-    start_gateway: Callable[..., ThreadedServer], https: httpx.AsyncClient
-) -> None:
+async def test_health_and_metrics(start_gateway: Callable[..., ThreadedServer], https: httpx.AsyncClient) -> None:
     server = start_gateway()
     assert (await https.get(server.url + "/livez")).status_code == 200
     ready = await https.get(server.url + "/readyz")
@@ -250,9 +243,7 @@ async def test_health_and_metrics(
     assert ready.json()["kafka"] == "up"
     assert ready.json()["spool_records"] == 0
     body = event_body("income.added", str(uuid.uuid4()))
-    assert (
-        await https.post(server.webhook_url, content=body, headers=signed_headers(body))
-    ).status_code == 200
+    assert (await https.post(server.webhook_url, content=body, headers=signed_headers(body))).status_code == 200
     await https.post(server.webhook_url, content=body, headers=signed_headers(body, "wrong"))
     metrics = (await https.get(server.url + "/metrics")).text
     assert 'gateway_requests_total{outcome="published",reason="family"} 1.0' in metrics

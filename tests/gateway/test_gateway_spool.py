@@ -1,0 +1,182 @@
+"""The spool: framing, torn tails, recovery, cursor, locking, group commit (no Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.spool import (
+    FRAME_OVERHEAD,
+    Spool,
+    SpooledRecord,
+    SpoolFullError,
+    SpoolLockedError,
+    SpoolWriter,
+    claim_worker_dir,
+    decode_record,
+    encode_record,
+    frame,
+    scan,
+    try_lock,
+)
+
+records = st.builds(
+    SpooledRecord,
+    topic=st.text(min_size=1, max_size=40),
+    key=st.none() | st.binary(max_size=64),
+    value=st.binary(max_size=512),
+    headers=st.lists(st.tuples(st.text(max_size=20), st.binary(max_size=40)), max_size=6).map(tuple),
+    timestamp_ms=st.integers(0, 2**63 - 1),
+)
+
+
+@given(records)
+def test_record_encoding_roundtrip(record: SpooledRecord) -> None:
+    assert decode_record(encode_record(record)) == record
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20), st.data())
+def test_scan_never_misreads_a_torn_or_corrupted_tail(payloads: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(frame(p) for p in payloads)
+    frames, end = scan(stream)
+    assert [stream[o : o + n] for o, n in frames] == payloads
+    assert end == len(stream)
+    # Cut anywhere: only whole frames before the cut come back, and `end` marks where to truncate.
+    cut = data.draw(st.integers(0, len(stream)))
+    frames, end = scan(stream[:cut])
+    got = [stream[o : o + n] for o, n in frames]
+    assert got == payloads[: len(got)]
+    assert end <= cut
+    assert end == sum(FRAME_OVERHEAD + len(p) for p in got)
+    # Flip a byte: the frame holding it (and everything after) is dropped, never returned changed.
+    if stream:
+        at = data.draw(st.integers(0, len(stream) - 1))
+        bad = bytearray(stream)
+        bad[at] ^= 0xFF
+        frames, end = scan(bytes(bad))
+        got = [bytes(bad[o : o + n]) for o, n in frames]
+        assert got == payloads[: len(got)]
+        assert end <= at + 1 or end <= len(stream)
+
+
+def open_spool(directory: Path, max_bytes: int = 1 << 30, segment_bytes: int = 1 << 20) -> Spool:
+    return Spool.open(directory, segment_bytes=segment_bytes, max_bytes=max_bytes)
+
+
+def test_append_read_commit_and_restart(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "w", segment_bytes=64 * 1024)
+    payloads = [os.urandom(1000) + bytes([i % 256]) for i in range(300)]  # ~5 segments
+    for start in range(0, 300, 7):
+        assert spool.append_many(payloads[start : start + 7]) == len(payloads[start : start + 7])
+    assert spool.pending_records == 300
+    assert len(list((tmp_path / "w").glob("*.seg"))) > 3
+    batch, position = spool.read(spool.cursor, 100, 1 << 30)
+    assert batch == payloads[:100]
+    spool.commit(position, 100, sum(len(p) + FRAME_OVERHEAD for p in batch))
+    spool.close()
+    # Restart: the cursor survives, published segments are gone, the rest reads back in order.
+    again = open_spool(tmp_path / "w", segment_bytes=64 * 1024)
+    assert again.pending_records == 200
+    assert list(again.iter_all()) == payloads[100:]
+    batch, position = again.read(again.cursor, 1000, 1 << 30)
+    again.commit(position, len(batch), sum(len(p) + FRAME_OVERHEAD for p in batch))
+    assert again.pending_records == 0
+    assert again.pending_bytes == 0
+    assert list((tmp_path / "w").glob("*.seg")) == []
+    assert again.append_many([b"after"]) == 1
+    again.close()
+    assert list(open_spool(tmp_path / "w").iter_all()) == [b"after"]
+
+
+def test_torn_tail_is_truncated_not_misread(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "w")
+    spool.append_many([b"one", b"two", b"three"])
+    spool.close()
+    segment = next((tmp_path / "w").glob("*.seg"))
+    good = segment.stat().st_size
+    # A crash mid-append: a header promising 100 bytes, and only 10 of them.
+    with segment.open("ab") as fh:
+        fh.write(len(b"x" * 100).to_bytes(4, "big") + zlib.crc32(b"x" * 100).to_bytes(4, "big") + b"x" * 10)
+    spool = open_spool(tmp_path / "w")
+    assert list(spool.iter_all()) == [b"one", b"two", b"three"]
+    assert spool.truncated_bytes == 18
+    assert segment.stat().st_size == good
+    spool.append_many([b"four"])  # appends continue right after the last good frame
+    spool.close()
+    assert list(open_spool(tmp_path / "w").iter_all()) == [b"one", b"two", b"three", b"four"]
+
+
+def test_corrupted_last_frame_is_dropped(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "w")
+    spool.append_many([b"keep", b"garbled"])
+    spool.close()
+    segment = next((tmp_path / "w").glob("*.seg"))
+    data = bytearray(segment.read_bytes())
+    data[-1] ^= 0x01
+    segment.write_bytes(bytes(data))
+    assert list(open_spool(tmp_path / "w").iter_all()) == [b"keep"]
+
+
+def test_size_limit_refuses_in_order(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "w", max_bytes=1 << 20)
+    big = b"x" * (400 * 1024)
+    assert spool.append_many([big, big, big, b"small"]) == 2  # "small" would fit but must not overtake
+    assert spool.append_many([big]) == 0
+
+
+def test_lock_is_exclusive_and_dies_with_the_process(tmp_path: Path) -> None:
+    first = open_spool(tmp_path / "w")
+    with pytest.raises(SpoolLockedError):
+        open_spool(tmp_path / "w")
+    # A second claim takes the next free directory; after close the first one is free again.
+    directory, fd = claim_worker_dir(tmp_path)
+    assert directory.name == "worker-0" or directory != tmp_path / "w"
+    os.close(fd)
+    first.close()
+    assert try_lock(tmp_path / "w") is not None
+    # A process killed with -9 leaves its directory claimable (flock is released by the kernel).
+    code = (
+        "import os, signal, sys; from gateway.spool import claim_worker_dir; from pathlib import Path;"
+        "d, fd = claim_worker_dir(Path(sys.argv[1])); print(d.name, flush=True); os.kill(os.getpid(), 9)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "root")], capture_output=True, text=True)
+    assert result.stdout.strip() == "worker-0"
+    directory, fd = claim_worker_dir(tmp_path / "root")
+    assert directory.name == "worker-0"
+    os.close(fd)
+
+
+async def test_group_commit_orders_and_batches(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "w")
+    calls: list[int] = []
+    original = spool.append_many
+
+    def counting(payloads: list[bytes]) -> int:
+        calls.append(len(payloads))
+        return original(payloads)
+
+    spool.append_many = counting  # type: ignore[method-assign]
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        writer = SpoolWriter(spool, executor)
+        payloads = [f"event-{i}".encode() for i in range(500)]
+        await asyncio.gather(*(writer.append(p) for p in payloads))
+        assert list(spool.iter_all()) == payloads
+        assert len(calls) < 50  # concurrent appends share fsyncs
+        assert sum(calls) == 500
+
+
+async def test_writer_reports_full(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path / "w", max_bytes=1 << 20)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        writer = SpoolWriter(spool, executor)
+        results = await asyncio.gather(*(writer.append(b"y" * (300 * 1024)) for _ in range(5)), return_exceptions=True)
+        assert [isinstance(r, SpoolFullError) for r in results] == [False, False, False, True, True]
