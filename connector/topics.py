@@ -133,6 +133,7 @@ async def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, 
             ]
             if failures:
                 raise TopicMismatchError("\n  - ".join(["could not create topics:", *failures]))
+            await _wait_for_leaders(admin, [s.name for s in missing])
             report += [f"created {s.name} ({s.partitions} partitions)" for s in missing]
         elif missing:
             report += [f"missing {s.name}" for s in missing]
@@ -184,11 +185,22 @@ async def _compare(
     return problems, partitions
 
 
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    """Creation returns before every partition has a leader; clients started at once would stall."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        if all(
+            t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        ):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicMismatchError(f"topics created but without leaders after {timeout_s}s: {', '.join(names)}")
+        await asyncio.sleep(0.1)
+
+
 def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
     # CreateTopicsResponse v0 has (topic, code); v1+ adds the message.
     rows = getattr(response, "topic_errors", [])
     return [(row[0], row[1], row[2] if len(row) > 2 else None) for row in rows]
-
-
-def run_ensure(settings: KafkaSettings, specs: Sequence[TopicSpec], create: bool = True) -> list[str]:
-    return asyncio.run(ensure_topics(settings, specs, create=create))

@@ -101,6 +101,7 @@ class Engine:
         )
         self._consumer = consumer
         await consumer.start()
+        await self._wait_for_topics(consumer)
         consumer.subscribe(self.input_topics, listener=_Listener(self))
         try:
             await self._loop(consumer, stop)
@@ -110,6 +111,16 @@ class Engine:
                 await self._close_tasks(list(self._tasks))
             await consumer.stop()
             self._consumer = None
+
+    async def _wait_for_topics(self, consumer: AIOKafkaConsumer, timeout_s: float = 60.0) -> None:
+        """Subscribing to a topic the client has no metadata for yet would leave it unassigned for minutes."""
+        deadline = time.monotonic() + timeout_s
+        while missing := set(self.input_topics) - await consumer.topics():
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"input topics missing: {', '.join(sorted(missing))}; create them with `pinwheel-connector topics`"
+                )
+            await asyncio.sleep(0.5)
 
     # -- the loop ------------------------------------------------------------------------------------
 

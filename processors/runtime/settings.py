@@ -43,4 +43,5 @@ class ProcessorSettings(BaseSettings):
     pending_timeout_h: float = Field(default=24, gt=0, description="After this, an unresolved pending job times out.")
     timeout_grace_s: float = Field(default=3600, ge=0, description="Extra wait before a pending job times out.")
     health_port: int = Field(default=8081, ge=0, le=65535, description="/livez, /readyz and /metrics (0: off).")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
     health_host: str = Field(default="127.0.0.1", description="Interface of the health/metrics server.")

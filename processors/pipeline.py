@@ -1,0 +1,211 @@
+"""The account pipeline: family-topic records in, enriched account updates and snapshots out.
+
+This is the thin shell around the pure logic (processors/logic): it decodes Avro records into
+`Event`s, gives the logic its stores (the task's changelog-backed state), and encodes what the logic
+emits. A record that cannot be decoded or processed becomes a dead letter; it never blocks its
+partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from aiokafka.structs import ConsumerRecord
+
+from processors.logic.account_table import AccountState
+from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SERDE, Serde
+from processors.logic.config import LogicConfig
+from processors.logic.events import InvalidEvent, event_from_payload
+from processors.logic.join import JobState
+from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, DeadLetter, Output
+from processors.logic.processor import AccountProcessor
+from processors.logic.stores import Stores
+from processors.runtime.settings import ProcessorSettings
+from processors.runtime.state import TaskState
+from processors.runtime.task import OutRecord, TaskContext
+from schemas import catalog, jsontext
+from schemas.codec import Codec, DecodeError
+from schemas.deadletter import build_dead_letter, dead_letter_key
+from schemas.envelope import CONTENT_FORMAT_HEADER
+
+log = logging.getLogger(__name__)
+
+V = TypeVar("V")
+
+TOPIC_FAMILY = {topic: family.value for family, topic in catalog.FAMILY_TOPICS.items()}
+
+
+class StoreView(Generic[V]):
+    """One named store of a task, typed through its serde: what the logic sees as a KeyValueStore."""
+
+    __slots__ = ("_name", "_serde", "_state")
+
+    def __init__(self, state: TaskState, name: str, serde: Serde[V]) -> None:
+        self._state = state
+        self._name = name
+        self._serde = serde
+
+    def get(self, key: str) -> V | None:
+        raw = self._state.get(self._name, key.encode())
+        return None if raw is None else self._serde.from_bytes(raw)
+
+    def put(self, key: str, value: V) -> None:
+        self._state.put(self._name, key.encode(), self._serde.to_bytes(value))
+
+    def delete(self, key: str) -> None:
+        self._state.delete(self._name, key.encode())
+
+    def range(self, start: str, end: str) -> list[tuple[str, V]]:
+        decode = self._serde.from_bytes
+        return [(k.decode(), decode(v)) for k, v in self._state.range(self._name, start.encode(), end.encode())]
+
+
+def task_stores(state: TaskState) -> Stores:
+    return Stores(
+        dedupe=StoreView[int](state, "dedupe", INT_SERDE),
+        jobs=StoreView[JobState](state, "jobs", JOB_STATE_SERDE),
+        accounts=StoreView[AccountState](state, "accounts", ACCOUNT_STATE_SERDE),
+        timers=StoreView[int](state, "timers", INT_SERDE),
+    )
+
+
+def logic_config(settings: ProcessorSettings) -> LogicConfig:
+    return LogicConfig(
+        dedupe_retention=timedelta(hours=settings.dedupe_retention_h),
+        pending_timeout=timedelta(hours=settings.pending_timeout_h),
+        timeout_grace=timedelta(seconds=settings.timeout_grace_s),
+    )
+
+
+@dataclass
+class PipelineCounters:
+    """Shared by all tasks of the process; read by the metrics endpoint."""
+
+    outputs: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    logic: Counter[str] = field(default_factory=Counter)
+
+
+class AccountPipeline:
+    """The TaskProcessor of one partition."""
+
+    def __init__(
+        self, ctx: TaskContext, codec: Codec, config: LogicConfig, counters: PipelineCounters, idle_ms: int
+    ) -> None:
+        self.ctx = ctx
+        self.codec = codec
+        self.counters = counters
+        self.logic = AccountProcessor(config, task_stores(ctx.state))
+        self._idle_ms = idle_ms
+        self._last_record_ms = 0
+        # Only the last snapshot of an account per batch matters on a compacted topic.
+        self._snapshots: dict[str, AccountStateSnapshot] = {}
+
+    def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._last_record_ms = record.timestamp
+        try:
+            datum = self.codec.decode(record.topic, record.value)
+            body = jsontext.loads(datum["raw_body"])
+            event = event_from_payload(
+                event_id=datum["event_id"],
+                event_type=datum["event_type"],
+                payload=body.get("payload") if isinstance(body, dict) else None,  # type: ignore[arg-type]
+                received_at=datum["received_at"],
+                sent_at=datum["sent_at"],
+                family=TOPIC_FAMILY.get(record.topic),
+            )
+        except DecodeError as exc:
+            self._dead_letter(record, "decode_error", str(exc))
+            return
+        except InvalidEvent as exc:
+            self._dead_letter(record, exc.reason, str(exc), datum.get("event_id"), datum.get("event_type"))
+            return
+        except (KeyError, TypeError, ValueError) as exc:
+            self._dead_letter(record, "invalid_record", f"{type(exc).__name__} reading the record")
+            return
+        try:
+            outputs = self.logic.process(event)
+        except Exception as exc:  # a bug must not block the partition; the record is kept for replay
+            log.exception("processing failed", extra={"event_id": event.event_id, "event_type": event.event_type})
+            self._dead_letter(record, "processing_error", type(exc).__name__, event.event_id, event.event_type)
+            return
+        self._emit(outputs, record)
+
+    def punctuate(self, wall_clock_ms: int) -> None:
+        # Wall-clock timers only while the partition is idle: when it has a backlog (a replay, a catch-up
+        # after an outage) stream time drives the timers, so a pending is never timed out by the clock
+        # while its final outcome waits unread in the backlog.
+        if wall_clock_ms - self._last_record_ms < self._idle_ms:
+            return
+        self._emit(self.logic.on_time(datetime.fromtimestamp(wall_clock_ms / 1000, UTC)), None)
+        self.end_of_batch()
+
+    def end_of_batch(self) -> None:
+        for key, snapshot in self._snapshots.items():
+            value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, snapshot.to_dict())
+            self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, self._headers()))
+        self.counters.outputs["account_state"] += len(self._snapshots)
+        self._snapshots.clear()
+        self.counters.logic.update(self.logic.counters)
+        self.logic.counters.clear()
+
+    def _headers(self, event_id: str | None = None, event_type: str | None = None) -> list[tuple[str, bytes]]:
+        headers = [(CONTENT_FORMAT_HEADER, self.codec.content_format.encode())]
+        if event_id:
+            headers.append(("event_id", event_id.encode()))
+        if event_type:
+            headers.append(("event_type", event_type.encode()))
+        return headers
+
+    def _emit(self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None) -> None:
+        for output in outputs:
+            if isinstance(output, AccountUpdate):
+                value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, output.to_dict())
+                headers = self._headers(output.trigger.event_id, output.trigger.event_type)
+                self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, output.key.encode(), value, headers))
+                self.counters.outputs[f"account_update:{output.change.value}"] += 1
+            elif isinstance(output, AccountStateSnapshot):
+                self._snapshots[output.key] = output
+            elif isinstance(output, DeadLetter):
+                if record is None:
+                    log.error("dead letter without a source record", extra={"reason": output.reason})
+                    continue
+                self._dead_letter(record, output.reason, output.error, output.event_id, output.event_type)
+
+    def _dead_letter(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        reason: str,
+        error: str,
+        event_id: Any = None,
+        event_type: Any = None,
+    ) -> None:
+        event_id = event_id if isinstance(event_id, str) else None
+        event_type = event_type if isinstance(event_type, str) else None
+        datum = build_dead_letter(
+            stage="processor",
+            reason=reason,
+            error=error,
+            raw=record.value or b"",
+            headers=list(record.headers or ()),
+            event_id=event_id,
+            event_type=event_type,
+            failed_at=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            source_key=record.key,
+        )
+        value = self.codec.encode(catalog.DEADLETTER_TOPIC, datum)
+        key = dead_letter_key(event_id, record.value or b"")
+        headers = [*self._headers(event_id, event_type), ("error_reason", reason.encode())]
+        self.ctx.emit(OutRecord(catalog.DEADLETTER_TOPIC, key, value, headers))
+        self.counters.dead_letters[reason] += 1
+        log.warning(
+            "dead letter",
+            extra={"reason": reason, "topic": record.topic, "partition": record.partition, "offset": record.offset},
+        )

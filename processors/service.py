@@ -1,0 +1,160 @@
+"""`pinwheel-connector processor`: the account pipeline as a service, with health and metrics.
+
+/livez answers while the loop runs; /readyz once every assigned partition is restored and running;
+/metrics is Prometheus text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+import uvicorn
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from connector import logs
+from connector.settings import KafkaSettings
+from connector.topics import STORE_NAMES, changelog_topic
+from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
+from processors.runtime.engine import Engine
+from processors.runtime.settings import ProcessorSettings
+from processors.runtime.task import TaskContext, TaskProcessor
+from schemas import catalog
+from schemas.codec import build_codec
+from schemas.settings import SchemaSettings
+
+log = logging.getLogger("processors")
+
+
+def build_engine(
+    settings: ProcessorSettings, kafka: KafkaSettings, schema: SchemaSettings, counters: PipelineCounters
+) -> Engine:
+    codec = build_codec(schema)
+    config = logic_config(settings)
+    idle_ms = settings.punctuate_interval_ms
+
+    def factory(ctx: TaskContext) -> TaskProcessor:
+        return AccountPipeline(ctx, codec, config, counters, idle_ms)
+
+    return Engine(
+        settings,
+        kafka,
+        list(catalog.FAMILY_TOPICS.values()),
+        {store: changelog_topic(settings.application_id, store) for store in STORE_NAMES},
+        factory,
+    )
+
+
+class _EngineCollector(Collector):
+    """Reads the engine's and pipeline's counters at scrape time (nothing on the hot path)."""
+
+    def __init__(self, engine: Engine, counters: PipelineCounters) -> None:
+        self.engine = engine
+        self.counters = counters
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        stats = self.engine.stats
+        for name, help_text, value in (
+            ("processor_records_processed", "Input records processed (including later-aborted work).", stats.processed),
+            ("processor_records_committed", "Input records covered by committed transactions.", stats.committed),
+            ("processor_commits", "Committed task transactions.", stats.commits),
+            ("processor_task_restarts", "Tasks rebuilt from Kafka after a failed commit.", stats.task_restarts),
+            ("processor_restored_records", "Changelog records restored into local stores.", stats.restored_records),
+            ("processor_rebalances", "Consumer group rebalances seen.", stats.rebalances),
+        ):
+            yield CounterMetricFamily(name, help_text, value=value)
+        outputs = CounterMetricFamily("processor_outputs", "Records emitted, by kind.", labels=["kind"])
+        for kind, count in self.counters.outputs.items():
+            outputs.add_metric([kind], count)
+        yield outputs
+        dead = CounterMetricFamily("processor_dead_letters", "Dead letters, by reason.", labels=["reason"])
+        for reason, count in self.counters.dead_letters.items():
+            dead.add_metric([reason], count)
+        yield dead
+        logic = CounterMetricFamily("processor_logic_events", "Logic outcomes (duplicate, ...).", labels=["kind"])
+        for kind, count in self.counters.logic.items():
+            logic.add_metric([kind], count)
+        yield logic
+        yield GaugeMetricFamily("processor_assigned_partitions", "Partitions assigned.", value=len(stats.assigned))
+        yield GaugeMetricFamily(
+            "processor_ready_partitions", "Partitions restored and running.", value=len(stats.ready)
+        )
+
+
+def health_app(engine: Engine, counters: PipelineCounters, started: float) -> FastAPI:
+    registry = CollectorRegistry()
+    registry.register(_EngineCollector(engine, counters))
+    app = FastAPI(title="pinwheel processor", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/livez")
+    async def livez() -> dict[str, object]:
+        return {"status": "ok", "uptime_s": round(time.monotonic() - started, 1)}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        stats = engine.stats
+        ready = bool(stats.assigned) and stats.assigned <= stats.ready
+        body = {"ready": ready, "assigned": sorted(stats.assigned), "running": sorted(stats.ready)}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+async def serve(
+    settings: ProcessorSettings,
+    kafka: KafkaSettings | None = None,
+    schema: SchemaSettings | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    stop = stop or asyncio.Event()
+    counters = PipelineCounters()
+    engine = build_engine(settings, kafka or KafkaSettings(), schema or SchemaSettings(), counters)
+    server = None
+    health_task = None
+    if settings.health_port:
+        config = uvicorn.Config(
+            health_app(engine, counters, time.monotonic()),
+            host=settings.health_host,
+            port=settings.health_port,
+            log_config=logs.uvicorn_log_config("WARNING", ["processors"]),
+            access_log=False,
+        )
+        server = uvicorn.Server(config)
+        # uvicorn captures SIGINT/SIGTERM while it serves and re-raises them when it stops, which
+        # reaches the handlers `run` installed: the engine then commits and stops.
+        health_task = asyncio.create_task(server.serve())
+    log.info("processor starting", extra={"application_id": settings.application_id, "instance": settings.instance_id})
+    try:
+        await engine.run(stop)
+    finally:
+        if server is not None and health_task is not None:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await health_task
+        log.info("processor stopped", extra={"committed": engine.stats.committed})
+
+
+def run(settings: ProcessorSettings | None = None) -> None:
+    """Run until SIGINT/SIGTERM; the open transactions are committed before exit."""
+    settings = settings or ProcessorSettings()
+    logs.configure(settings.log_level, ["processors"])
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop=stop)
+
+    asyncio.run(main())

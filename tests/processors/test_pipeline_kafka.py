@@ -1,0 +1,198 @@
+"""The account pipeline against the real broker: dedupe, pending/final join and timeouts, end to end.
+
+Family-topic records are produced exactly as the gateway produces them (schemas.envelope + codec), the
+processor service runs in-process, and a read_committed consumer checks the output topics. Tests share
+the family topics, so each one uses its own accounts and application id and filters by them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from connector.settings import KafkaSettings
+from connector.topics import TopicSettings, all_topics, ensure_topics
+from processors.runtime.settings import ProcessorSettings
+from processors.service import serve
+from schemas import catalog
+from schemas.codec import Codec, build_codec
+from schemas.envelope import build_family_record
+from schemas.settings import SchemaSettings
+
+
+def job_body(event_type: str, account_id: str, outcome: str, at: datetime, job_id: str | None = None) -> dict[str, Any]:
+    name = event_type.split(".")[0]
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event": event_type,
+        "payload": {
+            "id": job_id or str(uuid.uuid4()),
+            "account_id": account_id,
+            "link_token_id": str(uuid.uuid4()),
+            "name": name,
+            "timestamp": at.isoformat(),
+            "outcome": outcome,
+            "error_code": "timeout" if outcome == "error" else None,
+            "error_type": "platform" if outcome == "error" else None,
+            "params": {},
+        },
+    }
+
+
+def account_added(account_id: str, at: datetime) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event": "account.added",
+        "payload": {
+            "account_id": account_id,
+            "link_token_id": str(uuid.uuid4()),
+            "platform_id": str(uuid.uuid4()),
+            "platform_name": "Workday",
+            "created_at": at.isoformat(),
+            "connected": True,
+            "monitoring_status": "active",
+        },
+    }
+
+
+@dataclass
+class Harness:
+    bootstrap: str
+    codec: Codec
+    app_id: str
+
+    async def deliver(self, bodies: list[dict[str, Any]]) -> None:
+        """Publish each body as the gateway would (same topic, key, Avro value, headers)."""
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            for body in bodies:
+                now = datetime.now(UTC)
+                record = build_family_record(
+                    orjson.dumps(body), webhook_id="wh", pinwheel_version="2023-11-22", sent_at=now, received_at=now
+                )
+                value = self.codec.encode(record.topic, record.value)
+                headers = record.kafka_headers(self.codec.content_format)
+                await producer.send(record.topic, value, key=record.key, headers=headers)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    async def updates_for(
+        self, accounts: set[str], expect: int, timeout_s: float = 60, settle_s: float = 2.0
+    ) -> list[dict[str, Any]]:
+        """The committed account updates of `accounts`; waits for `expect` of them, then a little more."""
+        consumer = AIOKafkaConsumer(
+            catalog.ACCOUNT_UPDATES_TOPIC,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        found: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + timeout_s
+            settle_until = None
+            while time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    for r in records:
+                        if r.key.decode() in accounts:
+                            found.append(self.codec.decode(catalog.ACCOUNT_UPDATES_TOPIC, r.value))
+                if len(found) >= expect:
+                    settle_until = settle_until or time.monotonic() + settle_s
+                    if time.monotonic() >= settle_until:
+                        break
+        finally:
+            await consumer.stop()
+        return found
+
+
+@pytest.fixture
+async def harness(bootstrap: str, unique: Callable[[str], str]) -> Harness:
+    app_id = unique("pipeline")
+    await ensure_topics(
+        KafkaSettings(bootstrap_servers=bootstrap), all_topics(TopicSettings(processor_application_id=app_id))
+    )
+    return Harness(bootstrap, build_codec(SchemaSettings()), app_id)
+
+
+@contextlib.asynccontextmanager
+async def running_processor(harness: Harness, state_dir: Path, **overrides: Any) -> AsyncIterator[None]:
+    settings = ProcessorSettings(
+        application_id=harness.app_id,
+        state_dir=state_dir,
+        health_port=0,
+        punctuate_interval_ms=200,
+        **overrides,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, KafkaSettings(bootstrap_servers=harness.bootstrap), stop=stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def test_duplicates_give_exactly_one_update_per_unique_event(harness: Harness, tmp_path: Path) -> None:
+    rng = random.Random(3)
+    accounts = [str(uuid.uuid4()) for _ in range(40)]
+    now = datetime.now(UTC)
+    unique_events: list[dict[str, Any]] = []
+    for account in accounts:
+        unique_events.append(account_added(account, now))
+        for event_type in ("employment.added", "income.added", "direct_deposit_allocations.added"):
+            unique_events.append(job_body(event_type, account, "success", now))
+    deliveries = [body for body in unique_events for _ in range(rng.choice((1, 1, 2, 3)))]
+    assert len(deliveries) > len(unique_events)  # the run really contains duplicates
+    async with running_processor(harness, tmp_path):
+        await harness.deliver(deliveries)
+        updates = await harness.updates_for(set(accounts), expect=len(unique_events))
+    counts = Counter(u["update_id"] for u in updates)
+    assert set(counts) == {body["event_id"] for body in unique_events}
+    assert all(n == 1 for n in counts.values()), [k for k, n in counts.items() if n > 1][:5]
+
+
+async def test_pending_then_final_is_joined_and_lonely_pending_times_out(harness: Harness, tmp_path: Path) -> None:
+    account = str(uuid.uuid4())
+    t0 = datetime.now(UTC)
+    pending = job_body("employment.added", account, "pending", t0)
+    pending_again = {**pending, "event_id": str(uuid.uuid4())}  # Pinwheel re-announces the still-pending job
+    final = job_body("employment.added", account, "success", datetime.now(UTC), job_id=pending["payload"]["id"])
+    lonely = job_body("identity.added", account, "pending", t0)
+    # A 3-second pending window (plus no grace) so the timeout fires within the test.
+    async with running_processor(harness, tmp_path, pending_timeout_h=3 / 3600, timeout_grace_s=0):
+        await harness.deliver([account_added(account, t0), pending, pending_again, lonely])
+        await asyncio.sleep(1.0)
+        await harness.deliver([final])
+        updates = await harness.updates_for({account}, expect=6, timeout_s=40)
+    by_change = defaultdict(list)
+    for update in updates:
+        by_change[update["change"]].append(update)
+    joined = next(u for u in by_change["job_succeeded"] if u["outcome"]["job"] == "employment")
+    outcome = joined["outcome"]
+    assert outcome["outcome"] == "success"
+    assert outcome["pending_since"] is not None
+    assert outcome["resolved_at"] is not None
+    assert outcome["time_to_resolve_ms"] >= 0
+    assert outcome["deliveries_seen"] == 3  # two pending announcements and the final
+    timed_out = [u for u in by_change["job_timed_out"]]
+    assert [u["update_id"] for u in timed_out] == [f"{lonely['event_id']}:timed_out"]
+    assert timed_out[0]["outcome"]["outcome"] == "timed_out"
+    # Once over, the employment job never times out.
+    assert all(u["outcome"]["job"] != "employment" for u in timed_out)
+    state = updates[-1]["account"]
+    assert str(state["account_id"]) == account
