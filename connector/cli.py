@@ -46,6 +46,26 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    from gateway.__main__ import main as gateway_main
+
+    return gateway_main(["--self-signed"] if args.self_signed else [])
+
+
+def _processor(args: argparse.Namespace) -> int:
+    from processors.service import run
+
+    run()
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from connector.config_docs import configuration_markdown
+
+    print(configuration_markdown())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinwheel-connector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create missing topics; fail on a mismatching one")
     topics.add_argument("action", choices=["create", "check"], nargs="?", default="create")
     topics.set_defaults(func=_topics)
+
+    gateway = sub.add_parser("gateway", help="run the HTTPS webhook gateway (GATEWAY_* settings)")
+    gateway.add_argument("--self-signed", action="store_true", help="create a self-signed TLS pair if missing")
+    gateway.set_defaults(func=_gateway)
+
+    processor = sub.add_parser("processor", help="run the stream processors (PROCESSOR_* settings)")
+    processor.set_defaults(func=_processor)
+
+    config = sub.add_parser("config", help="print the configuration table (every environment variable)")
+    config.set_defaults(func=_config)
     return parser
 
 

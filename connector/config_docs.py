@@ -1,0 +1,58 @@
+"""One configuration table for every service, generated from the settings classes themselves.
+
+The README embeds the output of `pinwheel-connector config`; a test fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings
+
+from connector.settings import KafkaSettings, LocalKafkaSettings
+from connector.topics import TopicSettings
+
+
+def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
+    from gateway.settings import GatewaySettings
+    from processors.runtime.settings import ProcessorSettings
+    from schemas.settings import SchemaSettings
+
+    return [
+        ("Kafka connection (every service)", KafkaSettings),
+        ("Gateway", GatewaySettings),
+        ("Processors", ProcessorSettings),
+        ("Schemas and wire format", SchemaSettings),
+        ("Topics (`pinwheel-connector topics`)", TopicSettings),
+        ("Local broker (`make kafka`, tests, `make run`)", LocalKafkaSettings),
+    ]
+
+
+def env_names(cls: type[BaseSettings]) -> dict[str, str]:
+    """Field name -> the environment variable that sets it."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    names = {}
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        names[name] = alias.upper() if isinstance(alias, str) else f"{prefix}{name}".upper()
+    return names
+
+
+def _default(cls: type[BaseSettings], name: str) -> str:
+    field = cls.model_fields[name]
+    if field.is_required():
+        return "(required)"
+    if field.default_factory is not None:
+        return "(computed)" if name == "cache_dir" else "(empty)"
+    if field.default is None:
+        return "(empty)"
+    return f"`{field.default}`"
+
+
+def configuration_markdown() -> str:
+    parts = []
+    for title, cls in settings_classes():
+        rows = [f"#### {title}", "", "| variable | default | description |", "| --- | --- | --- |"]
+        for name, env in env_names(cls).items():
+            description = (cls.model_fields[name].description or "").replace("|", "\\|")
+            rows.append(f"| `{env}` | {_default(cls, name)} | {description} |")
+        parts.append("\n".join(rows))
+    return "\n\n".join(parts) + "\n"
