@@ -62,7 +62,7 @@ def _processor(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     from connector.config_docs import configuration_markdown
 
-    print(configuration_markdown())
+    print(configuration_markdown(), end="")
     return 0
 
 
