@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from processors.logic.join import JobOutcome
-from processors.logic.timeutil import opt_from_us
+from processors.logic.timeutil import time_out
 
 #: event type -> (dataset, milestone field of SyncProgress)
 SYNC_MILESTONES: Final = {
@@ -64,12 +64,13 @@ class SyncProgress(NamedTuple):
                 return name
         return None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, micros: bool = False) -> dict[str, Any]:
+        t = time_out(micros)
         return {
-            "seven_days_synced_at": opt_from_us(self.seven_days_synced_at_us),
-            "thirty_days_synced_at": opt_from_us(self.thirty_days_synced_at_us),
-            "ninety_days_synced_at": opt_from_us(self.ninety_days_synced_at_us),
-            "fully_synced_at": opt_from_us(self.fully_synced_at_us),
+            "seven_days_synced_at": t(self.seven_days_synced_at_us),
+            "thirty_days_synced_at": t(self.thirty_days_synced_at_us),
+            "ninety_days_synced_at": t(self.ninety_days_synced_at_us),
+            "fully_synced_at": t(self.fully_synced_at_us),
             "sync_status": self.sync_status,
             "batches": self.batches,
             "reported_count": self.reported_count,
@@ -118,7 +119,8 @@ class AccountState(NamedTuple):
     #: Stream time of the last update (received_at of the event, or the deadline of a timeout).
     updated_at_us: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, micros: bool = False) -> dict[str, Any]:
+        t = time_out(micros)
         return {
             "account_id": self.account_id,
             "end_user_id": self.end_user_id,
@@ -126,23 +128,23 @@ class AccountState(NamedTuple):
             "platform_name": self.platform_name,
             "link_token_id": self.link_token_id,
             "connected": self.connected,
-            "account_created_at": opt_from_us(self.created_at_us),
+            "account_created_at": t(self.created_at_us),
             "monitoring_status": self.monitoring_status,
-            "monitoring_status_updated_at": opt_from_us(self.monitoring_status_at_us),
+            "monitoring_status_updated_at": t(self.monitoring_status_at_us),
             "additional_platforms": [r.to_dict() for r in self.additional_platforms],
-            "additional_platforms_updated_at": opt_from_us(self.additional_platforms_at_us),
-            "jobs": {job: outcome.to_dict() for job, outcome in self.jobs.items()},
+            "additional_platforms_updated_at": t(self.additional_platforms_at_us),
+            "jobs": {job: outcome.to_dict(micros) for job, outcome in self.jobs.items()},
             "paystubs_synced": None if self.paystubs is None else self.paystubs.deepest_milestone,
             "shifts_synced": None if self.shifts is None else self.shifts.deepest_milestone,
-            "paystubs": None if self.paystubs is None else self.paystubs.to_dict(),
-            "shifts": None if self.shifts is None else self.shifts.to_dict(),
+            "paystubs": None if self.paystubs is None else self.paystubs.to_dict(micros),
+            "shifts": None if self.shifts is None else self.shifts.to_dict(micros),
             "version": self.version,
             "events_applied": self.version,
             "last_event_id": self.last_event_id,
             "last_event_type": self.last_event_type,
-            "last_event_sent_at": opt_from_us(self.last_event_sent_at_us),
+            "last_event_sent_at": t(self.last_event_sent_at_us),
             "last_change": self.last_change,
-            "updated_at": opt_from_us(self.updated_at_us),
+            "updated_at": t(self.updated_at_us),
         }
 
 
@@ -185,23 +187,25 @@ def apply_recommendations(state: AccountState, payload: Mapping[str, Any], at_us
     if not isinstance(raw, list) or not _newer(at_us, state.additional_platforms_at_us):
         return state
     recommendations = tuple(
-        Recommendation(
-            _str(item.get("platform_type")), _str(item.get("action")), _str(item.get("platform_id"))
-        )
+        Recommendation(_str(item.get("platform_type")), _str(item.get("action")), _str(item.get("platform_id")))
         for item in raw
         if isinstance(item, Mapping)
     )
     return state._replace(additional_platforms=recommendations, additional_platforms_at_us=at_us)
 
 
-def apply_outcome(state: AccountState, outcome: JobOutcome) -> AccountState:
-    """Record ``outcome`` as the product's latest unless a newer one (payload time) is already there."""
-    current = state.jobs.get(outcome.job)
+def merge_outcome(jobs: Mapping[str, JobOutcome], outcome: JobOutcome) -> Mapping[str, JobOutcome]:
+    """``outcome`` as its job's latest unless a newer one (payload time) is already there (copy on write)."""
+    current = jobs.get(outcome.job)
     if current is not None and outcome.as_of_us < current.as_of_us:
-        return state
-    jobs = dict(state.jobs)
-    jobs[outcome.job] = outcome
-    return state._replace(jobs=jobs)
+        return jobs
+    merged = dict(jobs)
+    merged[outcome.job] = outcome
+    return merged
+
+
+def apply_outcome(state: AccountState, outcome: JobOutcome) -> AccountState:
+    return state._replace(jobs=merge_outcome(state.jobs, outcome))
 
 
 def _ids(items: object) -> list[str]:
@@ -294,9 +298,14 @@ def touch(
     change: str,
     at_us: int,
     end_user_id: str | None,
+    jobs: Mapping[str, JobOutcome] | None = None,
 ) -> AccountState:
-    """Every account update bumps the version: the snapshot sequence of an account is strictly ordered."""
+    """Every account update bumps the version: the snapshot sequence of an account is strictly ordered.
+
+    ``jobs`` folds the job outcome into the same copy (one tuple per event on the hot path).
+    """
     return state._replace(
+        jobs=state.jobs if jobs is None else jobs,
         version=state.version + 1,
         last_event_id=event_id,
         last_event_type=event_type,

@@ -95,13 +95,16 @@ _JOBS: Final = AccountState._fields.index("jobs")
 _PLATFORMS: Final = AccountState._fields.index("additional_platforms")
 _PAYSTUBS: Final = AccountState._fields.index("paystubs")
 _SHIFTS: Final = AccountState._fields.index("shifts")
+_ADDED_IDS: Final = SyncProgress._fields.index("added_ids")
+_DELETED_IDS: Final = SyncProgress._fields.index("deleted_ids")
 
 
 def _sync_from_list(raw: list[Any] | None) -> SyncProgress | None:
     if raw is None:
         return None
-    progress = SyncProgress(*raw)
-    return progress._replace(added_ids=tuple(progress.added_ids), deleted_ids=tuple(progress.deleted_ids))
+    raw[_ADDED_IDS] = tuple(raw[_ADDED_IDS])
+    raw[_DELETED_IDS] = tuple(raw[_DELETED_IDS])
+    return SyncProgress(*raw)
 
 
 def account_state_to_bytes(state: AccountState) -> bytes:
@@ -117,7 +120,7 @@ def account_state_from_bytes(data: bytes) -> AccountState:
     _version(data)
     raw = orjson.loads(data[1:])
     jobs: Mapping[str, list[Any]] = raw[_JOBS]
-    raw[_JOBS] = {job: JobOutcome(*outcome) for job, outcome in jobs.items()}
+    raw[_JOBS] = {job: JobOutcome._make(outcome) for job, outcome in jobs.items()}
     raw[_PLATFORMS] = tuple(Recommendation(*r) for r in raw[_PLATFORMS])
     raw[_PAYSTUBS] = _sync_from_list(raw[_PAYSTUBS])
     raw[_SHIFTS] = _sync_from_list(raw[_SHIFTS])

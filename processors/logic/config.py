@@ -20,7 +20,7 @@ class LogicConfig:
     #: bucket instead of one per event): retention is at least ``dedupe_retention``, at most one bucket more.
     dedupe_bucket: timedelta = timedelta(minutes=1)
     #: Cap on the added/deleted id lists kept per sync dataset in the account state (most recent kept).
-    max_sync_ids: int = 200
+    max_sync_ids: int = 50
 
     def __post_init__(self) -> None:
         for name in ("dedupe_retention", "pending_timeout", "dedupe_bucket"):

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from processors.logic.events import EventEnvelope
-from processors.logic.timeutil import opt_from_us
+from processors.logic.timeutil import time_out
 
 
 class JobOutcome(NamedTuple):
@@ -34,15 +34,16 @@ class JobOutcome(NamedTuple):
             return None
         return (self.resolved_at_us - self.pending_since_us) // 1000
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, micros: bool = False) -> dict[str, Any]:
+        t = time_out(micros)
         return {
             "job": self.job,
             "job_id": self.job_id,
             "outcome": self.outcome,
             "error_code": self.error_code,
             "error_type": self.error_type,
-            "pending_since": opt_from_us(self.pending_since_us),
-            "resolved_at": opt_from_us(self.resolved_at_us),
+            "pending_since": t(self.pending_since_us),
+            "resolved_at": t(self.resolved_at_us),
             "time_to_resolve_ms": self.time_to_resolve_ms,
             "deliveries_seen": self.deliveries_seen,
         }

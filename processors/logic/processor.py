@@ -9,6 +9,7 @@ Deterministic: outputs depend only on the sequence of calls and their arguments 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
 
@@ -18,9 +19,9 @@ from processors.logic.account_table import (
     AccountState,
     apply_account_added,
     apply_monitoring_status,
-    apply_outcome,
     apply_recommendations,
     apply_sync,
+    merge_outcome,
     touch,
 )
 from processors.logic.config import LogicConfig
@@ -235,11 +236,11 @@ class AccountProcessor:
             if kind is JoinKind.LATE_JOINED:
                 self.counters["late_joined"] += 1
         state = self._account(event)
-        if result.outcome is not None:
-            state = apply_outcome(state, result.outcome)
         if outcome == "success" and (event_type in SYNC_BATCHES or event_type in SYNC_MILESTONES):
             state = apply_sync(state, event_type, event.payload, event.job_id, occurred_us, self._max_ids)
-        self._emit(event, envelope, change, result.outcome, state, received_us, out)
+        job_outcome = result.outcome
+        jobs = None if job_outcome is None else merge_outcome(state.jobs, job_outcome)
+        self._emit(event, envelope, change, job_outcome, state, received_us, out, jobs)
 
     def _process_account_event(self, event: Event, received_us: int, out: list[Output]) -> None:
         change = _ACCOUNT_CHANGES.get(event.event_type, Change.EVENT_RECORDED)
@@ -263,6 +264,7 @@ class AccountProcessor:
         state: AccountState,
         received_us: int,
         out: list[Output],
+        jobs: Mapping[str, JobOutcome] | None = None,
     ) -> None:
         end_user = event.payload.get("end_user_id")
         state = touch(
@@ -273,6 +275,7 @@ class AccountProcessor:
             change=change.value,
             at_us=received_us,
             end_user_id=end_user if isinstance(end_user, str) and end_user else None,
+            jobs=jobs,
         )
         self._accounts.put(state.account_id, state)
         out.append(AccountUpdate(envelope.event_id, state.account_id, change, envelope, outcome, state))
@@ -289,14 +292,16 @@ class AccountProcessor:
         self._jobs.put(key, result.state)
         first = result.state.timed_out.first
         account_id = key.rpartition("|")[0]  # jobs exist only for events with an account_id (= account key)
+        state = self._accounts.get(account_id) or AccountState(account_id)
         state = touch(
-            apply_outcome(self._accounts.get(account_id) or AccountState(account_id), result.outcome),
+            state,
             event_id=first.event_id,
             event_type=first.event_type,
             sent_at_us=first.sent_at_us,
             change=Change.JOB_TIMED_OUT.value,
             at_us=due_us,
             end_user_id=None,
+            jobs=merge_outcome(state.jobs, result.outcome),
         )
         self._accounts.put(account_id, state)
         update_id = f"{first.event_id}:timed_out"
