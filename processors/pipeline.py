@@ -133,7 +133,11 @@ class AccountPipeline:
             log.exception("processing failed", extra={"event_id": event.event_id, "event_type": event.event_type})
             self._dead_letter(record, "processing_error", type(exc).__name__, event.event_id, event.event_type)
             return
-        self._emit(outputs, record)
+        try:
+            self._emit(outputs, record)
+        except Exception as exc:  # an output the schema cannot carry: a bug, but the input is kept
+            log.exception("encoding failed", extra={"event_id": event.event_id, "event_type": event.event_type})
+            self._dead_letter(record, "encode_error", type(exc).__name__, event.event_id, event.event_type)
 
     def punctuate(self, wall_clock_ms: int) -> None:
         # Wall-clock timers only while the partition is idle: when it has a backlog (a replay, a catch-up

@@ -9,6 +9,7 @@ bounded id lists, which keep the most recent ids in processing order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any, Final, NamedTuple
 
 from processors.logic.join import JobOutcome
@@ -55,7 +56,7 @@ class SyncProgress(NamedTuple):
     @property
     def deepest_milestone(self) -> str | None:
         for name, at in (
-            ("full", self.fully_synced_at_us),
+            ("fully", self.fully_synced_at_us),
             ("ninety_days", self.ninety_days_synced_at_us),
             ("thirty_days", self.thirty_days_synced_at_us),
             ("seven_days", self.seven_days_synced_at_us),
@@ -76,8 +77,8 @@ class SyncProgress(NamedTuple):
             "reported_count": self.reported_count,
             "added_count": self.added_count,
             "deleted_count": self.deleted_count,
-            "pay_date_from": self.pay_date_from,
-            "pay_date_to": self.pay_date_to,
+            "pay_date_from": _date(self.pay_date_from),
+            "pay_date_to": _date(self.pay_date_to),
             "added_ids": list(self.added_ids),
             "deleted_ids": list(self.deleted_ids),
             "ids_truncated": self.ids_truncated,
@@ -146,6 +147,16 @@ class AccountState(NamedTuple):
             "last_change": self.last_change,
             "updated_at": t(self.updated_at_us),
         }
+
+
+def _date(value: str | None) -> date | None:
+    """ISO dates are kept as text in the state (they compare correctly); outputs carry real dates."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _str(value: object) -> str | None:

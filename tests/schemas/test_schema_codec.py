@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 from fastavro import schemaless_reader
@@ -53,6 +53,26 @@ def account_state() -> dict[str, object]:
         },
         "paystubs_synced": "fully",
         "shifts_synced": None,
+        "paystubs": {
+            "seven_days_synced_at": NOW,
+            "thirty_days_synced_at": None,
+            "ninety_days_synced_at": None,
+            "fully_synced_at": NOW,
+            "sync_status": "complete",
+            "batches": 4,
+            "reported_count": 27,
+            "added_count": 27,
+            "deleted_count": 0,
+            "pay_date_from": date(2024, 3, 19),
+            "pay_date_to": date(2025, 6, 24),
+            "added_ids": ["c80ed2d6-a0fe-4b63-8c92-92414cea9b37"],
+            "deleted_ids": [],
+            "ids_truncated": True,
+            "last_job_id": "2f76dfac-128d-491c-9f20-4ba4afbfdd6d",
+        },
+        "shifts": None,
+        "additional_platforms_updated_at": None,
+        "last_change": "sync_progressed",
         "last_event_id": "e1",
         "last_event_type": "paystubs.added",
         "last_event_sent_at": NOW,

@@ -265,8 +265,8 @@ def test_paystubs_batches_and_milestones(proc: AccountProcessor) -> None:
     assert progress.deleted_ids == ("old",)
     assert (progress.pay_date_from, progress.pay_date_to) == ("2024-01-01", "2024-12-31")
     assert progress.sync_status == "complete"  # latest by payload time, not by arrival
-    assert progress.deepest_milestone == "full"
-    assert update.account.to_dict()["paystubs_synced"] == "full"
+    assert progress.deepest_milestone == "fully"
+    assert update.account.to_dict()["paystubs_synced"] == "fully"
 
 
 def test_sync_ids_are_capped_to_the_most_recent() -> None:
