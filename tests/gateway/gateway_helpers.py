@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka_broker import free_port
+
+from connector.settings import KafkaSettings
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
 from gateway.signature import sign
 
 SECRET = "whsec-test-3f1c9a7e-do-not-log"
@@ -60,3 +71,104 @@ def header(record: Any, name: str) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
+
+
+def gateway_settings(tls_pair: tuple[Path, Path], spool_dir: Path, **overrides: Any) -> GatewaySettings:
+    cert, key = tls_pair
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "tls_cert_file": cert,
+        "tls_key_file": key,
+        "secrets": [SECRET],
+        "spool_dir": spool_dir,
+        "publish_timeout_s": 5.0,
+        "shutdown_timeout_s": 10.0,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)
+
+
+class ThreadedServer:
+    """A real uvicorn HTTPS server on its own thread and event loop."""
+
+    def __init__(self, settings: GatewaySettings, bootstrap: str, **app_kwargs: Any) -> None:
+        self.settings = settings
+        self.app = create_app(settings, KafkaSettings(bootstrap_servers=bootstrap), **app_kwargs)
+        config = uvicorn.Config(
+            self.app,
+            host=settings.host,
+            port=settings.port,
+            ssl_certfile=str(settings.tls_cert_file),
+            ssl_keyfile=str(settings.tls_key_file),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            loop="asyncio",
+            timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.settings.port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return self.url + self.settings.route
+
+    def start(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+class TopicTail:
+    """Reads what was written to some topics after it was created (end offsets taken at start)."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.start_offsets: dict[TopicPartition, int] = {}
+
+    async def start(self) -> TopicTail:
+        await self.consumer.start()
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in self.topics
+            for p in sorted(self.consumer.partitions_for_topic(topic) or await self._partitions(topic))
+        ]
+        self.consumer.assign(partitions)
+        self.start_offsets = await self.consumer.end_offsets(partitions)
+        for tp, offset in self.start_offsets.items():
+            self.consumer.seek(tp, offset)
+        return self
+
+    async def _partitions(self, topic: str) -> set[int]:
+        await self.consumer._client.force_metadata_update()
+        return self.consumer.partitions_for_topic(topic) or set()
+
+    async def collect(self, done: Callable[[list[Any]], bool], timeout_s: float = 30.0) -> list[Any]:
+        """Records read so far (in per-partition order) once `done(records)` or the timeout."""
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = await self.consumer.getmany(timeout_ms=500, max_records=5000)
+            for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+                records.extend(batch[tp])
+            if done(records):
+                break
+        return records
+
+    async def stop(self) -> None:
+        await self.consumer.stop()

@@ -11,8 +11,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ThreadedServer, TopicTail
-from gateway_helpers import OTHER_SECRET, SECRET, WEBHOOK_ID, event_body, header, signed_headers
+from gateway_helpers import (
+    OTHER_SECRET,
+    SECRET,
+    WEBHOOK_ID,
+    ThreadedServer,
+    TopicTail,
+    event_body,
+    header,
+    signed_headers,
+)
 
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS, Family, family_of
 from schemas.codec import Codec

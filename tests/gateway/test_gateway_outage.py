@@ -28,8 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from conftest import ThreadedServer, gateway_settings
-from gateway_helpers import SECRET, event_body, header, signed_headers
+from gateway_helpers import SECRET, ThreadedServer, event_body, gateway_settings, header, signed_headers
 from kafka_broker import free_port
 
 from connector.local_kafka import LocalKafka
@@ -229,10 +228,14 @@ def start_subprocess(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def tail_of(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
 async def wait_up(http: httpx.AsyncClient, url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
+        assert process.poll() is None, tail_of(log)
         with contextlib.suppress(httpx.HTTPError):
             if (await http.get(url + "/livez")).status_code == 200:
                 return
