@@ -1,0 +1,93 @@
+"""The `simulate`, `tail` and `verify` subcommands of `pinwheel-connector` (argument handling only)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from connector.settings import KafkaSettings
+
+
+def _settings_error(prefix: str, exc: ValidationError) -> int:
+    # Name the fields only: values may be secrets.
+    fields = ", ".join(prefix + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
+    print(f"invalid settings: {fields}", file=sys.stderr)
+    return 2
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    from simulator.settings import SimulatorSettings
+    from simulator.simulate import print_result, simulate
+
+    overrides: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("url", "accounts", "seed", "rate", "concurrency", "time_scale", "ledger", "ca_file")
+        if getattr(args, name, None) is not None
+    }
+    if args.no_capture:
+        overrides["include_capture"] = False
+    if args.no_progress:
+        overrides["progress"] = False
+    try:
+        settings = SimulatorSettings(**overrides)
+        settings.traffic()
+    except ValidationError as exc:
+        return _settings_error("SIMULATOR_", exc)
+    except ValueError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return 2
+    if settings.secret is None:
+        print("simulate: set SIMULATOR_SECRET to the secret the gateway verifies with", file=sys.stderr)
+        return 2
+    try:
+        run = asyncio.run(simulate(settings))
+    except ValueError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return 2
+    print_result(run)
+    print(f"ledger: {settings.ledger}")
+    r = run.result
+    return 0 if r.rejected_deliveries == 0 and r.gave_up_deliveries == 0 else 1
+
+
+def tail_command(args: argparse.Namespace) -> int:
+    from simulator.tail import resolve_topic, tail
+
+    try:
+        topics = [resolve_topic(t) for t in args.topics]
+    except ValueError as exc:
+        print(f"tail: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(
+        tail(
+            topics,
+            KafkaSettings(),
+            fmt=args.format,
+            from_beginning=args.from_beginning,
+            max_records=args.max,
+            idle_timeout_s=args.idle_timeout,
+        )
+    )
+    return 0
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    from simulator.ledger import read_ledger
+    from simulator.verify import format_report, run_verify
+
+    try:
+        ledger = read_ledger(args.ledger)
+    except FileNotFoundError:
+        print(f"verify: no ledger at {args.ledger}; run `pinwheel-connector simulate` first", file=sys.stderr)
+        return 2
+    report = run_verify(ledger, KafkaSettings(), args.wait)
+    if args.json:
+        print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_report(report))
+    return 0 if report.ok else 1
