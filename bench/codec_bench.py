@@ -6,6 +6,7 @@ pydantic validation + datum), Codec.encode, Codec.decode, and read_family_record
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import timeit
@@ -37,11 +38,13 @@ def main() -> None:
         data = codec.encode(record.topic, record.value)
         decoded = codec.decode(record.topic, data)
         build = per_call_us(
-            lambda b=body: build_family_record(b, webhook_id="w", pinwheel_version="v", sent_at=NOW, received_at=NOW)
+            functools.partial(
+                build_family_record, body, webhook_id="w", pinwheel_version="v", sent_at=NOW, received_at=NOW
+            )
         )
-        encode = per_call_us(lambda r=record: codec.encode(r.topic, r.value))
-        decode = per_call_us(lambda r=record, d=data: codec.decode(r.topic, d))
-        to_model = per_call_us(lambda d=decoded: read_family_record(d))
+        encode = per_call_us(functools.partial(codec.encode, record.topic, record.value))
+        decode = per_call_us(functools.partial(codec.decode, record.topic, data))
+        to_model = per_call_us(functools.partial(read_family_record, decoded))
         print(
             f"{label:<32} {len(body):>6} {len(data):>6} {build:>7.1f}µs {encode:>7.1f}µs {decode:>7.1f}µs"
             f" {to_model:>7.1f}µs"

@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -255,6 +256,22 @@ class LocalKafka:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         return None
+
+
+def free_port() -> int:
+    """A free loopback port whose successor is free too (the broker's controller listens on port+1)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        if port < 65000:
+            return port
+    raise LocalKafkaError("no free port pair found")
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 V = TypeVar("V")
 
+# The logic reads the exact body Pinwheel sent; the typed payload is for downstream consumers.
+ENVELOPE_FIELDS = frozenset({"event_id", "event_type", "sent_at", "received_at", "raw_body"})
 TOPIC_FAMILY = {topic: family.value for family, topic in catalog.FAMILY_TOPICS.items()}
 
 
@@ -59,9 +62,10 @@ class StoreView(Generic[V]):
     def delete(self, key: str) -> None:
         self._state.delete(self._name, key.encode())
 
-    def range(self, start: str, end: str) -> list[tuple[str, V]]:
+    def range(self, start: str, end: str) -> Iterator[tuple[str, V]]:
         decode = self._serde.from_bytes
-        return [(k.decode(), decode(v)) for k, v in self._state.range(self._name, start.encode(), end.encode())]
+        for key, value in self._state.range(self._name, start.encode(), end.encode()):
+            yield key.decode(), decode(value)
 
 
 def task_stores(state: TaskState) -> Stores:
@@ -108,7 +112,7 @@ class AccountPipeline:
     def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._last_record_ms = record.timestamp
         try:
-            datum = self.codec.decode(record.topic, record.value)
+            datum = self.codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS)
             body = jsontext.loads(datum["raw_body"])
             event = event_from_payload(
                 event_id=datum["event_id"],

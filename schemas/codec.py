@@ -56,6 +56,7 @@ class Codec:
         self._topics = {**TOPIC_RECORDS, **(topics or {})}
         self._writers: dict[str, _Writer] = {}
         self._by_id: dict[int, dict[str, Any]] = {}
+        self._projections: dict[tuple[str, frozenset[str]], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -145,6 +146,33 @@ class Codec:
         if body.tell() != len(data) - offset:
             raise DecodeError(f"{len(data) - offset - body.tell()} trailing bytes after the {topic} record")
         return cast(dict[str, Any], datum)
+
+    def decode_fields(self, topic: str, data: bytes, fields: frozenset[str]) -> dict[str, Any]:
+        """Decode only `fields` of a record: the reader skips the others without building them.
+
+        The processors read the envelope and the raw body of family records this way; decoding the typed
+        payload they do not use would cost as much again.
+        """
+        reader = self._projection(topic, fields)
+        writer, offset = self.writer_schema(data)
+        body = io.BytesIO(memoryview(data)[offset:])
+        try:
+            datum = schemaless_reader(body, writer, reader)
+        except Exception as exc:  # fastavro raises many types; callers need one
+            raise DecodeError(f"cannot decode {topic} record: {type(exc).__name__}") from exc
+        return cast(dict[str, Any], datum)
+
+    def _projection(self, topic: str, fields: frozenset[str]) -> dict[str, Any]:
+        key = (topic, fields)
+        projected = self._projections.get(key)
+        if projected is None:
+            current = json.loads(self._store.current(self.record_name(topic)).text)
+            missing = fields - {f["name"] for f in current["fields"]}
+            if missing:
+                raise KeyError(f"{topic} records have no fields {sorted(missing)}")
+            current["fields"] = [f for f in current["fields"] if f["name"] in fields]
+            projected = self._projections[key] = parse(current)
+        return projected
 
     def close(self) -> None:
         if self._registry is not None:

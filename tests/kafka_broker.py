@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from connector.local_kafka import LocalKafka
+from connector.local_kafka import LocalKafka, free_port
 from connector.settings import LocalKafkaSettings
 
 
@@ -29,26 +28,6 @@ class Broker:
     kind: Literal["env", "docker", "local"]
     version: str
     local: LocalKafka | None = None
-
-
-def free_port() -> int:
-    """A port with the next one free too (the local broker's controller listens on port+1)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port < 65000 and _port_free(port + 1):
-            return port
-    raise RuntimeError("no free port pair found")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _docker_available() -> bool:

@@ -27,6 +27,8 @@ async def restore(state: TaskState, kafka: KafkaSettings, max_checkpoint_age_s: 
     """
     started = time.monotonic()
     partitions = {store: TopicPartition(topic, state.partition) for store, topic in state.changelogs.items()}
+    if not partitions:  # a stateless application
+        return RestoreStats(state.partition, 0, 0.0, False)
     consumer = AIOKafkaConsumer(
         **kafka.client_kwargs(),
         client_id=f"{kafka.client_id_prefix}-restore-{state.partition}",

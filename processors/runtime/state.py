@@ -85,18 +85,33 @@ class TaskState:
         self._dirty[store][key] = _TOMBSTONE
 
     def range(self, store: str, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Entries with start <= key < end in key order, the open transaction's writes included."""
+        """Entries with start <= key < end in key order, the open transaction's writes included.
+
+        Lazy: a caller that wants only the first entry (the next timer) reads only that far.
+        """
         prefix = _ns(store)
-        merged: dict[bytes, bytes | None] = {}
+        cut = len(prefix)
+        dirty = self._dirty[store]
+        overlay = sorted(k for k in dirty if start <= k < end)
+        i = 0
         for raw_key, stored in self._db.items(from_key=prefix + start):
             key = cast(bytes, raw_key)
-            if not key.startswith(prefix) or key[len(prefix) :] >= end:
+            if not key.startswith(prefix) or key[cut:] >= end:
                 break
-            merged[key[len(prefix) :]] = cast(bytes, stored)
-        merged.update((k, v) for k, v in self._dirty[store].items() if start <= k < end)
-        for key in sorted(merged):
-            if (found := merged[key]) is not None:
-                yield key, found
+            key = key[cut:]
+            while i < len(overlay) and overlay[i] < key:
+                if (value := dirty[overlay[i]]) is not None:
+                    yield overlay[i], value
+                i += 1
+            if i < len(overlay) and overlay[i] == key:
+                i += 1
+                if (value := dirty[key]) is not None:
+                    yield key, value
+            else:
+                yield key, cast(bytes, stored)
+        for key in overlay[i:]:
+            if (value := dirty[key]) is not None:
+                yield key, value
 
     # -- the transaction overlay -------------------------------------------------------------------
 
