@@ -93,9 +93,7 @@ def create_app(
         finally:
             await publisher.stop()
 
-    app = FastAPI(
-        title="Pinwheel webhook gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
-    )
+    app = FastAPI(title="Pinwheel webhook gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.publisher = publisher
     app.state.metrics = metrics
 
@@ -141,9 +139,7 @@ def create_app(
             return _Result(200, "published", reason, planned.event_id, planned.event_type)
         if outcome is Outcome.SPOOLED:
             return _Result(200, "spooled", reason, planned.event_id, planned.event_type)
-        return _Result(
-            503, "unavailable", outcome.value, planned.event_id, planned.event_type, settings.retry_after_s
-        )
+        return _Result(503, "unavailable", outcome.value, planned.event_id, planned.event_type, settings.retry_after_s)
 
     async def webhook(request: Request) -> Response:
         started = time.perf_counter()

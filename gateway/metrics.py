@@ -29,6 +29,4 @@ class GatewayMetrics:
         self.producer_errors = Counter(
             "gateway_producer_errors", "Producer failures (timeouts, broker errors).", ["kind"], registry=r
         )
-        self.kafka_up = Gauge(
-            "gateway_kafka_up", "1 while the producer is connected and not spooling.", registry=r
-        )
+        self.kafka_up = Gauge("gateway_kafka_up", "1 while the producer is connected and not spooling.", registry=r)

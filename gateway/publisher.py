@@ -113,6 +113,8 @@ class Publisher:
         self._seq = itertools.count()
         self._spooling = False
         self._stopping = False
+        self._reported_down = False
+        self._refused = False  # an append was refused for lack of room; cleared when the drain frees some
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -169,11 +171,16 @@ class Publisher:
             await asyncio.wait_for(producer.start(), timeout_s)
         except Exception as exc:
             self.metrics.producer_errors.labels(kind=type(exc).__name__).inc()
-            log.warning("kafka unavailable; spooling", extra={"error": type(exc).__name__})
+            if not self._reported_down:  # once per outage, not once per retry
+                log.warning("kafka unavailable; spooling", extra={"error": type(exc).__name__})
+                self._reported_down = True
             with contextlib.suppress(Exception):
                 await producer.stop()
             self._spooling = True
             return False
+        if self._reported_down:
+            log.info("kafka reachable again")
+            self._reported_down = False
         self._producer = producer
         return True
 
@@ -233,7 +240,7 @@ class Publisher:
     @property
     def accepting(self) -> bool:
         """Ready for traffic: started, not stopping, and the spool has room for a typical event."""
-        if self.spool is None or self._stopping:
+        if self.spool is None or self._stopping or self._refused:
             return False
         return self.spool.pending_bytes + 64 * 1024 <= self.settings.spool_max_bytes
 
@@ -320,11 +327,11 @@ class Publisher:
             waiter.add_done_callback(functools.partial(self._settle_spilled, entry))
         self._wake.set()
 
-    @staticmethod
-    def _settle_spilled(entry: _InFlight, waiter: asyncio.Future[None]) -> None:
+    def _settle_spilled(self, entry: _InFlight, waiter: asyncio.Future[None]) -> None:
         if entry.settled.done():
             return
         if waiter.cancelled() or waiter.exception() is not None:
+            self._refused = True
             entry.settled.set_result(Outcome.SPOOL_FULL)
         else:
             entry.settled.set_result(Outcome.SPOOLED)
@@ -338,6 +345,7 @@ class Publisher:
         try:
             await waiter
         except SpoolFullError:
+            self._refused = True
             return Outcome.SPOOL_FULL
         self.metrics.spooled.inc()
         self._update_gauges()
@@ -428,6 +436,7 @@ class Publisher:
             raise failures[0]
         nbytes = sum(len(p) + FRAME_OVERHEAD for p in payloads)
         await self._writer.run(spool.commit, position, len(payloads), nbytes)
+        self._refused = False
         self.metrics.drained.inc(len(payloads))
         return True
 

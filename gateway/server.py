@@ -52,9 +52,7 @@ def build_config(
     )
 
 
-def run(
-    settings: GatewaySettings, kafka: KafkaSettings | None = None, schema: SchemaSettings | None = None
-) -> None:
+def run(settings: GatewaySettings, kafka: KafkaSettings | None = None, schema: SchemaSettings | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then shut down gracefully (in-flight requests, producer, spool)."""
     config = build_config(settings, kafka, schema)
     server = uvicorn.Server(config)

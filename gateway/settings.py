@@ -33,9 +33,7 @@ class GatewaySettings(BaseSettings):
     tls_cert_file: Path = Field(
         default=Path("var/tls/gateway.crt"), description="PEM certificate (chain) served over TLS."
     )
-    tls_key_file: Path = Field(
-        default=Path("var/tls/gateway.key"), description="PEM private key of the certificate."
-    )
+    tls_key_file: Path = Field(default=Path("var/tls/gateway.key"), description="PEM private key of the certificate.")
     secrets: Annotated[list[SecretStr], NoDecode] = Field(
         description="Comma-separated Pinwheel API secrets accepted for x-pinwheel-signature (several during "
         "a rotation). Required; never logged.",
@@ -70,17 +68,13 @@ class GatewaySettings(BaseSettings):
     )
     retry_after_s: int = Field(default=30, ge=1, description="Retry-After (seconds) sent with a 503.")
     linger_ms: int = Field(default=5, ge=0, description="Producer linger: how long a batch waits to fill.")
-    max_batch_bytes: int = Field(
-        default=256 * 1024, ge=16 * 1024, description="Producer batch size per partition."
-    )
+    max_batch_bytes: int = Field(default=256 * 1024, ge=16 * 1024, description="Producer batch size per partition.")
     max_request_bytes: int = Field(
         default=4 * MIB,
         ge=MIB,
         description="Largest produce request (must cover the largest encoded record).",
     )
-    workers: int = Field(
-        default=1, ge=1, description="uvicorn worker processes (each with its producer and spool)."
-    )
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes (each with its producer and spool).")
     shutdown_timeout_s: float = Field(
         default=20.0,
         gt=0,

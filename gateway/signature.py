@@ -100,10 +100,7 @@ def verify(
     if raw_timestamp is None or not raw_timestamp.strip():
         return Refused(Reason.MISSING_TIMESTAMP)
     raw_timestamp = raw_timestamp.strip()
-    if (
-        not (raw_timestamp.isascii() and raw_timestamp.isdigit())
-        or len(raw_timestamp) > _MAX_TIMESTAMP_DIGITS
-    ):
+    if not (raw_timestamp.isascii() and raw_timestamp.isdigit()) or len(raw_timestamp) > _MAX_TIMESTAMP_DIGITS:
         return Refused(Reason.MALFORMED_TIMESTAMP)
     timestamp = int(raw_timestamp)
     # Both directions: a timestamp far in the future is as suspicious as an old one (replay).

@@ -417,9 +417,7 @@ class SpoolWriter:
             # Everything queued while the previous fsync ran goes into this one write + fsync.
             batch, self._queue = self._queue, []
             try:
-                taken = await loop.run_in_executor(
-                    self._executor, self.spool.append_many, [p for p, _ in batch]
-                )
+                taken = await loop.run_in_executor(self._executor, self.spool.append_many, [p for p, _ in batch])
             except Exception as exc:  # disk full, I/O error: every waiter must hear of it
                 log.error("spool append failed", extra={"error": type(exc).__name__})
                 for _, future in batch:

@@ -49,8 +49,9 @@ def start_gateway(
 
     def start(**overrides: Any) -> ThreadedServer:
         app_kwargs = overrides.pop("app_kwargs", {})
+        kafka = overrides.pop("bootstrap", bootstrap)
         settings = gateway_settings(tls_pair, overrides.pop("spool_dir", tmp_path / "spool"), **overrides)
-        server = ThreadedServer(settings, overrides.get("bootstrap", bootstrap), **app_kwargs).start()
+        server = ThreadedServer(settings, kafka, **app_kwargs).start()
         servers.append(server)
         return server
 

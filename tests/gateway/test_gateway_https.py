@@ -301,3 +301,28 @@ async def test_logs_hold_no_secret_and_no_body(
         for value in payload.values():
             if isinstance(value, str) and len(value) > 8 and any(c.isdigit() for c in value):
                 assert value not in text  # payroll data (ids, timestamps, account ids...) stays out
+
+
+async def test_full_spool_is_the_designed_503(
+    start_gateway: Callable[..., ThreadedServer], https: httpx.AsyncClient
+) -> None:
+    from kafka_broker import free_port
+
+    # Kafka unreachable from the start: everything goes to a 1 MiB spool until it is full.
+    server = start_gateway(bootstrap=f"127.0.0.1:{free_port()}", spool_max_bytes=1024 * 1024, max_body_bytes=256 * 1024)
+    statuses = []
+    for _ in range(6):
+        body = json.dumps(
+            {"event_id": str(uuid.uuid4()), "event": "bill.added", "payload": {"note": "x" * 150_000}}
+        ).encode()
+        response = await https.post(server.webhook_url, content=body, headers=signed_headers(body))
+        statuses.append(response.status_code)
+        if response.status_code == 503:
+            assert response.headers["Retry-After"] == str(server.settings.retry_after_s)
+            assert response.json()["reason"] == "spool_full"
+    assert statuses[0] == 200
+    assert statuses[-1] == 503
+    ready = await https.get(server.url + "/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["kafka"] == "down"
+    assert ready.json()["spool_records"] == statuses.count(200)

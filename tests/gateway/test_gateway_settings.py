@@ -1,0 +1,86 @@
+"""Settings: parsing, fail-fast, the docs table, and the pure content checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.records import content_length_status, content_type_ok
+from gateway.settings import GatewaySettings, settings_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_secrets_and_ids_from_comma_separated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_SECRETS", " new-secret , old-secret ")
+    monkeypatch.setenv("GATEWAY_ALLOWED_WEBHOOK_IDS", "a,b")
+    settings = GatewaySettings()  # type: ignore[call-arg]
+    assert settings.secret_bytes() == (b"new-secret", b"old-secret")
+    assert settings.allowed_webhook_ids == ["a", "b"]
+    assert "new-secret" not in repr(settings)
+    assert "new-secret" not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize("value", [None, "", " , "])
+def test_secrets_are_required(monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+    monkeypatch.delenv("GATEWAY_SECRETS", raising=False)
+    if value is not None:
+        monkeypatch.setenv("GATEWAY_SECRETS", value)
+    with pytest.raises(ValidationError):
+        GatewaySettings()  # type: ignore[call-arg]
+
+
+def test_publish_timeout_stays_under_pinwheels_15s() -> None:
+    with pytest.raises(ValidationError):
+        GatewaySettings(secrets=["s"], publish_timeout_s=15)  # type: ignore[arg-type]
+
+
+def test_cli_fails_fast_naming_the_variable_not_the_value() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env |= {"GATEWAY_SECRETS": "", "GATEWAY_PORT": "not-a-port-s3cr3t"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "GATEWAY_SECRETS" in result.stderr
+    assert "GATEWAY_PORT" in result.stderr
+    assert "s3cr3t" not in result.stderr
+
+
+def test_every_field_is_described_and_the_docs_table_is_current() -> None:
+    assert all(field.description for field in GatewaySettings.model_fields.values())
+    text = (ROOT / "docs" / "gateway.md").read_text()
+    start = text.index("<!-- settings-table:start -->\n") + len("<!-- settings-table:start -->\n")
+    end = text.index("<!-- settings-table:end -->")
+    assert text[start:end].strip() == settings_table(), "regenerate with gateway.settings.settings_table()"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("application/json", True),
+        ("Application/JSON; charset=utf-8", True),
+        ("application/vnd.pinwheel+json", True),
+        ("text/plain", False),
+        ("application/jsonx", False),
+        ("", False),
+        (None, False),
+        ("multipart/form-data; boundary=x", False),
+    ],
+)
+def test_content_type(value: str | None, ok: bool) -> None:
+    assert content_type_ok(value) is ok
+
+
+def test_content_length() -> None:
+    assert content_length_status(None, 10) == "absent"
+    assert content_length_status("10", 10) == "ok"
+    assert content_length_status("11", 10) == "too_large"
+    assert content_length_status("1" * 40, 10) == "too_large"
+    assert content_length_status("-1", 10) == "invalid"
+    assert content_length_status("٣", 10) == "invalid"
