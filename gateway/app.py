@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -92,6 +92,7 @@ def create_app(
             yield
         finally:
             await publisher.stop()
+            metrics.process_exited()
 
     app = FastAPI(title="Pinwheel webhook gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.publisher = publisher
@@ -189,7 +190,7 @@ def create_app(
 
     async def metrics_endpoint(request: Request) -> Response:
         publisher.refresh_gauges()
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # Plain Starlette routes: no dependency injection or validation layer on the hot path.
     app.add_route(settings.route, webhook, methods=["POST"], include_in_schema=False)

@@ -1,8 +1,16 @@
-"""Prometheus metrics of one gateway app (its own registry, so several apps can live in one process)."""
+"""Prometheus metrics of one gateway app (its own registry, so several apps can live in one process).
+
+With several workers, `gateway.server.run` sets PROMETHEUS_MULTIPROC_DIR before spawning them: each
+process then writes its values to files there and /metrics of any worker sums up all of them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Publish latency: from the verified body to the broker's acknowledgement (or the spool's fsync).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
@@ -22,11 +30,34 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.spool_records = Gauge("gateway_spool_records", "Events waiting in the spool.", registry=r)
-        self.spool_bytes = Gauge("gateway_spool_bytes", "Bytes waiting in the spool.", registry=r)
+        # Across workers: the spool depth adds up; Kafka is up only if it is for every live worker.
+        self.spool_records = Gauge(
+            "gateway_spool_records", "Events waiting in the spool.", registry=r, multiprocess_mode="livesum"
+        )
+        self.spool_bytes = Gauge(
+            "gateway_spool_bytes", "Bytes waiting in the spool.", registry=r, multiprocess_mode="livesum"
+        )
         self.spooled = Counter("gateway_spooled", "Events written to the spool.", registry=r)
         self.drained = Counter("gateway_drained", "Spooled events published to Kafka.", registry=r)
         self.producer_errors = Counter(
             "gateway_producer_errors", "Producer failures (timeouts, broker errors).", ["kind"], registry=r
         )
-        self.kafka_up = Gauge("gateway_kafka_up", "1 while the producer is connected and not spooling.", registry=r)
+        self.kafka_up = Gauge(
+            "gateway_kafka_up",
+            "1 while the producer is connected and not spooling.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+
+    def exposition(self) -> bytes:
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    @staticmethod
+    def process_exited() -> None:
+        """Drop this process's live gauges from the multiprocess totals."""
+        if os.environ.get(MULTIPROC_ENV):
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

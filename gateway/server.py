@@ -7,7 +7,10 @@ directory; uvicorn's supervisor restarts a dead worker, which then reclaims the 
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import sys
+import tempfile
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -15,6 +18,7 @@ from uvicorn.supervisors import Multiprocess
 from connector.settings import KafkaSettings
 from gateway import logs
 from gateway.app import create_app
+from gateway.metrics import MULTIPROC_ENV
 from gateway.settings import GatewaySettings
 from schemas.settings import SchemaSettings
 
@@ -57,8 +61,15 @@ def run(settings: GatewaySettings, kafka: KafkaSettings | None = None, schema: S
     config = build_config(settings, kafka, schema)
     server = uvicorn.Server(config)
     if config.workers > 1:
-        sock = config.bind_socket()
-        Multiprocess(config, sockets=[sock]).run()
+        # Before the workers are spawned (they import prometheus_client with it set); a fresh
+        # directory per run, so the counters of a previous run are not summed in.
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
+        try:
+            sock = config.bind_socket()
+            Multiprocess(config, sockets=[sock]).run()
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
         server.run()
     if not server.started and config.workers == 1:
