@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from connector.local_kafka import LocalKafka, LocalKafkaError
 from connector.settings import KafkaSettings, LocalKafkaSettings
@@ -66,6 +67,36 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from connector.run import main as run_main
+
+    return run_main(args)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from simulator.commands import simulate_command
+
+    return simulate_command(args)
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from simulator.commands import tail_command
+
+    return tail_command(args)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from simulator.commands import verify_command
+
+    return verify_command(args)
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    from simulator.webhooks import webhooks_command
+
+    return webhooks_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinwheel-connector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +118,74 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the configuration table (every environment variable)")
     config.set_defaults(func=_config)
+
+    run = sub.add_parser("run", help="the whole pipeline on a local Kafka, fed with simulated traffic (make run)")
+    run.add_argument("--accounts", type=int, default=None, help="accounts to simulate (default RUN_ACCOUNTS, 300)")
+    run.add_argument("--seed", type=int, default=None, help="traffic seed (default: a new one per run)")
+    run.add_argument("--show", choices=["sample", "all", "none"], default=None, help="which updates to print")
+    run.set_defaults(func=_run)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="send signed Pinwheel-like webhooks to a gateway (SIMULATOR_* settings; secret in SIMULATOR_SECRET)",
+    )
+    simulate.add_argument("--url", help="webhook endpoint (https)")
+    simulate.add_argument("--accounts", type=int, help="number of accounts")
+    simulate.add_argument("--seed", type=int, help="random seed")
+    simulate.add_argument("--rate", type=float, help="most attempts per second (0: unlimited)")
+    simulate.add_argument("--concurrency", type=int, help="most requests in flight")
+    simulate.add_argument("--time-scale", type=float, help="scale of the retry schedule (0.01: 15 min -> 9 s)")
+    simulate.add_argument("--ledger", type=Path, help="JSON-lines ledger to write")
+    simulate.add_argument("--ca-file", type=Path, help="PEM file trusted for the gateway's TLS")
+    simulate.add_argument("--no-capture", action="store_true", help="leave out the 12 real sandbox deliveries")
+    simulate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    simulate.set_defaults(func=_simulate)
+
+    tail = sub.add_parser("tail", help="print the records of our topics, Avro decoded (JSON lines or a table)")
+    tail.add_argument(
+        "topics",
+        nargs="*",
+        default=["updates"],
+        help="topic names or aliases (updates, state, deadletter, account, paystubs, ...); default: updates",
+    )
+    tail.add_argument("--format", choices=["json", "table"], default="json", help="output format")
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record, not the end")
+    tail.add_argument("--max", type=int, default=None, help="stop after this many records")
+    tail.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
+    tail.set_defaults(func=_tail)
+
+    verify = sub.add_parser("verify", help="compare a simulator ledger with the account updates (read_committed)")
+    verify.add_argument("--ledger", type=Path, default=Path("var/simulator/ledger.jsonl"), help="ledger file")
+    verify.add_argument("--wait", type=float, default=60.0, help="seconds to wait for missing updates")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(func=_verify)
+
+    webhooks = sub.add_parser("webhooks", help="manage Pinwheel webhook subscriptions (PINWHEEL_API_* settings)")
+    webhooks.set_defaults(func=_webhooks)
+    actions = webhooks.add_subparsers(dest="action", required=True)
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    create = actions.add_parser("create", help="subscribe an https endpoint to events", parents=[as_json])
+    create.add_argument("--url", required=True, help="https:// endpoint that receives the webhooks")
+    create.add_argument("--events", required=True, help="comma-separated event types (see schemas.catalog)")
+    create.add_argument("--status", choices=["active", "paused"], default="active", help="initial status")
+    create.add_argument("--version", default=None, help="webhook API version (default PINWHEEL_API_VERSION)")
+    listing = actions.add_parser(
+        "list", help="list the webhooks of the API key (follows the cursor)", parents=[as_json]
+    )
+    listing.add_argument("--limit", type=int, default=100, help="page size, 1-100")
+    show = actions.add_parser("show", help="show one webhook", parents=[as_json])
+    show.add_argument("id", help="webhook id")
+    update = actions.add_parser(
+        "update", help="change a webhook (e.g. --status active to resume a paused one)", parents=[as_json]
+    )
+    update.add_argument("id", help="webhook id")
+    update.add_argument("--url", default=None, help="new https:// endpoint")
+    update.add_argument("--events", default=None, help="new comma-separated event types")
+    update.add_argument("--status", choices=["active", "paused"], default=None, help="new status")
+    update.add_argument("--version", default=None, help="new webhook API version")
+    delete = actions.add_parser("delete", help="delete a webhook", parents=[as_json])
+    delete.add_argument("id", help="webhook id")
     return parser
 
 

@@ -1,0 +1,484 @@
+"""`make run` (= `pinwheel-connector run`): the whole pipeline on one machine, fed with simulated traffic.
+
+Steps: local Kafka (reused when already running) → topics → self-signed TLS pair → gateway and processors as
+subprocesses (each run its own application id, started at the current end of the family topics) → wait
+for both /readyz → simulate N accounts plus the real sandbox capture, showing the account updates as they
+arrive → wait for the updates (and the demo-length pending timeouts) → the `verify` summary → stop
+everything this run started (also on Ctrl-C), including the broker unless it was already running.
+
+Run data goes to var/runs/<run id>/: ledger.jsonl, updates.jsonl, gateway.log, processor.log, the
+processor's state and the gateway's spool. The demo secret is generated per run and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Literal
+
+import httpx
+import orjson
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connector.local_kafka import LocalKafka, LocalKafkaError, answers_metadata
+from connector.settings import KafkaSettings, LocalKafkaSettings
+
+
+class RunSettings(BaseSettings):
+    """`make run` (env prefix `RUN_`); the simulator's own knobs are `SIMULATOR_*`."""
+
+    model_config = SettingsConfigDict(env_prefix="RUN_", extra="ignore")
+
+    accounts: int = Field(default=300, ge=1, description="Accounts to simulate.")
+    seed: int | None = Field(default=None, description="Traffic seed; empty: a new one per run.")
+    spread_s: float = Field(default=40.0, ge=0, description="Accounts connect over this many seconds.")
+    pending_timeout_s: float = Field(
+        default=45.0,
+        gt=0,
+        description="Demo pending timeout of the processors (PROCESSOR_PENDING_TIMEOUT_H; production: 24 h).",
+    )
+    gateway_port: int = Field(default=8443, ge=1, le=65535, description="Gateway HTTPS port (a free one if busy).")
+    health_port: int = Field(default=8081, ge=1, le=65535, description="Processor health port (a free one if busy).")
+    runs_dir: Path = Field(default=Path("var/runs"), description="Where each run keeps its data.")
+    show: Literal["sample", "all", "none"] = Field(
+        default="sample", description="Account updates printed live: sample (rate-limited), all, none."
+    )
+    show_per_s: int = Field(default=12, ge=1, description="With show=sample, most update lines per second.")
+    ready_timeout_s: float = Field(default=120.0, gt=0, description="How long the services may take to be ready.")
+    settle_s: float = Field(default=20.0, ge=0, description="Extra wait for late updates after the last deadline.")
+
+
+def say(message: str) -> None:
+    print(f"[run] {message}", flush=True)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(preferred: int) -> int:
+    if port_free(preferred):
+        return preferred
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli_command(*args: str) -> list[str]:
+    """`pinwheel-connector <args>` from this environment (the console script next to the interpreter)."""
+    script = Path(sys.executable).parent / "pinwheel-connector"
+    if script.exists():
+        return [str(script), *args]
+    found = shutil.which("pinwheel-connector")
+    return [found, *args] if found else [sys.executable, "-m", "connector.cli", *args]
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if not self.alive():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def start_service(name: str, args: list[str], env: Mapping[str, str], log: Path) -> Service:
+    with log.open("ab") as fh:
+        process = subprocess.Popen(
+            cli_command(*args),
+            env=dict(env),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop the services in order
+        )
+    return Service(name, process, log)
+
+
+@dataclass
+class Started:
+    """What this run started, so it can stop exactly that."""
+
+    services: list[Service] = field(default_factory=list)
+    broker: LocalKafka | None = None
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            if service.alive():
+                say(f"stopping {service.name} (pid {service.process.pid})")
+            service.stop()
+        self.services.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+
+def ensure_broker(started: Started) -> KafkaSettings:
+    """Reuse a running broker (ours or any at KAFKA_BOOTSTRAP_SERVERS), else start the local one."""
+    if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
+        kafka = KafkaSettings()
+        if not asyncio.run(answers_metadata(kafka.bootstrap_servers)):
+            raise LocalKafkaError(f"no broker answers at KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}")
+        say(f"using the broker at {kafka.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS)")
+        return kafka
+    local = LocalKafka(LocalKafkaSettings(), progress=lambda m: say(f"kafka: {m}"))
+    kafka = KafkaSettings(bootstrap_servers=local.bootstrap)
+    if local.pid() is not None:
+        say(f"reusing the local Kafka already running on {local.bootstrap} (pid {local.pid()}); it stays up")
+        local.wait_ready()
+        return kafka
+    if asyncio.run(answers_metadata(local.bootstrap)):
+        say(f"a Kafka broker already answers on {local.bootstrap}: using it (not ours, it stays up)")
+        return kafka
+    local.start()
+    started.broker = local
+    return kafka
+
+
+async def start_at_end(kafka: KafkaSettings, group_id: str, topics: list[str]) -> int:
+    """Commit the current end offsets of `topics` for a new consumer group: it starts with new records only."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import OffsetAndMetadata
+
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    tps = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+    if not tps:
+        return 0
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+async def wait_ready(services: list[Service], urls: Mapping[str, str], ca_file: Path, timeout_s: float) -> None:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    deadline = time.monotonic() + timeout_s
+    pending = dict(urls)
+    async with httpx.AsyncClient(verify=context, timeout=2.0) as client:
+        while pending:
+            for service in services:
+                if not service.alive():
+                    raise RuntimeError(
+                        f"{service.name} exited with {service.process.returncode}; last log lines "
+                        f"({service.log}):\n{service.log_tail()}"
+                    )
+            for name, url in list(pending.items()):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        say(f"{name} ready ({url})")
+                        del pending[name]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready after {timeout_s:.0f}s: {', '.join(pending)}")
+            await asyncio.sleep(0.3)
+
+
+class UpdateDisplay:
+    """Prints account updates as they arrive: all, none, or at most `per_s` lines a second."""
+
+    def __init__(self, mode: str, per_s: int, sink: IO[bytes]) -> None:
+        self.mode = mode
+        self.per_s = per_s
+        self.sink = sink
+        self.window = 0
+        self.shown_in_window = 0
+        self.hidden = 0
+        self.count = 0
+        self.bar: object | None = None
+
+    def __call__(self, update: object) -> None:
+        from simulator.progress import ProgressBar
+        from simulator.verify import UpdateView
+
+        assert isinstance(update, UpdateView)
+        self.count += 1
+        self.sink.write(
+            orjson.dumps(
+                {
+                    "update_id": update.update_id,
+                    "account_id": update.account_id,
+                    "change": update.change,
+                    "event_type": update.event_type,
+                    "job": update.job,
+                    "outcome": update.outcome,
+                    "time_to_resolve_ms": update.time_to_resolve_ms,
+                }
+            )
+            + b"\n"
+        )
+        if self.mode == "none":
+            return
+        now = int(time.monotonic())
+        if now != self.window:
+            self.window, self.shown_in_window = now, 0
+        if self.mode == "sample" and self.shown_in_window >= self.per_s and update.change != "job_timed_out":
+            self.hidden += 1
+            return
+        self.shown_in_window += 1
+        line = "  " + format_update(update)
+        if isinstance(self.bar, ProgressBar):
+            self.bar.println(line)
+        else:
+            print(line, flush=True)
+
+
+def format_update(update: object) -> str:
+    from simulator.verify import UpdateView
+
+    assert isinstance(update, UpdateView)
+    job = update.job or update.event_type
+    outcome = update.outcome or ""
+    extra = f" after {update.time_to_resolve_ms / 1000:.1f}s" if update.time_to_resolve_ms is not None else ""
+    return f"{update.account_id[:8]}  {update.change:<34} {job:<26} {outcome}{extra}".rstrip()
+
+
+async def simulate_and_verify(
+    settings: RunSettings,
+    kafka: KafkaSettings,
+    run_dir: Path,
+    run_id: str,
+    url: str,
+    secret: str,
+    ca_file: Path,
+    started_wall: float,
+) -> int:
+    from simulator.ledger import read_ledger
+    from simulator.progress import ProgressBar
+    from simulator.settings import SimulatorSettings
+    from simulator.simulate import plan, print_result, simulate
+    from simulator.traffic import unresolved_pendings
+    from simulator.verify import UpdateCollector, compare, complete, expectations, format_report
+
+    seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "big")
+    sim = SimulatorSettings(
+        url=url,
+        ca_file=ca_file,
+        accounts=settings.accounts,
+        seed=seed,
+        spread_s=settings.spread_s,
+        ledger=run_dir / "ledger.jsonl",
+    )
+    base = datetime.now(UTC)
+    events = plan(sim, base)
+    run_ids = {e.event_id for e in events}
+    unresolved = unresolved_pendings(events)
+    total = sum(e.deliveries for e in events)
+    say(
+        f"simulating {settings.accounts} accounts (seed {seed}): {len(events)} events, {total} deliveries "
+        f"({total - len(events)} duplicates), the 12 real sandbox deliveries included, over ~{settings.spread_s:.0f}s"
+    )
+    say(
+        f"{len(unresolved)} pending jobs will never be resolved: with the demo pending timeout of "
+        f"{settings.pending_timeout_s:.0f}s (PROCESSOR_PENDING_TIMEOUT_H={settings.pending_timeout_s / 3600:.4f}) "
+        "they become `job_timed_out` updates"
+    )
+    header = f"  {'account':<8}  {'change':<34} {'job':<26} outcome"
+    print(header, flush=True)
+    with (run_dir / "updates.jsonl").open("wb") as sink:
+        display = UpdateDisplay(settings.show, settings.show_per_s, sink)
+        collector = await UpdateCollector(kafka, run_ids, from_end=True, on_update=display).start()
+        stop = asyncio.Event()
+
+        async def follow() -> None:
+            while not stop.is_set():
+                await collector.poll(200)
+
+        follower = asyncio.create_task(follow())
+        try:
+            bar = ProgressBar(total, "deliveries")
+            display.bar = bar
+            result = await simulate(sim, secret=secret, run_id=run_id, events=events, started_at=base, progress=bar)
+            display.bar = None
+            print_result(result)
+            ledger = read_ledger(sim.ledger)
+            expected = expectations(ledger)
+            last_pending = max(
+                (datetime.fromisoformat(e.occurred_at) for e in unresolved if e.occurred_at), default=base
+            )
+            due = last_pending + timedelta(seconds=settings.pending_timeout_s + settings.settle_s)
+            deadline = time.monotonic() + max(settings.settle_s, (due - datetime.now(UTC)).total_seconds())
+            say(
+                f"waiting for the processors: {len(expected.updates)} updates and {len(expected.timeouts)} "
+                f"timeouts expected (the last timeout is due at {due - timedelta(seconds=settings.settle_s):%H:%M:%S})"
+            )
+            settle_until: float | None = None
+            last_report = time.monotonic()
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                if settle_until is None and complete(ledger, collector.updates, expected):
+                    settle_until = time.monotonic() + 3.0
+                    say("every expected update is there; 3 s more to catch duplicates")
+                if settle_until is not None and time.monotonic() >= settle_until:
+                    break
+                if time.monotonic() - last_report > 10:
+                    last_report = time.monotonic()
+                    say(f"... {len({u.update_id for u in collector.updates})} updates so far")
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await follower
+            await collector.stop()
+    if display.hidden:
+        say(f"{display.hidden} of {display.count} updates not shown live; all are in {run_dir / 'updates.jsonl'}")
+    report = compare(ledger, collector.updates, expected)
+    print()
+    print(format_report(report))
+    ledger_summary_lines(report, result.result.deliveries, len(result.events), settings.accounts, started_wall)
+    return 0 if report.ok else 1
+
+
+def ledger_summary_lines(report: object, deliveries: int, events: int, accounts: int, started_wall: float) -> None:
+    from simulator.verify import VerifyReport
+
+    assert isinstance(report, VerifyReport)
+    print()
+    print("summary")
+    print(f"  accounts            {accounts} (+ the real capture's account)")
+    print(f"  events / deliveries {events} / {deliveries} ({deliveries - events} duplicates injected)")
+    print(f"  lost                {len(report.lost)}")
+    print(f"  duplicated          {len(report.duplicated)}")
+    print(f"  joined              {report.joined}")
+    print(f"  timed out           {report.timed_out}")
+    print(f"  wall time           {time.monotonic() - started_wall:.0f}s")
+    print(f"  result              {'OK: 0 lost, 0 duplicated' if report.ok else 'FAILED'}", flush=True)
+
+
+def run(settings: RunSettings) -> int:
+    started_wall = time.monotonic()
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
+    run_dir = settings.runs_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    app_id = f"pinwheel-run-{run_id}"
+    say(f"run {run_id}: data in {run_dir}")
+    started = Started()
+    try:
+        say("step 1/6: Kafka")
+        kafka = ensure_broker(started)
+
+        say("step 2/6: topics")
+        from connector.topics import TopicSettings, all_topics, ensure_topics
+        from schemas.catalog import FAMILY_TOPICS
+
+        report = asyncio.run(ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id))))
+        created = sum(1 for line in report if line.startswith("created"))
+        say(f"{len(report)} topics ready ({created} created); processor application id {app_id}")
+        skipped = asyncio.run(start_at_end(kafka, app_id, list(FAMILY_TOPICS.values())))
+        say(f"the processors start at the end of the family topics ({skipped} earlier records are not replayed)")
+
+        say("step 3/6: TLS certificate")
+        from gateway.tls import ensure_self_signed
+
+        cert, key = Path("var/tls/gateway.crt"), Path("var/tls/gateway.key")
+        made = ensure_self_signed(cert, key)
+        say(f"{'created' if made else 'reusing'} self-signed certificate {cert}")
+
+        say("step 4/6: gateway and processors")
+        secret = secrets.token_urlsafe(24)  # demo secret: handed to the gateway and the simulator, never shown
+        gateway_port = free_port(settings.gateway_port)
+        health_port = free_port(settings.health_port)
+        base_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+        gateway_env = {
+            **base_env,
+            "GATEWAY_SECRETS": secret,
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(gateway_port),
+            "GATEWAY_TLS_CERT_FILE": str(cert),
+            "GATEWAY_TLS_KEY_FILE": str(key),
+            "GATEWAY_SPOOL_DIR": str(run_dir / "spool"),
+        }
+        processor_env = {
+            **base_env,
+            "PROCESSOR_APPLICATION_ID": app_id,
+            "PROCESSOR_STATE_DIR": str(run_dir / "state"),
+            "PROCESSOR_HEALTH_PORT": str(health_port),
+            "PROCESSOR_PENDING_TIMEOUT_H": f"{settings.pending_timeout_s / 3600:.6f}",
+            "PROCESSOR_TIMEOUT_GRACE_S": "0",
+            "PROCESSOR_PUNCTUATE_INTERVAL_MS": "500",
+        }
+        gateway = start_service("gateway", ["gateway"], gateway_env, run_dir / "gateway.log")
+        started.services.append(gateway)
+        say(f"gateway pid {gateway.process.pid} on https://127.0.0.1:{gateway_port} (log {gateway.log})")
+        processor = start_service("processor", ["processor"], processor_env, run_dir / "processor.log")
+        started.services.append(processor)
+        say(
+            f"processor pid {processor.process.pid}, health on :{health_port} (log {processor.log}); demo pending "
+            f"timeout {settings.pending_timeout_s:.0f}s instead of 24h"
+        )
+        urls = {
+            "gateway": f"https://127.0.0.1:{gateway_port}/readyz",
+            "processor": f"http://127.0.0.1:{health_port}/readyz",
+        }
+        asyncio.run(wait_ready(started.services, urls, cert, settings.ready_timeout_s))
+
+        say("step 5/6: simulation (account updates below as they arrive)")
+        url = f"https://127.0.0.1:{gateway_port}/webhooks/pinwheel"
+        code = asyncio.run(simulate_and_verify(settings, kafka, run_dir, run_id, url, secret, cert, started_wall))
+        say("step 6/6: stopping what this run started")
+        return code
+    except KeyboardInterrupt:
+        print()
+        say("interrupted: stopping what this run started")
+        return 130
+    except (LocalKafkaError, RuntimeError, OSError) as exc:
+        say(f"failed: {exc}")
+        return 1
+    finally:
+        started.stop()
+        say(f"done; run data in {run_dir}")
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    for name in ("accounts", "seed", "show"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return run(RunSettings(**overrides))  # type: ignore[arg-type]
