@@ -1,0 +1,95 @@
+"""Helpers of the simulator tests: a misbehaving HTTPS webhook receiver (a real TLS server on asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from gateway.signature import Verified, verify
+
+# What the server does with one request: "ok" (200), "<status>" (e.g. "503"), "slow" (answer after
+# SLOW_S), "drop" (close the connection without an answer).
+Action = str
+SLOW_S = 1.5
+
+
+@dataclass
+class Seen:
+    event_id: str
+    attempt: int  # 1-based, per event_id
+    at: float  # monotonic receive time
+    x_timestamp: int
+    signature_ok: bool
+    action: Action
+
+
+@dataclass
+class FlakyReceiver:
+    plan: Callable[[str, int], Action]
+    secret: bytes
+    cert: Path
+    key: Path
+    seen: list[Seen] = field(default_factory=list)
+    _server: asyncio.Server | None = None
+    port: int = 0
+
+    async def start(self) -> FlakyReceiver:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=context)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/webhooks/pinwheel"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def attempts(self, event_id: str) -> list[Seen]:
+        return [s for s in self.seen if s.event_id == event_id]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        name, _, value = line.partition(":")
+                        headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                event_id = str(orjson.loads(body)["event_id"])
+                attempt = len(self.attempts(event_id)) + 1
+                action = self.plan(event_id, attempt)
+                ts = int(headers.get("x-timestamp", "0"))
+                verdict = verify(headers, body, [self.secret], now=ts, tolerance_s=5)
+                self.seen.append(Seen(event_id, attempt, time.monotonic(), ts, isinstance(verdict, Verified), action))
+                if action == "drop":
+                    writer.transport.abort()
+                    return
+                if action == "slow":
+                    await asyncio.sleep(SLOW_S)
+                    action = "ok"
+                status = 200 if action == "ok" else int(action)
+                answer = orjson.dumps({"status": "published" if status == 200 else "unavailable", "reason": "family"})
+                head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(answer)}\r\n\r\n"
+                writer.write(head.encode() + answer)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            return
+        finally:
+            writer.close()
