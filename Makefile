@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLI := $(BIN)/pinwheel-connector
 
-.PHONY: help install run test test-fast lint typecheck kafka kafka-stop topics bench chaos lock clean
+.PHONY: help install run test lint typecheck kafka kafka-stop topics bench chaos lock clean
 
 help:
 	@echo "make run      - the whole pipeline on a local Kafka, fed with signed traffic"
@@ -28,9 +28,6 @@ run: $(STAMP)
 	$(CLI) run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
-
-test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
@@ -50,10 +47,12 @@ topics: $(STAMP)
 	$(CLI) topics create
 
 bench: $(STAMP)
-	$(CLI) bench
+	$(BIN)/python -m bench.codec_bench
+	$(BIN)/python -m bench.gateway_bench
+	$(BIN)/python -m bench.processor_bench
 
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -m slow -p no:cacheprovider tests/chaos
+	$(BIN)/python -m pytest -m slow -p no:cacheprovider -v
 
 # Re-pin every dependency (run after changing pyproject.toml, then commit constraints.txt).
 lock:
