@@ -169,6 +169,10 @@ class Publisher:
         producer = self._producer_factory()
         try:
             await asyncio.wait_for(producer.start(), timeout_s)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # shutting down: release its connections and tasks
+                await asyncio.wait_for(producer.stop(), 2.0)
+            raise
         except Exception as exc:
             self.metrics.producer_errors.labels(kind=type(exc).__name__).inc()
             if not self._reported_down:  # once per outage, not once per retry

@@ -172,3 +172,41 @@ class TopicTail:
 
     async def stop(self) -> None:
         await self.consumer.stop()
+
+
+class RawConnection:
+    """A minimal keep-alive HTTP/1.1 client over TLS: far cheaper per request than a general client, so load
+    tests measure the gateway rather than the client. Reconnects when the server closed the connection."""
+
+    def __init__(self, host: str, port: int, context: Any) -> None:
+        self.host, self.port, self.context = host, port, context
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        import json
+
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, ssl=self.context)
+        assert self.reader is not None
+        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length, close = 0, False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+            elif name.strip().lower() == b"connection" and value.strip().lower() == b"close":
+                close = True
+        payload = json.loads(await self.reader.readexactly(length)) if length else {}
+        if close:
+            await self.close()
+        return status, payload
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
