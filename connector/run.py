@@ -399,6 +399,13 @@ def run(settings: RunSettings) -> int:
     app_id = f"pinwheel-run-{run_id}"
     say(f"run {run_id}: data in {run_dir}")
     started = Started()
+
+    def terminate(signum: int, frame: object) -> None:
+        # SIGTERM stops the run like Ctrl-C: asyncio.run turns SIGINT into a clean cancellation of the
+        # running step, outside asyncio it is a KeyboardInterrupt; either way everything started is stopped.
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         say("step 1/6: Kafka")
         kafka = ensure_broker(started)
