@@ -105,10 +105,18 @@ class Engine:
         consumer.subscribe(self.input_topics, listener=_Listener(self))
         try:
             await self._loop(consumer, stop)
-        finally:
+        except BaseException:
+            # A failure in the middle of a batch: its uncommitted work may be half done (a dedupe entry
+            # written, its update not emitted), so it must not be committed. Discard; a restart
+            # reprocesses from the committed offsets.
+            async with self._lock:
+                await self._close_tasks(list(self._tasks))
+            raise
+        else:
             async with self._lock:
                 await self._commit_all()
                 await self._close_tasks(list(self._tasks))
+        finally:
             await consumer.stop()
             self._consumer = None
 
@@ -130,7 +138,9 @@ class Engine:
         next_commit = time.monotonic() + interval_s
         next_punctuate = time.monotonic() + punctuate_s
         while not stop.is_set():
-            wait_ms = max(0, int((next_commit - time.monotonic()) * 1000))
+            # Short polls: a rebalance assigns partitions while getmany waits, and those tasks are started
+            # by this loop, not by the callback.
+            wait_ms = 0 if self._pending else max(0, min(100, int((next_commit - time.monotonic()) * 1000)))
             batch = await consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.max_poll_records)
             async with self._lock:
                 if self._pending:

@@ -23,14 +23,18 @@ from processors.runtime.task import OutRecord, TaskContext, TaskProcessor
 
 
 class Counter:
-    def __init__(self, ctx: TaskContext, output: str) -> None:
+    def __init__(self, ctx: TaskContext, output: str, fail_at: bytes | None = None) -> None:
         self.ctx = ctx
         self.output = output
+        self.fail_at = fail_at
 
     def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         assert record.key is not None
         count = int(self.ctx.state.get("counts", record.key) or b"0") + 1
         self.ctx.state.put("counts", record.key, str(count).encode())
+        if record.value == self.fail_at:
+            # A bug half-way through a record: state written, output not. None of it may be committed.
+            raise RuntimeError("injected processing failure")
         self.ctx.emit(OutRecord(self.output, record.key, b"%d:%s" % (count, record.value)))
 
     def punctuate(self, wall_clock_ms: int) -> None:
@@ -50,6 +54,7 @@ def main() -> None:
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--commit-interval-ms", type=int, default=100)
     parser.add_argument("--instance-id", default=None)
+    parser.add_argument("--fail-at", default=None, help="raise while processing the record with this value")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = ProcessorSettings(
@@ -62,7 +67,7 @@ def main() -> None:
     )
 
     def factory(ctx: TaskContext) -> TaskProcessor:
-        return Counter(ctx, args.output)
+        return Counter(ctx, args.output, args.fail_at.encode() if args.fail_at else None)
 
     engine = Engine(
         settings,

@@ -83,12 +83,12 @@ class Pipeline:
         finally:
             await producer.stop()
 
-    def spawn(self, instance: str) -> subprocess.Popen[bytes]:
+    def spawn(self, instance: str, *extra: str) -> subprocess.Popen[bytes]:
         args = [
             sys.executable, str(APP), "--bootstrap", self.bootstrap, "--app-id", self.names["app"],
             "--input", self.names["input"], "--output", self.names["output"],
             "--changelog", self.names["changelog"], "--state-dir", str(self.state_root / instance),
-            "--instance-id", instance,
+            "--instance-id", instance, *extra,
         ]  # fmt: skip
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         return subprocess.Popen(args, env=env, cwd=ROOT)
@@ -175,6 +175,19 @@ async def test_counts_exactly_once_and_restores_deleted_state(pipeline: Pipeline
     finally:
         _stop(app)
     assert await pipeline.assert_exactly_once() == 4_000
+
+
+async def test_a_failure_mid_batch_commits_nothing_of_that_batch(pipeline: Pipeline) -> None:
+    await pipeline.produce(2_000, keys=8)
+    crashing = pipeline.spawn("a", "--fail-at", "v001000", "--commit-interval-ms", "60000")
+    assert crashing.wait(60) != 0, "the injected failure must stop the processor"
+    app = pipeline.spawn("a")
+    try:
+        await pipeline.wait_caught_up(60)
+    finally:
+        _stop(app)
+    # Had the half-processed batch been committed, the failing key's count would skip a number.
+    assert await pipeline.assert_exactly_once() == 2_000
 
 
 async def test_exactly_once_through_repeated_kill_9(pipeline: Pipeline) -> None:
