@@ -12,9 +12,12 @@ from connector.topics import TopicSettings
 
 
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
+    from connector.run import RunSettings
     from gateway.settings import GatewaySettings
     from processors.runtime.settings import ProcessorSettings
     from schemas.settings import SchemaSettings
+    from simulator.settings import SimulatorSettings
+    from simulator.webhooks import PinwheelApiSettings
 
     return [
         ("Kafka connection (every service)", KafkaSettings),
@@ -23,6 +26,9 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
         ("Schemas and wire format", SchemaSettings),
         ("Topics (`pinwheel-connector topics`)", TopicSettings),
         ("Local broker (`make kafka`, tests, `make run`)", LocalKafkaSettings),
+        ("Simulator (`pinwheel-connector simulate`)", SimulatorSettings),
+        ("`make run` (`pinwheel-connector run`)", RunSettings),
+        ("Pinwheel API (`pinwheel-connector webhooks`)", PinwheelApiSettings),
     ]
 
 
