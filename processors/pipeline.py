@@ -42,6 +42,26 @@ ENVELOPE_FIELDS = frozenset({"event_id", "event_type", "sent_at", "received_at",
 TOPIC_FAMILY = {topic: family.value for family, topic in catalog.FAMILY_TOPICS.items()}
 
 
+# Union branches named up front (fastavro's tuple notation): otherwise the writer validates a whole nested
+# record, id lists included, to find its branch before writing it.
+_JOB_OUTCOME = "pinwheel.JobOutcome"
+_SYNC_PROGRESS = "pinwheel.SyncProgress"
+
+
+def state_datum(state: dict[str, Any]) -> dict[str, Any]:
+    for dataset in ("paystubs", "shifts"):
+        if (progress := state.get(dataset)) is not None:
+            state[dataset] = (_SYNC_PROGRESS, progress)
+    return state
+
+
+def update_datum(update: dict[str, Any]) -> dict[str, Any]:
+    if update["outcome"] is not None:
+        update["outcome"] = (_JOB_OUTCOME, update["outcome"])
+    state_datum(update["account"])
+    return update
+
+
 class StoreView(Generic[V]):
     """One named store of a task, typed through its serde: what the logic sees as a KeyValueStore."""
 
@@ -154,7 +174,7 @@ class AccountPipeline:
 
     def end_of_batch(self) -> None:
         for key, snapshot in self._snapshots.items():
-            value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, snapshot.to_dict())
+            value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.to_dict(micros=True)))
             self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, self._headers()))
         self.counters.outputs["account_state"] += len(self._snapshots)
         self._snapshots.clear()
@@ -172,7 +192,7 @@ class AccountPipeline:
     def _emit(self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None) -> None:
         for output in outputs:
             if isinstance(output, AccountUpdate):
-                value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, output.to_dict())
+                value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, update_datum(output.to_dict(micros=True)))
                 headers = self._headers(output.trigger.event_id, output.trigger.event_type)
                 self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, output.key.encode(), value, headers))
                 self.counters.outputs[f"account_update:{output.change.value}"] += 1
