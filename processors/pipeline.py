@@ -88,13 +88,64 @@ class StoreView(Generic[V]):
             yield key.decode(), decode(value)
 
 
-def task_stores(state: TaskState) -> Stores:
-    return Stores(
+class CachedStoreView(StoreView[V]):
+    """A StoreView that keeps decoded values and serializes each changed key once per flush.
+
+    For the stores whose values are costly to decode and encode (accounts, jobs) and whose hot keys
+    change on every event. Values are immutable, so sharing them is safe. `flush` must run before the
+    task commits (the pipeline calls it at the end of every batch); a task that fails is rebuilt with
+    new views, so the cache never outlives the state it mirrors.
+    """
+
+    __slots__ = ("_cache", "_changed", "_max_cached")
+
+    def __init__(self, state: TaskState, name: str, serde: Serde[V], max_cached: int = 20_000) -> None:
+        super().__init__(state, name, serde)
+        self._cache: dict[str, V | None] = {}
+        self._changed: set[str] = set()
+        self._max_cached = max_cached
+
+    def get(self, key: str) -> V | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = super().get(key)
+            return value
+
+    def put(self, key: str, value: V) -> None:
+        self._cache[key] = value
+        self._changed.add(key)
+
+    def delete(self, key: str) -> None:
+        self._cache[key] = None
+        self._changed.add(key)
+
+    def range(self, start: str, end: str) -> Iterator[tuple[str, V]]:
+        raise NotImplementedError("ordered stores are not cached")
+
+    def flush(self) -> None:
+        for key in self._changed:
+            value = self._cache[key]
+            if value is None:
+                super().delete(key)
+            else:
+                super().put(key, value)
+        self._changed.clear()
+        if len(self._cache) > self._max_cached:
+            self._cache.clear()
+
+
+def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
+    """The logic's stores over a task's state, and the cached ones that need a flush before a commit."""
+    jobs = CachedStoreView[JobState](state, "jobs", JOB_STATE_SERDE)
+    accounts = CachedStoreView[AccountState](state, "accounts", ACCOUNT_STATE_SERDE)
+    stores = Stores(
         dedupe=StoreView[int](state, "dedupe", INT_SERDE),
-        jobs=StoreView[JobState](state, "jobs", JOB_STATE_SERDE),
-        accounts=StoreView[AccountState](state, "accounts", ACCOUNT_STATE_SERDE),
+        jobs=jobs,
+        accounts=accounts,
         timers=StoreView[int](state, "timers", INT_SERDE),
     )
+    return stores, [jobs, accounts]
 
 
 def logic_config(settings: ProcessorSettings) -> LogicConfig:
@@ -123,7 +174,8 @@ class AccountPipeline:
         self.ctx = ctx
         self.codec = codec
         self.counters = counters
-        self.logic = AccountProcessor(config, task_stores(ctx.state))
+        stores, self._cached = task_stores(ctx.state)
+        self.logic = AccountProcessor(config, stores)
         self._idle_ms = idle_ms
         self._last_record_ms = 0
         # Only the last snapshot of an account per batch matters on a compacted topic.
@@ -173,6 +225,8 @@ class AccountPipeline:
         self.end_of_batch()
 
     def end_of_batch(self) -> None:
+        for store in self._cached:
+            store.flush()
         for key, snapshot in self._snapshots.items():
             value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.to_dict(micros=True)))
             self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, self._headers()))
