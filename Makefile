@@ -52,7 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.processor_bench
 
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -m slow -p no:cacheprovider -v
+	$(BIN)/python -m chaos
 
 # Re-pin every dependency (run after changing pyproject.toml, then commit constraints.txt).
 lock:

@@ -109,6 +109,12 @@ class Service:
         except FileNotFoundError:
             return ""
 
+    def kill(self) -> None:
+        """SIGKILL (fault injection): no shutdown code runs."""
+        if self.alive():
+            self.process.kill()
+        self.process.wait(10)
+
     def stop(self, timeout_s: float = 30.0) -> None:
         if not self.alive():
             return
@@ -197,6 +203,55 @@ async def start_at_end(kafka: KafkaSettings, group_id: str, topics: list[str]) -
         return sum(ends.values())
     finally:
         await consumer.stop()
+
+
+async def provision_topics(kafka: KafkaSettings, app_id: str) -> tuple[list[str], int]:
+    """Create every topic (the processors' changelogs named after `app_id`) and start `app_id` at the end of the
+    family topics. Returns the topic report lines and how many earlier records are skipped."""
+    from connector.topics import TopicSettings, all_topics, ensure_topics
+    from schemas.catalog import FAMILY_TOPICS
+
+    report = await ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id)))
+    skipped = await start_at_end(kafka, app_id, list(FAMILY_TOPICS.values()))
+    return report, skipped
+
+
+def gateway_env(
+    base: Mapping[str, str], *, secret: str, port: int, cert: Path, key: Path, spool_dir: Path, **extra: str
+) -> dict[str, str]:
+    """The gateway's environment: `base` plus its listener, TLS pair, secret and spool (`extra`: more GATEWAY_*)."""
+    return {
+        **base,
+        "GATEWAY_SECRETS": secret,
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_TLS_CERT_FILE": str(cert),
+        "GATEWAY_TLS_KEY_FILE": str(key),
+        "GATEWAY_SPOOL_DIR": str(spool_dir),
+        **extra,
+    }
+
+
+def processor_env(
+    base: Mapping[str, str],
+    *,
+    app_id: str,
+    state_dir: Path,
+    health_port: int,
+    pending_timeout_s: float,
+    **extra: str,
+) -> dict[str, str]:
+    """The processors' environment with a demo-length pending timeout (`extra`: more PROCESSOR_*)."""
+    return {
+        **base,
+        "PROCESSOR_APPLICATION_ID": app_id,
+        "PROCESSOR_STATE_DIR": str(state_dir),
+        "PROCESSOR_HEALTH_PORT": str(health_port),
+        "PROCESSOR_PENDING_TIMEOUT_H": f"{pending_timeout_s / 3600:.6f}",
+        "PROCESSOR_TIMEOUT_GRACE_S": "0",
+        "PROCESSOR_PUNCTUATE_INTERVAL_MS": "500",
+        **extra,
+    }
 
 
 async def wait_ready(services: list[Service], urls: Mapping[str, str], ca_file: Path, timeout_s: float) -> None:
@@ -411,13 +466,9 @@ def run(settings: RunSettings) -> int:
         kafka = ensure_broker(started)
 
         say("step 2/6: topics")
-        from connector.topics import TopicSettings, all_topics, ensure_topics
-        from schemas.catalog import FAMILY_TOPICS
-
-        report = asyncio.run(ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id))))
+        report, skipped = asyncio.run(provision_topics(kafka, app_id))
         created = sum(1 for line in report if line.startswith("created"))
         say(f"{len(report)} topics ready ({created} created); processor application id {app_id}")
-        skipped = asyncio.run(start_at_end(kafka, app_id, list(FAMILY_TOPICS.values())))
         say(f"the processors start at the end of the family topics ({skipped} earlier records are not replayed)")
 
         say("step 3/6: TLS certificate")
@@ -432,28 +483,20 @@ def run(settings: RunSettings) -> int:
         gateway_port = free_port(settings.gateway_port)
         health_port = free_port(settings.health_port)
         base_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
-        gateway_env = {
-            **base_env,
-            "GATEWAY_SECRETS": secret,
-            "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_PORT": str(gateway_port),
-            "GATEWAY_TLS_CERT_FILE": str(cert),
-            "GATEWAY_TLS_KEY_FILE": str(key),
-            "GATEWAY_SPOOL_DIR": str(run_dir / "spool"),
-        }
-        processor_env = {
-            **base_env,
-            "PROCESSOR_APPLICATION_ID": app_id,
-            "PROCESSOR_STATE_DIR": str(run_dir / "state"),
-            "PROCESSOR_HEALTH_PORT": str(health_port),
-            "PROCESSOR_PENDING_TIMEOUT_H": f"{settings.pending_timeout_s / 3600:.6f}",
-            "PROCESSOR_TIMEOUT_GRACE_S": "0",
-            "PROCESSOR_PUNCTUATE_INTERVAL_MS": "500",
-        }
-        gateway = start_service("gateway", ["gateway"], gateway_env, run_dir / "gateway.log")
+        gateway_vars = gateway_env(
+            base_env, secret=secret, port=gateway_port, cert=cert, key=key, spool_dir=run_dir / "spool"
+        )
+        processor_vars = processor_env(
+            base_env,
+            app_id=app_id,
+            state_dir=run_dir / "state",
+            health_port=health_port,
+            pending_timeout_s=settings.pending_timeout_s,
+        )
+        gateway = start_service("gateway", ["gateway"], gateway_vars, run_dir / "gateway.log")
         started.services.append(gateway)
         say(f"gateway pid {gateway.process.pid} on https://127.0.0.1:{gateway_port} (log {gateway.log})")
-        processor = start_service("processor", ["processor"], processor_env, run_dir / "processor.log")
+        processor = start_service("processor", ["processor"], processor_vars, run_dir / "processor.log")
         started.services.append(processor)
         say(
             f"processor pid {processor.process.pid}, health on :{health_port} (log {processor.log}); demo pending "

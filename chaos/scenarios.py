@@ -1,0 +1,429 @@
+"""The fault-injection scenarios and the driver they share.
+
+Every scenario: a private stack (chaos.harness.Stack), a simulation of `Size.accounts` accounts with Pinwheel's
+retry policy compressed by `Size.time_scale`, a fault coroutine running at the same time, then `verify`
+against the simulator's ledger. PASS needs 0 lost, 0 duplicated, 0 unexpected updates, every delivery
+eventually accepted (none given up or rejected) and the scenario's own checks (the fault really happened:
+events spooled, 503s answered, partitions moved, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import random
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, cast
+
+from chaos.harness import Figures, Size, Stack, now_iso, say
+
+SETUP_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Context:
+    """What a fault coroutine gets: the stack, the simulation's start, and where to record its checks."""
+
+    stack: Stack
+    size: Size
+    t0: float
+    simulation: asyncio.Task[Any]
+    failures: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    async def at(self, seconds: float) -> None:
+        """Sleep until `seconds` after the simulation started."""
+        await asyncio.sleep(max(0.0, self.t0 + seconds - time.monotonic()))
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.t0, 1)
+
+    def check(self, ok: bool, failure: str) -> None:
+        if not ok:
+            self.failures.append(failure)
+            self.stack.say(f"CHECK FAILED: {failure}")
+
+    def mark(self, event: str) -> None:
+        """Timeline entry: `event` at the current offset from the simulation's start."""
+        self.notes.setdefault("timeline", []).append(f"{event} @{self.elapsed()}s")
+        self.stack.say(f"t={self.elapsed()}s {event}")
+
+
+Fault = Callable[[Context], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    injected: str
+    fault: Fault
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    #: the scenario needs events in the gateway's spool (counted from its log)
+    expects_spool: bool = False
+    #: the scenario needs 503 answers
+    expects_503: bool = False
+    #: fewest SIGKILLs for the scenario to count
+    min_kills: int = 0
+
+
+@dataclass
+class Result:
+    scenario: str
+    injected: str
+    passed: bool
+    figures: Figures
+    failures: list[str]
+    wall_s: float
+    date: str
+    #: every process the scenario started (all stopped when it returns)
+    pids: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        f = self.figures
+        verdict = "PASS" if self.passed else "FAIL"
+        return (
+            f"chaos {self.scenario}: {verdict} lost={f.lost} duplicated={f.duplicated} "
+            f"accepted={f.accepted}/{f.deliveries} spooled={f.spooled} 503s={f.status_503} kills={f.kills} "
+            f"wall={self.wall_s:.0f}s"
+        )
+
+
+# -- faults -------------------------------------------------------------------------------------------
+
+
+async def broker_outage(ctx: Context) -> None:
+    """SIGKILL the broker a quarter into the traffic, restart it 30 s later; the gateway spools and drains."""
+    stack = ctx.stack
+    await ctx.at(ctx.size.spread_s * 0.25)
+    await stack.kill_broker()
+    ctx.mark("broker killed")
+    await asyncio.sleep(30)
+    body = await stack.gateway_ready()
+    ctx.notes["spool_at_restart"] = body.get("spool_records") if body else None
+    ctx.check(bool(body and body.get("kafka") == "down"), f"gateway did not see Kafka down: {body}")
+    await stack.start_broker()
+    ctx.mark("broker restarted")
+    drained = await stack.wait_spool_drained(180)
+    ctx.mark(f"spool drained ({drained:.0f}s after the restart)")
+    await ctx.simulation
+    for instance, service in stack.processors.items():
+        ctx.check(service.alive(), f"processor {instance} exited during the outage")
+    await stack.wait_processor("a", 120)
+    ctx.mark("processor ready again")
+
+
+async def processor_kill_loop(ctx: Context) -> None:
+    """kill -9 the processor every few seconds while the traffic flows, restarting it at once."""
+    stack = ctx.stack
+    rng = random.Random(ctx.size.seed)
+    low, high = ctx.size.kill_every_s
+    while not ctx.simulation.done():
+        await asyncio.sleep(rng.uniform(low, high))
+        if ctx.simulation.done():
+            break
+        stack.kill_processor("a")
+        stack.start_processor("a")
+    ctx.mark(f"traffic delivered; {stack.kills} kills")
+    await stack.wait_processor("a", 120)
+    ctx.mark("processor ready")
+
+
+async def processor_scale(ctx: Context) -> None:
+    """A second instance joins a third into the traffic and stops (SIGTERM) at two thirds."""
+    stack = ctx.stack
+    await ctx.at(ctx.size.spread_s / 3)
+    stack.start_processor("b")
+    ctx.mark("processor b started")
+    body_b = await stack.wait_processor("b", 90)
+    body_a = await stack.processor_ready("a")
+    ctx.mark(f"b ready with partitions {body_b.get('assigned')}, a has {body_a and body_a.get('assigned')}")
+    ctx.notes["b_partitions"] = body_b.get("assigned")
+    ctx.check(bool(body_b.get("assigned")), "processor b got no partition")
+    await ctx.at(ctx.size.spread_s * 2 / 3)
+    await stack.stop_processor("b")
+    ctx.mark("processor b stopped")
+    deadline = time.monotonic() + 90
+    body: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        body = await stack.processor_ready("a")
+        if body and body.get("ready") and len(body.get("assigned", [])) == 6:
+            break
+        await asyncio.sleep(0.5)
+    ctx.check(bool(body and len(body.get("assigned", [])) == 6), f"a did not take every partition back: {body}")
+    ctx.mark("a owns the 6 partitions again")
+
+
+async def gateway_kill_with_spool(ctx: Context) -> None:
+    """Broker down → the gateway spools; kill -9 the gateway; broker back; gateway restarted drains the spool."""
+    stack = ctx.stack
+    await ctx.at(ctx.size.spread_s * 0.2)
+    await stack.kill_broker()
+    ctx.mark("broker killed")
+    deadline = time.monotonic() + 40
+    body: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        body = await stack.gateway_ready()
+        if body and body.get("spool_records", 0) >= 100:
+            break
+        await asyncio.sleep(0.5)
+    ctx.notes["spool_records_at_kill"] = body.get("spool_records") if body else None
+    ctx.check(bool(body and body.get("spool_records", 0) > 0), f"nothing spooled before the kill: {body}")
+    stack.kill_gateway()
+    on_disk = sum(p.stat().st_size for p in stack.spool_dir.rglob("*.seg"))
+    ctx.mark(f"gateway killed with {ctx.notes['spool_records_at_kill']} records ({on_disk} bytes) in its spool")
+    ctx.notes["spool_bytes_at_kill"] = on_disk
+    ctx.check(on_disk > 0, "the spool is empty on disk after the kill")
+    await stack.start_broker()
+    ctx.mark("broker restarted")
+    stack.start_gateway()
+    await stack.wait_gateway()
+    ctx.mark("gateway restarted")
+    drained = await stack.wait_spool_drained(180)
+    ctx.mark(f"spool drained ({drained:.0f}s after the gateway restart)")
+    await ctx.simulation
+    await stack.wait_processor("a", 120)
+
+
+async def spool_full(ctx: Context) -> None:
+    """A tiny spool and the broker down: the gateway answers 503 + Retry-After, the simulator retries."""
+    stack = ctx.stack
+    await ctx.at(ctx.size.spread_s * 0.15)
+    await stack.kill_broker()
+    ctx.mark("broker killed")
+    deadline = time.monotonic() + 40
+    body: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        body = await stack.gateway_ready()
+        if body and body.get("status") == "not_ready":
+            break
+        await asyncio.sleep(0.3)
+    ctx.check(bool(body and body.get("status") == "not_ready"), f"the spool never filled up: {body}")
+    ctx.mark(f"spool full ({body and body.get('spool_bytes')} bytes): /readyz 503")
+    status, retry_after = await probe(stack)
+    ctx.notes["probe"] = {"status": status, "retry_after": retry_after}
+    ctx.check(status == 503 and retry_after is not None, f"probe got {status}, Retry-After {retry_after}")
+    await asyncio.sleep(20)
+    await stack.start_broker()
+    ctx.mark("broker restarted")
+    drained = await stack.wait_spool_drained(180)
+    ctx.mark(f"spool drained ({drained:.0f}s after the restart)")
+    await ctx.simulation
+    await stack.wait_processor("a", 120)
+
+
+async def probe(stack: Stack) -> tuple[int | None, str | None]:
+    """One extra signed delivery (not in the ledger): its status and Retry-After header."""
+    from simulator.sender import signed_headers
+    from simulator.settings import SimulatorSettings
+    from simulator.simulate import plan
+
+    event = next(
+        e
+        for e in plan(
+            SimulatorSettings(accounts=1, seed=stack.size.seed + 1000, include_capture=False), datetime.now(UTC)
+        )
+        if e.account_id
+    )
+    headers = signed_headers(event, stack.secret.encode(), int(time.time()))
+    async with stack.http() as client:
+        try:
+            response = await client.post(stack.webhook_url, content=event.body, headers=headers)
+        except Exception as exc:
+            stack.say(f"probe failed: {type(exc).__name__}")
+            return None, None
+    return response.status_code, response.headers.get("retry-after")
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "broker_outage",
+            "broker SIGKILLed under gateway load, down 30 s, restarted on the same data",
+            broker_outage,
+            expects_spool=True,
+            min_kills=1,
+        ),
+        Scenario(
+            "processor_kill_loop",
+            "processor kill -9 every 3-6 s during the traffic, restarted at once (same instance id)",
+            processor_kill_loop,
+            min_kills=3,
+        ),
+        Scenario(
+            "processor_scale",
+            "processors scaled 1 → 2 → 1 during the traffic (second instance joins, later SIGTERM)",
+            processor_scale,
+        ),
+        Scenario(
+            "gateway_kill_spool",
+            "broker SIGKILLed so the gateway spools, gateway kill -9 with a non-empty spool, broker then "
+            "gateway restarted",
+            gateway_kill_with_spool,
+            expects_spool=True,
+            min_kills=2,
+        ),
+        Scenario(
+            "spool_full_503",
+            "GATEWAY_SPOOL_MAX_BYTES=128 KiB and the broker SIGKILLed for ~30 s: spool full → 503 + Retry-After",
+            spool_full,
+            gateway_env={"GATEWAY_SPOOL_MAX_BYTES": str(128 * 1024), "GATEWAY_RETRY_AFTER_S": "5"},
+            expects_spool=True,
+            expects_503=True,
+            min_kills=1,
+        ),
+    )
+}
+
+
+# -- driver -------------------------------------------------------------------------------------------
+
+
+class _Lines(io.StringIO):
+    """A non-terminal stream for the progress bar: plain lines on stdout, prefixed."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                print(f"{self.prefix}{line}", flush=True)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+
+async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
+    from simulator.ledger import read_ledger
+    from simulator.progress import ProgressBar
+    from simulator.simulate import plan, simulate
+    from simulator.verify import verify_ledger
+
+    started = time.monotonic()
+    stack = Stack(scenario.name, work_dir, size)
+    figures = Figures()
+    failures: list[str] = []
+    date = now_iso()
+    say(scenario.name, f"{scenario.injected}; {size.accounts} accounts; data in {work_dir}")
+    try:
+        await asyncio.wait_for(setup(stack, scenario), SETUP_TIMEOUT_S)
+        sim = stack.simulator_settings()
+        base = datetime.now(UTC)
+        events = plan(sim, base)
+        total = sum(e.deliveries for e in events)
+        figures.events, figures.deliveries = len(events), total
+        stack.say(f"simulating {len(events)} events, {total} deliveries over ~{size.spread_s:.0f}s")
+        bar = ProgressBar(
+            total, "deliveries", stream=cast(IO[str], _Lines(f"[chaos {scenario.name}] ")), plain_interval_s=10
+        )
+        simulation = asyncio.create_task(
+            simulate(sim, secret=stack.secret, events=events, started_at=base, progress=bar)
+        )
+        ctx = Context(stack, size, time.monotonic(), simulation)
+        fault = asyncio.create_task(scenario.fault(ctx))
+        try:
+            await fault
+        except BaseException:
+            simulation.cancel()
+            with contextlib.suppress(BaseException):
+                await simulation
+            raise
+        run = await simulation
+        result = run.result
+        figures.accepted, figures.gave_up, figures.rejected = (
+            result.accepted_deliveries,
+            result.gave_up_deliveries,
+            result.rejected_deliveries,
+        )
+        figures.attempts = result.attempts
+        figures.status_503 = result.statuses.get("503", 0)
+        figures.network_errors = sum(n for k, n in result.statuses.items() if not k.isdigit())
+        stack.say(
+            f"traffic done at t={ctx.elapsed()}s: {result.accepted_deliveries}/{result.deliveries} accepted, "
+            f"{result.attempts} attempts, statuses {dict(sorted(result.statuses.items()))}"
+        )
+        stack.say("verify: reading pinwheel.account_updates.v1 (read_committed) against the ledger")
+        report = await verify_ledger(read_ledger(sim.ledger), stack.kafka, wait_s=size.verify_wait_s, settle_s=3.0)
+        figures.lost, figures.duplicated, figures.unexpected = (
+            len(report.lost),
+            len(report.duplicated),
+            len(report.unexpected),
+        )
+        figures.expected_updates, figures.found = report.expected_updates + report.expected_timeouts, report.found
+        figures.joined, figures.timed_out, figures.late_timeouts = report.joined, report.timed_out, report.late_timeouts
+        stack.say(
+            f"verify: expected {report.expected_updates} updates + {report.expected_timeouts} timeouts, found "
+            f"{report.found}, lost {len(report.lost)}, duplicated {len(report.duplicated)}, unexpected "
+            f"{len(report.unexpected)}, joined {report.joined}, timed out {report.timed_out}"
+        )
+        failures.extend(ctx.failures)
+        figures.notes.update(ctx.notes)
+        if report.lost:
+            failures.append(f"{len(report.lost)} lost (first: {', '.join(report.lost[:3])})")
+        if report.duplicated:
+            failures.append(f"{len(report.duplicated)} duplicated (first: {', '.join(report.duplicated[:3])})")
+        if report.unexpected:
+            failures.append(f"{len(report.unexpected)} unexpected updates")
+        if result.gave_up_deliveries or result.rejected_deliveries:
+            failures.append(
+                f"{result.gave_up_deliveries} deliveries given up, {result.rejected_deliveries} rejected "
+                "(every delivery must eventually be accepted)"
+            )
+    except Exception as exc:
+        failures.append(f"{type(exc).__name__}: {exc}")
+        stack.say(f"ERROR {type(exc).__name__}: {exc}")
+    finally:
+        stack.say("stopping everything this scenario started")
+        stack.close()  # blocking on purpose: also runs when the scenario is being cancelled (Ctrl-C)
+    leaks = stack.secret_leaks()
+    if leaks:
+        failures.append(f"the signing secret is written in {', '.join(leaks)}")
+    figures.kills = stack.kills
+    figures.spooled = stack.gateway_outcomes().get("spooled", 0)
+    if not failures:
+        if scenario.expects_spool and figures.spooled == 0:
+            failures.append("no event went through the spool")
+        if scenario.expects_503 and figures.status_503 == 0:
+            failures.append("no 503 was answered")
+        if not scenario.expects_503 and figures.status_503:
+            failures.append(f"{figures.status_503} answers were 503 (the gateway must spool and answer 200)")
+        if figures.kills < scenario.min_kills:
+            failures.append(f"only {figures.kills} kills (at least {scenario.min_kills} expected)")
+    return Result(
+        scenario.name,
+        scenario.injected,
+        not failures,
+        figures,
+        failures,
+        time.monotonic() - started,
+        date,
+        list(stack.pids),
+    )
+
+
+async def setup(stack: Stack, scenario: Scenario) -> None:
+    await stack.start_broker()
+    await stack.provision()
+    stack.start_gateway(**scenario.gateway_env)
+    stack.start_processor("a")
+    await stack.wait_gateway()
+    await stack.wait_processor("a")
+    stack.say("gateway and processor ready")
+
+
+def run_scenario(name: str, size: Size, work_dir: Path) -> Result:
+    """Run one scenario to its verdict (everything it started is stopped, also on failure)."""
+    result = asyncio.run(execute(SCENARIOS[name], size, work_dir))
+    print(result.summary(), file=sys.stdout, flush=True)
+    for failure in result.failures:
+        print(f"  - {failure}", flush=True)
+    return result
