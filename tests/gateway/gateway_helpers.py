@@ -130,6 +130,13 @@ class ThreadedServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=60)
+        if self.thread.is_alive():  # show where it hangs rather than leaking a thread silently
+            import sys
+            import traceback
+
+            frame = sys._current_frames().get(self.thread.ident or 0)
+            stack = "".join(traceback.format_stack(frame)) if frame else "?"
+            raise RuntimeError(f"gateway server thread did not stop:\n{stack}")
 
 
 class TopicTail:

@@ -307,10 +307,9 @@ async def test_logs_hold_no_secret_and_no_body(
 async def test_full_spool_is_the_designed_503(
     start_gateway: Callable[..., ThreadedServer], https: httpx.AsyncClient
 ) -> None:
-    from kafka_broker import free_port
-
-    # Kafka unreachable from the start: everything goes to a 1 MiB spool until it is full.
-    server = start_gateway(bootstrap=f"127.0.0.1:{free_port()}", spool_max_bytes=1024 * 1024, max_body_bytes=256 * 1024)
+    # Kafka unreachable from the start (nothing listens on port 1; a random free port could be taken by
+    # another test's broker meanwhile): everything goes to a 1 MiB spool until it is full.
+    server = start_gateway(bootstrap="127.0.0.1:1", spool_max_bytes=1024 * 1024, max_body_bytes=256 * 1024)
     statuses = []
     for _ in range(6):
         body = json.dumps(
