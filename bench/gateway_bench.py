@@ -62,7 +62,7 @@ def _bodies(count: int) -> list[bytes]:
     accounts = [str(uuid.uuid4()) for _ in range(200)]
     out = []
     for i in range(count):
-        payload = {
+        payload: dict[str, object] = {
             "id": str(uuid.uuid4()),
             "name": "income",
             "timestamp": "2025-06-24T22:04:34.383896+00:00",
