@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from connector.settings import KafkaSettings
 
 DAY_MS = 24 * 3600 * 1000
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 # The processors' state stores; each has a compacted changelog named by `changelog_topic`.
 STORE_NAMES = ("dedupe", "jobs", "accounts", "timers")
@@ -70,9 +71,11 @@ def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:
 
     s = settings or TopicSettings()
     retention = {"cleanup.policy": "delete", "retention.ms": str(s.retention_days * DAY_MS)}
+    # A 1 MiB body (the gateway's cap) encodes to up to about twice that (raw bytes + typed payload).
+    large = {**retention, "max.message.bytes": str(MAX_MESSAGE_BYTES)}
     compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(DAY_MS)}
     specs = [
-        TopicSpec(topic, s.partitions, dict(retention), ACCOUNT_PARTITIONED, s.replication_factor)
+        TopicSpec(topic, s.partitions, dict(large), ACCOUNT_PARTITIONED, s.replication_factor)
         for topic in catalog.FAMILY_TOPICS.values()
     ]
     specs += [
@@ -83,7 +86,7 @@ def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:
     specs += [
         TopicSpec(catalog.ACCOUNT_UPDATES_TOPIC, s.partitions, dict(retention), None, s.replication_factor),
         TopicSpec(catalog.ACCOUNT_STATE_TOPIC, s.partitions, dict(compacted), None, s.replication_factor),
-        TopicSpec(catalog.DEADLETTER_TOPIC, s.partitions, dict(retention), None, s.replication_factor),
+        TopicSpec(catalog.DEADLETTER_TOPIC, s.partitions, dict(large), None, s.replication_factor),
     ]
     return specs
 

@@ -26,6 +26,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord
 
 from connector.settings import KafkaSettings
+from connector.topics import MAX_MESSAGE_BYTES
 from processors.runtime.restore import restore
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
@@ -98,6 +99,7 @@ class Engine:
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 5),
             max_poll_records=self.settings.max_poll_records,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         )
         self._consumer = consumer
         await consumer.start()

@@ -20,6 +20,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
 from connector.settings import KafkaSettings
+from connector.topics import MAX_MESSAGE_BYTES
 from processors.runtime.state import TaskState
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,8 @@ async def start_producer(kafka: KafkaSettings, application_id: str, partition: i
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
-        max_batch_size=1 << 20,
+        max_batch_size=MAX_MESSAGE_BYTES,  # a batch must fit the largest record (a dead letter of one)
+        max_request_size=MAX_MESSAGE_BYTES,
         transaction_timeout_ms=60_000,
     )
     await producer.start()
