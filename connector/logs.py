@@ -24,6 +24,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # tells the workers of one service apart
             "msg": record.getMessage(),
         }
         for key, value in vars(record).items():

@@ -15,8 +15,8 @@ import tempfile
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from connector import logs
 from connector.settings import KafkaSettings
-from gateway import logs
 from gateway.app import create_app
 from gateway.metrics import MULTIPROC_ENV
 from gateway.settings import GatewaySettings
@@ -46,7 +46,7 @@ def build_config(
         ssl_certfile=str(settings.tls_cert_file),
         ssl_keyfile=str(settings.tls_key_file),
         workers=settings.workers,
-        log_config=logs.uvicorn_log_config(settings.log_level),
+        log_config=logs.uvicorn_log_config(settings.log_level, ["gateway"]),
         access_log=False,
         server_header=False,
         lifespan="on",

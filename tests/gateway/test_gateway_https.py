@@ -266,7 +266,7 @@ async def test_logs_hold_no_secret_and_no_body(
     capture: list[dict[str, Any]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from gateway.logs import JsonFormatter
+    from connector.logs import JsonFormatter
 
     formatter = JsonFormatter()
     lines: list[str] = []
