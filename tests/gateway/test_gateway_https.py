@@ -331,9 +331,12 @@ async def test_full_spool_is_the_designed_503(
 async def test_a_record_the_broker_refuses_is_never_acknowledged(
     start_gateway: Callable[..., ThreadedServer], https: httpx.AsyncClient
 ) -> None:
-    # ~1.4 MB once encoded (raw body + payload JSON): over the broker's default message.max.bytes (1 MiB).
-    server = start_gateway()
-    body = json.dumps({"event_id": str(uuid.uuid4()), "event": "bill.added", "payload": {"n": "x" * 700_000}}).encode()
+    # The family topics take 4 MiB records (connector.topics); a gateway configured for bodies past that
+    # (and a producer allowed to send them) meets the broker's refusal: ~6 MB once encoded.
+    server = start_gateway(max_body_bytes=8 * 2**20, max_request_bytes=16 * 2**20)
+    body = json.dumps(
+        {"event_id": str(uuid.uuid4()), "event": "bill.added", "payload": {"n": "x" * 3_000_000}}
+    ).encode()
     response = await https.post(server.webhook_url, content=body, headers=signed_headers(body))
     assert response.status_code == 503
     assert response.json()["reason"] == "producer_error"
