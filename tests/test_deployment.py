@@ -70,7 +70,7 @@ def test_ports_match_the_settings(compose: dict[str, Any]) -> None:
 
 def test_kafka_matches_the_local_broker(compose: dict[str, Any]) -> None:
     kafka = compose["services"]["kafka"]
-    assert kafka["image"] == f"apache/kafka:{LocalKafkaSettings().version}"
+    assert kafka["image"] == f"apache/kafka:{LocalKafkaSettings.model_fields['version'].default}"
     env = kafka["environment"]
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
     assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "1"
