@@ -49,11 +49,12 @@ class Size:
     """How much traffic a scenario sends and how compressed Pinwheel's retry schedule is."""
 
     accounts: int = 300
-    spread_s: float = 50.0
+    spread_s: float = 60.0
     #: SIMULATOR_TIME_SCALE: 0.15 turns Pinwheel's 15-minute retry window into 135 s (delays 4.2 s .. 67 s)
     time_scale: float = 0.15
-    #: the processors' pending timeout (production: 24 h)
-    pending_timeout_s: float = 15.0
+    #: the processors' pending timeout (production: 24 h); above the simulator's pending → final delay (2.5-10 s)
+    #: plus how far the simulator falls behind its plan on a loaded 2-core machine (~10-15 s)
+    pending_timeout_s: float = 30.0
     #: longest wait for the expected updates once the traffic is delivered
     verify_wait_s: float = 150.0
     #: processor kill loop: seconds between kills (uniform in this range)

@@ -105,8 +105,9 @@ async def broker_outage(ctx: Context) -> None:
     ctx.mark("broker killed")
     await asyncio.sleep(30)
     body = await stack.gateway_ready()
-    ctx.notes["spool_at_restart"] = body.get("spool_records") if body else None
+    ctx.notes["spool records when the broker was restarted"] = body.get("spool_records") if body else None
     ctx.check(bool(body and body.get("kafka") == "down"), f"gateway did not see Kafka down: {body}")
+    ctx.mark("restarting the broker")
     await stack.start_broker()
     ctx.mark("broker restarted")
     drained = await stack.wait_spool_drained(180)
@@ -143,7 +144,9 @@ async def processor_scale(ctx: Context) -> None:
     body_b = await stack.wait_processor("b", 90)
     body_a = await stack.processor_ready("a")
     ctx.mark(f"b ready with partitions {body_b.get('assigned')}, a has {body_a and body_a.get('assigned')}")
-    ctx.notes["b_partitions"] = body_b.get("assigned")
+    ctx.notes["partitions of b / of a while both ran"] = (
+        f"{body_b.get('assigned')} / {body_a and body_a.get('assigned')}"
+    )
     ctx.check(bool(body_b.get("assigned")), "processor b got no partition")
     await ctx.at(ctx.size.spread_s * 2 / 3)
     await stack.stop_processor("b")
@@ -172,13 +175,15 @@ async def gateway_kill_with_spool(ctx: Context) -> None:
         if body and body.get("spool_records", 0) >= 100:
             break
         await asyncio.sleep(0.5)
-    ctx.notes["spool_records_at_kill"] = body.get("spool_records") if body else None
+    spooled = body.get("spool_records") if body else None
+    ctx.notes["spool records when the gateway was killed"] = spooled
     ctx.check(bool(body and body.get("spool_records", 0) > 0), f"nothing spooled before the kill: {body}")
     stack.kill_gateway()
     on_disk = sum(p.stat().st_size for p in stack.spool_dir.rglob("*.seg"))
-    ctx.mark(f"gateway killed with {ctx.notes['spool_records_at_kill']} records ({on_disk} bytes) in its spool")
-    ctx.notes["spool_bytes_at_kill"] = on_disk
+    ctx.mark(f"gateway killed with {spooled} records ({on_disk} bytes) in its spool")
+    ctx.notes["spool bytes on disk after the kill"] = on_disk
     ctx.check(on_disk > 0, "the spool is empty on disk after the kill")
+    ctx.mark("restarting the broker")
     await stack.start_broker()
     ctx.mark("broker restarted")
     stack.start_gateway()
@@ -196,7 +201,7 @@ async def spool_full(ctx: Context) -> None:
     await ctx.at(ctx.size.spread_s * 0.15)
     await stack.kill_broker()
     ctx.mark("broker killed")
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + 60
     body: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         body = await stack.gateway_ready()
@@ -206,9 +211,10 @@ async def spool_full(ctx: Context) -> None:
     ctx.check(bool(body and body.get("status") == "not_ready"), f"the spool never filled up: {body}")
     ctx.mark(f"spool full ({body and body.get('spool_bytes')} bytes): /readyz 503")
     status, retry_after = await probe(stack)
-    ctx.notes["probe"] = {"status": status, "retry_after": retry_after}
+    ctx.notes["probe delivery while the spool was full"] = f"HTTP {status}, Retry-After: {retry_after}"
     ctx.check(status == 503 and retry_after is not None, f"probe got {status}, Retry-After {retry_after}")
     await asyncio.sleep(20)
+    ctx.mark("restarting the broker")
     await stack.start_broker()
     ctx.mark("broker restarted")
     drained = await stack.wait_spool_drained(180)
@@ -271,9 +277,14 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "spool_full_503",
-            "GATEWAY_SPOOL_MAX_BYTES=128 KiB and the broker SIGKILLed for ~30 s: spool full → 503 + Retry-After",
+            "GATEWAY_SPOOL_MAX_BYTES=1 MiB (the smallest allowed, ~750 events) and the broker SIGKILLed until the "
+            "spool is full and 20 s more: 503 + Retry-After, the simulator retries on Pinwheel's schedule",
             spool_full,
-            gateway_env={"GATEWAY_SPOOL_MAX_BYTES": str(128 * 1024), "GATEWAY_RETRY_AFTER_S": "5"},
+            gateway_env={
+                "GATEWAY_SPOOL_MAX_BYTES": str(1024 * 1024),
+                "GATEWAY_SPOOL_SEGMENT_BYTES": str(256 * 1024),
+                "GATEWAY_RETRY_AFTER_S": "5",
+            },
             expects_spool=True,
             expects_503=True,
             min_kills=1,
@@ -352,7 +363,13 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
             f"{result.attempts} attempts, statuses {dict(sorted(result.statuses.items()))}"
         )
         stack.say("verify: reading pinwheel.account_updates.v1 (read_committed) against the ledger")
-        report = await verify_ledger(read_ledger(sim.ledger), stack.kafka, wait_s=size.verify_wait_s, settle_s=3.0)
+        ledger = read_ledger(sim.ledger)
+        report = await verify_ledger(ledger, stack.kafka, wait_s=size.verify_wait_s, settle_s=3.0)
+        resolved, reordered = finals_before_pendings(ledger)
+        if reordered:
+            ctx.notes["resolved pending jobs whose final was accepted before their pending (reordered by retries)"] = (
+                f"{reordered} of {resolved}"
+            )
         figures.lost, figures.duplicated, figures.unexpected = (
             len(report.lost),
             len(report.duplicated),
@@ -408,6 +425,31 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
         date,
         list(stack.pids),
     )
+
+
+def finals_before_pendings(ledger: Any) -> tuple[int, int]:
+    """(resolved pending jobs, those whose final outcome was accepted before any of their pendings)."""
+    from simulator.ledger import Ledger
+    from simulator.retry import is_accepted
+
+    assert isinstance(ledger, Ledger)
+    accepted_at: dict[str, str] = {}
+    for attempt in ledger.attempts:
+        if is_accepted(attempt.status):
+            previous = accepted_at.get(attempt.event_id)
+            accepted_at[attempt.event_id] = attempt.sent_at if previous is None else min(previous, attempt.sent_at)
+    jobs: dict[tuple[str | None, str, str | None], list[Any]] = {}
+    for info in ledger.events.values():
+        if info.account_id and info.outcome in ("pending", "success", "error") and info.event_id in accepted_at:
+            jobs.setdefault((info.account_id, info.event_type, info.job_id), []).append(info)
+    resolved = reordered = 0
+    for infos in jobs.values():
+        pendings = [accepted_at[i.event_id] for i in infos if i.outcome == "pending"]
+        finals = [accepted_at[i.event_id] for i in infos if i.outcome != "pending"]
+        if pendings and finals:
+            resolved += 1
+            reordered += min(finals) < min(pendings)
+    return resolved, reordered
 
 
 async def setup(stack: Stack, scenario: Scenario) -> None:
