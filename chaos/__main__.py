@@ -16,6 +16,7 @@ from pathlib import Path
 from chaos.harness import Size
 from chaos.report import DOC, write
 from chaos.scenarios import SCENARIOS, Result, run_scenario
+from connector.run import stop_on_sigterm
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     command = f"python -m chaos {shlex.join(given)}".strip()
     started = time.monotonic()
     results: list[Result] = []
+    stop_on_sigterm()  # like Ctrl-C: the running scenario is cancelled and stops what it started
     try:
         for name in names:
             results.append(run_scenario(name, size, run_dir / name))

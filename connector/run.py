@@ -446,6 +446,22 @@ def ledger_summary_lines(report: object, deliveries: int, events: int, accounts:
     print(f"  result              {'OK: 0 lost, 0 duplicated' if report.ok else 'FAILED'}", flush=True)
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM stop the process like Ctrl-C, also when it was started as a background job.
+
+    asyncio.run turns SIGINT into a clean cancellation of the running step, outside asyncio it is a
+    KeyboardInterrupt; either way the caller's `finally` stops everything it started. A shell starts background
+    jobs (`make run &`) with SIGINT *ignored*, which would swallow the SIGINT raised for SIGTERM (and asyncio.run
+    only installs its handler over the default one), so the default handler is put back first.
+    """
+
+    def terminate(signum: int, frame: object) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def run(settings: RunSettings) -> int:
     started_wall = time.monotonic()
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4]
@@ -455,12 +471,7 @@ def run(settings: RunSettings) -> int:
     say(f"run {run_id}: data in {run_dir}")
     started = Started()
 
-    def terminate(signum: int, frame: object) -> None:
-        # SIGTERM stops the run like Ctrl-C: asyncio.run turns SIGINT into a clean cancellation of the
-        # running step, outside asyncio it is a KeyboardInterrupt; either way everything started is stopped.
-        signal.raise_signal(signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, terminate)
+    stop_on_sigterm()
     try:
         say("step 1/6: Kafka")
         kafka = ensure_broker(started)
