@@ -21,12 +21,24 @@ SHARED = ROOT.parent / "shared"
 CAPTURE = SHARED / "fixtures" / "pinwheel-sandbox-capture.jsonl"
 
 
+_USED: list[Broker] = []
+
+
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[Broker]:
     """The real Kafka broker (see tests/kafka_broker.py for how it is chosen)."""
     with select_broker() as broker:
         print(f"\n[tests] Kafka {broker.version} ({broker.kind}) at {broker.bootstrap}", file=sys.stderr)
+        _USED.append(broker)
         yield broker
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Which broker the run used, so a report of 'passed on Kafka X' can be checked."""
+    for broker in _USED:
+        terminalreporter.write_line(
+            f"Kafka broker: Apache Kafka {broker.version} ({broker.kind}) at {broker.bootstrap}"
+        )
 
 
 @pytest.fixture(scope="session")
