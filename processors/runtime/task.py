@@ -183,7 +183,10 @@ class BatchWriter:
             await self._send(tp)
             batch = self._open[tp] = self.producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-                raise ValueError(f"a record for {topic} is larger than the producer's max_batch_size")
+                # Larger than a batch: the plain send path gives it a batch of its own.
+                del self._open[tp]
+                future = await self.producer.send(topic, value, key=key, partition=partition, headers=list(headers))
+                self._sent.setdefault(tp, []).append((future, 1))
 
     async def _send(self, tp: tuple[str, int]) -> None:
         batch = self._open.pop(tp)
@@ -207,6 +210,7 @@ class BatchWriter:
 
 
 _PARTITIONER = DefaultPartitioner()
+BATCH_BYTES = 512 * 1024
 
 
 def transactional_id(application_id: str, partition: int) -> str:
@@ -222,7 +226,10 @@ async def start_producer(kafka: KafkaSettings, application_id: str, partition: i
         enable_idempotence=True,
         acks="all",
         linger_ms=5,
-        max_batch_size=MAX_MESSAGE_BYTES,  # a batch must fit the largest record (a dead letter of one)
+        # A batch is what the broker checks against a topic's max.message.bytes (1 MiB by default on the
+        # output topics and changelogs), so batches stay well below it; a larger record (a dead letter of
+        # a large input) is sent on its own, up to the dead-letter topic's limit.
+        max_batch_size=BATCH_BYTES,
         max_request_size=MAX_MESSAGE_BYTES,
         transaction_timeout_ms=60_000,
     )

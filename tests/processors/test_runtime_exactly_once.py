@@ -68,13 +68,20 @@ class Pipeline:
         self.state_root = state_root
         self.sent: dict[bytes, list[bytes]] = defaultdict(list)
 
-    async def produce(self, count: int, keys: int, start: int = 0, per_second: float | None = None) -> None:
+    async def produce(
+        self,
+        count: int,
+        keys: int,
+        start: int = 0,
+        per_second: float | None = None,
+        pad: int | Callable[[int], int] = 0,
+    ) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
             for i in range(start, start + count):
                 key = b"k%02d" % (i % keys)
-                value = b"v%06d" % i
+                value = b"v%06d" % i + b"x" * (pad(i) if callable(pad) else pad)
                 self.sent[key].append(value)
                 await producer.send(self.names["input"], value, key=key)
                 if per_second and i % 100 == 99:
@@ -175,6 +182,18 @@ async def test_counts_exactly_once_and_restores_deleted_state(pipeline: Pipeline
     finally:
         _stop(app)
     assert await pipeline.assert_exactly_once() == 4_000
+
+
+async def test_commits_larger_than_a_broker_message(pipeline: Pipeline) -> None:
+    # ~2 MB per partition per commit (the output topic takes 1 MiB per record batch), and one record per
+    # 100 larger than a producer batch on its own.
+    await pipeline.produce(800, keys=6, pad=lambda i: 600_000 if i % 100 == 7 else 8_000)
+    app = pipeline.spawn("a", "--commit-interval-ms", "5000")
+    try:
+        await pipeline.wait_caught_up(90)
+    finally:
+        _stop(app)
+    assert await pipeline.assert_exactly_once() == 800
 
 
 async def test_a_failure_mid_batch_commits_nothing_of_that_batch(pipeline: Pipeline) -> None:
