@@ -15,7 +15,7 @@ import io
 import random
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +97,23 @@ class Result:
 # -- faults -------------------------------------------------------------------------------------------
 
 
+async def poll_until(
+    probe: Callable[[], Awaitable[dict[str, Any] | None]],
+    done: Callable[[dict[str, Any]], bool],
+    timeout_s: float,
+    interval_s: float = 0.5,
+) -> dict[str, Any] | None:
+    """Poll a health endpoint until `done` holds or the time is up; the last answer either way."""
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        body = await probe()
+        if body and done(body):
+            break
+        await asyncio.sleep(interval_s)
+    return body
+
+
 async def broker_outage(ctx: Context) -> None:
     """SIGKILL the broker a quarter into the traffic, restart it 30 s later; the gateway spools and drains."""
     stack = ctx.stack
@@ -151,13 +168,9 @@ async def processor_scale(ctx: Context) -> None:
     await ctx.at(ctx.size.spread_s * 2 / 3)
     await stack.stop_processor("b")
     ctx.mark("processor b stopped")
-    deadline = time.monotonic() + 90
-    body: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        body = await stack.processor_ready("a")
-        if body and body.get("ready") and len(body.get("assigned", [])) == 6:
-            break
-        await asyncio.sleep(0.5)
+    body = await poll_until(
+        lambda: stack.processor_ready("a"), lambda b: bool(b.get("ready")) and len(b.get("assigned", [])) == 6, 90
+    )
     ctx.check(bool(body and len(body.get("assigned", [])) == 6), f"a did not take every partition back: {body}")
     ctx.mark("a owns the 6 partitions again")
 
@@ -168,13 +181,7 @@ async def gateway_kill_with_spool(ctx: Context) -> None:
     await ctx.at(ctx.size.spread_s * 0.2)
     await stack.kill_broker()
     ctx.mark("broker killed")
-    deadline = time.monotonic() + 40
-    body: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        body = await stack.gateway_ready()
-        if body and body.get("spool_records", 0) >= 100:
-            break
-        await asyncio.sleep(0.5)
+    body = await poll_until(stack.gateway_ready, lambda b: b.get("spool_records", 0) >= 100, 40)
     spooled = body.get("spool_records") if body else None
     ctx.notes["spool records when the gateway was killed"] = spooled
     ctx.check(bool(body and body.get("spool_records", 0) > 0), f"nothing spooled before the kill: {body}")
@@ -201,13 +208,7 @@ async def spool_full(ctx: Context) -> None:
     await ctx.at(ctx.size.spread_s * 0.15)
     await stack.kill_broker()
     ctx.mark("broker killed")
-    deadline = time.monotonic() + 60
-    body: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        body = await stack.gateway_ready()
-        if body and body.get("status") == "not_ready":
-            break
-        await asyncio.sleep(0.3)
+    body = await poll_until(stack.gateway_ready, lambda b: b.get("status") == "not_ready", 60, interval_s=0.3)
     ctx.check(bool(body and body.get("status") == "not_ready"), f"the spool never filled up: {body}")
     ctx.mark(f"spool full ({body and body.get('spool_bytes')} bytes): /readyz 503")
     status, retry_after = await probe(stack)
