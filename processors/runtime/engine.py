@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -47,7 +47,6 @@ class EngineStats:
     rebalances: int = 0
     assigned: set[int] = field(default_factory=set)
     ready: set[int] = field(default_factory=set)
-    last_commit_monotonic: float = 0.0
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -69,14 +68,12 @@ class Engine:
         input_topics: Sequence[str],
         changelogs: dict[str, str],
         factory: ProcessorFactory,
-        on_commit: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.kafka = kafka
         self.input_topics = list(input_topics)
         self.changelogs = changelogs
         self.factory = factory
-        self.on_commit = on_commit
         self.stats = EngineStats()
         self._tasks: dict[int, Task] = {}
         self._pending: set[int] = set()  # assigned, not yet initialised
@@ -182,9 +179,6 @@ class Engine:
             elif result:
                 self.stats.committed += result
                 self.stats.commits += 1
-                if self.on_commit:
-                    self.on_commit(result)
-        self.stats.last_commit_monotonic = time.monotonic()
 
     async def _fail(self, task: Task, error: BaseException) -> None:
         """Throw the task's uncommitted work away and rebuild it from Kafka before it runs again."""
