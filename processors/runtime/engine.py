@@ -77,6 +77,7 @@ class Engine:
         self.stats = EngineStats()
         self._tasks: dict[int, Task] = {}
         self._pending: set[int] = set()  # assigned, not yet initialised
+        self._retry_start_at = 0.0  # after a failed task start (broker down): back off, do not spin
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._topic_rank = {topic: i for i, topic in enumerate(self.input_topics)}
@@ -139,10 +140,11 @@ class Engine:
         while not stop.is_set():
             # Short polls: a rebalance assigns partitions while getmany waits, and those tasks are started
             # by this loop, not by the callback.
-            wait_ms = 0 if self._pending else max(0, min(100, int((next_commit - time.monotonic()) * 1000)))
+            start_now = bool(self._pending) and time.monotonic() >= self._retry_start_at
+            wait_ms = 0 if start_now else max(0, min(100, int((next_commit - time.monotonic()) * 1000)))
             batch = await consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.max_poll_records)
             async with self._lock:
-                if self._pending:
+                if start_now:
                     await self._initialise_pending(consumer)
                 self._dispatch(batch)
                 now = time.monotonic()
@@ -222,6 +224,7 @@ class Engine:
         for partition, result in zip(pending, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("task start failed; will retry", extra={"partition": partition, "error": str(result)})
+                self._retry_start_at = time.monotonic() + 1.0
                 continue
             self._pending.discard(partition)
             consumer.resume(*self._partitions_of(partition))
