@@ -178,8 +178,8 @@ class Publisher:
             if not self._reported_down:  # once per outage, not once per retry
                 log.warning("kafka unavailable; spooling", extra={"error": type(exc).__name__})
                 self._reported_down = True
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            with contextlib.suppress(Exception):  # bounded: a half-started client may never finish stopping
+                await asyncio.wait_for(producer.stop(), 2.0)
             self._spooling = True
             return False
         if self._reported_down:
@@ -203,9 +203,9 @@ class Publisher:
             await asyncio.wait([drainer], timeout=max(0.0, deadline - time.monotonic()))
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # Bounded: shutdown must end within its timeout even if a task swallows its cancellation.
+            await asyncio.wait(self._tasks, timeout=5.0)
         if self._writer is not None:
             await self._writer.drain_queue()
         if self._producer is not None:
