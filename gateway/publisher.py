@@ -90,6 +90,19 @@ class _Orphan:
 ProducerFactory = Callable[[], Any]
 
 
+def producer_options(settings: GatewaySettings, kafka: KafkaSettings) -> dict[str, Any]:
+    """The gateway producer's keyword arguments (the benchmark's reference producers use them too)."""
+    return {
+        **kafka.client_kwargs(),
+        "client_id": f"{kafka.client_id_prefix}-gateway-{os.getpid()}",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.max_batch_bytes,
+        "max_request_size": settings.max_request_bytes,
+    }
+
+
 class Publisher:
     """One per worker process: its producer, its spool directory, its drainer."""
 
@@ -121,15 +134,7 @@ class Publisher:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _default_producer(self) -> Any:
-        return AIOKafkaProducer(
-            **self.kafka.client_kwargs(),
-            client_id=f"{self.kafka.client_id_prefix}-gateway-{os.getpid()}",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=self.settings.linger_ms,
-            max_batch_size=self.settings.max_batch_bytes,
-            max_request_size=self.settings.max_request_bytes,
-        )
+        return AIOKafkaProducer(**producer_options(self.settings, self.kafka))
 
     async def start(self) -> None:
         root = Path(self.settings.spool_dir)

@@ -58,7 +58,14 @@ def build_config(
 
 def run(settings: GatewaySettings, kafka: KafkaSettings | None = None, schema: SchemaSettings | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then shut down gracefully (in-flight requests, producer, spool)."""
-    config = build_config(settings, kafka, schema)
+    serve(build_config(settings, kafka, schema))
+
+
+def serve(config: uvicorn.Config) -> None:
+    """Serve `config` (one process or several workers) until SIGINT/SIGTERM.
+
+    Separate from `run` so the benchmark serves its reference endpoints with the gateway's exact options.
+    """
     server = uvicorn.Server(config)
     if config.workers > 1:
         # Before the workers are spawned (they import prometheus_client with it set); a fresh
