@@ -58,7 +58,6 @@ def state_datum(state: dict[str, Any]) -> dict[str, Any]:
 def update_datum(update: dict[str, Any]) -> dict[str, Any]:
     if update["outcome"] is not None:
         update["outcome"] = (_JOB_OUTCOME, update["outcome"])
-    state_datum(update["account"])
     return update
 
 

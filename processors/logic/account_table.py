@@ -148,6 +148,28 @@ class AccountState(NamedTuple):
             "updated_at": t(self.updated_at_us),
         }
 
+    def context_dict(self, micros: bool = False) -> dict[str, Any]:
+        """The ``AccountContext`` an account update carries: a few fields, not the whole state.
+
+        Encoding cost grows with every nullable field (fastavro resolves each union branch by validation),
+        and the full state is one topic away on ``pinwheel.account_state.v1``.
+        """
+        t = time_out(micros)
+        return {
+            "account_id": self.account_id,
+            "end_user_id": self.end_user_id,
+            "link_token_id": self.link_token_id,
+            "platform_id": self.platform_id,
+            "platform_name": self.platform_name,
+            "connected": self.connected,
+            "monitoring_status": self.monitoring_status,
+            "account_created_at": t(self.created_at_us),
+            "paystubs_synced": None if self.paystubs is None else self.paystubs.deepest_milestone,
+            "shifts_synced": None if self.shifts is None else self.shifts.deepest_milestone,
+            "events_applied": self.version,
+            "updated_at": t(self.updated_at_us),
+        }
+
 
 def _date(value: str | None) -> date | None:
     """ISO dates are kept as text in the state (they compare correctly); outputs carry real dates."""

@@ -51,7 +51,7 @@ class AccountUpdate(NamedTuple):
     change: Change
     trigger: EventEnvelope  # the event that caused it; for a timeout, the job's first pending
     outcome: JobOutcome | None
-    account: AccountState  # the account after the change
+    account: AccountState  # the account after the change; published as its context (``context_dict``)
 
     @property
     def key(self) -> str:
@@ -65,7 +65,7 @@ class AccountUpdate(NamedTuple):
             "change": self.change.value,
             "trigger": envelope_to_dict(self.trigger, micros),
             "outcome": None if self.outcome is None else self.outcome.to_dict(micros),
-            "account": self.account.to_dict(micros),
+            "account": self.account.context_dict(micros),
         }
 
 
