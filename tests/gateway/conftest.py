@@ -14,7 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from gateway_helpers import ThreadedServer, TopicTail, gateway_settings
+from gateway_helpers import TopicTail, gateway_settings
+from threaded_gateway import ThreadedServer
 
 from connector.settings import KafkaSettings
 from connector.topics import all_topics, ensure_topics

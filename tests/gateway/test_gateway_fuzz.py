@@ -21,9 +21,10 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from gateway_helpers import SECRET, WEBHOOK_ID, ThreadedServer, TopicTail, gateway_settings
+from gateway_helpers import SECRET, WEBHOOK_ID, TopicTail, gateway_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from threaded_gateway import ThreadedServer
 
 from connector.settings import KafkaSettings
 from gateway.app import create_app

@@ -15,12 +15,12 @@ from gateway_helpers import (
     OTHER_SECRET,
     SECRET,
     WEBHOOK_ID,
-    ThreadedServer,
     TopicTail,
     event_body,
     header,
     signed_headers,
 )
+from threaded_gateway import ThreadedServer
 
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS, Family, family_of
 from schemas.codec import Codec

@@ -8,7 +8,6 @@ pending timeout so unresolved pendings time out within the test.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,12 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import uvicorn
+from threaded_gateway import ThreadedServer
 
 from connector.run import start_at_end
 from connector.settings import KafkaSettings
 from connector.topics import TopicSettings, all_topics, ensure_topics
-from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
 from processors.runtime.settings import ProcessorSettings
@@ -39,31 +37,6 @@ SECRET = "e2e-secret-do-not-log"
 PENDING_TIMEOUT_S = 5.0
 
 
-class Gateway:
-    def __init__(self, settings: GatewaySettings, bootstrap: str) -> None:
-        self.settings = settings
-        app = create_app(settings, KafkaSettings(bootstrap_servers=bootstrap))
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=settings.port, ssl_certfile=str(settings.tls_cert_file),
-            ssl_keyfile=str(settings.tls_key_file), log_config=None, access_log=False, lifespan="on", loop="asyncio",
-        )  # fmt: skip
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
-
-    def start(self) -> Gateway:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-
-
 def _free_port() -> int:
     import socket
 
@@ -73,20 +46,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def gateway(bootstrap: str, tmp_path: Path) -> Iterator[Gateway]:
+def gateway(bootstrap: str, tmp_path: Path) -> Iterator[ThreadedServer]:
     cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
     ensure_self_signed(cert, key)
     settings = GatewaySettings(
         host="127.0.0.1", port=_free_port(), tls_cert_file=cert, tls_key_file=key, secrets=[SECRET],  # type: ignore[list-item]
         spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0,
     )  # fmt: skip
-    gw = Gateway(settings, bootstrap).start()
+    gw = ThreadedServer(settings, bootstrap).start()
     yield gw
     gw.stop()
 
 
 async def test_twenty_accounts_nothing_lost_nothing_duplicated(
-    bootstrap: str, gateway: Gateway, tmp_path: Path
+    bootstrap: str, gateway: ThreadedServer, tmp_path: Path
 ) -> None:
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     app_id = f"test-sim-e2e-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,68 @@
+"""The real gateway app under uvicorn (HTTPS) on its own thread and event loop, for tests that need a live gateway.
+
+A plain module in tests/ (put on sys.path by tests/conftest.py, like kafka_broker), shared by the gateway and the
+simulator tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from connector.settings import KafkaSettings
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+
+
+class ThreadedServer:
+    """A real uvicorn HTTPS server on its own thread and event loop."""
+
+    def __init__(self, settings: GatewaySettings, bootstrap: str, **app_kwargs: Any) -> None:
+        self.settings = settings
+        self.app = create_app(settings, KafkaSettings(bootstrap_servers=bootstrap), **app_kwargs)
+        config = uvicorn.Config(
+            self.app,
+            host=settings.host,
+            port=settings.port,
+            ssl_certfile=str(settings.tls_cert_file),
+            ssl_keyfile=str(settings.tls_key_file),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            loop="asyncio",
+            timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.settings.port}"
+
+    @property
+    def webhook_url(self) -> str:
+        return self.url + self.settings.route
+
+    def start(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+        if self.thread.is_alive():  # show where it hangs rather than leaking a thread silently
+            import sys
+            import traceback
+
+            frame = sys._current_frames().get(self.thread.ident or 0)
+            stack = "".join(traceback.format_stack(frame)) if frame else "?"
+            raise RuntimeError(f"gateway server thread did not stop:\n{stack}")
