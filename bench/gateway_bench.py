@@ -1,13 +1,15 @@
 """Gateway benchmark: signed deliveries per second and latency over HTTPS, measured with wrk.
 
     python -m bench.gateway_bench [--connections 8,32,128] [--duration 10] [--threads 1] [--workers 1]
+    python -m bench.gateway_bench --servers gateway --connections 32 --producer-records 0   # one change
 
 Three servers, each a uvicorn process built by `gateway.server.build_config` (same TLS certificate,
 worker count, event loop and HTTP parser), each loaded by wrk at every connection count:
 1. `bare`: a FastAPI endpoint that reads the body and answers 200 (uvicorn + TLS + FastAPI ceiling);
 2. `bare+kafka`: a FastAPI endpoint that awaits an aiokafka `send_and_wait` of the raw body with the
    gateway's producer settings (acks=all, idempotent): the ceiling of anything that answers after the ack;
-3. `gateway`: the real gateway (verify, validate, Avro-encode, publish, answer after the ack).
+3. `gateway`: the real gateway (verify, validate, Avro-encode, publish, answer after the ack), with its
+   default settings (log level included).
 Plus one line without HTTP: a bare aiokafka producer with the same settings, producing as fast as it can.
 
 wrk cycles through many distinct, validly signed income.added deliveries (a Lua script written and
@@ -204,11 +206,16 @@ class Run:
     socket_errors: int
     wrk_cpu: float  # share of one core over the run
     server_cpu: float
+    server_cpu_s: float  # CPU seconds of the server over the run: its cost per request, whatever the contention
     kafka_cpu: float | None  # the local broker's JVM; None for an external cluster
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.server_cpu_s / max(1, self.requests) * 1e6
 
     @property
     def failed(self) -> bool:
@@ -278,6 +285,7 @@ def _wrk(
         socket_errors=figures["socket_errors"],
         wrk_cpu=wrk_cpu / wall,
         server_cpu=server_cpu / wall,
+        server_cpu_s=server_cpu,
         kafka_cpu=kafka_cpu / wall if kafka_cpu is not None else None,
     )
 
@@ -292,7 +300,7 @@ def _progress(run: Run) -> None:
     print(
         f"  {run.server:<10} c={run.connections:<4} {run.rps:8,.0f} req/s  p50 {run.p50_ms:6.1f}  "
         f"p99 {run.p99_ms:6.1f}  p99.9 {run.p999_ms:6.1f} ms  non-2xx {run.non_2xx}  "
-        f"CPU: server {run.server_cpu:.0%}, wrk {run.wrk_cpu:.0%}{kafka}",
+        f"CPU: server {run.server_cpu:.0%} ({run.cpu_us_per_request:,.0f} µs/req), wrk {run.wrk_cpu:.0%}{kafka}",
         flush=True,
     )
 
@@ -385,36 +393,42 @@ async def _produce_alone(bootstrap: str, bodies: list[bytes], count: int) -> Pro
 # -- report ---------------------------------------------------------------------------------------
 
 
-def _report(runs: list[Run], alone: ProducerRun, args: argparse.Namespace) -> None:
+def _report(runs: list[Run], alone: ProducerRun | None, args: argparse.Namespace) -> None:
     print(
         f"\nGateway benchmark: wrk -t{args.threads} -d{args.duration}s over HTTPS (TLS 1.3, keep-alive), "
         f"{args.bodies} distinct signed income.added deliveries (449 B), {args.workers} uvicorn worker(s), "
         f"{os.cpu_count()} CPUs\n"
     )
-    print("| connections | server | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | server CPU | wrk CPU | Kafka CPU |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| connections | server | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx "
+        "| server CPU | server CPU µs/req | wrk CPU | Kafka CPU |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(runs, key=lambda r: (r.connections, list(SERVERS).index(r.server))):
         kafka = f"{r.kafka_cpu:.0%}" if r.kafka_cpu is not None else "—"
         print(
             f"| {r.connections} | {SERVERS[r.server]} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
-            f"{r.p999_ms:.1f} | {r.non_2xx + r.socket_errors} | {r.server_cpu:.0%} | {r.wrk_cpu:.0%} | {kafka} |"
+            f"{r.p999_ms:.1f} | {r.non_2xx + r.socket_errors} | {r.server_cpu:.0%} | {r.cpu_us_per_request:,.0f} | "
+            f"{r.wrk_cpu:.0%} | {kafka} |"
         )
-    print("\n| connections | gateway / bare | gateway / bare+kafka |")
-    print("| --- | --- | --- |")
-    by_key = {(r.server, r.connections): r for r in runs}
-    for c in args.connections:
-        gateway = by_key[("gateway", c)].rps
-        print(f"| {c} | {gateway / by_key[('bare', c)].rps:.2f} | {gateway / by_key[('bare+kafka', c)].rps:.2f} |")
-    print(
-        f"\nbare aiokafka producer alone (no HTTP, same settings, acks=all): {alone.records:,} records in "
-        f"{alone.seconds:.2f} s = **{alone.rps:,.0f} records/s**, {alone.cpu_s / alone.seconds:.0%} of a core"
-    )
+    if set(SERVERS) <= set(args.servers):
+        print("\n| connections | gateway / bare | gateway / bare+kafka |")
+        print("| --- | --- | --- |")
+        by_key = {(r.server, r.connections): r.rps for r in runs}
+        for c in args.connections:
+            gateway = by_key[("gateway", c)]
+            print(f"| {c} | {gateway / by_key[('bare', c)]:.2f} | {gateway / by_key[('bare+kafka', c)]:.2f} |")
+    if alone is not None:
+        print(
+            f"\nbare aiokafka producer alone (no HTTP, same settings, acks=all): {alone.records:,} records in "
+            f"{alone.seconds:.2f} s = **{alone.rps:,.0f} records/s**, {alone.cpu_s / alone.seconds:.0%} of a core"
+        )
 
 
 def _plot(runs: list[Run], args: argparse.Namespace) -> None:
     def series(value: str) -> dict[str, tuple[list[float], list[float]]]:
         out: dict[str, tuple[list[float], list[float]]] = {}
-        for kind, label in SERVERS.items():
+        for kind, label in SERVERS.items():  # every server ran (checked by the caller)
             mine = sorted((r for r in runs if r.server == kind), key=lambda r: r.connections)
             out[label] = ([r.connections for r in mine], [getattr(r, value) for r in mine])
         return out
@@ -450,7 +464,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of every server")
     parser.add_argument("--bodies", type=int, default=2000, help="distinct signed deliveries wrk cycles through")
-    parser.add_argument("--producer-records", type=int, default=50_000)
+    parser.add_argument(
+        "--servers",
+        type=lambda s: s.split(","),
+        default=list(SERVERS),
+        help="comma-separated subset of bare,bare+kafka,gateway (profiling one change at a time)",
+    )
+    parser.add_argument("--producer-records", type=int, default=50_000, help="0 skips the producer line")
     parser.add_argument("--no-plots", action="store_true", help="leave docs/img/ alone")
     parser.add_argument("--serve", choices=["bare", "bare+kafka"], help=argparse.SUPPRESS)  # a server subprocess
     return parser.parse_args(argv)
@@ -479,10 +499,9 @@ def main(argv: list[str] | None = None) -> int:
                 "GATEWAY_SECRETS": SECRET,
                 "GATEWAY_SPOOL_DIR": str(work / "spool"),
                 "GATEWAY_WORKERS": str(args.workers),
-                "GATEWAY_LOG_LEVEL": "WARNING",
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             }
-            for kind in SERVERS:
+            for kind in args.servers:
                 port = free_port()
                 cmd = [sys.executable, "-m", "gateway"]
                 if kind != "gateway":
@@ -494,13 +513,15 @@ def main(argv: list[str] | None = None) -> int:
                     for connections in args.connections:
                         runs.append(_wrk(kind, port, pid, kafka_pid, work / "load.lua", connections, args))
                         _progress(runs[-1])
-            print("bare aiokafka producer, no HTTP:", flush=True)
-            alone = asyncio.run(_produce_alone(bootstrap, _bodies_cache(args.bodies), args.producer_records))
+            alone = None
+            if args.producer_records:
+                print("bare aiokafka producer, no HTTP:", flush=True)
+                alone = asyncio.run(_produce_alone(bootstrap, _bodies_cache(args.bodies), args.producer_records))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     _report(runs, alone, args)
-    if not args.no_plots:
+    if not args.no_plots and set(SERVERS) <= set(args.servers):
         _plot(runs, args)
     failed = [r for r in runs if r.failed]
     for r in failed:
