@@ -1,10 +1,20 @@
-"""Processor throughput next to a passthrough baseline, restore speed, and dedupe state size.
+"""Processor throughput at 1 and 2 instances next to a passthrough baseline; restore speed; dedupe state size.
 
-    python -m bench.processor_bench [--events 30000] [--partitions 6]
+    python -m bench.processor_bench [--events 30000] [--partitions 6] [--instances 1,2] [--in-process]
 
-Runs against KAFKA_BOOTSTRAP_SERVERS if set, else starts its own local broker. Both runs use the same
-runtime settings (one transactional producer per partition, the same commit interval): the pipeline
-decodes, dedupes, joins, enriches and encodes; the passthrough copies each record to one output topic.
+The input is the simulator's traffic (duplicates, pending jobs and their finals, paystub batches, ...) as the
+gateway publishes it: N family records, written in one Kafka transaction that stays open while the instances
+start, so their read_committed consumers see none of it. Once the consumer group has settled (every partition
+assigned, every task restored), the transaction commits and the clock starts; it stops when the group's
+committed offsets, read from outside with the admin client every 20 ms, cover all N records. Measured for the
+real processor (`pinwheel-connector processor`) and a passthrough on the same runtime (bench/passthrough.py),
+each as 1 and 2 OS processes in one group. CPU is the instances' own (all threads).
+
+`--in-process` runs the pipeline as one engine inside this process instead (one instance, no passthrough),
+so `python -m cProfile -m bench.processor_bench --in-process` profiles it.
+
+Runs against KAFKA_BOOTSTRAP_SERVERS if set, else starts its own local broker. Prints markdown tables and
+draws docs/img/processors-throughput.png and docs/img/processors-cpu.png.
 """
 
 from __future__ import annotations
@@ -13,144 +23,227 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import resource
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
+from bench import plot
+from bench.instances import Instances, Kind, provision, start_instances, wait_settled
+from bench.report import table
 from connector.local_kafka import LocalKafka, free_port
+from connector.run import stop_on_sigterm
 from connector.settings import KafkaSettings, LocalKafkaSettings
-from connector.topics import STORE_NAMES, TopicSettings, TopicSpec, all_topics, changelog_topic, ensure_topics
+from connector.topics import STORE_NAMES, TopicSpec, changelog_topic
 from processors.logic.codec import INT_SERDE
 from processors.pipeline import PipelineCounters
-from processors.runtime.engine import Engine
 from processors.runtime.restore import restore
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
-from processors.runtime.task import OutRecord, TaskContext
 from processors.service import build_engine
-from schemas import catalog
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
+from simulator.traffic import DEFAULT_VERSION, DEFAULT_WEBHOOK_ID, TrafficConfig, build_traffic, deliveries
 
-CAPTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pinwheel-sandbox-capture.jsonl"
+POLL_S = 0.02
 
 
 def _say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
 
-def webhook_bodies(count: int, seed: int = 1) -> Iterator[bytes]:
-    """Pinwheel-shaped bodies: per account an account.added, then the capture's job events re-keyed,
-    with some jobs going through pending first (so the join has work)."""
-    rng = random.Random(seed)
-    templates = [json.loads(json.loads(line)["body"]) for line in CAPTURE.read_text().splitlines()[1:]]
-    produced = 0
-    while produced < count:
-        account = str(uuid.UUID(int=rng.getrandbits(128)))
-        now = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=produced)
-        added = {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
-            "event": "account.added",
-            "payload": {
-                "account_id": account,
-                "link_token_id": str(uuid.uuid4()),
-                "platform_id": str(uuid.uuid4()),
-                "platform_name": "Workday",
-                "created_at": now.isoformat(),
-                "connected": True,
-                "monitoring_status": "active",
-            },
-        }
-        yield json.dumps(added).encode()
-        produced += 1
-        for template in templates:
-            if produced >= count:
-                return
-            body = json.loads(json.dumps(template))
-            body["event_id"] = str(uuid.UUID(int=rng.getrandbits(128)))
-            body["payload"]["account_id"] = account
-            if rng.random() < 0.2:
-                pending = json.loads(json.dumps(body))
-                pending["event_id"] = str(uuid.UUID(int=rng.getrandbits(128)))
-                pending["payload"]["outcome"] = "pending"
-                yield json.dumps(pending).encode()
-                produced += 1
-            yield json.dumps(body).encode()
-            produced += 1
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
 
 
-async def produce_inputs(bootstrap: str, count: int) -> float:
+def encode_inputs(events: int, seed: int = 1) -> list[InputRecord]:
+    """The first `events` deliveries of simulated traffic, encoded as the gateway publishes them."""
+    # About 16 deliveries per account: N/10 accounts leave a margin; their starts are spread as if sent at 1,000/s.
+    config = TrafficConfig(accounts=max(1, events // 10), seed=seed, spread_s=events / 1000, include_capture=False)
+    base = datetime.now(UTC)
+    planned = deliveries(build_traffic(config, base))[:events]
+    if len(planned) < events:
+        raise RuntimeError(f"the traffic has {len(planned)} deliveries, fewer than {events}")
     codec = build_codec(SchemaSettings())
+    out = []
+    for delivery in planned:
+        at = base + timedelta(seconds=delivery.due_s)
+        record = build_family_record(
+            delivery.event.body,
+            webhook_id=DEFAULT_WEBHOOK_ID,
+            pinwheel_version=DEFAULT_VERSION,
+            sent_at=at,
+            received_at=at,
+        )
+        value = codec.encode(record.topic, record.value)
+        out.append(InputRecord(record.topic, record.key, value, record.kafka_headers(codec.content_format)))
+    return out
+
+
+@dataclass
+class HeldInput:
+    """Input records written in a transaction that is still open: invisible to read_committed consumers."""
+
+    producer: AIOKafkaProducer
+    first: dict[TopicPartition, int] = field(default_factory=dict)
+    targets: dict[TopicPartition, int] = field(default_factory=dict)  # last offset + 1: what "covered" means
+    released: bool = False
+
+    @property
+    def count(self) -> int:
+        return sum(self.targets[tp] - self.first[tp] for tp in self.targets)
+
+    def covered(self, committed: dict[TopicPartition, int]) -> int:
+        return sum(max(0, min(committed.get(tp, 0), end) - self.first[tp]) for tp, end in self.targets.items())
+
+    async def release(self) -> None:
+        await self.producer.commit_transaction()
+        self.released = True
+
+    async def close(self) -> None:
+        # An open transaction would hold back every read_committed reader of these topics until it times out.
+        if not self.released:
+            await self.producer.abort_transaction()
+        await self.producer.stop()
+
+
+async def hold_inputs(kafka: KafkaSettings, inputs: Sequence[InputRecord]) -> HeldInput:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20
+        **kafka.client_kwargs(),
+        transactional_id=f"bench-input-{uuid.uuid4().hex[:8]}",
+        transaction_timeout_ms=300_000,  # the instances' start and the group's settling happen meanwhile
+        linger_ms=5,
+        max_batch_size=256 * 1024,
     )
     await producer.start()
-    started = time.monotonic()
+    held = HeldInput(producer)
+    await producer.begin_transaction()
+    futures = [await producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in inputs]
+    await producer.flush()
+    for future in futures:
+        meta = future.result()
+        tp = TopicPartition(meta.topic, meta.partition)
+        held.first[tp] = min(held.first.get(tp, meta.offset), meta.offset)
+        held.targets[tp] = max(held.targets.get(tp, 0), meta.offset + 1)
+    return held
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    kind: str
+    app_id: str
+    instances: int
+    events: int
+    seconds: float
+    cpu_s: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def events_per_cpu_s(self) -> float:
+        return self.events / self.cpu_s if self.cpu_s else 0.0
+
+
+async def committed_offsets(admin: AIOKafkaAdminClient, group: str) -> dict[TopicPartition, int]:
+    return {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group)).items() if meta}
+
+
+async def measure(
+    kafka: KafkaSettings,
+    group: str,
+    held: HeldInput,
+    cpu_seconds: Callable[[], float],
+    check: Callable[[], None],
+    label: str,
+) -> tuple[float, float]:
+    """Release the input; seconds until the group's committed offsets cover it, and the CPU seconds used."""
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
     try:
-        now = datetime.now(UTC)
-        for body in webhook_bodies(count):
-            record = build_family_record(
-                body, webhook_id="bench", pinwheel_version="2023-11-22", sent_at=now, received_at=now
-            )
-            await producer.send(record.topic, codec.encode(record.topic, record.value), key=record.key,
-                                headers=record.kafka_headers(codec.content_format))  # fmt: skip
-        await producer.flush()
+        cpu = cpu_seconds()
+        started = time.monotonic()
+        await held.release()
+        next_report = started + 2.0
+        while (covered := held.covered(await committed_offsets(admin, group))) < held.count:
+            check()
+            now = time.monotonic()
+            if now >= next_report:
+                _say(f"  {label}: {covered:,}/{held.count:,} committed, {covered / (now - started):,.0f} ev/s")
+                next_report = now + 2.0
+            await asyncio.sleep(POLL_S)
+        return time.monotonic() - started, cpu_seconds() - cpu
     finally:
-        await producer.stop()
-    return time.monotonic() - started
+        await admin.close()
 
 
-class Passthrough:
-    """The baseline: each input record copied to one output topic, in the same transactions."""
+async def run_instances(
+    kafka: KafkaSettings, work: Path, kind: Kind, count: int, inputs: Sequence[InputRecord], partitions: int
+) -> Measurement:
+    app = f"bench-{kind}-{count}-{uuid.uuid4().hex[:6]}"
+    output = f"{app}-out"
+    await provision(kafka, app, partitions, [TopicSpec(output, partitions)] if kind == "passthrough" else [])
+    held = await hold_inputs(kafka, inputs)
+    instances: Instances | None = None
+    try:
+        instances = start_instances(kind, count, kafka=kafka, app_id=app, work=work, output=output)
+        await wait_settled(instances, partitions)
+        _say(f"{kind} x{count}: group settled, releasing {held.count:,} records")
+        seconds, cpu = await measure(kafka, app, held, instances.cpu_seconds, instances.check_alive, f"{kind} x{count}")
+    finally:
+        if instances is not None:
+            instances.stop()
+        await held.close()
+    result = Measurement(kind, app, count, held.count, seconds, cpu)
+    _say(f"{kind} x{count}: {result.events_per_s:,.0f} ev/s, {cpu:.1f} CPU s")
+    return result
 
-    def __init__(self, ctx: TaskContext, output: str) -> None:
-        self.ctx = ctx
-        self.output = output
 
-    def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        self.ctx.emit(OutRecord(self.output, record.key, record.value, record.headers))
-
-    def punctuate(self, wall_clock_ms: int) -> None:
-        pass
-
-    def end_of_batch(self) -> None:
-        pass
-
-
-async def timed_run(engine: Engine, total: int) -> tuple[float, float]:
-    """Seconds from the first processed record until `total` are committed; and CPU seconds used."""
+async def run_in_process(
+    kafka: KafkaSettings, settings: ProcessorSettings, inputs: Sequence[InputRecord], partitions: int
+) -> Measurement:
+    await provision(kafka, settings.application_id, partitions)
+    held = await hold_inputs(kafka, inputs)
+    engine = build_engine(settings, kafka, SchemaSettings(), PipelineCounters())
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
-    while engine.stats.processed == 0:  # noqa: ASYNC110  # polling the engine's counters is the point
-        await asyncio.sleep(0.01)
-    started, cpu = time.monotonic(), time.process_time()
-    while engine.stats.committed < total:
+
+    def check() -> None:
         if task.done():
             task.result()
-        await asyncio.sleep(0.01)
-    elapsed, cpu_used = time.monotonic() - started, time.process_time() - cpu
-    stop.set()
-    await task
-    return elapsed, cpu_used
+
+    try:
+        while len(engine.stats.ready) < partitions:  # polling: the engine has no readiness event
+            check()
+            await asyncio.sleep(0.05)
+        seconds, cpu = await measure(kafka, settings.application_id, held, time.process_time, check, "in-process")
+    finally:
+        stop.set()
+        await task
+        await held.close()
+    return Measurement("pipeline (in-process)", settings.application_id, 1, held.count, seconds, cpu)
 
 
-async def restore_speed(settings: ProcessorSettings, kafka: KafkaSettings, partitions: int) -> tuple[int, float]:
-    changelogs = {store: changelog_topic(settings.application_id, store) for store in STORE_NAMES}
-    shutil.rmtree(settings.state_dir, ignore_errors=True)
+async def restore_speed(app_id: str, state_dir: Path, kafka: KafkaSettings, partitions: int) -> tuple[int, float]:
+    changelogs = {store: changelog_topic(app_id, store) for store in STORE_NAMES}
     records, seconds = 0, 0.0
     for p in range(partitions):
-        state = TaskState(settings.state_dir / "restore" / str(p), settings.application_id, p, changelogs)
+        state = TaskState(state_dir / str(p), app_id, p, changelogs)
         stats = await restore(state, kafka, 3600)
         state.close()
         records += stats.records
@@ -173,76 +266,116 @@ def dedupe_state_size(keys: int, path: Path) -> tuple[float, float]:
     return rss_after - rss_before, disk
 
 
-async def run(bootstrap: str, work: Path, events: int, partitions: int) -> dict[str, Any]:
-    if True:  # keeps the diff small
-        kafka = KafkaSettings(bootstrap_servers=bootstrap)
-        app = f"bench-{uuid.uuid4().hex[:8]}"
-        out = f"bench-passthrough-{uuid.uuid4().hex[:8]}"
-        specs = all_topics(TopicSettings(processor_application_id=app, partitions=partitions))
-        await ensure_topics(kafka, [*specs, TopicSpec(out, partitions)])
-        _say(f"producing {events} events")
-        produce_s = await produce_inputs(bootstrap, events)
-        base: dict[str, Any] = {"commit_interval_ms": 100, "health_port": 0, "max_poll_records": 5000}
-
-        settings = ProcessorSettings(application_id=app, state_dir=work / "state", **base)
-        engine = build_engine(settings, kafka, SchemaSettings(), PipelineCounters())
-        _say("pipeline run")
-        pipeline_s, pipeline_cpu = await timed_run(engine, events)
-
-        passthrough = Engine(
-            ProcessorSettings(application_id=app + "-passthrough", state_dir=work / "pt", **base),
-            kafka,
-            list(catalog.FAMILY_TOPICS.values()),
-            {},
-            lambda ctx: Passthrough(ctx, out),
+async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, Any]:
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    _say(f"encoding {args.events:,} simulated deliveries as family records")
+    inputs = encode_inputs(args.events)
+    measurements: list[Measurement] = []
+    if args.in_process:
+        settings = ProcessorSettings(
+            application_id=f"bench-inproc-{uuid.uuid4().hex[:6]}", state_dir=work / "state", health_port=0
         )
-        _say("passthrough run")
-        passthrough_s, passthrough_cpu = await timed_run(passthrough, events)
+        measurements.append(await run_in_process(kafka, settings, inputs, args.partitions))
+    else:
+        for kind in ("passthrough", "pipeline"):
+            for count in args.instances:
+                measurements.append(await run_instances(kafka, work, kind, count, inputs, args.partitions))
+    restore_app = next(m.app_id for m in measurements if m.kind != "passthrough")
+    _say("restore from the pipeline's changelogs into empty stores")
+    restored, restore_s = await restore_speed(restore_app, work / "restore", kafka, args.partitions)
+    _say("1,000,000 dedupe keys into one task's store")
+    rss_mib, disk_mib = dedupe_state_size(1_000_000, work / "dedupe")
+    return {
+        "events": args.events,
+        "partitions": args.partitions,
+        "runs": [
+            asdict(m) | {"events_per_s": m.events_per_s, "events_per_cpu_s": m.events_per_cpu_s} for m in measurements
+        ],
+        "restored_records": restored,
+        "restore_keys_per_s": restored / restore_s if restore_s else 0.0,
+        "dedupe_1m_rss_mib": rss_mib,
+        "dedupe_1m_disk_mib": disk_mib,
+    }
 
-        _say("restore from changelogs")
-        restored, restore_s = await restore_speed(settings, kafka, partitions)
-        _say("dedupe state size")
-        rss_mib, disk_mib = dedupe_state_size(1_000_000, work / "dedupe")
-        return {
-            "events": events,
-            "partitions": partitions,
-            "produce_s": produce_s,
-            "pipeline_events_per_s": events / pipeline_s,
-            "pipeline_cpu_s": pipeline_cpu,
-            "passthrough_events_per_s": events / passthrough_s,
-            "passthrough_cpu_s": passthrough_cpu,
-            "ratio": passthrough_s / pipeline_s,
-            "restored_records": restored,
-            "restore_keys_per_s": restored / restore_s if restore_s else 0.0,
-            "dedupe_1m_rss_mib": rss_mib,
-            "dedupe_1m_disk_mib": disk_mib,
-        }
+
+def report(result: dict[str, Any]) -> None:
+    runs = result["runs"]
+    baseline = {r["instances"]: r["events_per_s"] for r in runs if r["kind"] == "passthrough"}
+    rows = []
+    for r in runs:
+        ratio = (
+            r["events_per_s"] / baseline[r["instances"]]
+            if r["instances"] in baseline and r["kind"] != "passthrough"
+            else None
+        )
+        rows.append(
+            [
+                r["kind"],
+                str(r["instances"]),
+                f"{r['events_per_s']:,.0f}",
+                f"{r['cpu_s']:.1f}",
+                f"{r['events_per_cpu_s']:,.0f}",
+                f"{ratio:.2f}" if ratio is not None else "",
+            ]
+        )
+    print()
+    print(
+        table(
+            [
+                "",
+                "instances",
+                "events/s",
+                f"CPU s for {result['events']:,}",
+                "events per CPU s",
+                "ratio to passthrough",
+            ],
+            rows,
+        )
+    )
+    print()
+    print(
+        f"restore: {result['restored_records']:,} records at {result['restore_keys_per_s']:,.0f} keys/s; "
+        f"1M dedupe keys: +{result['dedupe_1m_rss_mib']:.0f} MiB RSS, {result['dedupe_1m_disk_mib']:.1f} MiB on disk"
+    )
+    if len(runs) > 1:
+        labels = {f"{r['kind']} x{r['instances']}": r for r in runs}
+        throughput = plot.bars(
+            plot.IMAGES / "processors-throughput.png",
+            f"Processors: events/s, {result['events']:,} events, exactly-once",
+            "events/s",
+            {name: r["events_per_s"] for name, r in labels.items()},
+        )
+        per_cpu = plot.bars(
+            plot.IMAGES / "processors-cpu.png",
+            "Processors: events per CPU second (per core)",
+            "events / CPU s",
+            {name: r["events_per_cpu_s"] for name, r in labels.items()},
+        )
+        print(f"charts: {throughput}, {per_cpu}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--instances", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
+    parser.add_argument("--in-process", action="store_true", help="one in-process pipeline engine (for profiling)")
     args = parser.parse_args()
+    stop_on_sigterm()
     work = Path(tempfile.mkdtemp(prefix="pinwheel-bench-"))
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
-        bootstrap = broker.start()
     try:
-        result = asyncio.run(run(bootstrap, work, args.events, args.partitions))
+        if not bootstrap:
+            broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
+            bootstrap = broker.start()
+        result = asyncio.run(run(args, bootstrap, work))
     finally:
         if broker is not None:
             broker.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=2))
-    print(
-        f"\npipeline {result['pipeline_events_per_s']:,.0f} ev/s ({result['pipeline_cpu_s']:.1f} CPU s) | "
-        f"passthrough {result['passthrough_events_per_s']:,.0f} ev/s ({result['passthrough_cpu_s']:.1f} CPU s) | "
-        f"ratio {result['ratio']:.2f} | restore {result['restore_keys_per_s']:,.0f} keys/s | "
-        f"1M dedupe keys: +{result['dedupe_1m_rss_mib']:.0f} MiB RSS, {result['dedupe_1m_disk_mib']:.0f} MiB disk"
-    )
+    report(result)
 
 
 if __name__ == "__main__":
