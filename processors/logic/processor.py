@@ -105,8 +105,8 @@ class AccountProcessor:
             self._clock = self._timers.get(CLOCK_KEY)
         return self._clock
 
-    def _first_due(self) -> int:
-        for _key, due in self._timers.range("", _TIMERS_END):
+    def _first_due(self, start: str = "") -> int:
+        for _key, due in self._timers.range(start, _TIMERS_END):
             return due
         return _NEVER
 
@@ -125,16 +125,20 @@ class AccountProcessor:
             self._next_due = self._first_due()
         if self._next_due >= clock:
             return
-        # Materialize first: firing deletes keys of the range being read.
+        # The timers store is a queue: fired keys are deleted at its head, and a store scanning from ""
+        # would step over every deletion not yet compacted away. No timer is due before `_next_due`, and
+        # after firing none before `end` (firing adds no timer), so both scans start there.
+        start = f"{min(max(self._next_due, 0), _MAX_DUE):016d}"
         end = f"{min(max(clock, 0), _MAX_DUE):016d}"  # keys due at exactly `clock` sort after it: not yet due
-        for key, due in list(self._timers.range("", end)):
+        # Materialize first: firing deletes keys of the range being read.
+        for key, due in list(self._timers.range(start, end)):
             self._timers.delete(key)
             if key[17] == _DEDUPE:
                 self._dedupe.delete(key[19:])
                 self.counters["dedupe_expired"] += 1
             else:
                 self._fire_timeout(key[19:], due, out)
-        self._next_due = self._first_due()
+        self._next_due = self._first_due(end)
 
     def on_time(self, stream_time: datetime) -> list[Output]:
         """Punctuation: advance stream time to ``stream_time`` and emit due timeouts. Idempotent."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from bisect import bisect_left, insort
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,9 @@ class TaskState:
         self.partition = partition
         self.changelogs = dict(changelogs)
         self._dirty: dict[str, dict[bytes, bytes | None]] = {store: {} for store in changelogs}
+        # The overlay's keys in order, kept as they are written: sorting them on every range() made a
+        # range per event quadratic in the transaction's size.
+        self._dirty_keys: dict[str, list[bytes]] = {store: [] for store in changelogs}
         self._db = self._open()
 
     def _open(self) -> Rdict:
@@ -79,10 +83,16 @@ class TaskState:
         return value
 
     def put(self, store: str, key: bytes, value: bytes) -> None:
-        self._dirty[store][key] = value
+        self._write(store, key, value)
 
     def delete(self, store: str, key: bytes) -> None:
-        self._dirty[store][key] = _TOMBSTONE
+        self._write(store, key, _TOMBSTONE)
+
+    def _write(self, store: str, key: bytes, value: bytes | None) -> None:
+        dirty = self._dirty[store]
+        if key not in dirty:
+            insort(self._dirty_keys[store], key)
+        dirty[key] = value
 
     def range(self, store: str, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Entries with start <= key < end in key order, the open transaction's writes included.
@@ -92,7 +102,8 @@ class TaskState:
         prefix = _ns(store)
         cut = len(prefix)
         dirty = self._dirty[store]
-        overlay = sorted(k for k in dirty if start <= k < end)
+        keys = self._dirty_keys[store]
+        overlay = keys[bisect_left(keys, start) : bisect_left(keys, end)]  # a copy: callers may write meanwhile
         i = 0
         for raw_key, stored in self._db.items(from_key=prefix + start):
             key = cast(bytes, raw_key)
@@ -128,6 +139,8 @@ class TaskState:
         """The transaction aborted: forget its writes."""
         for dirty in self._dirty.values():
             dirty.clear()
+        for keys in self._dirty_keys.values():
+            keys.clear()
 
     def committed(self, next_positions: Mapping[str, int]) -> None:
         """The transaction committed: apply its writes locally, with the changelog positions they reach."""

@@ -79,6 +79,10 @@ class Task:
     outputs: list[OutRecord] = field(default_factory=list)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     uncommitted_records: int = 0
+    partitioner: KeyPartitioner = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.partitioner = KeyPartitioner(self.producer)
 
     def emit(self, record: OutRecord) -> None:
         self.outputs.append(record)
@@ -122,7 +126,7 @@ class Task:
         for out in self.outputs:
             partition = out.partition
             if partition is None:
-                partition = await writer.partition_for(out.topic, out.key)
+                partition = await self.partitioner.partition_for(out.topic, out.key)
             await writer.append(out.topic, partition, out.key, out.value, out.headers)
         changelog_tps = {}
         for store, key, value in self.state.pending_writes():
@@ -152,6 +156,34 @@ class Task:
         self.state.close()
 
 
+class KeyPartitioner:
+    """The partition the default (murmur2) partitioner picks for a key, as a plain send() would.
+
+    aiokafka's murmur2 is pure Python (~20 us a key) and an account's key recurs in every output, so
+    results are kept (the partition count of a topic does not change under a running task).
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, max_keys: int = 100_000) -> None:
+        self.producer = producer
+        self._partitions: dict[str, list[int]] = {}
+        self._by_key: dict[tuple[str, bytes | None], int] = {}
+        self._max_keys = max_keys
+
+    async def partition_for(self, topic: str, key: bytes | None) -> int:
+        cached = self._by_key.get((topic, key))
+        if cached is not None:
+            return cached
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+        partition = int(_PARTITIONER(key, partitions, partitions))
+        if key is not None:
+            if len(self._by_key) >= self._max_keys:
+                self._by_key.clear()
+            self._by_key[(topic, key)] = partition
+        return partition
+
+
 class BatchWriter:
     """Builds record batches per topic-partition directly (aiokafka's batch API).
 
@@ -163,14 +195,6 @@ class BatchWriter:
         self.producer = producer
         self._open: dict[tuple[str, int], Any] = {}
         self._sent: dict[tuple[str, int], list[tuple[asyncio.Future[Any], int]]] = {}
-        self._partitions: dict[str, list[int]] = {}
-
-    async def partition_for(self, topic: str, key: bytes | None) -> int:
-        """The partition the default (murmur2) partitioner picks, as a plain send() would."""
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
-        return int(_PARTITIONER(key, partitions, partitions))
 
     async def append(
         self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
