@@ -38,6 +38,11 @@ from schemas.settings import SchemaSettings
 
 log = logging.getLogger("gateway.request")
 
+# A delivery published straight to its topic is the routine case: the metrics count it and its log line
+# is DEBUG (a JSON line on stderr per request cost ~9% of the gateway's CPU under load). Refusals, dead
+# letters, spooled deliveries and 503s stay at INFO.
+_ROUTINE_REASONS = frozenset({records.Route.FAMILY.value, records.Route.OTHER.value})
+
 
 @dataclass
 class _Result:
@@ -48,6 +53,11 @@ class _Result:
     event_type: str | None = None
     retry_after: int | None = None
     close: bool = False
+
+    @property
+    def log_level(self) -> int:
+        routine = self.outcome == "published" and self.reason in _ROUTINE_REASONS
+        return logging.DEBUG if routine else logging.INFO
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -150,19 +160,20 @@ def create_app(
             # A bug of ours must not become a 500 that Pinwheel gives up on: 503 makes it retry.
             log.exception("internal error", extra={"error": type(exc).__name__})
             result = _Result(503, "unavailable", "internal_error", retry_after=settings.retry_after_s)
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
         metrics.requests.labels(outcome=result.outcome, reason=result.reason).inc()
-        log.info(
-            "webhook",
-            extra={
-                "status": result.status,
-                "outcome": result.outcome,
-                "reason": result.reason,
-                "event_id": result.event_id,
-                "event_type": result.event_type,
-                "latency_ms": latency_ms,
-            },
-        )
+        if log.isEnabledFor(result.log_level):
+            log.log(
+                result.log_level,
+                "webhook",
+                extra={
+                    "status": result.status,
+                    "outcome": result.outcome,
+                    "reason": result.reason,
+                    "event_id": result.event_id,
+                    "event_type": result.event_type,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
         body: dict[str, Any] = {"status": result.outcome, "reason": result.reason}
         if result.event_id is not None:
             body["event_id"] = result.event_id

@@ -48,6 +48,7 @@ async def test_two_workers_own_spools_shared_metrics_graceful_stop(
         "GATEWAY_SECRETS": SECRET,
         "GATEWAY_SPOOL_DIR": str(settings.spool_dir),
         "GATEWAY_WORKERS": "2",
+        "GATEWAY_LOG_LEVEL": "DEBUG",  # routine deliveries are logged at DEBUG; the test counts their lines
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "PYTHONPATH": str(ROOT),
     }
