@@ -160,7 +160,7 @@ def create_app(
             # A bug of ours must not become a 500 that Pinwheel gives up on: 503 makes it retry.
             log.exception("internal error", extra={"error": type(exc).__name__})
             result = _Result(503, "unavailable", "internal_error", retry_after=settings.retry_after_s)
-        metrics.requests.labels(outcome=result.outcome, reason=result.reason).inc()
+        metrics.count_request(result.outcome, result.reason)
         if log.isEnabledFor(result.log_level):
             log.log(
                 result.log_level,

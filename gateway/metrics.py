@@ -49,6 +49,23 @@ class GatewayMetrics:
             multiprocess_mode="livemin",
         )
 
+        # Children of the two per-request series, bound on first use: labels() validates the names, builds
+        # the key and takes the metric's lock on every call.
+        self._request_children: dict[tuple[str, str], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
+
+    def count_request(self, outcome: str, reason: str) -> None:
+        child = self._request_children.get((outcome, reason))
+        if child is None:
+            child = self._request_children[(outcome, reason)] = self.requests.labels(outcome=outcome, reason=reason)
+        child.inc()
+
+    def observe_publish(self, path: str, seconds: float) -> None:
+        child = self._latency_children.get(path)
+        if child is None:
+            child = self._latency_children[path] = self.publish_latency.labels(path=path)
+        child.observe(seconds)
+
     def exposition(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()

@@ -268,7 +268,7 @@ class Publisher:
         started = time.perf_counter()
         if self._spooling or self._producer is None:
             outcome = await self._spooled(self._enqueue(record))
-            self.metrics.publish_latency.labels(path="spool").observe(time.perf_counter() - started)
+            self.metrics.observe_publish("spool", time.perf_counter() - started)
             return outcome
         loop = asyncio.get_running_loop()
         entry = _InFlight(next(self._seq), record, loop.create_future())
@@ -284,7 +284,7 @@ class Publisher:
         finally:
             self._inflight.pop(entry.seq, None)
         path = "kafka" if outcome is Outcome.ACKED else "spool"
-        self.metrics.publish_latency.labels(path=path).observe(time.perf_counter() - started)
+        self.metrics.observe_publish(path, time.perf_counter() - started)
         return outcome
 
     async def _send(self, entry: _InFlight) -> None:
