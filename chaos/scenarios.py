@@ -56,6 +56,15 @@ class Context:
         self.notes.setdefault("timeline", []).append(f"{event} @{self.elapsed()}s")
         self.stack.say(f"t={self.elapsed()}s {event}")
 
+    async def restart_broker_and_drain(self, drain_timeout_s: float = 180.0) -> None:
+        """Restart the killed broker, wait for the gateway's spool to drain into it, then for the simulation."""
+        self.mark("restarting the broker")
+        await self.stack.start_broker()
+        self.mark("broker restarted")
+        drained = await self.stack.wait_spool_drained(drain_timeout_s)
+        self.mark(f"spool drained ({drained:.0f}s after the restart)")
+        await self.simulation
+
 
 Fault = Callable[[Context], Coroutine[Any, Any, None]]
 
@@ -126,12 +135,7 @@ async def broker_outage(ctx: Context) -> None:
     body = await stack.gateway_ready()
     ctx.notes["spool records when the broker was restarted"] = body.get("spool_records") if body else None
     ctx.check(bool(body and body.get("kafka") == "down"), f"gateway did not see Kafka down: {body}")
-    ctx.mark("restarting the broker")
-    await stack.start_broker()
-    ctx.mark("broker restarted")
-    drained = await stack.wait_spool_drained(180)
-    ctx.mark(f"spool drained ({drained:.0f}s after the restart)")
-    await ctx.simulation
+    await ctx.restart_broker_and_drain()
     for instance, service in stack.processors.items():
         ctx.check(service.alive(), f"processor {instance} exited during the outage")
     await stack.wait_processor("a", 120)
@@ -217,12 +221,7 @@ async def spool_full(ctx: Context) -> None:
     ctx.notes["probe delivery while the spool was full"] = f"HTTP {status}, Retry-After: {retry_after}"
     ctx.check(status == 503 and retry_after is not None, f"probe got {status}, Retry-After {retry_after}")
     await asyncio.sleep(20)
-    ctx.mark("restarting the broker")
-    await stack.start_broker()
-    ctx.mark("broker restarted")
-    drained = await stack.wait_spool_drained(180)
-    ctx.mark(f"spool drained ({drained:.0f}s after the restart)")
-    await ctx.simulation
+    await ctx.restart_broker_and_drain()
     await stack.wait_processor("a", 120)
 
 
