@@ -67,7 +67,12 @@ class GatewaySettings(BaseSettings):
         default=16 * MIB, ge=64 * 1024, description="Size at which the spool starts a new segment file."
     )
     retry_after_s: int = Field(default=30, ge=1, description="Retry-After (seconds) sent with a 503.")
-    linger_ms: int = Field(default=5, ge=0, description="Producer linger: how long a batch waits to fill.")
+    linger_ms: int = Field(
+        default=0,
+        ge=0,
+        description="Producer linger: how long a batch waits to fill. With 0, batches still form under load "
+        "while the previous produce request is in flight.",
+    )
     max_batch_bytes: int = Field(default=256 * 1024, ge=16 * 1024, description="Producer batch size per partition.")
     max_request_bytes: int = Field(
         default=4 * MIB,
