@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.codec_bench
 	$(BIN)/python -m bench.gateway_bench
 	$(BIN)/python -m bench.processor_bench
+	$(BIN)/python -m bench.e2e_bench
 
 chaos: $(STAMP)
 	$(BIN)/python -m chaos

@@ -1,0 +1,382 @@
+"""End-to-end latency: a delivery received by the gateway → its account update visible to a read_committed reader.
+
+    python -m bench.e2e_bench [--duration 60] [--instances 1,2] [--max-rate R] [--saturation-deliveries 5000]
+
+Every part runs as its own OS process, as deployed: a Kafka broker (a private local one unless
+KAFKA_BOOTSTRAP_SERVERS is set), the gateway (`pinwheel-connector gateway`, uvicorn over TLS with a
+self-signed certificate), 1 then 2 processor instances (`pinwheel-connector processor`, a fresh consumer
+group each, started at the end of the family topics) and the simulator (`pinwheel-connector simulate`:
+signed Pinwheel-like traffic with duplicates, pending jobs and their finals, out-of-order arrival). This
+process only reads `pinwheel.account_updates.v1` with read_committed.
+
+1. Saturation (skipped with --max-rate): S deliveries sent as fast as the simulator can (32 in flight) through
+   one processor instance. The maximum sustainable throughput is the rate at which updates became visible
+   between the 10th and the 90th percent of them (ramp-up and tail left out), in deliveries per second.
+2. For each instance count, traffic at half that rate for --duration seconds, paced evenly by the simulator's
+   rate limiter. The latency of an update is this consumer's wall clock when the fetch returned it minus
+   `trigger.received_at`, the gateway's receipt time (same machine, same clock). Pending jobs all get their
+   final outcome (an update that waits for a pending timeout is late by design). Afterwards `verify`'s
+   comparison with the simulator's ledger counts lost and duplicated updates.
+
+Prints markdown tables and draws docs/img/e2e-latency-cdf.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import secrets
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench import plot
+from bench.instances import provision, start_instances, wait_settled
+from bench.report import percentile, table
+from connector.local_kafka import LocalKafka, free_port
+from connector.run import Service, gateway_env, start_service, stop_on_sigterm, wait_ready
+from connector.settings import KafkaSettings, LocalKafkaSettings
+from gateway.tls import ensure_self_signed
+from schemas.catalog import ACCOUNT_UPDATES_TOPIC
+from schemas.codec import build_codec
+from simulator.ledger import Ledger, read_ledger
+from simulator.traffic import TrafficConfig, build_traffic
+from simulator.verify import UpdateView, compare, complete, expectations
+
+PARTITIONS = 6
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+SEND_CONCURRENCY = 32
+# No pending job stays unresolved: its timeout update would be late by design, not by the pipeline.
+UNRESOLVED_RATE = 0.0
+
+
+def _say(message: str) -> None:
+    print(f"[e2e] {message}", flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    view: UpdateView
+    visible_at: float  # epoch seconds when the consumer's fetch returned it
+
+    @property
+    def latency_s(self) -> float:
+        assert self.view.received_at is not None
+        return self.visible_at - self.view.received_at.timestamp()
+
+
+class UpdateWatcher:
+    """Reads the account updates with read_committed from the current end, timestamping each fetch."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.codec = build_codec()
+        self.seen: list[Seen] = []
+        self.consumer = AIOKafkaConsumer(
+            **kafka.client_kwargs(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+        )
+
+    async def start(self) -> UpdateWatcher:
+        await self.consumer.start()
+        tps = [TopicPartition(ACCOUNT_UPDATES_TOPIC, p) for p in range(PARTITIONS)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the positions now, before any traffic
+            await self.consumer.position(tp)
+        return self
+
+    async def poll(self) -> None:
+        batch = await self.consumer.getmany(timeout_ms=100, max_records=5000)
+        now = time.time()
+        for records in batch.values():
+            for record in records:
+                datum = self.codec.decode(ACCOUNT_UPDATES_TOPIC, record.value)
+                self.seen.append(Seen(UpdateView.from_datum(datum), now))
+
+    def views(self) -> list[UpdateView]:
+        return [s.view for s in self.seen]
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    deliveries: int
+    accounts: int
+    spread_s: float
+    rate: float  # deliveries per second, 0: as fast as possible
+    seed: int
+
+
+def deliveries_per_account(seed: int) -> float:
+    sample = build_traffic(_config(200, seed, 10.0), datetime.now(UTC))
+    return sum(e.deliveries for e in sample) / 200
+
+
+def _config(accounts: int, seed: int, spread_s: float) -> TrafficConfig:
+    return TrafficConfig(
+        accounts=accounts, seed=seed, spread_s=spread_s, unresolved_rate=UNRESOLVED_RATE, include_capture=False
+    )
+
+
+def plan_traffic(deliveries: int, rate: float, duration_s: float, seed: int) -> Traffic:
+    accounts = max(1, math.ceil(deliveries / deliveries_per_account(seed)))
+    # Accounts connect over the first quarter of the run (each account's events then span up to ~15 s), so the
+    # schedule stays ahead of the rate limiter and the limiter alone sets the pace: deliveries queue in the
+    # simulator, before the gateway's receipt, where latency is measured from.
+    return Traffic(deliveries, accounts, duration_s / 4, rate, seed)
+
+
+@dataclass
+class Stack:
+    """What the phases share: the broker connection, the gateway and the signing secret."""
+
+    kafka: KafkaSettings
+    work: Path
+    url: str
+    cert: Path
+    secret: str
+
+
+def start_gateway(kafka: KafkaSettings, work: Path, secret: str) -> tuple[Service, str, Path]:
+    cert, key = work / "tls" / "gateway.crt", work / "tls" / "gateway.key"
+    ensure_self_signed(cert, key)
+    port = free_port()
+    base = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    env = gateway_env(base, secret=secret, port=port, cert=cert, key=key, spool_dir=work / "spool")
+    gateway = start_service("gateway", ["gateway"], env, work / "gateway.log")
+    return gateway, f"https://127.0.0.1:{port}", cert
+
+
+def start_simulator(stack: Stack, traffic: Traffic, ledger: Path) -> Service:
+    args = ["simulate", "--url", f"{stack.url}/webhooks/pinwheel", "--ca-file", str(stack.cert)]
+    args += ["--accounts", str(traffic.accounts), "--seed", str(traffic.seed), "--rate", f"{traffic.rate:.1f}"]
+    args += ["--concurrency", str(SEND_CONCURRENCY), "--time-scale", "0.01", "--ledger", str(ledger)]
+    args += ["--no-capture", "--no-progress"]
+    env = {
+        **os.environ,
+        "SIMULATOR_SECRET": stack.secret,
+        "SIMULATOR_SPREAD_S": str(traffic.spread_s),
+        "SIMULATOR_UNRESOLVED_RATE": str(UNRESOLVED_RATE),
+    }
+    return start_service("simulator", args, env, ledger.with_suffix(".log"))
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseResult:
+    label: str
+    instances: int
+    ledger: Ledger
+    seen: list[Seen]
+    lost: int
+    duplicated: int
+
+    def mine(self) -> list[Seen]:
+        """This run's updates, first sighting of each."""
+        first: dict[str, Seen] = {}
+        for s in self.seen:
+            if s.view.event_id in self.ledger.events:
+                first.setdefault(s.view.update_id, s)
+        return list(first.values())
+
+
+async def run_phase(stack: Stack, label: str, instances: int, traffic: Traffic) -> PhaseResult:
+    app = f"bench-e2e-{instances}-{uuid.uuid4().hex[:6]}"
+    await provision(stack.kafka, app, PARTITIONS)
+    group = start_instances("pipeline", instances, kafka=stack.kafka, app_id=app, work=stack.work)
+    try:
+        await wait_settled(group, PARTITIONS)
+        watcher = await UpdateWatcher(stack.kafka).start()
+        try:
+            rate = f"{traffic.rate:,.0f}/s" if traffic.rate else "as fast as possible"
+            _say(f"{label}: {traffic.deliveries:,} deliveries ({traffic.accounts} accounts) at {rate}")
+            ledger = await drive(stack, watcher, group.check_alive, traffic, label, stack.work / f"{app}-ledger.jsonl")
+        finally:
+            await watcher.stop()
+    finally:
+        group.stop()
+    verdict = compare(ledger, watcher.views(), expectations(ledger))
+    return PhaseResult(label, instances, ledger, watcher.seen, len(verdict.lost), len(verdict.duplicated))
+
+
+async def drive(
+    stack: Stack, watcher: UpdateWatcher, check: Callable[[], None], traffic: Traffic, label: str, path: Path
+) -> Ledger:
+    """Send the traffic; then wait for every expected update, and 2 s more for a duplicate to show up."""
+    simulator = start_simulator(stack, traffic, path)
+    try:
+        await follow(watcher, simulator, check, label)
+    finally:
+        simulator.stop()
+    if simulator.process.returncode != 0:
+        _say(f"{label}: some deliveries were refused or given up (counted below):\n{simulator.log_tail(5)}")
+    ledger = read_ledger(path)
+    expected = expectations(ledger)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not complete(ledger, watcher.views(), expected):
+        await watcher.poll()
+    settle = time.monotonic() + 2
+    while time.monotonic() < settle:
+        await watcher.poll()
+    return ledger
+
+
+async def follow(watcher: UpdateWatcher, simulator: Service, check: Callable[[], None], label: str) -> None:
+    """Collect updates while the simulator sends, with a progress line every 5 s."""
+    started = time.monotonic()
+    next_report, reported = started + 5, 0
+    while simulator.alive():
+        check()
+        await watcher.poll()
+        if time.monotonic() >= next_report:
+            window = sorted(s.latency_s for s in watcher.seen[reported:] if s.view.received_at is not None)
+            if window:
+                _say(
+                    f"  {label}: {time.monotonic() - started:5.0f}s {len(watcher.seen):,} updates; last 5 s: "
+                    f"{len(window) / 5:,.0f}/s, p50 {percentile(window, 50) * 1000:,.0f} ms, "
+                    f"max {window[-1] * 1000:,.0f} ms"
+                )
+            reported, next_report = len(watcher.seen), time.monotonic() + 5
+
+
+def max_throughput(result: PhaseResult) -> float:
+    """Deliveries per second, from the updates' visibility between their 10th and 90th percent."""
+    visible = sorted(s.visible_at for s in result.mine())
+    low, high = visible[len(visible) // 10], visible[len(visible) * 9 // 10]
+    updates_per_s = (len(visible) * 0.8) / (high - low)
+    accepted = sum(1 for a in result.ledger.attempts if a.result == "accepted")
+    return updates_per_s * accepted / len(visible)
+
+
+def summarize(result: PhaseResult, target_rate: float) -> dict[str, Any]:
+    mine = result.mine()
+    latencies = sorted(s.latency_s * 1000 for s in mine)
+    accepted = [a for a in result.ledger.attempts if a.result == "accepted"]
+    sent = sorted(datetime.fromisoformat(a.sent_at).timestamp() for a in accepted)
+    visible = sorted(s.visible_at for s in mine)
+    return {
+        "label": result.label,
+        "instances": result.instances,
+        "target_rate": target_rate,
+        "deliveries": len(accepted),
+        "deliveries_per_s": len(sent) / (sent[-1] - sent[0]),
+        "updates": len(mine),
+        "updates_per_s": len(visible) / (visible[-1] - visible[0]),
+        "latency_ms": {f"p{p:g}": percentile(latencies, p) for p in PERCENTILES} | {"max": latencies[-1]},
+        "lost": result.lost,
+        "duplicated": result.duplicated,
+        "cdf": [(percentile(latencies, q), q) for q in (*range(1, 100), 99.5, 99.9, 100)],
+    }
+
+
+async def run(args: argparse.Namespace, kafka: KafkaSettings, stack: Stack) -> dict[str, Any]:
+    max_rate = args.max_rate
+    saturation: dict[str, Any] | None = None
+    if max_rate is None:
+        traffic = plan_traffic(args.saturation_deliveries, 0.0, 2.0, seed=1)
+        result = await run_phase(stack, "saturation x1", 1, traffic)
+        max_rate = max_throughput(result)
+        saturation = summarize(result, 0.0) | {"max_sustainable_per_s": max_rate}
+        _say(f"maximum sustainable throughput {max_rate:,.0f} deliveries/s (lost {result.lost})")
+    rate = math.floor(max_rate / 2 / 10) * 10
+    runs = []
+    for n, instances in enumerate(args.instances, start=2):
+        traffic = plan_traffic(int(rate * args.duration), rate, args.duration, seed=n)
+        runs.append(summarize(await run_phase(stack, f"x{instances}", instances, traffic), rate))
+        _say(f"x{instances}: " + ", ".join(f"{k} {v:,.0f} ms" for k, v in runs[-1]["latency_ms"].items()))
+    return {"max_rate": max_rate, "rate": rate, "duration_s": args.duration, "saturation": saturation, "runs": runs}
+
+
+def report(result: dict[str, Any]) -> None:
+    header = ["instances", "rate (target)", "deliveries/s", "updates", "updates/s"]
+    header += [f"p{p:g} ms" for p in PERCENTILES] + ["max ms", "lost", "duplicated"]
+    rows = []
+    for r in result["runs"]:
+        latency = r["latency_ms"]
+        rows.append(
+            [str(r["instances"]), f"{r['target_rate']:,.0f}", f"{r['deliveries_per_s']:,.0f}", f"{r['updates']:,}"]
+            + [f"{r['updates_per_s']:,.0f}"]
+            + [f"{latency[f'p{p:g}']:,.0f}" for p in PERCENTILES]
+            + [f"{latency['max']:,.0f}", str(r["lost"]), str(r["duplicated"])]
+        )
+    print()
+    if result["saturation"] is not None:
+        s = result["saturation"]
+        print(
+            f"saturation (1 instance): {s['deliveries']:,} deliveries sent at {s['deliveries_per_s']:,.0f}/s, "
+            f"updates visible at {s['updates_per_s']:,.0f}/s; maximum sustainable {result['max_rate']:,.0f} "
+            f"deliveries/s; lost {s['lost']}, duplicated {s['duplicated']}"
+        )
+    print(f"latency runs at {result['rate']:,} deliveries/s (half the maximum), {result['duration_s']:.0f} s each:")
+    print()
+    print(table(header, rows))
+    chart = plot.lines(
+        plot.IMAGES / "e2e-latency-cdf.png",
+        f"End to end: gateway receipt → update visible (read_committed), {result['rate']:,}/s",
+        "latency (ms)",
+        "% of updates at or below",
+        {
+            f"{r['instances']} processor instance{'s' if r['instances'] > 1 else ''}": _xy(r["cdf"])
+            for r in result["runs"]
+        },
+    )
+    print(f"\nchart: {chart}")
+
+
+def _xy(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    return [x for x, _ in points], [y for _, y in points]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of traffic per latency run")
+    parser.add_argument("--instances", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
+    parser.add_argument("--max-rate", type=float, default=None, help="maximum throughput (default: measured)")
+    parser.add_argument("--saturation-deliveries", type=int, default=5_000)
+    args = parser.parse_args()
+    stop_on_sigterm()
+    work = Path(tempfile.mkdtemp(prefix="pinwheel-e2e-"))
+    broker: LocalKafka | None = None
+    gateway: Service | None = None
+    try:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
+            bootstrap = broker.start()
+        kafka = KafkaSettings(bootstrap_servers=bootstrap)
+        secret = secrets.token_urlsafe(24)
+        # The gateway needs no topic to start; each phase creates them (and its group) before its traffic.
+        gateway, url, cert = start_gateway(kafka, work, secret)
+        asyncio.run(wait_ready([gateway], {"gateway": f"{url}/readyz"}, cert, 60.0))
+        result = asyncio.run(run(args, kafka, Stack(kafka, work, url, cert, secret)))
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        json.dumps(
+            {k: v for k, v in result.items() if k != "runs"} | {"runs": [_no_cdf(r) for r in result["runs"]]}, indent=2
+        )
+    )
+    report(result)
+
+
+def _no_cdf(run: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in run.items() if k != "cdf"}
+
+
+if __name__ == "__main__":
+    main()
