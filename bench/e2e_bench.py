@@ -30,6 +30,7 @@ import math
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -360,6 +361,9 @@ def main() -> None:
         gateway, url, cert = start_gateway(kafka, work, secret)
         asyncio.run(wait_ready([gateway], {"gateway": f"{url}/readyz"}, cert, 60.0))
         result = asyncio.run(run(args, kafka, Stack(kafka, work, url, cert, secret)))
+    except KeyboardInterrupt:
+        _say("interrupted: stopping what this bench started")
+        sys.exit(130)
     finally:
         if gateway is not None:
             gateway.stop()

@@ -36,7 +36,7 @@ class Instances:
     health_ports: list[int]
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the instances so far, every thread included (RocksDB's, the JVM-free rest)."""
+        """User + system CPU seconds of the instances so far, every thread included (RocksDB's too)."""
         return sum(process_cpu_seconds(s.process.pid) for s in self.services)
 
     def check_alive(self) -> None:

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -116,9 +118,11 @@ class HeldInput:
 
     async def close(self) -> None:
         # An open transaction would hold back every read_committed reader of these topics until it times out.
-        if not self.released:
-            await self.producer.abort_transaction()
-        await self.producer.stop()
+        try:
+            if not self.released:
+                await self.producer.abort_transaction()
+        finally:
+            await self.producer.stop()
 
 
 async def hold_inputs(kafka: KafkaSettings, inputs: Sequence[InputRecord]) -> HeldInput:
@@ -131,9 +135,16 @@ async def hold_inputs(kafka: KafkaSettings, inputs: Sequence[InputRecord]) -> He
     )
     await producer.start()
     held = HeldInput(producer)
-    await producer.begin_transaction()
-    futures = [await producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in inputs]
-    await producer.flush()
+    try:
+        await producer.begin_transaction()
+        futures = [await producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in inputs]
+        await producer.flush()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the original error matters, not a failed abort
+            await held.close()
+        raise
+    # Per partition, first..last offset is this input alone as long as nothing else writes the family topics
+    # meanwhile (true of the private broker; with KAFKA_BOOTSTRAP_SERVERS, use an otherwise idle cluster).
     for future in futures:
         meta = future.result()
         tp = TopicPartition(meta.topic, meta.partition)
@@ -370,6 +381,9 @@ def main() -> None:
             broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
             bootstrap = broker.start()
         result = asyncio.run(run(args, bootstrap, work))
+    except KeyboardInterrupt:
+        _say("interrupted: stopping what this bench started")
+        sys.exit(130)
     finally:
         if broker is not None:
             broker.stop()
