@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import Receive
+from starlette.types import Receive, Scope
 
 from connector.settings import KafkaSettings
 from gateway import records, signature
@@ -63,6 +63,13 @@ class _Result:
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _header_map(scope: Scope) -> dict[str, str]:
+    """The request headers, decoded once: Starlette's Headers decodes and scans the raw list on every get,
+    and a request reads six of them. ASGI names are lower-case; the first of repeated headers wins, as with
+    Headers.get."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
 
 
 async def _read_capped(receive: Receive, limit: int) -> bytes | None:
@@ -119,7 +126,7 @@ def create_app(
     app.state.metrics = metrics
 
     async def handle(request: Request) -> _Result:
-        headers = request.headers
+        headers = _header_map(request.scope)
         length = records.content_length_status(headers.get("content-length"), settings.max_body_bytes)
         if length == "too_large":
             return _Result(413, "rejected", "body_too_large", close=True)
