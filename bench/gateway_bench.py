@@ -434,6 +434,7 @@ def _plot(runs: list[Run], args: argparse.Namespace) -> None:
         return out
 
     where = f"{args.workers} uvicorn worker(s), TLS, wrk -t{args.threads}"
+    middle = sorted(args.connections)[len(args.connections) // 2]
     drawn = [
         plot.lines(
             plot.IMAGES / "gateway-throughput.png",
@@ -449,6 +450,12 @@ def _plot(runs: list[Run], args: argparse.Namespace) -> None:
             "p99 ms (log)",
             series("p99_ms"),
             log_y=True,
+        ),
+        plot.bars(
+            plot.IMAGES / "gateway-cpu.png",
+            f"Server CPU per request at {middle} connections ({where})",
+            "µs of server CPU per request",
+            {r.server: r.cpu_us_per_request for r in runs if r.connections == middle},
         ),
     ]
     print("\ncharts: " + ", ".join(str(p.relative_to(ROOT)) for p in drawn))
