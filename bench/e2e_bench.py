@@ -1,24 +1,29 @@
 """End-to-end latency: a delivery received by the gateway → its account update visible to a read_committed reader.
 
     python -m bench.e2e_bench [--duration 60] [--instances 1,2] [--max-rate R] [--saturation-deliveries 5000]
+                              [--sender paced|simulator]
 
 Every part runs as its own OS process, as deployed: a Kafka broker (a private local one unless
 KAFKA_BOOTSTRAP_SERVERS is set), the gateway (`pinwheel-connector gateway`, uvicorn over TLS with a
 self-signed certificate), 1 then 2 processor instances (`pinwheel-connector processor`, a fresh consumer
-group each, started at the end of the family topics) and the simulator (`pinwheel-connector simulate`:
-signed Pinwheel-like traffic with duplicates, pending jobs and their finals, out-of-order arrival). This
-process only reads `pinwheel.account_updates.v1` with read_committed.
+group each, started at the end of the family topics) and the load generator. The traffic is the simulator's
+(signed Pinwheel-like deliveries with duplicates, pending jobs and their finals, out-of-order arrival); by
+default `bench.paced_sender` sends it, which costs a fraction of the simulator's CPU per delivery, so that
+the generator is not what limits the throughput; `--sender simulator` sends it with `pinwheel-connector
+simulate` (32 in flight) instead. This process only reads `pinwheel.account_updates.v1` with read_committed.
 
-1. Saturation (skipped with --max-rate): S deliveries sent as fast as the simulator can (32 in flight) through
-   one processor instance. The maximum sustainable throughput is the rate at which updates became visible
-   between the 10th and the 90th percent of them (ramp-up and tail left out), in deliveries per second.
-2. For each instance count, traffic at half that rate for --duration seconds, paced evenly by the simulator's
-   rate limiter. The latency of an update is this consumer's wall clock when the fetch returned it minus
-   `trigger.received_at`, the gateway's receipt time (same machine, same clock). Pending jobs all get their
-   final outcome (an update that waits for a pending timeout is late by design). Afterwards `verify`'s
-   comparison with the simulator's ledger counts lost and duplicated updates.
+1. Saturation (skipped with --max-rate): S deliveries sent as fast as the generator can (8 connections, or 32
+   requests in flight for the simulator) through one processor instance. The maximum sustainable throughput
+   is the rate at which updates became visible between the 10th and the 90th percent of them (ramp-up and
+   tail left out), in deliveries per second.
+2. For each instance count, traffic at half that rate for --duration seconds, paced evenly. The latency of
+   an update is this consumer's wall clock when the fetch returned it minus `trigger.received_at`, the
+   gateway's receipt time (same machine, same clock). Pending jobs all get their final outcome (an update
+   that waits for a pending timeout is late by design). Afterwards `verify`'s comparison with the
+   generator's ledger counts lost and duplicated updates.
 
-Prints markdown tables and draws docs/img/e2e-latency-cdf.png.
+Each run also reports the CPU seconds that the generator, the gateway, the processors and the broker spent
+while the traffic was sent. Prints markdown tables and draws docs/img/e2e-latency-cdf.png.
 """
 
 from __future__ import annotations
@@ -38,12 +43,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench import plot
-from bench.instances import provision, start_instances, wait_settled
+from bench import paced_sender, plot
+from bench.instances import Instances, process_cpu_seconds, provision, start_instances, wait_settled
 from bench.report import percentile, table
 from connector.local_kafka import LocalKafka, free_port
 from connector.run import Service, gateway_env, start_service, stop_on_sigterm, wait_ready
@@ -52,12 +57,13 @@ from gateway.tls import ensure_self_signed
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC
 from schemas.codec import build_codec
 from simulator.ledger import Ledger, read_ledger
-from simulator.traffic import TrafficConfig, build_traffic
+from simulator.traffic import PlannedEvent, TrafficConfig, build_traffic
 from simulator.verify import UpdateView, compare, complete, expectations
 
 PARTITIONS = 6
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
-SEND_CONCURRENCY = 32
+SEND_CONCURRENCY = 32  # the simulator's requests in flight
+SEND_CONNECTIONS = 8  # the paced sender's
 # No pending job stays unresolved: its timeout update would be late by design, not by the pipeline.
 UNRESOLVED_RATE = 0.0
 
@@ -111,6 +117,9 @@ class UpdateWatcher:
         await self.consumer.stop()
 
 
+Generator = Literal["paced", "simulator"]
+
+
 @dataclass(frozen=True, slots=True)
 class Traffic:
     deliveries: int
@@ -118,6 +127,9 @@ class Traffic:
     spread_s: float
     rate: float  # deliveries per second, 0: as fast as possible
     seed: int
+
+    def events(self) -> list[PlannedEvent]:
+        return build_traffic(_config(self.accounts, self.seed, self.spread_s), datetime.now(UTC))
 
 
 def deliveries_per_account(seed: int) -> float:
@@ -134,20 +146,33 @@ def _config(accounts: int, seed: int, spread_s: float) -> TrafficConfig:
 def plan_traffic(deliveries: int, rate: float, duration_s: float, seed: int) -> Traffic:
     accounts = max(1, math.ceil(deliveries / deliveries_per_account(seed)))
     # Accounts connect over the first quarter of the run (each account's events then span up to ~15 s), so the
-    # schedule stays ahead of the rate limiter and the limiter alone sets the pace: deliveries queue in the
-    # simulator, before the gateway's receipt, where latency is measured from.
+    # simulator's schedule stays ahead of its rate limiter and the limiter alone sets the pace: deliveries queue
+    # in the generator, before the gateway's receipt, where latency is measured from. (The paced sender keeps
+    # only the order of the due times.)
     return Traffic(deliveries, accounts, duration_s / 4, rate, seed)
 
 
 @dataclass
 class Stack:
-    """What the phases share: the broker connection, the gateway and the signing secret."""
+    """What the phases share: the broker, the gateway, the signing secret and the load generator."""
 
     kafka: KafkaSettings
     work: Path
     url: str
     cert: Path
     secret: str
+    generator: Generator
+    gateway: Service
+    broker: LocalKafka | None
+
+    def cpu_seconds(self, instances: Instances) -> dict[str, float | None]:
+        """CPU seconds so far of the processes the generator loads (the broker's only when it is our own)."""
+        broker_pid = self.broker.pid() if self.broker is not None else None
+        return {
+            "gateway": process_cpu_seconds(self.gateway.process.pid),
+            "processors": instances.cpu_seconds(),
+            "broker": process_cpu_seconds(broker_pid) if broker_pid is not None else None,
+        }
 
 
 def start_gateway(kafka: KafkaSettings, work: Path, secret: str) -> tuple[Service, str, Path]:
@@ -174,6 +199,21 @@ def start_simulator(stack: Stack, traffic: Traffic, ledger: Path) -> Service:
     return start_service("simulator", args, env, ledger.with_suffix(".log"))
 
 
+def start_paced_sender(stack: Stack, traffic: Traffic, ledger: Path) -> Service:
+    events = ledger.with_suffix(".traffic.jsonl")
+    paced_sender.write_traffic(events, traffic.events())
+    args = ["--traffic", str(events), "--url", f"{stack.url}/webhooks/pinwheel", "--ca-file", str(stack.cert)]
+    args += ["--ledger", str(ledger), "--rate", f"{traffic.rate:.1f}", "--connections", str(SEND_CONNECTIONS)]
+    args += ["--seed", str(traffic.seed)]
+    return paced_sender.start("paced sender", args, stack.secret, ledger.with_suffix(".log"))
+
+
+def start_generator(stack: Stack, traffic: Traffic, ledger: Path) -> Service:
+    if stack.generator == "simulator":
+        return start_simulator(stack, traffic, ledger)
+    return start_paced_sender(stack, traffic, ledger)
+
+
 @dataclass(frozen=True, slots=True)
 class PhaseResult:
     label: str
@@ -182,6 +222,13 @@ class PhaseResult:
     seen: list[Seen]
     lost: int
     duplicated: int
+    cpu_s: dict[str, float | None]  # per process kind, while the traffic was sent
+
+    @property
+    def generator_cpu_ms(self) -> float | None:
+        """The paced sender's own CPU per delivery (from its ledger); the simulator does not report it."""
+        value = (self.ledger.end or {}).get("cpu_ms_per_delivery")
+        return float(value) if value is not None else None
 
     def mine(self) -> list[Seen]:
         """This run's updates, first sighting of each."""
@@ -202,26 +249,30 @@ async def run_phase(stack: Stack, label: str, instances: int, traffic: Traffic) 
         try:
             rate = f"{traffic.rate:,.0f}/s" if traffic.rate else "as fast as possible"
             _say(f"{label}: {traffic.deliveries:,} deliveries ({traffic.accounts} accounts) at {rate}")
-            ledger = await drive(stack, watcher, group.check_alive, traffic, label, stack.work / f"{app}-ledger.jsonl")
+            ledger, cpu_s = await drive(stack, watcher, group, traffic, label, stack.work / f"{app}-ledger.jsonl")
         finally:
             await watcher.stop()
     finally:
         group.stop()
     verdict = compare(ledger, watcher.views(), expectations(ledger))
-    return PhaseResult(label, instances, ledger, watcher.seen, len(verdict.lost), len(verdict.duplicated))
+    return PhaseResult(label, instances, ledger, watcher.seen, len(verdict.lost), len(verdict.duplicated), cpu_s)
 
 
 async def drive(
-    stack: Stack, watcher: UpdateWatcher, check: Callable[[], None], traffic: Traffic, label: str, path: Path
-) -> Ledger:
-    """Send the traffic; then wait for every expected update, and 2 s more for a duplicate to show up."""
-    simulator = start_simulator(stack, traffic, path)
+    stack: Stack, watcher: UpdateWatcher, group: Instances, traffic: Traffic, label: str, path: Path
+) -> tuple[Ledger, dict[str, float | None]]:
+    """Send the traffic; then wait for every expected update, and 2 s more for a duplicate to show up.
+
+    Returns the ledger and the CPU seconds each process kind spent while the generator ran."""
+    before = stack.cpu_seconds(group)
+    generator = start_generator(stack, traffic, path)
     try:
-        await follow(watcher, simulator, check, label)
+        await follow(watcher, generator, group.check_alive, label)
     finally:
-        simulator.stop()
-    if simulator.process.returncode != 0:
-        _say(f"{label}: some deliveries were refused or given up (counted below):\n{simulator.log_tail(5)}")
+        generator.stop()
+    cpu_s = _spent(before, stack.cpu_seconds(group))
+    if generator.process.returncode != 0:
+        _say(f"{label}: some deliveries were refused or given up (counted below):\n{generator.log_tail(5)}")
     ledger = read_ledger(path)
     expected = expectations(ledger)
     deadline = time.monotonic() + 60
@@ -230,14 +281,22 @@ async def drive(
     settle = time.monotonic() + 2
     while time.monotonic() < settle:
         await watcher.poll()
-    return ledger
+    return ledger, cpu_s
 
 
-async def follow(watcher: UpdateWatcher, simulator: Service, check: Callable[[], None], label: str) -> None:
-    """Collect updates while the simulator sends, with a progress line every 5 s."""
+def _spent(before: dict[str, float | None], after: dict[str, float | None]) -> dict[str, float | None]:
+    spent: dict[str, float | None] = {}
+    for kind, end in after.items():
+        start = before[kind]
+        spent[kind] = None if end is None or start is None else end - start
+    return spent
+
+
+async def follow(watcher: UpdateWatcher, generator: Service, check: Callable[[], None], label: str) -> None:
+    """Collect updates while the generator sends, with a progress line every 5 s."""
     started = time.monotonic()
     next_report, reported = started + 5, 0
-    while simulator.alive():
+    while generator.alive():
         check()
         await watcher.poll()
         if time.monotonic() >= next_report:
@@ -277,6 +336,8 @@ def summarize(result: PhaseResult, target_rate: float) -> dict[str, Any]:
         "latency_ms": {f"p{p:g}": percentile(latencies, p) for p in PERCENTILES} | {"max": latencies[-1]},
         "lost": result.lost,
         "duplicated": result.duplicated,
+        "generator_cpu_ms_per_delivery": result.generator_cpu_ms,
+        "cpu_s": result.cpu_s,
         "cdf": [(percentile(latencies, q), q) for q in (*range(1, 100), 99.5, 99.9, 100)],
     }
 
@@ -296,12 +357,19 @@ async def run(args: argparse.Namespace, kafka: KafkaSettings, stack: Stack) -> d
         traffic = plan_traffic(int(rate * args.duration), rate, args.duration, seed=n)
         runs.append(summarize(await run_phase(stack, f"x{instances}", instances, traffic), rate))
         _say(f"x{instances}: " + ", ".join(f"{k} {v:,.0f} ms" for k, v in runs[-1]["latency_ms"].items()))
-    return {"max_rate": max_rate, "rate": rate, "duration_s": args.duration, "saturation": saturation, "runs": runs}
+    return {
+        "sender": stack.generator,
+        "max_rate": max_rate,
+        "rate": rate,
+        "duration_s": args.duration,
+        "saturation": saturation,
+        "runs": runs,
+    }
 
 
 def report(result: dict[str, Any]) -> None:
     header = ["instances", "rate (target)", "deliveries/s", "updates", "updates/s"]
-    header += [f"p{p:g} ms" for p in PERCENTILES] + ["max ms", "lost", "duplicated"]
+    header += [f"p{p:g} ms" for p in PERCENTILES] + ["max ms", "lost", "duplicated"] + CPU_HEADER
     rows = []
     for r in result["runs"]:
         latency = r["latency_ms"]
@@ -310,15 +378,19 @@ def report(result: dict[str, Any]) -> None:
             + [f"{r['updates_per_s']:,.0f}"]
             + [f"{latency[f'p{p:g}']:,.0f}" for p in PERCENTILES]
             + [f"{latency['max']:,.0f}", str(r["lost"]), str(r["duplicated"])]
+            + _cpu_cells(r)
         )
     print()
     if result["saturation"] is not None:
         s = result["saturation"]
         print(
-            f"saturation (1 instance): {s['deliveries']:,} deliveries sent at {s['deliveries_per_s']:,.0f}/s, "
-            f"updates visible at {s['updates_per_s']:,.0f}/s; maximum sustainable {result['max_rate']:,.0f} "
-            f"deliveries/s; lost {s['lost']}, duplicated {s['duplicated']}"
+            f"saturation (1 instance, {result['sender']} sender): {s['deliveries']:,} deliveries sent at "
+            f"{s['deliveries_per_s']:,.0f}/s, updates visible at {s['updates_per_s']:,.0f}/s; maximum sustainable "
+            f"{result['max_rate']:,.0f} deliveries/s; lost {s['lost']}, duplicated {s['duplicated']}"
         )
+        print()
+        print(table(CPU_HEADER, [_cpu_cells(s)]))
+        print()
     print(f"latency runs at {result['rate']:,} deliveries/s (half the maximum), {result['duration_s']:.0f} s each:")
     print()
     print(table(header, rows))
@@ -335,6 +407,18 @@ def report(result: dict[str, Any]) -> None:
     print(f"\nchart: {chart}")
 
 
+CPU_HEADER = ["generator CPU ms/delivery", "CPU s gateway", "CPU s processors", "CPU s broker"]
+
+
+def _cpu_cells(run: dict[str, Any]) -> list[str]:
+    """The generator's CPU per delivery, then the CPU seconds the others spent while it sent ('-': unknown)."""
+    generator = run["generator_cpu_ms_per_delivery"]
+    cells = ["-" if generator is None else f"{generator:.2f}"]
+    return cells + [
+        "-" if run["cpu_s"][k] is None else f"{run['cpu_s'][k]:.1f}" for k in ("gateway", "processors", "broker")
+    ]
+
+
 def _xy(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
     return [x for x, _ in points], [y for _, y in points]
 
@@ -345,6 +429,9 @@ def main() -> None:
     parser.add_argument("--instances", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     parser.add_argument("--max-rate", type=float, default=None, help="maximum throughput (default: measured)")
     parser.add_argument("--saturation-deliveries", type=int, default=5_000)
+    parser.add_argument(
+        "--sender", choices=["paced", "simulator"], default="paced", help="load generator (default: bench.paced_sender)"
+    )
     args = parser.parse_args()
     stop_on_sigterm()
     work = Path(tempfile.mkdtemp(prefix="pinwheel-e2e-"))
@@ -360,7 +447,8 @@ def main() -> None:
         # The gateway needs no topic to start; each phase creates them (and its group) before its traffic.
         gateway, url, cert = start_gateway(kafka, work, secret)
         asyncio.run(wait_ready([gateway], {"gateway": f"{url}/readyz"}, cert, 60.0))
-        result = asyncio.run(run(args, kafka, Stack(kafka, work, url, cert, secret)))
+        stack = Stack(kafka, work, url, cert, secret, args.sender, gateway, broker)
+        result = asyncio.run(run(args, kafka, stack))
     except KeyboardInterrupt:
         _say("interrupted: stopping what this bench started")
         sys.exit(130)
