@@ -8,21 +8,17 @@ pipeline costs on top is its own work. Configured like the processors (PROCESSOR
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import sys
-import time
+from collections.abc import Awaitable
 
-import uvicorn
 from aiokafka.structs import ConsumerRecord
 
-from connector import logs
 from connector.settings import KafkaSettings
 from processors.pipeline import PipelineCounters
 from processors.runtime.engine import Engine
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import OutRecord, TaskContext
-from processors.service import health_app
+from processors.service import run_until_signal, serve_engine
 from schemas import catalog
 
 
@@ -47,40 +43,16 @@ def passthrough_engine(settings: ProcessorSettings, kafka: KafkaSettings, output
     return Engine(settings, kafka, list(catalog.FAMILY_TOPICS.values()), {}, lambda ctx: Passthrough(ctx, output))
 
 
-async def serve(settings: ProcessorSettings, output: str, stop: asyncio.Event) -> None:
-    engine = passthrough_engine(settings, KafkaSettings(), output)
-    config = uvicorn.Config(
-        health_app(engine, PipelineCounters(), time.monotonic()),
-        host=settings.health_host,
-        port=settings.health_port,
-        log_config=logs.uvicorn_log_config("WARNING", ["processors"]),
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    # As in processors.service: uvicorn re-raises the signals it captured when it stops, reaching `stop`.
-    health = asyncio.create_task(server.serve())
-    try:
-        await engine.run(stop)
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await health
-
-
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m bench.passthrough <output topic>")
-    settings = ProcessorSettings()
-    logs.configure(settings.log_level, ["processors"])
+    settings, output = ProcessorSettings(), sys.argv[1]
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, sys.argv[1], stop)
+    def serve(stop: asyncio.Event) -> Awaitable[None]:
+        engine = passthrough_engine(settings, KafkaSettings(), output)
+        return serve_engine(settings, engine, PipelineCounters(), stop)
 
-    asyncio.run(run())
+    run_until_signal(settings, serve)
 
 
 if __name__ == "__main__":

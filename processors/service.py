@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -117,9 +118,15 @@ async def serve(
     schema: SchemaSettings | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    stop = stop or asyncio.Event()
     counters = PipelineCounters()
     engine = build_engine(settings, kafka or KafkaSettings(), schema or SchemaSettings(), counters)
+    await serve_engine(settings, engine, counters, stop or asyncio.Event())
+
+
+async def serve_engine(
+    settings: ProcessorSettings, engine: Engine, counters: PipelineCounters, stop: asyncio.Event
+) -> None:
+    """Run `engine` until `stop`, with the health and metrics endpoints while it runs."""
     server = None
     health_task = None
     if settings.health_port:
@@ -132,7 +139,7 @@ async def serve(
         )
         server = uvicorn.Server(config)
         # uvicorn captures SIGINT/SIGTERM while it serves and re-raises them when it stops, which
-        # reaches the handlers `run` installed: the engine then commits and stops.
+        # reaches the handlers `run_until_signal` installed: the engine then commits and stops.
         health_task = asyncio.create_task(server.serve())
     log.info("processor starting", extra={"application_id": settings.application_id, "instance": settings.instance_id})
     try:
@@ -145,9 +152,8 @@ async def serve(
         log.info("processor stopped", extra={"committed": engine.stats.committed})
 
 
-def run(settings: ProcessorSettings | None = None) -> None:
-    """Run until SIGINT/SIGTERM; the open transactions are committed before exit."""
-    settings = settings or ProcessorSettings()
+def run_until_signal(settings: ProcessorSettings, serve_until: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Logging configured, then `serve_until(stop)` with `stop` set by SIGINT/SIGTERM."""
     logs.configure(settings.log_level, ["processors"])
 
     async def main() -> None:
@@ -155,6 +161,12 @@ def run(settings: ProcessorSettings | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop=stop)
+        await serve_until(stop)
 
     asyncio.run(main())
+
+
+def run(settings: ProcessorSettings | None = None) -> None:
+    """Run until SIGINT/SIGTERM; the open transactions are committed before exit."""
+    config = settings or ProcessorSettings()
+    run_until_signal(config, lambda stop: serve(config, stop=stop))
