@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka_broker import free_port
 
@@ -19,6 +24,7 @@ SECRET = "whsec-test-3f1c9a7e-do-not-log"
 OTHER_SECRET = "whsec-rotated-8d2b6f04-do-not-log"
 WEBHOOK_ID = "420900d5-2ffb-4ad9-b2a6-38ef975f9b21"
 VERSION = "2023-11-22"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def signed_headers(
@@ -136,12 +142,17 @@ class RawConnection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
+    async def connect(self) -> None:
+        """Open the connection (TCP + TLS) unless an open one is kept alive."""
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, ssl=self.context)
+
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
         import json
 
-        if self.writer is None or self.writer.is_closing():
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, ssl=self.context)
+        await self.connect()
         assert self.reader is not None
+        assert self.writer is not None
         lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
@@ -163,3 +174,58 @@ class RawConnection:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+# -- the gateway as a subprocess (as in production: `python -m gateway`, its own GIL) -------------------------
+
+
+async def wait_drained(http: httpx.AsyncClient, url: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    ready: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            ready = (await http.get(url + "/readyz")).json()
+            if ready["spool_records"] == 0 and ready["kafka"] == "up":
+                return ready
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"spool not drained in {timeout_s}s: {ready}")
+
+
+def gateway_env(settings: Any, bootstrap: str, quiet: bool = False) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "KAFKA_"))}
+    env |= {
+        "GATEWAY_HOST": settings.host,
+        "GATEWAY_PORT": str(settings.port),
+        "GATEWAY_TLS_CERT_FILE": str(settings.tls_cert_file),
+        "GATEWAY_TLS_KEY_FILE": str(settings.tls_key_file),
+        "GATEWAY_SECRETS": SECRET,
+        "GATEWAY_SPOOL_DIR": str(settings.spool_dir),
+        "GATEWAY_PUBLISH_TIMEOUT_S": "2",
+        "GATEWAY_LOG_LEVEL": "WARNING" if quiet else "INFO",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_REQUEST_TIMEOUT_MS": "5000",
+        "PYTHONPATH": str(ROOT),
+    }
+    return env
+
+
+def start_subprocess(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+
+def tail_of(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+async def wait_up(http: httpx.AsyncClient, url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, tail_of(log)
+        with contextlib.suppress(httpx.HTTPError):
+            if (await http.get(url + "/livez")).status_code == 200:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError("gateway subprocess did not come up")

@@ -16,7 +16,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,7 +28,18 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from gateway_helpers import SECRET, RawConnection, event_body, gateway_settings, header, signed_headers
+from gateway_helpers import (
+    SECRET,
+    RawConnection,
+    event_body,
+    gateway_env,
+    gateway_settings,
+    header,
+    signed_headers,
+    start_subprocess,
+    wait_drained,
+    wait_up,
+)
 from kafka_broker import free_port
 
 from connector.local_kafka import LocalKafka
@@ -40,7 +50,6 @@ from schemas.catalog import FAMILY_TOPICS, Family
 pytestmark = pytest.mark.kafka
 
 TOPIC = FAMILY_TOPICS[Family.INCOME_EMPLOYMENT]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -80,18 +89,6 @@ async def read_topic(bootstrap: str, topic: str, done: Callable[[list[Any]], boo
         return records
     finally:
         await consumer.stop()
-
-
-async def wait_drained(http: httpx.AsyncClient, url: str, timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    ready: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            ready = (await http.get(url + "/readyz")).json()
-            if ready["spool_records"] == 0 and ready["kafka"] == "up":
-                return ready
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"spool not drained in {timeout_s}s: {ready}")
 
 
 def check_order(records: list[Any], acked: dict[str, tuple[str, int]]) -> tuple[int, int]:
@@ -217,46 +214,6 @@ async def test_broker_killed_under_load_loses_nothing_and_keeps_order(
     )
     assert "gateway_drained_total" in metrics
     assert rate >= 100  # the load kept >= 100 deliveries/s through the outage
-
-
-def gateway_env(settings: Any, bootstrap: str, quiet: bool = False) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "KAFKA_"))}
-    env |= {
-        "GATEWAY_HOST": settings.host,
-        "GATEWAY_PORT": str(settings.port),
-        "GATEWAY_TLS_CERT_FILE": str(settings.tls_cert_file),
-        "GATEWAY_TLS_KEY_FILE": str(settings.tls_key_file),
-        "GATEWAY_SECRETS": SECRET,
-        "GATEWAY_SPOOL_DIR": str(settings.spool_dir),
-        "GATEWAY_PUBLISH_TIMEOUT_S": "2",
-        "GATEWAY_LOG_LEVEL": "WARNING" if quiet else "INFO",
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_REQUEST_TIMEOUT_MS": "5000",
-        "PYTHONPATH": str(ROOT),
-    }
-    return env
-
-
-def start_subprocess(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-
-
-def tail_of(log: Path) -> str:
-    return log.read_text()[-3000:]
-
-
-async def wait_up(http: httpx.AsyncClient, url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, tail_of(log)
-        with contextlib.suppress(httpx.HTTPError):
-            if (await http.get(url + "/livez")).status_code == 200:
-                return
-        await asyncio.sleep(0.2)
-    raise AssertionError("gateway subprocess did not come up")
 
 
 async def test_gateway_killed_with_spooled_events_loses_nothing(
