@@ -57,6 +57,7 @@ class Codec:
         self._writers: dict[str, _Writer] = {}
         self._by_id: dict[int, dict[str, Any]] = {}
         self._projections: dict[tuple[str, frozenset[str]], dict[str, Any]] = {}
+        self._prefixes: dict[tuple[str, int, frozenset[str]], tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -148,19 +149,47 @@ class Codec:
         return cast(dict[str, Any], datum)
 
     def decode_fields(self, topic: str, data: bytes, fields: frozenset[str]) -> dict[str, Any]:
-        """Decode only `fields` of a record: the reader skips the others without building them.
+        """Decode only `fields` of a record (other fields may come along; callers read theirs).
 
         The processors read the envelope and the raw body of family records this way; decoding the typed
-        payload they do not use would cost as much again.
+        payload they do not use would cost as much again. When the fields lead the writer's field order
+        (our family schemas put them first), only that prefix of the body is read: Avro binary has no
+        framing, so the bytes after it are simply left unread. Otherwise a projection reader skips the rest.
         """
-        reader = self._projection(topic, fields)
         writer, offset = self.writer_schema(data)
         body = io.BytesIO(memoryview(data)[offset:])
+        prefix = self._prefix(topic, writer, fields)
         try:
-            datum = schemaless_reader(body, writer, reader)
+            if prefix is not None:
+                datum = schemaless_reader(body, prefix, None)
+            else:
+                datum = schemaless_reader(body, writer, self._projection(topic, fields))
         except Exception as exc:  # fastavro raises many types; callers need one
             raise DecodeError(f"cannot decode {topic} record: {type(exc).__name__}") from exc
         return cast(dict[str, Any], datum)
+
+    def _prefix(self, topic: str, writer: dict[str, Any], fields: frozenset[str]) -> dict[str, Any] | None:
+        """The writer schema cut after the last of `fields`, when that is shorter and reads each of them
+        exactly as the topic's current schema would (same type); else None."""
+        key = (topic, id(writer), fields)
+        try:
+            return self._prefixes[key][1]
+        except KeyError:
+            pass
+        written = {f["name"]: i for i, f in enumerate(writer["fields"])}
+        current = {f["name"]: f["type"] for f in self.reader_schema(topic)["fields"]}
+        prefix = None
+        if all(name in written and writer["fields"][written[name]]["type"] == current.get(name) for name in fields):
+            end = 1 + max(written[name] for name in fields)
+            if end < len(written):
+                plain = {k: v for k, v in writer.items() if not k.startswith("__")}  # fastavro's parse markers
+                try:
+                    prefix = parse({**plain, "fields": writer["fields"][:end]})
+                except Exception:  # the prefix uses a type defined further on: read it all
+                    prefix = None
+        with self._lock:
+            self._prefixes[key] = (writer, prefix)  # holding the writer keeps its id from being reused
+        return prefix
 
     def _projection(self, topic: str, fields: frozenset[str]) -> dict[str, Any]:
         key = (topic, fields)
