@@ -238,14 +238,13 @@ class Sender:
 
     async def run(self, planned: Sequence[Delivery], rate: float, connections: int) -> None:
         self.outstanding = len(planned)
-        workers = [asyncio.create_task(self._worker(Connection(self.target))) for _ in range(connections)]
-        try:
+        # A task group, so that a worker's unexpected error ends the run instead of leaving it waiting forever.
+        async with asyncio.TaskGroup() as group:
+            workers = [group.create_task(self._worker(Connection(self.target))) for _ in range(connections)]
             await self._pace(planned, rate)
             await self.finished.wait()
-        finally:
             for worker in workers:
                 worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
 
     async def _pace(self, planned: Sequence[Delivery], rate: float) -> None:
         """Releases the first attempts: at start + i/rate (no drift), or all at once with rate 0."""
