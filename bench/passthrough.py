@@ -38,6 +38,9 @@ class Passthrough:
     def end_of_batch(self) -> None:
         pass
 
+    def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+        raise RuntimeError(f"the broker refused the copy of {record.topic}/{record.partition}@{record.offset}: {error}")
+
 
 def passthrough_engine(settings: ProcessorSettings, kafka: KafkaSettings, output: str) -> Engine:
     return Engine(settings, kafka, list(catalog.FAMILY_TOPICS.values()), {}, lambda ctx: Passthrough(ctx, output))

@@ -23,6 +23,9 @@ from connector.settings import KafkaSettings
 
 DAY_MS = 24 * 3600 * 1000
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A dead letter carries a whole family record and more: its topic takes twice the family topics' limit, so the
+# dead letter of any record the family topics accepted fits (the processors' producers allow as much).
+DEADLETTER_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
 
 # The processors' state stores; each has a compacted changelog named by `changelog_topic`.
 STORE_NAMES = ("dedupe", "jobs", "accounts", "timers")
@@ -73,9 +76,13 @@ def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:
     retention = {"cleanup.policy": "delete", "retention.ms": str(s.retention_days * DAY_MS)}
     # A 1 MiB body (the gateway's cap) encodes to up to about twice that (raw bytes + typed payload).
     large = {**retention, "max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    # The broker's clock stamps family records: stream time is bounded by it, so a record whose received_at
+    # jumped ahead (a gateway clock jump) cannot carry the processors' stream time days forward.
+    family = {**large, "message.timestamp.type": "LogAppendTime"}
+    deadletter = {**retention, "max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}
     compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(DAY_MS)}
     specs = [
-        TopicSpec(topic, s.partitions, dict(large), ACCOUNT_PARTITIONED, s.replication_factor)
+        TopicSpec(topic, s.partitions, dict(family), ACCOUNT_PARTITIONED, s.replication_factor)
         for topic in catalog.FAMILY_TOPICS.values()
     ]
     specs += [
@@ -86,7 +93,7 @@ def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:
     specs += [
         TopicSpec(catalog.ACCOUNT_UPDATES_TOPIC, s.partitions, dict(retention), None, s.replication_factor),
         TopicSpec(catalog.ACCOUNT_STATE_TOPIC, s.partitions, dict(compacted), None, s.replication_factor),
-        TopicSpec(catalog.DEADLETTER_TOPIC, s.partitions, dict(large), None, s.replication_factor),
+        TopicSpec(catalog.DEADLETTER_TOPIC, s.partitions, dict(deadletter), None, s.replication_factor),
     ]
     return specs
 

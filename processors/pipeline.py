@@ -164,24 +164,29 @@ class PipelineCounters:
     logic: Counter[str] = field(default_factory=Counter)
 
 
+_LOG_APPEND_TIME = 1
+
+
+def _log_append_time(record: ConsumerRecord[bytes, bytes]) -> datetime | None:
+    """When the broker appended the record, on topics whose timestamps the broker sets (family topics)."""
+    if record.timestamp_type != _LOG_APPEND_TIME:
+        return None
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+
+
 class AccountPipeline:
     """The TaskProcessor of one partition."""
 
-    def __init__(
-        self, ctx: TaskContext, codec: Codec, config: LogicConfig, counters: PipelineCounters, idle_ms: int
-    ) -> None:
+    def __init__(self, ctx: TaskContext, codec: Codec, config: LogicConfig, counters: PipelineCounters) -> None:
         self.ctx = ctx
         self.codec = codec
         self.counters = counters
         stores, self._cached = task_stores(ctx.state)
         self.logic = AccountProcessor(config, stores)
-        self._idle_ms = idle_ms
-        self._last_record_ms = 0
         # Only the last snapshot of an account per batch matters on a compacted topic.
         self._snapshots: dict[str, AccountStateSnapshot] = {}
 
     def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        self._last_record_ms = record.timestamp
         try:
             datum = self.codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS)
             body = jsontext.loads(datum["raw_body"])
@@ -192,6 +197,7 @@ class AccountPipeline:
                 received_at=datum["received_at"],
                 sent_at=datum["sent_at"],
                 family=TOPIC_FAMILY.get(record.topic),
+                logged_at=_log_append_time(record),
             )
         except DecodeError as exc:
             self._dead_letter(record, "decode_error", str(exc))
@@ -215,13 +221,22 @@ class AccountPipeline:
             self._dead_letter(record, "encode_error", type(exc).__name__, event.event_id, event.event_type)
 
     def punctuate(self, wall_clock_ms: int) -> None:
-        # Wall-clock timers only while the partition is idle: when it has a backlog (a replay, a catch-up
-        # after an outage) stream time drives the timers, so a pending is never timed out by the clock
-        # while its final outcome waits unread in the backlog.
-        if wall_clock_ms - self._last_record_ms < self._idle_ms:
-            return
+        # The runtime punctuates only a task that has read its inputs to their end: during a backlog (a
+        # replay, a catch-up after an outage) stream time drives the timers, so a pending is never timed
+        # out by the clock while its final outcome waits unread.
         self._emit(self.logic.on_time(datetime.fromtimestamp(wall_clock_ms / 1000, UTC)), None)
         self.end_of_batch()
+
+    def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+        headers = dict(record.headers or ())
+        event_id, event_type = headers.get("event_id"), headers.get("event_type")
+        self._dead_letter(
+            record,
+            "output_refused",
+            f"the broker refused an output or state write of this record: {error}",
+            event_id.decode(errors="replace") if event_id else None,
+            event_type.decode(errors="replace") if event_type else None,
+        )
 
     def end_of_batch(self) -> None:
         for store in self._cached:

@@ -39,10 +39,9 @@ def build_engine(
 ) -> Engine:
     codec = build_codec(schema)
     config = logic_config(settings)
-    idle_ms = settings.punctuate_interval_ms
 
     def factory(ctx: TaskContext) -> TaskProcessor:
-        return AccountPipeline(ctx, codec, config, counters, idle_ms)
+        return AccountPipeline(ctx, codec, config, counters)
 
     return Engine(
         settings,

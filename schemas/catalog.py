@@ -93,7 +93,7 @@ def family_of(event_type: str) -> Family:
 _OTHER_KEY_FIELDS = ("account_id", "end_user_id", "company_connection_id")
 
 
-def _normalise_id(value: str) -> str:
+def normalise_id(value: str) -> str:
     # Co-partitioning compares key bytes: the same account must give the same bytes on every topic,
     # so UUIDs are written in their canonical lowercase form whatever case Pinwheel used.
     try:
@@ -113,5 +113,5 @@ def partition_key(event_type: str, event_id: str, payload: Any) -> str:
         for name in fields:
             value = payload.get(name)
             if isinstance(value, str) and value:
-                return _normalise_id(value)
+                return normalise_id(value)
     return event_id

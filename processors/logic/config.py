@@ -19,6 +19,10 @@ class LogicConfig:
     #: Dedupe expiries are rounded up to this granularity so they fire in batches (one timer scan per
     #: bucket instead of one per event): retention is at least ``dedupe_retention``, at most one bucket more.
     dedupe_bucket: timedelta = timedelta(minutes=1)
+    #: How far ``received_at`` may run ahead of the broker's append time and still move stream time: a record
+    #: stamped further ahead (a gateway clock jump) moves it only to its append time plus this skew, so it
+    #: cannot expire every dedupe entry or time out every pending of its partition.
+    max_clock_skew: timedelta = timedelta(minutes=5)
     #: Cap on the added/deleted id lists kept per sync dataset in the account state (most recent kept).
     max_sync_ids: int = 50
 
@@ -26,7 +30,8 @@ class LogicConfig:
         for name in ("dedupe_retention", "pending_timeout", "dedupe_bucket"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive")
-        if self.timeout_grace < timedelta(0):
-            raise ValueError("timeout_grace must not be negative")
+        for name in ("timeout_grace", "max_clock_skew"):
+            if getattr(self, name) < timedelta(0):
+                raise ValueError(f"{name} must not be negative")
         if self.max_sync_ids < 0:
             raise ValueError("max_sync_ids must not be negative")

@@ -7,6 +7,7 @@ account key, the event time and the job fields are derived in exactly one place.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any, Final, Literal, NamedTuple, cast
 import orjson
 
 from processors.logic.timeutil import to_us
+from schemas import catalog
 
 Outcome = Literal["success", "error", "pending"]
 OUTCOMES: Final = frozenset({"success", "error", "pending"})
@@ -91,6 +93,9 @@ class Event:
     error_code: str | None = None
     error_type: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
+    #: When the broker appended the record (topics with broker-set timestamps): bounds how far this event
+    #: may move stream time, whatever clock stamped ``received_at``.
+    logged_at: datetime | None = None
 
     @property
     def is_job(self) -> bool:
@@ -129,13 +134,27 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def account_key_of(event_id: str, payload: Mapping[str, Any]) -> str:
-    """The partition key rule of docs/architecture.md (same as the gateway's)."""
-    for name in ("account_id", "end_user_id", "company_connection_id"):
-        value = _opt_str(payload.get(name))
-        if value is not None:
-            return value
-    return event_id
+def account_key_of(event_type: str, event_id: str, payload: Mapping[str, Any]) -> str:
+    """The partition key of the event: the gateway's rule (``schemas.catalog.partition_key``)."""
+    return catalog.partition_key(event_type, event_id, payload)
+
+
+def _account_id(payload: Mapping[str, Any]) -> str | None:
+    value = _opt_str(payload.get("account_id"))
+    return None if value is None else catalog.normalise_id(value)
+
+
+def _job_id(payload: Mapping[str, Any]) -> str | None:
+    """A job's ``id`` in canonical form: outputs type it as a UUID, so anything else is refused."""
+    value = payload.get("id")
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            return str(uuid.UUID(value))
+    except ValueError:
+        pass
+    raise InvalidEvent("invalid_job_id", "a job's id must be a UUID string")
 
 
 def parse_timestamp(value: object) -> datetime | None:
@@ -170,6 +189,7 @@ def event_from_payload(
     received_at: datetime,
     sent_at: datetime | None = None,
     family: str | None = None,
+    logged_at: datetime | None = None,
 ) -> Event:
     """Normalize one decoded delivery. Raises ``InvalidEvent`` for what no processor could use."""
     if not isinstance(event_id, str) or not event_id:
@@ -186,18 +206,19 @@ def event_from_payload(
     return Event(
         event_id=event_id,
         event_type=event_type,
-        account_key=account_key_of(event_id, payload),
-        account_id=_opt_str(payload.get("account_id")),
+        account_key=account_key_of(event_type, event_id, payload),
+        account_id=_account_id(payload),
         received_at=_aware_utc("received_at", received_at),
         occurred_at=parse_timestamp(payload.get(occurred_field)),
         family=family if family is not None else family_of(event_type),
         sent_at=None if sent_at is None else _aware_utc("sent_at", sent_at),
-        job_id=_opt_str(payload.get("id")) if is_job else None,
+        job_id=_job_id(payload) if is_job else None,
         job_name=_opt_str(payload.get("name")),
         outcome=cast(Outcome | None, raw_outcome),
         error_code=_opt_str(payload.get("error_code")),
         error_type=_opt_str(payload.get("error_type")),
         payload=payload,
+        logged_at=None if logged_at is None else _aware_utc("logged_at", logged_at),
     )
 
 

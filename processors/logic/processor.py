@@ -72,6 +72,7 @@ class AccountProcessor:
         "_max_ids",
         "_next_due",
         "_retention_us",
+        "_skew_us",
         "_timers",
         "_window_us",
         "config",
@@ -88,6 +89,7 @@ class AccountProcessor:
         self._bucket_us = span_us(config.dedupe_bucket)
         self._window_us = span_us(config.pending_timeout + config.timeout_grace)
         self._max_ids = config.max_sync_ids
+        self._skew_us = span_us(config.max_clock_skew)
         self._clock: int | None = _UNLOADED
         self._next_due = _UNLOADED
         #: Observability only (never affects outputs): duplicate, dead_letter, stale_pending, timed_out, ...
@@ -151,7 +153,11 @@ class AccountProcessor:
     def process(self, event: Event) -> list[Output]:
         received_us = to_us(event.received_at)
         out: list[Output] = []
-        self._advance(received_us, out)
+        stream_us = received_us
+        if event.logged_at is not None and received_us > (ceiling := to_us(event.logged_at) + self._skew_us):
+            stream_us = ceiling  # received_at runs ahead of the broker's clock: it does not move time that far
+            self.counters["clock_ahead"] += 1
+        self._advance(stream_us, out)
         event_id = event.event_id
         dedupe = self._dedupe
         if dedupe.get(event_id) is not None:

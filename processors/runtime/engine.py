@@ -4,10 +4,17 @@ Life of a partition p on this instance:
   assigned  -> paused; the loop then starts the task's transactional producer (fencing the previous
                owner and completing its open transaction), restores state from the changelogs, seeks
                the inputs to the group's committed offsets and resumes them;
-  running   -> records are processed in timestamp order across the input topics; every commit
-               interval the task commits outputs + changelog writes + offsets in one transaction;
+  running   -> records are processed in offset order within each input partition, the input topics
+               merged by record time; every commit interval the task commits outputs + changelog
+               writes + offsets in one transaction, and only once the broker acknowledged every record;
+               wall-clock timers fire only while the task is caught up (its fetch position at the
+               partition's last stable offset, known from a recent fetch): never during a catch-up;
   failed    -> a commit error or timeout (broker lost, ...) discards the uncommitted work and the
                task is rebuilt from Kafka exactly as on assignment: nothing skipped, nothing doubled;
+  isolating -> after the broker refused a record of a commit for what it is (too large, ...), the
+               rebuilt task replays that uncommitted range one input record per transaction; the record
+               whose transaction is refused is then handed to the processor's `reject` (a dead letter,
+               no effects), and everything else is processed as usual;
   revoked   -> the open transaction is committed (or, failing that, abandoned) and the task closed.
 """
 
@@ -15,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -30,7 +38,14 @@ from connector.topics import MAX_MESSAGE_BYTES
 from processors.runtime.restore import restore
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
-from processors.runtime.task import ProcessorFactory, Task, TaskFailed, TaskFenced, start_producer
+from processors.runtime.task import (
+    ProcessorFactory,
+    RecordRefused,
+    Task,
+    TaskFailed,
+    TaskFenced,
+    start_producer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +62,23 @@ class EngineStats:
     rebalances: int = 0
     assigned: set[int] = field(default_factory=set)
     ready: set[int] = field(default_factory=set)
+    refused_records: int = 0  # input records whose effects the broker refused (handed to `reject`)
+
+
+Coordinates = tuple[str, int, int]  # topic, partition, offset of an input record
+
+
+@dataclass
+class Isolation:
+    """A task replaying, one record per transaction, a range whose commit the broker refused a record of."""
+
+    until: dict[TopicPartition, int]  # the refused commit's next offsets: isolation ends past them
+    refused: dict[Coordinates, str] = field(default_factory=dict)  # input records to reject, with the error
+    current: Coordinates | None = None  # the record of the transaction being committed
+    passed: dict[TopicPartition, int] = field(default_factory=dict)  # next offsets committed since
+
+    def finished(self) -> bool:
+        return all(self.passed.get(tp, -1) >= end for tp, end in self.until.items())
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -68,8 +100,10 @@ class Engine:
         input_topics: Sequence[str],
         changelogs: dict[str, str],
         factory: ProcessorFactory,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # wall clock of the timers (seconds); injected by tests
         self.kafka = kafka
         self.input_topics = list(input_topics)
         self.changelogs = changelogs
@@ -77,6 +111,7 @@ class Engine:
         self.stats = EngineStats()
         self._tasks: dict[int, Task] = {}
         self._pending: set[int] = set()  # assigned, not yet initialised
+        self._isolation: dict[int, Isolation] = {}
         self._retry_start_at = 0.0  # after a failed task start (broker down): back off, do not spin
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -146,32 +181,75 @@ class Engine:
             async with self._lock:
                 if start_now:
                     await self._initialise_pending(consumer)
-                self._dispatch(batch)
+                await self._dispatch(batch)
                 now = time.monotonic()
                 if now >= next_punctuate:
-                    wall_ms = int(time.time() * 1000)
-                    for task in self._tasks.values():
-                        task.punctuate(wall_ms)
+                    wall_ms = int(self.clock() * 1000)
+                    for partition, task in list(self._tasks.items()):
+                        if partition not in self._isolation and await self._caught_up(consumer, partition):
+                            task.punctuate(wall_ms)
                     next_punctuate = now + punctuate_s
                 buffered = max((len(t.outputs) for t in self._tasks.values()), default=0)
                 if now >= next_commit or buffered >= self.settings.commit_max_records:
                     await self._commit_all()
                     next_commit = time.monotonic() + interval_s
 
-    def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        by_task: dict[int, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
+    async def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        by_task: dict[int, list[list[ConsumerRecord[bytes, bytes]]]] = defaultdict(list)
         for tp, records in batch.items():
             if tp.partition in self._tasks:
-                by_task[tp.partition].extend(records)
+                by_task[tp.partition].append(records)
             # Records of a task that is not ready are dropped: it seeks to its committed offsets first.
-        for partition, records in by_task.items():
-            # Merge the input topics by record time, as Kafka Streams picks the lowest timestamp first.
-            records.sort(key=lambda r: (r.timestamp, self._topic_rank.get(r.topic, 0), r.offset))
-            self._tasks[partition].process(records)
-            self.stats.processed += len(records)
+        for partition, runs in by_task.items():
+            records = self._merge(runs)
+            isolation = self._isolation.get(partition)
+            if isolation is None:
+                self._tasks[partition].process(records)
+                self.stats.processed += len(records)
+            else:
+                await self._process_isolated(partition, isolation, records)
+
+    def _merge(self, runs: list[list[ConsumerRecord[bytes, bytes]]]) -> list[ConsumerRecord[bytes, bytes]]:
+        """The input topics merged by record time (as Kafka Streams picks the lowest timestamp first), each
+        partition's records kept in offset order whatever their timestamps: a committed offset never trails
+        a record already processed."""
+        if len(runs) == 1:
+            return runs[0]
+        rank = self._topic_rank
+        return list(heapq.merge(*runs, key=lambda r: (r.timestamp, rank.get(r.topic, 0))))
+
+    async def _process_isolated(
+        self, partition: int, isolation: Isolation, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        """One input record per transaction, so a refusal names its record; refused records are rejected."""
+        for index, record in enumerate(records):
+            task = self._tasks.get(partition)
+            if task is None:
+                return  # failed: rebuilt from the committed offsets, the rest is fetched again
+            if isolation.finished():
+                del self._isolation[partition]
+                log.info("isolation over", extra={"partition": partition, "refused": len(isolation.refused)})
+                task.process(records[index:])
+                self.stats.processed += len(records) - index
+                return
+            coordinates = (record.topic, record.partition, record.offset)
+            error = isolation.refused.get(coordinates)
+            if error is None:
+                task.process([record])
+            else:
+                task.reject(record, error)
+                self.stats.refused_records += 1
+            self.stats.processed += 1
+            isolation.current = coordinates
+            await self._commit_tasks([task])
+            if partition in self._tasks:  # committed
+                isolation.passed[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            isolation.current = None
 
     async def _commit_all(self) -> None:
-        tasks = list(self._tasks.values())
+        await self._commit_tasks(list(self._tasks.values()))
+
+    async def _commit_tasks(self, tasks: list[Task]) -> None:
         if not tasks:
             return
         results = await asyncio.gather(*(task.commit() for task in tasks), return_exceptions=True)
@@ -187,14 +265,54 @@ class Engine:
         self.stats.task_restarts += 1
         partition = task.partition
         log.warning("task restart", extra={"partition": partition, "error": str(error)})
+        if isinstance(error, RecordRefused):
+            self._isolate(task, error)
         await self._close_tasks([partition])
         if isinstance(error, TaskFenced):
+            self._isolation.pop(partition, None)
             return  # another instance owns it; the coming rebalance takes it from us
         if not isinstance(error, TaskFailed):
             log.error("unexpected task error", exc_info=error)
         self._pending.add(partition)
         if self._consumer is not None:
             self._consumer.pause(*self._partitions_of(partition))
+
+    def _isolate(self, task: Task, error: RecordRefused) -> None:
+        """Remember what the refused commit covered, or, when it held one record, that this record is refused."""
+        isolation = self._isolation.get(task.partition)
+        if isolation is None:
+            self._isolation[task.partition] = Isolation(until=dict(task.next_offsets))
+            log.warning(
+                "the broker refused a record: replaying the uncommitted records one per transaction",
+                extra={"partition": task.partition, "error": str(error)},
+            )
+        elif isolation.current is not None:
+            if isolation.current in isolation.refused:
+                # Even its dead letter was refused: nothing can be committed past this record. The task keeps
+                # failing (loudly) rather than skip it.
+                log.error(
+                    "the broker refuses the dead letter of a refused record; the partition cannot progress",
+                    extra={"partition": task.partition, "offset": isolation.current[2], "error": str(error)},
+                )
+                self._retry_start_at = time.monotonic() + 1.0
+            isolation.refused[isolation.current] = str(error.__cause__ or error)
+            isolation.current = None
+
+    async def _caught_up(self, consumer: AIOKafkaConsumer, partition: int) -> bool:
+        """Every input partition of the task read up to its last stable offset, as of a fetch answered within
+        the last few seconds. Until then unread records may hold what a wall-clock timer would pre-empt."""
+        # aiokafka stamps fetches with the real wall clock, whatever clock drives the timers.
+        fresh_after_ms = time.time() * 1000 - max(5_000, 3 * self.settings.punctuate_interval_ms)
+        for tp in self._partitions_of(partition):
+            end = consumer.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = consumer.highwater(tp)
+            polled = consumer.last_poll_timestamp(tp)
+            if end is None or polled is None or polled < fresh_after_ms:
+                return False
+            if await consumer.position(tp) < end:
+                return False
+        return True
 
     # -- assignment --------------------------------------------------------------------------------
 
@@ -208,6 +326,7 @@ class Engine:
             await self._commit_all()
             await self._close_tasks(list(self._tasks))
             self._pending.clear()
+            self._isolation.clear()
             self.stats.assigned.clear()
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:

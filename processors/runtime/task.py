@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import errors as Errors
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
 from connector.settings import KafkaSettings
-from connector.topics import MAX_MESSAGE_BYTES
+from connector.topics import DEADLETTER_MAX_MESSAGE_BYTES
 from processors.runtime.state import TaskState
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,14 @@ class TaskProcessor(Protocol):
 
     def end_of_batch(self) -> None: ...
 
+    def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+        """The broker refused what processing ``record`` produced: keep the record (a dead letter), not its effects.
+
+        Called instead of ``process`` when the runtime replays a record whose outputs or state writes the
+        broker refused (see ``RecordRefused``). It must not touch state: the record's effects are dropped.
+        """
+        ...
+
 
 ProcessorFactory = Callable[[TaskContext], TaskProcessor]
 
@@ -66,6 +75,21 @@ class TaskFailed(RuntimeError):
 
 class TaskFenced(TaskFailed):
     """Another instance owns this partition now."""
+
+
+class RecordRefused(TaskFailed):
+    """The broker refused a record of the transaction for what it is (too large, invalid), not for a fault of
+    its own: retrying the same transaction would fail the same way. Nothing was committed."""
+
+
+# Errors that condemn a record rather than the broker or the connection: retrying cannot help.
+RECORD_ERRORS: tuple[type[BaseException], ...] = (
+    Errors.MessageSizeTooLargeError,
+    Errors.RecordListTooLargeError,
+    Errors.RecordTooLargeError,
+    Errors.CorruptRecordException,
+    Errors.InvalidTimestampError,
+)
 
 
 @dataclass
@@ -95,6 +119,13 @@ class Task:
         self.uncommitted_records += len(records)
         self.processor.end_of_batch()
 
+    def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+        assert self.processor is not None
+        self.processor.reject(record, error)
+        self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        self.uncommitted_records += 1
+        self.processor.end_of_batch()
+
     def punctuate(self, wall_clock_ms: int) -> None:
         assert self.processor is not None
         self.processor.punctuate(wall_clock_ms)
@@ -109,12 +140,13 @@ class Task:
         try:
             await asyncio.wait_for(self._commit(), self.commit_timeout_s)
         except Exception as exc:
-            from aiokafka.errors import ProducerFenced, TransactionCoordinatorFenced
-
-            fenced = isinstance(exc, ProducerFenced | TransactionCoordinatorFenced) or "fenced" in str(exc).lower()
-            raise (TaskFenced if fenced else TaskFailed)(
-                f"task {self.partition}: commit failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            await self._abort()
+            fenced = (
+                isinstance(exc, Errors.ProducerFenced | Errors.TransactionCoordinatorFenced)
+                or "fenced" in str(exc).lower()
+            )
+            kind = TaskFenced if fenced else RecordRefused if isinstance(exc, RECORD_ERRORS) else TaskFailed
+            raise kind(f"task {self.partition}: commit failed: {type(exc).__name__}: {exc}") from exc
         covered = self.uncommitted_records
         self.uncommitted_records = 0
         return covered
@@ -133,14 +165,20 @@ class Task:
             topic = self.state.changelogs[store]
             changelog_tps[store] = (topic, self.partition)
             await writer.append(topic, self.partition, key, value, ())
-        last_offsets = await writer.flush()
+        # Every record must be acknowledged before the transaction commits: aiokafka fails a refused batch
+        # alone, and committing would then publish the offsets (and the other records) without it.
+        last_offsets = await writer.acknowledged()
         if self.next_offsets:
             await producer.send_offsets_to_transaction(dict(self.next_offsets), self.group_id)
         await producer.commit_transaction()
-        positions = {store: (await last_offsets[tp]()) + 1 for store, tp in changelog_tps.items()}
-        self.state.committed(positions)
+        self.state.committed({store: last_offsets[tp] + 1 for store, tp in changelog_tps.items()})
         self.outputs.clear()
         self.next_offsets.clear()
+
+    async def _abort(self) -> None:
+        """End a failed transaction now rather than leave it to the next owner's fencing (best effort)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.producer.abort_transaction(), 5)
 
     def discard(self) -> None:
         """Forget everything since the last commit (the caller rewinds the inputs)."""
@@ -217,20 +255,22 @@ class BatchWriter:
         future = await self.producer.send_batch(batch, tp[0], partition=tp[1])
         self._sent.setdefault(tp, []).append((future, batch.record_count()))
 
-    async def flush(self) -> dict[tuple[str, int], Callable[[], Awaitable[int]]]:
-        """Send what is open; per topic-partition, a coroutine factory giving its last record's offset."""
+    async def acknowledged(self) -> dict[tuple[str, int], int]:
+        """Send what is open and wait until the broker acknowledged every batch; the first refusal raises.
+
+        Returns the offset of the last record written to each topic-partition.
+        """
         for tp in list(self._open):
             await self._send(tp)
-
-        def last_offset(tp: tuple[str, int]) -> Callable[[], Awaitable[int]]:
-            async def wait() -> int:
-                future, count = self._sent[tp][-1]
-                metadata = await future
-                return int(metadata.offset) + count - 1
-
-            return wait
-
-        return {tp: last_offset(tp) for tp in self._sent}
+        sent = [(tp, future, count) for tp, batches in self._sent.items() for future, count in batches]
+        results = await asyncio.gather(*(future for _tp, future, _count in sent), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        last: dict[tuple[str, int], int] = {}
+        for (tp, _future, count), metadata in zip(sent, results, strict=True):
+            last[tp] = int(metadata.offset) + count - 1  # type: ignore[union-attr]
+        return last
 
 
 _PARTITIONER = DefaultPartitioner()
@@ -254,7 +294,7 @@ async def start_producer(kafka: KafkaSettings, application_id: str, partition: i
         # output topics and changelogs), so batches stay well below it; a larger record (a dead letter of
         # a large input) is sent on its own, up to the dead-letter topic's limit.
         max_batch_size=BATCH_BYTES,
-        max_request_size=MAX_MESSAGE_BYTES,
+        max_request_size=DEADLETTER_MAX_MESSAGE_BYTES,
         transaction_timeout_ms=60_000,
     )
     await producer.start()

@@ -43,6 +43,11 @@ class Counter:
     def end_of_batch(self) -> None:
         pass
 
+    def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+        # The broker refused this record's output: say so in its place, without counting it.
+        assert record.key is not None
+        self.ctx.emit(OutRecord(self.output, record.key, b"rejected:%d" % record.offset))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()

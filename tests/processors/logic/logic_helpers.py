@@ -22,7 +22,7 @@ def job_event(
     received: float | None = None,
     event_type: str = "direct_deposit_switch.added",
     account: str | None = "acct-1",
-    job_id: str | None = "job-1",
+    job_id: str | None = "00000000-0000-4000-8000-00000000000a",
     **extra: Any,
 ) -> Event:
     payload: dict[str, Any] = {

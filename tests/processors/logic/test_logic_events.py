@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from processors.logic import InvalidEvent, event_from_payload, event_from_webhook
+from schemas.catalog import partition_key
 
 RECEIVED = datetime(2025, 6, 24, 22, 5, tzinfo=UTC)
 
@@ -57,9 +58,27 @@ def test_account_key_fallbacks(payload: dict[str, Any], key: str) -> None:
 
 
 def test_unknown_type_with_outcome_is_a_job_and_bad_timestamp_is_none() -> None:
-    payload = {"account_id": "a", "outcome": "pending", "timestamp": "yesterday", "id": "j"}
+    job = "0B2C5A9E-1A7E-4F3C-9D7B-2E8F6A1C3D5B"
+    payload = {"account_id": "a", "outcome": "pending", "timestamp": "yesterday", "id": job}
     event = event_from_webhook(_body("tax_forms.added", payload), RECEIVED)
-    assert (event.is_job, event.job_id, event.occurred_at) == (True, "j", None)
+    assert (event.is_job, event.job_id, event.occurred_at) == (True, job.lower(), None)
+
+
+@pytest.mark.parametrize("job_id", ["j", "", 42, ["x"]])
+def test_a_job_id_that_is_not_a_uuid_is_refused(job_id: object) -> None:
+    # The outputs type job_id as a UUID: a record that reached a family topic without the gateway's
+    # validation must not put another string there (uuid-aware readers fail on it).
+    payload = {"account_id": "a", "outcome": "pending", "id": job_id}
+    with pytest.raises(InvalidEvent) as info:
+        event_from_webhook(_body("income.added", payload), RECEIVED)
+    assert info.value.reason == "invalid_job_id"
+
+
+def test_account_key_and_id_are_canonical_like_the_gateways() -> None:
+    upper = "7C9E6679-7425-40DE-944B-E07FC1F90AE7"
+    event = event_from_webhook(_body("account.added", {"account_id": upper}), RECEIVED)
+    assert event.account_key == event.account_id == upper.lower()
+    assert event.account_key == partition_key("account.added", "e", {"account_id": upper})
 
 
 def test_known_job_type_without_outcome_is_still_a_job() -> None:

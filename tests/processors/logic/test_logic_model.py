@@ -179,7 +179,7 @@ specs_st = st.lists(
         event_type=st.sampled_from(TYPES),
         outcome=st.sampled_from(["pending", "pending", "success", "error", None]),
         occurred=st.integers(0, 4000),
-        job_id=st.sampled_from(["j1", "j2"]),
+        job_id=st.sampled_from(["00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"]),
     ),
     min_size=1,
     max_size=20,

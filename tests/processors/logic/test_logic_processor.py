@@ -51,7 +51,7 @@ def test_pending_then_success_emits_pending_then_one_joined_outcome(proc: Accoun
     assert outcome is not None
     assert outcome.to_dict() == {
         "job": "direct_deposit_switch",
-        "job_id": "job-1",
+        "job_id": "00000000-0000-4000-8000-00000000000a",
         "outcome": "success",
         "error_code": None,
         "error_type": None,
@@ -246,10 +246,17 @@ def test_paystubs_batches_and_milestones(proc: AccountProcessor) -> None:
         )
         proc.process(event)
 
-    batch("b2", "j2", ["c", "d"], 2, "2024-01-01", "2024-06-30", "complete")
-    batch("b1", "j1", ["a", "b", "c"], 1, "2024-07-01", "2024-12-31", "in_progress")  # older, later
+    batch("b2", "00000000-0000-4000-8000-000000000002", ["c", "d"], 2, "2024-01-01", "2024-06-30", "complete")
+    batch(
+        "b1", "00000000-0000-4000-8000-000000000001", ["a", "b", "c"], 1, "2024-07-01", "2024-12-31", "in_progress"
+    )  # older, later
     milestone = job_event(
-        "s1", "success", occurred=2, event_type="paystubs.fully_synced", job_id="j2", params={"count": 2}
+        "s1",
+        "success",
+        occurred=2,
+        event_type="paystubs.fully_synced",
+        job_id="00000000-0000-4000-8000-000000000002",
+        params={"count": 2},
     )
     update = only_update(proc.process(milestone))
     assert update.change is Change.SYNC_PROGRESSED
