@@ -15,13 +15,14 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from connector.settings import KafkaSettings
 from connector.topics import TopicSettings, all_topics, ensure_topics
@@ -74,13 +75,13 @@ class Harness:
     codec: Codec
     app_id: str
 
-    async def deliver(self, bodies: list[dict[str, Any]]) -> None:
+    async def deliver(self, bodies: list[dict[str, Any]], received_at: datetime | None = None) -> None:
         """Publish each body as the gateway would (same topic, key, Avro value, headers)."""
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
             for body in bodies:
-                now = datetime.now(UTC)
+                now = received_at or datetime.now(UTC)
                 record = build_family_record(
                     orjson.dumps(body), webhook_id="wh", pinwheel_version="2023-11-22", sent_at=now, received_at=now
                 )
@@ -131,13 +132,13 @@ async def harness(bootstrap: str, unique: Callable[[str], str]) -> Harness:
 
 @contextlib.asynccontextmanager
 async def running_processor(harness: Harness, state_dir: Path, **overrides: Any) -> AsyncIterator[None]:
-    settings = ProcessorSettings(
-        application_id=harness.app_id,
-        state_dir=state_dir,
-        health_port=0,
-        punctuate_interval_ms=200,
-        **overrides,
-    )
+    defaults = {
+        "application_id": harness.app_id,
+        "state_dir": state_dir,
+        "health_port": 0,
+        "punctuate_interval_ms": 200,
+    }
+    settings = ProcessorSettings.model_validate(defaults | overrides)
     stop = asyncio.Event()
     task = asyncio.create_task(serve(settings, KafkaSettings(bootstrap_servers=harness.bootstrap), stop=stop))
     try:
@@ -196,3 +197,55 @@ async def test_pending_then_final_is_joined_and_lonely_pending_times_out(harness
     assert all(u["outcome"]["job"] != "employment" for u in timed_out)
     state = updates[-1]["account"]
     assert str(state["account_id"]) == account
+
+
+async def test_a_catch_up_never_times_out_a_pending_whose_final_waits_unread(harness: Harness, tmp_path: Path) -> None:
+    # A backlog (the processors were stopped for a minute): a pending and, 1 s later, its final, both
+    # received 60 s ago, and a pending that never resolves. The window is 2 s. Records come one per poll with
+    # punctuation in between: a wall-clock timer firing before the final is read would time the job out.
+    account = str(uuid.uuid4())
+    t0 = datetime.now(UTC) - timedelta(seconds=60)
+    pending = job_body("employment.added", account, "pending", t0)
+    final = job_body("employment.added", account, "success", t0, job_id=pending["payload"]["id"])
+    lonely = job_body("identity.added", account, "pending", t0)
+    await harness.deliver([account_added(account, t0), pending, lonely], received_at=t0)
+    await harness.deliver([final], received_at=t0 + timedelta(seconds=1))
+    overrides = {"pending_timeout_h": 2 / 3600, "timeout_grace_s": 0, "max_poll_records": 1}
+    async with running_processor(harness, tmp_path, **overrides, punctuate_interval_ms=10):
+        updates = await harness.updates_for({account}, expect=5, timeout_s=60)
+    changes = Counter((u["change"], u["outcome"]["job"] if u["outcome"] else None) for u in updates)
+    assert changes[("job_timed_out", "employment")] == 0, changes
+    assert changes[("job_succeeded", "employment")] == 1, changes
+    # Once caught up, the clock does time out what never resolved.
+    assert changes[("job_timed_out", "identity")] == 1, changes
+
+
+def _same_partition_account(account: str, partitions: int) -> str:
+    """Another account whose records land in the same partition as `account`'s (default partitioner)."""
+    partitioner = DefaultPartitioner()
+    every = list(range(partitions))
+    target = partitioner(account.encode(), every, every)
+    while True:
+        other = str(uuid.uuid4())
+        if partitioner(other.encode(), every, every) == target:
+            return other
+
+
+async def test_one_far_future_record_does_not_expire_the_partitions_dedupe(harness: Harness, tmp_path: Path) -> None:
+    # A gateway whose clock jumped 8 days ahead stamps one record; the dedupe retention is 7 days. Stream
+    # time moved to that record's received_at expired every event id of the partition, so re-sent old
+    # deliveries came out again. The broker's append time now bounds how far one record moves stream time.
+    account = str(uuid.uuid4())
+    jumped = _same_partition_account(account, TopicSettings().partitions)
+    now = datetime.now(UTC)
+    first = account_added(account, now)
+    async with running_processor(harness, tmp_path):
+        await harness.deliver([first])
+        assert len(await harness.updates_for({account}, expect=1, settle_s=0.5)) == 1
+        await harness.deliver([account_added(jumped, now)], received_at=now + timedelta(days=8))
+        assert len(await harness.updates_for({jumped}, expect=1, settle_s=0.5)) == 1
+        await harness.deliver([first])  # a re-sent old delivery (Pinwheel retry, spool replay)
+        marker = account_added(account, now)  # then a new event: once it is out, the re-send was handled
+        await harness.deliver([marker])
+        updates = await harness.updates_for({account}, expect=2, settle_s=1.0)
+    assert [u["update_id"] for u in updates] == [first["event_id"], marker["event_id"]]

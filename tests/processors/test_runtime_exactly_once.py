@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 APP = Path(__file__).with_name("counting_app.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,3 +250,93 @@ async def test_second_instance_takes_over_a_killed_one(pipeline: Pipeline) -> No
         _stop(first)
         _stop(second)
     assert await pipeline.assert_exactly_once() == total
+
+
+# -- the broker refusing records: no commit without every output acknowledged ---------------------------
+
+
+async def _topic_config(bootstrap: str, topic: str, config: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+    finally:
+        await admin.close()
+
+
+async def _assert_exactly_once_or_rejected(pipeline: Pipeline, limit: int) -> int:
+    """Every input once: counted in order when its output fits the topic, else a `rejected` marker that
+    leaves the count alone (the refused record's state write was dropped with its output)."""
+    outputs = await pipeline.outputs()
+    assert set(outputs) == set(pipeline.sent)
+    rejected = 0
+    for key, values in outputs.items():
+        expected: list[bytes | None] = []
+        count = 0
+        for value in pipeline.sent[key]:
+            if len(value) + 16 > limit:
+                expected.append(None)
+            else:
+                count += 1
+                expected.append(b"%d:%s" % (count, value))
+        assert len(values) == len(expected), f"key {key!r}: {len(values)} outputs for {len(expected)} inputs"
+        for got, want in zip(values, expected, strict=True):
+            if want is None:
+                assert got.startswith(b"rejected:"), got[:40]
+                rejected += 1
+            else:
+                assert got == want, (got[:40], want[:40])
+    return rejected
+
+
+async def test_an_output_the_broker_refuses_is_dead_lettered_never_committed_without(pipeline: Pipeline) -> None:
+    # The output topic takes 64 kB; one input in 40 makes a 100 kB output, which the broker refuses (its
+    # batch with it). Before the fix the transaction committed the input offsets anyway: outputs vanished.
+    limit = 64_000
+    await _topic_config(pipeline.bootstrap, pipeline.names["output"], {"max.message.bytes": str(limit)})
+    await pipeline.produce(1_200, keys=6, pad=lambda i: 100_000 if i % 40 == 17 else 50)
+    app = pipeline.spawn("a")
+    try:
+        await pipeline.wait_caught_up(120)
+    finally:
+        _stop(app)
+    assert await _assert_exactly_once_or_rejected(pipeline, limit) == 30
+
+
+async def test_a_limit_lowered_at_runtime_loses_nothing(pipeline: Pipeline) -> None:
+    await pipeline.produce(600, keys=6, pad=50)
+    app = pipeline.spawn("a")
+    try:
+        await pipeline.wait_caught_up(60)
+        # An operator lowers the output topic's limit under the running processor.
+        limit = 4_000
+        await _topic_config(pipeline.bootstrap, pipeline.names["output"], {"max.message.bytes": str(limit)})
+        await pipeline.produce(400, keys=6, start=600, pad=lambda i: 6_000 if i % 20 == 5 else 50)
+        await pipeline.wait_caught_up(180)
+    finally:
+        _stop(app)
+    assert await _assert_exactly_once_or_rejected(pipeline, limit) == 20
+
+
+async def test_records_of_one_partition_are_processed_in_offset_order_whatever_their_timestamps(
+    pipeline: Pipeline,
+) -> None:
+    # Timestamps that run backwards within a partition (a gateway draining its spool does that): sorting a
+    # fetch by timestamp processed later offsets first, so the committed offset could trail processed work.
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline.bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        base = int(time.time() * 1000)
+        for i in range(200):
+            value = b"v%06d" % i
+            pipeline.sent[b"k"].append(value)
+            await producer.send(pipeline.names["input"], value, key=b"k", partition=0, timestamp_ms=base - i * 10)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    app = pipeline.spawn("a")
+    try:
+        await pipeline.wait_caught_up(60)
+    finally:
+        _stop(app)
+    assert await pipeline.assert_exactly_once() == 200
