@@ -17,9 +17,10 @@ import json
 import random
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -225,6 +226,70 @@ async def spool_full(ctx: Context) -> None:
     await stack.wait_processor("a", 120)
 
 
+async def processor_stop_catch_up(ctx: Context) -> None:
+    """The processor stopped (SIGTERM) for 60 s under traffic, then restarted: it catches up on the backlog.
+
+    Pendings and their finals pile up unread; a timer fired by the wall clock during the catch-up would time
+    out jobs whose final is already in Kafka. verify counts such a timeout as unexpected (its final was
+    accepted before the deadline), so PASS means none fired.
+    """
+    stack = ctx.stack
+    await ctx.at(ctx.size.spread_s * 0.2)
+    await stack.stop_processor("a")
+    ctx.mark("processor stopped")
+    await asyncio.sleep(60)
+    stack.start_processor("a")
+    ctx.mark("processor restarted")
+    await stack.wait_processor("a", 120)
+    ctx.mark("processor ready")
+    await ctx.simulation
+
+
+async def clock_jump_record(ctx: Context) -> None:
+    """One record per partition stamped 8 days ahead (a gateway whose clock jumped), a third into the traffic.
+
+    Dedupe remembers event ids for 7 days of stream time: had such a record carried stream time 8 days
+    forward, every later duplicate delivery of the run would come out again (verify: duplicated).
+    """
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from connector.topics import TopicSettings
+    from schemas.codec import build_codec
+    from schemas.envelope import build_family_record
+    from schemas.settings import SchemaSettings
+
+    stack = ctx.stack
+    await ctx.at(ctx.size.spread_s / 3)
+    partitioner, every = DefaultPartitioner(), list(range(TopicSettings().partitions))
+    accounts: dict[int, str] = {}
+    while len(accounts) < len(every):
+        account = str(uuid.uuid4())
+        accounts.setdefault(partitioner(account.encode(), every, every), account)
+    codec = build_codec(SchemaSettings())
+    jumped = datetime.now(UTC) + timedelta(days=8)
+    producer = AIOKafkaProducer(**stack.kafka.client_kwargs(), acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for account in accounts.values():
+            body = {
+                "event_id": str(uuid.uuid4()),
+                "event": "account.monitoring_status.updated",
+                "payload": {"account_id": account, "monitoring_status": "active", "updated_at": jumped.isoformat()},
+            }
+            record = build_family_record(
+                json.dumps(body).encode(), webhook_id="clock-jump", pinwheel_version="2023-11-22",
+                sent_at=jumped, received_at=jumped,
+            )  # fmt: skip
+            value = codec.encode(record.topic, record.value)
+            headers = record.kafka_headers(codec.content_format)
+            await producer.send_and_wait(record.topic, value, key=record.key, headers=headers)
+    finally:
+        await producer.stop()
+    ctx.mark(f"{len(accounts)} records received 8 days ahead, one per partition")
+    await ctx.simulation
+
+
 async def probe(stack: Stack) -> tuple[int | None, str | None]:
     """One extra signed delivery (not in the ledger): its status and Retry-After header."""
     from simulator.sender import signed_headers
@@ -295,6 +360,18 @@ SCENARIOS: dict[str, Scenario] = {
             expects_spool=True,
             expects_503=True,
             min_kills=1,
+        ),
+        Scenario(
+            "processor_stop_catch_up",
+            "processor stopped 60 s under traffic, then catches up on the backlog (no timeout may fire for a "
+            "job whose final waits unread)",
+            processor_stop_catch_up,
+        ),
+        Scenario(
+            "clock_jump_record",
+            "one family record per partition with received_at 8 days ahead (gateway clock jump) a third into "
+            "the traffic; duplicates delivered after it must still be dropped",
+            clock_jump_record,
         ),
     )
 }
