@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import errors as Errors
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 APP = Path(__file__).with_name("counting_app.py")
@@ -340,3 +341,37 @@ async def test_records_of_one_partition_are_processed_in_offset_order_whatever_t
     finally:
         _stop(app)
     assert await pipeline.assert_exactly_once() == 200
+
+
+async def test_no_commit_while_the_output_topic_is_gone(pipeline: Pipeline) -> None:
+    # The output topic is deleted under the running processor: nothing can be acknowledged, so no input
+    # offset may be committed until it exists again; then the counts continue where they stopped.
+    output = pipeline.names["output"]
+    await pipeline.produce(300, keys=3, pad=50)
+    app = pipeline.spawn("a", "--commit-interval-ms", "50")
+    admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.bootstrap)
+    await admin.start()
+    try:
+        await pipeline.wait_caught_up(60)
+        before = await pipeline.outputs()
+        await admin.delete_topics([output])
+        await pipeline.produce(300, keys=3, start=300, pad=50)
+        await asyncio.sleep(8)  # time for many commit attempts: every one must fail
+        assert await pipeline.lag() == 300, "an input offset was committed while its output topic was gone"
+        deadline = time.monotonic() + 30
+        while True:  # deletion is asynchronous in the broker: retry until the name is free again
+            try:
+                await admin.create_topics([NewTopic(output, 3, 1)])
+                break
+            except Errors.TopicAlreadyExistsError:
+                assert time.monotonic() < deadline, "the deleted topic never went away"
+                await asyncio.sleep(0.5)
+        await pipeline.wait_caught_up(120)
+    finally:
+        await admin.close()
+        _stop(app)
+    after = await pipeline.outputs()
+    for key, values in pipeline.sent.items():
+        expected = [b"%d:%s" % (i + 1, v) for i, v in enumerate(values)]
+        # What was committed before the deletion went with the topic; the rest is there exactly once.
+        assert before[key] + after[key] == expected, key
