@@ -274,9 +274,13 @@ async def clock_jump_record(ctx: Context) -> None:
         for account in accounts.values():
             body = {
                 "event_id": str(uuid.uuid4()),
-                "event": "account.monitoring_status.updated",
-                "payload": {"account_id": account, "monitoring_status": "active", "updated_at": jumped.isoformat()},
-            }
+                "event": "account.added",
+                "payload": {
+                    "account_id": account, "link_token_id": str(uuid.uuid4()), "platform_id": str(uuid.uuid4()),
+                    "platform_name": "Workday", "created_at": jumped.isoformat(), "connected": True,
+                    "monitoring_status": "active",
+                },
+            }  # fmt: skip
             record = build_family_record(
                 json.dumps(body).encode(), webhook_id="clock-jump", pinwheel_version="2023-11-22",
                 sent_at=jumped, received_at=jumped,
