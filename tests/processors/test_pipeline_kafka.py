@@ -21,13 +21,16 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
 
 from connector.settings import KafkaSettings
 from connector.topics import TopicSettings, all_topics, ensure_topics
+from processors.pipeline import PipelineCounters
 from processors.runtime.settings import ProcessorSettings
-from processors.service import serve
+from processors.service import build_engine, serve_engine
 from schemas import catalog
 from schemas.codec import Codec, build_codec
 from schemas.envelope import build_family_record
@@ -92,6 +95,20 @@ class Harness:
         finally:
             await producer.stop()
 
+    async def truncate(self, topic: str, partition: int) -> None:
+        """Delete every record of one partition (the log start moves to its end)."""
+        tp = TopicPartition(topic, partition)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        await admin.start()
+        try:
+            end = (await consumer.end_offsets([tp]))[tp]
+            await admin.delete_records({tp: RecordsToDelete(before_offset=end)})
+        finally:
+            await admin.close()
+            await consumer.stop()
+
     async def updates_for(
         self, accounts: set[str], expect: int, timeout_s: float = 60, settle_s: float = 2.0
     ) -> list[dict[str, Any]]:
@@ -130,8 +147,24 @@ async def harness(bootstrap: str, unique: Callable[[str], str]) -> Harness:
     return Harness(bootstrap, build_codec(SchemaSettings()), app_id)
 
 
+class Clock:
+    """The processors' wall clock, moved by the test: timeouts fire when the test says, not when a loaded
+    machine happens to get there."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @contextlib.asynccontextmanager
-async def running_processor(harness: Harness, state_dir: Path, **overrides: Any) -> AsyncIterator[None]:
+async def running_processor(
+    harness: Harness, state_dir: Path, clock: Clock | None = None, **overrides: Any
+) -> AsyncIterator[None]:
     defaults = {
         "application_id": harness.app_id,
         "state_dir": state_dir,
@@ -139,8 +172,12 @@ async def running_processor(harness: Harness, state_dir: Path, **overrides: Any)
         "punctuate_interval_ms": 200,
     }
     settings = ProcessorSettings.model_validate(defaults | overrides)
+    counters = PipelineCounters()
+    engine = build_engine(settings, KafkaSettings(bootstrap_servers=harness.bootstrap), SchemaSettings(), counters)
+    if clock is not None:
+        engine.clock = clock
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(settings, KafkaSettings(bootstrap_servers=harness.bootstrap), stop=stop))
+    task = asyncio.create_task(serve_engine(settings, engine, counters, stop))
     try:
         yield
     finally:
@@ -174,11 +211,14 @@ async def test_pending_then_final_is_joined_and_lonely_pending_times_out(harness
     pending_again = {**pending, "event_id": str(uuid.uuid4())}  # Pinwheel re-announces the still-pending job
     final = job_body("employment.added", account, "success", datetime.now(UTC), job_id=pending["payload"]["id"])
     lonely = job_body("identity.added", account, "pending", t0)
-    # A 3-second pending window (plus no grace) so the timeout fires within the test.
-    async with running_processor(harness, tmp_path, pending_timeout_h=3 / 3600, timeout_grace_s=0):
-        await harness.deliver([account_added(account, t0), pending, pending_again, lonely])
-        await asyncio.sleep(1.0)
-        await harness.deliver([final])
+    # A 3-second pending window (plus no grace); the processors' clock stands still until the test moves it.
+    clock = Clock(t0)
+    async with running_processor(harness, tmp_path, clock, pending_timeout_h=3 / 3600, timeout_grace_s=0):
+        await harness.deliver([account_added(account, t0), pending, pending_again, lonely], received_at=t0)
+        assert len(await harness.updates_for({account}, expect=4, settle_s=0.5)) == 4
+        await harness.deliver([final], received_at=t0 + timedelta(seconds=1))
+        assert len(await harness.updates_for({account}, expect=5, settle_s=0.5)) == 5
+        clock.advance(10)  # past the lonely pending's deadline: the punctuation times it out
         updates = await harness.updates_for({account}, expect=6, timeout_s=40)
     by_change = defaultdict(list)
     for update in updates:
@@ -200,18 +240,20 @@ async def test_pending_then_final_is_joined_and_lonely_pending_times_out(harness
 
 
 async def test_a_catch_up_never_times_out_a_pending_whose_final_waits_unread(harness: Harness, tmp_path: Path) -> None:
-    # A backlog (the processors were stopped for a minute): a pending and, 1 s later, its final, both
-    # received 60 s ago, and a pending that never resolves. The window is 2 s. Records come one per poll with
-    # punctuation in between: a wall-clock timer firing before the final is read would time the job out.
+    # A backlog: a pending, its final 1 s later, and a pending that never resolves, all read by a processor
+    # whose clock is already a minute later (it was stopped meanwhile). The window is 2 s. Records come one
+    # per poll with punctuation in between: a wall-clock timer firing before the final is read would time the
+    # job out although its final is in Kafka.
     account = str(uuid.uuid4())
-    t0 = datetime.now(UTC) - timedelta(seconds=60)
+    t0 = datetime.now(UTC)
     pending = job_body("employment.added", account, "pending", t0)
     final = job_body("employment.added", account, "success", t0, job_id=pending["payload"]["id"])
     lonely = job_body("identity.added", account, "pending", t0)
     await harness.deliver([account_added(account, t0), pending, lonely], received_at=t0)
     await harness.deliver([final], received_at=t0 + timedelta(seconds=1))
     overrides = {"pending_timeout_h": 2 / 3600, "timeout_grace_s": 0, "max_poll_records": 1}
-    async with running_processor(harness, tmp_path, **overrides, punctuate_interval_ms=10):
+    clock = Clock(t0 + timedelta(seconds=60))
+    async with running_processor(harness, tmp_path, clock, **overrides, punctuate_interval_ms=10):
         updates = await harness.updates_for({account}, expect=5, timeout_s=60)
     changes = Counter((u["change"], u["outcome"]["job"] if u["outcome"] else None) for u in updates)
     assert changes[("job_timed_out", "employment")] == 0, changes
@@ -220,14 +262,16 @@ async def test_a_catch_up_never_times_out_a_pending_whose_final_waits_unread(har
     assert changes[("job_timed_out", "identity")] == 1, changes
 
 
-def _same_partition_account(account: str, partitions: int) -> str:
+def _partition_of(account: str) -> int:
+    every = list(range(TopicSettings().partitions))
+    return int(DefaultPartitioner()(account.encode(), every, every))
+
+
+def _same_partition_account(account: str) -> str:
     """Another account whose records land in the same partition as `account`'s (default partitioner)."""
-    partitioner = DefaultPartitioner()
-    every = list(range(partitions))
-    target = partitioner(account.encode(), every, every)
     while True:
         other = str(uuid.uuid4())
-        if partitioner(other.encode(), every, every) == target:
+        if _partition_of(other) == _partition_of(account):
             return other
 
 
@@ -236,16 +280,21 @@ async def test_one_far_future_record_does_not_expire_the_partitions_dedupe(harne
     # time moved to that record's received_at expired every event id of the partition, so re-sent old
     # deliveries came out again. The broker's append time now bounds how far one record moves stream time.
     account = str(uuid.uuid4())
-    jumped = _same_partition_account(account, TopicSettings().partitions)
+    jumped = _same_partition_account(account)
     now = datetime.now(UTC)
     first = account_added(account, now)
-    async with running_processor(harness, tmp_path):
-        await harness.deliver([first])
-        assert len(await harness.updates_for({account}, expect=1, settle_s=0.5)) == 1
-        await harness.deliver([account_added(jumped, now)], received_at=now + timedelta(days=8))
-        assert len(await harness.updates_for({jumped}, expect=1, settle_s=0.5)) == 1
-        await harness.deliver([first])  # a re-sent old delivery (Pinwheel retry, spool replay)
-        marker = account_added(account, now)  # then a new event: once it is out, the re-send was handled
-        await harness.deliver([marker])
-        updates = await harness.updates_for({account}, expect=2, settle_s=1.0)
+    try:
+        async with running_processor(harness, tmp_path):
+            await harness.deliver([first])
+            assert len(await harness.updates_for({account}, expect=1, settle_s=0.5)) == 1
+            await harness.deliver([account_added(jumped, now)], received_at=now + timedelta(days=8))
+            assert len(await harness.updates_for({jumped}, expect=1, settle_s=0.5)) == 1
+            await harness.deliver([first])  # a re-sent old delivery (Pinwheel retry, spool replay)
+            marker = account_added(account, now)  # then a new event: once it is out, the re-send was handled
+            await harness.deliver([marker])
+            updates = await harness.updates_for({account}, expect=2, settle_s=1.0)
+    finally:
+        # Later tests read the shared family topics from the start with short pending windows: the jumped
+        # record would still move their stream time (by up to max_clock_skew). Truncate it away.
+        await harness.truncate(catalog.FAMILY_TOPICS[catalog.Family.ACCOUNT], _partition_of(account))
     assert [u["update_id"] for u in updates] == [first["event_id"], marker["event_id"]]
