@@ -84,6 +84,26 @@ NEWER_EVENT_TYPES: frozenset[str] = frozenset(
 
 KNOWN_EVENT_TYPES: frozenset[str] = MODELLED_EVENT_TYPES | NEWER_EVENT_TYPES
 
+JOB_EVENT_TYPES: frozenset[str] = MODELLED_EVENT_TYPES - {
+    "account.added",
+    "account.additional_connections_recommended",
+    "account.monitoring_status.updated",
+}
+"""Job events of pinwheel-webhooks.md: each carries `outcome` and `timestamp`."""
+
+JOB_OUTCOMES: frozenset[str] = frozenset({"success", "error", "pending"})
+"""The values of a job event's `outcome`: `pending` is resolved later by a `success` or `error`."""
+
+OCCURRED_AT_FIELDS: Mapping[str, str] = MappingProxyType(
+    {"account.added": "created_at", "account.monitoring_status.updated": "updated_at"}
+)
+"""The payload field holding the event's own time, where it is not `timestamp` (job events and the rest)."""
+
+
+def is_job(event_type: str, outcome: object) -> bool:
+    """A job event: a documented job type, or any type that carries an `outcome` (newer API versions)."""
+    return outcome is not None or event_type in JOB_EVENT_TYPES
+
 
 def family_of(event_type: str) -> Family:
     return EVENT_FAMILIES.get(event_type, Family.OTHER)

@@ -30,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from schemas import catalog
+
 CAPTURE_FILE: Final = Path(__file__).parent / "data" / "pinwheel-sandbox-capture.jsonl"
 DEFAULT_WEBHOOK_ID: Final = "420900d5-2ffb-4ad9-b2a6-38ef975f9b21"
 DEFAULT_VERSION: Final = "2023-11-22"
@@ -49,7 +51,7 @@ SIMPLE_JOBS: Final = (
     ("direct_deposit_allocations.added", "direct_deposit_allocations", 0.5),
     ("direct_deposit_switch.added", "direct_deposit_switch", 0.2),
 )
-JOB_OUTCOMES: Final = frozenset({"success", "error", "pending"})
+JOB_OUTCOMES: Final = catalog.JOB_OUTCOMES
 
 Source = Literal["generated", "capture"]
 

@@ -19,47 +19,11 @@ from processors.logic.timeutil import to_us
 from schemas import catalog
 
 Outcome = Literal["success", "error", "pending"]
-OUTCOMES: Final = frozenset({"success", "error", "pending"})
-
-#: Job events of pinwheel-webhooks.md: each carries ``outcome`` and ``timestamp``. Other types that carry
-#: an ``outcome`` (newer API versions) are treated as job events too, see ``Event.is_job``.
-JOB_EVENT_TYPES: Final = frozenset(
-    {
-        "direct_deposit_allocations.added",
-        "direct_deposit_switch.added",
-        "employment.added",
-        "identity.added",
-        "income.added",
-        "paystubs.added",
-        "paystubs.seven_days_synced",
-        "paystubs.thirty_days_synced",
-        "paystubs.ninety_days_synced",
-        "paystubs.fully_synced",
-        "shifts.added",
-        "shifts.seven_days_synced",
-        "shifts.thirty_days_synced",
-        "shifts.ninety_days_synced",
-        "shifts.fully_synced",
-    }
-)
+OUTCOMES: Final = catalog.JOB_OUTCOMES
 
 ACCOUNT_ADDED: Final = "account.added"
 MONITORING_STATUS_UPDATED: Final = "account.monitoring_status.updated"
 CONNECTIONS_RECOMMENDED: Final = "account.additional_connections_recommended"
-
-# Which payload field is the event's own time (see docs/processing.md, "Time").
-_OCCURRED_FIELD: Final = {ACCOUNT_ADDED: "created_at", MONITORING_STATUS_UPDATED: "updated_at"}
-
-# Fallback only: the runtime passes the family of the topic it read (the catalog in schemas/ is the truth).
-_FAMILY_PREFIXES: Final = (
-    ("account.", "account"),
-    ("direct_deposit_", "direct_deposit"),
-    ("employment.", "income_employment"),
-    ("identity.", "income_employment"),
-    ("income.", "income_employment"),
-    ("paystubs.", "paystubs"),
-    ("shifts.", "shifts"),
-)
 
 
 class InvalidEvent(ValueError):
@@ -99,7 +63,7 @@ class Event:
 
     @property
     def is_job(self) -> bool:
-        return self.outcome is not None or self.event_type in JOB_EVENT_TYPES
+        return catalog.is_job(self.event_type, self.outcome)
 
 
 class EventEnvelope(NamedTuple):
@@ -121,13 +85,6 @@ class EventEnvelope(NamedTuple):
             None if sent is None else to_us(sent),
             received_at_us,
         )
-
-
-def family_of(event_type: str) -> str:
-    for prefix, family in _FAMILY_PREFIXES:
-        if event_type.startswith(prefix):
-            return family
-    return "other"
 
 
 def _opt_str(value: object) -> str | None:
@@ -201,8 +158,8 @@ def event_from_payload(
     raw_outcome = payload.get("outcome")
     if raw_outcome is not None and raw_outcome not in OUTCOMES:
         raise InvalidEvent("invalid_outcome", f"outcome must be one of {sorted(OUTCOMES)}")
-    occurred_field = _OCCURRED_FIELD.get(event_type, "timestamp")
-    is_job = raw_outcome is not None or event_type in JOB_EVENT_TYPES
+    occurred_field = catalog.OCCURRED_AT_FIELDS.get(event_type, "timestamp")
+    is_job = catalog.is_job(event_type, raw_outcome)
     return Event(
         event_id=event_id,
         event_type=event_type,
@@ -210,7 +167,7 @@ def event_from_payload(
         account_id=_account_id(payload),
         received_at=_aware_utc("received_at", received_at),
         occurred_at=parse_timestamp(payload.get(occurred_field)),
-        family=family if family is not None else family_of(event_type),
+        family=family if family is not None else catalog.family_of(event_type).value,
         sent_at=None if sent_at is None else _aware_utc("sent_at", sent_at),
         job_id=_job_id(payload) if is_job else None,
         job_name=_opt_str(payload.get("name")),

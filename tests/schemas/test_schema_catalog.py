@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas import catalog
 from schemas.catalog import (
     FAMILY_TOPICS,
     KNOWN_EVENT_TYPES,
@@ -90,3 +91,14 @@ def test_partition_key_rule() -> None:
     assert partition_key("bill.added", "e", None) == "e"
     # Typed families key by account_id only (their models require it).
     assert partition_key("paystubs.added", "e", {"end_user_id": "u"}) == "e"
+
+
+def test_job_rules() -> None:
+    # The fifteen job events of pinwheel-webhooks.md; the account events are not jobs unless they carry an
+    # outcome, and neither are other types (newer API versions) unless they do.
+    assert len(catalog.JOB_EVENT_TYPES) == 15
+    assert all(not t.startswith("account.") for t in catalog.JOB_EVENT_TYPES)
+    assert catalog.is_job("paystubs.fully_synced", None)
+    assert not catalog.is_job("account.added", None)
+    assert catalog.is_job("tax_forms.added", "pending")
+    assert {"success", "error", "pending"} == catalog.JOB_OUTCOMES
