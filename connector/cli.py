@@ -54,9 +54,13 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _processor(args: argparse.Namespace) -> int:
-    from processors.service import run
+    from processors.service import MissingTopicsError, run
 
-    run()
+    try:
+        run()
+    except MissingTopicsError as exc:
+        print(f"processor: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
