@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,23 +38,20 @@ def start_processor(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-async def test_info_lines_are_written_while_the_health_server_runs(
+def test_info_lines_are_written_while_the_health_server_runs(
     bootstrap: str, unique: Callable[[str], str], tmp_path: Path
 ) -> None:
     app_id = unique("svc-logs")
-    await ensure_topics(
-        KafkaSettings(bootstrap_servers=bootstrap), all_topics(TopicSettings(processor_application_id=app_id))
-    )
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    asyncio.run(ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id))))
     port = free_port()
     child = start_processor(processor_env(bootstrap, app_id, tmp_path, port))
     try:
         deadline = time.monotonic() + 90
         ready = False
         while not ready and time.monotonic() < deadline and child.poll() is None:
-            try:
+            with contextlib.suppress(httpx.TransportError):
                 ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                pass
             time.sleep(0.3)
         assert ready, "the processor never became ready"
         child.send_signal(signal.SIGTERM)
