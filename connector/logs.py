@@ -73,7 +73,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class ClientRateLimit(logging.Filter):
-    """Lets the first record of each (logger, message template) through, then at most one per `interval_s`.
+    """Lets the first record of each kind through, then at most one per `interval_s`; a kind is the logger, the
+    message template and the error classes among its arguments (partitions, nodes and addresses do not count).
 
     Applies to the Kafka clients' loggers only (`CLIENT_LOGGERS`); a record let through after others were
     held back carries `suppressed`, how many similar records were dropped since the last one shown.
@@ -83,12 +84,12 @@ class ClientRateLimit(logging.Filter):
         super().__init__()
         self.interval_s = interval_s
         self.clock = clock
-        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # key -> (last shown at, suppressed since)
+        self._seen: dict[tuple[str, ...], tuple[float, int]] = {}  # key -> (last shown at, suppressed since)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.split(".", 1)[0] not in CLIENT_LOGGERS:
             return True
-        key = (record.name, str(record.msg))
+        key = (record.name, str(record.msg), *_error_kinds(record.args))
         now = self.clock()
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.interval_s:
@@ -100,6 +101,16 @@ class ClientRateLimit(logging.Filter):
             self._seen.clear()
         self._seen[key] = (now, 0)
         return True
+
+
+def _error_kinds(args: object) -> tuple[str, ...]:
+    """The error classes among a record's arguments: another kind of error is another kind of warning."""
+    values = args.values() if isinstance(args, dict) else args if isinstance(args, tuple) else ()
+    return tuple(
+        value.__name__ if isinstance(value, type) else type(value).__name__
+        for value in values
+        if (isinstance(value, type) and issubclass(value, BaseException)) or isinstance(value, BaseException)
+    )
 
 
 def configure(level: str = "INFO", loggers: Iterable[str] = (), stream: Any = None) -> None:

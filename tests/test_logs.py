@@ -112,6 +112,29 @@ def test_client_warnings_are_rate_limited_per_template_with_a_suppressed_count()
     assert limit.filter(record("aiokafka.producer.sender", template, 1, "refused"))
 
 
+def test_another_error_class_is_another_kind_of_warning() -> None:
+    limit = logs.ClientRateLimit(interval_s=60, clock=FakeClock())
+    template = "Got error produce response on topic-partition %s, retrying. Error: %s"
+
+    class NotEnoughReplicasError(Exception):
+        pass
+
+    class NotLeaderForPartitionError(Exception):
+        pass
+
+    shown = [
+        limit.filter(record("aiokafka.producer.sender", template, partition, error))
+        for error in (NotEnoughReplicasError, NotLeaderForPartitionError)
+        for partition in range(6)
+    ]
+    assert shown == [True, False, False, False, False, False] * 2
+    # an exception instance counts by its class, not its message
+    connect = "Unable connect to node with id %s: %s"
+    assert limit.filter(record("aiokafka", connect, 1, OSError("refused 127.0.0.1:9092")))
+    assert not limit.filter(record("aiokafka", connect, 2, OSError("refused 127.0.0.1:9093")))
+    assert limit.filter(record("aiokafka", connect, 1, TimeoutError()))
+
+
 def test_rate_limit_leaves_our_own_loggers_alone() -> None:
     limit = logs.ClientRateLimit(interval_s=60, clock=FakeClock())
     assert all(limit.filter(record("processors.runtime.engine", "task restart")) for _ in range(100))
