@@ -300,7 +300,7 @@ class Stack:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue
-                if isinstance(record, dict) and record.get("msg") == "webhook":
+                if isinstance(record, dict) and record.get("message") == "webhook":
                     counts[str(record.get("outcome"))] += 1
         return counts
 

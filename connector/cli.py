@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from connector.local_kafka import LocalKafka, LocalKafkaError
 from connector.settings import KafkaSettings, LocalKafkaSettings
 
@@ -54,9 +56,13 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _processor(args: argparse.Namespace) -> int:
-    from processors.service import run
+    from processors.service import MissingTopicsError, run
 
-    run()
+    try:
+        run()
+    except MissingTopicsError as exc:
+        print(f"processor: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -196,6 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LocalKafkaError as exc:
         print(f"kafka: {exc}", file=sys.stderr)
         return 1
+    except ValidationError as exc:
+        # Any command, any settings class: exit 2 naming the environment variable and the reason.
+        from connector.config_docs import settings_error_text
+
+        if (text := settings_error_text(exc)) is None:
+            raise  # not a setting: a bug, keep its traceback
+        print(f"{args.command}: {text}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code

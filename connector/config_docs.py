@@ -1,10 +1,12 @@
-"""One configuration table for every service, generated from the settings classes themselves.
+"""One configuration table for every service, generated from the settings classes themselves, and one
+way to report a bad setting: the environment variable and the reason.
 
 The README embeds the output of `pinwheel-connector config`; a test fails when the two drift apart.
 """
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from connector.settings import KafkaSettings, LocalKafkaSettings
@@ -40,6 +42,29 @@ def env_names(cls: type[BaseSettings]) -> dict[str, str]:
         alias = field.validation_alias
         names[name] = alias.upper() if isinstance(alias, str) else f"{prefix}{name}".upper()
     return names
+
+
+def settings_problems(exc: ValidationError) -> list[str] | None:
+    """`VARIABLE: reason` per problem when `exc` comes from one of the settings classes, else None.
+
+    The input values are left out: they may be secrets.
+    """
+    classes = {cls.__name__: cls for _, cls in settings_classes()}
+    cls = classes.get(exc.title)
+    if cls is None:
+        return None
+    names = env_names(cls)
+    problems = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        problems.append(f"{names.get(field, field.upper())}: {error['msg']}")
+    return problems
+
+
+def settings_error_text(exc: ValidationError) -> str | None:
+    """The one message every command prints for invalid settings (None: not a settings error)."""
+    problems = settings_problems(exc)
+    return None if problems is None else "\n  ".join(["invalid configuration:", *problems])
 
 
 def _default(cls: type[BaseSettings], name: str) -> str:

@@ -7,6 +7,7 @@ import sys
 
 from pydantic import ValidationError
 
+from connector.config_docs import settings_error_text
 from gateway.server import ConfigError, run
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
@@ -23,9 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = GatewaySettings()  # type: ignore[call-arg]  # secrets come from the environment
     except ValidationError as exc:
-        # Fail fast, naming the fields only (the values may be secrets).
-        fields = ", ".join("GATEWAY_" + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
-        print(f"gateway: invalid or missing settings: {fields}", file=sys.stderr)
+        # Fail fast, naming the variables and reasons only (the values may be secrets).
+        print(f"gateway: {settings_error_text(exc) or 'invalid settings'}", file=sys.stderr)
         return 2
     if args.self_signed:
         ensure_self_signed(settings.tls_cert_file, settings.tls_key_file)

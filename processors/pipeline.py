@@ -8,6 +8,7 @@ partition.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -31,15 +32,40 @@ from processors.runtime.task import OutRecord, TaskContext
 from schemas import catalog, jsontext
 from schemas.codec import Codec, DecodeError
 from schemas.deadletter import build_dead_letter, dead_letter_key
-from schemas.envelope import CONTENT_FORMAT_HEADER
+from schemas.envelope import record_headers
 
 log = logging.getLogger(__name__)
 
 V = TypeVar("V")
 
 # The logic reads the exact body Pinwheel sent; the typed payload is for downstream consumers.
-ENVELOPE_FIELDS = frozenset({"event_id", "event_type", "sent_at", "received_at", "raw_body"})
+ENVELOPE_FIELDS = frozenset(
+    {"event_id", "event_type", "webhook_id", "pinwheel_version", "sent_at", "received_at", "raw_body"}
+)
 TOPIC_FAMILY = {topic: family.value for family, topic in catalog.FAMILY_TOPICS.items()}
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The Pinwheel delivery of the record being processed: what output headers say they come from."""
+
+    event_id: str | None
+    event_type: str | None
+    webhook_id: str | None
+    pinwheel_version: str | None
+
+    @classmethod
+    def of(cls, datum: dict[str, Any] | None, record: ConsumerRecord[bytes, bytes]) -> Delivery:
+        """From the decoded family record, or (undecodable) from the headers the gateway gave it."""
+        if datum is None:
+            datum = {}
+            for name, value in record.headers or ():
+                with contextlib.suppress(UnicodeDecodeError):
+                    datum.setdefault(name, value.decode())
+        ids = [datum.get(name) for name in ("event_id", "event_type", "webhook_id", "pinwheel_version")]
+        return cls(*(value if isinstance(value, str) else None for value in ids))
 
 
 # Union branches named up front (fastavro's tuple notation): otherwise the writer validates a whole nested
@@ -184,9 +210,10 @@ class AccountPipeline:
         stores, self._cached = task_stores(ctx.state)
         self.logic = AccountProcessor(config, stores)
         # Only the last snapshot of an account per batch matters on a compacted topic.
-        self._snapshots: dict[str, AccountStateSnapshot] = {}
+        self._snapshots: dict[str, tuple[AccountStateSnapshot, Headers]] = {}
 
     def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        datum = None
         try:
             datum = self.codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS)
             body = jsontext.loads(datum["raw_body"])
@@ -200,88 +227,83 @@ class AccountPipeline:
                 logged_at=_log_append_time(record),
             )
         except DecodeError as exc:
-            self._dead_letter(record, "decode_error", str(exc))
+            self._dead_letter(record, Delivery.of(None, record), "decode_error", str(exc))
             return
         except InvalidEvent as exc:
-            self._dead_letter(record, exc.reason, str(exc), datum.get("event_id"), datum.get("event_type"))
+            self._dead_letter(record, Delivery.of(datum, record), exc.reason, str(exc))
             return
         except (KeyError, TypeError, ValueError) as exc:
-            self._dead_letter(record, "invalid_record", f"{type(exc).__name__} reading the record")
+            self._dead_letter(
+                record, Delivery.of(datum, record), "invalid_record", f"{type(exc).__name__} reading the record"
+            )
             return
+        delivery = Delivery.of(datum, record)
         try:
             outputs = self.logic.process(event)
         except Exception as exc:  # a bug must not block the partition; the record is kept for replay
             log.exception("processing failed", extra={"event_id": event.event_id, "event_type": event.event_type})
-            self._dead_letter(record, "processing_error", type(exc).__name__, event.event_id, event.event_type)
+            self._dead_letter(record, delivery, "processing_error", type(exc).__name__)
             return
         try:
-            self._emit(outputs, record)
+            self._emit(outputs, record, delivery)
         except Exception as exc:  # an output the schema cannot carry: a bug, but the input is kept
             log.exception("encoding failed", extra={"event_id": event.event_id, "event_type": event.event_type})
-            self._dead_letter(record, "encode_error", type(exc).__name__, event.event_id, event.event_type)
+            self._dead_letter(record, delivery, "encode_error", type(exc).__name__)
 
     def punctuate(self, wall_clock_ms: int) -> None:
         # The runtime punctuates only a task that has read its inputs to their end: during a backlog (a
         # replay, a catch-up after an outage) stream time drives the timers, so a pending is never timed
         # out by the clock while its final outcome waits unread.
-        self._emit(self.logic.on_time(datetime.fromtimestamp(wall_clock_ms / 1000, UTC)), None)
+        self._emit(self.logic.on_time(datetime.fromtimestamp(wall_clock_ms / 1000, UTC)), None, None)
         self.end_of_batch()
 
     def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
-        headers = dict(record.headers or ())
-        event_id, event_type = headers.get("event_id"), headers.get("event_type")
-        self._dead_letter(
-            record,
-            "output_refused",
-            f"the broker refused an output or state write of this record: {error}",
-            event_id.decode(errors="replace") if event_id else None,
-            event_type.decode(errors="replace") if event_type else None,
-        )
+        reason = f"the broker refused an output or state write of this record: {error}"
+        self._dead_letter(record, Delivery.of(None, record), "output_refused", reason)
 
     def end_of_batch(self) -> None:
         for store in self._cached:
             store.flush()
-        for key, snapshot in self._snapshots.items():
+        for key, (snapshot, headers) in self._snapshots.items():
             value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.to_dict(micros=True)))
-            self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, self._headers()))
+            self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, headers))
         self.counters.outputs["account_state"] += len(self._snapshots)
         self._snapshots.clear()
         self.counters.logic.update(self.logic.counters)
         self.logic.counters.clear()
 
-    def _headers(self, event_id: str | None = None, event_type: str | None = None) -> list[tuple[str, bytes]]:
-        headers = [(CONTENT_FORMAT_HEADER, self.codec.content_format.encode())]
-        if event_id:
-            headers.append(("event_id", event_id.encode()))
-        if event_type:
-            headers.append(("event_type", event_type.encode()))
-        return headers
+    def _headers(self, event_id: str | None, event_type: str | None, delivery: Delivery | None) -> Headers:
+        """The headers of every output record: the ids of the event it comes from. `webhook_id` and
+        `pinwheel_version` are those of the delivery being processed, so they are given only when that
+        delivery is the event (not for a timeout, whose event is a pending read long before)."""
+        ids: tuple[str | None, str | None] = (None, None)
+        if delivery is not None and delivery.event_id == event_id:
+            ids = (delivery.webhook_id, delivery.pinwheel_version)
+        return record_headers(self.codec.content_format, event_id, event_type, *ids)
 
-    def _emit(self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None) -> None:
+    def _emit(
+        self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None, delivery: Delivery | None
+    ) -> None:
+        update_headers: dict[str, Headers] = {}
         for output in outputs:
             if isinstance(output, AccountUpdate):
                 value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, update_datum(output.to_dict(micros=True)))
-                headers = self._headers(output.trigger.event_id, output.trigger.event_type)
+                headers = self._headers(output.trigger.event_id, output.trigger.event_type, delivery)
                 self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, output.key.encode(), value, headers))
                 self.counters.outputs[f"account_update:{output.change.value}"] += 1
+                update_headers[output.key] = headers
             elif isinstance(output, AccountStateSnapshot):
-                self._snapshots[output.key] = output
+                # A snapshot carries the headers of the update that produced it: the last event applied.
+                headers = update_headers.get(output.key) or self._headers(None, None, None)
+                self._snapshots[output.key] = (output, headers)
             elif isinstance(output, DeadLetter):
-                if record is None:
+                if record is None or delivery is None:
                     log.error("dead letter without a source record", extra={"reason": output.reason})
                     continue
-                self._dead_letter(record, output.reason, output.error, output.event_id, output.event_type)
+                self._dead_letter(record, delivery, output.reason, output.error)
 
-    def _dead_letter(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        reason: str,
-        error: str,
-        event_id: Any = None,
-        event_type: Any = None,
-    ) -> None:
-        event_id = event_id if isinstance(event_id, str) else None
-        event_type = event_type if isinstance(event_type, str) else None
+    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], delivery: Delivery, reason: str, error: str) -> None:
+        event_id, event_type = delivery.event_id, delivery.event_type
         datum = build_dead_letter(
             stage="processor",
             reason=reason,
@@ -298,7 +320,7 @@ class AccountPipeline:
         )
         value = self.codec.encode(catalog.DEADLETTER_TOPIC, datum)
         key = dead_letter_key(event_id, record.value or b"")
-        headers = [*self._headers(event_id, event_type), ("error_reason", reason.encode())]
+        headers = [*self._headers(event_id, event_type, delivery), ("error_reason", reason.encode())]
         self.ctx.emit(OutRecord(catalog.DEADLETTER_TOPIC, key, value, headers))
         self.counters.dead_letters[reason] += 1
         log.warning(

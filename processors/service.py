@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import uvicorn
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,6 +33,40 @@ from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
 
 log = logging.getLogger("processors")
+
+
+class MissingTopicsError(RuntimeError):
+    """Topics the processors read, restore or write do not exist: nothing could run, so nothing starts."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(
+            "topics missing: " + ", ".join(missing) + "; create them with `pinwheel-connector topics create` "
+            "(run with the same PROCESSOR_APPLICATION_ID, which names the changelog topics)"
+        )
+        self.missing = missing
+
+
+def required_topics(settings: ProcessorSettings) -> list[str]:
+    """Every topic the account pipeline reads (families), restores (changelogs) or writes."""
+    return [
+        *catalog.FAMILY_TOPICS.values(),
+        *(changelog_topic(settings.application_id, store) for store in STORE_NAMES),
+        catalog.ACCOUNT_UPDATES_TOPIC,
+        catalog.ACCOUNT_STATE_TOPIC,
+        catalog.DEADLETTER_TOPIC,
+    ]
+
+
+async def check_topics(settings: ProcessorSettings, kafka: KafkaSettings) -> None:
+    """Raise MissingTopicsError naming every missing topic (a run without them only logs errors forever)."""
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs(), client_id=f"{kafka.client_id_prefix}-processor-check")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    if missing := [topic for topic in required_topics(settings) if topic not in existing]:
+        raise MissingTopicsError(missing)
 
 
 def build_engine(
@@ -117,8 +152,10 @@ async def serve(
     schema: SchemaSettings | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
+    kafka = kafka or KafkaSettings()
+    await check_topics(settings, kafka)
     counters = PipelineCounters()
-    engine = build_engine(settings, kafka or KafkaSettings(), schema or SchemaSettings(), counters)
+    engine = build_engine(settings, kafka, schema or SchemaSettings(), counters)
     await serve_engine(settings, engine, counters, stop or asyncio.Event())
 
 
@@ -133,7 +170,7 @@ async def serve_engine(
             health_app(engine, counters, time.monotonic()),
             host=settings.health_host,
             port=settings.health_port,
-            log_config=logs.uvicorn_log_config("WARNING", ["processors"]),
+            log_config=None,  # logging is configured already; a dictConfig here would reset our loggers
             access_log=False,
         )
         server = uvicorn.Server(config)

@@ -25,10 +25,13 @@ __all__ = [
     "build_dead_letter",
     "build_family_record",
     "dead_letter_key",
+    "record_headers",
     "validation_summary",
 ]
 
 CONTENT_FORMAT_HEADER = "content_format"
+#: The headers that name the Pinwheel delivery a record comes from (docs/wire-format.md, Record headers).
+EVENT_HEADERS = ("event_id", "event_type", "webhook_id", "pinwheel_version")
 _ENVELOPE_FIELDS = frozenset({"event_id", "event", "payload"})
 
 
@@ -60,13 +63,23 @@ class FamilyRecord:
         return family_of(self.event_type) if self.value["payload"] is not None else Family.OTHER
 
     def kafka_headers(self, content_format: str) -> list[tuple[str, bytes]]:
-        """The record headers of architecture.md (absent values are left out)."""
-        headers = [("event_id", self.event_id), ("event_type", self.event_type)]
-        for name in ("webhook_id", "pinwheel_version"):
-            if (value := self.value.get(name)) is not None:
-                headers.append((name, value))
-        headers.append((CONTENT_FORMAT_HEADER, content_format))
-        return [(name, value.encode()) for name, value in headers]
+        v = self.value
+        return record_headers(content_format, self.event_id, self.event_type, v["webhook_id"], v["pinwheel_version"])
+
+
+def record_headers(
+    content_format: str,
+    event_id: str | None = None,
+    event_type: str | None = None,
+    webhook_id: str | None = None,
+    pinwheel_version: str | None = None,
+) -> list[tuple[str, bytes]]:
+    """The headers of a record on any of our topics: the ids of the delivery it comes from (those known;
+    an absent one is left out), then `content_format`. Values in UTF-8 (a lone surrogate escaped)."""
+    pairs = zip(EVENT_HEADERS, (event_id, event_type, webhook_id, pinwheel_version), strict=True)
+    headers = [(name, value.encode("utf-8", "backslashreplace")) for name, value in pairs if value is not None]
+    headers.append((CONTENT_FORMAT_HEADER, content_format.encode()))
+    return headers
 
 
 def validation_summary(error: ValidationError, prefix: str = "payload") -> str:

@@ -10,14 +10,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from connector.config_docs import settings_error_text
 from connector.settings import KafkaSettings
-
-
-def _settings_error(prefix: str, exc: ValidationError) -> int:
-    # Name the fields only: values may be secrets.
-    fields = ", ".join(prefix + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
-    print(f"invalid settings: {fields}", file=sys.stderr)
-    return 2
 
 
 def simulate_command(args: argparse.Namespace) -> int:
@@ -37,7 +31,8 @@ def simulate_command(args: argparse.Namespace) -> int:
         settings = SimulatorSettings(**overrides)
         settings.traffic()
     except ValidationError as exc:
-        return _settings_error("SIMULATOR_", exc)
+        print(f"simulate: {settings_error_text(exc) or 'invalid settings'}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2

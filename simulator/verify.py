@@ -20,17 +20,29 @@ Counted:
 - `unexpected`: anything else of this run's ids (an update for an event that should produce none).
 
 `compare` is pure; `UpdateCollector` and `verify_ledger` are the Kafka shell.
+
+The reader shares no code with what it checks: a `read_committed` consumer (an aborted transaction's records
+are never counted) and `AvscDecoder`, which decodes straight from the .avsc files with plain fastavro, as
+docs/wire-format.md tells any consumer to, instead of the processors' `schemas.codec`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final, cast
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from connector.settings import KafkaSettings
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, MODELLED_EVENT_TYPES
@@ -254,6 +266,75 @@ def format_report(report: VerifyReport) -> str:
     return "\n".join(lines)
 
 
+# -- independent decoding ------------------------------------------------------------------------------------
+
+SINGLE_OBJECT_MARKER: Final = b"\xc3\x01"
+CONFLUENT_MAGIC: Final = b"\x00"
+
+
+class AvscDecoder:
+    """Decodes one record type from its .avsc files with plain fastavro, in both our wire formats.
+
+    avro-single-object: `C3 01`, the writer schema's CRC-64-AVRO fingerprint (looked up among every version's
+    file), the body. confluent-avro: `00`, a registry schema id (fetched once through `fetch_schema`), the body.
+    The highest version of `record_name` is the reader schema.
+    """
+
+    def __init__(
+        self, record_name: str, avsc_dir: Path | None = None, fetch_schema: Callable[[int], str] | None = None
+    ) -> None:
+        directory = avsc_dir or Path(str(resources.files("schemas") / "avro"))
+        self.by_fingerprint: dict[bytes, Any] = {}
+        versions: dict[int, Any] = {}
+        for path in sorted(directory.glob("*.avsc")):
+            schema = fastavro.parse_schema(json.loads(path.read_text()), named_schemas={})
+            canonical = to_parsing_canonical_form(schema)
+            self.by_fingerprint[bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))] = schema
+            if match := re.fullmatch(rf"{re.escape(record_name)}\.v(\d+)\.avsc", path.name):
+                versions[int(match[1])] = schema
+        if not versions:
+            raise FileNotFoundError(f"no {record_name}.v<N>.avsc in {directory}")
+        self.reader = versions[max(versions)]
+        self.fetch_schema = fetch_schema
+        self.by_id: dict[int, Any] = {}
+
+    def decode(self, value: bytes) -> dict[str, Any]:
+        if value[:2] == SINGLE_OBJECT_MARKER:
+            writer, body = self.by_fingerprint[value[2:10]], value[10:]
+        elif value[:1] == CONFLUENT_MAGIC and len(value) >= 5:
+            writer, body = self._registry_schema(int.from_bytes(value[1:5], "big")), value[5:]
+        else:
+            raise ValueError("neither avro-single-object nor confluent-avro")
+        return cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(body), writer, self.reader))
+
+    def _registry_schema(self, schema_id: int) -> Any:
+        if schema_id not in self.by_id:
+            if self.fetch_schema is None:
+                raise ValueError("confluent-avro record but no schema registry configured (SCHEMA_REGISTRY_URL)")
+            self.by_id[schema_id] = fastavro.parse_schema(json.loads(self.fetch_schema(schema_id)), named_schemas={})
+        return self.by_id[schema_id]
+
+
+def registry_fetcher() -> Callable[[int], str] | None:
+    """`GET <registry>/schemas/ids/<id>` (any Confluent-compatible registry), when SCHEMA_REGISTRY_URL is set."""
+    from schemas.settings import SchemaSettings
+
+    settings = SchemaSettings()
+    if not settings.registry_url:
+        return None
+    import httpx
+
+    auth = (settings.registry_username, settings.registry_password or "") if settings.registry_username else None
+    base = settings.registry_url.rstrip("/")
+
+    def fetch(schema_id: int) -> str:
+        response = httpx.get(f"{base}/schemas/ids/{schema_id}", auth=auth, timeout=settings.registry_timeout_s)
+        response.raise_for_status()
+        return str(response.json()["schema"])
+
+    return fetch
+
+
 # -- Kafka shell ----------------------------------------------------------------------------------------
 
 
@@ -275,15 +356,14 @@ class UpdateCollector:
     ) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        from schemas.codec import build_codec
-
         self.kafka = kafka
         self.run_ids = run_ids
         self.since = since
         self.from_end = from_end
         self.on_update = on_update
-        self.codec = build_codec()
+        self.decoder = AvscDecoder("AccountUpdate", fetch_schema=registry_fetcher())
         self.updates: list[UpdateView] = []
+        self.partitions: list[Any] = []
         self.consumer = AIOKafkaConsumer(
             **kafka.client_kwargs(),
             client_id=f"{kafka.client_id_prefix}-verify",
@@ -305,6 +385,7 @@ class UpdateCollector:
             await self.consumer.stop()
             raise RuntimeError(f"topic {ACCOUNT_UPDATES_TOPIC} not found; create topics first")
         tps = [TopicPartition(ACCOUNT_UPDATES_TOPIC, p) for p in sorted(partitions)]
+        self.partitions = tps
         self.consumer.assign(tps)
         if self.from_end:
             for tp, offset in (await self.consumer.end_offsets(tps)).items():
@@ -319,7 +400,7 @@ class UpdateCollector:
         batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
         for records in batch.values():
             for record in records:
-                view = UpdateView.from_datum(self.codec.decode(ACCOUNT_UPDATES_TOPIC, record.value))
+                view = UpdateView.from_datum(self.decoder.decode(record.value))
                 if view.event_id not in self.run_ids:
                     continue
                 if self.since is not None and view.received_at is not None and view.received_at < self.since:
@@ -329,6 +410,15 @@ class UpdateCollector:
                 if self.on_update is not None:
                     self.on_update(view)
         return added
+
+    async def catch_up(self, timeout_s: float = 600.0) -> None:
+        """Read at least everything committed when called (the topic's history may take longer than `wait`)."""
+        target = await self.consumer.end_offsets(self.partitions)  # read_committed: the last stable offsets
+        deadline = time.monotonic() + timeout_s
+        while [tp for tp, end in target.items() if await self.consumer.position(tp) < end]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{ACCOUNT_UPDATES_TOPIC} not read to its end within {timeout_s:.0f} s")
+            await self.poll()
 
     async def run_until(self, done: Callable[[], bool], deadline: float, settle_s: float = 2.0) -> None:
         """Poll until `done()` (then `settle_s` more, to see late duplicates) or the monotonic `deadline`."""
@@ -351,6 +441,7 @@ async def verify_ledger(ledger: Ledger, kafka: KafkaSettings, *, wait_s: float, 
     expected = expectations(ledger)
     collector = await UpdateCollector(kafka, set(ledger.events), since=since).start()
     try:
+        await collector.catch_up()  # `wait_s` counts from there: a loss is never just an unread record
         await collector.run_until(
             lambda: complete(ledger, collector.updates, expected), time.monotonic() + wait_s, settle_s
         )

@@ -304,8 +304,9 @@ def webhooks_command(
     try:
         the_settings = settings or PinwheelApiSettings()
     except ValidationError as exc:
-        fields = ", ".join("PINWHEEL_API_" + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
-        print(f"webhooks: invalid settings: {fields}", file=err)
+        from connector.config_docs import settings_error_text
+
+        print(f"webhooks: {settings_error_text(exc) or 'invalid settings'}", file=err)
         return 2
     try:
         client = WebhookClient(the_settings)

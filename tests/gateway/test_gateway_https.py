@@ -293,7 +293,7 @@ async def test_logs_hold_no_secret_and_no_body(
     finally:
         gateway_logger.removeHandler(handler)
     text = "\n".join(lines)
-    requests = [json.loads(line) for line in lines if json.loads(line)["msg"] == "webhook"]
+    requests = [json.loads(line) for line in lines if json.loads(line)["message"] == "webhook"]
     assert len(requests) == 2 * (len(bodies) + 2)
     assert {"event_id", "event_type", "outcome", "reason", "latency_ms", "status"} <= set(requests[0])
     for secret in (SECRET, OTHER_SECRET):

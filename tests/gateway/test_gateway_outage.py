@@ -263,6 +263,6 @@ async def test_gateway_killed_with_spooled_events_loses_nothing(
     text = log.read_text()
     assert SECRET not in text
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    assert any(line["msg"] == "publisher started" and line["spool_records"] == 200 for line in lines)
-    assert [line["spool_records"] for line in lines if line["msg"] == "publisher stopped"] == [0]
+    assert any(line["message"] == "publisher started" and line["spool_records"] == 200 for line in lines)
+    assert [line["spool_records"] for line in lines if line["message"] == "publisher stopped"] == [0]
     print(f"\n[kill -9] spooled={len(acked)} recovered={seen} duplicates={duplicates}")

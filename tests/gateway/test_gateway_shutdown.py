@@ -141,12 +141,12 @@ def assert_clean_exit(process: subprocess.Popen[bytes], log: Path, runs: int, ka
     assert "Traceback" not in text, tail_of(log)
     lines = log_lines(log)
     errors = [
-        (line["logger"], line["msg"])
+        (line["logger"], line["message"])
         for line in lines
         if line.get("level") in ("error", "critical") and not (kafka_down and line["logger"].startswith("aiokafka"))
     ]
     assert not errors, errors[:5]
-    stopped = [line["spool_records"] for line in lines if line["msg"] == "publisher stopped"]
+    stopped = [line["spool_records"] for line in lines if line["message"] == "publisher stopped"]
     assert len(stopped) == runs, tail_of(log)
     assert SECRET not in text
     return int(stopped[-1])
@@ -234,7 +234,7 @@ async def test_sigterm_under_load_exits_cleanly_and_loses_no_acknowledged_event(
             process.kill()
             process.wait(10)
     assert assert_clean_exit(process, log, runs=2, kafka_down=mode == "kafka_down") == 0
-    started_with = [line["spool_records"] for line in log_lines(log) if line["msg"] == "publisher started"]
+    started_with = [line["spool_records"] for line in log_lines(log) if line["message"] == "publisher started"]
     assert started_with[1] == left_in_spool, started_with
 
     # Everything the gateway wrote since the tail started, up to the end offsets taken now.

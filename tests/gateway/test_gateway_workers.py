@@ -84,7 +84,7 @@ async def test_two_workers_own_spools_shared_metrics_graceful_stop(
     text = read_log(log)
     assert text.count('"publisher stopped"') == 2
     assert SECRET not in text
-    served = [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"msg":"webhook"' in line]
+    served = [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"message":"webhook"' in line]
     assert len(served) == 40
     per_worker = Counter(line["pid"] for line in served)
     print(f"\n[workers] requests per worker pid: {dict(per_worker)}")

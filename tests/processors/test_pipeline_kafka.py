@@ -298,3 +298,74 @@ async def test_one_far_future_record_does_not_expire_the_partitions_dedupe(harne
         # record would still move their stream time (by up to max_clock_skew). Truncate it away.
         await harness.truncate(catalog.FAMILY_TOPICS[catalog.Family.ACCOUNT], _partition_of(account))
     assert [u["update_id"] for u in updates] == [first["event_id"], marker["event_id"]]
+
+
+async def committed_records(bootstrap: str, topic: str, keys: set[bytes], expect: int) -> list[Any]:
+    """A plain read_committed consumer (no project code): the records of `topic` with one of `keys`."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", isolation_level="read_committed"
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        deadline = time.monotonic() + 40
+        while len(found) < expect and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                found += [r for r in records if r.key in keys]
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_output_records_carry_the_headers_of_the_event_they_come_from(harness: Harness, tmp_path: Path) -> None:
+    account = str(uuid.uuid4())
+    t0 = datetime.now(UTC)
+    added = account_added(account, t0)
+    income = job_body("income.added", account, "success", t0)
+    lonely = job_body("identity.added", account, "pending", t0)
+    garbage_id = str(uuid.uuid4())
+    async with running_processor(harness, tmp_path, pending_timeout_h=2 / 3600, timeout_grace_s=0):
+        await harness.deliver([added, income, lonely])
+        # a record on a family topic that is not Avro: its dead letter keeps the delivery's ids
+        producer = AIOKafkaProducer(bootstrap_servers=harness.bootstrap)
+        await producer.start()
+        source_headers = [("event_id", garbage_id.encode()), ("webhook_id", b"wh"), ("pinwheel_version", b"v9")]
+        topic = catalog.FAMILY_TOPICS[catalog.Family.ACCOUNT]
+        await producer.send_and_wait(topic, b"\x00garbage", key=account.encode(), headers=source_headers)
+        await producer.stop()
+        updates = await committed_records(harness.bootstrap, catalog.ACCOUNT_UPDATES_TOPIC, {account.encode()}, 4)
+        states = await committed_records(harness.bootstrap, catalog.ACCOUNT_STATE_TOPIC, {account.encode()}, 1)
+        dead = await committed_records(harness.bootstrap, catalog.DEADLETTER_TOPIC, {garbage_id.encode()}, 1)
+
+    def headers(record: Any) -> dict[str, str]:
+        names = [name for name, _ in record.headers]
+        assert len(names) == len(set(names)), names  # each header once
+        return {name: value.decode() for name, value in record.headers}
+
+    delivered = {"webhook_id": "wh", "pinwheel_version": "2023-11-22", "content_format": harness.codec.content_format}
+    by_event = {headers(r)["event_id"]: headers(r) for r in updates}
+    assert set(by_event) == {added["event_id"], income["event_id"], lonely["event_id"]}
+    for body in (added, income):  # an update caused by a delivery: all five headers, the delivery's
+        assert by_event[body["event_id"]] == {"event_id": body["event_id"], "event_type": body["event"], **delivered}
+    # lonely: its pending update has all five; its timeout (no delivery of its own) names the pending event
+    lonely_updates = [headers(r) for r in updates if headers(r)["event_id"] == lonely["event_id"]]
+    assert {"event_id": lonely["event_id"], "event_type": "identity.added", **delivered} in lonely_updates
+    assert {
+        "event_id": lonely["event_id"],
+        "event_type": "identity.added",
+        "content_format": harness.codec.content_format,
+    } in lonely_updates
+    # every account_state record names the last event applied to the account
+    for record in states:
+        state_headers = headers(record)
+        assert state_headers["event_id"] in by_event
+        assert state_headers["content_format"] == harness.codec.content_format
+        assert "event_type" in state_headers
+    [dead_letter] = dead
+    assert headers(dead_letter) == {
+        "event_id": garbage_id,
+        "webhook_id": "wh",
+        "pinwheel_version": "v9",
+        "content_format": harness.codec.content_format,
+        "error_reason": "decode_error",
+    }

@@ -8,6 +8,7 @@ pending timeout so unresolved pendings time out within the test.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 from threaded_gateway import ThreadedServer
 
 from connector.run import start_at_end
@@ -24,8 +27,10 @@ from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
 from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
-from schemas.catalog import FAMILY_TOPICS
-from simulator.ledger import read_ledger
+from schemas.catalog import ACCOUNT_UPDATES_TOPIC, FAMILY_TOPICS
+from schemas.codec import build_codec
+from schemas.settings import SchemaSettings
+from simulator.ledger import Ledger, read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, simulate
 from simulator.traffic import unresolved_pendings
@@ -102,7 +107,66 @@ async def test_twenty_accounts_nothing_lost_nothing_duplicated(
     assert report.joined > 0
     assert report.expected_updates == len([e for e in events if e.account_id])
     # the CLI path (read from the beginning, filtered by the ledger's start time) agrees
-    again = await verify_ledger(ledger, kafka, wait_s=20)
+    again = await verify_ledger(ledger, kafka, wait_s=0)  # everything is committed: no wait, but read to the end
     assert again.ok
     assert again.found == report.found
     assert SECRET not in sim.ledger.read_text()
+
+    # Faults planted as an outside tester would, which verify must see (and one it must not count).
+    started = datetime.fromisoformat(ledger.run["started_at"])
+    aborted_id, duplicated_id = await plant_duplicates(bootstrap, expected.updates, started)
+    lost_id = str(uuid.uuid4())
+    planted_ledger = tmp_path / "planted.jsonl"
+    planted_ledger.write_text(sim.ledger.read_text() + planted_loss(lost_id, ledger))
+    planted = await verify_ledger(read_ledger(planted_ledger), kafka, wait_s=3)
+    assert planted.duplicated == (duplicated_id,)  # the committed copy; the aborted one is never read
+    assert planted.lost == (lost_id,)
+    assert not planted.ok
+    assert aborted_id not in planted.duplicated
+
+
+async def plant_duplicates(bootstrap: str, update_ids: frozenset[str], since: datetime) -> tuple[str, str]:
+    """Copies of two of the run's account updates: one inside an aborted transaction, one committed.
+
+    The records are found with a plain consumer and the processors' codec (not verify's reader).
+    """
+    codec = build_codec(SchemaSettings())
+    consumer = AIOKafkaConsumer(
+        ACCOUNT_UPDATES_TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )  # fmt: skip
+    await consumer.start()
+    picked: list[tuple[str, ConsumerRecord[bytes, bytes]]] = []
+    try:
+        while len(picked) < 2:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    datum = codec.decode(ACCOUNT_UPDATES_TOPIC, r.value)
+                    update_id, received = datum["update_id"], datum["trigger"]["received_at"]
+                    if update_id in update_ids and received >= since and len(picked) < 2:  # this run's
+                        picked.append((update_id, r))
+    finally:
+        await consumer.stop()
+    (aborted_id, aborted), (committed_id, committed) = picked
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"plant-{uuid.uuid4().hex}")
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        await producer.send_and_wait(ACCOUNT_UPDATES_TOPIC, aborted.value, key=aborted.key)
+        await producer.abort_transaction()
+        async with producer.transaction():
+            await producer.send_and_wait(ACCOUNT_UPDATES_TOPIC, committed.value, key=committed.key)
+    finally:
+        await producer.stop()
+    return aborted_id, committed_id
+
+
+def planted_loss(event_id: str, ledger: Ledger) -> str:
+    """Ledger lines of an event the gateway accepted (200) but that never reached Kafka."""
+    account = next(info.account_id for info in ledger.events.values() if info.account_id)
+    event = {"kind": "event", "event_id": event_id, "event_type": "account.added", "account_id": account,
+             "job_id": None, "outcome": None, "occurred_at": None, "source": "planted", "deliveries": 1}  # fmt: skip
+    attempt = {"kind": "attempt", "event_id": event_id, "event_type": "account.added", "account_id": account,
+               "delivery": 1, "attempt": 1, "sent_at": datetime.now(UTC).isoformat(), "status": 200, "error": None,
+               "latency_ms": 1.0, "result": "accepted", "reason": "family"}  # fmt: skip
+    return json.dumps(event) + "\n" + json.dumps(attempt) + "\n"
