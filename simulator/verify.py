@@ -45,12 +45,11 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from connector.settings import KafkaSettings
-from schemas.catalog import ACCOUNT_UPDATES_TOPIC, MODELLED_EVENT_TYPES
+from schemas.catalog import ACCOUNT_UPDATES_TOPIC, JOB_OUTCOMES, is_job
 from simulator.ledger import EventInfo, Ledger
 from simulator.retry import is_accepted
 
 TIMED_OUT_SUFFIX: Final = ":timed_out"
-OUTCOMES: Final = frozenset({"success", "error", "pending"})
 PUBLISHED_REASONS: Final = frozenset({"family", "other"})
 
 
@@ -97,10 +96,7 @@ def produces_update(info: EventInfo) -> bool:
     """Whether the processors emit an account update for this (first, accepted) event."""
     if not info.account_id:
         return False
-    is_job = info.outcome is not None or (
-        info.event_type in MODELLED_EVENT_TYPES and not info.event_type.startswith("account.")
-    )
-    return not is_job or info.outcome in OUTCOMES
+    return not is_job(info.event_type, info.outcome) or info.outcome in JOB_OUTCOMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +125,7 @@ def expectations(ledger: Ledger) -> Expectations:
     jobs: dict[tuple[str | None, str, str | None], list[EventInfo]] = defaultdict(list)
     for eid in updates:
         info = ledger.events[eid]
-        if info.outcome in OUTCOMES:
+        if info.outcome in JOB_OUTCOMES:
             jobs[(info.account_id, info.event_type, info.job_id)].append(info)
     timeouts: list[frozenset[str]] = []
     optional: set[str] = set()
