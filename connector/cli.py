@@ -56,7 +56,8 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _processor(args: argparse.Namespace) -> int:
-    from processors.service import MissingTopicsError, run
+    from processors.runtime.engine import MissingTopicsError
+    from processors.service import run
 
     try:
         run()

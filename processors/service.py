@@ -25,7 +25,7 @@ from connector import logs
 from connector.settings import KafkaSettings
 from connector.topics import STORE_NAMES, changelog_topic
 from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
-from processors.runtime.engine import Engine
+from processors.runtime.engine import Engine, MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import TaskContext, TaskProcessor
 from schemas import catalog
@@ -35,15 +35,13 @@ from schemas.settings import SchemaSettings
 log = logging.getLogger("processors")
 
 
-class MissingTopicsError(RuntimeError):
-    """Topics the processors read, restore or write do not exist: nothing could run, so nothing starts."""
+MISSING_TOPICS_HINT = (
+    "create them with `pinwheel-connector topics create` "
+    "(run with the same PROCESSOR_APPLICATION_ID, which names the changelog topics)"
+)
 
-    def __init__(self, missing: list[str]) -> None:
-        super().__init__(
-            "topics missing: " + ", ".join(missing) + "; create them with `pinwheel-connector topics create` "
-            "(run with the same PROCESSOR_APPLICATION_ID, which names the changelog topics)"
-        )
-        self.missing = missing
+
+OUTPUT_TOPICS = (catalog.ACCOUNT_UPDATES_TOPIC, catalog.ACCOUNT_STATE_TOPIC, catalog.DEADLETTER_TOPIC)
 
 
 def required_topics(settings: ProcessorSettings) -> list[str]:
@@ -51,9 +49,7 @@ def required_topics(settings: ProcessorSettings) -> list[str]:
     return [
         *catalog.FAMILY_TOPICS.values(),
         *(changelog_topic(settings.application_id, store) for store in STORE_NAMES),
-        catalog.ACCOUNT_UPDATES_TOPIC,
-        catalog.ACCOUNT_STATE_TOPIC,
-        catalog.DEADLETTER_TOPIC,
+        *OUTPUT_TOPICS,
     ]
 
 
@@ -66,7 +62,7 @@ async def check_topics(settings: ProcessorSettings, kafka: KafkaSettings) -> Non
     finally:
         await admin.close()
     if missing := [topic for topic in required_topics(settings) if topic not in existing]:
-        raise MissingTopicsError(missing)
+        raise MissingTopicsError(missing, MISSING_TOPICS_HINT)
 
 
 def build_engine(
@@ -84,6 +80,8 @@ def build_engine(
         list(catalog.FAMILY_TOPICS.values()),
         {store: changelog_topic(settings.application_id, store) for store in STORE_NAMES},
         factory,
+        output_topics=OUTPUT_TOPICS,
+        missing_topics_hint=MISSING_TOPICS_HINT,
     )
 
 

@@ -49,6 +49,9 @@ from processors.runtime.task import (
 
 log = logging.getLogger(__name__)
 
+#: How long required topics may be missing (deleted and being recreated, say) before the engine stops.
+MISSING_TOPICS_GRACE_S = 30.0
+
 
 @dataclass
 class EngineStats:
@@ -63,6 +66,14 @@ class EngineStats:
     assigned: set[int] = field(default_factory=set)
     ready: set[int] = field(default_factory=set)
     refused_records: int = 0  # input records whose effects the broker refused (handed to `reject`)
+
+
+class MissingTopicsError(RuntimeError):
+    """Topics the application reads, restores or writes do not exist: nothing could run, so nothing runs."""
+
+    def __init__(self, missing: Sequence[str], hint: str = "") -> None:
+        super().__init__("topics missing: " + ", ".join(sorted(missing)) + (f"; {hint}" if hint else ""))
+        self.missing = sorted(missing)
 
 
 Coordinates = tuple[str, int, int]  # topic, partition, offset of an input record
@@ -101,6 +112,8 @@ class Engine:
         changelogs: dict[str, str],
         factory: ProcessorFactory,
         clock: Callable[[], float] = time.time,
+        output_topics: Sequence[str] = (),
+        missing_topics_hint: str = "",
     ) -> None:
         self.settings = settings
         self.clock = clock  # wall clock of the timers (seconds); injected by tests
@@ -112,6 +125,9 @@ class Engine:
         self._tasks: dict[int, Task] = {}
         self._pending: set[int] = set()  # assigned, not yet initialised
         self._isolation: dict[int, Isolation] = {}
+        self._required_topics = {*input_topics, *changelogs.values(), *output_topics}
+        self._missing_topics_hint = missing_topics_hint
+        self._topics_missing_since: float | None = None
         self._retry_start_at = 0.0  # after a failed task start (broker down): back off, do not spin
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
@@ -273,6 +289,8 @@ class Engine:
             return  # another instance owns it; the coming rebalance takes it from us
         if not isinstance(error, TaskFailed):
             log.error("unexpected task error", exc_info=error)
+        elif self._consumer is not None:
+            await self._check_topics(self._consumer)
         self._pending.add(partition)
         if self._consumer is not None:
             self._consumer.pause(*self._partitions_of(partition))
@@ -340,13 +358,34 @@ class Engine:
     async def _initialise_pending(self, consumer: AIOKafkaConsumer) -> None:
         pending = sorted(self._pending)
         results = await asyncio.gather(*(self._start_task(consumer, p) for p in pending), return_exceptions=True)
+        failed = False
         for partition, result in zip(pending, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("task start failed; will retry", extra={"partition": partition, "error": str(result)})
                 self._retry_start_at = time.monotonic() + 1.0
+                failed = True
                 continue
             self._pending.discard(partition)
             consumer.resume(*self._partitions_of(partition))
+        if failed:
+            await self._check_topics(consumer)
+
+    async def _check_topics(self, consumer: AIOKafkaConsumer) -> None:
+        """After a failure: topics deleted under the running application end it (MissingTopicsError) once they
+        stay missing for `MISSING_TOPICS_GRACE_S`, rather than retry and log forever."""
+        try:
+            missing = self._required_topics - await consumer.topics()
+        except Exception:  # the broker is unreachable: not a missing topic
+            return
+        if not missing:
+            self._topics_missing_since = None
+            return
+        now = time.monotonic()
+        if self._topics_missing_since is None:
+            self._topics_missing_since = now
+            log.error("topics missing", extra={"topics": sorted(missing)})
+        elif now - self._topics_missing_since >= MISSING_TOPICS_GRACE_S:
+            raise MissingTopicsError(sorted(missing), self._missing_topics_hint)
 
     async def _start_task(self, consumer: AIOKafkaConsumer, partition: int) -> None:
         state = TaskState(

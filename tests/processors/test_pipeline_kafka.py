@@ -27,8 +27,10 @@ from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
 
 from connector.settings import KafkaSettings
-from connector.topics import TopicSettings, all_topics, ensure_topics
+from connector.topics import TopicSettings, all_topics, changelog_topic, ensure_topics
 from processors.pipeline import PipelineCounters
+from processors.runtime import engine as engine_module
+from processors.runtime.engine import MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.service import build_engine, serve_engine
 from schemas import catalog
@@ -369,3 +371,32 @@ async def test_output_records_carry_the_headers_of_the_event_they_come_from(harn
         "content_format": harness.codec.content_format,
         "error_reason": "decode_error",
     }
+
+
+async def test_a_changelog_deleted_under_the_running_processor_stops_it_naming_the_topic(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: a task that can neither commit nor restore retried (and logged) forever.
+    monkeypatch.setattr(engine_module, "MISSING_TOPICS_GRACE_S", 1.0)
+    account = str(uuid.uuid4())
+    changelog = changelog_topic(harness.app_id, "accounts")
+    settings = ProcessorSettings.model_validate(
+        {"application_id": harness.app_id, "state_dir": tmp_path, "health_port": 0, "commit_timeout_s": 3}
+    )
+    counters = PipelineCounters()
+    engine = build_engine(settings, KafkaSettings(bootstrap_servers=harness.bootstrap), SchemaSettings(), counters)
+    running = asyncio.create_task(serve_engine(settings, engine, counters, asyncio.Event()))
+    admin = AIOKafkaAdminClient(bootstrap_servers=harness.bootstrap)
+    await admin.start()
+    try:
+        await harness.deliver([account_added(account, datetime.now(UTC))])
+        assert len(await harness.updates_for({account}, expect=1, settle_s=0.2)) == 1
+        await admin.delete_topics([changelog])
+        await harness.deliver([account_added(account, datetime.now(UTC))])  # a commit that needs the changelog
+        with pytest.raises(MissingTopicsError) as info:
+            await asyncio.wait_for(running, 90)
+    finally:
+        running.cancel()
+        await admin.close()
+    assert info.value.missing == [changelog]
+    assert "topics create" in str(info.value)
