@@ -347,6 +347,7 @@ class Publisher:
             self._refused = True
             entry.settled.set_result(Outcome.SPOOL_FULL)
         else:
+            self.metrics.spooled.inc()
             entry.settled.set_result(Outcome.SPOOLED)
 
     def _enqueue(self, record: SpooledRecord) -> asyncio.Future[None]:
