@@ -121,7 +121,16 @@ def create_app(
             await publisher.stop()
             metrics.process_exited()
 
-    app = FastAPI(title="Pinwheel webhook gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # No slash redirects: Starlette would answer `POST /webhooks/pinwheel/` with a 307 to a URL built from the
+    # client's Host header. Only the exact route is served; any other path is a plain 404.
+    app = FastAPI(
+        title="Pinwheel webhook gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
+    )
     app.state.publisher = publisher
     app.state.metrics = metrics
 
