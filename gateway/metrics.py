@@ -39,6 +39,12 @@ class GatewayMetrics:
         )
         self.spooled = Counter("gateway_spooled", "Events written to the spool.", registry=r)
         self.drained = Counter("gateway_drained", "Spooled events published to Kafka.", registry=r)
+        self.spool_quarantined = Counter(
+            "gateway_spool_quarantined",
+            "Damaged spool frames (a damaged range, usually one frame) moved to a quarantine file at recovery; "
+            "the valid frames after them were kept.",
+            registry=r,
+        )
         self.producer_errors = Counter(
             "gateway_producer_errors", "Producer failures (timeouts, broker errors).", ["kind"], registry=r
         )
