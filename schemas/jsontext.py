@@ -13,7 +13,6 @@ from typing import Any
 
 import pydantic_core
 
-
 # pydantic-core stops at this depth of nested arrays/objects (measured: 200 levels parse, deeper do not).
 MAX_DEPTH = 200
 
