@@ -54,6 +54,20 @@ class GatewayMetrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.connections_open = Gauge(
+            "gateway_connections_open",
+            "Open HTTPS connections (TLS handshake done).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connections_dropped = Counter(
+            "gateway_connections_dropped",
+            "Connections the gateway closed or refused, by reason: displaced_idle and refused_at_limit (the "
+            "connection limit), idle_timeout, header_timeout, body_timeout, header_too_large, "
+            "request_line_too_long, invalid_request.",
+            ["reason"],
+            registry=r,
+        )
 
         # Children of the two per-request series, bound on first use: labels() validates the names, builds
         # the key and takes the metric's lock on every call.
@@ -65,6 +79,9 @@ class GatewayMetrics:
         if child is None:
             child = self._request_children[(outcome, reason)] = self.requests.labels(outcome=outcome, reason=reason)
         child.inc()
+
+    def count_connection_dropped(self, reason: str) -> None:
+        self.connections_dropped.labels(reason=reason).inc()
 
     def observe_publish(self, path: str, seconds: float) -> None:
         child = self._latency_children.get(path)
