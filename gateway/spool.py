@@ -89,10 +89,9 @@ def scan(data: bytes, start: int = 0) -> tuple[list[tuple[int, int]], int]:
 def resync(data: bytes, bad: int) -> int | None:
     """Where the frames resume after a damaged one at `bad`, or None if none does (a torn tail).
 
-    A frame resumes the stream only if its checksum matches *and* its payload decodes as a record, so
-    bytes inside the damaged frame that happen to look like a frame are not taken for one. A damaged
-    payload usually leaves the length intact, so the damaged frame's own end is tried first; then every
-    later offset.
+    The first offset after `bad` holding a frame whose checksum matches *and* whose payload decodes as a
+    record, so bytes inside the damaged frame that happen to look like a frame are not taken for one. The
+    damaged frame's own length field is not trusted: damaged, it could point past intact frames.
     """
 
     def resumes_at(pos: int) -> bool:
@@ -105,11 +104,6 @@ def resync(data: bytes, bad: int) -> int | None:
             return False
         return True
 
-    if bad + FRAME_OVERHEAD <= len(data):
-        claimed: int = _FRAME.unpack_from(data, bad)[0]
-        after = bad + FRAME_OVERHEAD + claimed
-        if after < len(data) and resumes_at(after):
-            return after
     return next((pos for pos in range(bad + 1, len(data) - FRAME_OVERHEAD + 1) if resumes_at(pos)), None)
 
 

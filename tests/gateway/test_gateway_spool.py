@@ -26,6 +26,7 @@ from gateway.spool import (
     encode_record,
     frame,
     scan,
+    scan_resyncing,
     try_lock,
 )
 
@@ -66,6 +67,23 @@ def test_scan_never_misreads_a_torn_or_corrupted_tail(payloads: list[bytes], dat
         got = [bytes(bad[o : o + n]) for o, n in frames]
         assert got == payloads[: len(got)]
         assert end <= at + 1 or end <= len(stream)
+
+
+@given(st.lists(records, min_size=3, max_size=12), st.data())
+def test_resync_loses_exactly_the_damaged_frame(items: list[SpooledRecord], data: st.DataObject) -> None:
+    payloads = [encode_record(r) for r in items]
+    stream = bytearray(b"".join(frame(p) for p in payloads))
+    victim = data.draw(st.integers(0, len(payloads) - 2))  # not the last: that one is a torn tail
+    start = sum(FRAME_OVERHEAD + len(p) for p in payloads[:victim])
+    at = data.draw(st.integers(start, start + FRAME_OVERHEAD + len(payloads[victim]) - 1))
+    stream[at] ^= data.draw(st.integers(1, 255))
+    frames, damaged, end = scan_resyncing(bytes(stream))
+    got = [bytes(stream[o : o + n]) for o, n in frames]
+    if got == payloads:  # the flip landed on a byte the frame does not check (impossible: all are)
+        raise AssertionError("a damaged frame was read as valid")
+    assert got == payloads[:victim] + payloads[victim + 1 :]
+    assert [(d.start, d.end) for d in damaged] == [(start, start + FRAME_OVERHEAD + len(payloads[victim]))]
+    assert end == len(stream)
 
 
 def open_spool(directory: Path, max_bytes: int = 1 << 30, segment_bytes: int = 1 << 20) -> Spool:
