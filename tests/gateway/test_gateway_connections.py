@@ -88,8 +88,8 @@ def test_the_limit_is_logged_at_most_once_a_minute_with_the_counts(caplog: pytes
             clock.now += 1.0  # 100 connections over 100 s of the injected clock
     lines = [r for r in caplog.records if r.getMessage() == "connection limit reached"]
     assert len(lines) == 2  # at 0 s and at 60 s
-    assert [getattr(r, "displaced_idle") for r in lines] == [1, 60]
-    assert getattr(lines[0], "limit") == 1
+    assert [r.__dict__["displaced_idle"] for r in lines] == [1, 60]
+    assert lines[0].__dict__["limit"] == 1
 
 
 @pytest.mark.parametrize(("fd_limit", "expected"), [(256, 192), (1024, 768), (128, 64), (20000, 15000)])
