@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope
 
 from connector.settings import KafkaSettings
 from gateway import records, signature
+from gateway.connections import TABLE_STATE_KEY, ConnectionLimits, ConnectionTable
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import Outcome, ProducerFactory, Publisher
 from gateway.records import Codec
@@ -109,19 +110,31 @@ def create_app(
     secrets = settings.secret_bytes()
     allowed = frozenset(settings.allowed_webhook_ids)
 
+    connections = ConnectionTable(ConnectionLimits.from_settings(settings), metrics)
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         prepare = getattr(the_codec, "prepare", None)
         if prepare is not None:  # resolve (or register) every writer schema before the first request
             await asyncio.to_thread(prepare, [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC])
         await publisher.start()
         try:
-            yield
+            # The lifespan state reaches uvicorn's protocol instances as `app_state`.
+            yield {TABLE_STATE_KEY: connections}
         finally:
             await publisher.stop()
             metrics.process_exited()
 
-    app = FastAPI(title="Pinwheel webhook gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # No slash redirects: Starlette would answer `POST /webhooks/pinwheel/` with a 307 to a URL built from the
+    # client's Host header. Only the exact route is served; any other path is a plain 404.
+    app = FastAPI(
+        title="Pinwheel webhook gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
+    )
     app.state.publisher = publisher
     app.state.metrics = metrics
 

@@ -39,6 +39,12 @@ class GatewayMetrics:
         )
         self.spooled = Counter("gateway_spooled", "Events written to the spool.", registry=r)
         self.drained = Counter("gateway_drained", "Spooled events published to Kafka.", registry=r)
+        self.spool_quarantined = Counter(
+            "gateway_spool_quarantined",
+            "Damaged spool frames (a damaged range, usually one frame) moved to a quarantine file at recovery; "
+            "the valid frames after them were kept.",
+            registry=r,
+        )
         self.producer_errors = Counter(
             "gateway_producer_errors", "Producer failures (timeouts, broker errors).", ["kind"], registry=r
         )
@@ -47,6 +53,20 @@ class GatewayMetrics:
             "1 while the producer is connected and not spooling.",
             registry=r,
             multiprocess_mode="livemin",
+        )
+        self.connections_open = Gauge(
+            "gateway_connections_open",
+            "Open HTTPS connections (TLS handshake done).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connections_dropped = Counter(
+            "gateway_connections_dropped",
+            "Connections the gateway closed or refused, by reason: displaced_idle and refused_at_limit (the "
+            "connection limit), idle_timeout, header_timeout, body_timeout, header_too_large, "
+            "request_line_too_long, invalid_request.",
+            ["reason"],
+            registry=r,
         )
 
         # Children of the two per-request series, bound on first use: labels() validates the names, builds
@@ -59,6 +79,9 @@ class GatewayMetrics:
         if child is None:
             child = self._request_children[(outcome, reason)] = self.requests.labels(outcome=outcome, reason=reason)
         child.inc()
+
+    def count_connection_dropped(self, reason: str) -> None:
+        self.connections_dropped.labels(reason=reason).inc()
 
     def observe_publish(self, path: str, seconds: float) -> None:
         child = self._latency_children.get(path)

@@ -163,12 +163,14 @@ class Publisher:
         self._wake.set()
 
     def _open(self, directory: Path, fd: int) -> Spool:
-        return Spool(
+        spool = Spool(
             directory,
             fd,
             segment_bytes=self.settings.spool_segment_bytes,
             max_bytes=self.settings.spool_max_bytes,
         )
+        self.metrics.spool_quarantined.inc(spool.quarantined_frames)
+        return spool
 
     async def _start_producer(self, timeout_s: float) -> bool:
         producer = self._producer_factory()
@@ -347,6 +349,7 @@ class Publisher:
             self._refused = True
             entry.settled.set_result(Outcome.SPOOL_FULL)
         else:
+            self.metrics.spooled.inc()
             entry.settled.set_result(Outcome.SPOOLED)
 
     def _enqueue(self, record: SpooledRecord) -> asyncio.Future[None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from uvicorn.supervisors import Multiprocess
 from connector import logs
 from connector.settings import KafkaSettings
 from gateway.app import create_app
+from gateway.connections import FD_RESERVE_MIN, GuardedHttpToolsProtocol
 from gateway.metrics import MULTIPROC_ENV
 from gateway.settings import GatewaySettings
 from schemas.settings import SchemaSettings
@@ -36,6 +38,12 @@ def build_config(
                 f"TLS file {path} not found; create a self-signed pair with "
                 f"`python -m gateway.tls {settings.tls_cert_file} {settings.tls_key_file}`"
             )
+    soft_fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft_fd_limit != resource.RLIM_INFINITY and settings.max_connections > soft_fd_limit - FD_RESERVE_MIN:
+        raise ConfigError(
+            f"GATEWAY_MAX_CONNECTIONS={settings.max_connections} leaves fewer than {FD_RESERVE_MIN} of the "
+            f"{soft_fd_limit} open files (ulimit -n) for Kafka and the spool; lower it or raise the limit"
+        )
     # A picklable factory: with several workers uvicorn spawns processes and sends them the config.
     factory = functools.partial(create_app, settings, kafka or KafkaSettings(), schema or SchemaSettings())
     return uvicorn.Config(
@@ -51,6 +59,8 @@ def build_config(
         server_header=False,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        # Header caps, read deadlines and the connection limit (gateway/connections.py).
+        http=GuardedHttpToolsProtocol,
         limit_concurrency=None,
         timeout_keep_alive=30,
     )

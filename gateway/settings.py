@@ -79,6 +79,35 @@ class GatewaySettings(BaseSettings):
         ge=MIB,
         description="Largest produce request (must cover the largest encoded record).",
     )
+    max_connections: int = Field(
+        default=0,
+        ge=0,
+        description="Open HTTPS connections per worker; past it a new connection displaces the least recently "
+        "active idle one (or is refused if all are busy). 0: the open-file limit less 1/4 (at least 64) kept "
+        "for Kafka, the spool and TLS handshakes. Must stay below the open-file limit.",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers); larger gets 431 and the connection closes.",
+    )
+    max_request_line_bytes: int = Field(
+        default=8 * 1024,
+        ge=256,
+        description="Largest request target (path and query); longer gets 414 and the connection closes.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request's head must arrive within this many seconds of the connection opening (or of its "
+        "first byte on a kept-alive connection); else 408 (silent close if nothing came) and the connection closes.",
+    )
+    body_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A request's body must arrive within this many seconds of its head; else 408 and the "
+        "connection closes.",
+    )
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes (each with its producer and spool).")
     shutdown_timeout_s: float = Field(
         default=20.0,

@@ -8,7 +8,9 @@ position up to which records are published, replaced atomically) and segment fil
 
 Appends are fsync'd before anyone is told they are durable; a crash can only leave a torn last
 frame, which `scan` detects (short header, short payload or wrong checksum) so recovery truncates it
-rather than misreading it. Each payload is one encoded Kafka record (topic, key, value, headers,
+rather than misreading it. A damaged frame with valid frames after it (disk damage, not a crash) is
+skipped by resynchronising on the next valid frame (`scan_resyncing`); its bytes are quarantined to a
+file beside the segment, and only it is lost. Each payload is one encoded Kafka record (topic, key, value, headers,
 timestamp): draining needs no re-parsing and no schema.
 
 The framing and record encoding are pure functions; `Spool` is the thin, synchronous disk layer,
@@ -37,6 +39,7 @@ _FRAME = struct.Struct(">II")
 FRAME_OVERHEAD = _FRAME.size
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a longer length field can only be garbage
 SEGMENT_SUFFIX = ".seg"
+QUARANTINE_SUFFIX = ".quarantine"
 CURSOR_FILE = "cursor"
 LOCK_FILE = "LOCK"
 
@@ -56,6 +59,19 @@ def frame(payload: bytes) -> bytes:
     return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+def _frame_at(data: bytes, pos: int) -> int | None:
+    """The end of the valid frame (header, length in bounds, checksum) starting at `pos`, else None."""
+    if pos + FRAME_OVERHEAD > len(data):
+        return None
+    length, crc = _FRAME.unpack_from(data, pos)
+    begin, end = pos + FRAME_OVERHEAD, pos + FRAME_OVERHEAD + int(length)
+    if length > MAX_FRAME_BYTES or end > len(data):
+        return None
+    if zlib.crc32(memoryview(data)[begin:end]) != crc:
+        return None
+    return end
+
+
 def scan(data: bytes, start: int = 0) -> tuple[list[tuple[int, int]], int]:
     """Frames in `data` from `start`: ([(payload_offset, payload_length)], end of the last good frame).
 
@@ -64,16 +80,54 @@ def scan(data: bytes, start: int = 0) -> tuple[list[tuple[int, int]], int]:
     """
     frames: list[tuple[int, int]] = []
     pos = start
-    while pos + FRAME_OVERHEAD <= len(data):
-        length, crc = _FRAME.unpack_from(data, pos)
-        begin, end = pos + FRAME_OVERHEAD, pos + FRAME_OVERHEAD + length
-        if length > MAX_FRAME_BYTES or end > len(data):
-            break
-        if zlib.crc32(memoryview(data)[begin:end]) != crc:
-            break
-        frames.append((begin, length))
+    while (end := _frame_at(data, pos)) is not None:
+        frames.append((pos + FRAME_OVERHEAD, end - pos - FRAME_OVERHEAD))
         pos = end
     return frames, pos
+
+
+def resync(data: bytes, bad: int) -> int | None:
+    """Where the frames resume after a damaged one at `bad`, or None if none does (a torn tail).
+
+    The first offset after `bad` holding a frame whose checksum matches *and* whose payload decodes as a
+    record, so bytes inside the damaged frame that happen to look like a frame are not taken for one. The
+    damaged frame's own length field is not trusted: damaged, it could point past intact frames.
+    """
+
+    def resumes_at(pos: int) -> bool:
+        end = _frame_at(data, pos)
+        if end is None:
+            return False
+        try:
+            decode_record(data[pos + FRAME_OVERHEAD : end])
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return True
+
+    return next((pos for pos in range(bad + 1, len(data) - FRAME_OVERHEAD + 1) if resumes_at(pos)), None)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Bytes [start, end) of a segment that hold no valid frame, with valid frames after them."""
+
+    start: int
+    end: int
+
+
+def scan_resyncing(data: bytes, start: int = 0) -> tuple[list[tuple[int, int]], list[Damage], int]:
+    """Like `scan`, but past a damaged frame it resumes at the next valid one instead of stopping.
+
+    Returns the frames, the damaged ranges skipped, and the end of the last good frame: what follows
+    it has no valid frame at all, a torn tail (crash mid-append) that recovery truncates.
+    """
+    frames, pos = scan(data, start)
+    damaged: list[Damage] = []
+    while pos < len(data) and (resume := resync(data, pos)) is not None:
+        damaged.append(Damage(pos, resume))
+        more, pos = scan(data, resume)
+        frames += more
+    return frames, damaged, pos
 
 
 @dataclass(frozen=True)
@@ -196,6 +250,8 @@ class Spool:
         self.pending_records = 0
         self.pending_bytes = 0
         self.truncated_bytes = 0  # torn tails cut off during recovery
+        self.quarantined_frames = 0  # damaged frames moved aside during recovery (valid frames followed them)
+        self.quarantined_bytes = 0
         self._recover()
 
     @classmethod
@@ -220,9 +276,12 @@ class Spool:
             data = path.read_bytes()
             start = self._cursor[1] if seg_id == self._cursor[0] else 0
             start = min(start, len(data))
-            frames, end = scan(data, start)
+            frames, damaged, end = scan_resyncing(data, start)
+            if damaged:
+                data = self._quarantine(path, data, damaged)
+                end -= sum(d.end - d.start for d in damaged)
             if end < len(data):
-                # A torn tail (crash mid-append) or corruption: never read it as records.
+                # A torn tail (crash mid-append): never read it as records.
                 log.warning(
                     "spool segment truncated",
                     extra={"segment": path.name, "kept_bytes": end, "dropped_bytes": len(data) - end},
@@ -236,6 +295,45 @@ class Spool:
             self.pending_bytes += end - start
         if self._segments and self._cursor[0] < self._segments[0].id:
             self._cursor = (self._segments[0].id, 0)
+
+    def _quarantine(self, path: Path, data: bytes, damaged: list[Damage]) -> bytes:
+        """Move each damaged range into a file beside the spool and rewrite the segment without them.
+
+        The quarantine files are written and fsync'd before the segment is replaced (atomically), so a
+        crash in between at worst quarantines the same bytes twice. Offsets before the first damaged
+        range, the cursor among them, do not move.
+        """
+        for damage in damaged:
+            target = self.directory / f"{path.stem}.{damage.start}{QUARANTINE_SUFFIX}"
+            with target.open("wb") as fh:
+                fh.write(data[damage.start : damage.end])
+                fh.flush()
+                os.fsync(fh.fileno())
+            log.error(
+                "damaged spool frame quarantined",
+                extra={
+                    "segment": path.name,
+                    "offset": damage.start,
+                    "bytes": damage.end - damage.start,
+                    "quarantine_file": target.name,
+                },
+            )
+        kept, pos = [], 0
+        for damage in damaged:
+            kept.append(data[pos : damage.start])
+            pos = damage.end
+        kept.append(data[pos:])
+        repaired = b"".join(kept)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            fh.write(repaired)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        self._fsync_dir()
+        self.quarantined_frames += len(damaged)
+        self.quarantined_bytes += len(data) - len(repaired)
+        return repaired
 
     def _read_cursor(self) -> Position:
         try:

@@ -38,7 +38,7 @@ _ENVELOPE_FIELDS = frozenset({"event_id", "event", "payload"})
 class PayloadError(ValueError):
     """A body that cannot become a family record; the gateway dead-letters it.
 
-    reason: invalid_json | not_an_object | missing_event_id | missing_event_type | invalid_payload.
+    reason: invalid_json | too_deeply_nested | not_an_object | missing_event_id | missing_event_type | invalid_payload.
     """
 
     def __init__(self, reason: str, detail: str, event_id: str | None = None, event_type: str | None = None):
@@ -106,6 +106,8 @@ def build_family_record(
     """Parse, validate and route one webhook body. Raises PayloadError."""
     try:
         body = jsontext.loads(raw_body)
+    except jsontext.TooDeepError as exc:
+        raise PayloadError("too_deeply_nested", str(exc)) from None
     except ValueError:
         # The parser's message may quote the body; keep none of it.
         raise PayloadError("invalid_json", "body is not valid UTF-8 JSON") from None

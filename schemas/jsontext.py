@@ -13,10 +13,22 @@ from typing import Any
 
 import pydantic_core
 
+# pydantic-core stops at this depth of nested arrays/objects (measured: 200 levels parse, deeper do not).
+MAX_DEPTH = 200
+
+
+class TooDeepError(ValueError):
+    """Well-formed or not, the text nests arrays/objects deeper than the parser goes."""
+
 
 def loads(data: bytes | str) -> Any:
-    """Parse JSON text; raises ValueError."""
-    return pydantic_core.from_json(data, allow_inf_nan=True)
+    """Parse JSON text; raises ValueError (TooDeepError past the nesting limit)."""
+    try:
+        return pydantic_core.from_json(data, allow_inf_nan=True)
+    except ValueError as exc:
+        if str(exc).startswith("recursion limit exceeded"):
+            raise TooDeepError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        raise
 
 
 def dumps(value: Any) -> str:

@@ -15,6 +15,7 @@ import uvicorn
 
 from connector.settings import KafkaSettings
 from gateway.app import create_app
+from gateway.connections import GuardedHttpToolsProtocol
 from gateway.settings import GatewaySettings
 
 
@@ -34,6 +35,7 @@ class ThreadedServer:
             access_log=False,
             lifespan="on",
             loop="asyncio",
+            http=GuardedHttpToolsProtocol,  # as gateway.server.build_config: header caps, deadlines, limit
             timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
         )
         self.server = uvicorn.Server(config)

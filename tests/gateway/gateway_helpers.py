@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -209,11 +210,40 @@ def gateway_env(settings: Any, bootstrap: str, quiet: bool = False) -> dict[str,
     return env
 
 
-def start_subprocess(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_subprocess(env: dict[str, str], log: Path, fd_limit: int | None = None) -> subprocess.Popen[bytes]:
+    """`python -m gateway`, optionally with its open-file limit (RLIMIT_NOFILE) lowered to `fd_limit`."""
+
+    def limit_fds() -> None:
+        if fd_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "gateway"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+            [sys.executable, "-m", "gateway"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            preexec_fn=limit_fds,
         )
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def metric(exposition: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition (0 when absent), parsed here rather than by the client library."""
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+    for line in exposition.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == wanted:
+            return float(value)
+    return 0.0
 
 
 def tail_of(log: Path) -> str:

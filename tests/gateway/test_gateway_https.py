@@ -347,3 +347,23 @@ async def test_a_record_the_broker_refuses_is_never_acknowledged(
     assert ready["spool_records"] == 0  # not parked in the spool, where it would block the drain
     small = event_body("income.added", str(uuid.uuid4()))
     assert (await https.post(server.webhook_url, content=small, headers=signed_headers(small))).status_code == 200
+
+
+async def test_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(
+    start_gateway: Callable[..., ThreadedServer], https: httpx.AsyncClient
+) -> None:
+    server = start_gateway()
+    body = event_body("income.added", str(uuid.uuid4()))
+    for path in (server.settings.route + "/", "/livez/", "/readyz/"):
+        method = "POST" if path.startswith(server.settings.route) else "GET"
+        response = await https.request(
+            method,
+            server.url + path,
+            content=body if method == "POST" else None,
+            headers=signed_headers(body) | {"Host": "attacker.example"},
+            follow_redirects=False,
+        )
+        assert response.status_code == 404, (path, response.status_code, response.headers)
+        assert "location" not in response.headers
+    response = await https.post(server.webhook_url, content=body, headers=signed_headers(body))
+    assert response.status_code == 200  # the exact route still serves

@@ -110,6 +110,52 @@ async def test_timeout_spills_in_flight_in_order_then_drains_in_order(tmp_path: 
         await publisher.stop()
 
 
+def spooled_total(metrics: GatewayMetrics) -> float | None:
+    return metrics.registry.get_sample_value("gateway_spooled_total")
+
+
+async def test_spooled_total_counts_records_spilled_from_in_flight(tmp_path: Path) -> None:
+    producer = ScriptedProducer(up=False)
+    metrics = GatewayMetrics()
+    publisher = Publisher(settings(tmp_path), KafkaSettings(), metrics, lambda: producer)
+    await publisher.start()
+    try:
+        # Five requests in flight when the acknowledgement deadline passes: all five are spilled to the spool.
+        spilled = [asyncio.create_task(publisher.publish(record(f"a{i}"), 0.2)) for i in range(5)]
+        assert await asyncio.gather(*spilled) == [Outcome.SPOOLED] * 5
+        assert spooled_total(metrics) == 5
+        # Then two that go to the spool directly.
+        assert [await publisher.publish(record(f"b{i}"), 0.2) for i in range(2)] == [Outcome.SPOOLED] * 2
+        assert spooled_total(metrics) == 7 == publisher.pending_records
+    finally:
+        await publisher.stop()
+
+
+async def test_a_damaged_spool_frame_loses_only_itself_and_is_counted(tmp_path: Path) -> None:
+    producer = ScriptedProducer(reachable=False)
+    publisher = await started(tmp_path, producer)
+    names = [f"r{i:02d}" for i in range(100)]
+    assert [await publisher.publish(record(name), 0.5) for name in names] == [Outcome.SPOOLED] * 100
+    await publisher.stop()
+    segment = next((tmp_path / "spool" / "worker-0").glob("*.seg"))
+    data = bytearray(segment.read_bytes())
+    at = data.index(b"r49")  # inside frame 50's payload
+    data[at] ^= 0x20
+    segment.write_bytes(bytes(data))
+
+    producer = ScriptedProducer()
+    metrics = GatewayMetrics()
+    publisher = Publisher(settings(tmp_path), KafkaSettings(), metrics, lambda: producer)
+    await publisher.start()
+    try:
+        await wait_until(lambda: not publisher.spooling)
+        assert producer.landed == [name.encode() for name in names if name != "r49"]  # 99, in order
+        assert metrics.registry.get_sample_value("gateway_spool_quarantined_total") == 1
+        assert metrics.registry.get_sample_value("gateway_drained_total") == 99
+    finally:
+        await publisher.stop()
+
+
 async def test_orphaned_spool_of_a_dead_worker_is_drained_first(tmp_path: Path) -> None:
     orphan = Spool.open(tmp_path / "spool" / "worker-7", segment_bytes=1 << 20, max_bytes=1 << 30)
     orphan.append_many([encode_record(record(f"o{i}")) for i in range(3)])

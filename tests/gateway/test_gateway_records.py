@@ -52,7 +52,7 @@ def test_capture_goes_to_family_topics(capture: list[dict[str, Any]]) -> None:
         (b"[]", "not_an_object"),
         (b'{"event": "income.added"}', "missing_event_id"),
         (b'{"event_id": "e1", "event": "income.added", "payload": {"account_id": 5}}', "invalid_payload"),
-        (b"[" * 50_000 + b"]" * 50_000, "invalid_json"),  # past the parser's nesting limit
+        (b"[" * 50_000 + b"]" * 50_000, "too_deeply_nested"),  # past the parser's nesting limit
         (b'{"event_id": "\\ud800", "event": "income.added", "payload": {}}', "invalid_json"),  # lone surrogate
     ],
 )
@@ -69,6 +69,20 @@ def test_genuine_but_unusable_bodies_are_dead_lettered(body: bytes, reason: str)
         assert result.record.key == hashlib.sha256(body).hexdigest().encode()
     else:
         assert result.record.key == result.event_id.encode()
+
+
+@pytest.mark.parametrize("depth", [201, 900])
+def test_json_nested_past_the_parser_limit_says_so(depth: int) -> None:
+    """Valid JSON we cannot parse is not called "not valid JSON": the dead letter names the nesting depth."""
+    body = b'{"event_id": "e1", "event": "income.added", "payload": ' + b"[" * depth + b"]" * depth + b"}"
+    json.loads(body)  # well-formed for an independent parser
+    result = planned(body)
+    assert result.route is Route.DEAD_LETTER
+    assert result.reason == "too_deeply_nested"
+    error = CODEC.decode(DEADLETTER_TOPIC, result.record.value)["error"]
+    assert error == "JSON nested deeper than 200 levels"
+    shallow = b'{"event_id": "e1", "event": "x.y", "payload": {"a": ' + b"[" * 190 + b"]" * 190 + b"}}"
+    assert planned(shallow).route is Route.OTHER  # the limit is where the parser's is, not lower
 
 
 def test_unknown_types_go_to_other_with_the_fallback_key() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,28 @@ def test_cli_fails_fast_naming_the_variable_not_the_value() -> None:
     assert "GATEWAY_SECRETS" in result.stderr
     assert "GATEWAY_PORT" in result.stderr
     assert "s3cr3t" not in result.stderr
+
+
+def test_a_connection_limit_at_the_fd_limit_exits_2_naming_the_variable(tls_pair: tuple[Path, Path]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env |= {
+        "GATEWAY_SECRETS": "s",
+        "GATEWAY_TLS_CERT_FILE": str(tls_pair[0]),
+        "GATEWAY_TLS_KEY_FILE": str(tls_pair[1]),
+        "GATEWAY_MAX_CONNECTIONS": "1000",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        env=env,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "GATEWAY_MAX_CONNECTIONS=1000" in result.stderr
+    assert "1024" in result.stderr
 
 
 def test_every_field_is_described_and_the_docs_table_is_current() -> None:

@@ -26,6 +26,7 @@ from gateway.spool import (
     encode_record,
     frame,
     scan,
+    scan_resyncing,
     try_lock,
 )
 
@@ -66,6 +67,23 @@ def test_scan_never_misreads_a_torn_or_corrupted_tail(payloads: list[bytes], dat
         got = [bytes(bad[o : o + n]) for o, n in frames]
         assert got == payloads[: len(got)]
         assert end <= at + 1 or end <= len(stream)
+
+
+@given(st.lists(records, min_size=3, max_size=12), st.data())
+def test_resync_loses_exactly_the_damaged_frame(items: list[SpooledRecord], data: st.DataObject) -> None:
+    payloads = [encode_record(r) for r in items]
+    stream = bytearray(b"".join(frame(p) for p in payloads))
+    victim = data.draw(st.integers(0, len(payloads) - 2))  # not the last: that one is a torn tail
+    start = sum(FRAME_OVERHEAD + len(p) for p in payloads[:victim])
+    at = data.draw(st.integers(start, start + FRAME_OVERHEAD + len(payloads[victim]) - 1))
+    stream[at] ^= data.draw(st.integers(1, 255))
+    frames, damaged, end = scan_resyncing(bytes(stream))
+    got = [bytes(stream[o : o + n]) for o, n in frames]
+    if got == payloads:  # the flip landed on a byte the frame does not check (impossible: all are)
+        raise AssertionError("a damaged frame was read as valid")
+    assert got == payloads[:victim] + payloads[victim + 1 :]
+    assert [(d.start, d.end) for d in damaged] == [(start, start + FRAME_OVERHEAD + len(payloads[victim]))]
+    assert end == len(stream)
 
 
 def open_spool(directory: Path, max_bytes: int = 1 << 30, segment_bytes: int = 1 << 20) -> Spool:
@@ -124,6 +142,68 @@ def test_corrupted_last_frame_is_dropped(tmp_path: Path) -> None:
     data[-1] ^= 0x01
     segment.write_bytes(bytes(data))
     assert list(open_spool(tmp_path / "w").iter_all()) == [b"keep"]
+
+
+def hundred_records() -> list[bytes]:
+    return [encode_record(SpooledRecord("pinwheel.income.v1", b"acct", b"v%03d" % i, (), i)) for i in range(100)]
+
+
+def frame_offsets(data: bytes) -> list[int]:
+    """Frame starts, walked with the documented layout (u32 length | u32 crc | payload), not with `scan`."""
+    offsets, pos = [], 0
+    while pos < len(data):
+        offsets.append(pos)
+        pos += FRAME_OVERHEAD + int.from_bytes(data[pos : pos + 4], "big")
+    return offsets
+
+
+@pytest.mark.parametrize("where", ["payload", "length", "checksum"])
+def test_a_damaged_middle_frame_is_quarantined_and_only_it_is_lost(tmp_path: Path, where: str) -> None:
+    payloads = hundred_records()
+    spool = open_spool(tmp_path / "w")
+    assert spool.append_many(payloads) == 100
+    spool.close()
+    segment = next((tmp_path / "w").glob("*.seg"))
+    data = bytearray(segment.read_bytes())
+    start = frame_offsets(bytes(data))[49]  # frame 50 of 100
+    original = bytes(data[start : start + FRAME_OVERHEAD + len(payloads[49])])
+    at = {"length": start + 3, "checksum": start + 5, "payload": start + FRAME_OVERHEAD + 12}[where]
+    data[at] ^= 0x5A
+    segment.write_bytes(bytes(data))
+
+    spool = open_spool(tmp_path / "w")
+    assert list(spool.iter_all()) == payloads[:49] + payloads[50:]  # 99 in order
+    assert spool.pending_records == 99
+    assert spool.quarantined_frames == 1
+    assert spool.truncated_bytes == 0
+    quarantined = list((tmp_path / "w").glob("*.quarantine"))
+    assert len(quarantined) == 1
+    damaged = bytearray(original)
+    damaged[at - start] ^= 0x5A
+    assert quarantined[0].read_bytes() == bytes(damaged)  # the damaged bytes, exactly, kept for a post-mortem
+    spool.append_many([b"after"])  # appends continue behind the recovered frames
+    spool.close()
+    again = open_spool(tmp_path / "w")  # the repair is durable: nothing is quarantined twice
+    assert list(again.iter_all()) == payloads[:49] + payloads[50:] + [b"after"]
+    assert again.quarantined_frames == 0
+    again.close()
+
+
+def test_damage_then_a_torn_tail_quarantines_one_and_truncates_the_tail(tmp_path: Path) -> None:
+    payloads = hundred_records()
+    spool = open_spool(tmp_path / "w")
+    spool.append_many(payloads)
+    spool.close()
+    segment = next((tmp_path / "w").glob("*.seg"))
+    data = bytearray(segment.read_bytes())
+    data[frame_offsets(bytes(data))[9] + FRAME_OVERHEAD + 1] ^= 0x01
+    torn = frame(encode_record(SpooledRecord("t", None, b"x" * 100, (), 0)))[:-30]  # a crash mid-append
+    segment.write_bytes(bytes(data) + torn)
+    spool = open_spool(tmp_path / "w")
+    assert list(spool.iter_all()) == payloads[:9] + payloads[10:]
+    assert spool.quarantined_frames == 1
+    assert spool.truncated_bytes == len(torn)
+    spool.close()
 
 
 def test_size_limit_refuses_in_order(tmp_path: Path) -> None:
