@@ -34,7 +34,8 @@ from gateway.publisher import Outcome, ProducerFactory, Publisher
 from gateway.records import Codec
 from gateway.settings import GatewaySettings
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
-from schemas.codec import build_codec
+from schemas.codec import Codec as SchemaCodec
+from schemas.codec import build_codec, keep_registered, prepare_until_ready
 from schemas.settings import SchemaSettings
 
 log = logging.getLogger("gateway.request")
@@ -111,14 +112,19 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        prepare = getattr(the_codec, "prepare", None)
-        if prepare is not None:  # resolve (or register) every writer schema before the first request
-            await asyncio.to_thread(prepare, [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC])
+        # Every writer schema resolved (registered or looked up) before the first request; encode then
+        # never needs the registry, so an outage while running changes nothing here.
+        if isinstance(the_codec, SchemaCodec):
+            await prepare_until_ready(the_codec, [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC])
+            watcher = asyncio.create_task(keep_registered(the_codec, (schema or SchemaSettings()).registry_recheck_s))
         await publisher.start()
         try:
             yield
         finally:
             await publisher.stop()
+            if isinstance(the_codec, SchemaCodec):
+                watcher.cancel()
+                await the_codec.close()
             metrics.process_exited()
 
     app = FastAPI(title="Pinwheel webhook gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import uvicorn
+from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
@@ -28,21 +30,35 @@ from processors.runtime.engine import Engine
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import TaskContext, TaskProcessor
 from schemas import catalog
-from schemas.codec import build_codec
+from schemas.codec import Codec, build_codec, keep_registered
+from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
 
 log = logging.getLogger("processors")
 
 
+OUTPUT_TOPICS = (catalog.ACCOUNT_UPDATES_TOPIC, catalog.ACCOUNT_STATE_TOPIC, catalog.DEADLETTER_TOPIC)
+
+
 def build_engine(
-    settings: ProcessorSettings, kafka: KafkaSettings, schema: SchemaSettings, counters: PipelineCounters
+    settings: ProcessorSettings,
+    kafka: KafkaSettings,
+    schema: SchemaSettings,
+    counters: PipelineCounters,
+    codec: Codec | None = None,
 ) -> Engine:
-    codec = build_codec(schema)
+    codec = codec or build_codec(schema)
     config = logic_config(settings)
     idle_ms = settings.punctuate_interval_ms
 
     def factory(ctx: TaskContext) -> TaskProcessor:
         return AccountPipeline(ctx, codec, config, counters, idle_ms)
+
+    async def schemas_ready(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        # With a registry: our writer ids first (at start), then the writer schemas of the records about to
+        # be decoded. A registry outage raises RegistryUnavailable: the engine puts the batch back.
+        await codec.prepare(OUTPUT_TOPICS)
+        await codec.resolve(record.value for record in records)
 
     return Engine(
         settings,
@@ -50,6 +66,8 @@ def build_engine(
         list(catalog.FAMILY_TOPICS.values()),
         {store: changelog_topic(settings.application_id, store) for store in STORE_NAMES},
         factory,
+        before_batch=schemas_ready if codec.registry is not None else None,
+        retriable=(RegistryUnavailable,),
     )
 
 
@@ -69,6 +87,12 @@ class _EngineCollector(Collector):
             ("processor_task_restarts", "Tasks rebuilt from Kafka after a failed commit.", stats.task_restarts),
             ("processor_restored_records", "Changelog records restored into local stores.", stats.restored_records),
             ("processor_rebalances", "Consumer group rebalances seen.", stats.rebalances),
+            (
+                "processor_batch_retries",
+                "Batches put back (transaction abandoned, retried after a back-off) because a dependency such as "
+                "the schema registry failed.",
+                stats.retries,
+            ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         outputs = CounterMetricFamily("processor_outputs", "Records emitted, by kind.", labels=["kind"])
@@ -83,6 +107,11 @@ class _EngineCollector(Collector):
         for kind, count in self.counters.logic.items():
             logic.add_metric([kind], count)
         yield logic
+        yield GaugeMetricFamily(
+            "processor_waiting_on_dependency",
+            "1 while work waits on a failed dependency (the schema registry), else 0.",
+            value=int(stats.waiting is not None),
+        )
         yield GaugeMetricFamily("processor_assigned_partitions", "Partitions assigned.", value=len(stats.assigned))
         yield GaugeMetricFamily(
             "processor_ready_partitions", "Partitions restored and running.", value=len(stats.ready)
@@ -102,7 +131,9 @@ def health_app(engine: Engine, counters: PipelineCounters, started: float) -> Fa
     async def readyz() -> JSONResponse:
         stats = engine.stats
         ready = bool(stats.assigned) and stats.assigned <= stats.ready
-        body = {"ready": ready, "assigned": sorted(stats.assigned), "running": sorted(stats.ready)}
+        body: dict[str, object] = {"ready": ready, "assigned": sorted(stats.assigned), "running": sorted(stats.ready)}
+        if stats.waiting is not None:
+            body["waiting_on"] = stats.waiting
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
@@ -119,8 +150,17 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     counters = PipelineCounters()
-    engine = build_engine(settings, kafka or KafkaSettings(), schema or SchemaSettings(), counters)
-    await serve_engine(settings, engine, counters, stop or asyncio.Event())
+    schema = schema or SchemaSettings()
+    codec = build_codec(schema)
+    engine = build_engine(settings, kafka or KafkaSettings(), schema, counters, codec)
+    watcher = asyncio.create_task(keep_registered(codec, schema.registry_recheck_s))
+    try:
+        await serve_engine(settings, engine, counters, stop or asyncio.Event())
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await codec.close()
 
 
 async def serve_engine(
@@ -169,4 +209,8 @@ def run_until_signal(settings: ProcessorSettings, serve_until: Callable[[asyncio
 def run(settings: ProcessorSettings | None = None) -> None:
     """Run until SIGINT/SIGTERM; the open transactions are committed before exit."""
     config = settings or ProcessorSettings()
-    run_until_signal(config, lambda stop: serve(config, stop=stop))
+    try:
+        run_until_signal(config, lambda stop: serve(config, stop=stop))
+    except RegistryError as exc:  # lookup-only and a schema missing, or a schema the registry refuses
+        print(f"processor: schema registry: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

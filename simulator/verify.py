@@ -319,7 +319,7 @@ class UpdateCollector:
         batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
         for records in batch.values():
             for record in records:
-                view = UpdateView.from_datum(self.codec.decode(ACCOUNT_UPDATES_TOPIC, record.value))
+                view = UpdateView.from_datum(await self.codec.decode_resolved(ACCOUNT_UPDATES_TOPIC, record.value))
                 if view.event_id not in self.run_ids:
                     continue
                 if self.since is not None and view.received_at is not None and view.received_at < self.since:
