@@ -123,6 +123,10 @@ class LocalRegistry:
         return self.data_dir / "registry.pid"
 
     @property
+    def url_file(self) -> Path:
+        return self.data_dir / "registry.url"
+
+    @property
     def log_file(self) -> Path:
         return self.data_dir / "registry.log"
 
@@ -194,8 +198,11 @@ class LocalRegistry:
 
     def start(self) -> str:
         """Start the registry (fetching as needed); return its Confluent API URL."""
-        if self.pid() is not None:
-            self.progress(f"already running (pid {self.pid()}) at {self.url}")
+        if (pid := self.pid()) is not None:
+            running_at = self.url_file.read_text().strip() if self.url_file.exists() else "?"
+            if running_at != self.url:
+                raise LocalRegistryError(f"already running (pid {pid}) at {running_at}; stop it first")
+            self.progress(f"already running (pid {pid}) at {self.url}")
             self.wait_ready()
             return self.url
         self.ensure_app()
@@ -209,6 +216,7 @@ class LocalRegistry:
                 cwd=self.data_dir, start_new_session=True,  # survives the shell that started it; stopped by pid
             )  # fmt: skip
         self.pid_file.write_text(str(process.pid))
+        self.url_file.write_text(self.url)
         try:
             self.wait_ready(process)
         except LocalRegistryError:

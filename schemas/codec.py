@@ -121,12 +121,21 @@ class Codec:
     async def prepare(self, topics: Iterable[str] | None = None) -> None:
         """Resolve our writer schemas up front (register or look them up), so encode never does I/O.
 
+        Registering, every schema of the catalog is registered, always in catalog order, by every service:
+        a registry that assigns ids in creation order (Apicurio, Confluent) then hands out the same ids
+        again after losing its storage, whichever service re-registers first, and the records written
+        before still decode. Lookup-only, just `topics` are looked up.
         Raises RegistryUnavailable (retry later), SchemaNotRegistered or SchemaRejected (configuration).
         """
-        for topic in topics if topics is not None else list(self._topics):
-            if self._registry is None:
+        wanted = list(topics) if topics is not None else list(self._topics)
+        if self._registry is None:
+            for topic in wanted:
                 self._writer(topic)
-            elif topic not in self._writers:
+            return
+        if self._registry.settings.registry_auto_register:
+            wanted = [*TOPIC_RECORDS, *(t for t in wanted if t not in TOPIC_RECORDS)]
+        for topic in wanted:
+            if topic not in self._writers:
                 await self._register(topic)
 
     async def resolve(self, values: Iterable[bytes | None]) -> None:
@@ -156,18 +165,23 @@ class Codec:
     async def recheck(self) -> list[str]:
         """Re-register our subjects the registry no longer has (it lost its storage); returns them.
 
-        Records written since the loss carry ids the new registry may not know: only a registry with
-        durable storage avoids that. Raises RegistryUnavailable while the registry is down.
+        Registered again in catalog order (see `prepare`), they get the ids they had, so the records
+        written meanwhile still decode; a warning names any id that changed all the same (only a
+        registry with durable storage rules that out). Raises RegistryUnavailable while it is down.
         """
         if self._registry is None or not self._writers:
             return []
         present = await self._registry.subjects()
-        lost = sorted(topic for topic in self._writers if f"{topic}-value" not in present)
+        lost = [topic for topic in self._writers if f"{topic}-value" not in present]
         if lost:
             log.warning("registry lost our subjects; registering them again", extra={"topics": lost})
-            await self._registry.reset()  # its caches hold the lost ids
-            for topic in list(self._writers):
+            before = {topic: writer.prefix for topic, writer in self._writers.items()}
+            await self._registry.reset()  # its caches hold the ids of the lost storage
+            for topic in before:  # insertion order: the order they were first registered in
                 await self._register(topic)
+            changed = [topic for topic, prefix in before.items() if self._writers[topic].prefix != prefix]
+            if changed:
+                log.warning("registry gave new schema ids", extra={"topics": changed})
         return lost
 
     @property

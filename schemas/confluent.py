@@ -130,7 +130,8 @@ class RegistryClient:
             try:
                 await self._call(f"compatibility of {subject}", self._client.set_compatibility(subject, level))
             except SchemaRegistryError as exc:
-                raise SchemaRejected(f"setting {level} on {subject}: HTTP {exc.http_status_code}") from None
+                if exc.http_status_code != 409:  # 409: another instance set it a moment ago (Apicurio)
+                    raise SchemaRejected(f"setting {level} on {subject}: HTTP {exc.http_status_code}") from None
             log.info("subject created", extra={"subject": subject, "compatibility": level})
         try:
             return int(await self._call(f"register {subject}", self._client.register_schema(subject, schema)))
