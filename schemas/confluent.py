@@ -58,7 +58,7 @@ def client_config(settings: SchemaSettings) -> dict[str, Any]:
         conf |= {
             "bearer.auth.credentials.source": "STATIC_TOKEN",
             "bearer.auth.token": settings.registry_bearer_token,
-            "bearer.auth.logical.cluster": settings.registry_bearer_logical_cluster,
+            "bearer.auth.logical.cluster": settings.registry_bearer_logical_cluster or "",
         }
     if settings.registry_ca_file is not None:
         conf["ssl.ca.location"] = str(settings.registry_ca_file)

@@ -44,8 +44,8 @@ class SchemaSettings(BaseSettings):
     registry_bearer_token: str | None = Field(
         default=None, description="Static bearer token for the schema registry (never logged).", repr=False
     )
-    registry_bearer_logical_cluster: str = Field(
-        default="", description="Logical cluster sent with the bearer token (Confluent Cloud: lsrc-...)."
+    registry_bearer_logical_cluster: str | None = Field(
+        default=None, description="Logical cluster sent with the bearer token (Confluent Cloud: lsrc-...)."
     )
     registry_ca_file: Path | None = Field(
         default=None, description="PEM CA bundle trusted for the registry's TLS; empty: the system trust store."
