@@ -10,10 +10,8 @@ a restart starts empty. The Confluent API is at `<url>/apis/ccompat/v7`.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +24,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connector.local_kafka import _wait_gone, free_port
+from connector.local_kafka import free_port
+from connector.pidfile import rss_bytes, running_pid, stop_pid
 from connector.settings import default_cache_dir
 
 CCOMPAT_PATH = "/apis/ccompat/v7"
@@ -177,16 +176,7 @@ class LocalRegistry:
 
     def pid(self) -> int | None:
         """The registry's pid if it is running, else None."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (ProcessLookupError, FileNotFoundError):
-            return None
-        return pid if b"quarkus-run.jar" in cmdline and b"apicurio-registry" in cmdline else None
+        return running_pid(self.pid_file, b"apicurio-registry")
 
     def answers(self, timeout_s: float = 2.0) -> bool:
         """True when the Confluent API lists subjects."""
@@ -250,20 +240,11 @@ class LocalRegistry:
             self.pid_file.unlink(missing_ok=True)
             return
         self.progress(f"stopping registry (pid {pid})")
-        os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout_s):
-            os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 10.0)
+        stop_pid(pid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
 
     def rss_bytes(self) -> int | None:
-        pid = self.pid()
-        if pid is None:
-            return None
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return None
+        return rss_bytes(self.pid())
 
 
 def local_registry_on_free_port(data_dir: Path, **overrides: object) -> LocalRegistry:
