@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLI := $(BIN)/pinwheel-connector
 
-.PHONY: help install run test lint typecheck kafka kafka-stop topics bench chaos lock clean
+.PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench chaos lock clean
 
 help:
 	@echo "make run      - the whole pipeline on a local Kafka, fed with signed traffic"
 	@echo "make test     - every test, with the broker it needs"
 	@echo "make kafka    - start the local Kafka broker (make kafka-stop to stop it)"
+	@echo "make registry - start a local Apicurio schema registry (make registry-stop to stop it)"
 	@echo "make lint     - ruff check + ruff format --check;  make typecheck - mypy --strict"
 	@echo "make bench    - benchmarks (results in docs/);  make chaos - fault-injection runs"
 
@@ -43,6 +44,12 @@ kafka: $(STAMP)
 kafka-stop: $(STAMP)
 	$(CLI) kafka stop
 
+registry: $(STAMP)
+	$(CLI) registry start
+
+registry-stop: $(STAMP)
+	$(CLI) registry stop
+
 topics: $(STAMP)
 	$(CLI) topics create
 
@@ -63,4 +70,5 @@ lock:
 
 clean:
 	-$(CLI) kafka stop
+	-$(CLI) registry stop
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

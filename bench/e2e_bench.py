@@ -107,7 +107,7 @@ class UpdateWatcher:
         now = time.time()
         for records in batch.values():
             for record in records:
-                datum = self.codec.decode(ACCOUNT_UPDATES_TOPIC, record.value)
+                datum = await self.codec.decode_resolved(ACCOUNT_UPDATES_TOPIC, record.value)
                 self.seen.append(Seen(UpdateView.from_datum(datum), now))
 
     def views(self) -> list[UpdateView]:

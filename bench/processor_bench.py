@@ -72,7 +72,7 @@ class InputRecord:
     headers: list[tuple[str, bytes]]
 
 
-def encode_inputs(events: int, seed: int = 1) -> list[InputRecord]:
+async def encode_inputs(events: int, seed: int = 1) -> list[InputRecord]:
     """The first `events` deliveries of simulated traffic, encoded as the gateway publishes them."""
     # About 16 deliveries per account: N/10 accounts leave a margin; their starts are spread as if sent at 1,000/s.
     config = TrafficConfig(accounts=max(1, events // 10), seed=seed, spread_s=events / 1000, include_capture=False)
@@ -81,6 +81,7 @@ def encode_inputs(events: int, seed: int = 1) -> list[InputRecord]:
     if len(planned) < events:
         raise RuntimeError(f"the traffic has {len(planned)} deliveries, fewer than {events}")
     codec = build_codec(SchemaSettings())
+    await codec.prepare()  # with SCHEMA_REGISTRY_URL set: our schemas registered first
     out = []
     for delivery in planned:
         at = base + timedelta(seconds=delivery.due_s)
@@ -280,7 +281,7 @@ def dedupe_state_size(keys: int, path: Path) -> tuple[float, float]:
 async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, Any]:
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     _say(f"encoding {args.events:,} simulated deliveries as family records")
-    inputs = encode_inputs(args.events)
+    inputs = await encode_inputs(args.events)
     measurements: list[Measurement] = []
     if args.in_process:
         settings = ProcessorSettings(

@@ -35,6 +35,31 @@ def _kafka(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace) -> int:
+    from connector.local_registry import LocalRegistry, LocalRegistryError, LocalRegistrySettings
+
+    registry = LocalRegistry(LocalRegistrySettings())
+    try:
+        match args.action:
+            case "start":
+                print(registry.start())
+            case "stop":
+                registry.stop()
+            case "fetch":
+                print(registry.ensure_app())
+            case "status":
+                pid = registry.pid()
+                if pid is None:
+                    print("not running")
+                    return 1
+                rss = registry.rss_bytes() or 0
+                print(f"running pid={pid} url={registry.url} rss={rss / 2**20:.0f}MiB")
+    except LocalRegistryError as exc:
+        print(f"registry: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _topics(args: argparse.Namespace) -> int:
     from connector.topics import TopicMismatchError, all_topics, ensure_topics
 
@@ -111,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="run the local single-node Apache Kafka (no Docker)")
     kafka.add_argument("action", choices=["start", "stop", "status", "reset", "fetch"])
     kafka.set_defaults(func=_kafka)
+
+    registry = sub.add_parser(
+        "registry", help="run a local Apicurio schema registry (SCHEMA_REGISTRY_URL is printed by start)"
+    )
+    registry.add_argument("action", choices=["start", "stop", "status", "fetch"])
+    registry.set_defaults(func=_registry)
 
     topics = sub.add_parser("topics", help="create missing topics; fail on a mismatching one")
     topics.add_argument("action", choices=["create", "check"], nargs="?", default="create")

@@ -14,6 +14,7 @@ from connector.topics import TopicSettings
 
 
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
+    from connector.local_registry import LocalRegistrySettings
     from connector.run import RunSettings
     from gateway.settings import GatewaySettings
     from processors.runtime.settings import ProcessorSettings
@@ -28,6 +29,7 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
         ("Schemas and wire format", SchemaSettings),
         ("Topics (`pinwheel-connector topics`)", TopicSettings),
         ("Local broker (`make kafka`, tests, `make run`)", LocalKafkaSettings),
+        ("Local schema registry (`pinwheel-connector registry`, tests)", LocalRegistrySettings),
         ("Simulator (`pinwheel-connector simulate`)", SimulatorSettings),
         ("`make run` (`pinwheel-connector run`)", RunSettings),
         ("Pinwheel API (`pinwheel-connector webhooks`)", PinwheelApiSettings),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from connector.pidfile import rss_bytes, running_pid, stop_pid, wait_gone
 from connector.settings import LocalKafkaSettings
 
 SLF4J_VERSION = "2.0.17"
@@ -154,19 +155,7 @@ class LocalKafka:
 
     def pid(self) -> int | None:
         """The broker's pid if it is running, else None."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except FileNotFoundError:
-            return None
-        return pid if b"kafka.Kafka" in cmdline else None
+        return running_pid(self.pid_file, b"kafka.Kafka")
 
     def _format_storage(self, properties: Path, log_dir: Path) -> None:
         if (log_dir / "meta.properties").exists():
@@ -229,10 +218,7 @@ class LocalKafka:
             self.pid_file.unlink(missing_ok=True)
             return
         self.progress(f"stopping broker (pid {pid})")
-        os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout_s):
-            os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 10.0)
+        stop_pid(pid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
 
     def kill(self) -> None:
@@ -240,7 +226,7 @@ class LocalKafka:
         pid = self.pid()
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
-            _wait_gone(pid, 10.0)
+            wait_gone(pid, 10.0)
         self.pid_file.unlink(missing_ok=True)
 
     def reset(self) -> None:
@@ -249,13 +235,7 @@ class LocalKafka:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def rss_bytes(self) -> int | None:
-        pid = self.pid()
-        if pid is None:
-            return None
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return None
+        return rss_bytes(self.pid())
 
 
 def free_port() -> int:
@@ -272,23 +252,6 @@ def free_port() -> int:
         if port < 65000:
             return port
     raise LocalKafkaError("no free port pair found")
-
-
-def _wait_gone(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # Reap it if it is our own child, so it does not linger as a zombie.
-        try:
-            if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                return True
-        except ChildProcessError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 async def answers_metadata(bootstrap: str, timeout_s: float = 5.0, coordinators: bool = False) -> bool:

@@ -35,7 +35,9 @@ from gateway.publisher import Outcome, ProducerFactory, Publisher
 from gateway.records import Codec
 from gateway.settings import GatewaySettings
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
-from schemas.codec import build_codec
+from schemas.codec import Codec as SchemaCodec
+from schemas.codec import build_codec, keep_registered, prepare_until_ready
+from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
 
 log = logging.getLogger("gateway.request")
@@ -94,6 +96,46 @@ async def _read_capped(receive: Receive, limit: int) -> bytes | None:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+class _Schemas:
+    """Our writer schemas resolved (registered or looked up) once; encode then never needs the registry,
+    so an outage while running changes nothing. Started while the registry is down, the gateway answers
+    503 until they resolve (retried in the background); a configuration error fails the start."""
+
+    def __init__(self, codec: Codec, settings: SchemaSettings) -> None:
+        self.codec = codec if isinstance(codec, SchemaCodec) else None
+        self.settings = settings
+        self.ready = self.codec is None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if self.codec is None:
+            return
+        topics = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
+        try:
+            await self.codec.prepare(topics)
+            self.ready = True
+        except RegistryUnavailable as exc:
+            log.warning("schema registry unavailable; answering 503 until it is back", extra={"error": str(exc)})
+            self._tasks.append(asyncio.create_task(self._resolve(topics)))
+        self._tasks.append(asyncio.create_task(keep_registered(self.codec, self.settings.registry_recheck_s)))
+
+    async def _resolve(self, topics: list[str]) -> None:
+        assert self.codec is not None
+        try:
+            await prepare_until_ready(self.codec, topics)
+        except RegistryError as exc:  # lookup-only and a schema missing, or refused: an operator must act
+            log.error("schemas cannot be resolved; answering 503", extra={"error": str(exc)})
+            return
+        self.ready = True
+        log.info("schema registry back; schemas resolved")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.codec is not None:
+            await self.codec.close()
+
+
 def create_app(
     settings: GatewaySettings,
     kafka: KafkaSettings | None = None,
@@ -111,18 +153,18 @@ def create_app(
     allowed = frozenset(settings.allowed_webhook_ids)
 
     connections = ConnectionTable(ConnectionLimits.from_settings(settings), metrics)
+    schemas = _Schemas(the_codec, schema or SchemaSettings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        prepare = getattr(the_codec, "prepare", None)
-        if prepare is not None:  # resolve (or register) every writer schema before the first request
-            await asyncio.to_thread(prepare, [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC])
+        await schemas.start()
         await publisher.start()
         try:
             # The lifespan state reaches uvicorn's protocol instances as `app_state`.
             yield {TABLE_STATE_KEY: connections}
         finally:
             await publisher.stop()
+            await schemas.stop()
             metrics.process_exited()
 
     # No slash redirects: Starlette would answer `POST /webhooks/pinwheel/` with a 307 to a URL built from the
@@ -164,6 +206,8 @@ def create_app(
         )
         if isinstance(verdict, signature.Refused):
             return _Result(401, "unauthorized", verdict.reason.value)
+        if not schemas.ready:  # started while the registry was down: Pinwheel retries after Retry-After
+            return _Result(503, "unavailable", "schema_registry_unavailable", retry_after=settings.retry_after_s)
         planned = records.plan(
             body,
             request_headers=headers,
@@ -218,10 +262,11 @@ def create_app(
         return _json(200, {"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        ready = publisher.accepting
+        ready = publisher.accepting and schemas.ready
         body = {
             "status": "ready" if ready else "not_ready",
             "kafka": "up" if publisher.kafka_up else "down",
+            "schemas": "resolved" if schemas.ready else "waiting_for_registry",
             "spooling": publisher.spooling,
             "spool_records": publisher.pending_records,
             "spool_bytes": publisher.pending_bytes,

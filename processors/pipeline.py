@@ -30,7 +30,7 @@ from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord, TaskContext
 from schemas import catalog, jsontext
-from schemas.codec import Codec, DecodeError
+from schemas.codec import Codec, DecodeError, RegistryError
 from schemas.deadletter import build_dead_letter, dead_letter_key
 from schemas.envelope import record_headers
 
@@ -246,6 +246,8 @@ class AccountPipeline:
             return
         try:
             self._emit(outputs, record, delivery)
+        except RegistryError:
+            raise  # the registry's failure, not the event's: the engine puts the batch back
         except Exception as exc:  # an output the schema cannot carry: a bug, but the input is kept
             log.exception("encoding failed", extra={"event_id": event.event_id, "event_type": event.event_type})
             self._dead_letter(record, delivery, "encode_error", type(exc).__name__)

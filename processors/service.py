@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
@@ -29,7 +31,8 @@ from processors.runtime.engine import Engine, MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import TaskContext, TaskProcessor
 from schemas import catalog
-from schemas.codec import build_codec
+from schemas.codec import Codec, build_codec, keep_registered
+from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
 
 log = logging.getLogger("processors")
@@ -66,13 +69,23 @@ async def check_topics(settings: ProcessorSettings, kafka: KafkaSettings) -> Non
 
 
 def build_engine(
-    settings: ProcessorSettings, kafka: KafkaSettings, schema: SchemaSettings, counters: PipelineCounters
+    settings: ProcessorSettings,
+    kafka: KafkaSettings,
+    schema: SchemaSettings,
+    counters: PipelineCounters,
+    codec: Codec | None = None,
 ) -> Engine:
-    codec = build_codec(schema)
+    codec = codec or build_codec(schema)
     config = logic_config(settings)
 
     def factory(ctx: TaskContext) -> TaskProcessor:
         return AccountPipeline(ctx, codec, config, counters)
+
+    async def schemas_ready(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        # With a registry: our writer ids first (at start), then the writer schemas of the records about to
+        # be decoded. A registry outage raises RegistryUnavailable: the engine puts the batch back.
+        await codec.prepare(OUTPUT_TOPICS)
+        await codec.resolve(record.value for record in records)
 
     return Engine(
         settings,
@@ -82,6 +95,8 @@ def build_engine(
         factory,
         output_topics=OUTPUT_TOPICS,
         missing_topics_hint=MISSING_TOPICS_HINT,
+        before_batch=schemas_ready if codec.registry is not None else None,
+        retriable=(RegistryUnavailable,),
     )
 
 
@@ -101,6 +116,12 @@ class _EngineCollector(Collector):
             ("processor_task_restarts", "Tasks rebuilt from Kafka after a failed commit.", stats.task_restarts),
             ("processor_restored_records", "Changelog records restored into local stores.", stats.restored_records),
             ("processor_rebalances", "Consumer group rebalances seen.", stats.rebalances),
+            (
+                "processor_batch_retries",
+                "Batches put back (transaction abandoned, retried after a back-off) because a dependency such as "
+                "the schema registry failed.",
+                stats.retries,
+            ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         outputs = CounterMetricFamily("processor_outputs", "Records emitted, by kind.", labels=["kind"])
@@ -115,6 +136,11 @@ class _EngineCollector(Collector):
         for kind, count in self.counters.logic.items():
             logic.add_metric([kind], count)
         yield logic
+        yield GaugeMetricFamily(
+            "processor_waiting_on_dependency",
+            "1 while work waits on a failed dependency (the schema registry), else 0.",
+            value=int(stats.waiting is not None),
+        )
         yield GaugeMetricFamily("processor_assigned_partitions", "Partitions assigned.", value=len(stats.assigned))
         yield GaugeMetricFamily(
             "processor_ready_partitions", "Partitions restored and running.", value=len(stats.ready)
@@ -134,7 +160,9 @@ def health_app(engine: Engine, counters: PipelineCounters, started: float) -> Fa
     async def readyz() -> JSONResponse:
         stats = engine.stats
         ready = bool(stats.assigned) and stats.assigned <= stats.ready
-        body = {"ready": ready, "assigned": sorted(stats.assigned), "running": sorted(stats.ready)}
+        body: dict[str, object] = {"ready": ready, "assigned": sorted(stats.assigned), "running": sorted(stats.ready)}
+        if stats.waiting is not None:
+            body["waiting_on"] = stats.waiting
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
@@ -153,8 +181,17 @@ async def serve(
     kafka = kafka or KafkaSettings()
     await check_topics(settings, kafka)
     counters = PipelineCounters()
-    engine = build_engine(settings, kafka, schema or SchemaSettings(), counters)
-    await serve_engine(settings, engine, counters, stop or asyncio.Event())
+    schema = schema or SchemaSettings()
+    codec = build_codec(schema)
+    engine = build_engine(settings, kafka, schema, counters, codec)
+    watcher = asyncio.create_task(keep_registered(codec, schema.registry_recheck_s))
+    try:
+        await serve_engine(settings, engine, counters, stop or asyncio.Event())
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await codec.close()
 
 
 async def serve_engine(
@@ -203,4 +240,8 @@ def run_until_signal(settings: ProcessorSettings, serve_until: Callable[[asyncio
 def run(settings: ProcessorSettings | None = None) -> None:
     """Run until SIGINT/SIGTERM; the open transactions are committed before exit."""
     config = settings or ProcessorSettings()
-    run_until_signal(config, lambda stop: serve(config, stop=stop))
+    try:
+        run_until_signal(config, lambda stop: serve(config, stop=stop))
+    except RegistryError as exc:  # lookup-only and a schema missing, or a schema the registry refuses
+        print(f"processor: schema registry: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -7,24 +7,43 @@ Two wire formats, told apart by the first byte so either one always decodes:
 - `confluent-avro` (with a registry): 0x00, the 4-byte big-endian registry schema id, then the body;
   schemas are registered under `<topic>-value`.
 Schemas are parsed once; reads resolve the writer schema against the topic's current schema.
+
+With a registry, encode and decode never do I/O: ids are resolved ahead, asynchronously, by `prepare`
+(our writer schemas, at start) and `resolve` (the writer ids of records about to be decoded); a record
+whose id is not resolved yet raises `SchemaNotResolved`. `recheck` re-registers our subjects when the
+registry lost them (a registry restarted on empty storage).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import logging
+import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from schemas.confluent import RegistryClient
+from schemas.confluent import RegistryClient, RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
 from schemas.store import TOPIC_RECORDS, SchemaStore, crc64_fingerprint, load_store, parse
 
-__all__ = ["CONFLUENT", "SINGLE_OBJECT", "Codec", "DecodeError", "SchemaSettings", "build_codec"]
+__all__ = [
+    "CONFLUENT",
+    "SINGLE_OBJECT",
+    "Codec",
+    "DecodeError",
+    "RegistryError",
+    "SchemaNotResolved",
+    "SchemaSettings",
+    "build_codec",
+]
+
+log = logging.getLogger(__name__)
 
 SINGLE_OBJECT = "avro-single-object"
 CONFLUENT = "confluent-avro"
@@ -34,6 +53,14 @@ _CONFLUENT_MAGIC = 0
 
 class DecodeError(ValueError):
     """Bytes that are not a record of ours (unknown format, unknown schema, wrong topic, truncated)."""
+
+
+class SchemaNotResolved(RegistryUnavailable):
+    """A schema id (or our writer id) the registry has not given us yet: `await resolve(...)`/`prepare` first.
+
+    Also raised for an id the registry says it does not know: our topics carry only ids we registered,
+    so that is a registry that lost its storage (or the wrong registry), not a property of the record.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +104,89 @@ class Codec:
         writer = self._writers.get(topic)
         if writer is None:
             current = self._store.current(self.record_name(topic))
-            if self._registry is None:
-                prefix = _SINGLE_OBJECT_MAGIC + current.fingerprint
-            else:
-                schema_id = self._registry.register(f"{topic}-value", current.text)
-                self._by_id[schema_id] = current.parsed  # our own records decode without a lookup
-                prefix = bytes([_CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big")
-            writer = self._writers[topic] = _Writer(current.parsed, prefix)
+            if self._registry is not None:
+                raise SchemaNotResolved(f"writer schema of {topic} not registered yet (prepare first)")
+            writer = self._writers[topic] = _Writer(current.parsed, _SINGLE_OBJECT_MAGIC + current.fingerprint)
         return writer
 
-    def prepare(self, topics: list[str] | None = None) -> None:
-        """Resolve writers up front (registers schemas), so no request pays for it later."""
-        for topic in topics if topics is not None else list(self._topics):
-            self._writer(topic)
+    async def _register(self, topic: str) -> None:
+        assert self._registry is not None
+        current = self._store.current(self.record_name(topic))
+        schema_id = await self._registry.writer_id(f"{topic}-value", current.text)
+        with self._lock:
+            self._by_id[schema_id] = current.parsed  # our own records decode without a lookup
+            prefix = bytes([_CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big")
+            self._writers[topic] = _Writer(current.parsed, prefix)
+
+    async def prepare(self, topics: Iterable[str] | None = None) -> None:
+        """Resolve our writer schemas up front (register or look them up), so encode never does I/O.
+
+        Registering, every schema of the catalog is registered, always in catalog order, by every service:
+        a registry that assigns ids in creation order (Apicurio, Confluent) then hands out the same ids
+        again after losing its storage, whichever service re-registers first, and the records written
+        before still decode. Lookup-only, just `topics` are looked up.
+        Raises RegistryUnavailable (retry later), SchemaNotRegistered or SchemaRejected (configuration).
+        """
+        wanted = list(topics) if topics is not None else list(self._topics)
+        if self._registry is None:
+            for topic in wanted:
+                self._writer(topic)
+            return
+        if self._registry.settings.registry_auto_register:
+            wanted = [*TOPIC_RECORDS, *(t for t in wanted if t not in TOPIC_RECORDS)]
+        for topic in wanted:
+            if topic not in self._writers:
+                await self._register(topic)
+
+    async def resolve(self, values: Iterable[bytes | None]) -> None:
+        """Fetch the writer schemas of these records that are not cached yet (Confluent format only)."""
+        if self._registry is None:
+            return
+        wanted = {
+            int.from_bytes(value[1:5], "big")
+            for value in values
+            if value is not None and len(value) >= 5 and value[0] == _CONFLUENT_MAGIC
+        }
+        for schema_id in wanted - self._by_id.keys():
+            text = await self._registry.schema_text(schema_id)
+            if text is None:
+                raise SchemaNotResolved(f"schema id {schema_id} is unknown to the registry (did it lose its storage?)")
+            parsed = parse(json.loads(text))
+            # Reuse our own parsed object when it is one of ours: the reader then skips resolution.
+            known = self._store.by_fingerprint(crc64_fingerprint(parsed))
+            with self._lock:
+                self._by_id[schema_id] = known.parsed if known is not None else parsed
+
+    async def decode_resolved(self, topic: str, data: bytes) -> dict[str, Any]:
+        """`decode`, fetching the writer schema first when needed (readers outside the hot path)."""
+        await self.resolve([data])
+        return self.decode(topic, data)
+
+    async def recheck(self) -> list[str]:
+        """Re-register our subjects the registry no longer has (it lost its storage); returns them.
+
+        Registered again in catalog order (see `prepare`), they get the ids they had, so the records
+        written meanwhile still decode; a warning names any id that changed all the same (only a
+        registry with durable storage rules that out). Raises RegistryUnavailable while it is down.
+        """
+        if self._registry is None or not self._writers:
+            return []
+        present = await self._registry.subjects()
+        lost = [topic for topic in self._writers if f"{topic}-value" not in present]
+        if lost:
+            log.warning("registry lost our subjects; registering them again", extra={"topics": lost})
+            before = {topic: writer.prefix for topic, writer in self._writers.items()}
+            await self._registry.reset()  # its caches hold the ids of the lost storage
+            for topic in before:  # insertion order: the order they were first registered in
+                await self._register(topic)
+            changed = [topic for topic, prefix in before.items() if self._writers[topic].prefix != prefix]
+            if changed:
+                log.warning("registry gave new schema ids", extra={"topics": changed})
+        return lost
+
+    @property
+    def registry(self) -> RegistryClient | None:
+        return self._registry
 
     def encode(self, topic: str, datum: Mapping[str, Any]) -> bytes:
         writer = self._writer(topic)
@@ -103,12 +200,7 @@ class Codec:
         if schema is None:
             if self._registry is None:
                 raise DecodeError(f"confluent-avro record (schema id {schema_id}) but no registry configured")
-            parsed = parse(json.loads(self._registry.schema_text(schema_id)))
-            # Reuse our own parsed object when it is one of ours: the reader then skips resolution.
-            known = self._store.by_fingerprint(crc64_fingerprint(parsed))
-            schema = known.parsed if known is not None else parsed
-            with self._lock:
-                self._by_id[schema_id] = schema
+            raise SchemaNotResolved(f"schema id {schema_id} not resolved yet")
         return schema
 
     def writer_schema(self, data: bytes) -> tuple[dict[str, Any], int]:
@@ -203,17 +295,45 @@ class Codec:
             projected = self._projections[key] = parse(current)
         return projected
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._registry is not None:
-            self._registry.close()
+            await self._registry.close()
 
 
 def build_codec(settings: SchemaSettings | None = None, *, topics: Mapping[str, str] | None = None) -> Codec:
     settings = settings or SchemaSettings()
-    registry = None
-    if settings.registry_url:
-        auth = None
-        if settings.registry_username is not None:
-            auth = (settings.registry_username, settings.registry_password or "")
-        registry = RegistryClient(settings.registry_url, timeout_s=settings.registry_timeout_s, auth=auth)
+    registry = RegistryClient(settings) if settings.registry_url else None
     return Codec(registry=registry, topics=topics)
+
+
+async def keep_registered(codec: Codec, interval_s: float) -> None:
+    """Every `interval_s`, `codec.recheck()` (runs until cancelled; does nothing without a registry).
+
+    While the registry is down the check fails quietly: encode and decode keep using the cached ids.
+    """
+    if codec.registry is None or interval_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await codec.recheck()
+        except RegistryUnavailable as exc:
+            log.info("registry check failed", extra={"error": str(exc)})
+
+
+async def prepare_until_ready(codec: Codec, topics: Iterable[str], *, max_delay_s: float = 15.0) -> None:
+    """`codec.prepare(topics)`, retried with jittered back-off while the registry is unavailable.
+
+    Configuration errors (lookup-only and a schema missing, a schema refused) are raised at once.
+    """
+    topics = list(topics)
+    attempt = 0
+    while True:
+        try:
+            await codec.prepare(topics)
+            return
+        except RegistryUnavailable as exc:
+            delay = random.uniform(0, min(max_delay_s, 0.5 * 2**attempt)) + 0.1
+            attempt += 1
+            log.warning("schema registry unavailable; retrying", extra={"error": str(exc), "retry_in_s": delay})
+            await asyncio.sleep(delay)

@@ -95,7 +95,7 @@ async def tail(
     """Print records until interrupted, `max_records` printed, or `idle_timeout_s` without a record."""
     from aiokafka import AIOKafkaConsumer
 
-    from schemas.codec import DecodeError, build_codec
+    from schemas.codec import DecodeError, RegistryError, build_codec
 
     out = out or sys.stdout
     codec = build_codec()
@@ -123,8 +123,8 @@ async def tail(
             for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
                 for record in batch[tp]:
                     try:
-                        datum = codec.decode(record.topic, record.value)
-                    except DecodeError as exc:
+                        datum = await codec.decode_resolved(record.topic, record.value)
+                    except (DecodeError, RegistryError) as exc:
                         print(f"# {record.topic}/{record.partition}@{record.offset}: {exc}", file=sys.stderr)
                         continue
                     if fmt == "json":

@@ -312,21 +312,20 @@ class AvscDecoder:
 
 
 def registry_fetcher() -> Callable[[int], str] | None:
-    """`GET <registry>/schemas/ids/<id>` (any Confluent-compatible registry), when SCHEMA_REGISTRY_URL is set."""
+    """A schema's text by id from the registry (Confluent's own client, with every connection option of
+    SchemaSettings: auth, CA file, client certificate), when SCHEMA_REGISTRY_URL is set."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from schemas.confluent import client_config
     from schemas.settings import SchemaSettings
 
     settings = SchemaSettings()
     if not settings.registry_url:
         return None
-    import httpx
-
-    auth = (settings.registry_username, settings.registry_password or "") if settings.registry_username else None
-    base = settings.registry_url.rstrip("/")
+    client = SchemaRegistryClient(client_config(settings))
 
     def fetch(schema_id: int) -> str:
-        response = httpx.get(f"{base}/schemas/ids/{schema_id}", auth=auth, timeout=settings.registry_timeout_s)
-        response.raise_for_status()
-        return str(response.json()["schema"])
+        return str(client.get_schema(schema_id).schema_str)
 
     return fetch
 

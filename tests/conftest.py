@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).parent))
 
 from kafka_broker import Broker, select_broker
+from schema_registry import Registry, select_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -22,6 +23,7 @@ CAPTURE = SHARED / "fixtures" / "pinwheel-sandbox-capture.jsonl"
 
 
 _USED: list[Broker] = []
+_REGISTRIES: list[Registry] = []
 
 
 @pytest.fixture(scope="session")
@@ -33,12 +35,24 @@ def kafka() -> Iterator[Broker]:
         yield broker
 
 
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[Registry]:
+    """The real schema registry (see tests/schema_registry.py for how it is chosen)."""
+    with select_registry() as registry:
+        print(f"\n[tests] schema registry ({registry.kind}) at {registry.url}", file=sys.stderr)
+        _REGISTRIES.append(registry)
+        yield registry
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Which broker the run used, so a report of 'passed on Kafka X' can be checked."""
+    """Which broker (and registry) the run used, so a report of 'passed on Kafka X' can be checked."""
     for broker in _USED:
         terminalreporter.write_line(
             f"Kafka broker: Apache Kafka {broker.version} ({broker.kind}) at {broker.bootstrap}"
         )
+    for registry in _REGISTRIES:
+        version = registry.local.settings.version if registry.local else "unknown"
+        terminalreporter.write_line(f"Schema registry: Apicurio Registry {version} ({registry.kind}) at {registry.url}")
 
 
 @pytest.fixture(scope="session")

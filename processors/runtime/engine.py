@@ -26,7 +26,7 @@ import heapq
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -36,6 +36,7 @@ from aiokafka.structs import ConsumerRecord
 from connector.settings import KafkaSettings
 from connector.topics import MAX_MESSAGE_BYTES
 from processors.runtime.restore import restore
+from processors.runtime.retry import Backoff, RetryLater
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import (
@@ -63,6 +64,8 @@ class EngineStats:
     task_restarts: int = 0
     restored_records: int = 0
     rebalances: int = 0
+    retries: int = 0  # batches put back because a dependency (the schema registry) failed: RetryLater
+    waiting: str | None = None  # why the engine is waiting on a dependency, while it is
     assigned: set[int] = field(default_factory=set)
     ready: set[int] = field(default_factory=set)
     refused_records: int = 0  # input records whose effects the broker refused (handed to `reject`)
@@ -114,13 +117,21 @@ class Engine:
         clock: Callable[[], float] = time.time,
         output_topics: Sequence[str] = (),
         missing_topics_hint: str = "",
+        before_batch: Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]] | None = None,
+        retriable: tuple[type[Exception], ...] = (),
     ) -> None:
+        """`before_batch(records)` runs before records are processed (and until it succeeds, with none, at
+        start): async work such as fetching schemas. RetryLater, or one of `retriable`, raised by it or by a
+        processor puts the batch back: the task's uncommitted work is discarded and redone after a back-off."""
         self.settings = settings
         self.clock = clock  # wall clock of the timers (seconds); injected by tests
         self.kafka = kafka
         self.input_topics = list(input_topics)
         self.changelogs = changelogs
         self.factory = factory
+        self.before_batch = before_batch
+        self.retriable: tuple[type[Exception], ...] = (RetryLater, *retriable)
+        self._backoff = Backoff()
         self.stats = EngineStats()
         self._tasks: dict[int, Task] = {}
         self._pending: set[int] = set()  # assigned, not yet initialised
@@ -151,6 +162,7 @@ class Engine:
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         )
         self._consumer = consumer
+        await self._before_start(stop)
         await consumer.start()
         await self._wait_for_topics(consumer)
         consumer.subscribe(self.input_topics, listener=_Listener(self))
@@ -170,6 +182,22 @@ class Engine:
         finally:
             await consumer.stop()
             self._consumer = None
+
+    async def _before_start(self, stop: asyncio.Event) -> None:
+        """The batch hook with no records, until it succeeds: e.g. our schemas registered before any work."""
+        while self.before_batch is not None and not stop.is_set():
+            try:
+                await self.before_batch([])
+            except self.retriable as exc:
+                self.stats.waiting = str(exc)
+                delay = self._backoff.next_delay()
+                log.warning("waiting before start", extra={"error": str(exc), "retry_in_s": round(delay, 2)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            else:
+                self.stats.waiting = None
+                self._backoff.reset()
+                return
 
     async def _wait_for_topics(self, consumer: AIOKafkaConsumer, timeout_s: float = 60.0) -> None:
         """Subscribing to a topic the client has no metadata for yet would leave it unassigned for minutes."""
@@ -194,10 +222,14 @@ class Engine:
             start_now = bool(self._pending) and time.monotonic() >= self._retry_start_at
             wait_ms = 0 if start_now else max(0, min(100, int((next_commit - time.monotonic()) * 1000)))
             batch = await consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.max_poll_records)
+            retry = await self._run_before_batch(batch)
             async with self._lock:
                 if start_now:
                     await self._initialise_pending(consumer)
-                await self._dispatch(batch)
+                if retry is None:
+                    retry = await self._dispatch(batch)
+                if retry is not None:
+                    await self._put_back(batch, retry)
                 now = time.monotonic()
                 if now >= next_punctuate:
                     wall_ms = int(self.clock() * 1000)
@@ -210,7 +242,33 @@ class Engine:
                     await self._commit_all()
                     next_commit = time.monotonic() + interval_s
 
-    async def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    async def _run_before_batch(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> Exception | None:
+        if self.before_batch is None or not batch:
+            return None
+        try:
+            await self.before_batch([r for records in batch.values() for r in records])
+        except self.retriable as exc:
+            return exc
+        return None
+
+    async def _put_back(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], error: Exception
+    ) -> None:
+        """Abandon the uncommitted work of the tasks this batch was for; they restart after a back-off."""
+        self.stats.retries += 1
+        self.stats.waiting = str(error)
+        delay = self._backoff.next_delay()
+        log.warning("batch put back", extra={"error": str(error), "retry_in_s": round(delay, 2)})
+        for partition in sorted({tp.partition for tp in batch}):
+            task = self._tasks.get(partition)
+            if task is not None:
+                await self._fail(task, error)
+        self._retry_start_at = time.monotonic() + delay
+
+    async def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> Exception | None:
+        """Process a fetch; a `retriable` error (a dependency down) is returned: the caller puts the batch back."""
         by_task: dict[int, list[list[ConsumerRecord[bytes, bytes]]]] = defaultdict(list)
         for tp, records in batch.items():
             if tp.partition in self._tasks:
@@ -219,11 +277,15 @@ class Engine:
         for partition, runs in by_task.items():
             records = self._merge(runs)
             isolation = self._isolation.get(partition)
-            if isolation is None:
-                self._tasks[partition].process(records)
-                self.stats.processed += len(records)
-            else:
-                await self._process_isolated(partition, isolation, records)
+            try:
+                if isolation is None:
+                    self._tasks[partition].process(records)
+                    self.stats.processed += len(records)
+                else:
+                    await self._process_isolated(partition, isolation, records)
+            except self.retriable as exc:
+                return exc
+        return None
 
     def _merge(self, runs: list[list[ConsumerRecord[bytes, bytes]]]) -> list[ConsumerRecord[bytes, bytes]]:
         """The input topics merged by record time (as Kafka Streams picks the lowest timestamp first), each
@@ -275,6 +337,8 @@ class Engine:
             elif result:
                 self.stats.committed += result
                 self.stats.commits += 1
+                self._backoff.reset()
+                self.stats.waiting = None
 
     async def _fail(self, task: Task, error: BaseException) -> None:
         """Throw the task's uncommitted work away and rebuild it from Kafka before it runs again."""
@@ -287,7 +351,9 @@ class Engine:
         if isinstance(error, TaskFenced):
             self._isolation.pop(partition, None)
             return  # another instance owns it; the coming rebalance takes it from us
-        if not isinstance(error, TaskFailed):
+        if isinstance(error, self.retriable):
+            pass  # a dependency is down: the batch is redone after a back-off
+        elif not isinstance(error, TaskFailed):
             log.error("unexpected task error", exc_info=error)
         elif self._consumer is not None:
             await self._check_topics(self._consumer)
@@ -362,7 +428,7 @@ class Engine:
         for partition, result in zip(pending, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("task start failed; will retry", extra={"partition": partition, "error": str(result)})
-                self._retry_start_at = time.monotonic() + 1.0
+                self._retry_start_at = max(self._retry_start_at, time.monotonic() + 1.0)
                 failed = True
                 continue
             self._pending.discard(partition)

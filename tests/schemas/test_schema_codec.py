@@ -10,11 +10,10 @@ from datetime import UTC, date, datetime
 import pytest
 from fastavro import schemaless_reader
 from schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT
-from schema_registry_fake import fake_registry
+from schema_registry import Registry
 
 from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
-from schemas.codec import CONFLUENT, SINGLE_OBJECT, Codec, DecodeError, SchemaSettings, build_codec
-from schemas.confluent import RegistryError
+from schemas.codec import SINGLE_OBJECT, Codec, DecodeError, SchemaSettings, build_codec
 from schemas.deadletter import build_dead_letter
 from schemas.envelope import build_family_record
 from schemas.store import TOPIC_RECORDS, crc64_fingerprint, load_store, parse
@@ -174,19 +173,22 @@ def test_extra_topics_map_to_existing_records() -> None:
     ],
     ids=["envelope", "through_payload", "last_field"],
 )
-def test_decode_fields_reads_what_a_full_decode_reads(codec: Codec, fields: frozenset[str]) -> None:
-    with fake_registry() as (url, _state):
-        confluent = build_codec(SchemaSettings(registry_url=url))
-        reader = build_codec(SchemaSettings(registry_url=url))  # writer schemas fetched by id
-        for record in RECORDS:
-            for writer, each in ((codec, codec), (confluent, confluent), (confluent, reader)):
-                data = writer.encode(record.topic, record.value)
-                full = each.decode(record.topic, data)
-                some = each.decode_fields(record.topic, data, fields)
-                for name in fields:
-                    # decode() names union branches (return_record_name); the value inside is the same.
-                    expected = full[name][1] if isinstance(full[name], tuple) else full[name]
-                    assert some[name] == expected, (record.event_type, name)
+async def test_decode_fields_reads_what_a_full_decode_reads(
+    codec: Codec, fields: frozenset[str], schema_registry: Registry
+) -> None:
+    confluent = build_codec(SchemaSettings(registry_url=schema_registry.url))
+    reader = build_codec(SchemaSettings(registry_url=schema_registry.url))  # writer schemas fetched by id
+    await confluent.prepare({r.topic for r in RECORDS})
+    for record in RECORDS:
+        for writer, each in ((codec, codec), (confluent, confluent), (confluent, reader)):
+            data = writer.encode(record.topic, record.value)
+            await each.resolve([data])
+            full = each.decode(record.topic, data)
+            some = each.decode_fields(record.topic, data, fields)
+            for name in fields:
+                # decode() names union branches (return_record_name); the value inside is the same.
+                expected = full[name][1] if isinstance(full[name], tuple) else full[name]
+                assert some[name] == expected, (record.event_type, name)
 
 
 def test_decode_rejects_foreign_bytes(codec: Codec) -> None:
@@ -205,44 +207,6 @@ def test_decode_rejects_foreign_bytes(codec: Codec) -> None:
     # A record of another topic's schema does not resolve against this topic's schema.
     with pytest.raises(DecodeError, match="cannot decode"):
         codec.decode(DEADLETTER_TOPIC, data)
-
-
-def test_confluent_format_against_a_registry() -> None:
-    with fake_registry() as (url, state):
-        codec = build_codec(SchemaSettings(registry_url=url))
-        assert codec.content_format == CONFLUENT
-        for record in RECORDS:
-            data = codec.encode(record.topic, record.value)
-            assert data[0] == 0
-            schema_id = int.from_bytes(data[1:5], "big")
-            assert state.subjects[f"{record.topic}-value"] == [schema_id]
-            assert codec.decode(record.topic, data) == record.value
-        # Schemas are registered once per topic; encode never asks again.
-        posts = [path for method, path in state.requests if method == "POST"]
-        assert sorted(posts) == sorted({f"/subjects/{r.topic}-value/versions" for r in RECORDS})
-
-        # A fresh consumer (empty caches) fetches the writer schema by id, once.
-        consumer = build_codec(SchemaSettings(registry_url=url))
-        data = codec.encode(RECORDS[0].topic, RECORDS[0].value)
-        assert consumer.decode(RECORDS[0].topic, data) == RECORDS[0].value
-        assert consumer.decode(RECORDS[0].topic, data) == RECORDS[0].value
-        assert state.requests.count(("GET", f"/schemas/ids/{int.from_bytes(data[1:5], 'big')}")) == 1
-
-        # Either format decodes whatever the codec's own format is.
-        single = Codec().encode(RECORDS[0].topic, RECORDS[0].value)
-        assert consumer.decode(RECORDS[0].topic, single) == RECORDS[0].value
-        with pytest.raises(RegistryError, match="404"):
-            consumer.decode(RECORDS[0].topic, b"\x00\x00\x00\x03\xe7" + data[5:])
-        codec.close()
-        consumer.close()
-
-
-def test_prepare_registers_every_topic() -> None:
-    with fake_registry() as (url, state):
-        codec = build_codec(SchemaSettings(registry_url=url))
-        codec.prepare()
-        assert set(state.subjects) == {f"{topic}-value" for topic in TOPIC_RECORDS}
-        codec.close()
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
