@@ -43,37 +43,41 @@ def _codec(registry: Registry, prefix: str, **settings: object) -> Codec:
 
 
 async def test_confluent_format_against_a_registry(schema_registry: Registry) -> None:
+    # Subjects of this test's own (`<prefix>-<topic>`): other tests of the session register the real topics'.
     url = schema_registry.url
-    codec = build_codec(SchemaSettings(registry_url=url))
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    codec = _codec(schema_registry, prefix)
     assert codec.content_format == CONFLUENT
-    topics = sorted({r.topic for r in RECORDS})
+    records = [(f"{prefix}-{r.topic}", r.value) for r in RECORDS]
+    topics = sorted({topic for topic, _ in records})
     with pytest.raises(SchemaNotResolved):  # encode never does I/O: ids come from prepare
-        codec.encode(RECORDS[0].topic, RECORDS[0].value)
+        codec.encode(*records[0])
     await codec.prepare(topics)
-    for record in RECORDS:
-        data = codec.encode(record.topic, record.value)
+    for topic, value in records:
+        data = codec.encode(topic, value)
         assert data[0] == 0
-        assert int.from_bytes(data[1:5], "big") == _subject_id(url, f"{record.topic}-value")
-        assert codec.decode(record.topic, data) == record.value
+        assert int.from_bytes(data[1:5], "big") == _subject_id(url, f"{topic}-value")
+        assert codec.decode(topic, data) == value
     for topic in topics:
         assert len(_get(f"{url}/subjects/{topic}-value/versions").json()) == 1
 
     # A fresh consumer (empty caches) fetches a writer schema by id once, then decodes without the registry.
-    consumer = build_codec(SchemaSettings(registry_url=url))
-    data = codec.encode(RECORDS[0].topic, RECORDS[0].value)
+    consumer = _codec(schema_registry, prefix)
+    topic, value = records[0]
+    data = codec.encode(topic, value)
     with pytest.raises(SchemaNotResolved):
-        consumer.decode(RECORDS[0].topic, data)
-    assert await consumer.decode_resolved(RECORDS[0].topic, data) == RECORDS[0].value
+        consumer.decode(topic, data)
+    assert await consumer.decode_resolved(topic, data) == value
     assert consumer.registry is not None
     calls = consumer.registry.requests
-    assert await consumer.decode_resolved(RECORDS[0].topic, data) == RECORDS[0].value
+    assert await consumer.decode_resolved(topic, data) == value
     assert consumer.registry.requests == calls  # cached
     # Either format decodes whatever the codec's own format is.
     single = Codec().encode(RECORDS[0].topic, RECORDS[0].value)
     assert consumer.decode(RECORDS[0].topic, single) == RECORDS[0].value
     # An id the registry does not know is the registry's problem, not a bad record: never a DecodeError.
     with pytest.raises(SchemaNotResolved, match="unknown to the registry"):
-        await consumer.decode_resolved(RECORDS[0].topic, b"\x00\x7f\xff\xff\xf0" + data[5:])
+        await consumer.decode_resolved(topic, b"\x00\x7f\xff\xff\xf0" + data[5:])
     await codec.close()
     await consumer.close()
 
