@@ -4,6 +4,11 @@
 another partition count, replication factor or configuration is reported, never altered, and topics
 that must be co-partitioned (the family topics and the changelogs) must all have one partition count,
 or the processors would join partition p of one topic with a different set of accounts in another.
+
+Every topic also declares its durability, derived from its replication factor: `min.insync.replicas`
+(RF - 1, at least 1: 2 of 3 replicas must hold a record before an acks=all write or a transaction is
+acknowledged, whatever the broker's default) and `unclean.leader.election.enable=false` (an out-of-sync
+replica never becomes leader and silently drops acknowledged records).
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # The processors' state stores; each has a compacted changelog named by `changelog_topic`.
 STORE_NAMES = ("dedupe", "jobs", "accounts", "timers")
 
+MIN_ISR = "min.insync.replicas"
+UNCLEAN = "unclean.leader.election.enable"
+
 # Co-partitioning group of everything a processor task reads or restores together.
 ACCOUNT_PARTITIONED = "account-keyed"
 
@@ -39,6 +47,11 @@ class TopicSettings(BaseSettings):
     partitions: int = Field(default=6, ge=1, le=10_000, description="Partitions of every account-keyed topic.")
     replication_factor: int | None = Field(
         default=None, ge=1, description="Replication factor; empty means min(3, number of brokers)."
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="min.insync.replicas of every topic; empty means replication factor - 1 (at least 1).",
     )
     retention_days: int = Field(default=30, ge=1, description="Retention of the family, update and dead-letter topics.")
     processor_application_id: str = Field(
@@ -55,10 +68,30 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
     copartition_group: str | None = None
     replication_factor: int | None = None  # None: decided from the cluster size
+    min_insync_replicas: int | None = None  # None: replication factor - 1 (at least 1)
+
+    def durability(self, brokers: int) -> tuple[int, dict[str, str]]:
+        """(replication factor, durability configuration) of this topic on a cluster of `brokers` brokers."""
+        rf = self.replication_factor or min(3, brokers)
+        min_isr = self.min_insync_replicas or default_min_insync_replicas(rf)
+        if min_isr > rf:
+            raise TopicMismatchError(
+                f"{self.name}: min.insync.replicas {min_isr} exceeds the replication factor {rf}: no write could "
+                "ever be acknowledged (lower TOPICS_MIN_INSYNC_REPLICAS or raise TOPICS_REPLICATION_FACTOR)"
+            )
+        return rf, {MIN_ISR: str(min_isr), UNCLEAN: "false"}
+
+    def declared_config(self, brokers: int) -> dict[str, str]:
+        return {**self.config, **self.durability(brokers)[1]}
 
 
 class TopicMismatchError(RuntimeError):
     """An existing topic disagrees with its declaration."""
+
+
+def default_min_insync_replicas(replication_factor: int) -> int:
+    """RF - 1, at least 1: RF 3 → 2 (one broker may be down, writes go on, none rests on one copy); RF 1 → 1."""
+    return max(1, replication_factor - 1)
 
 
 def changelog_topic(application_id: str, store: str) -> str:
@@ -74,19 +107,20 @@ def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:
     # A 1 MiB body (the gateway's cap) encodes to up to about twice that (raw bytes + typed payload).
     large = {**retention, "max.message.bytes": str(MAX_MESSAGE_BYTES)}
     compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(DAY_MS)}
+    rf, min_isr = s.replication_factor, s.min_insync_replicas
     specs = [
-        TopicSpec(topic, s.partitions, dict(large), ACCOUNT_PARTITIONED, s.replication_factor)
+        TopicSpec(topic, s.partitions, dict(large), ACCOUNT_PARTITIONED, rf, min_isr)
         for topic in catalog.FAMILY_TOPICS.values()
     ]
     specs += [
         TopicSpec(changelog_topic(s.processor_application_id, store), s.partitions, dict(compacted),
-                  ACCOUNT_PARTITIONED, s.replication_factor)
+                  ACCOUNT_PARTITIONED, rf, min_isr)
         for store in STORE_NAMES
     ]  # fmt: skip
     specs += [
-        TopicSpec(catalog.ACCOUNT_UPDATES_TOPIC, s.partitions, dict(retention), None, s.replication_factor),
-        TopicSpec(catalog.ACCOUNT_STATE_TOPIC, s.partitions, dict(compacted), None, s.replication_factor),
-        TopicSpec(catalog.DEADLETTER_TOPIC, s.partitions, dict(large), None, s.replication_factor),
+        TopicSpec(catalog.ACCOUNT_UPDATES_TOPIC, s.partitions, dict(retention), None, rf, min_isr),
+        TopicSpec(catalog.ACCOUNT_STATE_TOPIC, s.partitions, dict(compacted), None, rf, min_isr),
+        TopicSpec(catalog.DEADLETTER_TOPIC, s.partitions, dict(large), None, rf, min_isr),
     ]
     return specs
 
@@ -124,7 +158,7 @@ async def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, 
         missing = [s for s in specs if s.name not in existing]
         if missing and create:
             new = [
-                NewTopic(s.name, s.partitions, s.replication_factor or min(3, brokers), topic_configs=s.config)
+                NewTopic(s.name, s.partitions, s.durability(brokers)[0], topic_configs=s.declared_config(brokers))
                 for s in missing
             ]
             response = await admin.create_topics(new)
@@ -153,6 +187,15 @@ async def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, 
         await admin.close()
 
 
+DURABILITY_HINTS = {
+    MIN_ISR: "acknowledged writes must rest on that many replicas; fix it with kafka-configs --alter "
+    "--entity-type topics --entity-name {topic} --add-config min.insync.replicas={value}, or declare "
+    "another value with TOPICS_MIN_INSYNC_REPLICAS",
+    UNCLEAN: "an out-of-sync replica elected leader drops acknowledged records; fix it with kafka-configs "
+    "--alter --entity-type topics --entity-name {topic} --add-config unclean.leader.election.enable=false",
+}
+
+
 async def _compare(
     admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec], brokers: int
 ) -> tuple[list[str], dict[str, int]]:
@@ -178,13 +221,14 @@ async def _compare(
         elif count != spec.partitions:
             problems.append(f"{spec.name}: {count} partitions, declared {spec.partitions} (co-partitioned)")
         replicas = len(topic["partitions"][0]["replicas"]) if topic["partitions"] else 0
-        wanted_rf = spec.replication_factor or min(3, brokers)
+        wanted_rf, durability = spec.durability(brokers)
         if replicas != wanted_rf:
             problems.append(f"{spec.name}: replication factor {replicas}, declared {wanted_rf}")
-        for key, value in spec.config.items():
+        for key, value in spec.declared_config(brokers).items():
             have = actual_config.get(spec.name, {}).get(key)
             if have != value:
-                problems.append(f"{spec.name}: {key}={have}, declared {value}")
+                hint = f" ({DURABILITY_HINTS[key].format(topic=spec.name, value=value)})" if key in durability else ""
+                problems.append(f"{spec.name}: {key}={have}, declared {value}{hint}")
     return problems, partitions
 
 
