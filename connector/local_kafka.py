@@ -507,6 +507,16 @@ def free_port() -> int:
     raise LocalKafkaError("no free port pair found")
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports, none the successor of another (each node's controller uses port+1)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if all(abs(port - other) > 1 for other in ports):
+            ports.append(port)
+    return ports
+
+
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

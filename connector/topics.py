@@ -161,17 +161,19 @@ async def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, 
                 NewTopic(s.name, s.partitions, s.durability(brokers)[0], topic_configs=s.declared_config(brokers))
                 for s in missing
             ]
-            response = await admin.create_topics(new)
+            errors = _topic_errors(await admin.create_topics(new))
             failures = [
                 f"{name}: {Errors.for_code(code).__name__} {message or ''}".strip()
-                for name, code, message in _topic_errors(response)
-                # a concurrent `topics create` may win the race; the checks below still run
+                for name, code, message in errors
                 if code not in (0, Errors.TopicAlreadyExistsError.errno)
             ]
             if failures:
                 raise TopicMismatchError("\n  - ".join(["could not create topics:", *failures]))
+            # Created meanwhile (a concurrent `topics create`, or the listing lagged behind): checked below.
+            existing |= {name for name, code, _ in errors if code == Errors.TopicAlreadyExistsError.errno}
+            created = [s for s in missing if s.name not in existing]
             await _wait_for_leaders(admin, [s.name for s in missing])
-            report += [f"created {s.name} ({s.partitions} partitions)" for s in missing]
+            report += [f"created {s.name} ({s.partitions} partitions)" for s in created]
         elif missing:
             report += [f"missing {s.name}" for s in missing]
         present = [s for s in specs if s.name in existing]
