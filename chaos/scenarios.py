@@ -363,8 +363,7 @@ async def cluster_two_down(ctx: Context) -> None:
     }
     ctx.check(bool(body and body.get("spooling")), f"the gateway is not spooling with 2 of 3 nodes down: {body}")
     await asyncio.sleep(CLUSTER_DOWN_S / 2)
-    for node in down:
-        await _restart_node(ctx, node)
+    await asyncio.gather(*(_restart_node(ctx, node) for node in down))
     drained = await stack.wait_spool_drained(180)
     ctx.mark(f"spool drained ({drained:.0f}s after the restarts)")
     await _finish(ctx)

@@ -147,6 +147,28 @@ def cluster() -> Iterator[LocalKafkaCluster]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+async def test_cluster_is_three_voters_with_one_cluster_id(cluster: LocalKafkaCluster) -> None:
+    ids = {
+        line.split("=", 1)[1]
+        for node in cluster.nodes
+        for line in (node.data_dir / "logs" / "meta.properties").read_text().splitlines()
+        if line.startswith("cluster.id=")
+    }
+    assert ids == {cluster.cluster_id}
+    ports = [node.settings.port for node in cluster.nodes]
+    assert len(set(ports)) == 3
+    pids = cluster.pids()
+    assert len({pid for pid in pids.values() if pid}) == 3, pids
+    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    await admin.start()
+    try:
+        brokers = (await admin.describe_cluster())["brokers"]
+    finally:
+        await admin.close()
+    assert sorted((b["node_id"], b["port"]) for b in brokers) == [(1, ports[0]), (2, ports[1]), (3, ports[2])]
+    assert await asyncio.to_thread(cluster.active_controller) in (1, 2, 3)
+
+
 async def _described(bootstrap: str, names: list[str]) -> tuple[dict[str, int], dict[str, dict[str, tuple[str, Any]]]]:
     """Replication factor and (value, source) of every config entry per topic, read with a plain admin client."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
