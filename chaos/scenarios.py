@@ -296,55 +296,40 @@ async def _as_body(count: Awaitable[int]) -> dict[str, Any]:
     return {"under_replicated": await count}
 
 
+async def _kill_holder(ctx: Context, role: str, find: Callable[[], Awaitable[int]]) -> None:
+    """A quarter into the traffic, SIGKILL the node holding `role` (found by `find`), see another node take it
+    over, restart the killed node 20 s later."""
+    stack = ctx.stack
+    await ctx.at(ctx.size.spread_s * 0.25)
+    holder = await find()
+    await stack.kill_node(holder)
+    ctx.mark(f"node {holder} ({role}) killed")
+    new = await _until_changed(find, holder)
+    ctx.mark(f"{role} now node {new}")
+    ctx.notes[role] = f"node {holder} → node {new}"
+    ctx.check(new is not None, f"no other node became {role}")
+    await asyncio.sleep(CLUSTER_DOWN_S)
+    await _restart_node(ctx, holder)
+    await _finish(ctx)
+
+
 async def cluster_leader_kill(ctx: Context) -> None:
     """SIGKILL the node leading partition 0 of the output topic; back 20 s later."""
-    stack, topic = ctx.stack, catalog.ACCOUNT_UPDATES_TOPIC
-    await ctx.at(ctx.size.spread_s * 0.25)
-    leader = await stack.leader_of(topic, 0)
-    await stack.kill_node(leader)
-    ctx.mark(f"node {leader} (leader of {topic}-0) killed")
-    new = await _until_changed(lambda: stack.leader_of(topic, 0), leader)
-    ctx.mark(f"{topic}-0 led by node {new}")
-    ctx.notes[f"leader of {topic}-0"] = f"node {leader} → node {new}"
-    ctx.check(new is not None, f"no new leader for {topic}-0")
-    await asyncio.sleep(CLUSTER_DOWN_S)
-    await _restart_node(ctx, leader)
-    await _finish(ctx)
+    topic = catalog.ACCOUNT_UPDATES_TOPIC
+    await _kill_holder(ctx, f"leader of {topic}-0", lambda: ctx.stack.leader_of(topic, 0))
 
 
 async def cluster_coordinator_kill(ctx: Context) -> None:
     """SIGKILL the node coordinating the transactions of the processors' task 0; back 20 s later."""
     from processors.runtime.task import transactional_id
 
-    stack = ctx.stack
-    txn_id = transactional_id(stack.app_id, 0)
-    await ctx.at(ctx.size.spread_s * 0.25)
-    coordinator = await stack.transaction_coordinator(txn_id)
-    await stack.kill_node(coordinator)
-    ctx.mark(f"node {coordinator} (transaction coordinator of {txn_id}) killed")
-    new = await _until_changed(lambda: stack.transaction_coordinator(txn_id), coordinator)
-    ctx.mark(f"transaction coordinator now node {new}")
-    ctx.notes["transaction coordinator of task 0"] = f"node {coordinator} → node {new}"
-    ctx.check(new is not None, "no new transaction coordinator")
-    await asyncio.sleep(CLUSTER_DOWN_S)
-    await _restart_node(ctx, coordinator)
-    await _finish(ctx)
+    txn_id = transactional_id(ctx.stack.app_id, 0)
+    await _kill_holder(ctx, "transaction coordinator of task 0", lambda: ctx.stack.transaction_coordinator(txn_id))
 
 
 async def cluster_controller_kill(ctx: Context) -> None:
     """SIGKILL the active controller (the KRaft quorum leader); back 20 s later."""
-    stack = ctx.stack
-    await ctx.at(ctx.size.spread_s * 0.25)
-    controller = await stack.active_controller()
-    await stack.kill_node(controller)
-    ctx.mark(f"node {controller} (active controller) killed")
-    new = await _until_changed(stack.active_controller, controller)
-    ctx.mark(f"active controller now node {new}")
-    ctx.notes["active controller"] = f"node {controller} → node {new}"
-    ctx.check(new is not None, "no new active controller")
-    await asyncio.sleep(CLUSTER_DOWN_S)
-    await _restart_node(ctx, controller)
-    await _finish(ctx)
+    await _kill_holder(ctx, "active controller", ctx.stack.active_controller)
 
 
 async def cluster_two_down(ctx: Context) -> None:
