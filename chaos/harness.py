@@ -295,6 +295,19 @@ class Stack:
                 return None
         return body if isinstance(body, dict) else None
 
+    async def gateway_published(self) -> float | None:
+        """Requests the gateway answered 200 on a Kafka acknowledgement so far (its /metrics), None if unreachable."""
+        async with self.http() as client:
+            try:
+                text = (await client.get(f"{self.gateway_url}/metrics")).text
+            except httpx.HTTPError:
+                return None
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("gateway_requests_total{") and 'outcome="published"' in line
+        )
+
     async def processor_ready(self, instance: str) -> dict[str, Any] | None:
         async with httpx.AsyncClient(timeout=3.0) as client:
             try:
