@@ -55,7 +55,7 @@ POM_TEMPLATE = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 
 # Single-node settings: every internal topic at replication 1, no auto-created topics (topics are
 # code, see connector.topics), and no rebalance delay so tests and restarts start at once. A node of
-# a cluster gets its id, the voters and the replication of the cluster (see `cluster_properties`).
+# a cluster gets its id, the voters and replication min(3, nodes) with min ISR one less (`server_properties`).
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id={node_id}
@@ -83,7 +83,7 @@ log.flush.interval.messages=9223372036854775807
 
 @dataclass(frozen=True)
 class Membership:
-    """A node's place in a cluster: its id, every node's broker port (controllers listen on port+1), the id."""
+    """A node's place in a cluster: its id, every node's broker port (controllers on port+1), the cluster id."""
 
     node_id: int
     ports: tuple[int, ...]
@@ -368,7 +368,7 @@ class LocalKafkaCluster:
             chosen = tuple(ports) if ports else tuple(settings.port + 2 * i for i in range(nodes))
             cluster_id = new_cluster_id()
         if len(chosen) != nodes or len({p for port in chosen for p in (port, port + 1)}) != 2 * nodes:
-            raise LocalKafkaError(f"{nodes} nodes need {nodes} ports whose successors are free too, got {chosen}")
+            raise LocalKafkaError(f"{nodes} nodes need {nodes} distinct ports, none next to another, got {chosen}")
         self.cluster_id = cluster_id
         self.nodes = [
             LocalKafka(
@@ -481,7 +481,7 @@ def local_broker(settings: LocalKafkaSettings, nodes: int | None = None) -> Loca
         recorded = LocalKafkaCluster.recorded(cluster_dir.resolve())
         nodes = len(recorded["ports"]) if recorded else 1
     if nodes < 1:
-        raise LocalKafkaError(f"--nodes must be at least 1, got {nodes}")
+        raise LocalKafkaError(f"a local Kafka has at least 1 node, got {nodes}")
     if nodes == 1:
         return LocalKafka(settings)
     return LocalKafkaCluster(settings.model_copy(update={"data_dir": cluster_dir}), nodes)
