@@ -102,9 +102,11 @@ class Stack:
         def progress(message: str) -> None:
             say(scenario, f"kafka: {message}")
 
-        # A cluster's nodes share the 2 cores with everything else: a smaller heap each.
+        # A cluster's nodes share the 2 cores with everything else: a smaller heap each, and more patience
+        # for a node restarted under load (it catches up with the others before it serves).
+        node_settings = broker_settings.model_copy(update={"heap": "384m", "start_timeout_s": 180.0})
         self.broker: LocalKafka | LocalKafkaCluster = (
-            LocalKafkaCluster(broker_settings.model_copy(update={"heap": "384m"}), nodes, free_ports(nodes), progress)
+            LocalKafkaCluster(node_settings, nodes, free_ports(nodes), progress)
             if nodes > 1
             else LocalKafka(broker_settings, progress=progress)
         )
