@@ -205,13 +205,7 @@ async def _compare(
         return [], {}
     described = await admin.describe_topics([s.name for s in specs])
     by_name = {t["topic"]: t for t in described}
-    configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs])
-    actual_config: dict[str, dict[str, str]] = {}
-    for response in configs:
-        for resource in response.resources:
-            # (error_code, error_message, resource_type, resource_name, config_entries)
-            name, entries = resource[3], resource[4]
-            actual_config[name] = {entry[0]: entry[1] for entry in entries}
+    actual_config = await _topic_configs(admin, [s.name for s in specs])
     problems: list[str] = []
     partitions: dict[str, int] = {}
     for spec in specs:
@@ -232,6 +226,23 @@ async def _compare(
                 hint = f" ({DURABILITY_HINTS[key].format(topic=spec.name, value=value)})" if key in durability else ""
                 problems.append(f"{spec.name}: {key}={have}, declared {value}{hint}")
     return problems, partitions
+
+
+async def _topic_configs(
+    admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 15.0
+) -> dict[str, dict[str, str]]:
+    """Every topic's configuration; asked again while a broker does not know a topic yet (just created)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+        # (error_code, error_message, resource_type, resource_name, config_entries)
+        resources = [resource for response in responses for resource in response.resources]
+        errors = [f"{r[3]}: {Errors.for_code(r[0]).__name__}" for r in resources if r[0] != 0]
+        if not errors:
+            return {r[3]: {entry[0]: entry[1] for entry in r[4]} for r in resources}
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicMismatchError("\n  - ".join(["could not read the configuration of topics:", *errors]))
+        await asyncio.sleep(0.2)
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:

@@ -181,15 +181,16 @@ async def _described(bootstrap: str, names: list[str]) -> tuple[dict[str, int], 
                 break
             await asyncio.sleep(0.2)
         replicas = {t["topic"]: {len(p["replicas"]) for p in t["partitions"]} for t in topics}
-        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+        while True:  # the same for their configuration (the broker asked answers UNKNOWN_TOPIC_OR_PARTITION)
+            responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+            resources = [resource for response in responses for resource in response.resources]
+            if all(resource[0] == 0 for resource in resources) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
     assert all(len(counts) == 1 for counts in replicas.values()), replicas
-    configs = {
-        resource[3]: {entry[0]: (entry[1], entry[3]) for entry in resource[4]}
-        for response in responses
-        for resource in response.resources
-    }
+    configs = {resource[3]: {entry[0]: (entry[1], entry[3]) for entry in resource[4]} for resource in resources}
     return {name: counts.pop() for name, counts in replicas.items()}, configs
 
 
