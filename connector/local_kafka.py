@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -266,7 +267,8 @@ class LocalKafka:
         deadline = time.monotonic() + self.settings.start_timeout_s
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
-                raise LocalKafkaError(f"broker exited with {process.returncode}; see {self.log_file}")
+                tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
+                raise LocalKafkaError(f"broker exited with {process.returncode}; see {self.log_file}:\n{tail}")
             if asyncio.run(answers_metadata(self.bootstrap, coordinators=True)):
                 return
             time.sleep(0.2)
@@ -508,13 +510,35 @@ def free_port() -> int:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports, none the successor of another (each node's controller uses port+1)."""
+    """`count` free ports, each with its successor free too (a node's controller) and none next to another.
+
+    Taken below the kernel's ephemeral range: a node restarted on its port (chaos, tests) must not find it
+    taken meanwhile as the source port of some outgoing connection.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
     ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if all(abs(port - other) > 1 for other in ports):
+    for _ in range(1000):
+        port = rng.randrange(10_000, max(10_002, low - 1))
+        if any(abs(port - other) <= 1 for other in ports):
+            continue
+        if _bindable(port) and _bindable(port + 1):
             ports.append(port)
-    return ports
+            if len(ports) == count:
+                return ports
+    raise LocalKafkaError(f"no {count} free port pairs found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
