@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLI := $(BIN)/pinwheel-connector
 
-.PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench chaos lock clean
+.PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench chaos chaos-cluster lock clean
 
 help:
 	@echo "make run      - the whole pipeline on a local Kafka, fed with signed traffic"
@@ -15,6 +15,7 @@ help:
 	@echo "make registry - start a local Apicurio schema registry (make registry-stop to stop it)"
 	@echo "make lint     - ruff check + ruff format --check;  make typecheck - mypy --strict"
 	@echo "make bench    - benchmarks (results in docs/);  make chaos - fault-injection runs"
+	@echo "make chaos-cluster - only the fault-injection runs on a 3-node Kafka cluster"
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "[setup] creating $(VENV) and installing pinned dependencies (constraints.txt)"
@@ -61,6 +62,9 @@ bench: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m chaos
+
+chaos-cluster: $(STAMP)
+	$(BIN)/python -m chaos --cluster
 
 # Re-pin every dependency (run after changing pyproject.toml, then commit constraints.txt).
 lock:

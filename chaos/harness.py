@@ -28,8 +28,9 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient
 
-from connector.local_kafka import LocalKafka, free_port
+from connector.local_kafka import LocalKafka, LocalKafkaCluster, free_port, free_ports
 from connector.run import (
     Service,
     gateway_env,
@@ -90,15 +91,24 @@ class Figures:
 class Stack:
     """Broker + topics + gateway + processors of one scenario (see the module docstring)."""
 
-    def __init__(self, scenario: str, work_dir: Path, size: Size) -> None:
+    def __init__(self, scenario: str, work_dir: Path, size: Size, nodes: int = 1) -> None:
         self.scenario = scenario
         self.work_dir = work_dir.resolve()
         self.size = size
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"pinwheel-chaos-{scenario}-"))
-        self.broker = LocalKafka(
-            LocalKafkaSettings(port=free_port(), data_dir=self.data_dir / "kafka"),
-            progress=lambda m: say(scenario, f"kafka: {m}"),
+        broker_settings = LocalKafkaSettings(port=free_port(), data_dir=self.data_dir / "kafka")
+
+        def progress(message: str) -> None:
+            say(scenario, f"kafka: {message}")
+
+        # A cluster's nodes share the 2 cores with everything else: a smaller heap each, and more patience
+        # for a node restarted under load (it catches up with the others before it serves).
+        node_settings = broker_settings.model_copy(update={"heap": "384m", "start_timeout_s": 180.0})
+        self.broker: LocalKafka | LocalKafkaCluster = (
+            LocalKafkaCluster(node_settings, nodes, free_ports(nodes), progress)
+            if nodes > 1
+            else LocalKafka(broker_settings, progress=progress)
         )
         self.kafka = KafkaSettings(bootstrap_servers=self.broker.bootstrap, request_timeout_ms=10_000)
         self.app_id = f"pinwheel-chaos-{scenario}-{secrets.token_hex(3)}"
@@ -131,15 +141,80 @@ class Stack:
     async def start_broker(self) -> None:
         started = time.monotonic()
         await asyncio.to_thread(self.broker.start)
-        pid = self.broker.pid()
-        if pid is not None:
-            self.pids.append(pid)
+        self._record_pids()
         self.say(f"broker up on {self.broker.bootstrap} in {time.monotonic() - started:.1f}s")
 
+    def _record_pids(self) -> None:
+        nodes = self.broker.nodes if isinstance(self.broker, LocalKafkaCluster) else [self.broker]
+        self.pids.extend(pid for node in nodes if (pid := node.pid()) is not None and pid not in self.pids)
+
     async def kill_broker(self) -> None:
+        assert isinstance(self.broker, LocalKafka)
         await asyncio.to_thread(self.broker.kill)
         self.kills += 1
         self.say("broker killed (SIGKILL)")
+
+    # -- cluster nodes (scenarios with `nodes` > 1) -------------------------------------------------
+
+    @property
+    def cluster(self) -> LocalKafkaCluster:
+        assert isinstance(self.broker, LocalKafkaCluster), "a cluster scenario (Scenario.nodes > 1)"
+        return self.broker
+
+    async def kill_node(self, node_id: int) -> None:
+        await asyncio.to_thread(self.cluster.node(node_id).kill)
+        self.kills += 1
+        self.say(f"node {node_id} killed (SIGKILL)")
+
+    async def stop_node(self, node_id: int) -> None:
+        """SIGTERM: a controlled shutdown (leaders moved away first)."""
+        await asyncio.to_thread(self.cluster.node(node_id).stop)
+        self.say(f"node {node_id} stopped (SIGTERM)")
+
+    async def start_node(self, node_id: int) -> float:
+        """Restart a node on its data; returns the seconds until it served."""
+        started = time.monotonic()
+        await asyncio.to_thread(self.cluster.node(node_id).start)
+        self._record_pids()
+        return time.monotonic() - started
+
+    async def admin(self) -> AIOKafkaAdminClient:
+        admin = AIOKafkaAdminClient(**self.kafka.client_kwargs(), client_id=f"chaos-{self.scenario}")
+        await admin.start()
+        return admin
+
+    async def leader_of(self, topic: str, partition: int) -> int:
+        """The node leading `topic`-`partition` (-1 while none does)."""
+        admin = await self.admin()
+        try:
+            (described,) = await admin.describe_topics([topic])
+            return int(next(p["leader"] for p in described["partitions"] if p["partition"] == partition))
+        finally:
+            await admin.close()
+
+    async def transaction_coordinator(self, transactional_id: str) -> int:
+        admin = await self.admin()
+        try:
+            return int(await admin.find_coordinator(transactional_id, 1))
+        finally:
+            await admin.close()
+
+    async def active_controller(self) -> int:
+        return await asyncio.to_thread(self.cluster.active_controller)
+
+    async def under_replicated(self, topics: list[str]) -> int:
+        """Partitions of `topics` with fewer in-sync replicas than replicas (-1 when the cluster does not answer)."""
+        try:
+            admin = await self.admin()
+        except Exception:
+            return -1
+        try:
+            described = await admin.describe_topics(topics)
+        except Exception:
+            return -1
+        finally:
+            await admin.close()
+        return sum(len(p["isr"]) < len(p["replicas"]) or p["leader"] < 0 for t in described for p in t["partitions"])
 
     async def provision(self) -> None:
         report, _ = await provision_topics(self.kafka, self.app_id)
@@ -221,6 +296,19 @@ class Stack:
             except (httpx.HTTPError, ValueError):
                 return None
         return body if isinstance(body, dict) else None
+
+    async def gateway_published(self) -> float | None:
+        """Requests the gateway answered 200 on a Kafka acknowledgement so far (its /metrics), None if unreachable."""
+        async with self.http() as client:
+            try:
+                text = (await client.get(f"{self.gateway_url}/metrics")).text
+            except httpx.HTTPError:
+                return None
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("gateway_requests_total{") and 'outcome="published"' in line
+        )
 
     async def processor_ready(self, instance: str) -> dict[str, Any] | None:
         async with httpx.AsyncClient(timeout=3.0) as client:
@@ -326,8 +414,13 @@ class Stack:
                 self.gateway.stop(timeout_s=25)
         with contextlib.suppress(Exception):
             self.broker.stop()
-        with contextlib.suppress(OSError):
-            shutil.copyfile(self.broker.log_file, self.work_dir / "broker.log")
+        if isinstance(self.broker, LocalKafkaCluster):
+            for node in self.broker.nodes:
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(node.log_file, self.work_dir / f"broker-node-{node.node_id}.log")
+        else:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(self.broker.log_file, self.work_dir / "broker.log")
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 

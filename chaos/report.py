@@ -39,6 +39,17 @@ rejected), and the scenario's own checks (the fault really took effect: events w
 were answered, partitions moved). Everything a scenario starts is stopped at its end, also on failure;
 its logs and ledger stay in `var/chaos/<run>/<scenario>/`.
 
+The `cluster_*` scenarios run the same stack on a **3-node KRaft cluster** (LocalKafkaCluster: three combined
+broker+controller nodes on free ports, one cluster id, 384 MiB heap each; internal topics with replication 3,
+`transaction.state.log.min.isr` 2) and the topics as `pinwheel-connector topics create` declares them there:
+replication factor 3, `min.insync.replicas` 2 and `unclean.leader.election.enable=false` set on every topic,
+changelogs included (connector/topics.py), so an acknowledged write or a committed transaction always rests on
+two brokers. A node is stopped by its pid: SIGKILL for the faults (the leader of `pinwheel.account_updates.v1`
+partition 0, the transaction coordinator of the processors' task 0, the active controller found with
+Kafka's DescribeMetadataQuorum, two nodes at once), SIGTERM in the rolling restart. Each ends once every
+partition of the family and update topics is fully replicated again. Run them alone with
+`make chaos-cluster` (`python -m chaos --cluster`) or one with `python -m chaos --scenario NAME`.
+
 Figures: *accepted* = deliveries answered 2xx / deliveries planned (duplicates included); *spooled* = requests
 the gateway answered from its spool (its request log); *503s* = 503 answers the simulator got (then retried);
 *kills* = SIGKILLs injected; *updates* = required updates found / required (one per accepted event that

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from chaos.harness import Figures, Size, Stack, now_iso, say
+from schemas import catalog
 
 SETUP_TIMEOUT_S = 120.0
 
@@ -82,6 +83,10 @@ class Scenario:
     expects_503: bool = False
     #: fewest SIGKILLs for the scenario to count
     min_kills: int = 0
+    #: Kafka nodes: 1 is the single-node broker, 3 a KRaft cluster (RF 3, min ISR 2 on every topic)
+    nodes: int = 1
+    #: 503 answers are allowed (without it, any 503 fails the scenario: the gateway must spool)
+    allows_503: bool = False
 
 
 @dataclass
@@ -322,6 +327,130 @@ async def probe(stack: Stack) -> tuple[int | None, str | None]:
     return response.status_code, response.headers.get("retry-after")
 
 
+# -- cluster faults (3 nodes: every topic RF 3, min.insync.replicas 2, unclean election off) ------------
+
+CLUSTER_DOWN_S = 20.0
+
+
+async def _restart_node(ctx: Context, node: int) -> None:
+    ctx.mark(f"restarting node {node}")
+    took = await ctx.stack.start_node(node)
+    ctx.mark(f"node {node} serving again ({took:.0f}s)")
+
+
+async def _until_changed(read: Callable[[], Awaitable[int]], old: int, timeout_s: float = 60.0) -> int | None:
+    """Poll `read` until it answers a node other than `old` (and not -1); None after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            value = await read()
+            if value not in (old, -1):
+                return value
+        await asyncio.sleep(0.5)
+    return None
+
+
+async def _finish(ctx: Context) -> None:
+    """The traffic's end, then every partition fully replicated again and the processor ready."""
+    await ctx.simulation
+    topics = [catalog.ACCOUNT_UPDATES_TOPIC, *catalog.FAMILY_TOPICS.values()]
+    body = await poll_until(
+        lambda: _as_body(ctx.stack.under_replicated(topics)), lambda b: b["under_replicated"] == 0, 120
+    )
+    ctx.check(bool(body and body["under_replicated"] == 0), f"partitions still under-replicated: {body}")
+    await ctx.stack.wait_processor("a", 120)
+
+
+async def _as_body(count: Awaitable[int]) -> dict[str, Any]:
+    return {"under_replicated": await count}
+
+
+async def _kill_holder(ctx: Context, role: str, find: Callable[[], Awaitable[int]]) -> None:
+    """A quarter into the traffic, SIGKILL the node holding `role` (found by `find`), see another node take it
+    over, restart the killed node 20 s later."""
+    stack = ctx.stack
+    await ctx.at(ctx.size.spread_s * 0.25)
+    holder = await find()
+    await stack.kill_node(holder)
+    ctx.mark(f"node {holder} ({role}) killed")
+    new = await _until_changed(find, holder)
+    ctx.mark(f"{role} now node {new}")
+    ctx.notes[role] = f"node {holder} → node {new}"
+    ctx.check(new is not None, f"no other node became {role}")
+    await asyncio.sleep(CLUSTER_DOWN_S)
+    await _restart_node(ctx, holder)
+    await _finish(ctx)
+
+
+async def cluster_leader_kill(ctx: Context) -> None:
+    """SIGKILL the node leading partition 0 of the output topic; back 20 s later."""
+    topic = catalog.ACCOUNT_UPDATES_TOPIC
+    await _kill_holder(ctx, f"leader of {topic}-0", lambda: ctx.stack.leader_of(topic, 0))
+
+
+async def cluster_coordinator_kill(ctx: Context) -> None:
+    """SIGKILL the node coordinating the transactions of the processors' task 0; back 20 s later."""
+    from processors.runtime.task import transactional_id
+
+    txn_id = transactional_id(ctx.stack.app_id, 0)
+    await _kill_holder(ctx, "transaction coordinator of task 0", lambda: ctx.stack.transaction_coordinator(txn_id))
+
+
+async def cluster_controller_kill(ctx: Context) -> None:
+    """SIGKILL the active controller (the KRaft quorum leader); back 20 s later."""
+    await _kill_holder(ctx, "active controller", ctx.stack.active_controller)
+
+
+async def cluster_two_down(ctx: Context) -> None:
+    """SIGKILL 2 of the 3 nodes for 20 s: no quorum, no partition with 2 in-sync replicas. The gateway may
+    only spool or answer 503, never acknowledge a record that rests on one broker; both nodes come back."""
+    stack = ctx.stack
+    await ctx.at(ctx.size.spread_s * 0.25)
+    down = [2, 3]
+    for node in down:
+        await stack.kill_node(node)
+    ctx.mark(f"nodes {down} killed, node 1 alone")
+    await asyncio.sleep(2)  # answers to acknowledgements received before the kills are out by now
+    acked_before = await stack.gateway_published()
+    await asyncio.sleep(CLUSTER_DOWN_S / 2 - 2)
+    body = await stack.gateway_ready()
+    ctx.notes["gateway /readyz 10 s into the outage"] = body and {
+        k: v for k, v in body.items() if k in ("status", "kafka", "spooling", "spool_records", "min_isr")
+    }
+    ctx.check(bool(body and body.get("spooling")), f"the gateway is not spooling with 2 of 3 nodes down: {body}")
+    await asyncio.sleep(CLUSTER_DOWN_S / 2)
+    acked_after = await stack.gateway_published()
+    ctx.notes["deliveries answered on a Kafka acknowledgement while 1 node was up (must be 0)"] = (
+        None if acked_before is None or acked_after is None else acked_after - acked_before
+    )
+    ctx.check(
+        acked_before is not None and acked_after == acked_before,
+        f"Kafka acknowledged writes with 1 of 3 nodes up: {acked_before} → {acked_after} published",
+    )
+    await asyncio.gather(*(_restart_node(ctx, node) for node in down))
+    drained = await stack.wait_spool_drained(180)
+    ctx.mark(f"spool drained ({drained:.0f}s after the restarts)")
+    await _finish(ctx)
+
+
+async def cluster_rolling_restart(ctx: Context) -> None:
+    """SIGTERM and restart node 1, 2, 3 in turn, each once every partition is fully replicated again."""
+    stack = ctx.stack
+    topics = [catalog.ACCOUNT_UPDATES_TOPIC, *catalog.FAMILY_TOPICS.values()]
+    await ctx.at(ctx.size.spread_s * 0.15)
+    for node in (1, 2, 3):
+        await stack.stop_node(node)
+        ctx.mark(f"node {node} stopped")
+        await _restart_node(ctx, node)
+        body = await poll_until(
+            lambda: _as_body(stack.under_replicated(topics)), lambda b: b["under_replicated"] == 0, 90
+        )
+        ctx.check(bool(body and body["under_replicated"] == 0), f"not fully replicated after node {node}: {body}")
+        ctx.mark(f"fully replicated again after node {node}")
+    ctx.notes["nodes restarted"] = 3
+    await _finish(ctx)
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -377,8 +506,47 @@ SCENARIOS: dict[str, Scenario] = {
             "the traffic; duplicates delivered after it must still be dropped",
             clock_jump_record,
         ),
+        Scenario(
+            "cluster_leader_kill",
+            "3-node cluster: the leader of pinwheel.account_updates.v1-0 SIGKILLed, back after 20 s",
+            cluster_leader_kill,
+            min_kills=1,
+            nodes=3,
+        ),
+        Scenario(
+            "cluster_coordinator_kill",
+            "3-node cluster: the transaction coordinator of the processors' task 0 SIGKILLed, back after 20 s",
+            cluster_coordinator_kill,
+            min_kills=1,
+            nodes=3,
+        ),
+        Scenario(
+            "cluster_controller_kill",
+            "3-node cluster: the active controller (KRaft quorum leader) SIGKILLed, back after 20 s",
+            cluster_controller_kill,
+            min_kills=1,
+            nodes=3,
+        ),
+        Scenario(
+            "cluster_two_down",
+            "3-node cluster: 2 of 3 nodes SIGKILLed for 20 s (no quorum, under min ISR): spool or 503, never a "
+            "premature 200",
+            cluster_two_down,
+            expects_spool=True,
+            allows_503=True,
+            min_kills=2,
+            nodes=3,
+        ),
+        Scenario(
+            "cluster_rolling_restart",
+            "3-node cluster: rolling restart (SIGTERM, restart, wait for full replication; node 1, 2, 3)",
+            cluster_rolling_restart,
+            nodes=3,
+        ),
     )
 }
+
+CLUSTER_SCENARIOS = [name for name, s in SCENARIOS.items() if s.nodes > 1]
 
 
 # -- driver -------------------------------------------------------------------------------------------
@@ -408,7 +576,7 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
     from simulator.verify import verify_ledger
 
     started = time.monotonic()
-    stack = Stack(scenario.name, work_dir, size)
+    stack = Stack(scenario.name, work_dir, size, scenario.nodes)
     figures = Figures()
     failures: list[str] = []
     date = now_iso()
@@ -499,7 +667,7 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
             failures.append("no event went through the spool")
         if scenario.expects_503 and figures.status_503 == 0:
             failures.append("no 503 was answered")
-        if not scenario.expects_503 and figures.status_503:
+        if not (scenario.expects_503 or scenario.allows_503) and figures.status_503:
             failures.append(f"{figures.status_503} answers were 503 (the gateway must spool and answer 200)")
         if figures.kills < scenario.min_kills:
             failures.append(f"only {figures.kills} kills (at least {scenario.min_kills} expected)")

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from connector.local_kafka import LocalKafka, LocalKafkaError
+from connector.local_kafka import LocalKafkaError
 from connector.settings import KafkaSettings, LocalKafkaSettings
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    broker = LocalKafka(LocalKafkaSettings())
+    from connector.local_kafka import local_broker
+
+    broker = local_broker(LocalKafkaSettings(), args.nodes)
     match args.action:
         case "start":
             print(broker.start())
@@ -26,12 +28,9 @@ def _kafka(args: argparse.Namespace) -> int:
         case "fetch":
             print(broker.ensure_jars())
         case "status":
-            pid = broker.pid()
-            if pid is None:
-                print("not running")
-                return 1
-            rss = broker.rss_bytes() or 0
-            print(f"running pid={pid} bootstrap={broker.bootstrap} rss={rss / 2**20:.0f}MiB")
+            status = broker.status()
+            print(status or "not running")
+            return 0 if status else 1
     return 0
 
 
@@ -133,8 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinwheel-connector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    kafka = sub.add_parser("kafka", help="run the local single-node Apache Kafka (no Docker)")
+    kafka = sub.add_parser("kafka", help="run the local Apache Kafka, one node or a cluster (no Docker)")
     kafka.add_argument("action", choices=["start", "stop", "status", "reset", "fetch"])
+    kafka.add_argument(
+        "--nodes", type=int, default=None, help="a KRaft cluster of this many nodes (default: the recorded one, or 1)"
+    )
     kafka.set_defaults(func=_kafka)
 
     registry = sub.add_parser(

@@ -1,15 +1,21 @@
-"""A real single-node Apache Kafka (KRaft, broker+controller) on loopback, from Maven Central jars.
+"""A real Apache Kafka (KRaft, broker+controller nodes) on loopback, from Maven Central jars.
 
 No Docker needed: Maven resolves `org.apache.kafka:kafka_2.13` and its dependencies into a cache
 outside git, the storage is formatted once, and the JVM runs `kafka.Kafka` in the background with
 its pid recorded, so `stop` (and the chaos tests' `kill`) can find it again.
+
+`LocalKafka` is one node: a single-node broker by default, or one voter of a `LocalKafkaCluster`
+(N combined broker+controller nodes on distinct ports, one cluster id, each with its own data
+directory and pid file; with 3 nodes or more, internal topics have replication 3 and min ISR 2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,9 +23,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -49,11 +56,12 @@ POM_TEMPLATE = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 # Single-node settings: every internal topic at replication 1, no auto-created topics (topics are
-# code, see connector.topics), and no rebalance delay so tests and restarts start at once.
+# code, see connector.topics), and no rebalance delay so tests and restarts start at once. A node of
+# a cluster gets its id, the voters and replication min(3, nodes) with min ISR one less (`server_properties`).
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -61,17 +69,51 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={log_dir}
 num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
+default.replication.factor={replication}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replication}
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_isr}
 transaction.state.log.num.partitions=10
+unclean.leader.election.enable=false
 auto.create.topics.enable=false
 group.initial.rebalance.delay.ms=0
 log.flush.interval.messages=9223372036854775807
 """
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A node's place in a cluster: its id, every node's broker port (controllers on port+1), the cluster id."""
+
+    node_id: int
+    ports: tuple[int, ...]
+    cluster_id: str
+
+    @property
+    def voters(self) -> str:
+        return ",".join(f"{i}@127.0.0.1:{port + 1}" for i, port in enumerate(self.ports, start=1))
+
+    @property
+    def replication(self) -> int:
+        return min(3, len(self.ports))
+
+
+def server_properties(port: int, log_dir: Path, membership: Membership | None = None) -> str:
+    """server.properties of a single-node broker (no membership) or of one node of a cluster."""
+    if membership is None:
+        membership = Membership(1, (port,), "")
+    replication = membership.replication
+    return SERVER_PROPERTIES.format(
+        node_id=membership.node_id,
+        voters=membership.voters,
+        port=port,
+        controller_port=port + 1,
+        log_dir=log_dir,
+        replication=replication,
+        min_isr=max(1, replication - 1),
+    )
 
 
 class LocalKafkaError(RuntimeError):
@@ -88,10 +130,15 @@ class LocalKafka:
 
     settings: LocalKafkaSettings
     progress: Callable[[str], None] = _say
+    membership: Membership | None = None  # None: a single-node broker
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.settings.port}"
+
+    @property
+    def node_id(self) -> int:
+        return self.membership.node_id if self.membership else 1
 
     @property
     def jar_dir(self) -> Path:
@@ -160,7 +207,7 @@ class LocalKafka:
     def _format_storage(self, properties: Path, log_dir: Path) -> None:
         if (log_dir / "meta.properties").exists():
             return
-        cluster_id = uuid.uuid4().hex[:22]
+        cluster_id = self.membership.cluster_id if self.membership else new_cluster_id()
         self.progress(f"formatting KRaft storage in {log_dir}")
         result = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(properties)),
@@ -175,23 +222,8 @@ class LocalKafka:
             self.progress(f"already running (pid {self.pid()}) on {self.bootstrap}")
             self.wait_ready()
             return self.bootstrap
-        self.ensure_jars()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log_dir = self.data_dir / "logs"
-        properties = self.data_dir / "server.properties"
-        properties.write_text(
-            SERVER_PROPERTIES.format(port=self.settings.port, controller_port=self.settings.port + 1, log_dir=log_dir)
-        )
-        self._format_storage(properties, log_dir)
-        self.progress(f"starting Apache Kafka {self.settings.version} on {self.bootstrap}")
         started = time.monotonic()
-        with self.log_file.open("ab") as log:
-            process = subprocess.Popen(
-                self._java("kafka.Kafka", str(properties), heap=self.settings.heap),
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # survives the shell that started it; stopped by pid
-            )  # fmt: skip
-        self.pid_file.write_text(str(process.pid))
+        process = self.launch()
         try:
             self.wait_ready(process)
         except LocalKafkaError:
@@ -200,12 +232,32 @@ class LocalKafka:
         self.progress(f"ready in {time.monotonic() - started:.1f}s (pid {process.pid}, log {self.log_file})")
         return self.bootstrap
 
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the JVM (fetching and formatting as needed) without waiting for it to answer."""
+        self.ensure_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = self.data_dir / "logs"
+        properties = self.data_dir / "server.properties"
+        properties.write_text(server_properties(self.settings.port, log_dir, self.membership))
+        self._format_storage(properties, log_dir)
+        node = f"node {self.membership.node_id} " if self.membership else ""
+        self.progress(f"starting Apache Kafka {self.settings.version} {node}on {self.bootstrap}")
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                self._java("kafka.Kafka", str(properties), heap=self.settings.heap),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the shell that started it; stopped by pid
+            )  # fmt: skip
+        self.pid_file.write_text(str(process.pid))
+        return process
+
     def wait_ready(self, process: subprocess.Popen[bytes] | None = None) -> None:
         """Block until the broker answers a metadata request."""
         deadline = time.monotonic() + self.settings.start_timeout_s
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
-                raise LocalKafkaError(f"broker exited with {process.returncode}; see {self.log_file}")
+                tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
+                raise LocalKafkaError(f"broker exited with {process.returncode}; see {self.log_file}:\n{tail}")
             if asyncio.run(answers_metadata(self.bootstrap, coordinators=True)):
                 return
             time.sleep(0.2)
@@ -234,8 +286,191 @@ class LocalKafka:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def status(self) -> str | None:
+        """One line about the running broker, None when it is not running."""
+        pid = self.pid()
+        if pid is None:
+            return None
+        rss = self.rss_bytes() or 0
+        return f"running pid={pid} bootstrap={self.bootstrap} rss={rss / 2**20:.0f}MiB"
+
     def rss_bytes(self) -> int | None:
         return rss_bytes(self.pid())
+
+
+# Kafka's AdminClient from the cached jars, run as a single-file Java program (the server jars carry no
+# kafka-metadata-quorum tool): prints the id of the active controller, the leader of the KRaft quorum.
+QUORUM_LEADER_JAVA = """\
+import java.util.Properties;
+import org.apache.kafka.clients.admin.Admin;
+
+public class QuorumLeader {
+    public static void main(String[] args) throws Exception {
+        Properties props = new Properties();
+        props.put("bootstrap.servers", args[0]);
+        props.put("request.timeout.ms", "10000");
+        props.put("default.api.timeout.ms", "15000");
+        try (Admin admin = Admin.create(props)) {
+            System.out.println(admin.describeMetadataQuorum().quorumInfo().get().leaderId());
+        }
+    }
+}
+"""
+
+
+class LocalKafkaCluster:
+    """N combined broker+controller nodes (all voters) on loopback, one cluster id, stopped by pid.
+
+    Node i (from 1) listens on `ports[i-1]` (its controller on the port after it) and keeps its data,
+    pid file and log in `<data_dir>/node-<i>`; `<data_dir>/cluster.json` records the cluster id and the
+    ports, so a later `start` (or `stop` from another shell) finds the same cluster again.
+    """
+
+    def __init__(
+        self,
+        settings: LocalKafkaSettings,
+        nodes: int,
+        ports: Sequence[int] | None = None,
+        progress: Callable[[str], None] = _say,
+    ) -> None:
+        if nodes < 2:
+            raise LocalKafkaError(f"a cluster has at least 2 nodes, got {nodes} (the single-node broker: LocalKafka)")
+        self.settings = settings
+        self.progress = progress
+        self.data_dir = settings.data_dir.resolve()
+        recorded = self.recorded(self.data_dir)
+        if recorded is not None and len(recorded["ports"]) != nodes:
+            raise LocalKafkaError(
+                f"{self.data_dir} holds a cluster of {len(recorded['ports'])} nodes, not {nodes}; "
+                "start it with that many nodes or delete it first (kafka reset)"
+            )
+        if recorded is not None:
+            chosen, cluster_id = tuple(recorded["ports"]), str(recorded["cluster_id"])
+        else:
+            chosen = tuple(ports) if ports else tuple(settings.port + 2 * i for i in range(nodes))
+            cluster_id = new_cluster_id()
+        if len(chosen) != nodes or len({p for port in chosen for p in (port, port + 1)}) != 2 * nodes:
+            raise LocalKafkaError(f"{nodes} nodes need {nodes} distinct ports, none next to another, got {chosen}")
+        self.cluster_id = cluster_id
+        self.nodes = [
+            LocalKafka(
+                settings.model_copy(update={"port": port, "data_dir": self.data_dir / f"node-{i}"}),
+                progress,
+                Membership(i, chosen, cluster_id),
+            )
+            for i, port in enumerate(chosen, start=1)
+        ]
+
+    @staticmethod
+    def recorded(data_dir: Path) -> dict[str, Any] | None:
+        """The cluster recorded in `data_dir` (its id and ports), None if there is none."""
+        try:
+            loaded = json.loads((data_dir / "cluster.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return loaded if isinstance(loaded, dict) else None
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def node(self, node_id: int) -> LocalKafka:
+        return self.nodes[node_id - 1]
+
+    def start(self) -> str:
+        """Start every node that is not running, wait until all of them serve; return the bootstrap list."""
+        started = time.monotonic()
+        self.nodes[0].ensure_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        record = {"cluster_id": self.cluster_id, "ports": [n.settings.port for n in self.nodes]}
+        (self.data_dir / "cluster.json").write_text(json.dumps(record))
+        # All at once: a voter alone cannot elect a quorum leader, so none would become ready.
+        launched = {node.node_id: node.launch() for node in self.nodes if node.pid() is None}
+        try:
+            for node in self.nodes:
+                node.wait_ready(launched.get(node.node_id))
+            self.wait_brokers(len(self.nodes))
+        except LocalKafkaError:
+            self.stop()
+            raise
+        pids = ", ".join(str(node.pid()) for node in self.nodes)
+        self.progress(
+            f"{len(self.nodes)}-node cluster ready in {time.monotonic() - started:.1f}s on {self.bootstrap} "
+            f"(pids {pids}, data {self.data_dir})"
+        )
+        return self.bootstrap
+
+    def wait_brokers(self, count: int, timeout_s: float | None = None) -> None:
+        """Until the cluster's metadata lists `count` live brokers."""
+        deadline = time.monotonic() + (timeout_s or self.settings.start_timeout_s)
+        while time.monotonic() < deadline:
+            if asyncio.run(live_brokers(self.bootstrap)) >= count:
+                return
+            time.sleep(0.2)
+        raise LocalKafkaError(f"fewer than {count} brokers registered; see {self.data_dir}/node-*/broker.log")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM every node at once (one by one, the last ones would wait for a quorum that is gone)."""
+        running = [(node, pid) for node in self.nodes if (pid := node.pid()) is not None]
+        if running:
+            self.progress(f"stopping {len(running)} node(s) (pids {', '.join(str(pid) for _, pid in running)})")
+        for _, pid in running:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for _, pid in running:
+            if not wait_gone(pid, max(0.1, deadline - time.monotonic())):
+                os.kill(pid, signal.SIGKILL)
+                wait_gone(pid, 10.0)
+        for node in self.nodes:
+            node.pid_file.unlink(missing_ok=True)
+
+    def reset(self) -> None:
+        """Stop every node and delete the cluster's data."""
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def ensure_jars(self) -> Path:
+        return self.nodes[0].ensure_jars()
+
+    def status(self) -> str | None:
+        """One line per node, None when no node runs."""
+        lines = [f"node {node.node_id}: {node.status() or 'not running'}" for node in self.nodes]
+        return "\n".join(lines) if any(node.pid() is not None for node in self.nodes) else None
+
+    def pids(self) -> dict[int, int | None]:
+        return {node.node_id: node.pid() for node in self.nodes}
+
+    def active_controller(self, timeout_s: float = 60.0) -> int:
+        """The node id of the active controller (the KRaft quorum leader), asked through the running nodes."""
+        source = self.data_dir / "QuorumLeader.java"
+        source.write_text(QUORUM_LEADER_JAVA)
+        live = ",".join(node.bootstrap for node in self.nodes if node.pid() is not None)
+        command = self.nodes[0]._java(str(source), live)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        lines = result.stdout.strip().splitlines()
+        if result.returncode != 0 or not lines or not lines[-1].lstrip("-").isdigit():
+            raise LocalKafkaError(f"could not describe the metadata quorum:\n{result.stdout}\n{result.stderr}")
+        return int(lines[-1])
+
+
+def local_broker(settings: LocalKafkaSettings, nodes: int | None = None) -> LocalKafka | LocalKafkaCluster:
+    """The local broker of `settings`: a cluster of `nodes` nodes (in `<data_dir>/cluster`) or the single node.
+
+    Without `nodes`, the cluster recorded in `<data_dir>/cluster` if there is one, else the single node.
+    """
+    cluster_dir = settings.data_dir / "cluster"
+    if nodes is None:
+        recorded = LocalKafkaCluster.recorded(cluster_dir.resolve())
+        nodes = len(recorded["ports"]) if recorded else 1
+    if nodes < 1:
+        raise LocalKafkaError(f"a local Kafka has at least 1 node, got {nodes}")
+    if nodes == 1:
+        return LocalKafka(settings)
+    return LocalKafkaCluster(settings.model_copy(update={"data_dir": cluster_dir}), nodes)
+
+
+def new_cluster_id() -> str:
+    return uuid.uuid4().hex[:22]
 
 
 def free_port() -> int:
@@ -252,6 +487,52 @@ def free_port() -> int:
         if port < 65000:
             return port
     raise LocalKafkaError("no free port pair found")
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` free ports, each with its successor free too (a node's controller) and none next to another.
+
+    Taken below the kernel's ephemeral range: a node restarted on its port (chaos, tests) must not find it
+    taken meanwhile as the source port of some outgoing connection.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    ports: list[int] = []
+    for _ in range(1000):
+        port = rng.randrange(10_000, max(10_002, low - 1))
+        if any(abs(port - other) <= 1 for other in ports):
+            continue
+        if _bindable(port) and _bindable(port + 1):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise LocalKafkaError(f"no {count} free port pairs found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def live_brokers(bootstrap: str, timeout_s: float = 5.0) -> int:
+    """How many brokers the cluster's metadata lists (0 when nobody answers)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+        return len(cluster.get("brokers") or [])
+    except Exception:
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 async def answers_metadata(bootstrap: str, timeout_s: float = 5.0, coordinators: bool = False) -> bool:

@@ -4,6 +4,11 @@
 another partition count, replication factor or configuration is reported, never altered, and topics
 that must be co-partitioned (the family topics and the changelogs) must all have one partition count,
 or the processors would join partition p of one topic with a different set of accounts in another.
+
+Every topic also declares its durability, derived from its replication factor: `min.insync.replicas`
+(RF - 1, at least 1: 2 of 3 replicas must hold a record before an acks=all write or a transaction is
+acknowledged, whatever the broker's default) and `unclean.leader.election.enable=false` (an out-of-sync
+replica never becomes leader and silently drops acknowledged records).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ DEADLETTER_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
 # The processors' state stores; each has a compacted changelog named by `changelog_topic`.
 STORE_NAMES = ("dedupe", "jobs", "accounts", "timers")
 
+MIN_ISR = "min.insync.replicas"
+UNCLEAN = "unclean.leader.election.enable"
+
 # Co-partitioning group of everything a processor task reads or restores together.
 ACCOUNT_PARTITIONED = "account-keyed"
 
@@ -42,6 +50,11 @@ class TopicSettings(BaseSettings):
     partitions: int = Field(default=6, ge=1, le=10_000, description="Partitions of every account-keyed topic.")
     replication_factor: int | None = Field(
         default=None, ge=1, description="Replication factor; empty means min(3, number of brokers)."
+    )
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="min.insync.replicas of every topic; empty means replication factor - 1 (at least 1).",
     )
     retention_days: int = Field(default=30, ge=1, description="Retention of the family, update and dead-letter topics.")
     processor_application_id: str = Field(
@@ -58,10 +71,30 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
     copartition_group: str | None = None
     replication_factor: int | None = None  # None: decided from the cluster size
+    min_insync_replicas: int | None = None  # None: replication factor - 1 (at least 1)
+
+    def durability(self, brokers: int) -> tuple[int, dict[str, str]]:
+        """(replication factor, durability configuration) of this topic on a cluster of `brokers` brokers."""
+        rf = self.replication_factor or min(3, brokers)
+        min_isr = self.min_insync_replicas or default_min_insync_replicas(rf)
+        if min_isr > rf:
+            raise TopicMismatchError(
+                f"{self.name}: min.insync.replicas {min_isr} exceeds the replication factor {rf}: no write could "
+                "ever be acknowledged (lower TOPICS_MIN_INSYNC_REPLICAS or raise TOPICS_REPLICATION_FACTOR)"
+            )
+        return rf, {MIN_ISR: str(min_isr), UNCLEAN: "false"}
+
+    def declared_config(self, brokers: int) -> dict[str, str]:
+        return {**self.config, **self.durability(brokers)[1]}
 
 
 class TopicMismatchError(RuntimeError):
     """An existing topic disagrees with its declaration."""
+
+
+def default_min_insync_replicas(replication_factor: int) -> int:
+    """RF - 1, at least 1: RF 3 → 2 (one broker may be down, writes go on, none rests on one copy); RF 1 → 1."""
+    return max(1, replication_factor - 1)
 
 
 def changelog_topic(application_id: str, store: str) -> str:
@@ -81,19 +114,20 @@ def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:
     family = {**large, "message.timestamp.type": "LogAppendTime"}
     deadletter = {**retention, "max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}
     compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(DAY_MS)}
+    rf, min_isr = s.replication_factor, s.min_insync_replicas
     specs = [
-        TopicSpec(topic, s.partitions, dict(family), ACCOUNT_PARTITIONED, s.replication_factor)
+        TopicSpec(topic, s.partitions, dict(family), ACCOUNT_PARTITIONED, rf, min_isr)
         for topic in catalog.FAMILY_TOPICS.values()
     ]
     specs += [
         TopicSpec(changelog_topic(s.processor_application_id, store), s.partitions, dict(compacted),
-                  ACCOUNT_PARTITIONED, s.replication_factor)
+                  ACCOUNT_PARTITIONED, rf, min_isr)
         for store in STORE_NAMES
     ]  # fmt: skip
     specs += [
-        TopicSpec(catalog.ACCOUNT_UPDATES_TOPIC, s.partitions, dict(retention), None, s.replication_factor),
-        TopicSpec(catalog.ACCOUNT_STATE_TOPIC, s.partitions, dict(compacted), None, s.replication_factor),
-        TopicSpec(catalog.DEADLETTER_TOPIC, s.partitions, dict(deadletter), None, s.replication_factor),
+        TopicSpec(catalog.ACCOUNT_UPDATES_TOPIC, s.partitions, dict(retention), None, rf, min_isr),
+        TopicSpec(catalog.ACCOUNT_STATE_TOPIC, s.partitions, dict(compacted), None, rf, min_isr),
+        TopicSpec(catalog.DEADLETTER_TOPIC, s.partitions, dict(deadletter), None, rf, min_isr),
     ]
     return specs
 
@@ -131,20 +165,22 @@ async def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, 
         missing = [s for s in specs if s.name not in existing]
         if missing and create:
             new = [
-                NewTopic(s.name, s.partitions, s.replication_factor or min(3, brokers), topic_configs=s.config)
+                NewTopic(s.name, s.partitions, s.durability(brokers)[0], topic_configs=s.declared_config(brokers))
                 for s in missing
             ]
-            response = await admin.create_topics(new)
+            errors = _topic_errors(await admin.create_topics(new))
             failures = [
                 f"{name}: {Errors.for_code(code).__name__} {message or ''}".strip()
-                for name, code, message in _topic_errors(response)
-                # a concurrent `topics create` may win the race; the checks below still run
+                for name, code, message in errors
                 if code not in (0, Errors.TopicAlreadyExistsError.errno)
             ]
             if failures:
                 raise TopicMismatchError("\n  - ".join(["could not create topics:", *failures]))
+            # Created meanwhile (a concurrent `topics create`, or the listing lagged behind): checked below.
+            existing |= {name for name, code, _ in errors if code == Errors.TopicAlreadyExistsError.errno}
+            created = [s for s in missing if s.name not in existing]
             await _wait_for_leaders(admin, [s.name for s in missing])
-            report += [f"created {s.name} ({s.partitions} partitions)" for s in missing]
+            report += [f"created {s.name} ({s.partitions} partitions)" for s in created]
         elif missing:
             report += [f"missing {s.name}" for s in missing]
         present = [s for s in specs if s.name in existing]
@@ -160,6 +196,15 @@ async def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, 
         await admin.close()
 
 
+DURABILITY_HINTS = {
+    MIN_ISR: "acknowledged writes must rest on that many replicas; fix it with kafka-configs --alter "
+    "--entity-type topics --entity-name {topic} --add-config min.insync.replicas={value}, or declare "
+    "another value with TOPICS_MIN_INSYNC_REPLICAS",
+    UNCLEAN: "an out-of-sync replica elected leader drops acknowledged records; fix it with kafka-configs "
+    "--alter --entity-type topics --entity-name {topic} --add-config unclean.leader.election.enable=false",
+}
+
+
 async def _compare(
     admin: AIOKafkaAdminClient, specs: Sequence[TopicSpec], brokers: int
 ) -> tuple[list[str], dict[str, int]]:
@@ -167,13 +212,7 @@ async def _compare(
         return [], {}
     described = await admin.describe_topics([s.name for s in specs])
     by_name = {t["topic"]: t for t in described}
-    configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs])
-    actual_config: dict[str, dict[str, str]] = {}
-    for response in configs:
-        for resource in response.resources:
-            # (error_code, error_message, resource_type, resource_name, config_entries)
-            name, entries = resource[3], resource[4]
-            actual_config[name] = {entry[0]: entry[1] for entry in entries}
+    actual_config = await _topic_configs(admin, [s.name for s in specs])
     problems: list[str] = []
     partitions: dict[str, int] = {}
     for spec in specs:
@@ -185,14 +224,32 @@ async def _compare(
         elif count != spec.partitions:
             problems.append(f"{spec.name}: {count} partitions, declared {spec.partitions} (co-partitioned)")
         replicas = len(topic["partitions"][0]["replicas"]) if topic["partitions"] else 0
-        wanted_rf = spec.replication_factor or min(3, brokers)
+        wanted_rf, durability = spec.durability(brokers)
         if replicas != wanted_rf:
             problems.append(f"{spec.name}: replication factor {replicas}, declared {wanted_rf}")
-        for key, value in spec.config.items():
+        for key, value in spec.declared_config(brokers).items():
             have = actual_config.get(spec.name, {}).get(key)
             if have != value:
-                problems.append(f"{spec.name}: {key}={have}, declared {value}")
+                hint = f" ({DURABILITY_HINTS[key].format(topic=spec.name, value=value)})" if key in durability else ""
+                problems.append(f"{spec.name}: {key}={have}, declared {value}{hint}")
     return problems, partitions
+
+
+async def _topic_configs(
+    admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 15.0
+) -> dict[str, dict[str, str]]:
+    """Every topic's configuration; asked again while a broker does not know a topic yet (just created)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+        # (error_code, error_message, resource_type, resource_name, config_entries)
+        resources = [resource for response in responses for resource in response.resources]
+        errors = [f"{r[3]}: {Errors.for_code(r[0]).__name__}" for r in resources if r[0] != 0]
+        if not errors:
+            return {r[3]: {entry[0]: entry[1] for entry in r[4]} for r in resources}
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicMismatchError("\n  - ".join(["could not read the configuration of topics:", *errors]))
+        await asyncio.sleep(0.2)
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:

@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from connector.isr_watch import IsrWatch
 from connector.settings import KafkaSettings
 from gateway import records, signature
 from gateway.connections import TABLE_STATE_KEY, ConnectionLimits, ConnectionTable
@@ -149,6 +150,10 @@ def create_app(
     metrics = metrics or GatewayMetrics()
     the_codec: Codec = codec if codec is not None else build_codec(schema)
     publisher = Publisher(settings, kafka, metrics, producer_factory)
+    # /readyz says when a topic the gateway writes is under min.insync.replicas (checked in the background)
+    isr = IsrWatch(
+        kafka, [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC], metric_prefix="gateway", registry=metrics.registry
+    )
     secrets = settings.secret_bytes()
     allowed = frozenset(settings.allowed_webhook_ids)
 
@@ -159,10 +164,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await schemas.start()
         await publisher.start()
+        await isr.start()
         try:
             # The lifespan state reaches uvicorn's protocol instances as `app_state`.
             yield {TABLE_STATE_KEY: connections}
         finally:
+            await isr.stop()
             await publisher.stop()
             await schemas.stop()
             metrics.process_exited()
@@ -271,6 +278,7 @@ def create_app(
             "spool_records": publisher.pending_records,
             "spool_bytes": publisher.pending_bytes,
             "spool_max_bytes": settings.spool_max_bytes,
+            **isr.readiness(),
         }
         return _json(200 if ready else 503, body)
 

@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from connector import logs
+from connector.isr_watch import IsrWatch
 from connector.settings import KafkaSettings
 from connector.topics import STORE_NAMES, changelog_topic
 from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
@@ -147,10 +148,27 @@ class _EngineCollector(Collector):
         )
 
 
+def output_topics(engine: Engine) -> list[str]:
+    """Every topic the processors write: their outputs and their changelogs."""
+    outputs = [catalog.ACCOUNT_UPDATES_TOPIC, catalog.ACCOUNT_STATE_TOPIC, catalog.DEADLETTER_TOPIC]
+    return [*outputs, *engine.changelogs.values()]
+
+
 def health_app(engine: Engine, counters: PipelineCounters, started: float) -> FastAPI:
     registry = CollectorRegistry()
     registry.register(_EngineCollector(engine, counters))
-    app = FastAPI(title="pinwheel processor", docs_url=None, redoc_url=None, openapi_url=None)
+    # /readyz says when a topic the processors write is under min.insync.replicas (checked in the background)
+    isr = IsrWatch(engine.kafka, output_topics(engine), metric_prefix="processor", registry=registry)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await isr.start()
+        try:
+            yield
+        finally:
+            await isr.stop()
+
+    app = FastAPI(title="pinwheel processor", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
     @app.get("/livez")
     async def livez() -> dict[str, object]:
@@ -160,7 +178,12 @@ def health_app(engine: Engine, counters: PipelineCounters, started: float) -> Fa
     async def readyz() -> JSONResponse:
         stats = engine.stats
         ready = bool(stats.assigned) and stats.assigned <= stats.ready
-        body: dict[str, object] = {"ready": ready, "assigned": sorted(stats.assigned), "running": sorted(stats.ready)}
+        body: dict[str, object] = {
+            "ready": ready,
+            "assigned": sorted(stats.assigned),
+            "running": sorted(stats.ready),
+            **isr.readiness(),
+        }
         if stats.waiting is not None:
             body["waiting_on"] = stats.waiting
         return JSONResponse(body, status_code=200 if ready else 503)
