@@ -91,7 +91,9 @@ class Task:
         assert self.processor is not None
         for record in records:
             self.processor.process(record)
-            self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            # Records are taken in timestamp order, which is not always offset order within a partition.
+            tp = TopicPartition(record.topic, record.partition)
+            self.next_offsets[tp] = max(self.next_offsets.get(tp, 0), record.offset + 1)
         self.uncommitted_records += len(records)
         self.processor.end_of_batch()
 
