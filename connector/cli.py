@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--version", default=None, help="new webhook API version")
     delete = actions.add_parser("delete", help="delete a webhook", parents=[as_json])
     delete.add_argument("id", help="webhook id")
+
+    from operate.cli import add_commands  # deadletter, spool, processor reset
+
+    add_commands(sub, processor)
     return parser
 
 

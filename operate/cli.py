@@ -1,0 +1,197 @@
+"""The operator commands of `pinwheel-connector`: `deadletter`, `processor reset`, `spool status`.
+
+`connector/cli.py` registers them with `add_commands`; everything they need is imported when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import string
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_time(value: str, *, now: datetime | None = None) -> datetime:
+    """An ISO-8601 time (UTC if no offset) or a duration before now: `30m`, `2h`, `7d`."""
+    match = _DURATION.match(value.strip())
+    if match:
+        amount, unit = float(match.group(1)), match.group(2)
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO-8601 time or a duration like 30m, 2h, 7d: {value!r}"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _ref(value: str) -> tuple[int, int]:
+    partition, sep, offset = value.partition(":")
+    if not sep or not partition.isdigit() or not offset.isdigit():
+        raise argparse.ArgumentTypeError(f"expected partition:offset (as `deadletter list` prints it), got {value!r}")
+    return int(partition), int(offset)
+
+
+def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
+    """Add `deadletter` to the CLI's subparsers."""
+    deadletter = sub.add_parser("deadletter", help="list, show and replay dead letters (pinwheel.deadletter.v1)")
+    deadletter.set_defaults(func=deadletter_command)
+    actions = deadletter.add_subparsers(dest="action", required=True)
+    selection = argparse.ArgumentParser(add_help=False)
+    selection.add_argument("--stage", action="append", choices=["gateway", "processor"], help="repeatable")
+    selection.add_argument("--reason", action="append", help="reason code, e.g. invalid_payload (repeatable)")
+    selection.add_argument("--event-type", action="append", help="event type or pattern, e.g. 'paystubs.*'")
+    selection.add_argument("--event-id", action="append", help="event_id (repeatable)")
+    selection.add_argument("--since", type=parse_time, help="failed at or after: ISO-8601 time or 30m, 2h, 7d ago")
+    selection.add_argument("--until", type=parse_time, help="failed before: ISO-8601 time or a duration ago")
+    listing = actions.add_parser("list", help="one line per dead letter (no payload data)", parents=[selection])
+    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    show = actions.add_parser("show", help="one dead letter whole: headers, reason, raw bytes (payroll data!)")
+    show.add_argument("ref", type=_ref, help="partition:offset, as `deadletter list` prints it")
+    replay = actions.add_parser(
+        "replay", help="re-run gateway dead letters through today's validation; re-inject processor ones",
+        parents=[selection],
+    )  # fmt: skip
+    replay.add_argument("--dry-run", action="store_true", help="show what would happen, publish nothing")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# -- deadletter --------------------------------------------------------------------------------------
+
+
+def _selection(args: argparse.Namespace) -> Any:
+    from operate.deadletters import DeadLetterFilter
+
+    return DeadLetterFilter(
+        stages=frozenset(args.stage or ()),
+        reasons=frozenset(args.reason or ()),
+        event_types=tuple(args.event_type or ()),
+        event_ids=frozenset(args.event_id or ()),
+        since=args.since,
+        until=args.until,
+    )
+
+
+def deadletter_command(args: argparse.Namespace) -> int:
+    from connector.settings import KafkaSettings
+    from operate.deadletters import DeadLetterError
+    from schemas.codec import build_codec
+    from schemas.settings import SchemaSettings
+
+    kafka = KafkaSettings()
+    codec = build_codec(SchemaSettings())
+    try:
+        if args.action == "list":
+            return asyncio.run(_list(kafka, codec, _selection(args), args.json))
+        if args.action == "show":
+            return asyncio.run(_show(kafka, codec, *args.ref))
+        return asyncio.run(_replay(kafka, codec, _selection(args), args.dry_run, not args.no_progress))
+    except DeadLetterError as exc:
+        print(f"deadletter: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        codec.close()
+
+
+def _summary_row(letter: Any) -> dict[str, Any]:
+    return {
+        "ref": letter.ref,
+        "failed_at": letter.failed_at.isoformat(),
+        "stage": letter.stage,
+        "reason": letter.reason,
+        "event_type": letter.event_type,
+        "event_id": letter.event_id,
+        "bytes": len(letter.raw),
+        "error": letter.datum["error"],
+    }
+
+
+async def _list(kafka: Any, codec: Any, selection: Any, as_json: bool) -> int:
+    from operate.deadletters import read_dead_letters
+
+    count = 0
+    if not as_json:
+        print(f"{'ref':<12} {'failed_at (UTC)':<20} {'stage':<9} {'reason':<20} {'event_type':<36} event_id")
+    async for letter in read_dead_letters(kafka, codec, selection):
+        count += 1
+        row = _summary_row(letter)
+        if as_json:
+            print(json.dumps(row))
+        else:
+            when = letter.failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+            print(
+                f"{row['ref']:<12} {when:<20} {row['stage']:<9} {row['reason']:<20} "
+                f"{row['event_type'] or '-':<36} {row['event_id'] or '-'}"
+            )
+    print(f"{count} dead letter(s)", file=sys.stderr)
+    return 0
+
+
+def printable(raw: bytes) -> str | None:
+    """The bytes as text when they are UTF-8 made of printable characters and whitespace, else None."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    ok = set(string.whitespace)
+    return text if all(ch.isprintable() or ch in ok for ch in text) else None
+
+
+def render_dead_letter(letter: Any) -> str:
+    datum = letter.datum
+    lines = [f"dead letter {letter.ref} of pinwheel.deadletter.v1"]
+    for name in ("stage", "reason", "error", "event_id", "event_type", "failed_at"):
+        value = datum.get(name)
+        lines.append(f"  {name:<17}{value.isoformat() if isinstance(value, datetime) else value}")
+    for name in ("source_topic", "source_partition", "source_offset", "source_key"):
+        if datum.get(name) is not None:
+            value = datum[name]
+            lines.append(f"  {name:<17}{value.decode('utf-8', 'replace') if isinstance(value, bytes) else value}")
+    lines.append("  headers:")
+    for name, value in letter.headers:
+        text = "(null)" if value is None else (printable(value) or "0x" + value.hex())
+        lines.append(f"    {name}: {text}")
+    raw = letter.raw
+    text = printable(raw)
+    lines.append(f"  raw ({len(raw)} bytes{', as text' if text is not None else ', hex'}):")
+    lines.append(text if text is not None else raw.hex(" ", 32))
+    return "\n".join(lines)
+
+
+async def _show(kafka: Any, codec: Any, partition: int, offset: int) -> int:
+    from operate.deadletters import find_dead_letter
+
+    # Printed to the operator's terminal on request, never logged.
+    print(render_dead_letter(await find_dead_letter(kafka, codec, partition, offset)))
+    return 0
+
+
+async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progress: bool) -> int:
+    from operate.deadletters import Verdict, plan_replay, read_dead_letters, replay
+    from simulator.progress import ProgressBar
+
+    reading = ProgressBar(0, "reading", enabled=progress)
+
+    def total(n: int) -> None:
+        reading.total = n
+
+    plans = [
+        plan_replay(letter, codec) async for letter in read_dead_letters(kafka, codec, selection, total, reading.update)
+    ]
+    reading.close()
+    bar = ProgressBar(len(plans), "dry run" if dry_run else "replaying", enabled=progress)
+    summary = await replay(kafka, plans, dry_run=dry_run, on_done=lambda plan: bar.update())
+    bar.close()
+    for (verdict, detail), count in sorted(summary.details.items()):
+        label = {Verdict.REPLAYED: "to", Verdict.STILL_INVALID: "reason", Verdict.SKIPPED: "why"}[verdict]
+        print(f"  {verdict.value:<14} {count:>6}  {label} {detail}")
+    print(summary.line(dry_run))
+    return 0
