@@ -54,6 +54,10 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _processor(args: argparse.Namespace) -> int:
+    if args.action == "reset":
+        from operate.cli import processor_reset_command
+
+        return processor_reset_command(args)
     from processors.service import run
 
     run()

@@ -41,7 +41,7 @@ def _ref(value: str) -> tuple[int, int]:
 
 
 def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
-    """Add `deadletter` to the CLI's subparsers."""
+    """Add `deadletter` to the CLI's subparsers and the `reset` action to `processor`."""
     deadletter = sub.add_parser("deadletter", help="list, show and replay dead letters (pinwheel.deadletter.v1)")
     deadletter.set_defaults(func=deadletter_command)
     actions = deadletter.add_subparsers(dest="action", required=True)
@@ -62,6 +62,13 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     replay.add_argument("--dry-run", action="store_true", help="show what would happen, publish nothing")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    processor.add_argument(
+        "action", nargs="?", choices=["run", "reset"], default="run",
+        help="run (default) or reset: rebuild state and outputs from the family topics (see docs/operations.md)",
+    )  # fmt: skip
+    processor.add_argument("--dry-run", action="store_true", help="reset: show what would be done")
+    processor.add_argument("--yes", action="store_true", help="reset: do it without asking")
 
 
 # -- deadletter --------------------------------------------------------------------------------------
@@ -194,4 +201,42 @@ async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progres
         label = {Verdict.REPLAYED: "to", Verdict.STILL_INVALID: "reason", Verdict.SKIPPED: "why"}[verdict]
         print(f"  {verdict.value:<14} {count:>6}  {label} {detail}")
     print(summary.line(dry_run))
+    return 0
+
+
+# -- processor reset ---------------------------------------------------------------------------------
+
+
+def processor_reset_command(args: argparse.Namespace) -> int:
+    from connector.settings import KafkaSettings
+    from operate.reset import ResetRefused, plan_reset, reset
+    from processors.runtime.settings import ProcessorSettings
+
+    settings = ProcessorSettings()
+    kafka = KafkaSettings()
+    try:
+        plan = asyncio.run(plan_reset(settings, kafka))
+    except ResetRefused as exc:
+        print(f"processor reset: {exc}", file=sys.stderr)
+        return 1
+    print(plan.describe())
+    if args.dry_run:
+        print("dry run: nothing changed")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("processor reset: add --yes to confirm (no terminal to ask)", file=sys.stderr)
+            return 1
+        if (
+            input(f"Type the application id ({settings.application_id}) to reset it: ").strip()
+            != settings.application_id
+        ):
+            print("not confirmed: nothing changed", file=sys.stderr)
+            return 1
+    try:
+        for line in asyncio.run(reset(settings, kafka, plan)):
+            print(line)
+    except ResetRefused as exc:
+        print(f"processor reset: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -8,10 +8,8 @@ event, also after a second replay. Outputs are read back with plain consumers.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
-import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -20,10 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from conftest import App
 from gateway_helpers import VERSION, WEBHOOK_ID, event_body, signed_headers
+from ops_helpers import caught_up, header, read_topic
 from pydantic import BaseModel
 
 import schemas.envelope
@@ -38,56 +35,6 @@ class NeverValid(BaseModel):
     """The bug: a model that requires a field Pinwheel never sends."""
 
     field_pinwheel_never_sends: str
-
-
-async def read_topic(bootstrap: str, topic: str, keep: Any) -> list[Any]:
-    """Every committed record of `topic` for which keep(record) holds (plain consumer, up to the end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        assert tps, topic
-        consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        found = []
-        for tp in tps:
-            while await consumer.position(tp) < end[tp]:
-                for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
-                    if record.offset < end[tp] and keep(record):
-                        found.append(record)
-        return found
-    finally:
-        await consumer.stop()
-
-
-async def caught_up(app: App, topics: list[str], timeout_s: float = 60) -> None:
-    """Wait until the group's committed offsets reach the end of `topics`: the processors have taken all."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=app.bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=app.bootstrap)
-    await admin.start()
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        assert tps, topics
-        end = await consumer.end_offsets(tps)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            committed = await admin.list_consumer_group_offsets(app.app_id, partitions=tps)
-            behind = {tp: end[tp] - committed[tp].offset for tp in tps if committed[tp].offset < end[tp]}
-            if not behind:
-                return
-            assert time.monotonic() < deadline, f"processors not caught up: {behind}"
-            await asyncio.sleep(0.3)
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
-def header(record: Any, name: str) -> bytes | None:
-    return next((bytes(v) for k, v in record.headers or () if k == name), None)
 
 
 async def test_replay_after_a_fix_then_again_changes_nothing(
@@ -131,10 +78,10 @@ async def test_replay_after_a_fix_then_again_changes_nothing(
 
         first = await app.cli("deadletter", "replay", "--since", since, "--no-progress")
         assert "replayed 5, still invalid 1, skipped 0" in first
-        await caught_up(app, [FAMILY])
+        await caught_up(app.bootstrap, app.app_id, [FAMILY])
         second = await app.cli("deadletter", "replay", "--since", since, "--no-progress")
         assert "replayed 5, still invalid 1, skipped 0" in second
-        await caught_up(app, [FAMILY])
+        await caught_up(app.bootstrap, app.app_id, [FAMILY])
 
     codec = build_codec(SchemaSettings())
     replayed = await read_topic(app.bootstrap, FAMILY, lambda r: (header(r, "event_id") or b"").decode() in event_ids)
@@ -196,7 +143,7 @@ async def test_processor_dead_letters_are_reinjected_from_their_source_record(
 
     monkeypatch.setattr(processors.pipeline, "event_from_payload", buggy)
     async with app.running():
-        await caught_up(app, [FAMILY])
+        await caught_up(app.bootstrap, app.app_id, [FAMILY])
     monkeypatch.undo()
 
     listed = [
@@ -211,7 +158,7 @@ async def test_processor_dead_letters_are_reinjected_from_their_source_record(
         out = await app.cli("deadletter", "replay", "--stage", "processor", "--since", since, "--no-progress")
         assert "replayed 3, still invalid 1, skipped 0" in out
         assert "decode_error" in out
-        await caught_up(app, [FAMILY])
+        await caught_up(app.bootstrap, app.app_id, [FAMILY])
     updates = await read_topic(app.bootstrap, catalog.ACCOUNT_UPDATES_TOPIC, lambda r: r.key.decode() in accounts)
     assert Counter(codec.decode(catalog.ACCOUNT_UPDATES_TOPIC, r.value)["update_id"] for r in updates) == dict.fromkeys(
         event_ids, 1
