@@ -175,6 +175,15 @@ def worker_dirs(root: Path) -> list[Path]:
 Position = tuple[int, int]  # (segment id, byte offset in it)
 
 
+def read_cursor(directory: Path) -> Position:
+    """The position up to which a spool directory's records are published ((1, 0) when it has none)."""
+    try:
+        raw = (directory / CURSOR_FILE).read_text().split()
+        return int(raw[0]), int(raw[1])
+    except (FileNotFoundError, ValueError, IndexError):
+        return (1, 0)
+
+
 @dataclass
 class _Segment:
     id: int
@@ -238,11 +247,7 @@ class Spool:
             self._cursor = (self._segments[0].id, 0)
 
     def _read_cursor(self) -> Position:
-        try:
-            raw = (self.directory / CURSOR_FILE).read_text().split()
-            return int(raw[0]), int(raw[1])
-        except (FileNotFoundError, ValueError, IndexError):
-            return (1, 0)
+        return read_cursor(self.directory)
 
     def _write_cursor(self, position: Position) -> None:
         tmp = self.directory / (CURSOR_FILE + ".tmp")

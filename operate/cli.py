@@ -41,7 +41,7 @@ def _ref(value: str) -> tuple[int, int]:
 
 
 def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
-    """Add `deadletter` to the CLI's subparsers and the `reset` action to `processor`."""
+    """Add `deadletter` and `spool` to the CLI's subparsers and the `reset` action to `processor`."""
     deadletter = sub.add_parser("deadletter", help="list, show and replay dead letters (pinwheel.deadletter.v1)")
     deadletter.set_defaults(func=deadletter_command)
     actions = deadletter.add_subparsers(dest="action", required=True)
@@ -69,6 +69,12 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     processor.add_argument("--dry-run", action="store_true", help="reset: show what would be done")
     processor.add_argument("--yes", action="store_true", help="reset: do it without asking")
+
+    spool = sub.add_parser("spool", help="the gateway's spool (read-only; safe while the gateway runs)")
+    spool.add_argument("action", choices=["status"])
+    spool.add_argument("--dir", default=None, help="spool directory (default GATEWAY_SPOOL_DIR)")
+    spool.add_argument("--json", action="store_true", help="print JSON")
+    spool.set_defaults(func=spool_command)
 
 
 # -- deadletter --------------------------------------------------------------------------------------
@@ -239,4 +245,24 @@ def processor_reset_command(args: argparse.Namespace) -> int:
     except ResetRefused as exc:
         print(f"processor reset: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+# -- spool -------------------------------------------------------------------------------------------
+
+
+def spool_command(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from gateway.settings import GatewaySettings
+    from operate.spool_status import spool_status
+
+    default = GatewaySettings.model_fields["spool_dir"].default
+    spool_dir = Path(args.dir or os.environ.get("GATEWAY_SPOOL_DIR") or default)
+    status = spool_status(spool_dir)
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        print(status.table())
     return 0

@@ -108,8 +108,9 @@ def start_gateway(
     servers: list[ThreadedServer] = []
 
     def start(**overrides: Any) -> ThreadedServer:
+        kafka = overrides.pop("bootstrap", bootstrap)
         settings = gateway_settings(tls_pair, overrides.pop("spool_dir", tmp_path / "spool"), **overrides)
-        server = ThreadedServer(settings, bootstrap).start()
+        server = ThreadedServer(settings, kafka).start()
         servers.append(server)
         return server
 
