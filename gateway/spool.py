@@ -107,6 +107,13 @@ def encode_record(record: SpooledRecord) -> bytes:
     return b"".join(parts)
 
 
+def _timestamp_ms(data: bytes, payload_offset: int) -> int | None:
+    """timestamp_ms of the encoded record at `payload_offset` (its first field); None for a shorter payload."""
+    if len(data) < payload_offset + _U64.size:
+        return None
+    return int(_U64.unpack_from(data, payload_offset)[0])
+
+
 def decode_record(data: bytes) -> SpooledRecord:
     view = memoryview(data)
     pos = 0
@@ -204,6 +211,7 @@ class Spool:
         self._file: int | None = None  # append fd of the last segment
         self.pending_records = 0
         self.pending_bytes = 0
+        self.oldest_timestamp_ms: int | None = None  # of the first pending record (its received_at)
         self.truncated_bytes = 0  # torn tails cut off during recovery
         self._recover()
 
@@ -241,6 +249,8 @@ class Spool:
                     fh.truncate(end)
                     os.fsync(fh.fileno())
             self._segments.append(_Segment(seg_id, path, end))
+            if frames and self.oldest_timestamp_ms is None:
+                self.oldest_timestamp_ms = _timestamp_ms(data, frames[0][0])
             self.pending_records += len(frames)
             self.pending_bytes += end - start
         if self._segments and self._cursor[0] < self._segments[0].id:
@@ -294,6 +304,8 @@ class Spool:
         if start_new:
             self._fsync_dir()  # the new segment's directory entry must be durable too
         segment.size += len(data)
+        if self.pending_records == 0:
+            self.oldest_timestamp_ms = _timestamp_ms(taken[0], FRAME_OVERHEAD)
         self.pending_records += len(taken)
         self.pending_bytes += len(data)
         return len(taken)
@@ -360,9 +372,12 @@ class Spool:
             for segment in self._segments:
                 segment.path.unlink(missing_ok=True)
             self._segments = []
+            self.oldest_timestamp_ms = None
             return
         self._write_cursor(position)
         self._cursor = position
+        first, _ = self.read(position, 1, 1)
+        self.oldest_timestamp_ms = _timestamp_ms(first[0], 0) if first else None
         while len(self._segments) > 1 and self._segments[0].id < position[0]:
             self._segments.pop(0).path.unlink(missing_ok=True)
 

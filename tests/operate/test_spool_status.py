@@ -15,6 +15,7 @@ import httpx
 from conftest import App
 from gateway_helpers import event_body, signed_headers
 from kafka_broker import free_port
+from prometheus_client.parser import text_string_to_metric_families
 
 
 async def test_spool_status_while_the_gateway_spools(
@@ -41,6 +42,17 @@ async def test_spool_status_while_the_gateway_spools(
         assert worker["holder_pid"] == os.getpid()  # the gateway (in this process) holds it, we did not
         assert 0 <= status["oldest_age_s"] <= time.time() - started + 1
         assert started * 1000 - 1 <= worker["oldest_received_ms"] <= time.time() * 1000
+
+        metrics = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families((await http.get(gateway.url + "/metrics")).text)
+            for sample in family.samples
+        }
+        assert metrics["gateway_spool_records"] == 7
+        age = metrics["gateway_spool_oldest_age_seconds"]
+        assert status["oldest_age_s"] <= age <= time.time() - started + 1
+        assert metrics["gateway_ready"] == 1
+        assert metrics["gateway_kafka_up"] == 0
 
         await deliver(2)  # still accepting: the status command took no lock
         table = await app.cli("spool", "status", "--dir", str(spool_dir))
