@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from connector import logs
 from connector.settings import KafkaSettings
 from connector.topics import STORE_NAMES, changelog_topic
+from processors.lag import LagMonitor
 from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
 from processors.runtime.engine import Engine
 from processors.runtime.settings import ProcessorSettings
@@ -56,9 +57,10 @@ def build_engine(
 class _EngineCollector(Collector):
     """Reads the engine's and pipeline's counters at scrape time (nothing on the hot path)."""
 
-    def __init__(self, engine: Engine, counters: PipelineCounters) -> None:
+    def __init__(self, engine: Engine, counters: PipelineCounters, lag: LagMonitor | None = None) -> None:
         self.engine = engine
         self.counters = counters
+        self.lag = lag
 
     def collect(self):  # type: ignore[no-untyped-def]
         stats = self.engine.stats
@@ -87,11 +89,34 @@ class _EngineCollector(Collector):
         yield GaugeMetricFamily(
             "processor_ready_partitions", "Partitions restored and running.", value=len(stats.ready)
         )
+        if self.lag is not None:
+            yield from _lag_metrics(self.lag)
 
 
-def health_app(engine: Engine, counters: PipelineCounters, started: float) -> FastAPI:
+def _lag_metrics(monitor: LagMonitor):  # type: ignore[no-untyped-def]
+    labels = ["topic", "partition"]
+    lag = GaugeMetricFamily(
+        "processor_consumer_lag", "Records of an assigned input partition after the committed offset.", labels=labels
+    )
+    age = GaugeMetricFamily(
+        "processor_oldest_unprocessed_age_seconds",
+        "Age (since the gateway received it) of the first record after the committed offset; 0 when caught up.",
+        labels=labels,
+    )
+    for item in monitor.lags:
+        lag.add_metric([item.topic, str(item.partition)], item.lag)
+        age.add_metric([item.topic, str(item.partition)], item.oldest_age_s)
+    yield lag
+    yield age
+    sampled = 0.0 if monitor.sampled_at is None else monitor.clock() - monitor.sampled_at
+    yield GaugeMetricFamily(
+        "processor_lag_sample_age_seconds", "Time since the lag figures were last measured.", value=sampled
+    )
+
+
+def health_app(engine: Engine, counters: PipelineCounters, started: float, lag: LagMonitor | None = None) -> FastAPI:
     registry = CollectorRegistry()
-    registry.register(_EngineCollector(engine, counters))
+    registry.register(_EngineCollector(engine, counters, lag))
     app = FastAPI(title="pinwheel processor", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/livez")
@@ -129,9 +154,13 @@ async def serve_engine(
     """Run `engine` until `stop`, with the health and metrics endpoints while it runs."""
     server = None
     health_task = None
+    lag_task = None
+    lag_stop = asyncio.Event()
     if settings.health_port:
+        lag = LagMonitor(engine.kafka, settings.application_id, engine.input_topics, lambda: set(engine.stats.assigned))
+        lag_task = asyncio.create_task(lag.run(lag_stop))
         config = uvicorn.Config(
-            health_app(engine, counters, time.monotonic()),
+            health_app(engine, counters, time.monotonic(), lag),
             host=settings.health_host,
             port=settings.health_port,
             log_config=logs.uvicorn_log_config("WARNING", ["processors"]),
@@ -145,6 +174,10 @@ async def serve_engine(
     try:
         await engine.run(stop)
     finally:
+        lag_stop.set()
+        if lag_task is not None:
+            with contextlib.suppress(Exception):
+                await lag_task
         if server is not None and health_task is not None:
             server.should_exit = True
             with contextlib.suppress(Exception):
