@@ -46,7 +46,9 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
     deadletter.set_defaults(func=deadletter_command)
     actions = deadletter.add_subparsers(dest="action", required=True)
     selection = argparse.ArgumentParser(add_help=False)
-    selection.add_argument("--stage", action="append", choices=["gateway", "processor"], help="repeatable")
+    selection.add_argument(
+        "--stage", action="append", choices=["gateway", "processor"], help="gateway or processor (repeatable)"
+    )
     selection.add_argument("--reason", action="append", help="reason code, e.g. invalid_payload (repeatable)")
     selection.add_argument("--event-type", action="append", help="event type or pattern, e.g. 'paystubs.*'")
     selection.add_argument("--event-id", action="append", help="event_id (repeatable)")

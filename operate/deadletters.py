@@ -211,6 +211,14 @@ async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
     return [TopicPartition(DEADLETTER_TOPIC, p) for p in sorted(partitions)]
 
 
+async def _assign(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+    """Assign and wait for the initial positions: a seek made while the consumer still resolves them can be
+    overridden by that resolution (aiokafka), and the reader would start at the end."""
+    consumer.assign(tps)
+    for tp in tps:
+        await consumer.position(tp)
+
+
 async def read_dead_letters(
     kafka: KafkaSettings,
     codec: Codec,
@@ -227,7 +235,7 @@ async def read_dead_letters(
     await consumer.start()
     try:
         tps = await _partitions(consumer)
-        consumer.assign(tps)
+        await _assign(consumer, tps)
         beginning = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
         if on_total is not None:
@@ -265,7 +273,7 @@ async def find_dead_letter(kafka: KafkaSettings, codec: Codec, partition: int, o
         if partition not in tps:
             raise DeadLetterError(f"{DEADLETTER_TOPIC} has no partition {partition}")
         tp = tps[partition]
-        consumer.assign([tp])
+        await _assign(consumer, [tp])
         beginning = (await consumer.beginning_offsets([tp]))[tp]
         end = (await consumer.end_offsets([tp]))[tp]
         if not beginning <= offset < end:

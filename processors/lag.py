@@ -137,6 +137,9 @@ class LagMonitor:
             return found
         consumer.assign(tps)
         for tp in tps:
+            # Wait for the initial position first: a seek made while it is still being resolved can be
+            # overridden by that resolution.
+            await consumer.position(tp)
             consumer.seek(tp, position[tp])
         deadline = time.monotonic() + 5.0
         while len(found) < len(tps) and time.monotonic() < deadline:

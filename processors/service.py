@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI, Response
@@ -93,7 +93,7 @@ class _EngineCollector(Collector):
             yield from _lag_metrics(self.lag)
 
 
-def _lag_metrics(monitor: LagMonitor):  # type: ignore[no-untyped-def]
+def _lag_metrics(monitor: LagMonitor) -> Iterator[GaugeMetricFamily]:
     labels = ["topic", "partition"]
     lag = GaugeMetricFamily(
         "processor_consumer_lag", "Records of an assigned input partition after the committed offset.", labels=labels

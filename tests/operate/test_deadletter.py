@@ -18,9 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import App
 from gateway_helpers import VERSION, WEBHOOK_ID, event_body, signed_headers
-from ops_helpers import caught_up, header, read_topic
+from ops_helpers import App, caught_up, header, read_topic
 from pydantic import BaseModel
 
 import schemas.envelope

@@ -20,9 +20,9 @@ import httpx
 import promql_parser
 import yaml
 from aiokafka import AIOKafkaProducer
-from conftest import ROOT, App
 from gateway_helpers import OTHER_SECRET, event_body, signed_headers
 from kafka_broker import free_port
+from ops_helpers import ROOT, App
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import catalog

@@ -12,8 +12,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from conftest import App
-from ops_helpers import caught_up, read_topic
+from ops_helpers import App, caught_up, read_topic
 
 from connector.topics import STORE_NAMES, changelog_topic
 from schemas import catalog

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import App
 from gateway_helpers import event_body, signed_headers
 from kafka_broker import free_port
+from ops_helpers import App
 from prometheus_client.parser import text_string_to_metric_families
 
 
