@@ -80,6 +80,10 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _processor(args: argparse.Namespace) -> int:
+    if args.action == "reset":
+        from operate.cli import processor_reset_command
+
+        return processor_reset_command(args)
     from processors.runtime.engine import MissingTopicsError
     from processors.service import run
 
@@ -226,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--version", default=None, help="new webhook API version")
     delete = actions.add_parser("delete", help="delete a webhook", parents=[as_json])
     delete.add_argument("id", help="webhook id")
+
+    from operate.cli import add_commands  # deadletter, spool, processor reset
+
+    add_commands(sub, processor)
     return parser
 
 

@@ -37,6 +37,18 @@ class GatewayMetrics:
         self.spool_bytes = Gauge(
             "gateway_spool_bytes", "Bytes waiting in the spool.", registry=r, multiprocess_mode="livesum"
         )
+        self.spool_oldest_age = Gauge(
+            "gateway_spool_oldest_age_seconds",
+            "Age of the oldest event waiting in the spool (since the gateway received it); 0 when empty.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.ready = Gauge(
+            "gateway_ready",
+            "1 while /readyz answers ready (accepting: started, not stopping, spool has room).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.spooled = Counter("gateway_spooled", "Events written to the spool.", registry=r)
         self.drained = Counter("gateway_drained", "Spooled events published to Kafka.", registry=r)
         self.spool_quarantined = Counter(

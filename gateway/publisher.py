@@ -262,6 +262,14 @@ class Publisher:
         self.metrics.spool_records.set(self.pending_records)
         self.metrics.spool_bytes.set(self.pending_bytes)
         self.metrics.kafka_up.set(1 if self.kafka_up else 0)
+        self.metrics.spool_oldest_age.set(self.oldest_age_s())
+        self.metrics.ready.set(1 if self.accepting else 0)
+
+    def oldest_age_s(self, now_s: float | None = None) -> float:
+        """Age of the oldest spooled event of this worker (its own spool and adopted ones); 0 when empty."""
+        spools = [o.spool for o in self._orphans] + ([self.spool] if self.spool else [])
+        oldest = [s.oldest_timestamp_ms for s in spools if s.oldest_timestamp_ms is not None]
+        return max(0.0, (time.time() if now_s is None else now_s) - min(oldest) / 1000) if oldest else 0.0
 
     # -- publishing -----------------------------------------------------------------------------
 

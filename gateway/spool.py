@@ -161,6 +161,13 @@ def encode_record(record: SpooledRecord) -> bytes:
     return b"".join(parts)
 
 
+def _timestamp_ms(data: bytes, payload_offset: int) -> int | None:
+    """timestamp_ms of the encoded record at `payload_offset` (its first field); None for a shorter payload."""
+    if len(data) < payload_offset + _U64.size:
+        return None
+    return int(_U64.unpack_from(data, payload_offset)[0])
+
+
 def decode_record(data: bytes) -> SpooledRecord:
     view = memoryview(data)
     pos = 0
@@ -229,6 +236,15 @@ def worker_dirs(root: Path) -> list[Path]:
 Position = tuple[int, int]  # (segment id, byte offset in it)
 
 
+def read_cursor(directory: Path) -> Position:
+    """The position up to which a spool directory's records are published ((1, 0) when it has none)."""
+    try:
+        raw = (directory / CURSOR_FILE).read_text().split()
+        return int(raw[0]), int(raw[1])
+    except (FileNotFoundError, ValueError, IndexError):
+        return (1, 0)
+
+
 @dataclass
 class _Segment:
     id: int
@@ -249,6 +265,7 @@ class Spool:
         self._file: int | None = None  # append fd of the last segment
         self.pending_records = 0
         self.pending_bytes = 0
+        self.oldest_timestamp_ms: int | None = None  # of the first pending record (its received_at)
         self.truncated_bytes = 0  # torn tails cut off during recovery
         self.quarantined_frames = 0  # damaged frames moved aside during recovery (valid frames followed them)
         self.quarantined_bytes = 0
@@ -291,6 +308,8 @@ class Spool:
                     fh.truncate(end)
                     os.fsync(fh.fileno())
             self._segments.append(_Segment(seg_id, path, end))
+            if frames and self.oldest_timestamp_ms is None:
+                self.oldest_timestamp_ms = _timestamp_ms(data, frames[0][0])
             self.pending_records += len(frames)
             self.pending_bytes += end - start
         if self._segments and self._cursor[0] < self._segments[0].id:
@@ -336,11 +355,7 @@ class Spool:
         return repaired
 
     def _read_cursor(self) -> Position:
-        try:
-            raw = (self.directory / CURSOR_FILE).read_text().split()
-            return int(raw[0]), int(raw[1])
-        except (FileNotFoundError, ValueError, IndexError):
-            return (1, 0)
+        return read_cursor(self.directory)
 
     def _write_cursor(self, position: Position) -> None:
         tmp = self.directory / (CURSOR_FILE + ".tmp")
@@ -387,6 +402,8 @@ class Spool:
         if start_new:
             self._fsync_dir()  # the new segment's directory entry must be durable too
         segment.size += len(data)
+        if self.pending_records == 0:
+            self.oldest_timestamp_ms = _timestamp_ms(taken[0], FRAME_OVERHEAD)
         self.pending_records += len(taken)
         self.pending_bytes += len(data)
         return len(taken)
@@ -453,9 +470,12 @@ class Spool:
             for segment in self._segments:
                 segment.path.unlink(missing_ok=True)
             self._segments = []
+            self.oldest_timestamp_ms = None
             return
         self._write_cursor(position)
         self._cursor = position
+        first, _ = self.read(position, 1, 1)
+        self.oldest_timestamp_ms = _timestamp_ms(first[0], 0) if first else None
         while len(self._segments) > 1 and self._segments[0].id < position[0]:
             self._segments.pop(0).path.unlink(missing_ok=True)
 

@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
@@ -27,6 +27,7 @@ from connector import logs
 from connector.isr_watch import IsrWatch
 from connector.settings import KafkaSettings
 from connector.topics import STORE_NAMES, changelog_topic
+from processors.lag import LagMonitor
 from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
 from processors.runtime.engine import Engine, MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
@@ -104,9 +105,10 @@ def build_engine(
 class _EngineCollector(Collector):
     """Reads the engine's and pipeline's counters at scrape time (nothing on the hot path)."""
 
-    def __init__(self, engine: Engine, counters: PipelineCounters) -> None:
+    def __init__(self, engine: Engine, counters: PipelineCounters, lag: LagMonitor | None = None) -> None:
         self.engine = engine
         self.counters = counters
+        self.lag = lag
 
     def collect(self):  # type: ignore[no-untyped-def]
         stats = self.engine.stats
@@ -146,6 +148,29 @@ class _EngineCollector(Collector):
         yield GaugeMetricFamily(
             "processor_ready_partitions", "Partitions restored and running.", value=len(stats.ready)
         )
+        if self.lag is not None:
+            yield from _lag_metrics(self.lag)
+
+
+def _lag_metrics(monitor: LagMonitor) -> Iterator[GaugeMetricFamily]:
+    labels = ["topic", "partition"]
+    lag = GaugeMetricFamily(
+        "processor_consumer_lag", "Records of an assigned input partition after the committed offset.", labels=labels
+    )
+    age = GaugeMetricFamily(
+        "processor_oldest_unprocessed_age_seconds",
+        "Age (since the gateway received it) of the first record after the committed offset; 0 when caught up.",
+        labels=labels,
+    )
+    for item in monitor.lags:
+        lag.add_metric([item.topic, str(item.partition)], item.lag)
+        age.add_metric([item.topic, str(item.partition)], item.oldest_age_s)
+    yield lag
+    yield age
+    sampled = 0.0 if monitor.sampled_at is None else monitor.clock() - monitor.sampled_at
+    yield GaugeMetricFamily(
+        "processor_lag_sample_age_seconds", "Time since the lag figures were last measured.", value=sampled
+    )
 
 
 def output_topics(engine: Engine) -> list[str]:
@@ -154,9 +179,9 @@ def output_topics(engine: Engine) -> list[str]:
     return [*outputs, *engine.changelogs.values()]
 
 
-def health_app(engine: Engine, counters: PipelineCounters, started: float) -> FastAPI:
+def health_app(engine: Engine, counters: PipelineCounters, started: float, lag: LagMonitor | None = None) -> FastAPI:
     registry = CollectorRegistry()
-    registry.register(_EngineCollector(engine, counters))
+    registry.register(_EngineCollector(engine, counters, lag))
     # /readyz says when a topic the processors write is under min.insync.replicas (checked in the background)
     isr = IsrWatch(engine.kafka, output_topics(engine), metric_prefix="processor", registry=registry)
 
@@ -223,9 +248,13 @@ async def serve_engine(
     """Run `engine` until `stop`, with the health and metrics endpoints while it runs."""
     server = None
     health_task = None
+    lag_task = None
+    lag_stop = asyncio.Event()
     if settings.health_port:
+        lag = LagMonitor(engine.kafka, settings.application_id, engine.input_topics, lambda: set(engine.stats.assigned))
+        lag_task = asyncio.create_task(lag.run(lag_stop))
         config = uvicorn.Config(
-            health_app(engine, counters, time.monotonic()),
+            health_app(engine, counters, time.monotonic(), lag),
             host=settings.health_host,
             port=settings.health_port,
             log_config=None,  # logging is configured already; a dictConfig here would reset our loggers
@@ -239,6 +268,10 @@ async def serve_engine(
     try:
         await engine.run(stop)
     finally:
+        lag_stop.set()
+        if lag_task is not None:
+            with contextlib.suppress(Exception):
+                await lag_task
         if server is not None and health_task is not None:
             server.should_exit = True
             with contextlib.suppress(Exception):

@@ -90,6 +90,17 @@ async def make_topic(bootstrap: str, unique: Callable[[str], str]) -> AsyncItera
 
 
 @pytest.fixture(scope="session")
+def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed TLS pair for the gateways of the tests."""
+    from gateway.tls import ensure_self_signed
+
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "gateway.crt", directory / "gateway.key"
+    assert ensure_self_signed(cert, key)
+    return cert, key
+
+
+@pytest.fixture(scope="session")
 def capture() -> list[dict[str, Any]]:
     """The 12 real deliveries captured from Pinwheel's sandbox ({path, headers, body})."""
     return [json.loads(line) for line in CAPTURE.read_text().splitlines() if line.strip()]

@@ -19,20 +19,11 @@ from threaded_gateway import ThreadedServer
 
 from connector.settings import KafkaSettings
 from connector.topics import all_topics, ensure_topics
-from gateway.tls import ensure_self_signed
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "pinwheel-webhooks.md"
 GATEWAY_TOPICS = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
-
-
-@pytest.fixture(scope="session")
-def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "gateway.crt", directory / "gateway.key"
-    assert ensure_self_signed(cert, key)
-    return cert, key
 
 
 @pytest.fixture(scope="session")

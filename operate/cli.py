@@ -1,0 +1,278 @@
+"""The operator commands of `pinwheel-connector`: `deadletter`, `processor reset`, `spool status`.
+
+`connector/cli.py` registers them with `add_commands`; everything they need is imported when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import string
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_time(value: str, *, now: datetime | None = None) -> datetime:
+    """An ISO-8601 time (UTC if no offset) or a duration before now: `30m`, `2h`, `7d`."""
+    match = _DURATION.match(value.strip())
+    if match:
+        amount, unit = float(match.group(1)), match.group(2)
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO-8601 time or a duration like 30m, 2h, 7d: {value!r}"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _ref(value: str) -> tuple[int, int]:
+    partition, sep, offset = value.partition(":")
+    if not sep or not partition.isdigit() or not offset.isdigit():
+        raise argparse.ArgumentTypeError(f"expected partition:offset (as `deadletter list` prints it), got {value!r}")
+    return int(partition), int(offset)
+
+
+def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
+    """Add `deadletter` and `spool` to the CLI's subparsers and the `reset` action to `processor`."""
+    deadletter = sub.add_parser("deadletter", help="list, show and replay dead letters (pinwheel.deadletter.v1)")
+    deadletter.set_defaults(func=deadletter_command)
+    actions = deadletter.add_subparsers(dest="action", required=True)
+    selection = argparse.ArgumentParser(add_help=False)
+    selection.add_argument(
+        "--stage", action="append", choices=["gateway", "processor"], help="gateway or processor (repeatable)"
+    )
+    selection.add_argument("--reason", action="append", help="reason code, e.g. invalid_payload (repeatable)")
+    selection.add_argument("--event-type", action="append", help="event type or pattern, e.g. 'paystubs.*'")
+    selection.add_argument("--event-id", action="append", help="event_id (repeatable)")
+    selection.add_argument("--since", type=parse_time, help="failed at or after: ISO-8601 time or 30m, 2h, 7d ago")
+    selection.add_argument("--until", type=parse_time, help="failed before: ISO-8601 time or a duration ago")
+    listing = actions.add_parser("list", help="one line per dead letter (no payload data)", parents=[selection])
+    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    show = actions.add_parser("show", help="one dead letter whole: headers, reason, raw bytes (payroll data!)")
+    show.add_argument("ref", type=_ref, help="partition:offset, as `deadletter list` prints it")
+    replay = actions.add_parser(
+        "replay", help="re-run gateway dead letters through today's validation; re-inject processor ones",
+        parents=[selection],
+    )  # fmt: skip
+    replay.add_argument("--dry-run", action="store_true", help="show what would happen, publish nothing")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    processor.add_argument(
+        "action", nargs="?", choices=["run", "reset"], default="run",
+        help="run (default) or reset: rebuild state and outputs from the family topics (see docs/operations.md)",
+    )  # fmt: skip
+    processor.add_argument("--dry-run", action="store_true", help="reset: show what would be done")
+    processor.add_argument("--yes", action="store_true", help="reset: do it without asking")
+
+    spool = sub.add_parser("spool", help="the gateway's spool (read-only; safe while the gateway runs)")
+    spool.add_argument("action", choices=["status"])
+    spool.add_argument("--dir", default=None, help="spool directory (default GATEWAY_SPOOL_DIR)")
+    spool.add_argument("--json", action="store_true", help="print JSON")
+    spool.set_defaults(func=spool_command)
+
+
+# -- deadletter --------------------------------------------------------------------------------------
+
+
+def _selection(args: argparse.Namespace) -> Any:
+    from operate.deadletters import DeadLetterFilter
+
+    return DeadLetterFilter(
+        stages=frozenset(args.stage or ()),
+        reasons=frozenset(args.reason or ()),
+        event_types=tuple(args.event_type or ()),
+        event_ids=frozenset(args.event_id or ()),
+        since=args.since,
+        until=args.until,
+    )
+
+
+def deadletter_command(args: argparse.Namespace) -> int:
+    from connector.settings import KafkaSettings
+    from operate.deadletters import DeadLetterError
+    from schemas.codec import build_codec
+    from schemas.settings import SchemaSettings
+
+    kafka = KafkaSettings()
+
+    async def run() -> int:
+        codec = build_codec(SchemaSettings())
+        try:
+            # With a registry: every writer id of ours known up front (replays encode without I/O).
+            await codec.prepare()
+            if args.action == "list":
+                return await _list(kafka, codec, _selection(args), args.json)
+            if args.action == "show":
+                return await _show(kafka, codec, *args.ref)
+            return await _replay(kafka, codec, _selection(args), args.dry_run, not args.no_progress)
+        finally:
+            await codec.close()
+
+    try:
+        return asyncio.run(run())
+    except DeadLetterError as exc:
+        print(f"deadletter: {exc}", file=sys.stderr)
+        return 1
+
+
+def _summary_row(letter: Any) -> dict[str, Any]:
+    return {
+        "ref": letter.ref,
+        "failed_at": letter.failed_at.isoformat(),
+        "stage": letter.stage,
+        "reason": letter.reason,
+        "event_type": letter.event_type,
+        "event_id": letter.event_id,
+        "bytes": len(letter.raw),
+        "error": letter.datum["error"],
+    }
+
+
+async def _list(kafka: Any, codec: Any, selection: Any, as_json: bool) -> int:
+    from operate.deadletters import read_dead_letters
+
+    count = 0
+    if not as_json:
+        print(f"{'ref':<12} {'failed_at (UTC)':<20} {'stage':<9} {'reason':<20} {'event_type':<36} event_id")
+    async for letter in read_dead_letters(kafka, codec, selection):
+        count += 1
+        row = _summary_row(letter)
+        if as_json:
+            print(json.dumps(row))
+        else:
+            when = letter.failed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+            print(
+                f"{row['ref']:<12} {when:<20} {row['stage']:<9} {row['reason']:<20} "
+                f"{row['event_type'] or '-':<36} {row['event_id'] or '-'}"
+            )
+    print(f"{count} dead letter(s)", file=sys.stderr)
+    return 0
+
+
+def printable(raw: bytes) -> str | None:
+    """The bytes as text when they are UTF-8 made of printable characters and whitespace, else None."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    ok = set(string.whitespace)
+    return text if all(ch.isprintable() or ch in ok for ch in text) else None
+
+
+def render_dead_letter(letter: Any) -> str:
+    datum = letter.datum
+    lines = [f"dead letter {letter.ref} of pinwheel.deadletter.v1"]
+    for name in ("stage", "reason", "error", "event_id", "event_type", "failed_at"):
+        value = datum.get(name)
+        lines.append(f"  {name:<17}{value.isoformat() if isinstance(value, datetime) else value}")
+    for name in ("source_topic", "source_partition", "source_offset", "source_key"):
+        if datum.get(name) is not None:
+            value = datum[name]
+            lines.append(f"  {name:<17}{value.decode('utf-8', 'replace') if isinstance(value, bytes) else value}")
+    lines.append("  headers:")
+    for name, value in letter.headers:
+        text = "(null)" if value is None else (printable(value) or "0x" + value.hex())
+        lines.append(f"    {name}: {text}")
+    raw = letter.raw
+    text = printable(raw)
+    lines.append(f"  raw ({len(raw)} bytes{', as text' if text is not None else ', hex'}):")
+    lines.append(text if text is not None else raw.hex(" ", 32))
+    return "\n".join(lines)
+
+
+async def _show(kafka: Any, codec: Any, partition: int, offset: int) -> int:
+    from operate.deadletters import find_dead_letter
+
+    # Printed to the operator's terminal on request, never logged.
+    print(render_dead_letter(await find_dead_letter(kafka, codec, partition, offset)))
+    return 0
+
+
+async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progress: bool) -> int:
+    from operate.deadletters import Verdict, plan_replay, read_dead_letters, replay
+    from simulator.progress import ProgressBar
+
+    reading = ProgressBar(0, "reading", enabled=progress)
+
+    def total(n: int) -> None:
+        reading.total = n
+
+    plans = []
+    async for letter in read_dead_letters(kafka, codec, selection, total, reading.update):
+        await codec.resolve([letter.raw])  # a processor dead letter's source record may use any writer id
+        plans.append(plan_replay(letter, codec))
+    reading.close()
+    bar = ProgressBar(len(plans), "dry run" if dry_run else "replaying", enabled=progress)
+    summary = await replay(kafka, plans, dry_run=dry_run, on_done=lambda plan: bar.update())
+    bar.close()
+    for (verdict, detail), count in sorted(summary.details.items()):
+        label = {Verdict.REPLAYED: "to", Verdict.STILL_INVALID: "reason", Verdict.SKIPPED: "why"}[verdict]
+        print(f"  {verdict.value:<14} {count:>6}  {label} {detail}")
+    print(summary.line(dry_run))
+    return 0
+
+
+# -- processor reset ---------------------------------------------------------------------------------
+
+
+def processor_reset_command(args: argparse.Namespace) -> int:
+    from connector.settings import KafkaSettings
+    from operate.reset import ResetRefused, plan_reset, reset
+    from processors.runtime.settings import ProcessorSettings
+
+    settings = ProcessorSettings()
+    kafka = KafkaSettings()
+    try:
+        plan = asyncio.run(plan_reset(settings, kafka))
+    except ResetRefused as exc:
+        print(f"processor reset: {exc}", file=sys.stderr)
+        return 1
+    print(plan.describe())
+    if args.dry_run:
+        print("dry run: nothing changed")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("processor reset: add --yes to confirm (no terminal to ask)", file=sys.stderr)
+            return 1
+        if (
+            input(f"Type the application id ({settings.application_id}) to reset it: ").strip()
+            != settings.application_id
+        ):
+            print("not confirmed: nothing changed", file=sys.stderr)
+            return 1
+    try:
+        for line in asyncio.run(reset(settings, kafka, plan)):
+            print(line)
+    except ResetRefused as exc:
+        print(f"processor reset: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- spool -------------------------------------------------------------------------------------------
+
+
+def spool_command(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from gateway.settings import GatewaySettings
+    from operate.spool_status import spool_status
+
+    default = GatewaySettings.model_fields["spool_dir"].default
+    spool_dir = Path(args.dir or os.environ.get("GATEWAY_SPOOL_DIR") or default)
+    status = spool_status(spool_dir)
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        print(status.table())
+    return 0

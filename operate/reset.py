@@ -1,0 +1,177 @@
+"""`pinwheel-connector processor reset`: rebuild the processors' state and outputs from the family topics.
+
+Like Kafka Streams' application reset tool, for this pipeline: with every processor instance stopped,
+delete the changelog topics and recreate them empty, delete the local state directory, and set the
+consumer group's offsets on the family topics to the earliest retained records. The next start restores
+nothing and reprocesses everything retained; downstream sees the updates again, with the same
+deterministic update_ids (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
+
+from connector.settings import KafkaSettings
+from connector.topics import STORE_NAMES, TopicSettings, all_topics, changelog_topic, ensure_topics
+from processors.runtime.settings import ProcessorSettings
+from schemas.catalog import FAMILY_TOPICS
+
+
+class ResetRefused(RuntimeError):
+    """The reset cannot be done now (live group members, missing topics...); nothing was changed."""
+
+
+@dataclass(frozen=True)
+class ResetPlan:
+    application_id: str
+    changelogs: list[str]  # existing changelog topics (deleted, then recreated empty)
+    state_dir: Path
+    state_dir_exists: bool
+    committed: dict[TopicPartition, int | None]  # the group's offsets now (None: none committed)
+    earliest: dict[TopicPartition, int]  # the earliest retained offsets: where the group is set
+    end: dict[TopicPartition, int]
+
+    @property
+    def records_to_reprocess(self) -> int:
+        return sum(self.end[tp] - offset for tp, offset in self.earliest.items())
+
+    def describe(self) -> str:
+        lines = [f"processor reset of application {self.application_id!r}:"]
+        lines += [f"  delete and recreate (empty) changelog {name}" for name in self.changelogs]
+        if self.state_dir_exists:
+            lines.append(f"  delete the local state directory {self.state_dir}")
+        else:
+            lines.append(f"  local state directory {self.state_dir}: absent here (other hosts: delete theirs)")
+        lines.append("  set the group's offsets to the earliest retained records:")
+        for tp in sorted(self.earliest, key=lambda t: (t.topic, t.partition)):
+            now = self.committed.get(tp)
+            lines.append(f"    {tp.topic}[{tp.partition}]: {'none' if now is None else now} -> {self.earliest[tp]}")
+        lines.append(f"  records to process again: {self.records_to_reprocess}")
+        lines.append(
+            "  then every retained family record is processed again: downstream sees the account updates again "
+            "(same update_ids); events older than the family topics' retention cannot be rebuilt"
+        )
+        return "\n".join(lines)
+
+
+def _admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**kafka.client_kwargs(), client_id=f"{kafka.client_id_prefix}-reset")
+
+
+async def live_members(admin: AIOKafkaAdminClient, group: str) -> list[str]:
+    """The members of `group` the coordinator still counts (a stopped static member stays until its session
+    times out)."""
+    members: list[str] = []
+    for response in await admin.describe_consumer_groups([group]):
+        for described in response.to_object()["groups"]:
+            if described["group"] in (group, ""):
+                members += [f"{m['member_id']} ({m['client_host']})" for m in described["members"]]
+    return members
+
+
+async def _refuse_if_alive(admin: AIOKafkaAdminClient, group: str) -> None:
+    members = await live_members(admin, group)
+    if members:
+        raise ResetRefused(
+            f"consumer group {group!r} has live members: {', '.join(members)}. Stop every processor instance "
+            "first (an instance with PROCESSOR_INSTANCE_ID stays a member until PROCESSOR_SESSION_TIMEOUT_MS "
+            "after it stopped); nothing was changed"
+        )
+
+
+async def _family_partitions(kafka: KafkaSettings) -> tuple[list[TopicPartition], dict[str, int]]:
+    admin = _admin(kafka)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(FAMILY_TOPICS.values()))
+    finally:
+        await admin.close()
+    missing = [t["topic"] for t in described if t["error_code"] != 0 or not t["partitions"]]
+    if missing:
+        raise ResetRefused(f"family topics missing: {', '.join(missing)}")
+    counts = {t["topic"]: len(t["partitions"]) for t in described}
+    tps = [TopicPartition(topic, p) for topic, n in sorted(counts.items()) for p in range(n)]
+    return tps, counts
+
+
+async def plan_reset(settings: ProcessorSettings, kafka: KafkaSettings) -> ResetPlan:
+    """What `reset` would do; raises ResetRefused while the group has live members."""
+    group = settings.application_id
+    admin = _admin(kafka)
+    await admin.start()
+    try:
+        await _refuse_if_alive(admin, group)
+        existing = set(await admin.list_topics())
+        tps, _ = await _family_partitions(kafka)
+        offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        earliest = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    state_dir = settings.state_dir / settings.application_id
+    plan = ResetPlan(
+        application_id=group,
+        changelogs=[t for t in (changelog_topic(group, s) for s in STORE_NAMES) if t in existing],
+        state_dir=state_dir,
+        state_dir_exists=state_dir.exists(),
+        committed={tp: (o.offset if o.offset >= 0 else None) for tp, o in offsets.items()},
+        earliest=dict(earliest),
+        end=dict(end),
+    )
+    return plan
+
+
+async def _wait_deleted(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while set(names) & set(await admin.list_topics()):
+        if time.monotonic() > deadline:
+            raise ResetRefused(f"changelog topics still exist {timeout_s:.0f}s after their deletion: {names}")
+        await asyncio.sleep(0.3)
+
+
+async def reset(settings: ProcessorSettings, kafka: KafkaSettings, plan: ResetPlan) -> list[str]:
+    """Carry out `plan`; the group is checked again first. Returns one line per step done."""
+    group = settings.application_id
+    done: list[str] = []
+    admin = _admin(kafka)
+    await admin.start()
+    try:
+        await _refuse_if_alive(admin, group)
+        if plan.changelogs:
+            await admin.delete_topics(plan.changelogs)
+            await _wait_deleted(admin, plan.changelogs)
+            done += [f"deleted {name}" for name in plan.changelogs]
+    finally:
+        await admin.close()
+    # Recreated empty at once, with the family topics' partition count (co-partitioning) and their declared
+    # configuration: the processors must not start without them.
+    _, counts = await _family_partitions(kafka)
+    partitions = max(counts.values())
+    declared = {spec.name: spec for spec in all_topics(TopicSettings(processor_application_id=group))}
+    specs = [replace(declared[changelog_topic(group, store)], partitions=partitions) for store in STORE_NAMES]
+    done += await ensure_topics(kafka, specs)
+    if plan.state_dir.exists():
+        shutil.rmtree(plan.state_dir)
+        done.append(f"deleted {plan.state_dir}")
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(plan.earliest))
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in plan.earliest.items()})
+    finally:
+        await consumer.stop()
+    done.append(f"set {len(plan.earliest)} offsets of group {group!r} to the earliest retained records")
+    return done

@@ -1,0 +1,46 @@
+"""Fixtures of the operator-command tests: a unique processor application with its topics, and the real
+gateway over HTTPS."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "gateway"))
+
+from gateway_helpers import gateway_settings
+from ops_helpers import App
+from threaded_gateway import ThreadedServer
+
+from connector.settings import KafkaSettings
+from connector.topics import TopicSettings, all_topics, ensure_topics
+
+
+@pytest.fixture
+async def app(bootstrap: str, unique: Callable[[str], str], tmp_path: Path) -> App:
+    app_id = unique("ops")
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    await ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id)))
+    return App(bootstrap, app_id, tmp_path / "state")
+
+
+@pytest.fixture
+def start_gateway(
+    tls_pair: tuple[Path, Path], bootstrap: str, tmp_path: Path
+) -> Iterator[Callable[..., ThreadedServer]]:
+    servers: list[ThreadedServer] = []
+
+    def start(**overrides: Any) -> ThreadedServer:
+        kafka = overrides.pop("bootstrap", bootstrap)
+        settings = gateway_settings(tls_pair, overrides.pop("spool_dir", tmp_path / "spool"), **overrides)
+        server = ThreadedServer(settings, kafka).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
