@@ -38,7 +38,7 @@ class Passthrough:
     def end_of_batch(self) -> None:
         pass
 
-    def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+    def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         raise RuntimeError(f"the broker refused the copy of {record.topic}/{record.partition}@{record.offset}: {error}")
 
 

@@ -28,7 +28,7 @@ from processors.logic.processor import AccountProcessor
 from processors.logic.stores import Stores
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
-from processors.runtime.task import OutRecord, TaskContext
+from processors.runtime.task import OutRecord, RecordFailed, TaskContext
 from schemas import catalog, jsontext
 from schemas.codec import Codec, DecodeError, RegistryError
 from schemas.deadletter import build_dead_letter, dead_letter_key
@@ -240,17 +240,16 @@ class AccountPipeline:
         delivery = Delivery.of(datum, record)
         try:
             outputs = self.logic.process(event)
-        except Exception as exc:  # a bug must not block the partition; the record is kept for replay
+        except Exception as exc:  # a bug must not block the partition: the record is kept (rejected), not its effects
             log.exception("processing failed", extra={"event_id": event.event_id, "event_type": event.event_type})
-            self._dead_letter(record, delivery, "processing_error", type(exc).__name__)
-            return
+            raise RecordFailed(record, "processing_error", type(exc).__name__) from exc
         try:
             self._emit(outputs, record, delivery)
         except RegistryError:
             raise  # the registry's failure, not the event's: the engine puts the batch back
-        except Exception as exc:  # an output the schema cannot carry: a bug, but the input is kept
+        except Exception as exc:  # an output the schema cannot carry: a bug, but the input is kept (rejected)
             log.exception("encoding failed", extra={"event_id": event.event_id, "event_type": event.event_type})
-            self._dead_letter(record, delivery, "encode_error", type(exc).__name__)
+            raise RecordFailed(record, "encode_error", type(exc).__name__) from exc
 
     def punctuate(self, wall_clock_ms: int) -> None:
         # The runtime punctuates only a task that has read its inputs to their end: during a backlog (a
@@ -259,9 +258,8 @@ class AccountPipeline:
         self._emit(self.logic.on_time(datetime.fromtimestamp(wall_clock_ms / 1000, UTC)), None, None)
         self.end_of_batch()
 
-    def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
-        reason = f"the broker refused an output or state write of this record: {error}"
-        self._dead_letter(record, Delivery.of(None, record), "output_refused", reason)
+    def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
+        self._dead_letter(record, Delivery.of(None, record), reason, error)
 
     def end_of_batch(self) -> None:
         for store in self._cached:

@@ -163,6 +163,10 @@ class AccountProcessor:
         if dedupe.get(event_id) is not None:
             self.counters["duplicate"] += 1
             return out
+        if event.account_id is not None and event.is_job and event.outcome not in OUTCOMES:
+            # Dead-lettered and not remembered: once a fix makes it valid, its replay goes through.
+            self._dead_letter(event, "missing_outcome", f"{event.event_type} carries no outcome", out)
+            return out
         dedupe.put(event_id, received_us)
         bucket = self._bucket_us
         self._add_timer(-(-(received_us + self._retention_us) // bucket) * bucket, _DEDUPE, event_id)
@@ -186,12 +190,7 @@ class AccountProcessor:
 
     def _process_job(self, event: Event, received_us: int, out: list[Output]) -> None:
         outcome = event.outcome
-        if outcome is None:
-            self._dead_letter(event, "missing_outcome", f"{event.event_type} carries no outcome", out)
-            return
-        if outcome not in OUTCOMES:
-            self._dead_letter(event, "invalid_outcome", "outcome is not success, error or pending", out)
-            return
+        assert outcome is not None  # checked by `process`
         occurred = event.occurred_at
         occurred_us = received_us if occurred is None else to_us(occurred)
         event_type = event.event_type

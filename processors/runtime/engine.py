@@ -41,6 +41,7 @@ from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import (
     ProcessorFactory,
+    RecordFailed,
     RecordRefused,
     Task,
     TaskFailed,
@@ -87,7 +88,7 @@ class Isolation:
     """A task replaying, one record per transaction, a range whose commit the broker refused a record of."""
 
     until: dict[TopicPartition, int]  # the refused commit's next offsets: isolation ends past them
-    refused: dict[Coordinates, str] = field(default_factory=dict)  # input records to reject, with the error
+    refused: dict[Coordinates, tuple[str, str]] = field(default_factory=dict)  # records to reject: reason, error
     current: Coordinates | None = None  # the record of the transaction being committed
     passed: dict[TopicPartition, int] = field(default_factory=dict)  # next offsets committed since
 
@@ -285,6 +286,8 @@ class Engine:
                     await self._process_isolated(partition, isolation, records)
             except self.retriable as exc:
                 return exc
+            except RecordFailed as failed:
+                await self._reject_failed(self._tasks[partition], failed)
         return None
 
     def _merge(self, runs: list[list[ConsumerRecord[bytes, bytes]]]) -> list[ConsumerRecord[bytes, bytes]]:
@@ -311,12 +314,17 @@ class Engine:
                 self.stats.processed += len(records) - index
                 return
             coordinates = (record.topic, record.partition, record.offset)
-            error = isolation.refused.get(coordinates)
-            if error is None:
-                task.process([record])
-            else:
-                task.reject(record, error)
-                self.stats.refused_records += 1
+            rejection = isolation.refused.get(coordinates)
+            try:
+                if rejection is None:
+                    task.process([record])
+                else:
+                    task.reject(record, *rejection)
+                    self.stats.refused_records += 1
+            except RecordFailed as failed:
+                isolation.refused[coordinates] = (failed.reason, failed.error)
+                await self._fail(task, TaskFailed(f"task {partition}: {failed}"))
+                return
             self.stats.processed += 1
             isolation.current = coordinates
             await self._commit_tasks([task])
@@ -361,6 +369,16 @@ class Engine:
         if self._consumer is not None:
             self._consumer.pause(*self._partitions_of(partition))
 
+    async def _reject_failed(self, task: Task, failed: RecordFailed) -> None:
+        """A record whose processing failed: redo the task's uncommitted records up to it, one per transaction,
+        and reject it (its half-written effects are thrown away with the rest)."""
+        record = failed.record
+        until = dict(task.next_offsets)
+        until[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        isolation = self._isolation.setdefault(task.partition, Isolation(until=until))
+        isolation.refused[(record.topic, record.partition, record.offset)] = (failed.reason, failed.error)
+        await self._fail(task, TaskFailed(f"task {task.partition}: {failed}"))
+
     def _isolate(self, task: Task, error: RecordRefused) -> None:
         """Remember what the refused commit covered, or, when it held one record, that this record is refused."""
         isolation = self._isolation.get(task.partition)
@@ -379,7 +397,7 @@ class Engine:
                     extra={"partition": task.partition, "offset": isolation.current[2], "error": str(error)},
                 )
                 self._retry_start_at = time.monotonic() + 1.0
-            isolation.refused[isolation.current] = str(error.__cause__ or error)
+            isolation.refused[isolation.current] = ("output_refused", str(error.__cause__ or error))
             isolation.current = None
 
     async def _caught_up(self, consumer: AIOKafkaConsumer, partition: int) -> bool:

@@ -57,11 +57,12 @@ class TaskProcessor(Protocol):
 
     def end_of_batch(self) -> None: ...
 
-    def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
-        """The broker refused what processing ``record`` produced: keep the record (a dead letter), not its effects.
+    def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
+        """Keep ``record`` (a dead letter) but none of its effects: they could not be committed.
 
         Called instead of ``process`` when the runtime replays a record whose outputs or state writes the
-        broker refused (see ``RecordRefused``). It must not touch state: the record's effects are dropped.
+        broker refused (``RecordRefused``, reason ``output_refused``), or whose processing raised
+        ``RecordFailed``. It must not touch state: the record's effects are dropped.
         """
         ...
 
@@ -75,6 +76,21 @@ class TaskFailed(RuntimeError):
 
 class TaskFenced(TaskFailed):
     """Another instance owns this partition now."""
+
+
+class RecordFailed(Exception):
+    """Raised by a processor: this record cannot be processed (a bug, an output its schema cannot carry).
+
+    Its effects may be half written, so the runtime throws away the task's uncommitted work, processes the
+    records before it again and hands this one to ``reject``: kept as a dead letter, with no effects, so a
+    replay after a fix is processed as new.
+    """
+
+    def __init__(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
+        super().__init__(f"{reason}: {error}")
+        self.record = record
+        self.reason = reason
+        self.error = error
 
 
 class RecordRefused(TaskFailed):
@@ -119,9 +135,9 @@ class Task:
         self.uncommitted_records += len(records)
         self.processor.end_of_batch()
 
-    def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+    def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         assert self.processor is not None
-        self.processor.reject(record, error)
+        self.processor.reject(record, reason, error)
         self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += 1
         self.processor.end_of_batch()

@@ -43,7 +43,7 @@ class Counter:
     def end_of_batch(self) -> None:
         pass
 
-    def reject(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+    def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         # The broker refused this record's output: say so in its place, without counting it.
         assert record.key is not None
         self.ctx.emit(OutRecord(self.output, record.key, b"rejected:%d" % record.offset))

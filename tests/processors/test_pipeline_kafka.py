@@ -28,6 +28,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from connector.settings import KafkaSettings
 from connector.topics import TopicSettings, all_topics, changelog_topic, ensure_topics
+from processors.logic.processor import AccountProcessor
 from processors.pipeline import PipelineCounters
 from processors.runtime import engine as engine_module
 from processors.runtime.engine import MissingTopicsError
@@ -400,3 +401,40 @@ async def test_a_changelog_deleted_under_the_running_processor_stops_it_naming_t
         await admin.close()
     assert info.value.missing == [changelog]
     assert "topics create" in str(info.value)
+
+
+async def test_a_record_whose_processing_fails_is_kept_without_its_effects(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug that raises half-way through an event (its dedupe entry and state already written): the record is
+    # dead-lettered, its effects dropped with the failed batch, the records around it processed once. After
+    # the fix, a replay of it is processed as new: the half-written dedupe entry did not survive.
+    account = str(uuid.uuid4())
+    t0 = datetime.now(UTC)
+    before, bad, after = (
+        job_body(t, account, "success", t0) for t in ("employment.added", "income.added", "identity.added")
+    )
+    real = AccountProcessor.process
+
+    def buggy(self: AccountProcessor, event: Any) -> Any:
+        outputs = real(self, event)
+        if event.event_id == bad["event_id"]:
+            raise RuntimeError("the bug")
+        return outputs
+
+    monkeypatch.setattr(AccountProcessor, "process", buggy)
+    await harness.deliver([account_added(account, t0), before, bad, after])
+    async with running_processor(harness, tmp_path):
+        updates = await harness.updates_for({account}, expect=3, settle_s=1.0)
+        [dead] = await committed_records(harness.bootstrap, catalog.DEADLETTER_TOPIC, {bad["event_id"].encode()}, 1)
+    assert [u["change"] for u in updates] == ["account_connected", "job_succeeded", "job_succeeded"]
+    assert [u["update_id"] for u in updates[1:]] == [before["event_id"], after["event_id"]]
+    assert bad["event_id"] not in {u["update_id"] for u in updates}
+    assert dict(dead.headers)["error_reason"] == b"processing_error"
+    monkeypatch.setattr(AccountProcessor, "process", real)  # the fix
+    async with running_processor(harness, tmp_path):
+        await harness.deliver([bad])  # what `deadletter replay` re-injects
+        updates = await harness.updates_for({account}, expect=4, settle_s=1.0)
+    assert Counter(u["update_id"] for u in updates) == dict.fromkeys(
+        [updates[0]["update_id"], before["event_id"], bad["event_id"], after["event_id"]], 1
+    )

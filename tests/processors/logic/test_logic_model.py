@@ -110,9 +110,9 @@ class Model:
         rows = self.advance(received)
         if event_id in self.seen:
             return rows
-        self.seen[event_id] = received
-        if spec.outcome is None:
+        if spec.outcome is None:  # not remembered: a replay after a fix goes through
             return [*rows, ("dead", event_id, "missing_outcome")]
+        self.seen[event_id] = received
         job = self.jobs.setdefault((spec.account, spec.event_type), Job())
         name = spec.event_type.split(".")[0]
         occ = BASE + spec.occurred * MIN

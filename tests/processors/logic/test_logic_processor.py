@@ -172,12 +172,16 @@ def test_duplicates_emit_nothing_until_retention_expires() -> None:
     assert proc.counters["dedupe_expired"] >= 1
 
 
-def test_job_event_without_outcome_is_dead_lettered_once(proc: AccountProcessor) -> None:
+def test_job_event_without_outcome_is_dead_lettered_and_not_remembered(proc: AccountProcessor) -> None:
     event = job_event("bad", None, occurred=0)
     [dead] = proc.process(event)
     assert isinstance(dead, DeadLetter)
     assert (dead.reason, dead.key) == ("missing_outcome", "bad")
-    assert proc.process(event) == []
+    # Its id is not in dedupe: once a fix makes it valid, replaying it (deadletter replay) is processed.
+    [again] = proc.process(event)
+    assert isinstance(again, DeadLetter)
+    fixed = job_event("bad", "success", occurred=0)
+    assert [type(o).__name__ for o in proc.process(fixed)] == ["AccountUpdate", "AccountStateSnapshot"]
 
 
 def test_event_without_account_id_has_no_account_output(proc: AccountProcessor) -> None:
