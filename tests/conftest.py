@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,10 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from kafka_broker import Broker, select_broker
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-CAPTURE = SHARED / "fixtures" / "pinwheel-sandbox-capture.jsonl"
-
+from simulator.traffic import load_capture
 
 _USED: list[Broker] = []
 
@@ -78,4 +74,4 @@ async def make_topic(bootstrap: str, unique: Callable[[str], str]) -> AsyncItera
 @pytest.fixture(scope="session")
 def capture() -> list[dict[str, Any]]:
     """The 12 real deliveries captured from Pinwheel's sandbox ({path, headers, body})."""
-    return [json.loads(line) for line in CAPTURE.read_text().splitlines() if line.strip()]
+    return load_capture()
