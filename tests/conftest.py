@@ -24,16 +24,27 @@ _USED: list[Broker] = []
 def kafka() -> Iterator[Broker]:
     """The real Kafka broker (see tests/kafka_broker.py for how it is chosen)."""
     with select_broker() as broker:
-        print(f"\n[tests] Kafka {broker.version} ({broker.kind}) at {broker.bootstrap}", file=sys.stderr)
+        print(f"\n[tests] Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}", file=sys.stderr)
         _USED.append(broker)
         yield broker
+
+
+def _kind(broker: Broker) -> str:
+    return f"{broker.kind}: {broker.image}" if broker.image else broker.kind
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the session broker is marked `kafka`: `-m kafka` selects the Kafka integration tests."""
+    for item in items:
+        if "kafka" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Which broker the run used, so a report of 'passed on Kafka X' can be checked."""
     for broker in _USED:
         terminalreporter.write_line(
-            f"Kafka broker: Apache Kafka {broker.version} ({broker.kind}) at {broker.bootstrap}"
+            f"Kafka broker: Apache Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}"
         )
 
 
