@@ -28,6 +28,6 @@ COPY docker/healthcheck.py /usr/local/lib/pinwheel-healthcheck.py
 USER connector
 WORKDIR /data
 # /livez of the gateway or the processors, whichever this container runs (docker/healthcheck.py).
-HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=5 CMD ["python", "/usr/local/lib/pinwheel-healthcheck.py"]
+HEALTHCHECK --interval=10s --timeout=30s --start-period=120s --retries=3 CMD ["python", "/usr/local/lib/pinwheel-healthcheck.py"]
 ENTRYPOINT ["pinwheel-connector"]
 CMD ["--help"]

@@ -13,19 +13,29 @@ import urllib.request
 from pathlib import Path
 
 
+# The settings classes are imported only when the variable is unset: pydantic's import alone can outlast a
+# healthcheck's timeout on a busy host.
+def _default_gateway_port() -> object:
+    from gateway.settings import GatewaySettings
+
+    return GatewaySettings.model_fields["port"].default
+
+
+def _default_processor_port() -> object:
+    from processors.runtime.settings import ProcessorSettings
+
+    return ProcessorSettings.model_fields["health_port"].default
+
+
 def main() -> int:
     command = Path("/proc/1/cmdline").read_bytes().split(b"\0")
     context = None
     if b"gateway" in command:
-        from gateway.settings import GatewaySettings
-
-        port = os.environ.get("GATEWAY_PORT") or GatewaySettings.model_fields["port"].default
+        port = os.environ.get("GATEWAY_PORT") or _default_gateway_port()
         url = f"https://127.0.0.1:{port}/livez"
         context = ssl._create_unverified_context()  # noqa: S323
     elif b"processor" in command:
-        from processors.runtime.settings import ProcessorSettings
-
-        port = os.environ.get("PROCESSOR_HEALTH_PORT") or ProcessorSettings.model_fields["health_port"].default
+        port = os.environ.get("PROCESSOR_HEALTH_PORT") or _default_processor_port()
         if str(port) == "0":
             return 0
         url = f"http://127.0.0.1:{port}/livez"

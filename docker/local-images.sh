@@ -7,7 +7,8 @@
 #                                     apache/kafka:<version> (same environment interface, see docker/kafka/run)
 # An image that exists already is kept (PINWHEEL_REBUILD_IMAGES=1 rebuilds them). Needs a Docker engine
 # (docker/engine.sh) and, for the Debian base, root and mmdebstrap (installed with apt-get when missing).
-# Then: PYTHON_IMAGE=pinwheel-local/python:3.11 KAFKA_IMAGE=pinwheel-local/kafka:<version> docker compose up --build
+# Prints PYTHON_IMAGE=... KAFKA_IMAGE=..., the variables docker-compose.yml takes:
+#   export $(docker/local-images.sh) && docker compose up --build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${PINWHEEL_IMAGE_PREFIX:-pinwheel-local}
@@ -53,7 +54,13 @@ debian_base() {
 }
 
 python_base() {
-  docker build -q --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" -t "$PYTHON_IMAGE" docker/python >/dev/null
+  local context
+  context=$(mktemp -d)
+  cp docker/python/Dockerfile "$context/"
+  mkdir "$context/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$context/ca-certificates/" 2>/dev/null || true
+  docker build -q --force-rm --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" -t "$PYTHON_IMAGE" "$context" >/dev/null
+  rm -rf "$context"
 }
 
 kafka_image() {
@@ -64,9 +71,9 @@ print(LocalKafka(LocalKafkaSettings()).ensure_jars())')
   cp -r docker/kafka/. "$context/"
   cp -r "$libs" "$context/libs"
   # The broker's jars plus kafka-tools alone (kafka-broker-api-versions.sh, kafka-topics.sh: the healthcheck).
-  (cd "$context" && mvn -B -q dependency:copy "-Dartifact=org.apache.kafka:kafka-tools:$KAFKA_VERSION" \
+  (cd "$context" && mvn -B -q -Dstyle.color=never dependency:copy "-Dartifact=org.apache.kafka:kafka-tools:$KAFKA_VERSION" \
     -DoutputDirectory="$context/libs")
-  docker build -q --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" -t "$KAFKA_IMAGE" "$context" >/dev/null
+  docker build -q --force-rm --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" -t "$KAFKA_IMAGE" "$context" >/dev/null
   rm -rf "$context"
 }
 
@@ -74,3 +81,4 @@ exists "$DEBIAN_IMAGE" || timed "$DEBIAN_IMAGE" debian_base
 exists "$PYTHON_IMAGE" || timed "$PYTHON_IMAGE" python_base
 exists "$KAFKA_IMAGE" || timed "$KAFKA_IMAGE" kafka_image
 say "ready: $PYTHON_IMAGE $KAFKA_IMAGE"
+echo "PYTHON_IMAGE=$PYTHON_IMAGE KAFKA_IMAGE=$KAFKA_IMAGE"  # for `export $(docker/local-images.sh)`
