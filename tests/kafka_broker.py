@@ -41,7 +41,7 @@ class Broker:
     image: str | None = None
 
 
-def _docker_available() -> bool:
+def docker_available() -> bool:
     if os.environ.get("PINWHEEL_TEST_NO_DOCKER"):
         return False
     try:
@@ -135,13 +135,13 @@ def _choice() -> str:
         raise ValueError(f"PINWHEEL_TEST_BROKER must be one of {', '.join(CHOICES)}, got {forced!r}")
     if forced == "env" and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         raise ValueError("PINWHEEL_TEST_BROKER=env needs KAFKA_BOOTSTRAP_SERVERS")
-    if forced == "docker" and not _docker_available():
+    if forced == "docker" and not docker_available():
         raise ValueError("PINWHEEL_TEST_BROKER=docker but no Docker engine answers (DOCKER_HOST, make docker-engine)")
     if forced:
         return forced
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return "env"
-    return "docker" if _docker_available() else "local"
+    return "docker" if docker_available() else "local"
 
 
 @contextlib.contextmanager
