@@ -206,7 +206,13 @@ def test_compose_up_traffic_kafka_recreate_and_scaling(project: Project) -> None
     project.compose("up", "-d", "--force-recreate", "--no-deps", "kafka")
     project.wait_healthy({"kafka": 1})
     after = asyncio.run(_end_offsets(project.bootstrap))
-    assert {t: after.get(t) for t in before} == before
+    assert set(after) == set(before)
+    # No record went missing (a broker on a fresh disk starts every topic at 0); only the processors' own
+    # changelogs (timers, punctuated) may have grown meanwhile.
+    assert all(after[t] >= n for t, n in before.items()), (before, after)
+    assert {t: n for t, n in after.items() if t.startswith("pinwheel.")} == {
+        t: n for t, n in before.items() if t.startswith("pinwheel.")
+    }
     report = project.verify(first)
     assert (report["lost"], report["duplicated"]) == (0, 0), report
 
