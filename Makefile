@@ -35,7 +35,8 @@ test: $(STAMP)
 
 # Containers: a Docker engine (docker/engine.sh installs and starts one as root on Debian, PINWHEEL_DOCKER_HOST
 # picks its socket), the base images built locally where no registry answers (docker/local-images.sh, cached).
-ENGINE := export $$(bash docker/engine.sh) && export $$(bash docker/local-images.sh)
+ENGINE := engine=$$(bash docker/engine.sh) && export "$$engine" && images=$$(bash docker/local-images.sh) \
+	&& export $$images
 
 docker-engine:
 	@bash docker/engine.sh
