@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLI := $(BIN)/pinwheel-connector
 
-.PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench chaos chaos-cluster lock clean
+.PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench chaos chaos-cluster \
+	lock clean docker-engine docker-images compose-test test-docker
 
 help:
 	@echo "make run      - the whole pipeline on a local Kafka, fed with signed traffic"
@@ -16,6 +17,8 @@ help:
 	@echo "make lint     - ruff check + ruff format --check;  make typecheck - mypy --strict"
 	@echo "make bench    - benchmarks (results in docs/);  make chaos - fault-injection runs"
 	@echo "make chaos-cluster - only the fault-injection runs on a 3-node Kafka cluster"
+	@echo "make compose-test - docker compose end-to-end;  make test-docker - Kafka tests on testcontainers"
+	@echo "make docker-engine - make sure a Docker engine answers;  make docker-images - build local base images"
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "[setup] creating $(VENV) and installing pinned dependencies (constraints.txt)"
@@ -30,7 +33,25 @@ run: $(STAMP)
 	$(CLI) run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not compose"
+
+# Containers: a Docker engine (docker/engine.sh installs and starts one as root on Debian, PINWHEEL_DOCKER_HOST
+# picks its socket), the base images built locally where no registry answers (docker/local-images.sh, cached).
+ENGINE := engine=$$(bash docker/engine.sh) && export "$$engine" && images=$$(bash docker/local-images.sh) \
+	&& export $$images
+
+docker-engine:
+	@bash docker/engine.sh
+
+docker-images: $(STAMP)
+	@$(ENGINE)
+
+compose-test: $(STAMP)
+	@$(ENGINE) && $(BIN)/python -m pytest -m compose -s tests/compose
+
+test-docker: $(STAMP)
+	@$(ENGINE) && PINWHEEL_TEST_BROKER=docker PINWHEEL_TEST_KAFKA_IMAGE=$$KAFKA_IMAGE \
+		$(BIN)/python -m pytest -m "kafka and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,18 +7,16 @@ pydantic validation + datum), Codec.encode, Codec.decode, and read_family_record
 from __future__ import annotations
 
 import functools
-import json
 import statistics
 import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from schemas.codec import Codec
 from schemas.datum import read_family_record
 from schemas.envelope import build_family_record
+from simulator.traffic import load_capture
 
-CAPTURE = Path(__file__).resolve().parents[1] / "tests" / "schemas" / "fixtures" / "pinwheel-sandbox-capture.jsonl"
 NOW = datetime(2025, 6, 24, 22, 4, 34, tzinfo=UTC)
 
 
@@ -28,7 +26,7 @@ def per_call_us(fn: Callable[[], object], number: int = 2000, repeat: int = 7) -
 
 
 def main() -> None:
-    bodies = [json.loads(line)["body"].encode() for line in CAPTURE.read_text().splitlines()]
+    bodies = [record["body"].encode() for record in load_capture()]
     largest = max(bodies, key=len)
     typical = sorted(bodies, key=len)[len(bodies) // 2]
     codec = Codec()

@@ -84,7 +84,7 @@ def reference_app(kind: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings = GatewaySettings()  # type: ignore[call-arg]  # the same environment as the gateway
+        settings = GatewaySettings()  # the same environment as the gateway
         producer.append(AIOKafkaProducer(**producer_options(settings, KafkaSettings())))
         await producer[0].start()
         try:
@@ -103,7 +103,7 @@ def reference_app(kind: str) -> FastAPI:
 
 
 def _serve_reference(kind: str) -> None:
-    config = build_config(GatewaySettings())  # type: ignore[call-arg]  # the gateway's options, from the env
+    config = build_config(GatewaySettings())  # the gateway's options, from the env
     config.app = functools.partial(reference_app, kind)
     serve(config)
 

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        settings = GatewaySettings()  # type: ignore[call-arg]  # secrets come from the environment
+        settings = GatewaySettings()  # secrets come from the environment
     except ValidationError as exc:
         # Fail fast, naming the variables and reasons only (the values may be secrets).
         print(f"gateway: {settings_error_text(exc) or 'invalid settings'}", file=sys.stderr)

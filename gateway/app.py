@@ -296,4 +296,4 @@ def create_app(
 
 def create_app_from_env() -> FastAPI:
     """uvicorn factory (`uvicorn --factory gateway.app:create_app_from_env`), settings from the env."""
-    return create_app(GatewaySettings())  # type: ignore[call-arg]  # secrets come from the environment
+    return create_app(GatewaySettings())  # secrets come from the environment

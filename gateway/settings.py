@@ -6,20 +6,23 @@ Every field has a description: docs/gateway.md's configuration table is generate
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
 
 
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _split_csv(value: object) -> object:
     # Comma-separated in the environment; a real list is accepted as is (programmatic use).
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
+    return _csv(value) if isinstance(value, str) else value
 
 
 class GatewaySettings(BaseSettings):
@@ -34,9 +37,16 @@ class GatewaySettings(BaseSettings):
         default=Path("var/tls/gateway.crt"), description="PEM certificate (chain) served over TLS."
     )
     tls_key_file: Path = Field(default=Path("var/tls/gateway.key"), description="PEM private key of the certificate.")
+    secrets_file: Path | None = Field(
+        default=None,
+        description="File holding the secrets instead (comma- or newline-separated, read at start-up), e.g. a "
+        "Docker secret: keeps them out of the environment. Used when GATEWAY_SECRETS is empty.",
+    )
     secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        validate_default=True,
         description="Comma-separated Pinwheel API secrets accepted for x-pinwheel-signature (several during "
-        "a rotation). Required; never logged.",
+        "a rotation). Required unless GATEWAY_SECRETS_FILE is set; never logged.",
         repr=False,
     )
     timestamp_tolerance_s: int = Field(
@@ -126,12 +136,22 @@ class GatewaySettings(BaseSettings):
     def _parse_ids(cls, value: object) -> object:
         return _split_csv(value)
 
+    @field_validator("secrets_file")
+    @classmethod
+    def _check_secrets_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}")
+        return value
+
     @field_validator("secrets")
     @classmethod
-    def _check_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
+    def _check_secrets(cls, value: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
+        file = info.data.get("secrets_file")
+        if not value and file is not None:
+            value = [SecretStr(secret) for secret in _csv(file.read_text().replace("\n", ","))]
         # Fail fast: a gateway without a secret would refuse every delivery (or worse, accept any).
         if not value or any(not s.get_secret_value() for s in value):
-            raise ValueError("at least one non-empty secret is required (GATEWAY_SECRETS=s1[,s2])")
+            raise ValueError("at least one non-empty secret is required (GATEWAY_SECRETS or GATEWAY_SECRETS_FILE)")
         return value
 
     @field_validator("route")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,10 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from kafka_broker import Broker, select_broker
 from schema_registry import Registry, select_registry
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-CAPTURE = SHARED / "fixtures" / "pinwheel-sandbox-capture.jsonl"
-
+from simulator.traffic import load_capture
 
 _USED: list[Broker] = []
 _REGISTRIES: list[Registry] = []
@@ -30,7 +26,7 @@ _REGISTRIES: list[Registry] = []
 def kafka() -> Iterator[Broker]:
     """The real Kafka broker (see tests/kafka_broker.py for how it is chosen)."""
     with select_broker() as broker:
-        print(f"\n[tests] Kafka {broker.version} ({broker.kind}) at {broker.bootstrap}", file=sys.stderr)
+        print(f"\n[tests] Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}", file=sys.stderr)
         _USED.append(broker)
         yield broker
 
@@ -44,11 +40,22 @@ def schema_registry() -> Iterator[Registry]:
         yield registry
 
 
+def _kind(broker: Broker) -> str:
+    return f"{broker.kind}: {broker.image}" if broker.image else broker.kind
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the session broker is marked `kafka`: `-m kafka` selects the Kafka integration tests."""
+    for item in items:
+        if "kafka" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Which broker (and registry) the run used, so a report of 'passed on Kafka X' can be checked."""
     for broker in _USED:
         terminalreporter.write_line(
-            f"Kafka broker: Apache Kafka {broker.version} ({broker.kind}) at {broker.bootstrap}"
+            f"Kafka broker: Apache Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}"
         )
     for registry in _REGISTRIES:
         version = registry.local.settings.version if registry.local else "unknown"
@@ -103,4 +110,4 @@ def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def capture() -> list[dict[str, Any]]:
     """The 12 real deliveries captured from Pinwheel's sandbox ({path, headers, body})."""
-    return [json.loads(line) for line in CAPTURE.read_text().splitlines() if line.strip()]
+    return load_capture()

@@ -1,6 +1,6 @@
-"""docker-compose.yml, the Dockerfile and the README cannot run here (no Docker engine), so they are
-checked against the code: every variable they set is one the code reads, the ports agree, and the
-README's configuration table is the one the settings classes generate."""
+"""docker-compose.yml, the Dockerfile and the README checked against the code, without a Docker engine: every
+variable they set is one the code reads, the ports agree, and the README's configuration table is the one the
+settings classes generate. tests/compose/ runs the same files for real (make compose-test)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def test_services_and_dependencies(compose: dict[str, Any]) -> None:
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     for name in ("gateway", "processor"):
         assert services[name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
-        assert "healthcheck" in services[name]
     assert "healthcheck" in services["kafka"]
+    assert "HEALTHCHECK" in (ROOT / "Dockerfile").read_text()  # the gateway's and the processors' /livez
 
 
 def test_app_environment_is_read_by_the_code(compose: dict[str, Any]) -> None:
@@ -54,23 +54,57 @@ def test_commands_are_cli_subcommands(compose: dict[str, Any]) -> None:
         parser.parse_args(command)  # exits (fails the test) on an unknown subcommand or flag
 
 
-def test_ports_match_the_settings(compose: dict[str, Any]) -> None:
+def test_ports_match_the_settings_and_are_published_on_loopback(compose: dict[str, Any]) -> None:
     services = compose["services"]
     gateway_env = services["gateway"]["environment"]
-    assert services["gateway"]["ports"] == [f"{gateway_env['GATEWAY_PORT']}:{gateway_env['GATEWAY_PORT']}"]
-    assert gateway_env["GATEWAY_PORT"] in str(services["gateway"]["healthcheck"]["test"])
+    assert services["gateway"]["ports"] == [
+        f"${{PUBLISH_ADDRESS:-127.0.0.1}}:${{PUBLISH_GATEWAY_PORT:-8443}}:{gateway_env['GATEWAY_PORT']}"
+    ]
     processor_env = services["processor"]["environment"]
-    port = processor_env["PROCESSOR_HEALTH_PORT"]
-    assert services["processor"]["ports"] == [f"{port}:{port}"]
+    # No fixed host port: every instance of a scaled service gets its own.
+    assert services["processor"]["ports"] == [
+        f"${{PUBLISH_ADDRESS:-127.0.0.1}}::{processor_env['PROCESSOR_HEALTH_PORT']}"
+    ]
     assert processor_env["PROCESSOR_HEALTH_HOST"] == "0.0.0.0"  # reachable from outside the container
-    assert port in str(services["processor"]["healthcheck"]["test"])
     # The processors' changelogs are named after the application id the topics job created them for.
     assert services["topics"]["environment"]["PROCESSOR_APPLICATION_ID"] == processor_env["PROCESSOR_APPLICATION_ID"]
+    assert services["kafka"]["ports"] == ["${PUBLISH_ADDRESS:-127.0.0.1}:${PUBLISH_KAFKA_PORT:-9092}:9092"]
+
+
+def test_scaled_processors_get_their_own_instance_id_and_state(compose: dict[str, Any]) -> None:
+    processor = compose["services"]["processor"]
+    assert "PROCESSOR_INSTANCE_ID" not in processor["environment"]
+    assert "PROCESSOR_INSTANCE_ID=$${PROCESSOR_INSTANCE_ID:-$$HOSTNAME}" in " ".join(processor["entrypoint"])
+    assert "volumes" not in processor  # local state is a cache of the changelogs, per container
+
+
+def test_grace_periods_outlast_the_shutdown_timeouts(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+
+    def seconds(value: str) -> float:
+        assert value.endswith("s")
+        return float(value[:-1])
+
+    gateway, processor = services["gateway"], services["processor"]
+    assert seconds(gateway["stop_grace_period"]) > float(gateway["environment"]["GATEWAY_SHUTDOWN_TIMEOUT_S"]) + 10
+    assert seconds(processor["stop_grace_period"]) > float(processor["environment"]["PROCESSOR_COMMIT_TIMEOUT_S"])
+
+
+def test_the_secret_comes_from_a_file_and_kafka_data_from_the_volume(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    gateway = services["gateway"]
+    assert "GATEWAY_SECRETS" not in gateway["environment"]
+    assert gateway["environment"]["GATEWAY_SECRETS_FILE"] == "/run/secrets/pinwheel_api_secret"
+    assert gateway["secrets"] == ["pinwheel_api_secret"]
+    kafka = services["kafka"]
+    assert kafka["volumes"] == [f"kafka-data:{kafka['environment']['KAFKA_LOG_DIRS']}"]
+    dockerignore = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", "pinwheel-api-secret"} <= set(dockerignore)
 
 
 def test_kafka_matches_the_local_broker(compose: dict[str, Any]) -> None:
     kafka = compose["services"]["kafka"]
-    assert kafka["image"] == f"apache/kafka:{LocalKafkaSettings.model_fields['version'].default}"
+    assert kafka["image"] == f"${{KAFKA_IMAGE:-apache/kafka:{LocalKafkaSettings.model_fields['version'].default}}}"
     env = kafka["environment"]
     assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "1"
     assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "1"
@@ -80,12 +114,18 @@ def test_kafka_matches_the_local_broker(compose: dict[str, Any]) -> None:
     assert internal is not None
     for name in APP_SERVICES:
         assert f"kafka:{internal.group(1)}" in compose["services"][name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+    assert f"localhost:{internal.group(1)}" in str(kafka["healthcheck"]["test"])  # whatever the published port
 
 
-def test_dockerfile_copies_every_package() -> None:
+def test_dockerfile_copies_the_runtime_packages_only() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for package in ("connector", "gateway", "processors", "schemas", "simulator", "bench"):
+    for package in ("connector", "gateway", "processors", "schemas", "simulator"):
         assert f"COPY {package} ./{package}" in dockerfile
+    for package in ("bench", "chaos", "tests"):
+        assert f"COPY {package}" not in dockerfile
+    # The dependency layer comes before the sources, so a code change does not reinstall every dependency.
+    assert dockerfile.index("COPY pyproject.toml constraints.txt") < dockerfile.index("COPY connector")
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile
     assert 'ENTRYPOINT ["pinwheel-connector"]' in dockerfile
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,14 +14,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from gateway_helpers import TopicTail, gateway_settings
+from sample_data import doc_samples as documented_samples
 from threaded_gateway import ThreadedServer
 
 from connector.settings import KafkaSettings
 from connector.topics import all_topics, ensure_topics
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
 
-ROOT = Path(__file__).resolve().parents[2]
-SPEC = ROOT.parent / "shared" / "pinwheel-webhooks.md"
 GATEWAY_TOPICS = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
 
 
@@ -67,7 +65,5 @@ async def tail(bootstrap: str, gateway_topics: list[str]) -> AsyncIterator[Topic
 
 @pytest.fixture(scope="session")
 def doc_samples() -> list[str]:
-    """Every sample webhook body of pinwheel-webhooks.md, verbatim (two have a trailing-comma typo)."""
-    text = SPEC.read_text()
-    blocks = re.findall(r"^\{\n.*?^\}$", text, flags=re.S | re.M)
-    return [b for b in blocks if '"event":' in b and "..." not in b]
+    """Every documented sample webhook body, verbatim (two have the documentation's trailing-comma typo)."""
+    return documented_samples()

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_secrets_and_ids_from_comma_separated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_SECRETS", " new-secret , old-secret ")
     monkeypatch.setenv("GATEWAY_ALLOWED_WEBHOOK_IDS", "a,b")
-    settings = GatewaySettings()  # type: ignore[call-arg]
+    settings = GatewaySettings()
     assert settings.secret_bytes() == (b"new-secret", b"old-secret")
     assert settings.allowed_webhook_ids == ["a", "b"]
     assert "new-secret" not in repr(settings)
@@ -33,7 +33,31 @@ def test_secrets_are_required(monkeypatch: pytest.MonkeyPatch, value: str | None
     if value is not None:
         monkeypatch.setenv("GATEWAY_SECRETS", value)
     with pytest.raises(ValidationError):
-        GatewaySettings()  # type: ignore[call-arg]
+        GatewaySettings()
+
+
+def test_secrets_from_a_file_when_the_variable_is_empty(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret_file = tmp_path / "pinwheel_api_secret"
+    secret_file.write_text("new-secret\nold-secret\n")
+    monkeypatch.setenv("GATEWAY_SECRETS_FILE", str(secret_file))
+    monkeypatch.delenv("GATEWAY_SECRETS", raising=False)
+    assert GatewaySettings().secret_bytes() == (b"new-secret", b"old-secret")
+    monkeypatch.setenv("GATEWAY_SECRETS", "from-env")
+    assert GatewaySettings().secret_bytes() == (b"from-env",)
+    secret_file.write_text(" \n")
+    monkeypatch.delenv("GATEWAY_SECRETS")
+    with pytest.raises(ValidationError, match="secrets"):
+        GatewaySettings()
+
+
+def test_cli_names_an_unreadable_secrets_file(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env |= {"GATEWAY_SECRETS_FILE": str(tmp_path / "missing")}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "GATEWAY_SECRETS_FILE" in result.stderr
 
 
 def test_publish_timeout_stays_under_pinwheels_15s() -> None:

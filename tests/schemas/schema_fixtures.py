@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from sample_data import doc_samples_as_json
+
+from simulator.traffic import load_capture
 
 
 @dataclass(frozen=True)
@@ -21,20 +22,18 @@ class Delivery:
 
 
 def capture() -> list[Delivery]:
-    """Real sandbox deliveries (bodies byte-exact, copied from the shared capture)."""
-    lines = (FIXTURES / "pinwheel-sandbox-capture.jsonl").read_text().splitlines()
+    """Real sandbox deliveries (bodies byte-exact, the simulator's copy of the capture)."""
     out = []
-    for index, line in enumerate(lines):
-        item = json.loads(line)
+    for index, item in enumerate(load_capture()):
         body = item["body"].encode()
         out.append(Delivery(f"capture-{index}-{json.loads(body)['event']}", body, item["headers"]))
     return out
 
 
 def doc_samples() -> list[Delivery]:
-    """Every sample of pinwheel-webhooks.md (trailing-comma typo fixed), one compact body per line."""
-    lines = (FIXTURES / "pinwheel-doc-samples.jsonl").read_text().splitlines()
-    return [Delivery(f"doc-{index}-{json.loads(line)['event']}", line.encode(), {}) for index, line in enumerate(lines)]
+    """Every documented sample (trailing-comma typo mended), as compact JSON."""
+    texts = doc_samples_as_json()
+    return [Delivery(f"doc-{index}-{json.loads(text)['event']}", text.encode(), {}) for index, text in enumerate(texts)]
 
 
 ALL_DELIVERIES = capture() + doc_samples()

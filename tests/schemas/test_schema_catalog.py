@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import json
 
 import pytest
+from sample_data import doc_samples_as_json
 
 from schemas import catalog
 from schemas.catalog import (
@@ -19,8 +19,6 @@ from schemas.catalog import (
     topic_for,
 )
 from schemas.models import PAYLOAD_MODELS
-
-SPEC = Path(__file__).parent / "fixtures" / "pinwheel-doc-samples.jsonl"
 
 
 def test_families_and_topics() -> None:
@@ -37,7 +35,7 @@ def test_families_and_topics() -> None:
 
 
 def test_every_spec_sample_type_is_modelled() -> None:
-    sample_types = set(re.findall(r'"event": "([^"]+)"', SPEC.read_text()))
+    sample_types = {json.loads(text)["event"] for text in doc_samples_as_json()}
     assert len(sample_types) == 18
     assert sample_types == MODELLED_EVENT_TYPES == set(PAYLOAD_MODELS)
 

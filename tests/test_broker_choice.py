@@ -1,0 +1,35 @@
+"""PINWHEEL_TEST_BROKER forces the broker fixture's branch (tests/kafka_broker.py); the default order is kept."""
+
+from __future__ import annotations
+
+import pytest
+from kafka_broker import _choice
+
+
+def test_forced_choice_wins_and_a_bad_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("PINWHEEL_TEST_BROKER", "local")
+    assert _choice() == "local"
+    monkeypatch.setenv("PINWHEEL_TEST_BROKER", "kubernetes")
+    with pytest.raises(ValueError, match="PINWHEEL_TEST_BROKER must be one of env, docker, local"):
+        _choice()
+
+
+def test_unusable_forced_choices_fail_instead_of_falling_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("PINWHEEL_TEST_BROKER", "env")
+    with pytest.raises(ValueError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        _choice()
+    monkeypatch.setenv("PINWHEEL_TEST_NO_DOCKER", "1")
+    monkeypatch.setenv("PINWHEEL_TEST_BROKER", "docker")
+    with pytest.raises(ValueError, match="no Docker engine answers"):
+        _choice()
+
+
+def test_default_order_env_then_docker_then_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PINWHEEL_TEST_BROKER", raising=False)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    assert _choice() == "env"
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
+    monkeypatch.setenv("PINWHEEL_TEST_NO_DOCKER", "1")
+    assert _choice() == "local"
