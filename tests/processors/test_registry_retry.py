@@ -36,7 +36,7 @@ from schemas.store import load_store
 
 pytestmark = pytest.mark.kafka
 
-SAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "fixtures" / "pinwheel-doc-samples.jsonl"
+ACCOUNT_ADDED = Path(__file__).resolve().parent.parent / "fixtures" / "doc-samples" / "01-account.added.json"
 
 
 def _free_port() -> int:
@@ -48,8 +48,7 @@ def _free_port() -> int:
 def _evolved_record(registry_url: str) -> tuple[str, bytes, bytes]:
     """(topic, key, value): a family record written with a new compatible schema version (one more optional
     field), registered directly in the registry, so the processor has never seen its id."""
-    samples = (SAMPLES.read_text()).splitlines()
-    body = next(json.loads(line) for line in samples if json.loads(line)["event"] == "account.added")
+    body = json.loads(ACCOUNT_ADDED.read_text())
     body["event_id"] = str(uuid.uuid4())
     now = datetime.now(UTC)
     record = build_family_record(
