@@ -395,6 +395,11 @@ class UpdateCollector:
         batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
         for records in batch.values():
             for record in records:
+                # The trigger's event_id header names another run's update without decoding it (the topic may
+                # hold records this reader cannot decode, e.g. Confluent-format ones with no registry set).
+                trigger = next((value for name, value in record.headers or () if name == "event_id"), None)
+                if trigger is not None and trigger.decode(errors="replace") not in self.run_ids:
+                    continue
                 view = UpdateView.from_datum(self.decoder.decode(record.value))
                 if view.event_id not in self.run_ids:
                     continue
