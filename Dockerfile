@@ -16,6 +16,7 @@ COPY gateway ./gateway
 COPY processors ./processors
 COPY schemas ./schemas
 COPY simulator ./simulator
+COPY operate ./operate
 RUN pip wheel --no-cache-dir -q --no-deps --wheel-dir /wheels/app .
 
 FROM ${PYTHON_IMAGE}
