@@ -6,6 +6,7 @@ directory; uvicorn's supervisor restarts a dead worker, which then reclaims the 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import resource
@@ -22,7 +23,13 @@ from gateway.app import create_app
 from gateway.connections import FD_RESERVE_MIN, GuardedHttpToolsProtocol
 from gateway.metrics import MULTIPROC_ENV
 from gateway.settings import GatewaySettings
+from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.codec import build_codec
+from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
+
+#: What the gateway writes: its schemas must resolve before it serves (with a schema registry).
+WRITTEN_TOPICS = (*FAMILY_TOPICS.values(), DEADLETTER_TOPIC)
 
 
 class ConfigError(RuntimeError):
@@ -68,7 +75,31 @@ def build_config(
 
 def run(settings: GatewaySettings, kafka: KafkaSettings | None = None, schema: SchemaSettings | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then shut down gracefully (in-flight requests, producer, spool)."""
-    serve(build_config(settings, kafka, schema))
+    config = build_config(settings, kafka, schema)
+    check_schemas(schema or SchemaSettings())
+    serve(config)
+
+
+def check_schemas(schema: SchemaSettings) -> None:
+    """With a schema registry, our schemas resolve before any worker starts: a schema missing in lookup-only
+    mode, or one the registry refuses, is a ConfigError (exit 2). An unreachable registry is not: the workers
+    start and wait for it."""
+    if not schema.registry_url:
+        return
+
+    async def resolve() -> None:
+        codec = build_codec(schema)
+        try:
+            await codec.prepare(WRITTEN_TOPICS)
+        except RegistryUnavailable:
+            pass
+        finally:
+            await codec.close()
+
+    try:
+        asyncio.run(resolve())
+    except RegistryError as exc:
+        raise ConfigError(f"schema registry: {exc}") from None
 
 
 def serve(config: uvicorn.Config) -> None:

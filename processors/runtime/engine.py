@@ -148,6 +148,7 @@ class Engine:
     # -- public ------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self._before_start(stop)
         consumer = AIOKafkaConsumer(
             **self.kafka.client_kwargs(),
             client_id=f"{self.kafka.client_id_prefix}-{self.settings.application_id}",
@@ -163,7 +164,6 @@ class Engine:
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         )
         self._consumer = consumer
-        await self._before_start(stop)
         await consumer.start()
         await self._wait_for_topics(consumer)
         consumer.subscribe(self.input_topics, listener=_Listener(self))
