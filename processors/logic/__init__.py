@@ -17,7 +17,6 @@ from processors.logic.events import (
     Event,
     EventEnvelope,
     InvalidEvent,
-    Outcome,
     event_from_payload,
     event_from_webhook,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "KeyValueStore",
     "LogicConfig",
     "OrderedKeyValueStore",
-    "Outcome",
     "Output",
     "Recommendation",
     "Serde",

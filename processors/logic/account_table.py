@@ -14,14 +14,14 @@ from typing import Any, Final, NamedTuple
 
 from processors.logic.join import JobOutcome
 from processors.logic.timeutil import time_out
+from schemas import catalog
 
 #: event type -> (dataset, milestone field of SyncProgress)
 SYNC_MILESTONES: Final = {
-    f"{dataset}.{level}_synced": (dataset, f"{level}_synced_at_us")
-    for dataset in ("paystubs", "shifts")
-    for level in ("seven_days", "thirty_days", "ninety_days", "fully")
+    event_type: (dataset, f"{level}_synced_at_us")
+    for event_type, (dataset, level) in catalog.SYNC_MILESTONE_EVENTS.items()
 }
-SYNC_BATCHES: Final = {"paystubs.added": "paystubs", "shifts.added": "shifts"}
+SYNC_BATCHES: Final = catalog.SYNC_BATCH_EVENTS
 
 
 class Recommendation(NamedTuple):
@@ -55,14 +55,9 @@ class SyncProgress(NamedTuple):
 
     @property
     def deepest_milestone(self) -> str | None:
-        for name, at in (
-            ("fully", self.fully_synced_at_us),
-            ("ninety_days", self.ninety_days_synced_at_us),
-            ("thirty_days", self.thirty_days_synced_at_us),
-            ("seven_days", self.seven_days_synced_at_us),
-        ):
-            if at is not None:
-                return name
+        for level, index in _DEEPEST_FIRST:
+            if self[index] is not None:
+                return level
         return None
 
     def to_dict(self, micros: bool = False) -> dict[str, Any]:
@@ -85,6 +80,11 @@ class SyncProgress(NamedTuple):
             "last_job_id": self.last_job_id,
         }
 
+
+#: (level, index of its ``<level>_synced_at_us`` field), deepest level first.
+_DEEPEST_FIRST: Final = tuple(
+    (level, SyncProgress._fields.index(f"{level}_synced_at_us")) for level in reversed(catalog.SYNC_LEVELS)
+)
 
 _NO_JOBS: Final[Mapping[str, JobOutcome]] = {}
 

@@ -11,19 +11,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import orjson
 
 from processors.logic.timeutil import to_us
 from schemas import catalog
-
-Outcome = Literal["success", "error", "pending"]
-OUTCOMES: Final = catalog.JOB_OUTCOMES
-
-ACCOUNT_ADDED: Final = "account.added"
-MONITORING_STATUS_UPDATED: Final = "account.monitoring_status.updated"
-CONNECTIONS_RECOMMENDED: Final = "account.additional_connections_recommended"
 
 
 class InvalidEvent(ValueError):
@@ -53,7 +46,8 @@ class Event:
     sent_at: datetime | None = None
     job_id: str | None = None
     job_name: str | None = None
-    outcome: Outcome | None = None
+    #: One of ``catalog.JOB_OUTCOMES`` (checked when the event is built), None for other events.
+    outcome: str | None = None
     error_code: str | None = None
     error_type: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
@@ -156,9 +150,9 @@ def event_from_payload(
     if not isinstance(payload, Mapping):
         raise InvalidEvent("invalid_payload", "payload must be an object")
     raw_outcome = payload.get("outcome")
-    if raw_outcome is not None and raw_outcome not in OUTCOMES:
-        raise InvalidEvent("invalid_outcome", f"outcome must be one of {sorted(OUTCOMES)}")
-    occurred_field = catalog.OCCURRED_AT_FIELDS.get(event_type, "timestamp")
+    if raw_outcome is not None and raw_outcome not in catalog.JOB_OUTCOMES:
+        raise InvalidEvent("invalid_outcome", f"outcome must be one of {sorted(catalog.JOB_OUTCOMES)}")
+    occurred_field = catalog.occurred_at_field(event_type)
     is_job = catalog.is_job(event_type, raw_outcome)
     return Event(
         event_id=event_id,
@@ -171,7 +165,7 @@ def event_from_payload(
         sent_at=None if sent_at is None else _aware_utc("sent_at", sent_at),
         job_id=_job_id(payload) if is_job else None,
         job_name=_opt_str(payload.get("name")),
-        outcome=cast(Outcome | None, raw_outcome),
+        outcome=raw_outcome,
         error_code=_opt_str(payload.get("error_code")),
         error_type=_opt_str(payload.get("error_type")),
         payload=payload,

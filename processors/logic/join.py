@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from processors.logic.events import EventEnvelope
 from processors.logic.timeutil import time_out
+from schemas import catalog
 
 
 class JobOutcome(NamedTuple):
@@ -77,7 +78,7 @@ class JoinKind(StrEnum):
     JOINED = "joined"  # final that closes the open job
     LATE_JOINED = "late_joined"  # final that closes a job which already timed out
     DIRECT = "direct"  # final with no pending known
-    TIMED_OUT = "timed_out"
+    TIMED_OUT = catalog.TIMED_OUT
 
 
 class JoinResult(NamedTuple):
@@ -125,7 +126,7 @@ def apply_pending(
     outcome = JobOutcome(
         job,
         opened.job_id,
-        "pending",
+        catalog.PENDING,
         None,
         None,
         opened.pending_since_us,
@@ -201,7 +202,7 @@ def apply_timeout(state: JobState | None, *, deadline_us: int) -> JoinResult | N
     outcome = JobOutcome(
         current.job,
         current.job_id,
-        "timed_out",
+        catalog.TIMED_OUT,
         None,
         None,
         current.pending_since_us,

@@ -25,18 +25,12 @@ from processors.logic.account_table import (
     touch,
 )
 from processors.logic.config import LogicConfig
-from processors.logic.events import (
-    ACCOUNT_ADDED,
-    CONNECTIONS_RECOMMENDED,
-    MONITORING_STATUS_UPDATED,
-    OUTCOMES,
-    Event,
-    EventEnvelope,
-)
+from processors.logic.events import Event, EventEnvelope
 from processors.logic.join import JobOutcome, JoinKind, apply_final, apply_pending, apply_timeout
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, DeadLetter, Output
 from processors.logic.stores import Stores
 from processors.logic.timeutil import opt_from_us, span_us, to_us
+from schemas import catalog
 
 CLOCK_KEY: Final = "~clock"  # sorts after every "<digits>|..." timer key
 _TIMERS_END: Final = "~"
@@ -47,9 +41,9 @@ _JOB: Final = "j"
 _UNLOADED: Final = -1
 
 _ACCOUNT_CHANGES: Final = {
-    ACCOUNT_ADDED: Change.ACCOUNT_CONNECTED,
-    MONITORING_STATUS_UPDATED: Change.MONITORING_STATUS_CHANGED,
-    CONNECTIONS_RECOMMENDED: Change.CONNECTIONS_RECOMMENDED,
+    catalog.ACCOUNT_ADDED: Change.ACCOUNT_CONNECTED,
+    catalog.ACCOUNT_MONITORING_STATUS_UPDATED: Change.MONITORING_STATUS_CHANGED,
+    catalog.ACCOUNT_CONNECTIONS_RECOMMENDED: Change.CONNECTIONS_RECOMMENDED,
 }
 
 
@@ -163,7 +157,7 @@ class AccountProcessor:
         if dedupe.get(event_id) is not None:
             self.counters["duplicate"] += 1
             return out
-        if event.account_id is not None and event.is_job and event.outcome not in OUTCOMES:
+        if event.account_id is not None and event.is_job and event.outcome not in catalog.JOB_OUTCOMES:
             # Dead-lettered and not remembered: once a fix makes it valid, its replay goes through.
             self._dead_letter(event, "missing_outcome", f"{event.event_type} carries no outcome", out)
             return out
@@ -200,7 +194,7 @@ class AccountProcessor:
         key = join_key(account_id, event_type)
         before = self._jobs.get(key)
         envelope = EventEnvelope.of(event, received_us)
-        if outcome == "pending":
+        if outcome == catalog.PENDING:
             result = apply_pending(
                 before,
                 job=job,
@@ -234,9 +228,9 @@ class AccountProcessor:
                     self._timers.delete(timer_key(old_deadline, _JOB, key))
                 if new_deadline is not None:
                     self._add_timer(new_deadline, _JOB, key)
-            if outcome == "pending":
+            if outcome == catalog.PENDING:
                 change = Change.JOB_PENDING
-            elif outcome == "error":
+            elif outcome == catalog.ERROR:
                 change = Change.JOB_FAILED
             elif event_type in SYNC_MILESTONES:
                 change = Change.SYNC_PROGRESSED
@@ -245,7 +239,7 @@ class AccountProcessor:
             if kind is JoinKind.LATE_JOINED:
                 self.counters["late_joined"] += 1
         state = self._account(event)
-        if outcome == "success" and (event_type in SYNC_BATCHES or event_type in SYNC_MILESTONES):
+        if outcome == catalog.SUCCESS and (event_type in SYNC_BATCHES or event_type in SYNC_MILESTONES):
             state = apply_sync(state, event_type, event.payload, event.job_id, occurred_us, self._max_ids)
         job_outcome = result.outcome
         jobs = None if job_outcome is None else merge_outcome(state.jobs, job_outcome)
