@@ -162,13 +162,13 @@ class CachedStoreView(StoreView[V]):
 
 def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
     """The logic's stores over a task's state, and the cached ones that need a flush before a commit."""
-    jobs = CachedStoreView[JobState](state, "jobs", JOB_STATE_SERDE)
-    accounts = CachedStoreView[AccountState](state, "accounts", ACCOUNT_STATE_SERDE)
+    jobs = CachedStoreView[JobState](state, catalog.JOBS_STORE, JOB_STATE_SERDE)
+    accounts = CachedStoreView[AccountState](state, catalog.ACCOUNTS_STORE, ACCOUNT_STATE_SERDE)
     stores = Stores(
-        dedupe=StoreView[int](state, "dedupe", INT_SERDE),
+        dedupe=StoreView[int](state, catalog.DEDUPE_STORE, INT_SERDE),
         jobs=jobs,
         accounts=accounts,
-        timers=StoreView[int](state, "timers", INT_SERDE),
+        timers=StoreView[int](state, catalog.TIMERS_STORE, INT_SERDE),
     )
     return stores, [jobs, accounts]
 

@@ -33,6 +33,19 @@ ACCOUNT_UPDATES_TOPIC = "pinwheel.account_updates.v1"
 ACCOUNT_STATE_TOPIC = "pinwheel.account_state.v1"
 DEADLETTER_TOPIC = "pinwheel.deadletter.v1"
 
+DEDUPE_STORE = "dedupe"
+JOBS_STORE = "jobs"
+ACCOUNTS_STORE = "accounts"
+TIMERS_STORE = "timers"
+STORE_NAMES = (DEDUPE_STORE, JOBS_STORE, ACCOUNTS_STORE, TIMERS_STORE)
+"""The processors' state stores (the fields of `processors.logic.stores.Stores`): each is backed by a
+compacted changelog topic whose name `changelog_topic` derives from the store's (Kafka Streams' rule)."""
+
+
+def changelog_topic(application_id: str, store: str) -> str:
+    return f"{application_id}-{store}-changelog"
+
+
 ACCOUNT_ADDED = "account.added"
 ACCOUNT_CONNECTIONS_RECOMMENDED = "account.additional_connections_recommended"
 ACCOUNT_MONITORING_STATUS_UPDATED = "account.monitoring_status.updated"

@@ -24,7 +24,6 @@ from processors.logic.join import JobOutcome, JobState
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, DeadLetter, Output
 from processors.logic.processor import AccountProcessor
 from processors.logic.stores import (
-    STORE_SERDES,
     InMemoryStore,
     KeyValueStore,
     OrderedKeyValueStore,
@@ -36,7 +35,6 @@ __all__ = [
     "ACCOUNT_STATE_SERDE",
     "INT_SERDE",
     "JOB_STATE_SERDE",
-    "STORE_SERDES",
     "AccountProcessor",
     "AccountState",
     "AccountStateSnapshot",

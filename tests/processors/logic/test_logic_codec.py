@@ -12,7 +12,6 @@ from processors.logic import (
     ACCOUNT_STATE_SERDE,
     INT_SERDE,
     JOB_STATE_SERDE,
-    STORE_SERDES,
     Serde,
     StateCodecError,
 )
@@ -114,10 +113,6 @@ def test_unknown_version_is_refused(serde: Serde[Any], value: object) -> None:
         serde.from_bytes(b"\x02" + encoded[1:])
     with pytest.raises(StateCodecError):
         serde.from_bytes(b"")
-
-
-def test_store_serdes_cover_every_store() -> None:
-    assert set(STORE_SERDES) == {"dedupe", "jobs", "accounts", "timers"}
 
 
 def test_older_account_state_without_trailing_fields_still_decodes() -> None:
