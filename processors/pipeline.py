@@ -8,7 +8,6 @@ partition.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -29,10 +28,9 @@ from processors.logic.stores import Stores
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord, RecordFailed, TaskContext
+from processors.wire import Delivery, Headers, dead_letter_record, output_headers, state_datum, update_datum
 from schemas import catalog, jsontext
 from schemas.codec import Codec, DecodeError, RegistryError
-from schemas.deadletter import build_dead_letter, dead_letter_key
-from schemas.envelope import record_headers
 
 log = logging.getLogger(__name__)
 
@@ -43,48 +41,6 @@ ENVELOPE_FIELDS = frozenset(
     {"event_id", "event_type", "webhook_id", "pinwheel_version", "sent_at", "received_at", "raw_body"}
 )
 TOPIC_FAMILY = {topic: family.value for family, topic in catalog.FAMILY_TOPICS.items()}
-
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The Pinwheel delivery of the record being processed: what output headers say they come from."""
-
-    event_id: str | None
-    event_type: str | None
-    webhook_id: str | None
-    pinwheel_version: str | None
-
-    @classmethod
-    def of(cls, datum: dict[str, Any] | None, record: ConsumerRecord[bytes, bytes]) -> Delivery:
-        """From the decoded family record, or (undecodable) from the headers the gateway gave it."""
-        if datum is None:
-            datum = {}
-            for name, value in record.headers or ():
-                with contextlib.suppress(UnicodeDecodeError):
-                    datum.setdefault(name, value.decode())
-        ids = [datum.get(name) for name in ("event_id", "event_type", "webhook_id", "pinwheel_version")]
-        return cls(*(value if isinstance(value, str) else None for value in ids))
-
-
-# Union branches named up front (fastavro's tuple notation): otherwise the writer validates a whole nested
-# record, id lists included, to find its branch before writing it.
-_JOB_OUTCOME = "pinwheel.JobOutcome"
-_SYNC_PROGRESS = "pinwheel.SyncProgress"
-
-
-def state_datum(state: dict[str, Any]) -> dict[str, Any]:
-    for dataset in ("paystubs", "shifts"):
-        if (progress := state.get(dataset)) is not None:
-            state[dataset] = (_SYNC_PROGRESS, progress)
-    return state
-
-
-def update_datum(update: dict[str, Any]) -> dict[str, Any]:
-    if update["outcome"] is not None:
-        update["outcome"] = (_JOB_OUTCOME, update["outcome"])
-    return update
 
 
 class StoreView(Generic[V]):
@@ -265,7 +221,7 @@ class AccountPipeline:
         for store in self._cached:
             store.flush()
         for key, (snapshot, headers) in self._snapshots.items():
-            value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.to_dict(micros=True)))
+            value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.account))
             self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, headers))
         self.counters.outputs["account_state"] += len(self._snapshots)
         self._snapshots.clear()
@@ -273,13 +229,7 @@ class AccountPipeline:
         self.logic.counters.clear()
 
     def _headers(self, event_id: str | None, event_type: str | None, delivery: Delivery | None) -> Headers:
-        """The headers of every output record: the ids of the event it comes from. `webhook_id` and
-        `pinwheel_version` are those of the delivery being processed, so they are given only when that
-        delivery is the event (not for a timeout, whose event is a pending read long before)."""
-        ids: tuple[str | None, str | None] = (None, None)
-        if delivery is not None and delivery.event_id == event_id:
-            ids = (delivery.webhook_id, delivery.pinwheel_version)
-        return record_headers(self.codec.content_format, event_id, event_type, *ids)
+        return output_headers(self.codec.content_format, event_id, event_type, delivery)
 
     def _emit(
         self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None, delivery: Delivery | None
@@ -287,7 +237,7 @@ class AccountPipeline:
         update_headers: dict[str, Headers] = {}
         for output in outputs:
             if isinstance(output, AccountUpdate):
-                value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, update_datum(output.to_dict(micros=True)))
+                value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, update_datum(output))
                 headers = self._headers(output.trigger.event_id, output.trigger.event_type, delivery)
                 self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, output.key.encode(), value, headers))
                 self.counters.outputs[f"account_update:{output.change.value}"] += 1
@@ -303,24 +253,8 @@ class AccountPipeline:
                 self._dead_letter(record, delivery, output.reason, output.error)
 
     def _dead_letter(self, record: ConsumerRecord[bytes, bytes], delivery: Delivery, reason: str, error: str) -> None:
-        event_id, event_type = delivery.event_id, delivery.event_type
-        datum = build_dead_letter(
-            stage="processor",
-            reason=reason,
-            error=error,
-            raw=record.value or b"",
-            headers=list(record.headers or ()),
-            event_id=event_id,
-            event_type=event_type,
-            failed_at=datetime.fromtimestamp(record.timestamp / 1000, UTC),
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            source_key=record.key,
-        )
+        key, datum, headers = dead_letter_record(record, delivery, reason, error, self.codec.content_format)
         value = self.codec.encode(catalog.DEADLETTER_TOPIC, datum)
-        key = dead_letter_key(event_id, record.value or b"")
-        headers = [*self._headers(event_id, event_type, delivery), ("error_reason", reason.encode())]
         self.ctx.emit(OutRecord(catalog.DEADLETTER_TOPIC, key, value, headers))
         self.counters.dead_letters[reason] += 1
         log.warning(
