@@ -29,8 +29,9 @@ from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord, RecordFailed, TaskContext
 from processors.wire import Delivery, Headers, dead_letter_record, output_headers, state_datum, update_datum
-from schemas import catalog, jsontext
+from schemas import catalog
 from schemas.codec import Codec, DecodeError, RegistryError
+from schemas.envelope import PayloadError, parse_body
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +173,11 @@ class AccountPipeline:
         datum = None
         try:
             datum = self.codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS)
-            body = jsontext.loads(datum["raw_body"])
+            body = parse_body(datum["raw_body"])  # the gateway's rules: its parser, its checks
             event = event_from_payload(
                 event_id=datum["event_id"],
                 event_type=datum["event_type"],
-                payload=body.get("payload") if isinstance(body, dict) else None,  # type: ignore[arg-type]
+                payload=body.payload,
                 received_at=datum["received_at"],
                 sent_at=datum["sent_at"],
                 family=TOPIC_FAMILY.get(record.topic),
@@ -185,7 +186,7 @@ class AccountPipeline:
         except DecodeError as exc:
             self._dead_letter(record, Delivery.of(None, record), "decode_error", str(exc))
             return
-        except InvalidEvent as exc:
+        except (InvalidEvent, PayloadError) as exc:
             self._dead_letter(record, Delivery.of(datum, record), exc.reason, str(exc))
             return
         except (KeyError, TypeError, ValueError) as exc:

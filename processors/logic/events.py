@@ -1,8 +1,9 @@
 """The normalized input of the processors: one ``Event`` per accepted webhook delivery.
 
-The runtime builds an ``Event`` from the decoded family-topic record (``event_from_payload``); tests and the
-simulator build one from a raw webhook body (``event_from_webhook``). Both go through the same rules, so the
-account key, the event time and the job fields are derived in exactly one place.
+The runtime builds an ``Event`` from the decoded family-topic record: its envelope, and the payload of its raw body
+read by the gateway's own rules (``schemas.envelope.parse_body``); tests and the simulator build one from a raw
+webhook body (``event_from_webhook``). Both go through ``event_from_payload``, so the account key, the event time
+and the job fields are derived in exactly one place.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import orjson
-
 from processors.logic.timeutil import to_us
 from schemas import catalog
+from schemas.envelope import PayloadError, parse_body, read_body
 
 
 class InvalidEvent(ValueError):
@@ -180,23 +180,16 @@ def event_from_webhook(
     sent_at: datetime | None = None,
     family: str | None = None,
 ) -> Event:
-    """An ``Event`` from a raw webhook body ``{"event", "event_id", "payload"}`` (tests, simulator)."""
-    if isinstance(body, bytes | str):
-        try:
-            decoded: object = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidEvent("invalid_json", str(exc)) from None
-    else:
-        decoded = body
-    if not isinstance(decoded, Mapping):
-        raise InvalidEvent("invalid_body", "body must be a JSON object")
-    payload = decoded.get("payload")
-    if not isinstance(payload, Mapping):
-        raise InvalidEvent("invalid_payload", "payload must be an object")
+    """An ``Event`` from a raw webhook body ``{"event", "event_id", "payload"}`` (tests, simulator), read by the
+    gateway's rules (``schemas.envelope.parse_body``)."""
+    try:
+        parsed = parse_body(body) if isinstance(body, bytes | str) else read_body(body)
+    except PayloadError as exc:
+        raise InvalidEvent(exc.reason, exc.detail) from None
     return event_from_payload(
-        event_id=decoded.get("event_id"),  # type: ignore[arg-type]  # validated inside
-        event_type=decoded.get("event"),  # type: ignore[arg-type]
-        payload=payload,
+        event_id=parsed.event_id,
+        event_type=parsed.event_type,
+        payload=parsed.payload,
         received_at=received_at,
         sent_at=sent_at,
         family=family,

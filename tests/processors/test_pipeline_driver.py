@@ -197,8 +197,9 @@ def test_a_job_without_outcome_is_dead_lettered_and_not_remembered(driver: Pipel
     assert len(driver.pipe(body, T0)) == 2  # a fixed replay is processed as new
 
 
-def test_a_raw_body_that_is_not_json_is_an_invalid_record(driver: PipelineDriver) -> None:
-    _dead(_with_raw_body(driver, job("income.added", "success", T0), b"{not json"), "invalid_record")
+def test_a_raw_body_that_is_not_json_is_dead_lettered_with_the_gateways_reason(driver: PipelineDriver) -> None:
+    _dead(_with_raw_body(driver, job("income.added", "success", T0), b"{not json"), "invalid_json")
+    _dead(_with_raw_body(driver, job("income.added", "success", T0), b"[]"), "not_an_object")
 
 
 def test_a_record_without_event_id_is_dead_lettered(driver: PipelineDriver) -> None:
