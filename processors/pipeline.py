@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from processors.logic.account_table import AccountState
 from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SERDE, Serde
 from processors.logic.config import LogicConfig
-from processors.logic.events import InvalidEvent, event_from_payload
+from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.join import JobState
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, DeadLetter, Output
 from processors.logic.processor import AccountProcessor
@@ -157,6 +157,22 @@ def _log_append_time(record: ConsumerRecord[bytes, bytes]) -> datetime | None:
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
+def event_of(datum: dict[str, Any], record: ConsumerRecord[bytes, bytes]) -> Event:
+    """The logic's ``Event`` of a family record: its decoded envelope (``ENVELOPE_FIELDS``) and the payload of
+    its raw body, read by the gateway's own rules. Raises ``PayloadError``, ``InvalidEvent`` (with a dead-letter
+    reason) or KeyError/TypeError/ValueError (a record no gateway of ours wrote)."""
+    body = parse_body(datum["raw_body"])
+    return event_from_payload(
+        event_id=datum["event_id"],
+        event_type=datum["event_type"],
+        payload=body.payload,
+        received_at=datum["received_at"],
+        sent_at=datum["sent_at"],
+        family=TOPIC_FAMILY.get(record.topic),
+        logged_at=_log_append_time(record),
+    )
+
+
 class AccountPipeline:
     """The TaskProcessor of one partition."""
 
@@ -173,16 +189,7 @@ class AccountPipeline:
         datum = None
         try:
             datum = self.codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS)
-            body = parse_body(datum["raw_body"])  # the gateway's rules: its parser, its checks
-            event = event_from_payload(
-                event_id=datum["event_id"],
-                event_type=datum["event_type"],
-                payload=body.payload,
-                received_at=datum["received_at"],
-                sent_at=datum["sent_at"],
-                family=TOPIC_FAMILY.get(record.topic),
-                logged_at=_log_append_time(record),
-            )
+            event = event_of(datum, record)
         except DecodeError as exc:
             self._dead_letter(record, Delivery.of(None, record), "decode_error", str(exc))
             return

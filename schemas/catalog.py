@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -146,9 +147,11 @@ def family_of(event_type: str) -> Family:
 _OTHER_KEY_FIELDS = ("account_id", "end_user_id", "company_connection_id")
 
 
+@lru_cache(maxsize=65_536)
 def normalise_id(value: str) -> str:
     # Co-partitioning compares key bytes: the same account must give the same bytes on every topic,
-    # so UUIDs are written in their canonical lowercase form whatever case Pinwheel used.
+    # so UUIDs are written in their canonical lowercase form whatever case Pinwheel used. Cached: the same
+    # accounts come back all the time, and parsing a UUID costs more than a dictionary lookup.
     try:
         return str(uuid.UUID(value))
     except ValueError:

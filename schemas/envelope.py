@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -84,8 +84,7 @@ def record_headers(
     return headers
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookBody:
+class WebhookBody(NamedTuple):
     """A webhook body read by the one set of rules both the gateway and the processors apply."""
 
     event_id: str

@@ -8,15 +8,19 @@ and the job fields are derived in exactly one place.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from processors.logic.timeutil import to_us
 from schemas import catalog
 from schemas.envelope import PayloadError, parse_body, read_body
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_NO_PAYLOAD: Mapping[str, Any] = MappingProxyType({})
 
 
 class InvalidEvent(ValueError):
@@ -27,9 +31,11 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One webhook delivery, normalized. Times are aware UTC datetimes."""
+class Event(NamedTuple):
+    """One webhook delivery, normalized. Times are aware UTC datetimes.
+
+    A NamedTuple, not a frozen dataclass: one is built per record, and a tuple is built several times faster.
+    """
 
     event_id: str
     event_type: str
@@ -50,7 +56,7 @@ class Event:
     outcome: str | None = None
     error_code: str | None = None
     error_type: str | None = None
-    payload: Mapping[str, Any] = field(default_factory=dict)
+    payload: Mapping[str, Any] = _NO_PAYLOAD
     #: When the broker appended the record (topics with broker-set timestamps): bounds how far this event
     #: may move stream time, whatever clock stamped ``received_at``.
     logged_at: datetime | None = None
@@ -102,6 +108,8 @@ def _job_id(payload: Mapping[str, Any]) -> str | None:
         return None
     try:
         if isinstance(value, str):
+            if _CANONICAL_UUID.fullmatch(value):
+                return value  # already what str(uuid.UUID(value)) gives, at a fraction of the cost
             return str(uuid.UUID(value))
     except ValueError:
         pass
@@ -154,11 +162,13 @@ def event_from_payload(
         raise InvalidEvent("invalid_outcome", f"outcome must be one of {sorted(catalog.JOB_OUTCOMES)}")
     occurred_field = catalog.occurred_at_field(event_type)
     is_job = catalog.is_job(event_type, raw_outcome)
+    account_id = _account_id(payload)
     return Event(
         event_id=event_id,
         event_type=event_type,
-        account_key=account_key_of(event_type, event_id, payload),
-        account_id=_account_id(payload),
+        # The partition key rule takes a present account_id first, whatever the family: no second reading.
+        account_key=account_id if account_id is not None else account_key_of(event_type, event_id, payload),
+        account_id=account_id,
         received_at=_aware_utc("received_at", received_at),
         occurred_at=parse_timestamp(payload.get(occurred_field)),
         family=family if family is not None else catalog.family_of(event_type).value,
