@@ -91,11 +91,6 @@ def _opt_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def account_key_of(event_type: str, event_id: str, payload: Mapping[str, Any]) -> str:
-    """The partition key of the event: the gateway's rule (``schemas.catalog.partition_key``)."""
-    return catalog.partition_key(event_type, event_id, payload)
-
-
 def _account_id(payload: Mapping[str, Any]) -> str | None:
     value = _opt_str(payload.get("account_id"))
     return None if value is None else catalog.normalise_id(value)
@@ -167,7 +162,7 @@ def event_from_payload(
         event_id=event_id,
         event_type=event_type,
         # The partition key rule takes a present account_id first, whatever the family: no second reading.
-        account_key=account_id if account_id is not None else account_key_of(event_type, event_id, payload),
+        account_key=account_id if account_id is not None else catalog.partition_key(event_type, event_id, payload),
         account_id=account_id,
         received_at=_aware_utc("received_at", received_at),
         occurred_at=parse_timestamp(payload.get(occurred_field)),
