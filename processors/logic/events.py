@@ -47,7 +47,7 @@ class Event(NamedTuple):
     #: The payload's own time: ``timestamp`` (jobs), ``updated_at`` (monitoring status),
     #: ``created_at`` (account.added).
     occurred_at: datetime | None = None
-    family: str = "other"
+    family: str = catalog.Family.OTHER.value
     #: ``x-timestamp`` of the delivery attempt.
     sent_at: datetime | None = None
     job_id: str | None = None
