@@ -135,9 +135,31 @@ class PipelineDriver:
         logged_at: datetime,
     ) -> list[Output]:
         """One family-topic record as the consumer hands it over (broker-set timestamp = `logged_at`)."""
+        record = self._consumer_record(topic, key, value, headers, logged_at)
+        try:
+            self.pipeline.process(record)
+        except RecordFailed as failed:
+            # The runtime's path: the task's uncommitted work is dropped, the task rebuilt, the record rejected.
+            self.ctx.emitted.clear()
+            self.ctx.state.discard()
+            self.pipeline = self._new_pipeline()
+            self.pipeline.reject(failed.record, failed.reason, failed.error)
+        self.pipeline.end_of_batch()
+        return self._commit()
+
+    def refuse(self, body: bytes | Mapping[str, Any], received_at: datetime, error: str) -> list[Output]:
+        """The runtime's path for a record whose outputs the broker refused: it is handed to `reject`."""
+        topic, key, value, headers = self.gateway_record(body, received_at)
+        self.pipeline.reject(self._consumer_record(topic, key, value, headers, received_at), "output_refused", error)
+        self.pipeline.end_of_batch()
+        return self._commit()
+
+    def _consumer_record(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]], logged_at: datetime
+    ) -> ConsumerRecord[bytes, bytes]:
         offset = self._offsets.get(topic, 0)
         self._offsets[topic] = offset + 1
-        record = ConsumerRecord(
+        return ConsumerRecord(
             topic=topic,
             partition=0,
             offset=offset,
@@ -150,16 +172,6 @@ class PipelineDriver:
             serialized_value_size=len(value),
             headers=headers,
         )
-        try:
-            self.pipeline.process(record)
-        except RecordFailed as failed:
-            # The runtime's path: the task's uncommitted work is dropped, the task rebuilt, the record rejected.
-            self.ctx.emitted.clear()
-            self.ctx.state.discard()
-            self.pipeline = self._new_pipeline()
-            self.pipeline.reject(failed.record, failed.reason, failed.error)
-        self.pipeline.end_of_batch()
-        return self._commit()
 
     def advance_to(self, when: datetime) -> list[Output]:
         """Punctuation at `when`: stream time moves there and due timers fire."""

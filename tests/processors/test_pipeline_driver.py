@@ -228,5 +228,14 @@ def test_a_failure_in_the_logic_keeps_the_record_without_its_effects(
     assert len(driver.pipe(body, T0)) == 2  # not remembered as seen: its replay is processed
 
 
+def test_a_record_whose_outputs_the_broker_refused_is_kept_whole_without_effects(driver: PipelineDriver) -> None:
+    body = job("income.added", "success", T0)
+    topic, key, value, _headers = driver.gateway_record(body, T0)
+    letter = _dead(driver.refuse(body, T0, "MessageSizeTooLargeError"), "output_refused")
+    assert (letter["raw"], letter["source_topic"], letter["source_key"]) == (value, topic, key)
+    assert letter["event_id"] == body["event_id"]
+    assert len(driver.pipe(body, T0)) == 2  # nothing of it was remembered
+
+
 def test_the_stores_are_the_catalogs_stores() -> None:
     assert tuple(f.name for f in dataclasses.fields(Stores)) == catalog.STORE_NAMES
