@@ -77,6 +77,7 @@ topics: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.codec_bench
+	$(BIN)/python -m bench.event_bench
 	$(BIN)/python -m bench.gateway_bench
 	$(BIN)/python -m bench.processor_bench
 	$(BIN)/python -m bench.e2e_bench

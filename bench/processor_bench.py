@@ -45,13 +45,14 @@ from bench.report import table
 from connector.local_kafka import LocalKafka, free_port
 from connector.run import stop_on_sigterm
 from connector.settings import KafkaSettings, LocalKafkaSettings
-from connector.topics import STORE_NAMES, TopicSpec, changelog_topic
+from connector.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
 from processors.pipeline import PipelineCounters
 from processors.runtime.restore import restore
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.service import build_engine
+from schemas.catalog import STORE_NAMES, changelog_topic
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings

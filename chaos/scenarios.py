@@ -696,12 +696,12 @@ def finals_before_pendings(ledger: Any) -> tuple[int, int]:
             accepted_at[attempt.event_id] = attempt.sent_at if previous is None else min(previous, attempt.sent_at)
     jobs: dict[tuple[str | None, str, str | None], list[Any]] = {}
     for info in ledger.events.values():
-        if info.account_id and info.outcome in ("pending", "success", "error") and info.event_id in accepted_at:
+        if info.account_id and info.outcome in catalog.JOB_OUTCOMES and info.event_id in accepted_at:
             jobs.setdefault((info.account_id, info.event_type, info.job_id), []).append(info)
     resolved = reordered = 0
     for infos in jobs.values():
-        pendings = [accepted_at[i.event_id] for i in infos if i.outcome == "pending"]
-        finals = [accepted_at[i.event_id] for i in infos if i.outcome != "pending"]
+        pendings = [accepted_at[i.event_id] for i in infos if i.outcome == catalog.PENDING]
+        finals = [accepted_at[i.event_id] for i in infos if i.outcome != catalog.PENDING]
         if pendings and finals:
             resolved += 1
             reordered += min(finals) < min(pendings)

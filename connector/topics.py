@@ -25,15 +25,13 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.settings import KafkaSettings
+from schemas.catalog import STORE_NAMES, changelog_topic
 
 DAY_MS = 24 * 3600 * 1000
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # A dead letter carries a whole family record and more: its topic takes twice the family topics' limit, so the
 # dead letter of any record the family topics accepted fits (the processors' producers allow as much).
 DEADLETTER_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
-
-# The processors' state stores; each has a compacted changelog named by `changelog_topic`.
-STORE_NAMES = ("dedupe", "jobs", "accounts", "timers")
 
 MIN_ISR = "min.insync.replicas"
 UNCLEAN = "unclean.leader.election.enable"
@@ -95,10 +93,6 @@ class TopicMismatchError(RuntimeError):
 def default_min_insync_replicas(replication_factor: int) -> int:
     """RF - 1, at least 1: RF 3 → 2 (one broker may be down, writes go on, none rests on one copy); RF 1 → 1."""
     return max(1, replication_factor - 1)
-
-
-def changelog_topic(application_id: str, store: str) -> str:
-    return f"{application_id}-{store}-changelog"
 
 
 def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:

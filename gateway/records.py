@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from gateway.spool import SpooledRecord
 from schemas.catalog import DEADLETTER_TOPIC, Family
-from schemas.envelope import PayloadError, build_dead_letter, build_family_record, dead_letter_key
+from schemas.envelope import PayloadError, build_dead_letter, build_family_record, dead_letter_key, record_headers
 
 
 class Codec(Protocol):
@@ -68,28 +68,6 @@ def content_length_status(value: str | None, limit: int) -> str:
     return "too_large" if int(value) > limit else "ok"
 
 
-def _utf8(value: str) -> bytes:
-    # Header values come from the wire or from JSON (lone surrogates are possible there).
-    return value.encode("utf-8", "backslashreplace")
-
-
-def _headers(
-    event_id: str | None,
-    event_type: str | None,
-    webhook_id: str | None,
-    pinwheel_version: str | None,
-    content_format: str,
-) -> tuple[tuple[str, bytes], ...]:
-    pairs = [
-        ("event_id", event_id),
-        ("event_type", event_type),
-        ("webhook_id", webhook_id),
-        ("pinwheel_version", pinwheel_version),
-        ("content_format", content_format),
-    ]
-    return tuple((name, _utf8(value)) for name, value in pairs if value is not None)
-
-
 def plan(
     body: bytes,
     *,
@@ -123,13 +101,7 @@ def plan(
         reason, detail = "unprocessable", type(exc).__name__
     else:
         route = Route.OTHER if family_record.family is Family.OTHER else Route.FAMILY
-        headers = _headers(
-            family_record.event_id,
-            family_record.event_type,
-            webhook_id,
-            pinwheel_version,
-            codec.content_format,
-        )
+        headers = tuple(family_record.kafka_headers(codec.content_format))
         record = SpooledRecord(family_record.topic, family_record.key, value, headers, timestamp_ms)
         return Planned(record, route, family_record.event_id, family_record.event_type, None)
     return dead_letter(
@@ -178,6 +150,6 @@ def dead_letter(
         datum |= {"event_id": None, "event_type": None}
         value = codec.encode(DEADLETTER_TOPIC, datum)
     key = dead_letter_key(event_id, body)
-    headers = _headers(event_id, event_type, webhook_id, pinwheel_version, codec.content_format)
+    headers = tuple(record_headers(codec.content_format, event_id, event_type, webhook_id, pinwheel_version))
     record = SpooledRecord(DEADLETTER_TOPIC, key, value, headers, int(received_at.timestamp() * 1000))
     return Planned(record, Route.DEAD_LETTER, event_id, event_type, reason)

@@ -20,9 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from connector.settings import KafkaSettings
-from connector.topics import STORE_NAMES, TopicSettings, all_topics, changelog_topic, ensure_topics
+from connector.topics import TopicSettings, all_topics, ensure_topics
 from processors.runtime.settings import ProcessorSettings
-from schemas.catalog import FAMILY_TOPICS
+from schemas.catalog import FAMILY_TOPICS, STORE_NAMES, changelog_topic
 
 
 class ResetRefused(RuntimeError):

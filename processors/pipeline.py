@@ -8,7 +8,6 @@ partition.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from processors.logic.account_table import AccountState
 from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SERDE, Serde
 from processors.logic.config import LogicConfig
-from processors.logic.events import InvalidEvent, event_from_payload
+from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.join import JobState
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, DeadLetter, Output
 from processors.logic.processor import AccountProcessor
@@ -29,10 +28,10 @@ from processors.logic.stores import Stores
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord, RecordFailed, TaskContext
-from schemas import catalog, jsontext
+from processors.wire import Delivery, Headers, dead_letter_record, output_headers, state_datum, update_datum
+from schemas import catalog
 from schemas.codec import Codec, DecodeError, RegistryError
-from schemas.deadletter import build_dead_letter, dead_letter_key
-from schemas.envelope import record_headers
+from schemas.envelope import PayloadError, parse_body
 
 log = logging.getLogger(__name__)
 
@@ -43,48 +42,6 @@ ENVELOPE_FIELDS = frozenset(
     {"event_id", "event_type", "webhook_id", "pinwheel_version", "sent_at", "received_at", "raw_body"}
 )
 TOPIC_FAMILY = {topic: family.value for family, topic in catalog.FAMILY_TOPICS.items()}
-
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The Pinwheel delivery of the record being processed: what output headers say they come from."""
-
-    event_id: str | None
-    event_type: str | None
-    webhook_id: str | None
-    pinwheel_version: str | None
-
-    @classmethod
-    def of(cls, datum: dict[str, Any] | None, record: ConsumerRecord[bytes, bytes]) -> Delivery:
-        """From the decoded family record, or (undecodable) from the headers the gateway gave it."""
-        if datum is None:
-            datum = {}
-            for name, value in record.headers or ():
-                with contextlib.suppress(UnicodeDecodeError):
-                    datum.setdefault(name, value.decode())
-        ids = [datum.get(name) for name in ("event_id", "event_type", "webhook_id", "pinwheel_version")]
-        return cls(*(value if isinstance(value, str) else None for value in ids))
-
-
-# Union branches named up front (fastavro's tuple notation): otherwise the writer validates a whole nested
-# record, id lists included, to find its branch before writing it.
-_JOB_OUTCOME = "pinwheel.JobOutcome"
-_SYNC_PROGRESS = "pinwheel.SyncProgress"
-
-
-def state_datum(state: dict[str, Any]) -> dict[str, Any]:
-    for dataset in ("paystubs", "shifts"):
-        if (progress := state.get(dataset)) is not None:
-            state[dataset] = (_SYNC_PROGRESS, progress)
-    return state
-
-
-def update_datum(update: dict[str, Any]) -> dict[str, Any]:
-    if update["outcome"] is not None:
-        update["outcome"] = (_JOB_OUTCOME, update["outcome"])
-    return update
 
 
 class StoreView(Generic[V]):
@@ -162,13 +119,13 @@ class CachedStoreView(StoreView[V]):
 
 def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
     """The logic's stores over a task's state, and the cached ones that need a flush before a commit."""
-    jobs = CachedStoreView[JobState](state, "jobs", JOB_STATE_SERDE)
-    accounts = CachedStoreView[AccountState](state, "accounts", ACCOUNT_STATE_SERDE)
+    jobs = CachedStoreView[JobState](state, catalog.JOBS_STORE, JOB_STATE_SERDE)
+    accounts = CachedStoreView[AccountState](state, catalog.ACCOUNTS_STORE, ACCOUNT_STATE_SERDE)
     stores = Stores(
-        dedupe=StoreView[int](state, "dedupe", INT_SERDE),
+        dedupe=StoreView[int](state, catalog.DEDUPE_STORE, INT_SERDE),
         jobs=jobs,
         accounts=accounts,
-        timers=StoreView[int](state, "timers", INT_SERDE),
+        timers=StoreView[int](state, catalog.TIMERS_STORE, INT_SERDE),
     )
     return stores, [jobs, accounts]
 
@@ -200,6 +157,22 @@ def _log_append_time(record: ConsumerRecord[bytes, bytes]) -> datetime | None:
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
 
+def event_of(datum: dict[str, Any], record: ConsumerRecord[bytes, bytes]) -> Event:
+    """The logic's ``Event`` of a family record: its decoded envelope (``ENVELOPE_FIELDS``) and the payload of
+    its raw body, read by the gateway's own rules. Raises ``PayloadError``, ``InvalidEvent`` (with a dead-letter
+    reason) or KeyError/TypeError/ValueError (a record no gateway of ours wrote)."""
+    body = parse_body(datum["raw_body"])
+    return event_from_payload(
+        event_id=datum["event_id"],
+        event_type=datum["event_type"],
+        payload=body.payload,
+        received_at=datum["received_at"],
+        sent_at=datum["sent_at"],
+        family=TOPIC_FAMILY.get(record.topic),
+        logged_at=_log_append_time(record),
+    )
+
+
 class AccountPipeline:
     """The TaskProcessor of one partition."""
 
@@ -216,20 +189,11 @@ class AccountPipeline:
         datum = None
         try:
             datum = self.codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS)
-            body = jsontext.loads(datum["raw_body"])
-            event = event_from_payload(
-                event_id=datum["event_id"],
-                event_type=datum["event_type"],
-                payload=body.get("payload") if isinstance(body, dict) else None,  # type: ignore[arg-type]
-                received_at=datum["received_at"],
-                sent_at=datum["sent_at"],
-                family=TOPIC_FAMILY.get(record.topic),
-                logged_at=_log_append_time(record),
-            )
+            event = event_of(datum, record)
         except DecodeError as exc:
             self._dead_letter(record, Delivery.of(None, record), "decode_error", str(exc))
             return
-        except InvalidEvent as exc:
+        except (InvalidEvent, PayloadError) as exc:
             self._dead_letter(record, Delivery.of(datum, record), exc.reason, str(exc))
             return
         except (KeyError, TypeError, ValueError) as exc:
@@ -265,7 +229,7 @@ class AccountPipeline:
         for store in self._cached:
             store.flush()
         for key, (snapshot, headers) in self._snapshots.items():
-            value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.to_dict(micros=True)))
+            value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.account))
             self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, headers))
         self.counters.outputs["account_state"] += len(self._snapshots)
         self._snapshots.clear()
@@ -273,13 +237,7 @@ class AccountPipeline:
         self.logic.counters.clear()
 
     def _headers(self, event_id: str | None, event_type: str | None, delivery: Delivery | None) -> Headers:
-        """The headers of every output record: the ids of the event it comes from. `webhook_id` and
-        `pinwheel_version` are those of the delivery being processed, so they are given only when that
-        delivery is the event (not for a timeout, whose event is a pending read long before)."""
-        ids: tuple[str | None, str | None] = (None, None)
-        if delivery is not None and delivery.event_id == event_id:
-            ids = (delivery.webhook_id, delivery.pinwheel_version)
-        return record_headers(self.codec.content_format, event_id, event_type, *ids)
+        return output_headers(self.codec.content_format, event_id, event_type, delivery)
 
     def _emit(
         self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None, delivery: Delivery | None
@@ -287,7 +245,7 @@ class AccountPipeline:
         update_headers: dict[str, Headers] = {}
         for output in outputs:
             if isinstance(output, AccountUpdate):
-                value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, update_datum(output.to_dict(micros=True)))
+                value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, update_datum(output))
                 headers = self._headers(output.trigger.event_id, output.trigger.event_type, delivery)
                 self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, output.key.encode(), value, headers))
                 self.counters.outputs[f"account_update:{output.change.value}"] += 1
@@ -303,24 +261,8 @@ class AccountPipeline:
                 self._dead_letter(record, delivery, output.reason, output.error)
 
     def _dead_letter(self, record: ConsumerRecord[bytes, bytes], delivery: Delivery, reason: str, error: str) -> None:
-        event_id, event_type = delivery.event_id, delivery.event_type
-        datum = build_dead_letter(
-            stage="processor",
-            reason=reason,
-            error=error,
-            raw=record.value or b"",
-            headers=list(record.headers or ()),
-            event_id=event_id,
-            event_type=event_type,
-            failed_at=datetime.fromtimestamp(record.timestamp / 1000, UTC),
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            source_key=record.key,
-        )
+        key, datum, headers = dead_letter_record(record, delivery, reason, error, self.codec.content_format)
         value = self.codec.encode(catalog.DEADLETTER_TOPIC, datum)
-        key = dead_letter_key(event_id, record.value or b"")
-        headers = [*self._headers(event_id, event_type, delivery), ("error_reason", reason.encode())]
         self.ctx.emit(OutRecord(catalog.DEADLETTER_TOPIC, key, value, headers))
         self.counters.dead_letters[reason] += 1
         log.warning(

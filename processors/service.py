@@ -26,13 +26,13 @@ from prometheus_client.registry import Collector
 from connector import logs
 from connector.isr_watch import IsrWatch
 from connector.settings import KafkaSettings
-from connector.topics import STORE_NAMES, changelog_topic
 from processors.lag import LagMonitor
 from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
 from processors.runtime.engine import Engine, MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import TaskContext, TaskProcessor
 from schemas import catalog
+from schemas.catalog import STORE_NAMES, changelog_topic
 from schemas.codec import Codec, build_codec, keep_registered
 from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings

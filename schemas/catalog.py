@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from enum import StrEnum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -33,18 +34,45 @@ ACCOUNT_UPDATES_TOPIC = "pinwheel.account_updates.v1"
 ACCOUNT_STATE_TOPIC = "pinwheel.account_state.v1"
 DEADLETTER_TOPIC = "pinwheel.deadletter.v1"
 
-PAYSTUBS_SYNC_EVENTS = frozenset(
-    f"paystubs.{level}_synced" for level in ("seven_days", "thirty_days", "ninety_days", "fully")
+DEDUPE_STORE = "dedupe"
+JOBS_STORE = "jobs"
+ACCOUNTS_STORE = "accounts"
+TIMERS_STORE = "timers"
+STORE_NAMES = (DEDUPE_STORE, JOBS_STORE, ACCOUNTS_STORE, TIMERS_STORE)
+"""The processors' state stores (the fields of `processors.logic.stores.Stores`): each is backed by a
+compacted changelog topic whose name `changelog_topic` derives from the store's (Kafka Streams' rule)."""
+
+
+def changelog_topic(application_id: str, store: str) -> str:
+    return f"{application_id}-{store}-changelog"
+
+
+ACCOUNT_ADDED = "account.added"
+ACCOUNT_CONNECTIONS_RECOMMENDED = "account.additional_connections_recommended"
+ACCOUNT_MONITORING_STATUS_UPDATED = "account.monitoring_status.updated"
+ACCOUNT_EVENT_TYPES: frozenset[str] = frozenset(
+    {ACCOUNT_ADDED, ACCOUNT_CONNECTIONS_RECOMMENDED, ACCOUNT_MONITORING_STATUS_UPDATED}
 )
-SHIFTS_SYNC_EVENTS = frozenset(
-    f"shifts.{level}_synced" for level in ("seven_days", "thirty_days", "ninety_days", "fully")
+"""The account family's event types: facts about the account, not jobs."""
+
+SYNC_DATASETS = ("paystubs", "shifts")
+SYNC_LEVELS = ("seven_days", "thirty_days", "ninety_days", "fully")
+"""Milestones of a dataset's sync, shallowest first: `<dataset>.<level>_synced` events."""
+
+SYNC_BATCH_EVENTS: Mapping[str, str] = MappingProxyType({f"{dataset}.added": dataset for dataset in SYNC_DATASETS})
+"""Event type of a synced batch → its dataset."""
+
+SYNC_MILESTONE_EVENTS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {f"{dataset}.{level}_synced": (dataset, level) for dataset in SYNC_DATASETS for level in SYNC_LEVELS}
 )
+"""Event type of a sync milestone → (dataset, level)."""
+
+PAYSTUBS_SYNC_EVENTS = frozenset(t for t, (dataset, _) in SYNC_MILESTONE_EVENTS.items() if dataset == "paystubs")
+SHIFTS_SYNC_EVENTS = frozenset(t for t, (dataset, _) in SYNC_MILESTONE_EVENTS.items() if dataset == "shifts")
 
 EVENT_FAMILIES: Mapping[str, Family] = MappingProxyType(
     {
-        "account.added": Family.ACCOUNT,
-        "account.additional_connections_recommended": Family.ACCOUNT,
-        "account.monitoring_status.updated": Family.ACCOUNT,
+        **dict.fromkeys(sorted(ACCOUNT_EVENT_TYPES), Family.ACCOUNT),
         "direct_deposit_allocations.added": Family.DIRECT_DEPOSIT,
         "direct_deposit_switch.added": Family.DIRECT_DEPOSIT,
         "employment.added": Family.INCOME_EMPLOYMENT,
@@ -84,18 +112,20 @@ NEWER_EVENT_TYPES: frozenset[str] = frozenset(
 
 KNOWN_EVENT_TYPES: frozenset[str] = MODELLED_EVENT_TYPES | NEWER_EVENT_TYPES
 
-JOB_EVENT_TYPES: frozenset[str] = MODELLED_EVENT_TYPES - {
-    "account.added",
-    "account.additional_connections_recommended",
-    "account.monitoring_status.updated",
-}
+JOB_EVENT_TYPES: frozenset[str] = MODELLED_EVENT_TYPES - ACCOUNT_EVENT_TYPES
 """Job events of pinwheel-webhooks.md: each carries `outcome` and `timestamp`."""
 
-JOB_OUTCOMES: frozenset[str] = frozenset({"success", "error", "pending"})
+PENDING = "pending"
+SUCCESS = "success"
+ERROR = "error"
+FINAL_OUTCOMES: frozenset[str] = frozenset({SUCCESS, ERROR})
+JOB_OUTCOMES: frozenset[str] = FINAL_OUTCOMES | {PENDING}
 """The values of a job event's `outcome`: `pending` is resolved later by a `success` or `error`."""
+TIMED_OUT = "timed_out"
+"""The outcome the processors publish for a pending job whose final never came (not a Pinwheel value)."""
 
 OCCURRED_AT_FIELDS: Mapping[str, str] = MappingProxyType(
-    {"account.added": "created_at", "account.monitoring_status.updated": "updated_at"}
+    {ACCOUNT_ADDED: "created_at", ACCOUNT_MONITORING_STATUS_UPDATED: "updated_at"}
 )
 """The payload field holding the event's own time, where it is not `timestamp` (job events and the rest)."""
 
@@ -103,6 +133,10 @@ OCCURRED_AT_FIELDS: Mapping[str, str] = MappingProxyType(
 def is_job(event_type: str, outcome: object) -> bool:
     """A job event: a documented job type, or any type that carries an `outcome` (newer API versions)."""
     return outcome is not None or event_type in JOB_EVENT_TYPES
+
+
+def occurred_at_field(event_type: str) -> str:
+    return OCCURRED_AT_FIELDS.get(event_type, "timestamp")
 
 
 def family_of(event_type: str) -> Family:
@@ -113,9 +147,11 @@ def family_of(event_type: str) -> Family:
 _OTHER_KEY_FIELDS = ("account_id", "end_user_id", "company_connection_id")
 
 
+@lru_cache(maxsize=65_536)
 def normalise_id(value: str) -> str:
     # Co-partitioning compares key bytes: the same account must give the same bytes on every topic,
-    # so UUIDs are written in their canonical lowercase form whatever case Pinwheel used.
+    # so UUIDs are written in their canonical lowercase form whatever case Pinwheel used. Cached: the same
+    # accounts come back all the time, and parsing a UUID costs more than a dictionary lookup.
     try:
         return str(uuid.UUID(value))
     except ValueError:

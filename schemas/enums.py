@@ -13,6 +13,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Self
 
+from schemas import catalog
+
 
 class OpenEnum(StrEnum):
     """A StrEnum whose unknown string values become `UNKNOWN` instead of an error."""
@@ -29,9 +31,9 @@ class OpenEnum(StrEnum):
 
 
 class Outcome(OpenEnum):
-    SUCCESS = "success"
-    ERROR = "error"
-    PENDING = "pending"
+    SUCCESS = catalog.SUCCESS
+    ERROR = catalog.ERROR
+    PENDING = catalog.PENDING
     UNKNOWN = "unknown"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -25,6 +25,8 @@ __all__ = [
     "build_dead_letter",
     "build_family_record",
     "dead_letter_key",
+    "parse_body",
+    "read_body",
     "record_headers",
     "validation_summary",
 ]
@@ -82,6 +84,44 @@ def record_headers(
     return headers
 
 
+class WebhookBody(NamedTuple):
+    """A webhook body read by the one set of rules both the gateway and the processors apply."""
+
+    event_id: str
+    event_type: str
+    fields: dict[str, Any]
+    """The whole body object: `payload` (absent, or anything a sender put there) and any other field."""
+
+    @property
+    def payload(self) -> Any:
+        return self.fields.get("payload")
+
+
+def parse_body(raw_body: bytes | str) -> WebhookBody:
+    """Parse and check a webhook body (the JSON text Pinwheel signed). Raises PayloadError."""
+    try:
+        body = jsontext.loads(raw_body)
+    except jsontext.TooDeepError as exc:
+        raise PayloadError("too_deeply_nested", str(exc)) from None
+    except ValueError:
+        # The parser's message may quote the body; keep none of it.
+        raise PayloadError("invalid_json", "body is not valid UTF-8 JSON") from None
+    return read_body(body)
+
+
+def read_body(body: object) -> WebhookBody:
+    """Check an already parsed body. Raises PayloadError."""
+    if not isinstance(body, dict):
+        raise PayloadError("not_an_object", f"body is a JSON {type(body).__name__}, expected an object")
+    event_id = body.get("event_id")
+    if not isinstance(event_id, str) or not event_id:
+        raise PayloadError("missing_event_id", "event_id is missing, empty or not a string")
+    event_type = body.get("event")
+    if not isinstance(event_type, str) or not event_type:
+        raise PayloadError("missing_event_type", "event is missing, empty or not a string", event_id)
+    return WebhookBody(event_id, event_type, body)
+
+
 def validation_summary(error: ValidationError, prefix: str = "payload") -> str:
     """`path: error_type` per problem; ValidationError's own text would quote the input values."""
     parts = []
@@ -104,23 +144,9 @@ def build_family_record(
     received_at: datetime,
 ) -> FamilyRecord:
     """Parse, validate and route one webhook body. Raises PayloadError."""
-    try:
-        body = jsontext.loads(raw_body)
-    except jsontext.TooDeepError as exc:
-        raise PayloadError("too_deeply_nested", str(exc)) from None
-    except ValueError:
-        # The parser's message may quote the body; keep none of it.
-        raise PayloadError("invalid_json", "body is not valid UTF-8 JSON") from None
-    if not isinstance(body, dict):
-        raise PayloadError("not_an_object", f"body is a JSON {type(body).__name__}, expected an object")
-    event_id = body.get("event_id")
-    if not isinstance(event_id, str) or not event_id:
-        raise PayloadError("missing_event_id", "event_id is missing, empty or not a string")
-    event_type = body.get("event")
-    if not isinstance(event_type, str) or not event_type:
-        raise PayloadError("missing_event_type", "event is missing, empty or not a string", event_id)
-
-    payload = body.get("payload")
+    parsed = parse_body(raw_body)
+    event_id, event_type, body = parsed.event_id, parsed.event_type, parsed.fields
+    payload = parsed.payload
     model = PAYLOAD_MODELS.get(event_type)
     if model is None:
         family = Family.OTHER

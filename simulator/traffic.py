@@ -242,7 +242,7 @@ def _job_payload(
 ) -> dict[str, Any]:
     """Key order of the real capture: [added, deleted,] id, name, timestamp, outcome, errors, link token, params,
     account_id, end_user_id."""
-    error_code, error_type = g.rng.choice(ERRORS) if outcome == "error" else (None, None)
+    error_code, error_type = g.rng.choice(ERRORS) if outcome == catalog.ERROR else (None, None)
     return {
         **(head or {}),
         "id": job_id,
@@ -266,14 +266,14 @@ def _simple_job(g: _Gen, acct: _Account, event_type: str, name: str, at_s: float
         params = {"amount": rng.choice((None, 5000, 12500, 25000))}
 
     def final_outcome() -> str:
-        return "error" if rng.random() < c.error_rate else "success"
+        return catalog.ERROR if rng.random() < c.error_rate else catalog.SUCCESS
 
     def emit(outcome: str, t: float) -> None:
         payload = _job_payload(g, acct, job_id=job_id, name=name, at_s=t, outcome=outcome, params=params)
         g.add(event_type, payload, t, occurred_at=payload["timestamp"], account_id=acct.account_id)
 
     if rng.random() < c.pending_rate:
-        emit("pending", at_s)
+        emit(catalog.PENDING, at_s)
         if rng.random() >= c.unresolved_rate:
             emit(final_outcome(), at_s + rng.uniform(c.resolve_min_s, c.resolve_max_s))
     else:
@@ -308,7 +308,7 @@ def _sync_dataset(g: _Gen, acct: _Account, dataset: str, at_s: float) -> float:
         params["sync_status"] = "complete" if last else "in_progress"
         head = {"added": _items(g, count), "deleted": []}
         payload = _job_payload(
-            g, acct, job_id=last_job, name=dataset, at_s=t, outcome="success", params=params, head=head
+            g, acct, job_id=last_job, name=dataset, at_s=t, outcome=catalog.SUCCESS, params=params, head=head
         )
         g.add(f"{dataset}.added", payload, t, occurred_at=payload["timestamp"], account_id=acct.account_id)
         # Milestones interleave with the batches that reach them.
@@ -321,7 +321,7 @@ def _sync_dataset(g: _Gen, acct: _Account, dataset: str, at_s: float) -> float:
                     sync_params |= {"from_pay_date": g.day(span_days), "to_pay_date": g.day(0)}
                 job_id = last_job if milestone == "fully" else g.uuid()
                 payload = _job_payload(
-                    g, acct, job_id=job_id, name=dataset, at_s=t, outcome="success", params=sync_params
+                    g, acct, job_id=job_id, name=dataset, at_s=t, outcome=catalog.SUCCESS, params=sync_params
                 )
                 g.add(
                     f"{dataset}.{milestone}_synced",
@@ -451,5 +451,5 @@ def build_traffic(
 
 def unresolved_pendings(events: Sequence[PlannedEvent]) -> list[PlannedEvent]:
     """Pending events of jobs whose final outcome is not part of the traffic (they must time out)."""
-    finals = {(e.account_id, e.event_type, e.job_id) for e in events if e.outcome in ("success", "error")}
-    return [e for e in events if e.outcome == "pending" and (e.account_id, e.event_type, e.job_id) not in finals]
+    finals = {(e.account_id, e.event_type, e.job_id) for e in events if e.outcome in catalog.FINAL_OUTCOMES}
+    return [e for e in events if e.outcome == catalog.PENDING and (e.account_id, e.event_type, e.job_id) not in finals]

@@ -45,7 +45,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from connector.settings import KafkaSettings
-from schemas.catalog import ACCOUNT_UPDATES_TOPIC, JOB_OUTCOMES, is_job
+from schemas.catalog import ACCOUNT_UPDATES_TOPIC, FINAL_OUTCOMES, JOB_OUTCOMES, PENDING, is_job
 from simulator.ledger import EventInfo, Ledger
 from simulator.retry import is_accepted
 
@@ -131,10 +131,10 @@ def expectations(ledger: Ledger) -> Expectations:
     optional: set[str] = set()
     resolved = 0
     for infos in jobs.values():
-        pendings = frozenset(i.event_id + TIMED_OUT_SUFFIX for i in infos if i.outcome == "pending")
+        pendings = frozenset(i.event_id + TIMED_OUT_SUFFIX for i in infos if i.outcome == PENDING)
         if not pendings:
             continue
-        if any(i.outcome in ("success", "error") for i in infos):
+        if any(i.outcome in FINAL_OUTCOMES for i in infos):
             optional |= pendings
             resolved += 1
         else:
@@ -213,7 +213,7 @@ def compare(ledger: Ledger, updates: Iterable[UpdateView], expected: Expectation
     first_by_id: dict[str, UpdateView] = {}
     for u in mine:
         first_by_id.setdefault(u.update_id, u)
-    joined = sum(1 for u in first_by_id.values() if u.outcome in ("success", "error") and u.pending_since is not None)
+    joined = sum(1 for u in first_by_id.values() if u.outcome in FINAL_OUTCOMES and u.pending_since is not None)
     changes = Counter(u.change for u in first_by_id.values())
     return VerifyReport(
         run_id=str(ledger.run.get("run_id", "")),

@@ -17,7 +17,6 @@ from processors.logic.events import (
     Event,
     EventEnvelope,
     InvalidEvent,
-    Outcome,
     event_from_payload,
     event_from_webhook,
 )
@@ -25,7 +24,6 @@ from processors.logic.join import JobOutcome, JobState
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, DeadLetter, Output
 from processors.logic.processor import AccountProcessor
 from processors.logic.stores import (
-    STORE_SERDES,
     InMemoryStore,
     KeyValueStore,
     OrderedKeyValueStore,
@@ -37,7 +35,6 @@ __all__ = [
     "ACCOUNT_STATE_SERDE",
     "INT_SERDE",
     "JOB_STATE_SERDE",
-    "STORE_SERDES",
     "AccountProcessor",
     "AccountState",
     "AccountStateSnapshot",
@@ -53,7 +50,6 @@ __all__ = [
     "KeyValueStore",
     "LogicConfig",
     "OrderedKeyValueStore",
-    "Outcome",
     "Output",
     "Recommendation",
     "Serde",

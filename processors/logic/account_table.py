@@ -9,28 +9,23 @@ bounded id lists, which keep the most recent ids in processing order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date
 from typing import Any, Final, NamedTuple
 
 from processors.logic.join import JobOutcome
-from processors.logic.timeutil import time_out
+from schemas import catalog
 
 #: event type -> (dataset, milestone field of SyncProgress)
 SYNC_MILESTONES: Final = {
-    f"{dataset}.{level}_synced": (dataset, f"{level}_synced_at_us")
-    for dataset in ("paystubs", "shifts")
-    for level in ("seven_days", "thirty_days", "ninety_days", "fully")
+    event_type: (dataset, f"{level}_synced_at_us")
+    for event_type, (dataset, level) in catalog.SYNC_MILESTONE_EVENTS.items()
 }
-SYNC_BATCHES: Final = {"paystubs.added": "paystubs", "shifts.added": "shifts"}
+SYNC_BATCHES: Final = catalog.SYNC_BATCH_EVENTS
 
 
 class Recommendation(NamedTuple):
     platform_type: str | None
     action: str | None
     platform_id: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"platform_type": self.platform_type, "action": self.action, "platform_id": self.platform_id}
 
 
 class SyncProgress(NamedTuple):
@@ -55,36 +50,16 @@ class SyncProgress(NamedTuple):
 
     @property
     def deepest_milestone(self) -> str | None:
-        for name, at in (
-            ("fully", self.fully_synced_at_us),
-            ("ninety_days", self.ninety_days_synced_at_us),
-            ("thirty_days", self.thirty_days_synced_at_us),
-            ("seven_days", self.seven_days_synced_at_us),
-        ):
-            if at is not None:
-                return name
+        for level, index in _DEEPEST_FIRST:
+            if self[index] is not None:
+                return level
         return None
 
-    def to_dict(self, micros: bool = False) -> dict[str, Any]:
-        t = time_out(micros)
-        return {
-            "seven_days_synced_at": t(self.seven_days_synced_at_us),
-            "thirty_days_synced_at": t(self.thirty_days_synced_at_us),
-            "ninety_days_synced_at": t(self.ninety_days_synced_at_us),
-            "fully_synced_at": t(self.fully_synced_at_us),
-            "sync_status": self.sync_status,
-            "batches": self.batches,
-            "reported_count": self.reported_count,
-            "added_count": self.added_count,
-            "deleted_count": self.deleted_count,
-            "pay_date_from": _date(self.pay_date_from),
-            "pay_date_to": _date(self.pay_date_to),
-            "added_ids": list(self.added_ids),
-            "deleted_ids": list(self.deleted_ids),
-            "ids_truncated": self.ids_truncated,
-            "last_job_id": self.last_job_id,
-        }
 
+#: (level, index of its ``<level>_synced_at_us`` field), deepest level first.
+_DEEPEST_FIRST: Final = tuple(
+    (level, SyncProgress._fields.index(f"{level}_synced_at_us")) for level in reversed(catalog.SYNC_LEVELS)
+)
 
 _NO_JOBS: Final[Mapping[str, JobOutcome]] = {}
 
@@ -119,66 +94,6 @@ class AccountState(NamedTuple):
     last_change: str | None = None
     #: Stream time of the last update (received_at of the event, or the deadline of a timeout).
     updated_at_us: int | None = None
-
-    def to_dict(self, micros: bool = False) -> dict[str, Any]:
-        t = time_out(micros)
-        return {
-            "account_id": self.account_id,
-            "end_user_id": self.end_user_id,
-            "platform_id": self.platform_id,
-            "platform_name": self.platform_name,
-            "link_token_id": self.link_token_id,
-            "connected": self.connected,
-            "account_created_at": t(self.created_at_us),
-            "monitoring_status": self.monitoring_status,
-            "monitoring_status_updated_at": t(self.monitoring_status_at_us),
-            "additional_platforms": [r.to_dict() for r in self.additional_platforms],
-            "additional_platforms_updated_at": t(self.additional_platforms_at_us),
-            "jobs": {job: outcome.to_dict(micros) for job, outcome in self.jobs.items()},
-            "paystubs_synced": None if self.paystubs is None else self.paystubs.deepest_milestone,
-            "shifts_synced": None if self.shifts is None else self.shifts.deepest_milestone,
-            "paystubs": None if self.paystubs is None else self.paystubs.to_dict(micros),
-            "shifts": None if self.shifts is None else self.shifts.to_dict(micros),
-            "version": self.version,
-            "events_applied": self.version,
-            "last_event_id": self.last_event_id,
-            "last_event_type": self.last_event_type,
-            "last_event_sent_at": t(self.last_event_sent_at_us),
-            "last_change": self.last_change,
-            "updated_at": t(self.updated_at_us),
-        }
-
-    def context_dict(self, micros: bool = False) -> dict[str, Any]:
-        """The ``AccountContext`` an account update carries: a few fields, not the whole state.
-
-        Encoding cost grows with every nullable field (fastavro resolves each union branch by validation),
-        and the full state is one topic away on ``pinwheel.account_state.v1``.
-        """
-        t = time_out(micros)
-        return {
-            "account_id": self.account_id,
-            "end_user_id": self.end_user_id,
-            "link_token_id": self.link_token_id,
-            "platform_id": self.platform_id,
-            "platform_name": self.platform_name,
-            "connected": self.connected,
-            "monitoring_status": self.monitoring_status,
-            "account_created_at": t(self.created_at_us),
-            "paystubs_synced": None if self.paystubs is None else self.paystubs.deepest_milestone,
-            "shifts_synced": None if self.shifts is None else self.shifts.deepest_milestone,
-            "events_applied": self.version,
-            "updated_at": t(self.updated_at_us),
-        }
-
-
-def _date(value: str | None) -> date | None:
-    """ISO dates are kept as text in the state (they compare correctly); outputs carry real dates."""
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 def _str(value: object) -> str | None:

@@ -8,10 +8,10 @@ See docs/processing.md "Pending/final join" for the rules; the comments here say
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from processors.logic.events import EventEnvelope
-from processors.logic.timeutil import time_out
+from schemas import catalog
 
 
 class JobOutcome(NamedTuple):
@@ -33,20 +33,6 @@ class JobOutcome(NamedTuple):
         if self.pending_since_us is None or self.resolved_at_us is None:
             return None
         return (self.resolved_at_us - self.pending_since_us) // 1000
-
-    def to_dict(self, micros: bool = False) -> dict[str, Any]:
-        t = time_out(micros)
-        return {
-            "job": self.job,
-            "job_id": self.job_id,
-            "outcome": self.outcome,
-            "error_code": self.error_code,
-            "error_type": self.error_type,
-            "pending_since": t(self.pending_since_us),
-            "resolved_at": t(self.resolved_at_us),
-            "time_to_resolve_ms": self.time_to_resolve_ms,
-            "deliveries_seen": self.deliveries_seen,
-        }
 
 
 class OpenJob(NamedTuple):
@@ -77,7 +63,7 @@ class JoinKind(StrEnum):
     JOINED = "joined"  # final that closes the open job
     LATE_JOINED = "late_joined"  # final that closes a job which already timed out
     DIRECT = "direct"  # final with no pending known
-    TIMED_OUT = "timed_out"
+    TIMED_OUT = catalog.TIMED_OUT
 
 
 class JoinResult(NamedTuple):
@@ -125,7 +111,7 @@ def apply_pending(
     outcome = JobOutcome(
         job,
         opened.job_id,
-        "pending",
+        catalog.PENDING,
         None,
         None,
         opened.pending_since_us,
@@ -201,7 +187,7 @@ def apply_timeout(state: JobState | None, *, deadline_us: int) -> JoinResult | N
     outcome = JobOutcome(
         current.job,
         current.job_id,
-        "timed_out",
+        catalog.TIMED_OUT,
         None,
         None,
         current.pending_since_us,

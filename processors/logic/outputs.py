@@ -1,18 +1,17 @@
 """What the processor emits: account updates, account state snapshots and dead letters.
 
-Outputs are immutable and hold immutable state, so the runtime can serialize them whenever it likes.
-``to_dict()`` gives plain dicts for the Avro writer: datetimes stay ``datetime``, absent values are ``None``.
+Outputs are immutable and hold immutable state, so the runtime can serialize them whenever it likes; how they
+look on the output topics is ``processors.wire``'s business.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from processors.logic.account_table import AccountState
 from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome
-from processors.logic.timeutil import time_out
 
 
 class Change(StrEnum):
@@ -32,17 +31,6 @@ class Change(StrEnum):
     EVENT_RECORDED = "event_recorded"
 
 
-def envelope_to_dict(envelope: EventEnvelope, micros: bool = False) -> dict[str, Any]:
-    t = time_out(micros)
-    return {
-        "event_id": envelope.event_id,
-        "event_type": envelope.event_type,
-        "family": envelope.family,
-        "sent_at": t(envelope.sent_at_us),
-        "received_at": t(envelope.received_at_us),
-    }
-
-
 class AccountUpdate(NamedTuple):
     """One record of ``pinwheel.account_updates.v1`` (key: account_id)."""
 
@@ -51,22 +39,11 @@ class AccountUpdate(NamedTuple):
     change: Change
     trigger: EventEnvelope  # the event that caused it; for a timeout, the job's first pending
     outcome: JobOutcome | None
-    account: AccountState  # the account after the change; published as its context (``context_dict``)
+    account: AccountState  # the account after the change; published as its context
 
     @property
     def key(self) -> str:
         return self.account_id
-
-    def to_dict(self, micros: bool = False) -> dict[str, Any]:
-        """``micros=True``: timestamps as epoch µs ints (Avro-ready, cheaper than datetimes)."""
-        return {
-            "update_id": self.update_id,
-            "account_id": self.account_id,
-            "change": self.change.value,
-            "trigger": envelope_to_dict(self.trigger, micros),
-            "outcome": None if self.outcome is None else self.outcome.to_dict(micros),
-            "account": self.account.context_dict(micros),
-        }
 
 
 class AccountStateSnapshot(NamedTuple):
@@ -77,9 +54,6 @@ class AccountStateSnapshot(NamedTuple):
     @property
     def key(self) -> str:
         return self.account.account_id
-
-    def to_dict(self, micros: bool = False) -> dict[str, Any]:
-        return self.account.to_dict(micros)
 
 
 class DeadLetter(NamedTuple):
@@ -95,15 +69,6 @@ class DeadLetter(NamedTuple):
     @property
     def key(self) -> str:
         return self.event_id
-
-    def to_dict(self, micros: bool = False) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "event_type": self.event_type,
-            "account_key": self.account_key,
-            "reason": self.reason,
-            "error": self.error,
-        }
 
 
 Output = AccountUpdate | AccountStateSnapshot | DeadLetter

@@ -25,41 +25,30 @@ from processors.logic.account_table import (
     touch,
 )
 from processors.logic.config import LogicConfig
-from processors.logic.events import (
-    ACCOUNT_ADDED,
-    CONNECTIONS_RECOMMENDED,
-    MONITORING_STATUS_UPDATED,
-    OUTCOMES,
-    Event,
-    EventEnvelope,
-)
+from processors.logic.events import Event, EventEnvelope
 from processors.logic.join import JobOutcome, JoinKind, apply_final, apply_pending, apply_timeout
+from processors.logic.keys import (
+    CLOCK_KEY,
+    TIMERS_END,
+    TimerKey,
+    TimerKind,
+    account_of_join_key,
+    due_prefix,
+    join_key,
+)
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, DeadLetter, Output
 from processors.logic.stores import Stores
 from processors.logic.timeutil import opt_from_us, span_us, to_us
+from schemas import catalog
 
-CLOCK_KEY: Final = "~clock"  # sorts after every "<digits>|..." timer key
-_TIMERS_END: Final = "~"
-_MAX_DUE: Final = 10**16 - 1  # 16 digits of epoch µs: until year 2286
 _NEVER: Final = 10**16
-_DEDUPE: Final = "d"
-_JOB: Final = "j"
 _UNLOADED: Final = -1
 
 _ACCOUNT_CHANGES: Final = {
-    ACCOUNT_ADDED: Change.ACCOUNT_CONNECTED,
-    MONITORING_STATUS_UPDATED: Change.MONITORING_STATUS_CHANGED,
-    CONNECTIONS_RECOMMENDED: Change.CONNECTIONS_RECOMMENDED,
+    catalog.ACCOUNT_ADDED: Change.ACCOUNT_CONNECTED,
+    catalog.ACCOUNT_MONITORING_STATUS_UPDATED: Change.MONITORING_STATUS_CHANGED,
+    catalog.ACCOUNT_CONNECTIONS_RECOMMENDED: Change.CONNECTIONS_RECOMMENDED,
 }
-
-
-def timer_key(due_us: int, kind: str, target: str) -> str:
-    """Fixed-width due time first, so byte order of keys is due order (then kind, then target)."""
-    return f"{min(max(due_us, 0), _MAX_DUE):016d}|{kind}|{target}"
-
-
-def join_key(account_id: str, event_type: str) -> str:
-    return f"{account_id}|{event_type}"
 
 
 class AccountProcessor:
@@ -108,12 +97,12 @@ class AccountProcessor:
         return self._clock
 
     def _first_due(self, start: str = "") -> int:
-        for _key, due in self._timers.range(start, _TIMERS_END):
+        for _key, due in self._timers.range(start, TIMERS_END):
             return due
         return _NEVER
 
-    def _add_timer(self, due_us: int, kind: str, target: str) -> None:
-        self._timers.put(timer_key(due_us, kind, target), due_us)
+    def _add_timer(self, due_us: int, kind: TimerKind, target: str) -> None:
+        self._timers.put(TimerKey(due_us, kind, target).encode(), due_us)
         if self._next_due != _UNLOADED and due_us < self._next_due:
             self._next_due = due_us
 
@@ -130,16 +119,17 @@ class AccountProcessor:
         # The timers store is a queue: fired keys are deleted at its head, and a store scanning from ""
         # would step over every deletion not yet compacted away. No timer is due before `_next_due`, and
         # after firing none before `end` (firing adds no timer), so both scans start there.
-        start = f"{min(max(self._next_due, 0), _MAX_DUE):016d}"
-        end = f"{min(max(clock, 0), _MAX_DUE):016d}"  # keys due at exactly `clock` sort after it: not yet due
+        start = due_prefix(self._next_due)
+        end = due_prefix(clock)  # keys due at exactly `clock` sort after it: not yet due
         # Materialize first: firing deletes keys of the range being read.
         for key, due in list(self._timers.range(start, end)):
             self._timers.delete(key)
-            if key[17] == _DEDUPE:
-                self._dedupe.delete(key[19:])
+            timer = TimerKey.decode(key, due)
+            if timer.kind is TimerKind.DEDUPE:
+                self._dedupe.delete(timer.target)
                 self.counters["dedupe_expired"] += 1
             else:
-                self._fire_timeout(key[19:], due, out)
+                self._fire_timeout(timer.target, due, out)
         self._next_due = self._first_due(end)
 
     def on_time(self, stream_time: datetime) -> list[Output]:
@@ -163,13 +153,13 @@ class AccountProcessor:
         if dedupe.get(event_id) is not None:
             self.counters["duplicate"] += 1
             return out
-        if event.account_id is not None and event.is_job and event.outcome not in OUTCOMES:
+        if event.account_id is not None and event.is_job and event.outcome not in catalog.JOB_OUTCOMES:
             # Dead-lettered and not remembered: once a fix makes it valid, its replay goes through.
             self._dead_letter(event, "missing_outcome", f"{event.event_type} carries no outcome", out)
             return out
         dedupe.put(event_id, received_us)
         bucket = self._bucket_us
-        self._add_timer(-(-(received_us + self._retention_us) // bucket) * bucket, _DEDUPE, event_id)
+        self._add_timer(-(-(received_us + self._retention_us) // bucket) * bucket, TimerKind.DEDUPE, event_id)
         if event.account_id is None:
             # account_updates and account_state are keyed by account: nothing to say about this event there.
             self.counters["no_account"] += 1
@@ -200,7 +190,7 @@ class AccountProcessor:
         key = join_key(account_id, event_type)
         before = self._jobs.get(key)
         envelope = EventEnvelope.of(event, received_us)
-        if outcome == "pending":
+        if outcome == catalog.PENDING:
             result = apply_pending(
                 before,
                 job=job,
@@ -231,12 +221,12 @@ class AccountProcessor:
             new_deadline = None if after.open is None else after.open.deadline_us
             if old_deadline != new_deadline:
                 if old_deadline is not None:
-                    self._timers.delete(timer_key(old_deadline, _JOB, key))
+                    self._timers.delete(TimerKey(old_deadline, TimerKind.JOB, key).encode())
                 if new_deadline is not None:
-                    self._add_timer(new_deadline, _JOB, key)
-            if outcome == "pending":
+                    self._add_timer(new_deadline, TimerKind.JOB, key)
+            if outcome == catalog.PENDING:
                 change = Change.JOB_PENDING
-            elif outcome == "error":
+            elif outcome == catalog.ERROR:
                 change = Change.JOB_FAILED
             elif event_type in SYNC_MILESTONES:
                 change = Change.SYNC_PROGRESSED
@@ -245,7 +235,7 @@ class AccountProcessor:
             if kind is JoinKind.LATE_JOINED:
                 self.counters["late_joined"] += 1
         state = self._account(event)
-        if outcome == "success" and (event_type in SYNC_BATCHES or event_type in SYNC_MILESTONES):
+        if outcome == catalog.SUCCESS and (event_type in SYNC_BATCHES or event_type in SYNC_MILESTONES):
             state = apply_sync(state, event_type, event.payload, event.job_id, occurred_us, self._max_ids)
         job_outcome = result.outcome
         jobs = None if job_outcome is None else merge_outcome(state.jobs, job_outcome)
@@ -300,7 +290,7 @@ class AccountProcessor:
         self.counters["timed_out"] += 1
         self._jobs.put(key, result.state)
         first = result.state.timed_out.first
-        account_id = key.rpartition("|")[0]  # jobs exist only for events with an account_id (= account key)
+        account_id = account_of_join_key(key)  # jobs exist only for events with an account_id (= account key)
         state = self._accounts.get(account_id) or AccountState(account_id)
         state = touch(
             state,

@@ -37,21 +37,12 @@ class OrderedKeyValueStore(KeyValueStore[V], Protocol[V]):
 
 @dataclass(frozen=True, slots=True)
 class Stores:
-    """The four stores of one partition task (names are the changelog suffixes)."""
+    """The four stores of one partition task; their field names are ``schemas.catalog.STORE_NAMES``."""
 
     dedupe: KeyValueStore[int]  # event_id -> first received_at (epoch µs)
     jobs: KeyValueStore[JobState]  # "<account_key>|<event_type>" -> join state
     accounts: KeyValueStore[AccountState]  # account_key -> AccountState
     timers: OrderedKeyValueStore[int]  # "<due:016d>|<kind>|<target>" -> due; "~clock" -> stream time
-
-
-#: Store name -> serde of its values, for the runtime's generic RocksDB/changelog store.
-STORE_SERDES: dict[str, Serde[int] | Serde[JobState] | Serde[AccountState]] = {
-    "dedupe": INT_SERDE,
-    "jobs": JOB_STATE_SERDE,
-    "accounts": ACCOUNT_STATE_SERDE,
-    "timers": INT_SERDE,
-}
 
 
 class InMemoryStore(Generic[V]):

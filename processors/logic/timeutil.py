@@ -2,12 +2,11 @@
 
 State and timers keep time as ``int`` microseconds: comparisons and arithmetic are cheap, the
 serialized form is exact, and no timezone can leak in. Conversion to ``datetime`` happens only at the
-edges (``Event`` in, ``to_dict()`` out).
+edges (``Event`` in; the outputs are written as epoch µs, what Avro ``timestamp-micros`` stores).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -25,16 +24,6 @@ def from_us(value: int) -> datetime:
 
 def opt_from_us(value: int | None) -> datetime | None:
     return None if value is None else EPOCH + timedelta(microseconds=value)
-
-
-def _keep(value: int | None) -> int | None:
-    return value
-
-
-def time_out(micros: bool) -> Callable[[int | None], datetime | int | None]:
-    """The ``to_dict`` time converter: ``datetime`` (default) or the raw epoch µs, which is exactly what
-    Avro ``timestamp-micros`` stores (fastavro writes ints as-is, skipping ~1 µs per datetime)."""
-    return _keep if micros else opt_from_us
 
 
 def span_us(value: timedelta) -> int:

@@ -27,7 +27,7 @@ from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
 
 from connector.settings import KafkaSettings
-from connector.topics import TopicSettings, all_topics, changelog_topic, ensure_topics
+from connector.topics import TopicSettings, all_topics, ensure_topics
 from processors.logic.processor import AccountProcessor
 from processors.pipeline import PipelineCounters
 from processors.runtime import engine as engine_module
@@ -35,6 +35,7 @@ from processors.runtime.engine import MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.service import build_engine, serve_engine
 from schemas import catalog
+from schemas.catalog import changelog_topic
 from schemas.codec import Codec, build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings

@@ -17,7 +17,8 @@ import orjson
 
 from connector.local_kafka import free_port
 from connector.settings import KafkaSettings
-from connector.topics import STORE_NAMES, TopicSettings, all_topics, changelog_topic, ensure_topics
+from connector.topics import TopicSettings, all_topics, ensure_topics
+from schemas.catalog import STORE_NAMES, changelog_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from processors.logic.events import event_from_webhook
 from processors.logic.outputs import AccountUpdate
 from processors.logic.processor import AccountProcessor
 from processors.logic.stores import in_memory_stores
-from processors.pipeline import update_datum
+from processors.wire import update_datum
 from schemas import catalog
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
@@ -48,7 +48,7 @@ def real_updates() -> list[dict[str, Any]]:
         *logic.process(event_from_webhook(pending, T0, sent_at=T0)),
     ]
     outputs += logic.on_time(T0 + timedelta(days=2))
-    updates = [update_datum(o.to_dict(micros=True)) for o in outputs if isinstance(o, AccountUpdate)]
+    updates = [update_datum(o) for o in outputs if isinstance(o, AccountUpdate)]
     assert len(updates) == 3
     return updates
 

@@ -17,7 +17,6 @@ from processors.logic import (
     event_from_webhook,
     in_memory_stores,
 )
-from processors.logic.timeutil import to_us
 
 
 def _events(capture: list[dict[str, Any]]) -> list[Event]:
@@ -66,21 +65,3 @@ def test_capture_replayed_twice_emits_nothing_the_second_time(capture: list[dict
         processor.process(event)
     assert [processor.process(event) for event in events] == [[]] * 12
     assert processor.counters["duplicate"] == 12
-
-
-def test_to_dict_micros_is_the_same_record_with_epoch_micros(capture: list[dict[str, Any]]) -> None:
-    processor = AccountProcessor(LogicConfig(), in_memory_stores())
-    outputs = [o for event in _events(capture) for o in processor.process(event)]
-
-    def as_micros(value: object) -> object:
-        if isinstance(value, datetime):
-            return to_us(value)
-        if isinstance(value, dict):
-            return {k: as_micros(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [as_micros(v) for v in value]
-        return value
-
-    for output in outputs:
-        assert output.to_dict(micros=True) == as_micros(output.to_dict())
-    assert isinstance(outputs[0].to_dict()["trigger"]["received_at"], datetime)

@@ -90,7 +90,7 @@ def test_known_job_type_without_outcome_is_still_a_job() -> None:
     ("body", "reason"),
     [
         (b"{", "invalid_json"),
-        (b"[]", "invalid_body"),
+        (b"[]", "not_an_object"),  # the gateway's reason: one set of rules
         (b'{"event_id": "e", "event": "x", "payload": []}', "invalid_payload"),
         (b'{"event": "x", "payload": {}}', "missing_event_id"),
         (b'{"event_id": "e", "payload": {}}', "missing_event_type"),

@@ -17,6 +17,9 @@ from processors.logic import (
     Output,
     in_memory_stores,
 )
+from processors.logic.account_table import Recommendation
+from processors.logic.timeutil import to_us
+from processors.wire import outcome_datum
 
 DAY = 24 * 60
 
@@ -49,14 +52,14 @@ def test_pending_then_success_emits_pending_then_one_joined_outcome(proc: Accoun
     assert final.change is Change.JOB_SUCCEEDED
     outcome = final.outcome
     assert outcome is not None
-    assert outcome.to_dict() == {
+    assert outcome_datum(outcome) == {
         "job": "direct_deposit_switch",
         "job_id": "00000000-0000-4000-8000-00000000000a",
         "outcome": "success",
         "error_code": None,
         "error_type": None,
-        "pending_since": at(0),
-        "resolved_at": at(90),
+        "pending_since": to_us(at(0)),
+        "resolved_at": to_us(at(90)),
         "time_to_resolve_ms": 90 * 60_000,
         "deliveries_seen": 2,
     }
@@ -68,7 +71,7 @@ def test_error_final_and_final_without_pending(proc: AccountProcessor) -> None:
     update = only_update(proc.process(job_event("e1", "error", occurred=5)))
     assert update.change is Change.JOB_FAILED
     assert update.outcome is not None
-    assert update.outcome.to_dict()["pending_since"] is None
+    assert update.outcome.pending_since_us is None
     assert (update.outcome.error_code, update.outcome.error_type, update.outcome.deliveries_seen) == (
         "E1",
         "T1",
@@ -82,7 +85,7 @@ def test_second_pending_counts_as_a_delivery(proc: AccountProcessor) -> None:
     assert again.change is Change.JOB_PENDING
     assert again.outcome is not None
     # Reordered pendings: pending_since is the earliest payload time.
-    assert (again.outcome.deliveries_seen, again.outcome.to_dict()["pending_since"]) == (2, at(5))
+    assert (again.outcome.deliveries_seen, again.outcome.pending_since_us) == (2, to_us(at(5)))
     final = only_update(proc.process(job_event("e3", "success", occurred=30)))
     assert final.outcome is not None
     assert final.outcome.deliveries_seen == 3
@@ -111,8 +114,8 @@ def test_timeout_fires_strictly_after_timeout_plus_grace_once(proc: AccountProce
     assert (update.update_id, update.change) == ("p1:timed_out", Change.JOB_TIMED_OUT)
     assert update.trigger.event_id == "p1"
     assert update.outcome is not None
-    assert update.outcome.to_dict()["outcome"] == "timed_out"
-    assert update.outcome.to_dict()["resolved_at"] is None
+    assert update.outcome.outcome == "timed_out"
+    assert update.outcome.resolved_at_us is None
     assert update.account.jobs["direct_deposit_switch"].outcome == "timed_out"
     assert update.account.updated_at_us == update.outcome.pending_since_us + 25 * 3600 * 10**6
     assert proc.on_time(deadline + timedelta(hours=1)) == []  # idempotent
@@ -229,9 +232,7 @@ def test_connections_recommended_replace_the_list(proc: AccountProcessor) -> Non
         proc.process(account_event("r1", "account.additional_connections_recommended", payload, received=0))
     )
     assert update.change is Change.CONNECTIONS_RECOMMENDED
-    assert update.account.to_dict()["additional_platforms"] == [
-        {"platform_type": "time_and_attendance", "action": "login", "platform_id": "p"}
-    ]
+    assert update.account.additional_platforms == (Recommendation("time_and_attendance", "login", "p"),)
 
 
 def test_paystubs_batches_and_milestones(proc: AccountProcessor) -> None:
@@ -277,7 +278,8 @@ def test_paystubs_batches_and_milestones(proc: AccountProcessor) -> None:
     assert (progress.pay_date_from, progress.pay_date_to) == ("2024-01-01", "2024-12-31")
     assert progress.sync_status == "complete"  # latest by payload time, not by arrival
     assert progress.deepest_milestone == "fully"
-    assert update.account.to_dict()["paystubs_synced"] == "fully"
+    assert update.account.paystubs is not None
+    assert update.account.paystubs.deepest_milestone == "fully"
 
 
 def test_sync_ids_are_capped_to_the_most_recent() -> None:

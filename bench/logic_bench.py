@@ -1,4 +1,4 @@
-"""Per-event cost of the pure logic: ``python -m processors.logic.bench [events]``.
+"""Per-event cost of the pure logic: ``python -m bench.logic_bench [events]``.
 
 A realistic mix on 2,000 accounts: account.added, job events (one in ten goes through pending first),
 paystubs/shifts batches with ids, monitoring updates, 2 % duplicate deliveries. Reports µs/event for building
@@ -21,6 +21,7 @@ from processors.logic.config import LogicConfig
 from processors.logic.events import event_from_payload
 from processors.logic.processor import AccountProcessor
 from processors.logic.stores import in_memory_stores
+from schemas import catalog
 
 _JOBS = ("direct_deposit_switch.added", "income.added", "employment.added", "identity.added")
 
@@ -43,7 +44,8 @@ def _payloads(count: int, seed: int = 7) -> Iterator[tuple[str, str, dict[str, A
             base.update(current_monitoring_status="degraded", updated_at=now.isoformat())
         else:
             event_type = rng.choice((*_JOBS, "paystubs.added", "shifts.added"))
-            outcome = "pending" if rng.random() < 0.1 else rng.choice(("success", "success", "error"))
+            finals = (catalog.SUCCESS, catalog.SUCCESS, catalog.ERROR)
+            outcome = catalog.PENDING if rng.random() < 0.1 else rng.choice(finals)
             base.update(id=f"job-{n}", name=event_type.split(".")[0], timestamp=now.isoformat(), outcome=outcome)
             base.update(error_code=None, error_type=None, params={"count": 3, "sync_status": "in_progress"})
             if event_type.endswith("s.added"):

@@ -1,0 +1,52 @@
+"""The store keys the logic builds and reads back: timers and join keys, each encoded and parsed here only.
+
+Timer keys are ``<due:016d>|<kind>|<target>``: the fixed-width due time first, so the byte order of keys is
+due order (then kind, then target) and a range scan of the timers store reads timers in the order they fire.
+The stream clock is kept in the same store under ``CLOCK_KEY``, which sorts after every timer key.
+Join keys are ``<account_id>|<event_type>``: an event type never contains ``|``, an account id might.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final, NamedTuple
+
+CLOCK_KEY: Final = "~clock"  # sorts after every "<digits>|..." timer key
+TIMERS_END: Final = "~"  # exclusive upper bound of the timer keys
+_MAX_DUE: Final = 10**16 - 1  # 16 digits of epoch µs: until year 2286
+_DUE_DIGITS: Final = 16
+_KIND_AT: Final = _DUE_DIGITS + 1
+_TARGET_AT: Final = _KIND_AT + 2
+
+
+class TimerKind(StrEnum):
+    DEDUPE = "d"  # target: an event_id whose dedupe entry expires
+    JOB = "j"  # target: the join key of a pending job that times out
+
+
+def due_prefix(due_us: int) -> str:
+    """The key prefix of every timer due at ``due_us``: a range bound (a timer due at exactly ``due_us`` sorts
+    after it)."""
+    return f"{min(max(due_us, 0), _MAX_DUE):016d}"
+
+
+class TimerKey(NamedTuple):
+    due_us: int
+    kind: TimerKind
+    target: str
+
+    def encode(self) -> str:
+        return f"{due_prefix(self.due_us)}|{self.kind.value}|{self.target}"
+
+    @classmethod
+    def decode(cls, key: str, due_us: int) -> TimerKey:
+        """The key read back; ``due_us`` is the stored value (exact, where the key's digits are clamped)."""
+        return cls(due_us, TimerKind(key[_KIND_AT]), key[_TARGET_AT:])
+
+
+def join_key(account_id: str, event_type: str) -> str:
+    return f"{account_id}|{event_type}"
+
+
+def account_of_join_key(key: str) -> str:
+    return key.rpartition("|")[0]

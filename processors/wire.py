@@ -1,0 +1,221 @@
+"""The wire shape of every record the processors write: its Avro datum, key and headers, for each output topic.
+
+The logic returns typed values (``AccountUpdate``, ``AccountStateSnapshot``, ``DeadLetter``); only this module
+knows how they look on ``pinwheel.account_updates.v1``, ``pinwheel.account_state.v1`` and
+``pinwheel.deadletter.v1``: field names, times as epoch microseconds (exactly what Avro ``timestamp-micros``
+stores, so fastavro writes the ints as they are), union branches named up front, and the headers that say
+which Pinwheel delivery a record comes from (docs/wire-format.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord
+
+from processors.logic.account_table import AccountState, Recommendation, SyncProgress
+from processors.logic.events import EventEnvelope
+from processors.logic.join import JobOutcome
+from processors.logic.outputs import AccountUpdate
+from schemas.deadletter import build_dead_letter, dead_letter_key
+from schemas.envelope import record_headers
+
+Headers = list[tuple[str, bytes]]
+
+# Union branches named up front (fastavro's tuple notation): otherwise the writer validates a whole nested
+# record, id lists included, to find its branch before writing it.
+_JOB_OUTCOME = "pinwheel.JobOutcome"
+_SYNC_PROGRESS = "pinwheel.SyncProgress"
+
+# -- datums ------------------------------------------------------------------------------------------------
+
+
+def envelope_datum(envelope: EventEnvelope) -> dict[str, Any]:
+    return {
+        "event_id": envelope.event_id,
+        "event_type": envelope.event_type,
+        "family": envelope.family,
+        "sent_at": envelope.sent_at_us,
+        "received_at": envelope.received_at_us,
+    }
+
+
+def outcome_datum(outcome: JobOutcome) -> dict[str, Any]:
+    return {
+        "job": outcome.job,
+        "job_id": outcome.job_id,
+        "outcome": outcome.outcome,
+        "error_code": outcome.error_code,
+        "error_type": outcome.error_type,
+        "pending_since": outcome.pending_since_us,
+        "resolved_at": outcome.resolved_at_us,
+        "time_to_resolve_ms": outcome.time_to_resolve_ms,
+        "deliveries_seen": outcome.deliveries_seen,
+    }
+
+
+def _recommendation_datum(recommendation: Recommendation) -> dict[str, Any]:
+    return {
+        "platform_type": recommendation.platform_type,
+        "action": recommendation.action,
+        "platform_id": recommendation.platform_id,
+    }
+
+
+def _date(value: str | None) -> date | None:
+    """ISO dates are kept as text in the state (they compare correctly); outputs carry real dates."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def sync_datum(progress: SyncProgress) -> dict[str, Any]:
+    return {
+        "seven_days_synced_at": progress.seven_days_synced_at_us,
+        "thirty_days_synced_at": progress.thirty_days_synced_at_us,
+        "ninety_days_synced_at": progress.ninety_days_synced_at_us,
+        "fully_synced_at": progress.fully_synced_at_us,
+        "sync_status": progress.sync_status,
+        "batches": progress.batches,
+        "reported_count": progress.reported_count,
+        "added_count": progress.added_count,
+        "deleted_count": progress.deleted_count,
+        "pay_date_from": _date(progress.pay_date_from),
+        "pay_date_to": _date(progress.pay_date_to),
+        "added_ids": list(progress.added_ids),
+        "deleted_ids": list(progress.deleted_ids),
+        "ids_truncated": progress.ids_truncated,
+        "last_job_id": progress.last_job_id,
+    }
+
+
+def state_datum(state: AccountState) -> dict[str, Any]:
+    """The record of ``pinwheel.account_state.v1``: the whole state of the account."""
+    paystubs, shifts = state.paystubs, state.shifts
+    return {
+        "account_id": state.account_id,
+        "end_user_id": state.end_user_id,
+        "platform_id": state.platform_id,
+        "platform_name": state.platform_name,
+        "link_token_id": state.link_token_id,
+        "connected": state.connected,
+        "account_created_at": state.created_at_us,
+        "monitoring_status": state.monitoring_status,
+        "monitoring_status_updated_at": state.monitoring_status_at_us,
+        "additional_platforms": [_recommendation_datum(r) for r in state.additional_platforms],
+        "additional_platforms_updated_at": state.additional_platforms_at_us,
+        "jobs": {job: outcome_datum(outcome) for job, outcome in state.jobs.items()},
+        "paystubs_synced": None if paystubs is None else paystubs.deepest_milestone,
+        "shifts_synced": None if shifts is None else shifts.deepest_milestone,
+        "paystubs": None if paystubs is None else (_SYNC_PROGRESS, sync_datum(paystubs)),
+        "shifts": None if shifts is None else (_SYNC_PROGRESS, sync_datum(shifts)),
+        "version": state.version,
+        "events_applied": state.version,
+        "last_event_id": state.last_event_id,
+        "last_event_type": state.last_event_type,
+        "last_event_sent_at": state.last_event_sent_at_us,
+        "last_change": state.last_change,
+        "updated_at": state.updated_at_us,
+    }
+
+
+def context_datum(state: AccountState) -> dict[str, Any]:
+    """The ``AccountContext`` an account update carries: a few fields, not the whole state.
+
+    Encoding cost grows with every nullable field (fastavro resolves each union branch by validation),
+    and the full state is one topic away on ``pinwheel.account_state.v1``.
+    """
+    return {
+        "account_id": state.account_id,
+        "end_user_id": state.end_user_id,
+        "link_token_id": state.link_token_id,
+        "platform_id": state.platform_id,
+        "platform_name": state.platform_name,
+        "connected": state.connected,
+        "monitoring_status": state.monitoring_status,
+        "account_created_at": state.created_at_us,
+        "paystubs_synced": None if state.paystubs is None else state.paystubs.deepest_milestone,
+        "shifts_synced": None if state.shifts is None else state.shifts.deepest_milestone,
+        "events_applied": state.version,
+        "updated_at": state.updated_at_us,
+    }
+
+
+def update_datum(update: AccountUpdate) -> dict[str, Any]:
+    """The record of ``pinwheel.account_updates.v1``."""
+    return {
+        "update_id": update.update_id,
+        "account_id": update.account_id,
+        "change": update.change.value,
+        "trigger": envelope_datum(update.trigger),
+        "outcome": None if update.outcome is None else (_JOB_OUTCOME, outcome_datum(update.outcome)),
+        "account": context_datum(update.account),
+    }
+
+
+# -- headers -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The Pinwheel delivery of the record being processed: what output headers say they come from."""
+
+    event_id: str | None
+    event_type: str | None
+    webhook_id: str | None
+    pinwheel_version: str | None
+
+    @classmethod
+    def of(cls, datum: dict[str, Any] | None, record: ConsumerRecord[bytes, bytes]) -> Delivery:
+        """From the decoded family record, or (undecodable) from the headers the gateway gave it."""
+        if datum is None:
+            datum = {}
+            for name, value in record.headers or ():
+                with contextlib.suppress(UnicodeDecodeError):
+                    datum.setdefault(name, value.decode())
+        ids = [datum.get(name) for name in ("event_id", "event_type", "webhook_id", "pinwheel_version")]
+        return cls(*(value if isinstance(value, str) else None for value in ids))
+
+
+def output_headers(
+    content_format: str, event_id: str | None, event_type: str | None, delivery: Delivery | None
+) -> Headers:
+    """The headers of every output record: the ids of the event it comes from. `webhook_id` and
+    `pinwheel_version` are those of the delivery being processed, so they are given only when that
+    delivery is the event (not for a timeout, whose event is a pending read long before)."""
+    ids: tuple[str | None, str | None] = (None, None)
+    if delivery is not None and delivery.event_id == event_id:
+        ids = (delivery.webhook_id, delivery.pinwheel_version)
+    return record_headers(content_format, event_id, event_type, *ids)
+
+
+# -- dead letters ------------------------------------------------------------------------------------------
+
+
+def dead_letter_record(
+    record: ConsumerRecord[bytes, bytes], delivery: Delivery, reason: str, error: str, content_format: str
+) -> tuple[bytes, dict[str, Any], Headers]:
+    """(key, datum, headers) of the dead letter that keeps `record` whole, with why it was not processed."""
+    event_id, event_type = delivery.event_id, delivery.event_type
+    datum = build_dead_letter(
+        stage="processor",
+        reason=reason,
+        error=error,
+        raw=record.value or b"",
+        headers=list(record.headers or ()),
+        event_id=event_id,
+        event_type=event_type,
+        failed_at=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        source_key=record.key,
+    )
+    headers = [*output_headers(content_format, event_id, event_type, delivery), ("error_reason", reason.encode())]
+    return dead_letter_key(event_id, record.value or b""), datum, headers
