@@ -224,7 +224,7 @@ def apply_sync(
         take_status = status is not None and _newer(occurred_us, progress.sync_status_at_us)
         changes.update(
             batches=progress.batches + 1,
-            reported_count=progress.reported_count + (count if type(count) is int else 0),
+            reported_count=_saturated(progress.reported_count + (count if type(count) is int else 0)),
             added_count=progress.added_count + len(added),
             deleted_count=progress.deleted_count + len(deleted),
             added_ids=added_ids,
@@ -262,3 +262,12 @@ def touch(
         updated_at_us=at_us if state.updated_at_us is None else max(state.updated_at_us, at_us),
         end_user_id=end_user_id or state.end_user_id,
     )
+
+
+#: The range of an Avro long: a sum of reported counts saturates there instead of making a state that the
+#: AccountState schema cannot carry (each count is a long, their sum need not be).
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+
+def _saturated(value: int) -> int:
+    return max(_LONG_MIN, min(_LONG_MAX, value))

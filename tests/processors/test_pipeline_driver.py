@@ -151,6 +151,16 @@ def test_the_state_snapshot_is_coalesced_per_account_and_carries_the_whole_state
     assert set(state["jobs"]) == {"paystubs"}
 
 
+def test_reported_counts_that_overflow_a_long_saturate_instead_of_breaking_the_snapshot(driver: PipelineDriver) -> None:
+    # Each count is a valid Avro long; their sum is not. The snapshot must still encode (a crash at the end of
+    # the batch would fail the task again on every restart).
+    huge = 2**62 + 5
+    driver.pipe(job("paystubs.added", "success", T0, params={"count": huge}), T0)
+    outputs = driver.pipe(job("paystubs.added", "success", T0, params={"count": huge}), T0)
+    assert len(on(outputs, UPDATES)) == 1
+    assert only(outputs, STATE).value["paystubs"]["reported_count"] == 2**63 - 1
+
+
 # -- dead letters --------------------------------------------------------------------------------------
 
 
