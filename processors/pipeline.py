@@ -27,7 +27,7 @@ from processors.logic.processor import AccountProcessor
 from processors.logic.stores import Stores
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
-from processors.runtime.task import OutRecord, RecordFailed, TaskContext
+from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
 from processors.wire import Delivery, Headers, dead_letter_record, output_headers, state_datum, update_datum
 from schemas import catalog
 from schemas.codec import Codec, DecodeError, RegistryError
@@ -212,8 +212,12 @@ class AccountPipeline:
         except RegistryError:
             raise  # the registry's failure, not the event's: the engine puts the batch back
         except Exception as exc:  # an output the schema cannot carry: a bug, but the input is kept (rejected)
-            log.exception("encoding failed", extra={"event_id": event.event_id, "event_type": event.event_type})
-            raise RecordFailed(record, "encode_error", type(exc).__name__) from exc
+            # The error's type only: an encoder's message may quote the payload's values.
+            error = type(exc).__name__
+            log.error(
+                "encoding failed", extra={"event_id": event.event_id, "event_type": event.event_type, "error": error}
+            )
+            raise RecordFailed(record, "encode_error", error) from exc
 
     def punctuate(self, wall_clock_ms: int) -> None:
         # The runtime punctuates only a task that has read its inputs to their end: during a backlog (a
@@ -229,7 +233,14 @@ class AccountPipeline:
         for store in self._cached:
             store.flush()
         for key, (snapshot, headers) in self._snapshots.items():
-            value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.account))
+            try:
+                value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.account))
+            except RegistryError:
+                raise
+            except Exception as exc:  # a state its schema cannot carry: the runtime finds the record that made it
+                self._snapshots.clear()
+                log.error("state snapshot encoding failed", extra={"error": type(exc).__name__})
+                raise BatchFailed("encode_error", f"account state: {type(exc).__name__}") from exc
             self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, headers))
         self.counters.outputs["account_state"] += len(self._snapshots)
         self._snapshots.clear()

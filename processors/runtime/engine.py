@@ -11,10 +11,11 @@ Life of a partition p on this instance:
                partition's last stable offset, known from a recent fetch): never during a catch-up;
   failed    -> a commit error or timeout (broker lost, ...) discards the uncommitted work and the
                task is rebuilt from Kafka exactly as on assignment: nothing skipped, nothing doubled;
-  isolating -> after the broker refused a record of a commit for what it is (too large, ...), the
-               rebuilt task replays that uncommitted range one input record per transaction; the record
-               whose transaction is refused is then handed to the processor's `reject` (a dead letter,
-               no effects), and everything else is processed as usual;
+  isolating -> after the broker refused a record of a commit for what it is (too large, ...), or the
+               processor could not produce a batch's outputs (BatchFailed), the rebuilt task replays that
+               uncommitted range one input record per transaction; the record whose transaction is refused
+               (or whose own outputs fail) is then handed to the processor's `reject` (a dead letter, no
+               effects), and everything else is processed as usual;
   revoked   -> the open transaction is committed (or, failing that, abandoned) and the task closed.
 """
 
@@ -40,6 +41,7 @@ from processors.runtime.retry import Backoff, RetryLater
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import (
+    BatchFailed,
     ProcessorFactory,
     RecordFailed,
     RecordRefused,
@@ -288,6 +290,14 @@ class Engine:
                 return exc
             except RecordFailed as failed:
                 await self._reject_failed(self._tasks[partition], failed)
+            except BatchFailed as failed:
+                task = self._tasks[partition]
+                self._isolation.setdefault(partition, Isolation(until=dict(task.next_offsets)))
+                log.warning(
+                    "a batch's outputs failed: replaying it one record per transaction",
+                    extra={"partition": partition, "error": str(failed)},
+                )
+                await self._fail(task, TaskFailed(f"task {partition}: {failed}"))
         return None
 
     def _merge(self, runs: list[list[ConsumerRecord[bytes, bytes]]]) -> list[ConsumerRecord[bytes, bytes]]:
@@ -321,7 +331,7 @@ class Engine:
                 else:
                     task.reject(record, *rejection)
                     self.stats.refused_records += 1
-            except RecordFailed as failed:
+            except (RecordFailed, BatchFailed) as failed:
                 isolation.refused[coordinates] = (failed.reason, failed.error)
                 await self._fail(task, TaskFailed(f"task {partition}: {failed}"))
                 return

@@ -55,7 +55,10 @@ class TaskProcessor(Protocol):
 
     def punctuate(self, wall_clock_ms: int) -> None: ...
 
-    def end_of_batch(self) -> None: ...
+    def end_of_batch(self) -> None:
+        """After each ``process`` (and ``reject``) call: outputs that cover the batch (coalesced per key).
+        May raise ``BatchFailed`` when one of them cannot be produced."""
+        ...
 
     def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         """Keep ``record`` (a dead letter) but none of its effects: they could not be committed.
@@ -89,6 +92,20 @@ class RecordFailed(Exception):
     def __init__(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         super().__init__(f"{reason}: {error}")
         self.record = record
+        self.reason = reason
+        self.error = error
+
+
+class BatchFailed(Exception):
+    """Raised by a processor's ``end_of_batch``: an output of the batch as a whole cannot be produced (a state
+    snapshot built from several records that its schema cannot carry), and no single record is named yet.
+
+    The runtime throws the batch away and replays it one input record per transaction; the record whose own
+    ``end_of_batch`` raises is handed to ``reject`` with ``reason``, as for ``RecordFailed``.
+    """
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(f"{reason}: {error}")
         self.reason = reason
         self.error = error
 

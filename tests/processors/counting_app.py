@@ -19,14 +19,18 @@ from aiokafka.structs import ConsumerRecord
 from connector.settings import KafkaSettings
 from processors.runtime.engine import Engine
 from processors.runtime.settings import ProcessorSettings
-from processors.runtime.task import OutRecord, TaskContext, TaskProcessor
+from processors.runtime.task import BatchFailed, OutRecord, TaskContext, TaskProcessor
 
 
 class Counter:
-    def __init__(self, ctx: TaskContext, output: str, fail_at: bytes | None = None) -> None:
+    def __init__(
+        self, ctx: TaskContext, output: str, fail_at: bytes | None = None, fail_batch_at: bytes | None = None
+    ) -> None:
         self.ctx = ctx
         self.output = output
         self.fail_at = fail_at
+        self.fail_batch_at = fail_batch_at
+        self.batch_poisoned = False
 
     def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
         assert record.key is not None
@@ -35,13 +39,17 @@ class Counter:
         if record.value == self.fail_at:
             # A bug half-way through a record: state written, output not. None of it may be committed.
             raise RuntimeError("injected processing failure")
+        self.batch_poisoned |= record.value == self.fail_batch_at
         self.ctx.emit(OutRecord(self.output, record.key, b"%d:%s" % (count, record.value)))
 
     def punctuate(self, wall_clock_ms: int) -> None:
         pass
 
     def end_of_batch(self) -> None:
-        pass
+        if self.batch_poisoned:
+            # An output covering the whole batch cannot be made; the runtime must find the record behind it.
+            self.batch_poisoned = False
+            raise BatchFailed("injected", "injected end-of-batch failure")
 
     def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         # The broker refused this record's output: say so in its place, without counting it.
@@ -60,6 +68,7 @@ def main() -> None:
     parser.add_argument("--commit-interval-ms", type=int, default=100)
     parser.add_argument("--instance-id", default=None)
     parser.add_argument("--fail-at", default=None, help="raise while processing the record with this value")
+    parser.add_argument("--fail-batch-at", default=None, help="fail the end of a batch holding this value")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = ProcessorSettings(
@@ -72,7 +81,8 @@ def main() -> None:
     )
 
     def factory(ctx: TaskContext) -> TaskProcessor:
-        return Counter(ctx, args.output, args.fail_at.encode() if args.fail_at else None)
+        fail_batch_at = args.fail_batch_at.encode() if args.fail_batch_at else None
+        return Counter(ctx, args.output, args.fail_at.encode() if args.fail_at else None, fail_batch_at)
 
     engine = Engine(
         settings,

@@ -3,9 +3,9 @@
 Records go in as the gateway makes them (its own `plan`: parse, validate, Avro-encode, headers), or as raw
 family-topic records; they reach a real `AccountPipeline` over a real `TaskState` (RocksDB in a temporary
 directory) through a fake task context that commits after every record, like a commit interval of one.
-A `RecordFailed` is handled the way the runtime handles it: the record's uncommitted effects are thrown
-away and the record goes to `reject`. Stream time moves with the records and with `advance_to` (the
-runtime's punctuation); nothing here sleeps or reads a clock.
+A `RecordFailed` (or a `BatchFailed` at the end of the record) is handled the way the runtime handles it: the
+record's uncommitted effects are thrown away and the record goes to `reject`. Stream time moves with the
+records and with `advance_to` (the runtime's punctuation); nothing here sleeps or reads a clock.
 
 Outputs are decoded by `IndependentReader`: fastavro straight from the .avsc files, with the writer chosen by
 the single-object fingerprint — none of the connector's codec.
@@ -29,7 +29,7 @@ from gateway.records import Route, plan
 from processors.logic.config import LogicConfig
 from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
-from processors.runtime.task import OutRecord, RecordFailed
+from processors.runtime.task import BatchFailed, OutRecord, RecordFailed
 from schemas.catalog import STORE_NAMES, changelog_topic
 from schemas.codec import Codec
 
@@ -138,13 +138,15 @@ class PipelineDriver:
         record = self._consumer_record(topic, key, value, headers, logged_at)
         try:
             self.pipeline.process(record)
-        except RecordFailed as failed:
-            # The runtime's path: the task's uncommitted work is dropped, the task rebuilt, the record rejected.
+            self.pipeline.end_of_batch()
+        except (RecordFailed, BatchFailed) as failed:
+            # The runtime's path (a batch of one record here): the task's uncommitted work is dropped, the task
+            # rebuilt, the record rejected.
             self.ctx.emitted.clear()
             self.ctx.state.discard()
             self.pipeline = self._new_pipeline()
-            self.pipeline.reject(failed.record, failed.reason, failed.error)
-        self.pipeline.end_of_batch()
+            self.pipeline.reject(record, failed.reason, failed.error)
+            self.pipeline.end_of_batch()
         return self._commit()
 
     def refuse(self, body: bytes | Mapping[str, Any], received_at: datetime, error: str) -> list[Output]:

@@ -19,6 +19,7 @@ import pytest
 from pipeline_driver import Output, PipelineDriver, on, utc
 from sample_data import doc_samples_as_json
 
+from processors import pipeline as pipeline_module
 from processors.logic.processor import AccountProcessor
 from processors.logic.stores import Stores
 from schemas import catalog
@@ -236,6 +237,26 @@ def test_a_failure_in_the_logic_keeps_the_record_without_its_effects(
     assert letter["error"] == "RuntimeError"
     monkeypatch.setattr(AccountProcessor, "process", real)
     assert len(driver.pipe(body, T0)) == 2  # not remembered as seen: its replay is processed
+
+
+def test_a_state_snapshot_that_cannot_be_encoded_keeps_its_record_without_effects(
+    driver: PipelineDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = job("income.added", "success", T0)
+    real = pipeline_module.state_datum
+
+    def unencodable(state: Any) -> Any:
+        datum = real(state)
+        datum["events_applied"] = 2**64  # more than an Avro long holds
+        return datum
+
+    monkeypatch.setattr(pipeline_module, "state_datum", unencodable)
+    letter = _dead(driver.pipe(body, T0), "encode_error")
+    assert letter["error"] == "account state: OverflowError"
+    monkeypatch.setattr(pipeline_module, "state_datum", real)
+    outputs = driver.pipe(body, T0)  # not remembered as seen: its replay is processed
+    assert len(on(outputs, UPDATES)) == 1
+    assert only(outputs, STATE).value["events_applied"] == 1
 
 
 def test_a_record_whose_outputs_the_broker_refused_is_kept_whole_without_effects(driver: PipelineDriver) -> None:

@@ -211,6 +211,28 @@ async def test_a_failure_mid_batch_commits_nothing_of_that_batch(pipeline: Pipel
     assert await pipeline.assert_exactly_once() == 2_000
 
 
+async def test_a_batch_whose_outputs_fail_is_replayed_and_only_its_culprit_rejected(pipeline: Pipeline) -> None:
+    # The processor's end of batch fails for a batch holding one given record (an output covering the batch
+    # could not be made). Crashing would loop on restart; the runtime replays the batch one record per
+    # transaction, rejects the record behind the failure and counts everything else exactly once.
+    await pipeline.produce(1_000, keys=6)
+    app = pipeline.spawn("a", "--fail-batch-at", "v000500")
+    try:
+        await pipeline.wait_caught_up(120)
+        assert app.poll() is None, "the processor must keep running"
+    finally:
+        _stop(app)
+    outputs = await pipeline.outputs()
+    (key,) = [k for k, values in pipeline.sent.items() if b"v000500" in values]
+    rejected = [v for v in outputs[key] if v.startswith(b"rejected:")]
+    assert len(rejected) == 1
+    # Without the rejected record, its key counts on as if it never came; every other key exactly once.
+    pipeline.sent[key] = [v for v in pipeline.sent[key] if v != b"v000500"]
+    outputs[key] = [v for v in outputs[key] if not v.startswith(b"rejected:")]
+    for k, values in outputs.items():
+        assert values == [b"%d:%s" % (i + 1, v) for i, v in enumerate(pipeline.sent[k])], k
+
+
 async def test_exactly_once_through_repeated_kill_9(pipeline: Pipeline) -> None:
     total = 20_000
     producing = asyncio.create_task(pipeline.produce(total, keys=40, per_second=1000))
