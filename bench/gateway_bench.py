@@ -42,8 +42,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bench import plot
+from common.settings import KafkaSettings
 from connector.local_kafka import free_port
-from connector.settings import KafkaSettings
 from gateway.publisher import producer_options
 from gateway.server import build_config, serve
 from gateway.settings import GatewaySettings
@@ -345,8 +345,7 @@ def _kafka(work: Path) -> Iterator[tuple[str, int | None]]:
     if bootstrap:
         yield bootstrap, None
         return
-    from connector.local_kafka import LocalKafka
-    from connector.settings import LocalKafkaSettings
+    from connector.local_kafka import LocalKafka, LocalKafkaSettings
 
     broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
     broker.start()
@@ -357,7 +356,8 @@ def _kafka(work: Path) -> Iterator[tuple[str, int | None]]:
 
 
 async def _ensure_topics(bootstrap: str) -> None:
-    from connector.topics import TopicSpec, all_topics, ensure_topics
+    from common.topics import TopicSpec, ensure_topics
+    from schemas.topics import all_topics
 
     raw = TopicSpec(RAW_TOPIC, partitions=6)
     await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [*all_topics(), raw])

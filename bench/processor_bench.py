@@ -42,10 +42,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench import plot
 from bench.instances import Instances, Kind, provision, start_instances, wait_settled
 from bench.report import table
-from connector.local_kafka import LocalKafka, free_port
+from common.settings import KafkaSettings
+from common.topics import TopicSpec
+from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
 from connector.run import stop_on_sigterm
-from connector.settings import KafkaSettings, LocalKafkaSettings
-from connector.topics import STORE_NAMES, TopicSpec, changelog_topic
 from processors.logic.codec import INT_SERDE
 from processors.pipeline import PipelineCounters
 from processors.runtime.restore import restore
@@ -55,6 +55,7 @@ from processors.service import build_engine
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
+from schemas.topics import STORE_NAMES, changelog_topic
 from simulator.traffic import DEFAULT_VERSION, DEFAULT_WEBHOOK_ID, TrafficConfig, build_traffic, deliveries
 
 POLL_S = 0.02

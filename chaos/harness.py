@@ -30,7 +30,8 @@ import httpx
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
-from connector.local_kafka import LocalKafka, LocalKafkaCluster, free_port, free_ports
+from common.settings import KafkaSettings
+from connector.local_kafka import LocalKafka, LocalKafkaCluster, LocalKafkaSettings, free_port, free_ports
 from connector.run import (
     Service,
     gateway_env,
@@ -38,7 +39,6 @@ from connector.run import (
     provision_topics,
     start_service,
 )
-from connector.settings import KafkaSettings, LocalKafkaSettings
 
 
 def say(scenario: str, message: str) -> None:

@@ -259,7 +259,7 @@ async def clock_jump_record(ctx: Context) -> None:
     from aiokafka import AIOKafkaProducer
     from aiokafka.partitioner import DefaultPartitioner
 
-    from connector.topics import TopicSettings
+    from common.topics import TopicSettings
     from schemas.codec import build_codec
     from schemas.envelope import build_family_record
     from schemas.settings import SchemaSettings

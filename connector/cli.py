@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from connector.local_kafka import LocalKafkaError
-from connector.settings import KafkaSettings, LocalKafkaSettings
+from common.settings import KafkaSettings
+from connector.local_kafka import LocalKafkaError, LocalKafkaSettings
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -60,7 +60,8 @@ def _registry(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from connector.topics import TopicMismatchError, all_topics, ensure_topics
+    from common.topics import TopicMismatchError, ensure_topics
+    from schemas.topics import all_topics
 
     settings = KafkaSettings()
     try:
@@ -246,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ValidationError as exc:
         # Any command, any settings class: exit 2 naming the environment variable and the reason.
-        from connector.config_docs import settings_error_text
+        from common.settings import settings_error_text
 
         if (text := settings_error_text(exc)) is None:
             raise  # not a setting: a bug, keep its traceback

@@ -36,8 +36,8 @@ import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connector.local_kafka import LocalKafka, LocalKafkaError, answers_metadata
-from connector.settings import KafkaSettings, LocalKafkaSettings
+from common.settings import KafkaSettings
+from connector.local_kafka import LocalKafka, LocalKafkaError, LocalKafkaSettings, answers_metadata
 
 
 class RunSettings(BaseSettings):
@@ -208,8 +208,9 @@ async def start_at_end(kafka: KafkaSettings, group_id: str, topics: list[str]) -
 async def provision_topics(kafka: KafkaSettings, app_id: str) -> tuple[list[str], int]:
     """Create every topic (the processors' changelogs named after `app_id`) and start `app_id` at the end of the
     family topics. Returns the topic report lines and how many earlier records are skipped."""
-    from connector.topics import TopicSettings, all_topics, ensure_topics
+    from common.topics import TopicSettings, ensure_topics
     from schemas.catalog import FAMILY_TOPICS
+    from schemas.topics import all_topics
 
     report = await ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id)))
     skipped = await start_at_end(kafka, app_id, list(FAMILY_TOPICS.values()))

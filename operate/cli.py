@@ -96,7 +96,7 @@ def _selection(args: argparse.Namespace) -> Any:
 
 
 def deadletter_command(args: argparse.Namespace) -> int:
-    from connector.settings import KafkaSettings
+    from common.settings import KafkaSettings
     from operate.deadletters import DeadLetterError
     from schemas.codec import build_codec
     from schemas.settings import SchemaSettings
@@ -224,7 +224,7 @@ async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progres
 
 
 def processor_reset_command(args: argparse.Namespace) -> int:
-    from connector.settings import KafkaSettings
+    from common.settings import KafkaSettings
     from operate.reset import ResetRefused, plan_reset, reset
     from processors.runtime.settings import ProcessorSettings
 

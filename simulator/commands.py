@@ -10,8 +10,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from connector.config_docs import settings_error_text
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings, settings_error_text
 
 
 def simulate_command(args: argparse.Namespace) -> int:

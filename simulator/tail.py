@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import orjson
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from schemas import catalog
 
 TOPICS: tuple[str, ...] = (

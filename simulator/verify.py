@@ -44,7 +44,7 @@ from typing import Any, Final, cast
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, JOB_OUTCOMES, is_job
 from simulator.ledger import EventInfo, Ledger
 from simulator.retry import is_accepted

@@ -304,7 +304,7 @@ def webhooks_command(
     try:
         the_settings = settings or PinwheelApiSettings()
     except ValidationError as exc:
-        from connector.config_docs import settings_error_text
+        from common.settings import settings_error_text
 
         print(f"webhooks: {settings_error_text(exc) or 'invalid settings'}", file=err)
         return 2

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from connector import logs
+from common import logs
 
 
 @pytest.fixture

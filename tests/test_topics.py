@@ -15,19 +15,19 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 
-from connector.isr_watch import IsrWatch
-from connector.local_kafka import LocalKafkaCluster, free_ports
-from connector.settings import KafkaSettings, LocalKafkaSettings
-from connector.topics import (
+from common.isr_watch import IsrWatch
+from common.settings import KafkaSettings
+from common.topics import (
     MIN_ISR,
     UNCLEAN,
     TopicMismatchError,
     TopicSettings,
     TopicSpec,
-    all_topics,
     check_copartitioning,
     ensure_topics,
 )
+from connector.local_kafka import LocalKafkaCluster, LocalKafkaSettings, free_ports
+from schemas.topics import all_topics
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from gateway.app import create_app
 from gateway.connections import GuardedHttpToolsProtocol
 from gateway.settings import GatewaySettings

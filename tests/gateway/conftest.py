@@ -17,9 +17,10 @@ from gateway_helpers import TopicTail, gateway_settings
 from sample_data import doc_samples as documented_samples
 from threaded_gateway import ThreadedServer
 
-from connector.settings import KafkaSettings
-from connector.topics import all_topics, ensure_topics
+from common.settings import KafkaSettings
+from common.topics import ensure_topics
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.topics import all_topics
 
 GATEWAY_TOPICS = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
 

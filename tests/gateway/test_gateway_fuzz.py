@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from threaded_gateway import ThreadedServer
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from gateway.app import create_app
 from gateway.signature import sign
 from schemas.catalog import DEADLETTER_TOPIC, KNOWN_EVENT_TYPES

@@ -268,7 +268,7 @@ async def test_logs_hold_no_secret_and_no_body(
     capture: list[dict[str, Any]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from connector.logs import JsonFormatter
+    from common.logs import JsonFormatter
 
     formatter = JsonFormatter()
     lines: list[str] = []
@@ -333,7 +333,7 @@ async def test_full_spool_is_the_designed_503(
 async def test_a_record_the_broker_refuses_is_never_acknowledged(
     start_gateway: Callable[..., ThreadedServer], https: httpx.AsyncClient
 ) -> None:
-    # The family topics take 4 MiB records (connector.topics); a gateway configured for bodies past that
+    # The family topics take 4 MiB records (schemas.topics); a gateway configured for bodies past that
     # (and a producer allowed to send them) meets the broker's refusal: ~6 MB once encoded.
     server = start_gateway(max_body_bytes=8 * 2**20, max_request_bytes=16 * 2**20)
     body = json.dumps(

@@ -42,10 +42,11 @@ from gateway_helpers import (
 )
 from kafka_broker import free_port
 
-from connector.local_kafka import LocalKafka
-from connector.settings import KafkaSettings, LocalKafkaSettings
-from connector.topics import TopicSettings, all_topics, ensure_topics
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
+from connector.local_kafka import LocalKafka, LocalKafkaSettings
 from schemas.catalog import FAMILY_TOPICS, Family
+from schemas.topics import all_topics
 
 pytestmark = pytest.mark.kafka
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import Outcome, Publisher
 from gateway.settings import GatewaySettings

@@ -16,8 +16,9 @@ from gateway_helpers import gateway_settings
 from ops_helpers import App
 from threaded_gateway import ThreadedServer
 
-from connector.settings import KafkaSettings
-from connector.topics import TopicSettings, all_topics, ensure_topics
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
+from schemas.topics import all_topics
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from ops_helpers import App, caught_up, read_topic
 
-from connector.topics import STORE_NAMES, changelog_topic
 from schemas import catalog
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
+from schemas.topics import STORE_NAMES, changelog_topic
 
 CODEC = build_codec(SchemaSettings())
 FAMILIES = list(catalog.FAMILY_TOPICS.values())

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from processors.lag import LagMonitor, PartitionLag
 
 T0_MS = 1_700_000_000_000

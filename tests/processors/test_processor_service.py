@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import orjson
 
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
 from connector.local_kafka import free_port
-from connector.settings import KafkaSettings
-from connector.topics import STORE_NAMES, TopicSettings, all_topics, changelog_topic, ensure_topics
+from schemas.topics import STORE_NAMES, all_topics, changelog_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 

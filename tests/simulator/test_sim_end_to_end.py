@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from threaded_gateway import ThreadedServer
 
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
 from connector.run import start_at_end
-from connector.settings import KafkaSettings
-from connector.topics import TopicSettings, all_topics, ensure_topics
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
 from processors.runtime.settings import ProcessorSettings
@@ -30,6 +30,7 @@ from processors.service import serve
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, FAMILY_TOPICS
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
+from schemas.topics import all_topics
 from simulator.ledger import Ledger, read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, simulate

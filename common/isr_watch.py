@@ -23,10 +23,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry, Gauge
 
-from connector.settings import KafkaSettings
-from connector.topics import MIN_ISR
+from common.settings import KafkaSettings
+from common.topics import MIN_ISR
 
-log = logging.getLogger("connector.isr_watch")
+log = logging.getLogger("common.isr_watch")
 
 
 def under_min_isr(described: Sequence[Mapping[str, Any]], min_isr: Mapping[str, int]) -> dict[str, list[int]]:

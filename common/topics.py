@@ -1,4 +1,5 @@
-"""Topics as code: one declaration of every topic, and idempotent provisioning against a cluster.
+"""Topics as code: the declaration of a topic, and idempotent provisioning against a cluster (the topics
+themselves are declared in schemas/topics.py).
 
 `ensure_topics` creates what is missing and refuses to paper over what disagrees: a topic with
 another partition count, replication factor or configuration is reported, never altered, and topics
@@ -24,22 +25,11 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 
 DAY_MS = 24 * 3600 * 1000
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-# A dead letter carries a whole family record and more: its topic takes twice the family topics' limit, so the
-# dead letter of any record the family topics accepted fits (the processors' producers allow as much).
-DEADLETTER_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
-
-# The processors' state stores; each has a compacted changelog named by `changelog_topic`.
-STORE_NAMES = ("dedupe", "jobs", "accounts", "timers")
-
 MIN_ISR = "min.insync.replicas"
 UNCLEAN = "unclean.leader.election.enable"
-
-# Co-partitioning group of everything a processor task reads or restores together.
-ACCOUNT_PARTITIONED = "account-keyed"
 
 
 class TopicSettings(BaseSettings):
@@ -95,41 +85,6 @@ class TopicMismatchError(RuntimeError):
 def default_min_insync_replicas(replication_factor: int) -> int:
     """RF - 1, at least 1: RF 3 → 2 (one broker may be down, writes go on, none rests on one copy); RF 1 → 1."""
     return max(1, replication_factor - 1)
-
-
-def changelog_topic(application_id: str, store: str) -> str:
-    return f"{application_id}-{store}-changelog"
-
-
-def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:
-    """Every topic the connector reads or writes."""
-    from schemas import catalog
-
-    s = settings or TopicSettings()
-    retention = {"cleanup.policy": "delete", "retention.ms": str(s.retention_days * DAY_MS)}
-    # A 1 MiB body (the gateway's cap) encodes to up to about twice that (raw bytes + typed payload).
-    large = {**retention, "max.message.bytes": str(MAX_MESSAGE_BYTES)}
-    # The broker's clock stamps family records: stream time is bounded by it, so a record whose received_at
-    # jumped ahead (a gateway clock jump) cannot carry the processors' stream time days forward.
-    family = {**large, "message.timestamp.type": "LogAppendTime"}
-    deadletter = {**retention, "max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}
-    compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": str(DAY_MS)}
-    rf, min_isr = s.replication_factor, s.min_insync_replicas
-    specs = [
-        TopicSpec(topic, s.partitions, dict(family), ACCOUNT_PARTITIONED, rf, min_isr)
-        for topic in catalog.FAMILY_TOPICS.values()
-    ]
-    specs += [
-        TopicSpec(changelog_topic(s.processor_application_id, store), s.partitions, dict(compacted),
-                  ACCOUNT_PARTITIONED, rf, min_isr)
-        for store in STORE_NAMES
-    ]  # fmt: skip
-    specs += [
-        TopicSpec(catalog.ACCOUNT_UPDATES_TOPIC, s.partitions, dict(retention), None, rf, min_isr),
-        TopicSpec(catalog.ACCOUNT_STATE_TOPIC, s.partitions, dict(compacted), None, rf, min_isr),
-        TopicSpec(catalog.DEADLETTER_TOPIC, s.partitions, dict(deadletter), None, rf, min_isr),
-    ]
-    return specs
 
 
 def check_copartitioning(specs: Iterable[TopicSpec], actual_partitions: dict[str, int]) -> list[str]:

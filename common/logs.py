@@ -122,7 +122,7 @@ def configure(level: str = "INFO", loggers: Iterable[str] = (), stream: Any = No
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.WARNING)
-    for name in (*loggers, "connector", "uvicorn", "uvicorn.error", *CLIENT_LOGGERS):
+    for name in (*loggers, "common", "connector", "uvicorn", "uvicorn.error", *CLIENT_LOGGERS):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.propagate = False
@@ -132,14 +132,16 @@ def configure(level: str = "INFO", loggers: Iterable[str] = (), stream: Any = No
 
 def uvicorn_log_config(level: str, loggers: Iterable[str] = ()) -> dict[str, Any]:
     """uvicorn's dictConfig (for services whose workers uvicorn spawns): the same lines as `configure`."""
-    ours = {name: {"handlers": ["stderr"], "level": level, "propagate": False} for name in (*loggers, "connector")}
+    ours = {
+        name: {"handlers": ["stderr"], "level": level, "propagate": False} for name in (*loggers, "common", "connector")
+    }
     client_level = logging.getLevelName(max(logging.getLevelName(level), logging.WARNING))
     clients = {name: {"handlers": ["stderr"], "level": client_level, "propagate": False} for name in CLIENT_LOGGERS}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "connector.logs.JsonFormatter"}},
-        "filters": {"client_rate_limit": {"()": "connector.logs.ClientRateLimit"}},
+        "formatters": {"json": {"()": "common.logs.JsonFormatter"}},
+        "filters": {"client_rate_limit": {"()": "common.logs.ClientRateLimit"}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
