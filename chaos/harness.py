@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import socket
 import ssl
 import tempfile
 import time
@@ -39,6 +40,8 @@ from connector.run import (
     provision_topics,
     start_service,
 )
+from gateway.tls import ensure_self_signed
+from simulator.settings import SimulatorSettings
 
 
 def say(scenario: str, message: str) -> None:
@@ -224,7 +227,6 @@ class Stack:
 
     def start_gateway(self, **extra: str) -> Service:
         """Start (or restart, same port and spool) the gateway; `extra`: GATEWAY_* overrides kept for restarts."""
-        from gateway.tls import ensure_self_signed
 
         ensure_self_signed(self.cert, self.key)
         self.gateway_extra |= extra
@@ -361,7 +363,6 @@ class Stack:
     # -- traffic and verdict ----------------------------------------------------------------------
 
     def simulator_settings(self) -> Any:
-        from simulator.settings import SimulatorSettings
 
         return SimulatorSettings(
             url=self.webhook_url,
@@ -425,7 +426,6 @@ class Stack:
 
 
 def _any_port() -> int:
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,11 +8,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import string
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+from common.settings import KafkaSettings
+from gateway.settings import GatewaySettings
+from operate.deadletters import (
+    DeadLetterError,
+    DeadLetterFilter,
+    Verdict,
+    find_dead_letter,
+    plan_replay,
+    read_dead_letters,
+    replay,
+)
+from operate.reset import ResetRefused, plan_reset, reset
+from operate.spool_status import spool_status
+from processors.runtime.settings import ProcessorSettings
+from schemas.codec import build_codec
+from schemas.settings import SchemaSettings
+from simulator.progress import ProgressBar
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -83,7 +103,6 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
 
 
 def _selection(args: argparse.Namespace) -> Any:
-    from operate.deadletters import DeadLetterFilter
 
     return DeadLetterFilter(
         stages=frozenset(args.stage or ()),
@@ -96,10 +115,6 @@ def _selection(args: argparse.Namespace) -> Any:
 
 
 def deadletter_command(args: argparse.Namespace) -> int:
-    from common.settings import KafkaSettings
-    from operate.deadletters import DeadLetterError
-    from schemas.codec import build_codec
-    from schemas.settings import SchemaSettings
 
     kafka = KafkaSettings()
 
@@ -137,7 +152,6 @@ def _summary_row(letter: Any) -> dict[str, Any]:
 
 
 async def _list(kafka: Any, codec: Any, selection: Any, as_json: bool) -> int:
-    from operate.deadletters import read_dead_letters
 
     count = 0
     if not as_json:
@@ -189,7 +203,6 @@ def render_dead_letter(letter: Any) -> str:
 
 
 async def _show(kafka: Any, codec: Any, partition: int, offset: int) -> int:
-    from operate.deadletters import find_dead_letter
 
     # Printed to the operator's terminal on request, never logged.
     print(render_dead_letter(await find_dead_letter(kafka, codec, partition, offset)))
@@ -197,8 +210,6 @@ async def _show(kafka: Any, codec: Any, partition: int, offset: int) -> int:
 
 
 async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progress: bool) -> int:
-    from operate.deadletters import Verdict, plan_replay, read_dead_letters, replay
-    from simulator.progress import ProgressBar
 
     reading = ProgressBar(0, "reading", enabled=progress)
 
@@ -224,9 +235,6 @@ async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progres
 
 
 def processor_reset_command(args: argparse.Namespace) -> int:
-    from common.settings import KafkaSettings
-    from operate.reset import ResetRefused, plan_reset, reset
-    from processors.runtime.settings import ProcessorSettings
 
     settings = ProcessorSettings()
     kafka = KafkaSettings()
@@ -262,11 +270,6 @@ def processor_reset_command(args: argparse.Namespace) -> int:
 
 
 def spool_command(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
-    from gateway.settings import GatewaySettings
-    from operate.spool_status import spool_status
 
     default = GatewaySettings.model_fields["spool_dir"].default
     spool_dir = Path(args.dir or os.environ.get("GATEWAY_SPOOL_DIR") or default)

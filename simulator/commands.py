@@ -11,11 +11,14 @@ import orjson
 from pydantic import ValidationError
 
 from common.settings import KafkaSettings, settings_error_text
+from simulator.ledger import read_ledger
+from simulator.settings import SimulatorSettings
+from simulator.simulate import print_result, simulate
+from simulator.tail import resolve_topic, tail
+from simulator.verify import format_report, run_verify
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-    from simulator.settings import SimulatorSettings
-    from simulator.simulate import print_result, simulate
 
     overrides: dict[str, Any] = {
         name: getattr(args, name)
@@ -50,7 +53,6 @@ def simulate_command(args: argparse.Namespace) -> int:
 
 
 def tail_command(args: argparse.Namespace) -> int:
-    from simulator.tail import resolve_topic, tail
 
     try:
         topics = [resolve_topic(t) for t in args.topics]
@@ -71,8 +73,6 @@ def tail_command(args: argparse.Namespace) -> int:
 
 
 def verify_command(args: argparse.Namespace) -> int:
-    from simulator.ledger import read_ledger
-    from simulator.verify import format_report, run_verify
 
     try:
         ledger = read_ledger(args.ledger)

@@ -27,10 +27,10 @@ import pytest
 from schema_registry import Registry
 from threaded_gateway import ThreadedServer
 
+from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from connector.local_registry import LocalRegistry, local_registry_on_free_port
-from connector.run import start_at_end
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
 from processors.runtime.settings import ProcessorSettings

@@ -24,9 +24,9 @@ from fastavro import parse_schema, schemaless_writer
 from registry_proxy import CuttableProxy
 from schema_registry import Registry
 
+from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from connector.run import start_at_end
 from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
 from schemas.catalog import FAMILY_TOPICS

@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from threaded_gateway import ThreadedServer
 
+from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from connector.run import start_at_end
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
 from processors.runtime.settings import ProcessorSettings
