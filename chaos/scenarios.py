@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from chaos.harness import Figures, Size, Stack, now_iso, say
+from common.progress import ProgressBar
 from common.topics import TopicSettings
 from processors.runtime.task import transactional_id
 from schemas import catalog
@@ -35,7 +36,6 @@ from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
 from simulator.ledger import Ledger, read_ledger
-from simulator.progress import ProgressBar
 from simulator.retry import is_accepted
 from simulator.sender import signed_headers
 from simulator.settings import SimulatorSettings

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from common.progress import ProgressBar
 from common.settings import KafkaSettings
 from gateway.settings import GatewaySettings
 from operate.deadletters import (
@@ -32,7 +33,6 @@ from operate.spool_status import spool_status
 from processors.runtime.settings import ProcessorSettings
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
-from simulator.progress import ProgressBar
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

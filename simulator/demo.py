@@ -15,9 +15,9 @@ from typing import IO, Literal
 
 import orjson
 
+from common.progress import ProgressBar
 from common.settings import KafkaSettings
 from simulator.ledger import read_ledger
-from simulator.progress import ProgressBar
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, print_result, simulate
 from simulator.traffic import unresolved_pendings

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import orjson
 
+from common.progress import ProgressBar
 from simulator.ledger import Attempt, LedgerWriter, Result
-from simulator.progress import ProgressBar
 from simulator.retry import RetryPolicy, is_accepted, is_retryable, next_delay, retry_delays
 from simulator.traffic import Delivery, PlannedEvent, deliveries
 
