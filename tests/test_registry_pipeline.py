@@ -24,8 +24,6 @@ from typing import Any
 
 import httpx
 import pytest
-from schema_registry import Registry
-from threaded_gateway import ThreadedServer
 
 from common.offsets import start_at_end
 from common.settings import KafkaSettings
@@ -42,6 +40,8 @@ from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, simulate
 from simulator.verify import UpdateCollector, base_event_id, compare, complete, expectations
+from tests.schema_registry import Registry
+from tests.threaded_gateway import ThreadedServer
 
 pytestmark = pytest.mark.kafka
 

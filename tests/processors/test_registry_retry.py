@@ -21,8 +21,6 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastavro import parse_schema, schemaless_writer
-from registry_proxy import CuttableProxy
-from schema_registry import Registry
 
 from common.offsets import start_at_end
 from common.settings import KafkaSettings
@@ -34,6 +32,8 @@ from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
 from schemas.store import load_store
 from schemas.topics import all_topics
+from tests.registry_proxy import CuttableProxy
+from tests.schema_registry import Registry
 
 pytestmark = pytest.mark.kafka
 
