@@ -1,4 +1,4 @@
-"""connector/logs.py: the JSON line every service writes, and the rate limit on Kafka client warnings."""
+"""common/logs.py: the JSON line every service writes, and the rate limit on Kafka client warnings."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Every command refuses a bad setting the same way: exit 2, the environment variable and the reason, no traceback.
 
 Run as an operator runs them (a subprocess of `pinwheel-connector`); one shared mechanism
-(connector.config_docs.settings_error_text) behind all of them.
+(common.settings.settings_error_text) behind all of them.
 """
 
 from __future__ import annotations
