@@ -312,7 +312,6 @@ def _progress(run: Run) -> None:
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -357,7 +356,6 @@ def _kafka(work: Path) -> Iterator[tuple[str, int | None]]:
 
 
 async def _ensure_topics(bootstrap: str) -> None:
-
     raw = TopicSpec(RAW_TOPIC, partitions=6)
     await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [*all_topics(), raw])
 

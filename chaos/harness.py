@@ -363,7 +363,6 @@ class Stack:
     # -- traffic and verdict ----------------------------------------------------------------------
 
     def simulator_settings(self) -> Any:
-
         return SimulatorSettings(
             url=self.webhook_url,
             ca_file=self.cert,
@@ -426,7 +425,6 @@ class Stack:
 
 
 def _any_port() -> int:
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -574,7 +574,6 @@ class _Lines(io.StringIO):
 
 
 async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
-
     started = time.monotonic()
     stack = Stack(scenario.name, work_dir, size, scenario.nodes)
     figures = Figures()

@@ -26,7 +26,6 @@ from simulator.webhooks import webhooks_command
 
 
 def _kafka(args: argparse.Namespace) -> int:
-
     broker = local_broker(LocalKafkaSettings(), args.nodes)
     match args.action:
         case "start":
@@ -45,7 +44,6 @@ def _kafka(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> int:
-
     registry = LocalRegistry(LocalRegistrySettings())
     try:
         match args.action:
@@ -69,7 +67,6 @@ def _registry(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
-
     settings = KafkaSettings()
     try:
         report = asyncio.run(ensure_topics(settings, all_topics(), create=args.action == "create"))
@@ -82,7 +79,6 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-
     return gateway_main(["--self-signed"] if args.self_signed else [])
 
 
@@ -99,33 +95,27 @@ def _processor(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-
     print(configuration_markdown(), end="")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-
     return run_main(args)
 
 
 def _simulate(args: argparse.Namespace) -> int:
-
     return simulate_command(args)
 
 
 def _tail(args: argparse.Namespace) -> int:
-
     return tail_command(args)
 
 
 def _verify(args: argparse.Namespace) -> int:
-
     return verify_command(args)
 
 
 def _webhooks(args: argparse.Namespace) -> int:
-
     return webhooks_command(args)
 
 
@@ -241,7 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ValidationError as exc:
         # Any command, any settings class: exit 2 naming the environment variable and the reason.
-
         if (text := settings_error_text(exc)) is None:
             raise  # not a setting: a bug, keep its traceback
         print(f"{args.command}: {text}", file=sys.stderr)

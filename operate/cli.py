@@ -103,7 +103,6 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
 
 
 def _selection(args: argparse.Namespace) -> Any:
-
     return DeadLetterFilter(
         stages=frozenset(args.stage or ()),
         reasons=frozenset(args.reason or ()),
@@ -115,7 +114,6 @@ def _selection(args: argparse.Namespace) -> Any:
 
 
 def deadletter_command(args: argparse.Namespace) -> int:
-
     kafka = KafkaSettings()
 
     async def run() -> int:
@@ -152,7 +150,6 @@ def _summary_row(letter: Any) -> dict[str, Any]:
 
 
 async def _list(kafka: Any, codec: Any, selection: Any, as_json: bool) -> int:
-
     count = 0
     if not as_json:
         print(f"{'ref':<12} {'failed_at (UTC)':<20} {'stage':<9} {'reason':<20} {'event_type':<36} event_id")
@@ -203,14 +200,12 @@ def render_dead_letter(letter: Any) -> str:
 
 
 async def _show(kafka: Any, codec: Any, partition: int, offset: int) -> int:
-
     # Printed to the operator's terminal on request, never logged.
     print(render_dead_letter(await find_dead_letter(kafka, codec, partition, offset)))
     return 0
 
 
 async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progress: bool) -> int:
-
     reading = ProgressBar(0, "reading", enabled=progress)
 
     def total(n: int) -> None:
@@ -235,7 +230,6 @@ async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progres
 
 
 def processor_reset_command(args: argparse.Namespace) -> int:
-
     settings = ProcessorSettings()
     kafka = KafkaSettings()
     try:
@@ -270,7 +264,6 @@ def processor_reset_command(args: argparse.Namespace) -> int:
 
 
 def spool_command(args: argparse.Namespace) -> int:
-
     default = GatewaySettings.model_fields["spool_dir"].default
     spool_dir = Path(args.dir or os.environ.get("GATEWAY_SPOOL_DIR") or default)
     status = spool_status(spool_dir)

@@ -19,7 +19,6 @@ from simulator.verify import format_report, run_verify
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-
     overrides: dict[str, Any] = {
         name: getattr(args, name)
         for name in ("url", "accounts", "seed", "rate", "concurrency", "time_scale", "ledger", "ca_file")
@@ -53,7 +52,6 @@ def simulate_command(args: argparse.Namespace) -> int:
 
 
 def tail_command(args: argparse.Namespace) -> int:
-
     try:
         topics = [resolve_topic(t) for t in args.topics]
     except ValueError as exc:
@@ -73,7 +71,6 @@ def tail_command(args: argparse.Namespace) -> int:
 
 
 def verify_command(args: argparse.Namespace) -> int:
-
     try:
         ledger = read_ledger(args.ledger)
     except FileNotFoundError:

@@ -349,7 +349,6 @@ class UpdateCollector:
         from_end: bool = False,
         on_update: Callable[[UpdateView], None] | None = None,
     ) -> None:
-
         self.kafka = kafka
         self.run_ids = run_ids
         self.since = since
@@ -368,7 +367,6 @@ class UpdateCollector:
         )
 
     async def start(self) -> UpdateCollector:
-
         await self.consumer.start()
         partitions = self.consumer.partitions_for_topic(ACCOUNT_UPDATES_TOPIC)
         if not partitions:
