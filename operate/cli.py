@@ -1,6 +1,6 @@
 """The operator commands of `pinwheel-connector`: `deadletter`, `processor reset`, `spool status`.
 
-`connector/cli.py` registers them with `add_commands`; everything they need is imported when they run.
+`connector/cli.py` registers them with `add_commands`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from common.progress import ProgressBar
 from common.settings import KafkaSettings
 from gateway.settings import GatewaySettings
 from operate.deadletters import (
+    DeadLetter,
     DeadLetterError,
     DeadLetterFilter,
     Verdict,
@@ -31,7 +32,7 @@ from operate.deadletters import (
 from operate.reset import ResetRefused, plan_reset, reset
 from operate.spool_status import spool_status
 from processors.runtime.settings import ProcessorSettings
-from schemas.codec import build_codec
+from schemas.codec import Codec, build_codec
 from schemas.settings import SchemaSettings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -102,7 +103,7 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
 # -- deadletter --------------------------------------------------------------------------------------
 
 
-def _selection(args: argparse.Namespace) -> Any:
+def _selection(args: argparse.Namespace) -> DeadLetterFilter:
     return DeadLetterFilter(
         stages=frozenset(args.stage or ()),
         reasons=frozenset(args.reason or ()),
@@ -136,7 +137,7 @@ def deadletter_command(args: argparse.Namespace) -> int:
         return 1
 
 
-def _summary_row(letter: Any) -> dict[str, Any]:
+def _summary_row(letter: DeadLetter) -> dict[str, Any]:
     return {
         "ref": letter.ref,
         "failed_at": letter.failed_at.isoformat(),
@@ -149,7 +150,7 @@ def _summary_row(letter: Any) -> dict[str, Any]:
     }
 
 
-async def _list(kafka: Any, codec: Any, selection: Any, as_json: bool) -> int:
+async def _list(kafka: KafkaSettings, codec: Codec, selection: DeadLetterFilter, as_json: bool) -> int:
     count = 0
     if not as_json:
         print(f"{'ref':<12} {'failed_at (UTC)':<20} {'stage':<9} {'reason':<20} {'event_type':<36} event_id")
@@ -178,7 +179,7 @@ def printable(raw: bytes) -> str | None:
     return text if all(ch.isprintable() or ch in ok for ch in text) else None
 
 
-def render_dead_letter(letter: Any) -> str:
+def render_dead_letter(letter: DeadLetter) -> str:
     datum = letter.datum
     lines = [f"dead letter {letter.ref} of pinwheel.deadletter.v1"]
     for name in ("stage", "reason", "error", "event_id", "event_type", "failed_at"):
@@ -193,19 +194,21 @@ def render_dead_letter(letter: Any) -> str:
         text = "(null)" if value is None else (printable(value) or "0x" + value.hex())
         lines.append(f"    {name}: {text}")
     raw = letter.raw
-    text = printable(raw)
-    lines.append(f"  raw ({len(raw)} bytes{', as text' if text is not None else ', hex'}):")
-    lines.append(text if text is not None else raw.hex(" ", 32))
+    raw_text = printable(raw)
+    lines.append(f"  raw ({len(raw)} bytes{', as text' if raw_text is not None else ', hex'}):")
+    lines.append(raw_text if raw_text is not None else raw.hex(" ", 32))
     return "\n".join(lines)
 
 
-async def _show(kafka: Any, codec: Any, partition: int, offset: int) -> int:
+async def _show(kafka: KafkaSettings, codec: Codec, partition: int, offset: int) -> int:
     # Printed to the operator's terminal on request, never logged.
     print(render_dead_letter(await find_dead_letter(kafka, codec, partition, offset)))
     return 0
 
 
-async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progress: bool) -> int:
+async def _replay(
+    kafka: KafkaSettings, codec: Codec, selection: DeadLetterFilter, dry_run: bool, progress: bool
+) -> int:
     reading = ProgressBar(0, "reading", enabled=progress)
 
     def total(n: int) -> None:
