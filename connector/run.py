@@ -7,7 +7,8 @@ arrive → wait for the updates (and the demo-length pending timeouts) → the `
 everything this run started (also on Ctrl-C), including the broker unless it was already running.
 
 Run data goes to var/runs/<run id>/: ledger.jsonl, updates.jsonl, gateway.log, processor.log, the
-processor's state and the gateway's spool. The demo secret is generated per run and never printed.
+processor's state and the gateway's spool. The demo secret is generated per run and never printed. The simulation
+and its live display are `simulator/demo.py`; this module starts and stops what runs around it.
 """
 
 from __future__ import annotations
