@@ -162,7 +162,14 @@ async def test_cluster_is_three_voters_with_one_cluster_id(cluster: LocalKafkaCl
     admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
     await admin.start()
     try:
-        brokers = (await admin.describe_cluster())["brokers"]
+        # The node asked may not have applied the last registration yet (start waited for one node's view of
+        # all three): asked again until it lists three brokers or 30 s pass.
+        deadline = time.monotonic() + 30
+        while True:
+            brokers = (await admin.describe_cluster())["brokers"]
+            if len(brokers) >= 3 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
     assert sorted((b["node_id"], b["port"]) for b in brokers) == [(1, ports[0]), (2, ports[1]), (3, ports[2])]
