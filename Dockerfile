@@ -11,6 +11,7 @@ RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))
     && pip wheel --no-cache-dir -q -c constraints.txt -r requirements.txt --wheel-dir /wheels/deps
 # Then the connector itself (no benchmarks, chaos runs or tests: they stay out of the runtime image).
 COPY README.md ./
+COPY common ./common
 COPY connector ./connector
 COPY gateway ./gateway
 COPY processors ./processors

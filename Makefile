@@ -14,7 +14,7 @@ help:
 	@echo "make test     - every test, with the broker it needs"
 	@echo "make kafka    - start the local Kafka broker (make kafka-stop to stop it)"
 	@echo "make registry - start a local Apicurio schema registry (make registry-stop to stop it)"
-	@echo "make lint     - ruff check + ruff format --check;  make typecheck - mypy --strict"
+	@echo "make lint     - ruff check + ruff format --check + lint-imports;  make typecheck - mypy --strict"
 	@echo "make bench    - benchmarks (results in docs/);  make chaos - fault-injection runs"
 	@echo "make chaos-cluster - only the fault-injection runs on a 3-node Kafka cluster"
 	@echo "make compose-test - docker compose end-to-end;  make test-docker - Kafka tests on testcontainers"
@@ -56,6 +56,7 @@ test-docker: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -97,4 +98,4 @@ lock:
 clean:
 	-$(CLI) kafka stop
 	-$(CLI) registry stop
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

@@ -50,9 +50,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench import paced_sender, plot
 from bench.instances import Instances, process_cpu_seconds, provision, start_instances, wait_settled
 from bench.report import percentile, table
-from connector.local_kafka import LocalKafka, free_port
+from common.settings import KafkaSettings
+from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
 from connector.run import Service, gateway_env, start_service, stop_on_sigterm, wait_ready
-from connector.settings import KafkaSettings, LocalKafkaSettings
 from gateway.tls import ensure_self_signed
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC
 from schemas.codec import build_codec

@@ -26,6 +26,7 @@ import json
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,13 +43,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bench import plot
-from connector.local_kafka import free_port
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
+from common.topics import TopicSpec, ensure_topics
+from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
 from gateway.publisher import producer_options
 from gateway.server import build_config, serve
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
 from gateway.tls import ensure_self_signed
+from schemas.topics import all_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"  # noqa: S105  # a throwaway test secret
@@ -309,8 +312,6 @@ def _progress(run: Run) -> None:
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    import socket
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -345,8 +346,6 @@ def _kafka(work: Path) -> Iterator[tuple[str, int | None]]:
     if bootstrap:
         yield bootstrap, None
         return
-    from connector.local_kafka import LocalKafka
-    from connector.settings import LocalKafkaSettings
 
     broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
     broker.start()
@@ -357,8 +356,6 @@ def _kafka(work: Path) -> Iterator[tuple[str, int | None]]:
 
 
 async def _ensure_topics(bootstrap: str) -> None:
-    from connector.topics import TopicSpec, all_topics, ensure_topics
-
     raw = TopicSpec(RAW_TOPIC, partitions=6)
     await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [*all_topics(), raw])
 

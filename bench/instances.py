@@ -21,11 +21,13 @@ from typing import Literal
 
 import httpx
 
+from common.offsets import start_at_end
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, TopicSpec, ensure_topics
 from connector.local_kafka import free_port
-from connector.run import Service, start_at_end, start_service
-from connector.settings import KafkaSettings
-from connector.topics import TopicSettings, TopicSpec, all_topics, ensure_topics
+from connector.run import Service, start_service
 from schemas import catalog
+from schemas.topics import all_topics
 
 Kind = Literal["pipeline", "passthrough"]
 

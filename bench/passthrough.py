@@ -13,13 +13,14 @@ from collections.abc import Awaitable
 
 from aiokafka.structs import ConsumerRecord
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from processors.pipeline import PipelineCounters
 from processors.runtime.engine import Engine
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import OutRecord, TaskContext
 from processors.service import run_until_signal, serve_engine
 from schemas import catalog
+from schemas.topics import DEADLETTER_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
 
 
 class Passthrough:
@@ -43,7 +44,15 @@ class Passthrough:
 
 
 def passthrough_engine(settings: ProcessorSettings, kafka: KafkaSettings, output: str) -> Engine:
-    return Engine(settings, kafka, list(catalog.FAMILY_TOPICS.values()), {}, lambda ctx: Passthrough(ctx, output))
+    return Engine(
+        settings,
+        kafka,
+        list(catalog.FAMILY_TOPICS.values()),
+        {},
+        lambda ctx: Passthrough(ctx, output),
+        max_fetch_bytes=MAX_MESSAGE_BYTES,
+        max_request_bytes=DEADLETTER_MAX_MESSAGE_BYTES,
+    )
 
 
 def main() -> None:

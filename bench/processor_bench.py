@@ -42,10 +42,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bench import plot
 from bench.instances import Instances, Kind, provision, start_instances, wait_settled
 from bench.report import table
-from connector.local_kafka import LocalKafka, free_port
+from common.settings import KafkaSettings
+from common.topics import TopicSpec
+from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
 from connector.run import stop_on_sigterm
-from connector.settings import KafkaSettings, LocalKafkaSettings
-from connector.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
 from processors.pipeline import PipelineCounters
 from processors.runtime.restore import restore

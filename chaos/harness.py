@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import socket
 import ssl
 import tempfile
 import time
@@ -30,7 +31,8 @@ import httpx
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
-from connector.local_kafka import LocalKafka, LocalKafkaCluster, free_port, free_ports
+from common.settings import KafkaSettings
+from connector.local_kafka import LocalKafka, LocalKafkaCluster, LocalKafkaSettings, free_port, free_ports
 from connector.run import (
     Service,
     gateway_env,
@@ -38,7 +40,8 @@ from connector.run import (
     provision_topics,
     start_service,
 )
-from connector.settings import KafkaSettings, LocalKafkaSettings
+from gateway.tls import ensure_self_signed
+from simulator.settings import SimulatorSettings
 
 
 def say(scenario: str, message: str) -> None:
@@ -224,7 +227,6 @@ class Stack:
 
     def start_gateway(self, **extra: str) -> Service:
         """Start (or restart, same port and spool) the gateway; `extra`: GATEWAY_* overrides kept for restarts."""
-        from gateway.tls import ensure_self_signed
 
         ensure_self_signed(self.cert, self.key)
         self.gateway_extra |= extra
@@ -361,8 +363,6 @@ class Stack:
     # -- traffic and verdict ----------------------------------------------------------------------
 
     def simulator_settings(self) -> Any:
-        from simulator.settings import SimulatorSettings
-
         return SimulatorSettings(
             url=self.webhook_url,
             ca_file=self.cert,
@@ -425,8 +425,6 @@ class Stack:
 
 
 def _any_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

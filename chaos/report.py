@@ -43,7 +43,7 @@ The `cluster_*` scenarios run the same stack on a **3-node KRaft cluster** (Loca
 broker+controller nodes on free ports, one cluster id, 384 MiB heap each; internal topics with replication 3,
 `transaction.state.log.min.isr` 2) and the topics as `pinwheel-connector topics create` declares them there:
 replication factor 3, `min.insync.replicas` 2 and `unclean.leader.election.enable=false` set on every topic,
-changelogs included (connector/topics.py), so an acknowledged write or a committed transaction always rests on
+changelogs included (schemas/topics.py), so an acknowledged write or a committed transaction always rests on
 two brokers. A node is stopped by its pid: SIGKILL for the faults (the leader of `pinwheel.account_updates.v1`
 partition 0, the transaction coordinator of the processors' task 0, the active controller found with
 Kafka's DescribeMetadataQuorum, two nodes at once), SIGTERM in the rolling restart. Each ends once every

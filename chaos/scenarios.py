@@ -24,8 +24,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, cast
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
 from chaos.harness import Figures, Size, Stack, now_iso, say
+from common.progress import ProgressBar
+from common.topics import TopicSettings
+from processors.runtime.task import transactional_id
 from schemas import catalog
+from schemas.codec import build_codec
+from schemas.envelope import build_family_record
+from schemas.settings import SchemaSettings
+from simulator.ledger import Ledger, read_ledger
+from simulator.retry import is_accepted
+from simulator.sender import signed_headers
+from simulator.settings import SimulatorSettings
+from simulator.simulate import plan, simulate
+from simulator.verify import verify_ledger
 
 SETUP_TIMEOUT_S = 120.0
 
@@ -256,13 +271,6 @@ async def clock_jump_record(ctx: Context) -> None:
     Dedupe remembers event ids for 7 days of stream time: had such a record carried stream time 8 days
     forward, every later duplicate delivery of the run would come out again (verify: duplicated).
     """
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.partitioner import DefaultPartitioner
-
-    from connector.topics import TopicSettings
-    from schemas.codec import build_codec
-    from schemas.envelope import build_family_record
-    from schemas.settings import SchemaSettings
 
     stack = ctx.stack
     await ctx.at(ctx.size.spread_s / 3)
@@ -301,9 +309,6 @@ async def clock_jump_record(ctx: Context) -> None:
 
 async def probe(stack: Stack) -> tuple[int | None, str | None]:
     """One extra signed delivery (not in the ledger): its status and Retry-After header."""
-    from simulator.sender import signed_headers
-    from simulator.settings import SimulatorSettings
-    from simulator.simulate import plan
 
     event = next(
         e
@@ -390,7 +395,6 @@ async def cluster_leader_kill(ctx: Context) -> None:
 
 async def cluster_coordinator_kill(ctx: Context) -> None:
     """SIGKILL the node coordinating the transactions of the processors' task 0; back 20 s later."""
-    from processors.runtime.task import transactional_id
 
     txn_id = transactional_id(ctx.stack.app_id, 0)
     await _kill_holder(ctx, "transaction coordinator of task 0", lambda: ctx.stack.transaction_coordinator(txn_id))
@@ -570,11 +574,6 @@ class _Lines(io.StringIO):
 
 
 async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
-    from simulator.ledger import read_ledger
-    from simulator.progress import ProgressBar
-    from simulator.simulate import plan, simulate
-    from simulator.verify import verify_ledger
-
     started = time.monotonic()
     stack = Stack(scenario.name, work_dir, size, scenario.nodes)
     figures = Figures()
@@ -685,8 +684,6 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
 
 def finals_before_pendings(ledger: Any) -> tuple[int, int]:
     """(resolved pending jobs, those whose final outcome was accepted before any of their pendings)."""
-    from simulator.ledger import Ledger
-    from simulator.retry import is_accepted
 
     assert isinstance(ledger, Ledger)
     accepted_at: dict[str, str] = {}

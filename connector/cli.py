@@ -10,13 +10,22 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from connector.local_kafka import LocalKafkaError
-from connector.settings import KafkaSettings, LocalKafkaSettings
+from common.settings import KafkaSettings, settings_error_text
+from common.topics import TopicMismatchError, ensure_topics
+from connector.config_docs import configuration_markdown
+from connector.local_kafka import LocalKafkaError, LocalKafkaSettings, local_broker
+from connector.local_registry import LocalRegistry, LocalRegistryError, LocalRegistrySettings
+from connector.run import main as run_main
+from gateway.__main__ import main as gateway_main
+from operate.cli import add_commands, processor_reset_command
+from processors.runtime.engine import MissingTopicsError
+from processors.service import run
+from schemas.topics import all_topics
+from simulator.commands import simulate_command, tail_command, verify_command
+from simulator.webhooks import webhooks_command
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    from connector.local_kafka import local_broker
-
     broker = local_broker(LocalKafkaSettings(), args.nodes)
     match args.action:
         case "start":
@@ -35,8 +44,6 @@ def _kafka(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> int:
-    from connector.local_registry import LocalRegistry, LocalRegistryError, LocalRegistrySettings
-
     registry = LocalRegistry(LocalRegistrySettings())
     try:
         match args.action:
@@ -60,8 +67,6 @@ def _registry(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
-    from connector.topics import TopicMismatchError, all_topics, ensure_topics
-
     settings = KafkaSettings()
     try:
         report = asyncio.run(ensure_topics(settings, all_topics(), create=args.action == "create"))
@@ -74,18 +79,12 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from gateway.__main__ import main as gateway_main
-
     return gateway_main(["--self-signed"] if args.self_signed else [])
 
 
 def _processor(args: argparse.Namespace) -> int:
     if args.action == "reset":
-        from operate.cli import processor_reset_command
-
         return processor_reset_command(args)
-    from processors.runtime.engine import MissingTopicsError
-    from processors.service import run
 
     try:
         run()
@@ -96,39 +95,27 @@ def _processor(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from connector.config_docs import configuration_markdown
-
     print(configuration_markdown(), end="")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from connector.run import main as run_main
-
     return run_main(args)
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from simulator.commands import simulate_command
-
     return simulate_command(args)
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from simulator.commands import tail_command
-
     return tail_command(args)
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from simulator.commands import verify_command
-
     return verify_command(args)
 
 
 def _webhooks(args: argparse.Namespace) -> int:
-    from simulator.webhooks import webhooks_command
-
     return webhooks_command(args)
 
 
@@ -231,8 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
     delete = actions.add_parser("delete", help="delete a webhook", parents=[as_json])
     delete.add_argument("id", help="webhook id")
 
-    from operate.cli import add_commands  # deadletter, spool, processor reset
-
     add_commands(sub, processor)
     return parser
 
@@ -246,8 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ValidationError as exc:
         # Any command, any settings class: exit 2 naming the environment variable and the reason.
-        from connector.config_docs import settings_error_text
-
         if (text := settings_error_text(exc)) is None:
             raise  # not a setting: a bug, keep its traceback
         print(f"{args.command}: {text}", file=sys.stderr)

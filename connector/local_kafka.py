@@ -29,9 +29,38 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.pidfile import rss_bytes, running_pid, stop_pid, wait_gone
-from connector.settings import LocalKafkaSettings
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded Kafka jars live: outside the git tree, shared by every clone."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pinwheel-connector"
+
+
+class LocalKafkaSettings(BaseSettings):
+    """The single-node KRaft broker run from Maven Central jars (env prefix `LOCAL_KAFKA_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="LOCAL_KAFKA_", extra="ignore")
+
+    version: str = Field(default="4.3.1", description="Apache Kafka release to fetch and run.")
+    port: int = Field(default=9092, ge=1024, le=65534, description="Broker port; the controller uses port+1.")
+    data_dir: Path = Field(default=Path("var/kafka"), description="Logs, pid file and broker log of the local broker.")
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="Where the Kafka jars are cached.")
+    heap: str = Field(default="512m", description="JVM heap (-Xmx) of the local broker.")
+    start_timeout_s: float = Field(default=60.0, gt=0, description="How long to wait for the broker to answer.")
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"expected a release like 4.1.1, got {value!r}")
+        return value
+
 
 SLF4J_VERSION = "2.0.17"
 
@@ -56,7 +85,7 @@ POM_TEMPLATE = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 """
 
 # Single-node settings: every internal topic at replication 1, no auto-created topics (topics are
-# code, see connector.topics), and no rebalance delay so tests and restarts start at once. A node of
+# code, see schemas.topics), and no rebalance delay so tests and restarts start at once. A node of
 # a cluster gets its id, the voters and replication min(3, nodes) with min ISR one less (`server_properties`).
 SERVER_PROPERTIES = """\
 process.roles=broker,controller

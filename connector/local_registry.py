@@ -24,9 +24,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connector.local_kafka import free_port
+from connector.local_kafka import default_cache_dir, free_port
 from connector.pidfile import rss_bytes, running_pid, stop_pid
-from connector.settings import default_cache_dir
 
 CCOMPAT_PATH = "/apis/ccompat/v7"
 MIN_JAVA = 21

@@ -7,7 +7,8 @@ arrive → wait for the updates (and the demo-length pending timeouts) → the `
 everything this run started (also on Ctrl-C), including the broker unless it was already running.
 
 Run data goes to var/runs/<run id>/: ledger.jsonl, updates.jsonl, gateway.log, processor.log, the
-processor's state and the gateway's spool. The demo secret is generated per run and never printed.
+processor's state and the gateway's spool. The demo secret is generated per run and never printed. The simulation
+and its live display are `simulator/demo.py`; this module starts and stops what runs around it.
 """
 
 from __future__ import annotations
@@ -27,17 +28,23 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import Literal
 
 import httpx
-import orjson
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connector.local_kafka import LocalKafka, LocalKafkaError, answers_metadata
-from connector.settings import KafkaSettings, LocalKafkaSettings
+from common.offsets import start_at_end
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
+from connector.local_kafka import LocalKafka, LocalKafkaError, LocalKafkaSettings, answers_metadata
+from gateway.tls import ensure_self_signed
+from schemas.catalog import FAMILY_TOPICS
+from schemas.topics import all_topics
+from simulator.demo import DemoOptions, simulate_and_verify
+from simulator.settings import SimulatorSettings
 
 
 class RunSettings(BaseSettings):
@@ -179,38 +186,9 @@ def ensure_broker(started: Started) -> KafkaSettings:
     return kafka
 
 
-async def start_at_end(kafka: KafkaSettings, group_id: str, topics: list[str]) -> int:
-    """Commit the current end offsets of `topics` for a new consumer group: it starts with new records only."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.structs import OffsetAndMetadata
-
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    await admin.start()
-    try:
-        described = await admin.describe_topics(topics)
-    finally:
-        await admin.close()
-    tps = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
-    if not tps:
-        return 0
-    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=group_id, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
-
-
 async def provision_topics(kafka: KafkaSettings, app_id: str) -> tuple[list[str], int]:
     """Create every topic (the processors' changelogs named after `app_id`) and start `app_id` at the end of the
     family topics. Returns the topic report lines and how many earlier records are skipped."""
-    from connector.topics import TopicSettings, all_topics, ensure_topics
-    from schemas.catalog import FAMILY_TOPICS
-
     report = await ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id)))
     skipped = await start_at_end(kafka, app_id, list(FAMILY_TOPICS.values()))
     return report, skipped
@@ -276,176 +254,6 @@ async def wait_ready(services: list[Service], urls: Mapping[str, str], ca_file: 
             await asyncio.sleep(0.3)
 
 
-class UpdateDisplay:
-    """Prints account updates as they arrive: all, none, or at most `per_s` lines a second."""
-
-    def __init__(self, mode: str, per_s: int, sink: IO[bytes]) -> None:
-        self.mode = mode
-        self.per_s = per_s
-        self.sink = sink
-        self.window = 0
-        self.shown_in_window = 0
-        self.hidden = 0
-        self.count = 0
-        self.bar: object | None = None
-
-    def __call__(self, update: object) -> None:
-        from simulator.progress import ProgressBar
-        from simulator.verify import UpdateView
-
-        assert isinstance(update, UpdateView)
-        self.count += 1
-        self.sink.write(
-            orjson.dumps(
-                {
-                    "update_id": update.update_id,
-                    "account_id": update.account_id,
-                    "change": update.change,
-                    "event_type": update.event_type,
-                    "job": update.job,
-                    "outcome": update.outcome,
-                    "time_to_resolve_ms": update.time_to_resolve_ms,
-                }
-            )
-            + b"\n"
-        )
-        if self.mode == "none":
-            return
-        now = int(time.monotonic())
-        if now != self.window:
-            self.window, self.shown_in_window = now, 0
-        if self.mode == "sample" and self.shown_in_window >= self.per_s and update.change != "job_timed_out":
-            self.hidden += 1
-            return
-        self.shown_in_window += 1
-        line = "  " + format_update(update)
-        if isinstance(self.bar, ProgressBar):
-            self.bar.println(line)
-        else:
-            print(line, flush=True)
-
-
-def format_update(update: object) -> str:
-    from simulator.verify import UpdateView
-
-    assert isinstance(update, UpdateView)
-    job = update.job or update.event_type
-    outcome = update.outcome or ""
-    extra = f" after {update.time_to_resolve_ms / 1000:.1f}s" if update.time_to_resolve_ms is not None else ""
-    return f"{update.account_id[:8]}  {update.change:<34} {job:<26} {outcome}{extra}".rstrip()
-
-
-async def simulate_and_verify(
-    settings: RunSettings,
-    kafka: KafkaSettings,
-    run_dir: Path,
-    run_id: str,
-    url: str,
-    secret: str,
-    ca_file: Path,
-    started_wall: float,
-) -> int:
-    from simulator.ledger import read_ledger
-    from simulator.progress import ProgressBar
-    from simulator.settings import SimulatorSettings
-    from simulator.simulate import plan, print_result, simulate
-    from simulator.traffic import unresolved_pendings
-    from simulator.verify import UpdateCollector, compare, complete, expectations, format_report
-
-    seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "big")
-    sim = SimulatorSettings(
-        url=url,
-        ca_file=ca_file,
-        accounts=settings.accounts,
-        seed=seed,
-        spread_s=settings.spread_s,
-        ledger=run_dir / "ledger.jsonl",
-    )
-    base = datetime.now(UTC)
-    events = plan(sim, base)
-    run_ids = {e.event_id for e in events}
-    unresolved = unresolved_pendings(events)
-    total = sum(e.deliveries for e in events)
-    say(
-        f"simulating {settings.accounts} accounts (seed {seed}): {len(events)} events, {total} deliveries "
-        f"({total - len(events)} duplicates), the 12 real sandbox deliveries included, over ~{settings.spread_s:.0f}s"
-    )
-    say(
-        f"{len(unresolved)} pending jobs will never be resolved: with the demo pending timeout of "
-        f"{settings.pending_timeout_s:.0f}s (PROCESSOR_PENDING_TIMEOUT_H={settings.pending_timeout_s / 3600:.4f}) "
-        "they become `job_timed_out` updates"
-    )
-    header = f"  {'account':<8}  {'change':<34} {'job':<26} outcome"
-    print(header, flush=True)
-    with (run_dir / "updates.jsonl").open("wb") as sink:
-        display = UpdateDisplay(settings.show, settings.show_per_s, sink)
-        collector = await UpdateCollector(kafka, run_ids, from_end=True, on_update=display).start()
-        stop = asyncio.Event()
-
-        async def follow() -> None:
-            while not stop.is_set():
-                await collector.poll(200)
-
-        follower = asyncio.create_task(follow())
-        try:
-            bar = ProgressBar(total, "deliveries")
-            display.bar = bar
-            result = await simulate(sim, secret=secret, run_id=run_id, events=events, started_at=base, progress=bar)
-            display.bar = None
-            print_result(result)
-            ledger = read_ledger(sim.ledger)
-            expected = expectations(ledger)
-            last_pending = max(
-                (datetime.fromisoformat(e.occurred_at) for e in unresolved if e.occurred_at), default=base
-            )
-            due = last_pending + timedelta(seconds=settings.pending_timeout_s + settings.settle_s)
-            deadline = time.monotonic() + max(settings.settle_s, (due - datetime.now(UTC)).total_seconds())
-            say(
-                f"waiting for the processors: {len(expected.updates)} updates and {len(expected.timeouts)} "
-                f"timeouts expected (the last timeout is due at {due - timedelta(seconds=settings.settle_s):%H:%M:%S})"
-            )
-            settle_until: float | None = None
-            last_report = time.monotonic()
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
-                if settle_until is None and complete(ledger, collector.updates, expected):
-                    settle_until = time.monotonic() + 3.0
-                    say("every expected update is there; 3 s more to catch duplicates")
-                if settle_until is not None and time.monotonic() >= settle_until:
-                    break
-                if time.monotonic() - last_report > 10:
-                    last_report = time.monotonic()
-                    say(f"... {len({u.update_id for u in collector.updates})} updates so far")
-        finally:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await follower
-            await collector.stop()
-    if display.hidden:
-        say(f"{display.hidden} of {display.count} updates not shown live; all are in {run_dir / 'updates.jsonl'}")
-    report = compare(ledger, collector.updates, expected)
-    print()
-    print(format_report(report))
-    ledger_summary_lines(report, result.result.deliveries, len(result.events), settings.accounts, started_wall)
-    return 0 if report.ok else 1
-
-
-def ledger_summary_lines(report: object, deliveries: int, events: int, accounts: int, started_wall: float) -> None:
-    from simulator.verify import VerifyReport
-
-    assert isinstance(report, VerifyReport)
-    print()
-    print("summary")
-    print(f"  accounts            {accounts} (+ the real capture's account)")
-    print(f"  events / deliveries {events} / {deliveries} ({deliveries - events} duplicates injected)")
-    print(f"  lost                {len(report.lost)}")
-    print(f"  duplicated          {len(report.duplicated)}")
-    print(f"  joined              {report.joined}")
-    print(f"  timed out           {report.timed_out}")
-    print(f"  wall time           {time.monotonic() - started_wall:.0f}s")
-    print(f"  result              {'OK: 0 lost, 0 duplicated' if report.ok else 'FAILED'}", flush=True)
-
-
 def stop_on_sigterm() -> None:
     """Make SIGTERM stop the process like Ctrl-C, also when it was started as a background job.
 
@@ -483,8 +291,6 @@ def run(settings: RunSettings) -> int:
         say(f"the processors start at the end of the family topics ({skipped} earlier records are not replayed)")
 
         say("step 3/6: TLS certificate")
-        from gateway.tls import ensure_self_signed
-
         cert, key = Path("var/tls/gateway.crt"), Path("var/tls/gateway.key")
         made = ensure_self_signed(cert, key)
         say(f"{'created' if made else 'reusing'} self-signed certificate {cert}")
@@ -520,8 +326,23 @@ def run(settings: RunSettings) -> int:
         asyncio.run(wait_ready(started.services, urls, cert, settings.ready_timeout_s))
 
         say("step 5/6: simulation (account updates below as they arrive)")
-        url = f"https://127.0.0.1:{gateway_port}/webhooks/pinwheel"
-        code = asyncio.run(simulate_and_verify(settings, kafka, run_dir, run_id, url, secret, cert, started_wall))
+        seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(4), "big")
+        sim = SimulatorSettings(
+            url=f"https://127.0.0.1:{gateway_port}/webhooks/pinwheel",
+            ca_file=cert,
+            accounts=settings.accounts,
+            seed=seed,
+            spread_s=settings.spread_s,
+            ledger=run_dir / "ledger.jsonl",
+        )
+        options = DemoOptions(
+            settings.show, settings.show_per_s, settings.pending_timeout_s, settings.settle_s, say=say
+        )
+        code = asyncio.run(
+            simulate_and_verify(
+                sim, kafka, options, run_dir=run_dir, run_id=run_id, secret=secret, started_wall=started_wall
+            )
+        )
         say("step 6/6: stopping what this run started")
         return code
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=${PINWHEEL_IMAGE_PREFIX:-pinwheel-local}
 PYTHON=${PYTHON:-.venv/bin/python}
-KAFKA_VERSION=$("$PYTHON" -c 'from connector.settings import LocalKafkaSettings; print(LocalKafkaSettings().version)')
+KAFKA_VERSION=$("$PYTHON" -c 'from connector.local_kafka import LocalKafkaSettings; print(LocalKafkaSettings().version)')
 DEBIAN_IMAGE=$PREFIX/debian:bookworm
 PYTHON_IMAGE=$PREFIX/python:3.11
 KAFKA_IMAGE=$PREFIX/kafka:$KAFKA_VERSION
@@ -65,7 +65,7 @@ python_base() {
 
 kafka_image() {
   local libs context
-  libs=$("$PYTHON" -c 'from connector.local_kafka import LocalKafka; from connector.settings import LocalKafkaSettings
+  libs=$("$PYTHON" -c 'from connector.local_kafka import LocalKafka; from connector.local_kafka import LocalKafkaSettings
 print(LocalKafka(LocalKafkaSettings()).ensure_jars())')
   context=$(mktemp -d)
   cp -r docker/kafka/. "$context/"

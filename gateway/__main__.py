@@ -7,7 +7,7 @@ import sys
 
 from pydantic import ValidationError
 
-from connector.config_docs import settings_error_text
+from common.settings import settings_error_text
 from gateway.server import ConfigError, run
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed

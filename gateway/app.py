@@ -27,8 +27,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from connector.isr_watch import IsrWatch
-from connector.settings import KafkaSettings
+from common.isr_watch import IsrWatch
+from common.settings import KafkaSettings
 from gateway import records, signature
 from gateway.connections import TABLE_STATE_KEY, ConnectionLimits, ConnectionTable
 from gateway.metrics import GatewayMetrics

@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.spool import (

@@ -17,8 +17,8 @@ import tempfile
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from connector import logs
-from connector.settings import KafkaSettings
+from common import logs
+from common.settings import KafkaSettings
 from gateway.app import create_app
 from gateway.connections import FD_RESERVE_MIN, GuardedHttpToolsProtocol
 from gateway.metrics import MULTIPROC_ENV

@@ -1,6 +1,6 @@
 """The operator commands of `pinwheel-connector`: `deadletter`, `processor reset`, `spool status`.
 
-`connector/cli.py` registers them with `add_commands`; everything they need is imported when they run.
+`connector/cli.py` registers them with `add_commands`.
 """
 
 from __future__ import annotations
@@ -8,11 +8,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import string
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+from common.progress import ProgressBar
+from common.settings import KafkaSettings
+from gateway.settings import GatewaySettings
+from operate.deadletters import (
+    DeadLetter,
+    DeadLetterError,
+    DeadLetterFilter,
+    Verdict,
+    find_dead_letter,
+    plan_replay,
+    read_dead_letters,
+    replay,
+)
+from operate.reset import ResetRefused, plan_reset, reset
+from operate.spool_status import spool_status
+from processors.runtime.settings import ProcessorSettings
+from schemas.codec import Codec, build_codec
+from schemas.settings import SchemaSettings
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -82,9 +103,7 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
 # -- deadletter --------------------------------------------------------------------------------------
 
 
-def _selection(args: argparse.Namespace) -> Any:
-    from operate.deadletters import DeadLetterFilter
-
+def _selection(args: argparse.Namespace) -> DeadLetterFilter:
     return DeadLetterFilter(
         stages=frozenset(args.stage or ()),
         reasons=frozenset(args.reason or ()),
@@ -96,11 +115,6 @@ def _selection(args: argparse.Namespace) -> Any:
 
 
 def deadletter_command(args: argparse.Namespace) -> int:
-    from connector.settings import KafkaSettings
-    from operate.deadletters import DeadLetterError
-    from schemas.codec import build_codec
-    from schemas.settings import SchemaSettings
-
     kafka = KafkaSettings()
 
     async def run() -> int:
@@ -123,7 +137,7 @@ def deadletter_command(args: argparse.Namespace) -> int:
         return 1
 
 
-def _summary_row(letter: Any) -> dict[str, Any]:
+def _summary_row(letter: DeadLetter) -> dict[str, Any]:
     return {
         "ref": letter.ref,
         "failed_at": letter.failed_at.isoformat(),
@@ -136,9 +150,7 @@ def _summary_row(letter: Any) -> dict[str, Any]:
     }
 
 
-async def _list(kafka: Any, codec: Any, selection: Any, as_json: bool) -> int:
-    from operate.deadletters import read_dead_letters
-
+async def _list(kafka: KafkaSettings, codec: Codec, selection: DeadLetterFilter, as_json: bool) -> int:
     count = 0
     if not as_json:
         print(f"{'ref':<12} {'failed_at (UTC)':<20} {'stage':<9} {'reason':<20} {'event_type':<36} event_id")
@@ -167,7 +179,7 @@ def printable(raw: bytes) -> str | None:
     return text if all(ch.isprintable() or ch in ok for ch in text) else None
 
 
-def render_dead_letter(letter: Any) -> str:
+def render_dead_letter(letter: DeadLetter) -> str:
     datum = letter.datum
     lines = [f"dead letter {letter.ref} of pinwheel.deadletter.v1"]
     for name in ("stage", "reason", "error", "event_id", "event_type", "failed_at"):
@@ -182,24 +194,21 @@ def render_dead_letter(letter: Any) -> str:
         text = "(null)" if value is None else (printable(value) or "0x" + value.hex())
         lines.append(f"    {name}: {text}")
     raw = letter.raw
-    text = printable(raw)
-    lines.append(f"  raw ({len(raw)} bytes{', as text' if text is not None else ', hex'}):")
-    lines.append(text if text is not None else raw.hex(" ", 32))
+    raw_text = printable(raw)
+    lines.append(f"  raw ({len(raw)} bytes{', as text' if raw_text is not None else ', hex'}):")
+    lines.append(raw_text if raw_text is not None else raw.hex(" ", 32))
     return "\n".join(lines)
 
 
-async def _show(kafka: Any, codec: Any, partition: int, offset: int) -> int:
-    from operate.deadletters import find_dead_letter
-
+async def _show(kafka: KafkaSettings, codec: Codec, partition: int, offset: int) -> int:
     # Printed to the operator's terminal on request, never logged.
     print(render_dead_letter(await find_dead_letter(kafka, codec, partition, offset)))
     return 0
 
 
-async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progress: bool) -> int:
-    from operate.deadletters import Verdict, plan_replay, read_dead_letters, replay
-    from simulator.progress import ProgressBar
-
+async def _replay(
+    kafka: KafkaSettings, codec: Codec, selection: DeadLetterFilter, dry_run: bool, progress: bool
+) -> int:
     reading = ProgressBar(0, "reading", enabled=progress)
 
     def total(n: int) -> None:
@@ -224,10 +233,6 @@ async def _replay(kafka: Any, codec: Any, selection: Any, dry_run: bool, progres
 
 
 def processor_reset_command(args: argparse.Namespace) -> int:
-    from connector.settings import KafkaSettings
-    from operate.reset import ResetRefused, plan_reset, reset
-    from processors.runtime.settings import ProcessorSettings
-
     settings = ProcessorSettings()
     kafka = KafkaSettings()
     try:
@@ -262,12 +267,6 @@ def processor_reset_command(args: argparse.Namespace) -> int:
 
 
 def spool_command(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
-    from gateway.settings import GatewaySettings
-    from operate.spool_status import spool_status
-
     default = GatewaySettings.model_fields["spool_dir"].default
     spool_dir = Path(args.dir or os.environ.get("GATEWAY_SPOOL_DIR") or default)
     status = spool_status(spool_dir)

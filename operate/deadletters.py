@@ -29,12 +29,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from connector.settings import KafkaSettings
-from connector.topics import MAX_MESSAGE_BYTES
+from common.settings import KafkaSettings
 from gateway import records, signature
 from gateway.spool import SpooledRecord
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.codec import Codec, DecodeError
+from schemas.topics import MAX_MESSAGE_BYTES
 
 REPLAYED_HEADER = "replayed"
 _FAMILY_TOPICS = frozenset(FAMILY_TOPICS.values())

@@ -19,10 +19,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
-from connector.settings import KafkaSettings
-from connector.topics import TopicSettings, all_topics, ensure_topics
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
 from processors.runtime.settings import ProcessorSettings
 from schemas.catalog import FAMILY_TOPICS, STORE_NAMES, changelog_topic
+from schemas.topics import all_topics
 
 
 class ResetRefused(RuntimeError):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from connector import logs
-from connector.isr_watch import IsrWatch
-from connector.settings import KafkaSettings
+from common import logs
+from common.isr_watch import IsrWatch
+from common.settings import KafkaSettings
 from processors.lag import LagMonitor
 from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
 from processors.runtime.engine import Engine, MissingTopicsError
@@ -36,6 +36,7 @@ from schemas.catalog import STORE_NAMES, changelog_topic
 from schemas.codec import Codec, build_codec, keep_registered
 from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
+from schemas.topics import DEADLETTER_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
 
 log = logging.getLogger("processors")
 
@@ -99,6 +100,8 @@ def build_engine(
         missing_topics_hint=MISSING_TOPICS_HINT,
         before_batch=schemas_ready if codec.registry is not None else None,
         retriable=(RegistryUnavailable,),
+        max_fetch_bytes=MAX_MESSAGE_BYTES,
+        max_request_bytes=DEADLETTER_MAX_MESSAGE_BYTES,
     )
 
 

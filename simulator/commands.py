@@ -10,14 +10,15 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from connector.config_docs import settings_error_text
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings, settings_error_text
+from simulator.ledger import read_ledger
+from simulator.settings import SimulatorSettings
+from simulator.simulate import print_result, simulate
+from simulator.tail import resolve_topic, tail
+from simulator.verify import format_report, run_verify
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-    from simulator.settings import SimulatorSettings
-    from simulator.simulate import print_result, simulate
-
     overrides: dict[str, Any] = {
         name: getattr(args, name)
         for name in ("url", "accounts", "seed", "rate", "concurrency", "time_scale", "ledger", "ca_file")
@@ -51,8 +52,6 @@ def simulate_command(args: argparse.Namespace) -> int:
 
 
 def tail_command(args: argparse.Namespace) -> int:
-    from simulator.tail import resolve_topic, tail
-
     try:
         topics = [resolve_topic(t) for t in args.topics]
     except ValueError as exc:
@@ -72,9 +71,6 @@ def tail_command(args: argparse.Namespace) -> int:
 
 
 def verify_command(args: argparse.Namespace) -> int:
-    from simulator.ledger import read_ledger
-    from simulator.verify import format_report, run_verify
-
     try:
         ledger = read_ledger(args.ledger)
     except FileNotFoundError:

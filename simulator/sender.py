@@ -9,6 +9,8 @@ other answer is final. Every attempt goes to the ledger; the secret never does.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import random
 import ssl
 import time
@@ -21,9 +23,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from gateway.signature import sign
+from common.progress import ProgressBar
 from simulator.ledger import Attempt, LedgerWriter, Result
-from simulator.progress import ProgressBar
 from simulator.retry import RetryPolicy, is_accepted, is_retryable, next_delay, retry_delays
 from simulator.traffic import Delivery, PlannedEvent, deliveries
 
@@ -119,10 +120,19 @@ def build_client(options: SendOptions) -> httpx.AsyncClient:
     return httpx.AsyncClient(verify=ssl_context(options.ca_file), timeout=options.timeout_s, limits=limits)
 
 
+def pinwheel_signature(secret: bytes, timestamp: int, body: bytes) -> str:
+    """`x-pinwheel-signature` as Pinwheel computes it: v2=hex(HMAC-SHA256(secret, "v2:" + timestamp + ":" + body)).
+
+    Written from Pinwheel's documentation, not shared with the gateway: the simulator plays Pinwheel, so a
+    gateway that drifted from the documented scheme is refused by its own tests (tests/simulator).
+    """
+    return "v2=" + hmac.new(secret, b"v2:%d:" % timestamp + body, hashlib.sha256).hexdigest()
+
+
 def signed_headers(event: PlannedEvent, secret: bytes, timestamp: int) -> dict[str, str]:
     headers = dict(event.headers)
     headers["X-Timestamp"] = str(timestamp)
-    headers["X-Pinwheel-Signature"] = sign(secret, timestamp, event.body)
+    headers["X-Pinwheel-Signature"] = pinwheel_signature(secret, timestamp, event.body)
     return headers
 
 

@@ -11,8 +11,8 @@ from typing import IO
 
 import httpx
 
+from common.progress import ProgressBar
 from simulator.ledger import LedgerWriter
-from simulator.progress import ProgressBar
 from simulator.sender import SendOptions, SimulationResult, send_all
 from simulator.settings import SimulatorSettings
 from simulator.traffic import PlannedEvent, build_traffic, unresolved_pendings

@@ -11,9 +11,11 @@ from datetime import date, datetime
 from typing import IO, Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from schemas import catalog
+from schemas.codec import DecodeError, RegistryError, build_codec
 
 TOPICS: tuple[str, ...] = (
     *catalog.FAMILY_TOPICS.values(),
@@ -93,9 +95,6 @@ async def tail(
     out: IO[str] | None = None,
 ) -> int:
     """Print records until interrupted, `max_records` printed, or `idle_timeout_s` without a record."""
-    from aiokafka import AIOKafkaConsumer
-
-    from schemas.codec import DecodeError, RegistryError, build_codec
 
     out = out or sys.stdout
     codec = build_codec()

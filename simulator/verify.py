@@ -42,10 +42,14 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 import fastavro
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, FINAL_OUTCOMES, JOB_OUTCOMES, PENDING, is_job
+from schemas.confluent import client_config
+from schemas.settings import SchemaSettings
 from simulator.ledger import EventInfo, Ledger
 from simulator.retry import is_accepted
 
@@ -314,10 +318,6 @@ class AvscDecoder:
 def registry_fetcher() -> Callable[[int], str] | None:
     """A schema's text by id from the registry (Confluent's own client, with every connection option of
     SchemaSettings: auth, CA file, client certificate), when SCHEMA_REGISTRY_URL is set."""
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    from schemas.confluent import client_config
-    from schemas.settings import SchemaSettings
 
     settings = SchemaSettings()
     if not settings.registry_url:
@@ -349,8 +349,6 @@ class UpdateCollector:
         from_end: bool = False,
         on_update: Callable[[UpdateView], None] | None = None,
     ) -> None:
-        from aiokafka import AIOKafkaConsumer
-
         self.kafka = kafka
         self.run_ids = run_ids
         self.since = since
@@ -369,8 +367,6 @@ class UpdateCollector:
         )
 
     async def start(self) -> UpdateCollector:
-        from aiokafka import TopicPartition
-
         await self.consumer.start()
         partitions = self.consumer.partitions_for_topic(ACCOUNT_UPDATES_TOPIC)
         if not partitions:

@@ -24,6 +24,7 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.settings import settings_error_text
 from schemas.catalog import KNOWN_EVENT_TYPES
 
 STATUSES: Final = ("active", "paused")
@@ -304,8 +305,6 @@ def webhooks_command(
     try:
         the_settings = settings or PinwheelApiSettings()
     except ValidationError as exc:
-        from connector.config_docs import settings_error_text
-
         print(f"webhooks: {settings_error_text(exc) or 'invalid settings'}", file=err)
         return 2
     try:

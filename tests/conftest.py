@@ -11,12 +11,9 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from kafka_broker import Broker, select_broker
-from schema_registry import Registry, select_registry
-
 from simulator.traffic import load_capture
+from tests.kafka_broker import Broker, select_broker
+from tests.schema_registry import Registry, select_registry
 
 _USED: list[Broker] = []
 _REGISTRIES: list[Registry] = []

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from connector.local_kafka import LocalKafka, LocalKafkaError, answers_metadata, free_port
-from connector.settings import LocalKafkaSettings
+from connector.local_kafka import LocalKafka, LocalKafkaError, LocalKafkaSettings, answers_metadata, free_port
 
 CHOICES = ("env", "docker", "local")
 LOCAL_IMAGE = "pinwheel-local/kafka:{version}"

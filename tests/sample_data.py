@@ -5,7 +5,7 @@
 - the sample bodies of Pinwheel's webhook documentation, one file each in tests/fixtures/doc-samples, verbatim:
   two of them (paystubs.added, shifts.added) carry the documentation's trailing-comma typo, so are not JSON.
 
-A plain module (tests/ is on sys.path through tests/conftest.py), shared by the gateway and the schemas tests.
+A module of the tests package (`tests.sample_data`), shared by the gateway and the schemas tests.
 """
 
 from __future__ import annotations

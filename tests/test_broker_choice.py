@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from kafka_broker import _choice
+
+from tests.kafka_broker import _choice
 
 
 def test_forced_choice_wins_and_a_bad_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

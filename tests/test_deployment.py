@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
+from common.settings import env_names
 from connector.cli import build_parser
-from connector.config_docs import configuration_markdown, env_names, settings_classes
-from connector.settings import LocalKafkaSettings
+from connector.config_docs import configuration_markdown, settings_classes
+from connector.local_kafka import LocalKafkaSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_SERVICES = ("topics", "gateway", "processor")
@@ -123,7 +124,7 @@ def test_dockerfile_copies_the_runtime_packages_only() -> None:
     # Every package the wheel holds, but for the benches and chaos runs: the CLI imports them all.
     packaged = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     runtime = [name.rstrip("*") for name in packaged if name.rstrip("*") not in ("bench", "chaos")]
-    assert {"connector", "gateway", "processors", "schemas", "simulator", "operate"} <= set(runtime)
+    assert {"common", "connector", "gateway", "processors", "schemas", "simulator", "operate"} <= set(runtime)
     for package in runtime:
         assert f"COPY {package} ./{package}" in dockerfile
     for package in ("bench", "chaos", "tests"):

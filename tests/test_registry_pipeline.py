@@ -24,23 +24,24 @@ from typing import Any
 
 import httpx
 import pytest
-from schema_registry import Registry
-from threaded_gateway import ThreadedServer
 
+from common.offsets import start_at_end
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
 from connector.local_registry import LocalRegistry, local_registry_on_free_port
-from connector.run import start_at_end
-from connector.settings import KafkaSettings
-from connector.topics import TopicSettings, all_topics, ensure_topics
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
 from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
 from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.settings import SchemaSettings
+from schemas.topics import all_topics
 from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, simulate
 from simulator.verify import UpdateCollector, base_event_id, compare, complete, expectations
+from tests.schema_registry import Registry
+from tests.threaded_gateway import ThreadedServer
 
 pytestmark = pytest.mark.kafka
 

@@ -1,6 +1,6 @@
 """The real gateway app under uvicorn (HTTPS) on its own thread and event loop, for tests that need a live gateway.
 
-A plain module in tests/ (put on sys.path by tests/conftest.py, like kafka_broker), shared by the gateway and the
+A module of the tests package (`tests.threaded_gateway`), shared by the gateway and the
 simulator tests.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from gateway.app import create_app
 from gateway.connections import GuardedHttpToolsProtocol
 from gateway.settings import GatewaySettings

@@ -34,8 +34,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord
 
-from connector.settings import KafkaSettings
-from connector.topics import MAX_MESSAGE_BYTES
+from common.settings import KafkaSettings
 from processors.runtime.restore import restore
 from processors.runtime.retry import Backoff, RetryLater
 from processors.runtime.settings import ProcessorSettings
@@ -122,8 +121,14 @@ class Engine:
         missing_topics_hint: str = "",
         before_batch: Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]] | None = None,
         retriable: tuple[type[Exception], ...] = (),
+        *,
+        max_fetch_bytes: int,
+        max_request_bytes: int,
     ) -> None:
-        """`before_batch(records)` runs before records are processed (and until it succeeds, with none, at
+        """`max_fetch_bytes`: the largest record the input topics hold (what one partition fetch may return);
+        `max_request_bytes`: the largest record a processor may write (the producers' request limit).
+
+        `before_batch(records)` runs before records are processed (and until it succeeds, with none, at
         start): async work such as fetching schemas. RetryLater, or one of `retriable`, raised by it or by a
         processor puts the batch back: the task's uncommitted work is discarded and redone after a back-off."""
         self.settings = settings
@@ -134,6 +139,8 @@ class Engine:
         self.factory = factory
         self.before_batch = before_batch
         self.retriable: tuple[type[Exception], ...] = (RetryLater, *retriable)
+        self.max_fetch_bytes = max_fetch_bytes
+        self.max_request_bytes = max_request_bytes
         self._backoff = Backoff()
         self.stats = EngineStats()
         self._tasks: dict[int, Task] = {}
@@ -163,7 +170,7 @@ class Engine:
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 5),
             max_poll_records=self.settings.max_poll_records,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            max_partition_fetch_bytes=self.max_fetch_bytes,
         )
         self._consumer = consumer
         await consumer.start()
@@ -490,7 +497,7 @@ class Engine:
         )
         producer = None
         try:
-            producer = await start_producer(self.kafka, self.settings.application_id, partition)
+            producer = await start_producer(self.kafka, self.settings.application_id, partition, self.max_request_bytes)
             stats = await restore(state, self.kafka, self.settings.max_checkpoint_age_h * 3600)
             self.stats.restored_records += stats.records
             log.info(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from processors.runtime.state import TaskState
 
 

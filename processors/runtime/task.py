@@ -20,8 +20,7 @@ from aiokafka import errors as Errors
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
-from connector.settings import KafkaSettings
-from connector.topics import DEADLETTER_MAX_MESSAGE_BYTES
+from common.settings import KafkaSettings
 from processors.runtime.state import TaskState
 
 log = logging.getLogger(__name__)
@@ -314,8 +313,11 @@ def transactional_id(application_id: str, partition: int) -> str:
     return f"{application_id}-{partition}"
 
 
-async def start_producer(kafka: KafkaSettings, application_id: str, partition: int) -> AIOKafkaProducer:
-    """The task's transactional producer; `start` fences any previous owner of the partition."""
+async def start_producer(
+    kafka: KafkaSettings, application_id: str, partition: int, max_request_bytes: int
+) -> AIOKafkaProducer:
+    """The task's transactional producer; `start` fences any previous owner of the partition. It sends records of
+    up to `max_request_bytes` (the largest record any output topic takes)."""
     producer = AIOKafkaProducer(
         **kafka.client_kwargs(),
         client_id=f"{kafka.client_id_prefix}-{application_id}-{partition}",
@@ -325,9 +327,9 @@ async def start_producer(kafka: KafkaSettings, application_id: str, partition: i
         linger_ms=5,
         # A batch is what the broker checks against a topic's max.message.bytes (1 MiB by default on the
         # output topics and changelogs), so batches stay well below it; a larger record (a dead letter of
-        # a large input) is sent on its own, up to the dead-letter topic's limit.
+        # a large input) is sent on its own, up to `max_request_bytes`.
         max_batch_size=BATCH_BYTES,
-        max_request_size=DEADLETTER_MAX_MESSAGE_BYTES,
+        max_request_size=max_request_bytes,
         transaction_timeout_ms=60_000,
     )
     await producer.start()

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "simulator"))
-
-from sim_helpers import FlakyReceiver
-
 from bench.paced_sender import read_traffic, send, write_traffic
 from gateway.tls import ensure_self_signed
 from simulator.ledger import read_ledger
 from simulator.traffic import PlannedEvent, TrafficConfig, build_traffic, deliveries
+from tests.simulator.sim_helpers import FlakyReceiver
 
 SECRET = b"paced-secret"
 

@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from kafka_broker import docker_available
 
 from connector.local_kafka import free_port
+from tests.kafka_broker import docker_available
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
 

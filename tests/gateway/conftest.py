@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,15 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from gateway_helpers import TopicTail, gateway_settings
-from sample_data import doc_samples as documented_samples
-from threaded_gateway import ThreadedServer
-
-from connector.settings import KafkaSettings
-from connector.topics import all_topics, ensure_topics
+from common.settings import KafkaSettings
+from common.topics import ensure_topics
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.topics import all_topics
+from tests.gateway.gateway_helpers import TopicTail, gateway_settings
+from tests.sample_data import doc_samples as documented_samples
+from tests.threaded_gateway import ThreadedServer
 
 GATEWAY_TOPICS = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
 

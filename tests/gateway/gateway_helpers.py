@@ -1,4 +1,4 @@
-"""Helpers shared by the gateway tests (plain module, imported through tests/gateway/conftest.py's path)."""
+"""Helpers shared by the gateway tests (`from tests.gateway.gateway_helpers import ...`)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka_broker import free_port
 
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
+from tests.kafka_broker import free_port
 
 SECRET = "whsec-test-3f1c9a7e-do-not-log"
 OTHER_SECRET = "whsec-rotated-8d2b6f04-do-not-log"

@@ -3,21 +3,18 @@ gateway over HTTPS."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "gateway"))
-
-from gateway_helpers import gateway_settings
-from ops_helpers import App
-from threaded_gateway import ThreadedServer
-
-from connector.settings import KafkaSettings
-from connector.topics import TopicSettings, all_topics, ensure_topics
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
+from schemas.topics import all_topics
+from tests.gateway.gateway_helpers import gateway_settings
+from tests.operate.ops_helpers import App
+from tests.threaded_gateway import ThreadedServer
 
 
 @pytest.fixture

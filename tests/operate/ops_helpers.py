@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
 

@@ -20,12 +20,12 @@ import httpx
 import promql_parser
 import yaml
 from aiokafka import AIOKafkaProducer
-from gateway_helpers import OTHER_SECRET, event_body, signed_headers
-from kafka_broker import free_port
-from ops_helpers import ROOT, App
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas import catalog
+from tests.gateway.gateway_helpers import OTHER_SECRET, event_body, signed_headers
+from tests.kafka_broker import free_port
+from tests.operate.ops_helpers import ROOT, App
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "pinwheel-connector.json"

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from gateway_helpers import event_body, signed_headers
-from kafka_broker import free_port
-from ops_helpers import App
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.gateway.gateway_helpers import event_body, signed_headers
+from tests.kafka_broker import free_port
+from tests.operate.ops_helpers import App
 
 
 async def test_spool_status_while_the_gateway_spools(

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
 
-from connector.settings import KafkaSettings
+from common.settings import KafkaSettings
 from processors.runtime.engine import Engine
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import BatchFailed, OutRecord, TaskContext, TaskProcessor
+from schemas.topics import DEADLETTER_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
 
 
 class Counter:
@@ -90,6 +91,8 @@ def main() -> None:
         [args.input],
         {"counts": args.changelog},
         factory,
+        max_fetch_bytes=MAX_MESSAGE_BYTES,
+        max_request_bytes=DEADLETTER_MAX_MESSAGE_BYTES,
     )
 
     async def run() -> None:

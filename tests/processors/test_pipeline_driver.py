@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_driver import Output, PipelineDriver, on, utc
-from sample_data import doc_samples_as_json
 
 from processors import pipeline as pipeline_module
 from processors.logic.processor import AccountProcessor
 from processors.logic.stores import Stores
 from schemas import catalog
+from tests.processors.pipeline_driver import Output, PipelineDriver, on, utc
+from tests.sample_data import doc_samples_as_json
 
 T0 = utc(2025, 6, 24, 12, 0)
 ACCOUNT = "7d8fa0e2-8f4c-4a57-9e2b-2a3c0f7d6a11"

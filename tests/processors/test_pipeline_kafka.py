@@ -26,8 +26,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
 
-from connector.settings import KafkaSettings
-from connector.topics import TopicSettings, all_topics, ensure_topics
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
 from processors.logic.processor import AccountProcessor
 from processors.pipeline import PipelineCounters
 from processors.runtime import engine as engine_module
@@ -39,6 +39,7 @@ from schemas.catalog import changelog_topic
 from schemas.codec import Codec, build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
+from schemas.topics import all_topics
 
 
 def job_body(event_type: str, account_id: str, outcome: str, at: datetime, job_id: str | None = None) -> dict[str, Any]:

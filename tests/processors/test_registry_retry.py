@@ -21,18 +21,19 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from fastavro import parse_schema, schemaless_writer
-from registry_proxy import CuttableProxy
-from schema_registry import Registry
 
-from connector.run import start_at_end
-from connector.settings import KafkaSettings
-from connector.topics import TopicSettings, all_topics, ensure_topics
+from common.offsets import start_at_end
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
 from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
 from schemas.catalog import FAMILY_TOPICS
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
 from schemas.store import load_store
+from schemas.topics import all_topics
+from tests.registry_proxy import CuttableProxy
+from tests.schema_registry import Registry
 
 pytestmark = pytest.mark.kafka
 

@@ -9,9 +9,8 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sample_data import doc_samples_as_json
-
 from simulator.traffic import load_capture
+from tests.sample_data import doc_samples_as_json
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Builders shared by the logic tests (imported by name: pytest puts this directory on sys.path)."""
+"""Builders shared by the logic tests (`from tests.processors.logic.logic_helpers import ...`)."""
 
 from __future__ import annotations
 

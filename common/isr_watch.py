@@ -1,0 +1,151 @@
+"""Are the topics a service writes under `min.insync.replicas`? A cheap background check for /readyz.
+
+A partition with fewer in-sync replicas than its topic's `min.insync.replicas` refuses acks=all writes
+and transactional commits (NotEnoughReplicas): the gateway then spools or answers 503, the processors
+stall. `IsrWatch` asks the cluster every `interval_s` seconds in the background (one metadata request,
+and one describe_configs for the topics' `min.insync.replicas`), never per request, and keeps the
+answer for /readyz (`readiness()`) and a Prometheus gauge `<prefix>_partitions_under_min_isr{topic}`.
+
+Note that with most of a KRaft cluster down the metadata cannot shrink an ISR any more (no controller
+quorum to record it): the watch reports what the cluster still knows, the write path stays the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from prometheus_client import CollectorRegistry, Gauge
+
+from common.settings import KafkaSettings
+from common.topics import MIN_ISR
+
+log = logging.getLogger("common.isr_watch")
+
+
+def under_min_isr(described: Sequence[Mapping[str, Any]], min_isr: Mapping[str, int]) -> dict[str, list[int]]:
+    """Topic → its partitions with fewer in-sync replicas than the topic's min.insync.replicas (or no leader)."""
+    under: dict[str, list[int]] = {}
+    for topic in described:
+        name = topic["topic"]
+        if name not in min_isr or topic["error_code"] != 0:
+            continue
+        short = sorted(p["partition"] for p in topic["partitions"] if p["leader"] < 0 or len(p["isr"]) < min_isr[name])
+        if short:
+            under[name] = short
+    return under
+
+
+class IsrWatch:
+    """The latest answer to "which partitions I write are under min ISR?", refreshed in the background."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: Sequence[str],
+        *,
+        metric_prefix: str,
+        registry: CollectorRegistry | None = None,
+        interval_s: float = 10.0,
+    ) -> None:
+        self.kafka = kafka
+        self.topics = list(topics)
+        self.interval_s = interval_s
+        self.under: dict[str, list[int]] = {}
+        self.min_isr: dict[str, int] = {}
+        self.error: str | None = "not checked yet"
+        self.checked_at: float | None = None
+        self.gauge = Gauge(
+            f"{metric_prefix}_partitions_under_min_isr",
+            "Partitions of a topic this service writes with fewer in-sync replicas than min.insync.replicas.",
+            ["topic"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self._admin: AIOKafkaAdminClient | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="isr-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._close_admin()
+
+    def readiness(self) -> dict[str, Any]:
+        """Fields for /readyz: `min_isr` is ok | under | unknown, with the partitions and a reason."""
+        if self.error is not None:
+            return {"min_isr": "unknown", "min_isr_reason": f"cannot check the in-sync replicas: {self.error}"}
+        if not self.under:
+            return {"min_isr": "ok"}
+        listing = "; ".join(
+            f"{topic} partitions {parts} (min.insync.replicas {self.min_isr.get(topic)})"
+            for topic, parts in sorted(self.under.items())
+        )
+        return {
+            "min_isr": "under",
+            "under_min_isr": self.under,
+            "min_isr_reason": f"fewer in-sync replicas than min.insync.replicas, writes are refused: {listing}",
+        }
+
+    async def check(self) -> dict[str, list[int]]:
+        """One check now (the background loop calls it); raises when the cluster does not answer."""
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(**self.kafka.client_kwargs(), client_id=f"{self.kafka.client_id_prefix}-isr")
+            await admin.start()
+            self._admin = admin
+        described = await self._admin.describe_topics(self.topics)
+        present = [t["topic"] for t in described if t["error_code"] == 0]
+        if set(present) - set(self.min_isr):  # configs change rarely: read them for topics not seen yet
+            self.min_isr |= await self._min_isr(present)
+        under = under_min_isr(described, self.min_isr)
+        for topic in present:
+            self.gauge.labels(topic=topic).set(len(under.get(topic, [])))
+        if under != self.under:
+            log.warning("partitions under min.insync.replicas" if under else "every partition back at min ISR",
+                        extra={"under_min_isr": under})  # fmt: skip
+        self.under, self.error, self.checked_at = under, None, time.monotonic()
+        return under
+
+    async def _min_isr(self, topics: list[str]) -> dict[str, int]:
+        assert self._admin is not None
+        responses = await self._admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, configs={MIN_ISR: None}) for name in topics]
+        )
+        found: dict[str, int] = {}
+        for response in responses:
+            for resource in response.resources:  # (error_code, error_message, type, name, entries)
+                for entry in resource[4]:
+                    if entry[0] == MIN_ISR and entry[1] is not None:
+                        found[resource[3]] = int(entry[1])
+        return found
+
+    async def refresh(self) -> None:
+        """One check; a failure (cluster unreachable, a node gone) leaves the answer unknown until the next."""
+        try:
+            await asyncio.wait_for(self.check(), self.interval_s + self.kafka.request_timeout_ms / 1000)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.error = type(exc).__name__
+            await self._close_admin()  # the next check starts from the bootstrap servers again
+
+    async def _loop(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.interval_s)
+
+    async def _close_admin(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()

@@ -1,0 +1,100 @@
+"""Several uvicorn workers (a real `python -m gateway` subprocess): each has its own producer and spool
+directory, /metrics adds up every worker, SIGTERM shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.gateway.gateway_helpers import SECRET, TopicTail, event_body, gateway_settings, header, signed_headers
+
+pytestmark = pytest.mark.kafka
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def read_log(path: Path) -> str:
+    return path.read_text()
+
+
+def spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "gateway"], env=env, cwd=ROOT, stdout=out, stderr=out)
+
+
+async def test_two_workers_own_spools_shared_metrics_graceful_stop(
+    bootstrap: str, gateway_topics: list[str], tls_pair: tuple[Path, Path], tmp_path: Path, tail: TopicTail
+) -> None:
+    settings = gateway_settings(tls_pair, tmp_path / "spool")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "KAFKA_", "PROMETHEUS_"))}
+    env |= {
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(settings.port),
+        "GATEWAY_TLS_CERT_FILE": str(settings.tls_cert_file),
+        "GATEWAY_TLS_KEY_FILE": str(settings.tls_key_file),
+        "GATEWAY_SECRETS": SECRET,
+        "GATEWAY_SPOOL_DIR": str(settings.spool_dir),
+        "GATEWAY_WORKERS": "2",
+        "GATEWAY_LOG_LEVEL": "DEBUG",  # routine deliveries are logged at DEBUG; the test counts their lines
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "PYTHONPATH": str(ROOT),
+    }
+    log = tmp_path / "gateway.log"
+    process = spawn(env, log)
+    url = f"https://127.0.0.1:{settings.port}"
+    context = ssl.create_default_context(cafile=tls_pair[0])
+    sent: dict[str, str] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while read_log(log).count('"publisher started"') < 2:
+            assert process.poll() is None, read_log(log)[-3000:]
+            assert time.monotonic() < deadline, read_log(log)[-3000:]
+            await asyncio.sleep(0.2)
+        for _ in range(40):
+            account = str(uuid.uuid4())
+            body = event_body("income.added", account)
+            # A new connection each time, so both workers take some.
+            async with httpx.AsyncClient(verify=context) as http:
+                response = await http.post(url + settings.route, content=body, headers=signed_headers(body))
+            assert response.status_code == 200, response.text
+            sent[json.loads(body)["event_id"]] = account
+        async with httpx.AsyncClient(verify=context) as http:
+            metrics = (await http.get(url + "/metrics")).text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    assert process.returncode in (0, -signal.SIGTERM), read_log(log)[-3000:]
+    assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["worker-0", "worker-1"]
+    text = read_log(log)
+    assert text.count('"publisher stopped"') == 2
+    assert SECRET not in text
+    served = [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"message":"webhook"' in line]
+    assert len(served) == 40
+    per_worker = Counter(line["pid"] for line in served)
+    print(f"\n[workers] requests per worker pid: {dict(per_worker)}")
+    total = re.search(r'gateway_requests_total\{outcome="published",reason="family"\} (\S+)', metrics)
+    assert total is not None
+    assert float(total.group(1)) == 40.0  # both workers' counts, whichever answered the scrape
+
+    def by_id(records: list[Any]) -> dict[str, Any]:
+        return {(header(r, "event_id") or b"").decode(): r for r in records}
+
+    records = by_id(await tail.collect(lambda rs: set(sent) <= set(by_id(rs))))
+    assert all(records[e].key == a.encode() for e, a in sent.items())

@@ -1,0 +1,91 @@
+"""`pinwheel-connector processor` as an operator runs it: its log lines, and a clear refusal without topics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
+from connector.local_kafka import free_port
+from schemas.catalog import STORE_NAMES, changelog_topic
+from schemas.topics import all_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def processor_env(bootstrap: str, app_id: str, state_dir: Path, health_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "PROCESSOR_APPLICATION_ID": app_id,
+        "PROCESSOR_STATE_DIR": str(state_dir),
+        "PROCESSOR_HEALTH_PORT": str(health_port),
+        "PROCESSOR_LOG_LEVEL": "INFO",
+    }
+
+
+def start_processor(env: dict[str, str]) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "connector.cli", "processor"]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_info_lines_are_written_while_the_health_server_runs(
+    bootstrap: str, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    app_id = unique("svc-logs")
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    asyncio.run(ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id))))
+    port = free_port()
+    child = start_processor(processor_env(bootstrap, app_id, tmp_path, port))
+    try:
+        deadline = time.monotonic() + 90
+        ready = False
+        while not ready and time.monotonic() < deadline and child.poll() is None:
+            with contextlib.suppress(httpx.TransportError):
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            time.sleep(0.3)
+        assert ready, "the processor never became ready"
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0, err[-2000:]
+    lines = [orjson.loads(line) for line in err.splitlines() if line.startswith("{")]
+    info = [(line["logger"], line["message"]) for line in lines if line["level"] == "info"]
+    assert ("processors", "processor starting") in info, err[-2000:]
+    assert ("processors.runtime.engine", "task ready") in info
+    assert ("processors", "processor stopped") in info
+    assert all(set(line) >= {"timestamp", "level", "logger", "message"} for line in lines)
+
+
+def test_missing_changelog_topics_stop_the_processor_at_once_naming_them(
+    bootstrap: str, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    app_id = unique("svc-missing")  # a fresh application id: none of its changelog topics exist
+    child = start_processor(processor_env(bootstrap, app_id, tmp_path, 0))
+    try:
+        _, err = child.communicate(timeout=60)  # today's main never exits: a timeout fails the test
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("processor: topics missing: ")
+    for store in STORE_NAMES:
+        assert changelog_topic(app_id, store) in last
+    assert "pinwheel-connector topics create" in last
+    assert len(err.splitlines()) < 20  # a clear message, not a flood
