@@ -44,7 +44,7 @@ from starlette.responses import Response
 from bench import plot
 from connector.local_kafka import free_port
 from connector.settings import KafkaSettings
-from gateway.publisher import producer_options
+from gateway.producer import producer_options
 from gateway.server import build_config, serve
 from gateway.settings import GatewaySettings
 from gateway.signature import sign

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from gateway.spool import SpooledRecord
+from gateway.kafka_record import KafkaRecord
 from schemas.catalog import DEADLETTER_TOPIC, Family
 from schemas.envelope import PayloadError, build_dead_letter, build_family_record, dead_letter_key
 
@@ -33,7 +33,7 @@ class Route(StrEnum):
 
 @dataclass(frozen=True)
 class Planned:
-    record: SpooledRecord
+    record: KafkaRecord
     route: Route
     event_id: str | None
     event_type: str | None
@@ -130,7 +130,7 @@ def plan(
             pinwheel_version,
             codec.content_format,
         )
-        record = SpooledRecord(family_record.topic, family_record.key, value, headers, timestamp_ms)
+        record = KafkaRecord(family_record.topic, family_record.key, value, headers, timestamp_ms)
         return Planned(record, route, family_record.event_id, family_record.event_type, None)
     return dead_letter(
         body,
@@ -179,5 +179,5 @@ def dead_letter(
         value = codec.encode(DEADLETTER_TOPIC, datum)
     key = dead_letter_key(event_id, body)
     headers = _headers(event_id, event_type, webhook_id, pinwheel_version, codec.content_format)
-    record = SpooledRecord(DEADLETTER_TOPIC, key, value, headers, int(received_at.timestamp() * 1000))
+    record = KafkaRecord(DEADLETTER_TOPIC, key, value, headers, int(received_at.timestamp() * 1000))
     return Planned(record, Route.DEAD_LETTER, event_id, event_type, reason)

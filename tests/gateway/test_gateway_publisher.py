@@ -14,10 +14,12 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from connector.settings import KafkaSettings
+from gateway.kafka_record import KafkaRecord as SpooledRecord
+from gateway.kafka_record import encode_record
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import Outcome, Publisher
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool, SpooledRecord, encode_record
+from gateway.spool import Spool
 
 
 class ScriptedProducer:

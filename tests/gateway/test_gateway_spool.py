@@ -14,16 +14,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.kafka_record import KafkaRecord as SpooledRecord
+from gateway.kafka_record import decode_record, encode_record
 from gateway.spool import (
     FRAME_OVERHEAD,
     Spool,
-    SpooledRecord,
     SpoolFullError,
     SpoolLockedError,
     SpoolWriter,
     claim_worker_dir,
-    decode_record,
-    encode_record,
     frame,
     scan,
     scan_resyncing,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.spool import FRAME_OVERHEAD, Spool, SpooledRecord, encode_record
+from gateway.kafka_record import KafkaRecord as SpooledRecord
+from gateway.kafka_record import encode_record
+from gateway.spool import FRAME_OVERHEAD, Spool
 
 
 def record(ts: int) -> bytes:
