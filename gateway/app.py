@@ -7,6 +7,8 @@ Order of checks on the webhook route, cheapest and least revealing first:
 4. the signature over the raw bytes → 401 with a reason code;
 5. the verified body becomes one record (family, `other` or dead-letter topic) → 200 once the broker
    acknowledged it or the spool holds it durably; 503 + Retry-After when neither is possible.
+   While the schema registry has not given our schema ids (started during a registry outage), the
+   record is kept in the spool and gets its id when the registry answers, as during a Kafka outage.
 """
 
 from __future__ import annotations
@@ -113,13 +115,16 @@ async def _read_capped(receive: Receive, limit: int) -> bytes | None:
 
 class _Schemas:
     """Our writer schemas resolved (registered or looked up) once; encode then never needs the registry,
-    so an outage while running changes nothing. Started while the registry is down, the gateway answers
-    503 until they resolve (retried in the background); a configuration error fails the start."""
+    so an outage while running changes nothing. Started while the registry is down, the gateway spools
+    the deliveries until they resolve (retried in the background; the drain then gives them their schema
+    ids); a configuration error fails the start, or, found once the registry is back, stops the gateway
+    accepting deliveries (503) until an operator acts."""
 
     def __init__(self, codec: Codec, settings: SchemaSettings) -> None:
         self.codec = codec if isinstance(codec, SchemaCodec) else None
         self.settings = settings
         self.ready = self.codec is None
+        self.failed = False  # the registry answered but our schemas cannot be resolved (configuration)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -130,7 +135,7 @@ class _Schemas:
             await self.codec.prepare(topics)
             self.ready = True
         except RegistryUnavailable as exc:
-            log.warning("schema registry unavailable; answering 503 until it is back", extra={"error": str(exc)})
+            log.warning("schema registry unavailable; spooling until it is back", extra={"error": str(exc)})
             self._tasks.append(asyncio.create_task(self._resolve(topics)))
         self._tasks.append(asyncio.create_task(keep_registered(self.codec, self.settings.registry_recheck_s)))
 
@@ -140,6 +145,7 @@ class _Schemas:
             await prepare_until_ready(self.codec, topics)
         except RegistryError as exc:  # lookup-only and a schema missing, or refused: an operator must act
             log.error("schemas cannot be resolved; answering 503", extra={"error": str(exc)})
+            self.failed = True
             return
         self.ready = True
         log.info("schema registry back; schemas resolved")
@@ -180,7 +186,7 @@ class _Worker:
             metrics,
             codec,
             _Schemas(codec, schema),
-            Publisher(settings, kafka, metrics, producer_factory),
+            Publisher(settings, kafka, metrics, producer_factory, reframe=codec.reframe),
             isr,
             ConnectionTable(ConnectionLimits.from_settings(settings), metrics),
         )
@@ -248,8 +254,8 @@ class _Webhook:
         )
         if isinstance(verdict, signature.Refused):
             return _Result(401, "unauthorized", verdict.reason.value)
-        if not self.worker.schemas.ready:  # started while the registry was down: Pinwheel retries after Retry-After
-            return _Result(503, "unavailable", "schema_registry_unavailable", retry_after=settings.retry_after_s)
+        if self.worker.schemas.failed:  # an operator must act; Pinwheel retries after Retry-After
+            return _Result(503, "unavailable", "schemas_unresolvable", retry_after=settings.retry_after_s)
         planned = records.plan(
             body,
             request_headers=headers,
@@ -297,11 +303,12 @@ def _health_routes(app: FastAPI, worker: _Worker) -> None:
         return _json(200, {"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        ready = publisher.accepting and schemas.ready
+        ready = publisher.accepting and not schemas.failed
+        state = "resolved" if schemas.ready else "unresolvable" if schemas.failed else "waiting_for_registry"
         body = {
             "status": "ready" if ready else "not_ready",
             "kafka": "up" if publisher.kafka_up else "down",
-            "schemas": "resolved" if schemas.ready else "waiting_for_registry",
+            "schemas": state,
             "spooling": publisher.spooling,
             "spool_records": publisher.pending_records,
             "spool_bytes": publisher.pending_bytes,

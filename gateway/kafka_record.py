@@ -4,8 +4,9 @@ Byte form, all integers big-endian:
 
     u64 timestamp_ms | u16 topic length, topic | u32 key length (0xFFFFFFFF: no key), key
     | u32 value length, value | u16 header count, then per header: u16 name length, name, u32 length, value
+    [| u8 1: the value waits for its schema id]
 
-Nothing but the producer's arguments: draining the spool needs no re-parsing and no schema.
+Nothing but the producer's arguments (and that flag): draining the spool needs no re-parsing.
 """
 
 from __future__ import annotations
@@ -23,12 +24,16 @@ class KafkaRecord:
     value: bytes
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int
+    schema_id_pending: bool = False
+    """`value` is in the single-object format because the schema registry was unreachable: it is re-framed
+    with the registry's schema id (`Codec.reframe`) before it is sent, so it waits in the spool until then."""
 
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _NO_KEY = 0xFFFFFFFF
+_PENDING = b"\x01"
 
 
 def encode_record(record: KafkaRecord) -> bytes:
@@ -42,6 +47,8 @@ def encode_record(record: KafkaRecord) -> bytes:
     for name, value in record.headers:
         raw = name.encode()
         parts += [_U16.pack(len(raw)), raw, _U32.pack(len(value)), value]
+    if record.schema_id_pending:
+        parts.append(_PENDING)
     return b"".join(parts)
 
 
@@ -74,6 +81,7 @@ def decode_record(data: bytes) -> KafkaRecord:
     for _ in range(_U16.unpack(take(2))[0]):
         name = take(_U16.unpack(take(2))[0]).decode()
         headers.append((name, take(_U32.unpack(take(4))[0])))
+    pending = pos == len(view) - 1 and take(1) == _PENDING
     if pos != len(view):
         raise ValueError("trailing bytes in spool record")
-    return KafkaRecord(topic, key, value, tuple(headers), timestamp_ms)
+    return KafkaRecord(topic, key, value, tuple(headers), timestamp_ms, pending)

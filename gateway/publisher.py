@@ -8,6 +8,9 @@ one. The drainer (`gateway.drain`) publishes the spools (this worker's and those
 `gateway.spools`) in order once Kafka answers, and only when they are empty do requests go straight to the
 producer again.
 
+A record kept while the schema registry was unreachable (`KafkaRecord.schema_id_pending`) goes to the
+spool too, and so does everything after it: the drainer sends it once the registry gave its schema id.
+
 At-least-once: a send that timed out may still land, and the drainer publishes its spooled copy too.
 Consumers dedupe by event_id; a duplicate is acceptable, a loss is not.
 """
@@ -21,7 +24,7 @@ import logging
 import time
 
 from connector.settings import KafkaSettings
-from gateway.drain import CONNECT_TIMEOUT_S, Drainer
+from gateway.drain import CONNECT_TIMEOUT_S, Drainer, Reframe
 from gateway.kafka_record import KafkaRecord
 from gateway.metrics import GatewayMetrics
 from gateway.outcome import Outcome
@@ -38,6 +41,10 @@ log = logging.getLogger("gateway.publisher")
 ORPHAN_SCAN_INTERVAL_S = 10.0
 
 
+def _no_registry(topic: str, value: bytes) -> bytes:
+    raise TypeError("a record waits for a schema id but this publisher has no codec to give it one")
+
+
 class Publisher:
     """One per worker process: routes each record to the producer or the spool; owns their lifecycle."""
 
@@ -47,19 +54,22 @@ class Publisher:
         kafka: KafkaSettings,
         metrics: GatewayMetrics,
         producer_factory: ProducerFactory | None = None,
+        reframe: Reframe | None = None,
     ) -> None:
+        """`reframe`: how records kept while the registry was unreachable get their schema id (`Codec.reframe`)."""
         self.settings = settings
         self.metrics = metrics
         self._link = (
             KafkaLink(producer_factory, metrics) if producer_factory else KafkaLink.default(settings, kafka, metrics)
         )
         self._spools = WorkerSpools(settings, metrics)
-        self._sender = DirectSender(metrics, on_stall=self._spill)
+        self._sender = DirectSender(metrics, on_stall=functools.partial(self._spill, "kafka not acknowledging"))
         self._drainer = Drainer(
             self._spools,
             self._link,
             metrics,
             send_timeout_s=kafka.request_timeout_ms / 1000,
+            reframe=reframe or _no_registry,
             quiet=lambda: not self._sender.unsettled,
             on_progress=self._update_gauges,
         )
@@ -161,6 +171,8 @@ class Publisher:
         """Acknowledged by Kafka within `timeout_s`, else spooled; SPOOL_FULL/FAILED mean 503."""
         started = time.perf_counter()
         producer = self._link.producer
+        if record.schema_id_pending and not self._drainer.spooling:
+            self._spill("schema registry unreachable")
         if self._drainer.spooling or producer is None:
             outcome = await self._spooled(self._append(record))
             self.metrics.observe_publish("spool", time.perf_counter() - started)
@@ -170,13 +182,13 @@ class Publisher:
         self.metrics.observe_publish(path, time.perf_counter() - started)
         return outcome
 
-    def _spill(self) -> None:
+    def _spill(self, why: str) -> None:
         """Switch to spooling and append every unsettled in-flight record, in arrival order.
 
         Synchronous up to the appends, so no request handled later can get into the spool first.
         """
         if not self._drainer.spooling:
-            log.warning("kafka not acknowledging; spooling", extra={"in_flight": len(self._sender)})
+            log.warning(f"{why}; spooling", extra={"in_flight": len(self._sender)})
         self._drainer.start_spooling()
         self._update_gauges()
         for entry in self._sender.take_unsettled():

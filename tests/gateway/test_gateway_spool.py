@@ -36,6 +36,7 @@ records = st.builds(
     value=st.binary(max_size=512),
     headers=st.lists(st.tuples(st.text(max_size=20), st.binary(max_size=40)), max_size=6).map(tuple),
     timestamp_ms=st.integers(0, 2**63 - 1),
+    schema_id_pending=st.booleans(),
 )
 
 
