@@ -345,8 +345,11 @@ def create_app(
     )
     # No slash redirects: Starlette would answer `POST /webhooks/pinwheel/` with a 307 to a URL built from the
     # client's Host header. Only the exact route is served; any other path is a plain 404.
+    # No OpenTelemetry: the gateway exports Prometheus metrics, and FastAPI's native telemetry would look up
+    # its providers on every request.
     app = FastAPI(
         title="Pinwheel webhook gateway",
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         lifespan=worker.lifespan,
         docs_url=None,
         redoc_url=None,
