@@ -27,8 +27,9 @@ from schemas.settings import SchemaSettings
 pytestmark = pytest.mark.kafka
 
 ACCOUNTS = [str(uuid.uuid4()) for _ in range(3)]
-# Event type → where its job-shaped test body goes: a typed family, `other`, or (account events need another
-# payload) the dead-letter topic, as a property of the event itself.
+# Event type → the topic of its job-shaped test body: typed families and `other`. (The dead-letter path is
+# checked in test_gateway_records_registry.py: Confluent-format dead letters on the shared topic would stop
+# the operator tool tests, which read that topic without a registry.)
 EXPECTED_TOPIC = {
     "direct_deposit_switch.added": FAMILY_TOPICS[Family.DIRECT_DEPOSIT],
     "income.added": FAMILY_TOPICS[Family.INCOME_EMPLOYMENT],
@@ -36,7 +37,6 @@ EXPECTED_TOPIC = {
     "paystubs.added": FAMILY_TOPICS[Family.PAYSTUBS],
     "shifts.added": FAMILY_TOPICS[Family.SHIFTS],
     "tax_forms.added": FAMILY_TOPICS[Family.OTHER],
-    "account.added": DEADLETTER_TOPIC,
 }
 TOPICS = sorted(set(FAMILY_TOPICS.values()) | {DEADLETTER_TOPIC})
 
@@ -144,9 +144,8 @@ async def test_deliveries_during_a_registry_outage_are_spooled_then_published_on
     assert {event_id: topic_of[event_id] for event_id, _, _ in sent} == {
         event_id: EXPECTED_TOPIC[event] for event_id, event, _ in sent
     }
-    letters = [value for topic, _, value in landed if topic == DEADLETTER_TOPIC]
-    assert {letter["reason"] for letter in letters} == {"invalid_payload"}  # the event's own fault only
-    for topic in set(EXPECTED_TOPIC.values()) - {DEADLETTER_TOPIC}:
+    assert not [value for topic, _, value in landed if topic == DEADLETTER_TOPIC]  # the outage is no event's fault
+    for topic in set(EXPECTED_TOPIC.values()):
         for account in ACCOUNTS:  # one account is one key, one partition: sending order kept
             in_topic = [value["event_id"] for t, key, value in landed if t == topic and key == account.encode()]
             expected = [e for e, event, a in sent if a == account and EXPECTED_TOPIC[event] == topic]
