@@ -46,7 +46,7 @@ from bench import plot
 from common.settings import KafkaSettings
 from common.topics import TopicSpec, ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
-from gateway.publisher import producer_options
+from gateway.producer import producer_options
 from gateway.server import build_config, serve
 from gateway.settings import GatewaySettings
 from gateway.signature import sign

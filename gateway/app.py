@@ -7,6 +7,8 @@ Order of checks on the webhook route, cheapest and least revealing first:
 4. the signature over the raw bytes → 401 with a reason code;
 5. the verified body becomes one record (family, `other` or dead-letter topic) → 200 once the broker
    acknowledged it or the spool holds it durably; 503 + Retry-After when neither is possible.
+   While the schema registry has not given our schema ids (started during a registry outage), the
+   record is kept in the spool and gets its id when the registry answers, as during a Kafka outage.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from common.settings import KafkaSettings
 from gateway import records, signature
 from gateway.connections import TABLE_STATE_KEY, ConnectionLimits, ConnectionTable
 from gateway.metrics import GatewayMetrics
-from gateway.publisher import Outcome, ProducerFactory, Publisher
+from gateway.outcome import Outcome
+from gateway.producer import ProducerFactory
+from gateway.publisher import Publisher
 from gateway.records import Codec
 from gateway.settings import GatewaySettings
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
@@ -47,6 +51,7 @@ log = logging.getLogger("gateway.request")
 # is DEBUG (a JSON line on stderr per request cost ~9% of the gateway's CPU under load). Refusals, dead
 # letters, spooled deliveries and 503s stay at INFO.
 _ROUTINE_REASONS = frozenset({records.Route.FAMILY.value, records.Route.OTHER.value})
+GATEWAY_TOPICS = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
 
 
 @dataclass
@@ -63,6 +68,17 @@ class _Result:
     def log_level(self) -> int:
         routine = self.outcome == "published" and self.reason in _ROUTINE_REASONS
         return logging.DEBUG if routine else logging.INFO
+
+    def response(self) -> Response:
+        body: dict[str, Any] = {"status": self.outcome, "reason": self.reason}
+        if self.event_id is not None:
+            body["event_id"] = self.event_id
+        extra: dict[str, str] = {}
+        if self.retry_after is not None:
+            extra["Retry-After"] = str(self.retry_after)
+        if self.close:
+            extra["Connection"] = "close"  # an unread body must not be taken for the next request
+        return _json(self.status, body, extra)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -99,24 +115,27 @@ async def _read_capped(receive: Receive, limit: int) -> bytes | None:
 
 class _Schemas:
     """Our writer schemas resolved (registered or looked up) once; encode then never needs the registry,
-    so an outage while running changes nothing. Started while the registry is down, the gateway answers
-    503 until they resolve (retried in the background); a configuration error fails the start."""
+    so an outage while running changes nothing. Started while the registry is down, the gateway spools
+    the deliveries until they resolve (retried in the background; the drain then gives them their schema
+    ids); a configuration error fails the start, or, found once the registry is back, stops the gateway
+    accepting deliveries (503) until an operator acts."""
 
     def __init__(self, codec: Codec, settings: SchemaSettings) -> None:
         self.codec = codec if isinstance(codec, SchemaCodec) else None
         self.settings = settings
         self.ready = self.codec is None
+        self.failed = False  # the registry answered but our schemas cannot be resolved (configuration)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         if self.codec is None:
             return
-        topics = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
+        topics = GATEWAY_TOPICS
         try:
             await self.codec.prepare(topics)
             self.ready = True
         except RegistryUnavailable as exc:
-            log.warning("schema registry unavailable; answering 503 until it is back", extra={"error": str(exc)})
+            log.warning("schema registry unavailable; spooling until it is back", extra={"error": str(exc)})
             self._tasks.append(asyncio.create_task(self._resolve(topics)))
         self._tasks.append(asyncio.create_task(keep_registered(self.codec, self.settings.registry_recheck_s)))
 
@@ -126,6 +145,7 @@ class _Schemas:
             await prepare_until_ready(self.codec, topics)
         except RegistryError as exc:  # lookup-only and a schema missing, or refused: an operator must act
             log.error("schemas cannot be resolved; answering 503", extra={"error": str(exc)})
+            self.failed = True
             return
         self.ready = True
         log.info("schema registry back; schemas resolved")
@@ -137,57 +157,78 @@ class _Schemas:
             await self.codec.close()
 
 
-def create_app(
-    settings: GatewaySettings,
-    kafka: KafkaSettings | None = None,
-    schema: SchemaSettings | None = None,
-    *,
-    codec: Codec | None = None,
-    producer_factory: ProducerFactory | None = None,
-    metrics: GatewayMetrics | None = None,
-) -> FastAPI:
-    kafka = kafka or KafkaSettings()
-    metrics = metrics or GatewayMetrics()
-    the_codec: Codec = codec if codec is not None else build_codec(schema)
-    publisher = Publisher(settings, kafka, metrics, producer_factory)
-    # /readyz says when a topic the gateway writes is under min.insync.replicas (checked in the background)
-    isr = IsrWatch(
-        kafka, [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC], metric_prefix="gateway", registry=metrics.registry
-    )
-    secrets = settings.secret_bytes()
-    allowed = frozenset(settings.allowed_webhook_ids)
+@dataclass
+class _Worker:
+    """What one worker process runs besides its routes, started and stopped by the app's lifespan."""
 
-    connections = ConnectionTable(ConnectionLimits.from_settings(settings), metrics)
-    schemas = _Schemas(the_codec, schema or SchemaSettings())
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    codec: Codec
+    schemas: _Schemas
+    publisher: Publisher
+    isr: IsrWatch
+    connections: ConnectionTable
+
+    @classmethod
+    def build(
+        cls,
+        settings: GatewaySettings,
+        kafka: KafkaSettings,
+        schema: SchemaSettings,
+        codec: Codec,
+        producer_factory: ProducerFactory | None,
+        metrics: GatewayMetrics,
+    ) -> _Worker:
+        # /readyz says when a topic the gateway writes is under min.insync.replicas (checked in the background)
+        isr = IsrWatch(kafka, GATEWAY_TOPICS, metric_prefix="gateway", registry=metrics.registry)
+        return cls(
+            settings,
+            metrics,
+            codec,
+            _Schemas(codec, schema),
+            Publisher(settings, kafka, metrics, producer_factory, reframe=codec.reframe),
+            isr,
+            ConnectionTable(ConnectionLimits.from_settings(settings), metrics),
+        )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        await schemas.start()
-        await publisher.start()
-        await isr.start()
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        await self.schemas.start()
+        await self.publisher.start()
+        await self.isr.start()
         try:
             # The lifespan state reaches uvicorn's protocol instances as `app_state`.
-            yield {TABLE_STATE_KEY: connections}
+            yield {TABLE_STATE_KEY: self.connections}
         finally:
-            await isr.stop()
-            await publisher.stop()
-            await schemas.stop()
-            metrics.process_exited()
+            await self.isr.stop()
+            await self.publisher.stop()
+            await self.schemas.stop()
+            self.metrics.process_exited()
 
-    # No slash redirects: Starlette would answer `POST /webhooks/pinwheel/` with a 307 to a URL built from the
-    # client's Host header. Only the exact route is served; any other path is a plain 404.
-    app = FastAPI(
-        title="Pinwheel webhook gateway",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        redirect_slashes=False,
-    )
-    app.state.publisher = publisher
-    app.state.metrics = metrics
 
-    async def handle(request: Request) -> _Result:
+class _Webhook:
+    """The webhook route: hygiene → verify → classify → publish (see the module docstring)."""
+
+    def __init__(self, worker: _Worker) -> None:
+        self.worker = worker
+        self.settings = worker.settings
+        self.secrets = worker.settings.secret_bytes()
+        self.allowed = frozenset(worker.settings.allowed_webhook_ids)
+
+    async def respond(self, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            result = await self.handle(request)
+        except Exception as exc:
+            # A bug of ours must not become a 500 that Pinwheel gives up on: 503 makes it retry.
+            log.exception("internal error", extra={"error": type(exc).__name__})
+            result = _Result(503, "unavailable", "internal_error", retry_after=self.settings.retry_after_s)
+        self.worker.metrics.count_request(result.outcome, result.reason)
+        _log_result(result, started)
+        return result.response()
+
+    async def handle(self, request: Request) -> _Result:
+        settings = self.settings
         headers = _header_map(request.scope)
         length = records.content_length_status(headers.get("content-length"), settings.max_body_bytes)
         if length == "too_large":
@@ -206,15 +247,15 @@ def create_app(
         verdict = signature.verify(
             headers,
             body,
-            secrets,
+            self.secrets,
             now=time.time(),
             tolerance_s=settings.timestamp_tolerance_s,
-            allowed_webhook_ids=allowed,
+            allowed_webhook_ids=self.allowed,
         )
         if isinstance(verdict, signature.Refused):
             return _Result(401, "unauthorized", verdict.reason.value)
-        if not schemas.ready:  # started while the registry was down: Pinwheel retries after Retry-After
-            return _Result(503, "unavailable", "schema_registry_unavailable", retry_after=settings.retry_after_s)
+        if self.worker.schemas.failed:  # an operator must act; Pinwheel retries after Retry-After
+            return _Result(503, "unavailable", "schemas_unresolvable", retry_after=settings.retry_after_s)
         planned = records.plan(
             body,
             request_headers=headers,
@@ -222,75 +263,104 @@ def create_app(
             pinwheel_version=headers.get(signature.VERSION_HEADER),
             sent_at=datetime.fromtimestamp(verdict.timestamp, UTC),
             received_at=received_at,
-            codec=the_codec,
+            codec=self.worker.codec,
         )
+        return await self.publish(planned, received_at)
+
+    async def publish(self, planned: records.Planned, received_at: datetime) -> _Result:
         reason = planned.reason or planned.route.value
         elapsed = (datetime.now(UTC) - received_at).total_seconds()
-        outcome = await publisher.publish(planned.record, settings.publish_timeout_s - elapsed)
+        outcome = await self.worker.publisher.publish(planned.record, self.settings.publish_timeout_s - elapsed)
         if outcome is Outcome.ACKED:
             return _Result(200, "published", reason, planned.event_id, planned.event_type)
         if outcome is Outcome.SPOOLED:
             return _Result(200, "spooled", reason, planned.event_id, planned.event_type)
-        return _Result(503, "unavailable", outcome.value, planned.event_id, planned.event_type, settings.retry_after_s)
+        retry_after = self.settings.retry_after_s
+        return _Result(503, "unavailable", outcome.value, planned.event_id, planned.event_type, retry_after)
 
-    async def webhook(request: Request) -> Response:
-        started = time.perf_counter()
-        try:
-            result = await handle(request)
-        except Exception as exc:
-            # A bug of ours must not become a 500 that Pinwheel gives up on: 503 makes it retry.
-            log.exception("internal error", extra={"error": type(exc).__name__})
-            result = _Result(503, "unavailable", "internal_error", retry_after=settings.retry_after_s)
-        metrics.count_request(result.outcome, result.reason)
-        if log.isEnabledFor(result.log_level):
-            log.log(
-                result.log_level,
-                "webhook",
-                extra={
-                    "status": result.status,
-                    "outcome": result.outcome,
-                    "reason": result.reason,
-                    "event_id": result.event_id,
-                    "event_type": result.event_type,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                },
-            )
-        body: dict[str, Any] = {"status": result.outcome, "reason": result.reason}
-        if result.event_id is not None:
-            body["event_id"] = result.event_id
-        extra: dict[str, str] = {}
-        if result.retry_after is not None:
-            extra["Retry-After"] = str(result.retry_after)
-        if result.close:
-            extra["Connection"] = "close"  # an unread body must not be taken for the next request
-        return _json(result.status, body, extra)
+
+def _log_result(result: _Result, started: float) -> None:
+    if log.isEnabledFor(result.log_level):
+        log.log(
+            result.log_level,
+            "webhook",
+            extra={
+                "status": result.status,
+                "outcome": result.outcome,
+                "reason": result.reason,
+                "event_id": result.event_id,
+                "event_type": result.event_type,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+
+
+def _health_routes(app: FastAPI, worker: _Worker) -> None:
+    """/livez, /readyz and /metrics."""
+    publisher, schemas = worker.publisher, worker.schemas
 
     async def livez(request: Request) -> Response:
         return _json(200, {"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        ready = publisher.accepting and schemas.ready
+        ready = publisher.accepting and not schemas.failed
+        state = "resolved" if schemas.ready else "unresolvable" if schemas.failed else "waiting_for_registry"
         body = {
             "status": "ready" if ready else "not_ready",
             "kafka": "up" if publisher.kafka_up else "down",
-            "schemas": "resolved" if schemas.ready else "waiting_for_registry",
+            "schemas": state,
             "spooling": publisher.spooling,
             "spool_records": publisher.pending_records,
             "spool_bytes": publisher.pending_bytes,
-            "spool_max_bytes": settings.spool_max_bytes,
-            **isr.readiness(),
+            "spool_max_bytes": worker.settings.spool_max_bytes,
+            **worker.isr.readiness(),
         }
         return _json(200 if ready else 503, body)
 
     async def metrics_endpoint(request: Request) -> Response:
         publisher.refresh_gauges()
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        return Response(worker.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    # Plain Starlette routes: no dependency injection or validation layer on the hot path.
-    app.add_route(settings.route, webhook, methods=["POST"], include_in_schema=False)
     app.add_route("/livez", livez, methods=["GET"], include_in_schema=False)
     app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+
+
+def create_app(
+    settings: GatewaySettings,
+    kafka: KafkaSettings | None = None,
+    schema: SchemaSettings | None = None,
+    *,
+    codec: Codec | None = None,
+    producer_factory: ProducerFactory | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> FastAPI:
+    worker = _Worker.build(
+        settings,
+        kafka or KafkaSettings(),
+        schema or SchemaSettings(),
+        codec if codec is not None else build_codec(schema),
+        producer_factory,
+        metrics or GatewayMetrics(),
+    )
+    # No slash redirects: Starlette would answer `POST /webhooks/pinwheel/` with a 307 to a URL built from the
+    # client's Host header. Only the exact route is served; any other path is a plain 404.
+    # No OpenTelemetry: the gateway exports Prometheus metrics, and FastAPI's native telemetry would look up
+    # its providers on every request.
+    app = FastAPI(
+        title="Pinwheel webhook gateway",
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        lifespan=worker.lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
+    )
+    app.state.publisher = worker.publisher
+    app.state.metrics = worker.metrics
+    # Plain Starlette routes: no dependency injection or validation layer on the hot path.
+    app.add_route(settings.route, _Webhook(worker).respond, methods=["POST"], include_in_schema=False)
+    _health_routes(app, worker)
     return app
 
 

@@ -57,6 +57,11 @@ class GatewayMetrics:
             "the valid frames after them were kept.",
             registry=r,
         )
+        self.registry_waits = Counter(
+            "gateway_registry_waits",
+            "Spool drain rounds that waited for the schema registry (records kept while it was unreachable).",
+            registry=r,
+        )
         self.producer_errors = Counter(
             "gateway_producer_errors", "Producer failures (timeouts, broker errors).", ["kind"], registry=r
         )

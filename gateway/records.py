@@ -2,7 +2,9 @@
 
 A verified body always becomes exactly one record: its family topic, the `other` topic (an event type
 without a model), or the dead-letter topic (not JSON, not an object, failing its payload model, or not
-encodable). Genuine Pinwheel data is never refused after the signature matched.
+encodable). Genuine Pinwheel data is never refused after the signature matched. An unreachable schema
+registry is not a property of the event: the record is then written in the self-describing single-object
+format and marked `schema_id_pending`, to be re-framed once the registry answers (the spool keeps it).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from gateway.spool import SpooledRecord
+from gateway.kafka_record import KafkaRecord
 from schemas.catalog import DEADLETTER_TOPIC, Family
+from schemas.codec import SchemaNotResolved
 from schemas.envelope import PayloadError, build_dead_letter, build_family_record, dead_letter_key, record_headers
 
 
@@ -22,7 +25,17 @@ class Codec(Protocol):
     @property
     def content_format(self) -> str: ...
 
-    def encode(self, topic: str, datum: Mapping[str, Any]) -> bytes: ...
+    def encode(self, topic: str, datum: Mapping[str, Any]) -> bytes:
+        """Raises SchemaNotResolved while the registry has not given the topic's schema id."""
+        ...
+
+    def encode_portable(self, topic: str, datum: Mapping[str, Any]) -> bytes:
+        """The single-object format, which needs no registry (see `KafkaRecord.schema_id_pending`)."""
+        ...
+
+    def reframe(self, topic: str, data: bytes) -> bytes:
+        """An `encode_portable` value in this codec's format (raises like `encode`)."""
+        ...
 
 
 class Route(StrEnum):
@@ -33,7 +46,7 @@ class Route(StrEnum):
 
 @dataclass(frozen=True)
 class Planned:
-    record: SpooledRecord
+    record: KafkaRecord
     route: Route
     event_id: str | None
     event_type: str | None
@@ -68,6 +81,14 @@ def content_length_status(value: str | None, limit: int) -> str:
     return "too_large" if int(value) > limit else "ok"
 
 
+def _encode(codec: Codec, topic: str, datum: Mapping[str, Any]) -> tuple[bytes, bool]:
+    """The record value, and whether its schema id is still to be set (the registry did not answer yet)."""
+    try:
+        return codec.encode(topic, datum), False
+    except SchemaNotResolved:
+        return codec.encode_portable(topic, datum), True
+
+
 def plan(
     body: bytes,
     *,
@@ -92,7 +113,7 @@ def plan(
             sent_at=sent_at,
             received_at=received_at,
         )
-        value = codec.encode(family_record.topic, family_record.value)
+        value, pending = _encode(codec, family_record.topic, family_record.value)
     except PayloadError as exc:
         reason, detail, event_id, event_type = exc.reason, exc.detail, exc.event_id, exc.event_type
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -102,7 +123,7 @@ def plan(
     else:
         route = Route.OTHER if family_record.family is Family.OTHER else Route.FAMILY
         headers = tuple(family_record.kafka_headers(codec.content_format))
-        record = SpooledRecord(family_record.topic, family_record.key, value, headers, timestamp_ms)
+        record = KafkaRecord(family_record.topic, family_record.key, value, headers, timestamp_ms, pending)
         return Planned(record, route, family_record.event_id, family_record.event_type, None)
     return dead_letter(
         body,
@@ -143,13 +164,13 @@ def dead_letter(
         failed_at=received_at.astimezone(UTC),
     )
     try:
-        value = codec.encode(DEADLETTER_TOPIC, datum)
+        value, pending = _encode(codec, DEADLETTER_TOPIC, datum)
     except (ValueError, TypeError, OverflowError):
         # An event_id/type the writer cannot take (e.g. a lone surrogate): keep the raw bytes anyway.
         event_id = event_type = None
         datum |= {"event_id": None, "event_type": None}
-        value = codec.encode(DEADLETTER_TOPIC, datum)
+        value, pending = _encode(codec, DEADLETTER_TOPIC, datum)
     key = dead_letter_key(event_id, body)
     headers = tuple(record_headers(codec.content_format, event_id, event_type, webhook_id, pinwheel_version))
-    record = SpooledRecord(DEADLETTER_TOPIC, key, value, headers, int(received_at.timestamp() * 1000))
+    record = KafkaRecord(DEADLETTER_TOPIC, key, value, headers, int(received_at.timestamp() * 1000), pending)
     return Planned(record, Route.DEAD_LETTER, event_id, event_type, reason)

@@ -10,10 +10,10 @@ Appends are fsync'd before anyone is told they are durable; a crash can only lea
 frame, which `scan` detects (short header, short payload or wrong checksum) so recovery truncates it
 rather than misreading it. A damaged frame with valid frames after it (disk damage, not a crash) is
 skipped by resynchronising on the next valid frame (`scan_resyncing`); its bytes are quarantined to a
-file beside the segment, and only it is lost. Each payload is one encoded Kafka record (topic, key, value, headers,
-timestamp): draining needs no re-parsing and no schema.
+file beside the segment, and only it is lost. Each payload is one record in
+`gateway.kafka_record`'s byte form.
 
-The framing and record encoding are pure functions; `Spool` is the thin, synchronous disk layer,
+The framing is pure; `Spool` is the thin, synchronous disk layer,
 and `SpoolWriter` batches concurrent appends into one write + fsync (group commit).
 """
 
@@ -31,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from gateway.kafka_record import decode_record, timestamp_ms_at
 
 log = logging.getLogger("gateway.spool")
 T = TypeVar("T")
@@ -128,70 +130,6 @@ def scan_resyncing(data: bytes, start: int = 0) -> tuple[list[tuple[int, int]], 
         more, pos = scan(data, resume)
         frames += more
     return frames, damaged, pos
-
-
-@dataclass(frozen=True)
-class SpooledRecord:
-    """One Kafka record exactly as the producer will send it."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...]
-    timestamp_ms: int
-
-
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_NO_KEY = 0xFFFFFFFF
-
-
-def encode_record(record: SpooledRecord) -> bytes:
-    topic = record.topic.encode()
-    parts = [_U64.pack(record.timestamp_ms), _U16.pack(len(topic)), topic]
-    if record.key is None:
-        parts.append(_U32.pack(_NO_KEY))
-    else:
-        parts += [_U32.pack(len(record.key)), record.key]
-    parts += [_U32.pack(len(record.value)), record.value, _U16.pack(len(record.headers))]
-    for name, value in record.headers:
-        raw = name.encode()
-        parts += [_U16.pack(len(raw)), raw, _U32.pack(len(value)), value]
-    return b"".join(parts)
-
-
-def _timestamp_ms(data: bytes, payload_offset: int) -> int | None:
-    """timestamp_ms of the encoded record at `payload_offset` (its first field); None for a shorter payload."""
-    if len(data) < payload_offset + _U64.size:
-        return None
-    return int(_U64.unpack_from(data, payload_offset)[0])
-
-
-def decode_record(data: bytes) -> SpooledRecord:
-    view = memoryview(data)
-    pos = 0
-
-    def take(n: int) -> bytes:
-        nonlocal pos
-        if pos + n > len(view):
-            raise ValueError("truncated spool record")
-        chunk = bytes(view[pos : pos + n])
-        pos += n
-        return chunk
-
-    timestamp_ms = _U64.unpack(take(8))[0]
-    topic = take(_U16.unpack(take(2))[0]).decode()
-    key_len = _U32.unpack(take(4))[0]
-    key = None if key_len == _NO_KEY else take(key_len)
-    value = take(_U32.unpack(take(4))[0])
-    headers = []
-    for _ in range(_U16.unpack(take(2))[0]):
-        name = take(_U16.unpack(take(2))[0]).decode()
-        headers.append((name, take(_U32.unpack(take(4))[0])))
-    if pos != len(view):
-        raise ValueError("trailing bytes in spool record")
-    return SpooledRecord(topic, key, value, tuple(headers), timestamp_ms)
 
 
 # -- directories and locks ----------------------------------------------------------------------
@@ -309,7 +247,7 @@ class Spool:
                     os.fsync(fh.fileno())
             self._segments.append(_Segment(seg_id, path, end))
             if frames and self.oldest_timestamp_ms is None:
-                self.oldest_timestamp_ms = _timestamp_ms(data, frames[0][0])
+                self.oldest_timestamp_ms = timestamp_ms_at(data, frames[0][0])
             self.pending_records += len(frames)
             self.pending_bytes += end - start
         if self._segments and self._cursor[0] < self._segments[0].id:
@@ -403,7 +341,7 @@ class Spool:
             self._fsync_dir()  # the new segment's directory entry must be durable too
         segment.size += len(data)
         if self.pending_records == 0:
-            self.oldest_timestamp_ms = _timestamp_ms(taken[0], FRAME_OVERHEAD)
+            self.oldest_timestamp_ms = timestamp_ms_at(taken[0], FRAME_OVERHEAD)
         self.pending_records += len(taken)
         self.pending_bytes += len(data)
         return len(taken)
@@ -475,7 +413,7 @@ class Spool:
         self._write_cursor(position)
         self._cursor = position
         first, _ = self.read(position, 1, 1)
-        self.oldest_timestamp_ms = _timestamp_ms(first[0], 0) if first else None
+        self.oldest_timestamp_ms = timestamp_ms_at(first[0], 0) if first else None
         while len(self._segments) > 1 and self._segments[0].id < position[0]:
             self._segments.pop(0).path.unlink(missing_ok=True)
 

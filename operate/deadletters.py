@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from common.settings import KafkaSettings
 from gateway import records, signature
-from gateway.spool import SpooledRecord
+from gateway.kafka_record import KafkaRecord
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.codec import Codec, DecodeError
 from schemas.topics import MAX_MESSAGE_BYTES
@@ -127,7 +127,7 @@ class ReplayPlan:
     letter: DeadLetter
     verdict: Verdict
     detail: str  # the target topic, the reason it is still invalid, or why it is skipped
-    record: SpooledRecord | None = None
+    record: KafkaRecord | None = None
 
 
 def _header_text(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
@@ -166,9 +166,7 @@ def plan_replay(letter: DeadLetter, codec: Codec) -> ReplayPlan:
         if planned.route is records.Route.DEAD_LETTER:
             return ReplayPlan(letter, Verdict.STILL_INVALID, planned.reason or "invalid")
         record = planned.record
-        replay = SpooledRecord(
-            record.topic, record.key, record.value, _mark(record.headers, letter), record.timestamp_ms
-        )
+        replay = KafkaRecord(record.topic, record.key, record.value, _mark(record.headers, letter), record.timestamp_ms)
         return ReplayPlan(letter, Verdict.REPLAYED, record.topic, replay)
     if letter.stage == "processor":
         topic = letter.datum.get("source_topic")
@@ -181,7 +179,7 @@ def plan_replay(letter: DeadLetter, codec: Codec) -> ReplayPlan:
         headers = [(name, value) for name, value in letter.headers if value is not None]
         key = letter.datum.get("source_key")
         timestamp_ms = int(letter.failed_at.timestamp() * 1000)
-        replay = SpooledRecord(topic, key, letter.raw, _mark(headers, letter), timestamp_ms)
+        replay = KafkaRecord(topic, key, letter.raw, _mark(headers, letter), timestamp_ms)
         return ReplayPlan(letter, Verdict.REPLAYED, topic, replay)
     return ReplayPlan(letter, Verdict.SKIPPED, f"unknown stage {letter.stage!r}")
 

@@ -1,8 +1,8 @@
 """`pinwheel-connector spool status`: what waits in the gateway's spool, per worker directory.
 
 Read-only and lock-free, so it is safe while the gateway runs: it reads the cursor and the segment files
-(gateway.spool's format: `read_cursor`, `scan`, `decode_record`) and never takes a worker's LOCK (a held
-flock would make a starting worker pass over that directory). A live gateway appends and drains meanwhile,
+(gateway.spool's `read_cursor` and `scan`, gateway.kafka_record's `decode_record`) and never takes a worker's
+LOCK (a held flock would make a starting worker pass over that directory). A live gateway appends and drains meanwhile,
 so the figures are a snapshot: a segment drained while it is read is counted as drained, a frame being
 appended (incomplete) is not counted yet. Who holds a directory is read from /proc/locks (Linux).
 """
@@ -14,7 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gateway.spool import LOCK_FILE, SEGMENT_SUFFIX, decode_record, read_cursor, scan, worker_dirs
+from gateway.kafka_record import decode_record
+from gateway.spool import LOCK_FILE, SEGMENT_SUFFIX, read_cursor, scan, worker_dirs
 
 
 @dataclass(frozen=True)

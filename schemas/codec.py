@@ -82,6 +82,7 @@ class Codec:
         self._registry = registry
         self._topics = {**TOPIC_RECORDS, **(topics or {})}
         self._writers: dict[str, _Writer] = {}
+        self._portable: dict[str, _Writer] = {}  # single-object writers, also with a registry (`encode_portable`)
         self._by_id: dict[int, dict[str, Any]] = {}
         self._projections: dict[tuple[str, frozenset[str]], dict[str, Any]] = {}
         self._prefixes: dict[tuple[str, int, frozenset[str]], tuple[dict[str, Any], dict[str, Any] | None]] = {}
@@ -103,10 +104,17 @@ class Codec:
     def _writer(self, topic: str) -> _Writer:
         writer = self._writers.get(topic)
         if writer is None:
-            current = self._store.current(self.record_name(topic))
             if self._registry is not None:
+                self.record_name(topic)  # an unknown topic is a KeyError, not a registry matter
                 raise SchemaNotResolved(f"writer schema of {topic} not registered yet (prepare first)")
-            writer = self._writers[topic] = _Writer(current.parsed, _SINGLE_OBJECT_MAGIC + current.fingerprint)
+            writer = self._writers[topic] = self._single_object_writer(topic)
+        return writer
+
+    def _single_object_writer(self, topic: str) -> _Writer:
+        writer = self._portable.get(topic)
+        if writer is None:
+            current = self._store.current(self.record_name(topic))
+            writer = self._portable[topic] = _Writer(current.parsed, _SINGLE_OBJECT_MAGIC + current.fingerprint)
         return writer
 
     async def _register(self, topic: str) -> None:
@@ -189,11 +197,23 @@ class Codec:
         return self._registry
 
     def encode(self, topic: str, datum: Mapping[str, Any]) -> bytes:
+        """`datum` in this codec's format; with a registry, SchemaNotResolved until `prepare` resolved `topic`."""
+        return _write(self._writer(topic), datum)
+
+    def encode_portable(self, topic: str, datum: Mapping[str, Any]) -> bytes:
+        """`datum` in the single-object format whatever this codec writes: needs no registry. For a record
+        that must be kept while the registry is unreachable; `reframe` turns it into this codec's format."""
+        return _write(self._single_object_writer(topic), datum)
+
+    def reframe(self, topic: str, data: bytes) -> bytes:
+        """A record of `topic` that `encode_portable` made, in this codec's format (raises like `encode`).
+
+        The Avro body is kept as is when it was written with the schema this codec writes (the prefix alone
+        changes); a record written with an older version shipped before is decoded and written again."""
         writer = self._writer(topic)
-        out = io.BytesIO()
-        out.write(writer.prefix)
-        schemaless_writer(out, writer.schema, datum)
-        return out.getvalue()
+        if data[:10] == self._single_object_writer(topic).prefix:
+            return writer.prefix + data[10:] if data[:10] != writer.prefix else data
+        return self.encode(topic, self.decode(topic, data))
 
     def _schema_by_id(self, schema_id: int) -> dict[str, Any]:
         schema = self._by_id.get(schema_id)
@@ -298,6 +318,13 @@ class Codec:
     async def close(self) -> None:
         if self._registry is not None:
             await self._registry.close()
+
+
+def _write(writer: _Writer, datum: Mapping[str, Any]) -> bytes:
+    out = io.BytesIO()
+    out.write(writer.prefix)
+    schemaless_writer(out, writer.schema, datum)
+    return out.getvalue()
 
 
 def build_codec(settings: SchemaSettings | None = None, *, topics: Mapping[str, str] | None = None) -> Codec:

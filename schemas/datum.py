@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import Enum
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -37,7 +38,14 @@ def extra_json_of(model: BaseModel) -> str | None:
     return jsontext.dumps(extra) if extra else None
 
 
+# Values the Avro writer takes as they are: the common case, checked first by exact type (the gateway
+# builds a datum per request).
+_AS_IS = frozenset({str, int, float, bool, type(None), UUID, datetime, date})
+
+
 def _value(value: Any) -> Any:
+    if type(value) in _AS_IS:
+        return value
     if isinstance(value, BaseModel):
         out = _fields(value)
         out["extra_json"] = extra_json_of(value)
@@ -50,7 +58,8 @@ def _value(value: Any) -> Any:
 
 
 def _fields(model: BaseModel) -> dict[str, Any]:
-    return {name: _value(getattr(model, name)) for name in type(model).model_fields}
+    # A pydantic model's __dict__ holds exactly its declared fields (extras live in model_extra).
+    return {name: _value(value) for name, value in model.__dict__.items()}
 
 
 def payload_to_datum(payload: Payload) -> tuple[str, dict[str, Any]]:

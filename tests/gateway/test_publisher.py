@@ -14,10 +14,11 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from common.settings import KafkaSettings
+from gateway.kafka_record import KafkaRecord, encode_record
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import Outcome, Publisher
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool, SpooledRecord, encode_record
+from gateway.spool import Spool
 
 
 class ScriptedProducer:
@@ -57,8 +58,8 @@ class ScriptedProducer:
         self.held = []
 
 
-def record(name: str) -> SpooledRecord:
-    return SpooledRecord("pinwheel.account.v1", b"acct-1", name.encode(), (("event_id", name.encode()),), 0)
+def record(name: str) -> KafkaRecord:
+    return KafkaRecord("pinwheel.account.v1", b"acct-1", name.encode(), (("event_id", name.encode()),), 0)
 
 
 def settings(tmp_path: Path, **overrides: Any) -> GatewaySettings:
@@ -192,7 +193,7 @@ async def test_full_spool_answers_spool_full_and_readiness_drops(tmp_path: Path)
     producer = ScriptedProducer(reachable=False)
     publisher = await started(tmp_path, producer, spool_max_bytes=1 << 20)
     try:
-        big = SpooledRecord("t", None, b"x" * 100_000, (), 0)
+        big = KafkaRecord("t", None, b"x" * 100_000, (), 0)
         outcomes = [await publisher.publish(big, 0.5) for _ in range(12)]
         assert outcomes == [Outcome.SPOOLED] * 10 + [Outcome.SPOOL_FULL] * 2
         assert not publisher.accepting

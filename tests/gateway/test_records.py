@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from gateway.kafka_record import decode_record, encode_record
 from gateway.records import Route, plan
-from gateway.spool import decode_record, encode_record
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS, Family
 from schemas.codec import Codec
 

@@ -14,16 +14,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.kafka_record import KafkaRecord, decode_record, encode_record
 from gateway.spool import (
     FRAME_OVERHEAD,
     Spool,
-    SpooledRecord,
     SpoolFullError,
     SpoolLockedError,
     SpoolWriter,
     claim_worker_dir,
-    decode_record,
-    encode_record,
     frame,
     scan,
     scan_resyncing,
@@ -31,17 +29,18 @@ from gateway.spool import (
 )
 
 records = st.builds(
-    SpooledRecord,
+    KafkaRecord,
     topic=st.text(min_size=1, max_size=40),
     key=st.none() | st.binary(max_size=64),
     value=st.binary(max_size=512),
     headers=st.lists(st.tuples(st.text(max_size=20), st.binary(max_size=40)), max_size=6).map(tuple),
     timestamp_ms=st.integers(0, 2**63 - 1),
+    schema_id_pending=st.booleans(),
 )
 
 
 @given(records)
-def test_record_encoding_roundtrip(record: SpooledRecord) -> None:
+def test_record_encoding_roundtrip(record: KafkaRecord) -> None:
     assert decode_record(encode_record(record)) == record
 
 
@@ -70,7 +69,7 @@ def test_scan_never_misreads_a_torn_or_corrupted_tail(payloads: list[bytes], dat
 
 
 @given(st.lists(records, min_size=3, max_size=12), st.data())
-def test_resync_loses_exactly_the_damaged_frame(items: list[SpooledRecord], data: st.DataObject) -> None:
+def test_resync_loses_exactly_the_damaged_frame(items: list[KafkaRecord], data: st.DataObject) -> None:
     payloads = [encode_record(r) for r in items]
     stream = bytearray(b"".join(frame(p) for p in payloads))
     victim = data.draw(st.integers(0, len(payloads) - 2))  # not the last: that one is a torn tail
@@ -145,7 +144,7 @@ def test_corrupted_last_frame_is_dropped(tmp_path: Path) -> None:
 
 
 def hundred_records() -> list[bytes]:
-    return [encode_record(SpooledRecord("pinwheel.income.v1", b"acct", b"v%03d" % i, (), i)) for i in range(100)]
+    return [encode_record(KafkaRecord("pinwheel.income.v1", b"acct", b"v%03d" % i, (), i)) for i in range(100)]
 
 
 def frame_offsets(data: bytes) -> list[int]:
@@ -197,7 +196,7 @@ def test_damage_then_a_torn_tail_quarantines_one_and_truncates_the_tail(tmp_path
     segment = next((tmp_path / "w").glob("*.seg"))
     data = bytearray(segment.read_bytes())
     data[frame_offsets(bytes(data))[9] + FRAME_OVERHEAD + 1] ^= 0x01
-    torn = frame(encode_record(SpooledRecord("t", None, b"x" * 100, (), 0)))[:-30]  # a crash mid-append
+    torn = frame(encode_record(KafkaRecord("t", None, b"x" * 100, (), 0)))[:-30]  # a crash mid-append
     segment.write_bytes(bytes(data) + torn)
     spool = open_spool(tmp_path / "w")
     assert list(spool.iter_all()) == payloads[:9] + payloads[10:]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.spool import FRAME_OVERHEAD, Spool, SpooledRecord, encode_record
+from gateway.kafka_record import KafkaRecord, encode_record
+from gateway.spool import FRAME_OVERHEAD, Spool
 
 
 def record(ts: int) -> bytes:
-    return encode_record(SpooledRecord("pinwheel.account.v1", b"k", b"v" * 100, (("event_id", b"e"),), ts))
+    return encode_record(KafkaRecord("pinwheel.account.v1", b"k", b"v" * 100, (("event_id", b"e"),), ts))
 
 
 def test_oldest_timestamp_follows_appends_drains_and_restarts(tmp_path: Path) -> None:

@@ -1,0 +1,129 @@
+"""The gateway's Kafka producer: its interface, its options, the one way a record is sent, its connection.
+
+`send` is the only call of `producer.send` in the gateway: the direct path (`gateway.sender`) and the spool
+drain (`gateway.drain`) both hand records over through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka import errors as kafka_errors
+
+from common.settings import KafkaSettings
+from gateway.kafka_record import KafkaRecord
+from gateway.metrics import GatewayMetrics
+from gateway.settings import GatewaySettings
+
+log = logging.getLogger("gateway.publisher")
+
+# Errors that retrying or spooling cannot fix: the request is answered 503 (Pinwheel retries) rather
+# than parking a record in the spool that would block the drain forever.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.CorruptRecordException,
+    kafka_errors.UnsupportedForMessageFormatError,
+)
+
+
+class Producer(Protocol):
+    """What the gateway uses of `AIOKafkaProducer` (tests script it)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        timestamp_ms: int,
+    ) -> Awaitable[object]:
+        """Queue the record in the accumulator; the returned awaitable resolves on the broker's ack."""
+        ...
+
+
+ProducerFactory = Callable[[], Producer]
+
+
+def producer_options(settings: GatewaySettings, kafka: KafkaSettings) -> dict[str, Any]:
+    """The gateway producer's keyword arguments (the benchmark's reference producers use them too)."""
+    return {
+        **kafka.client_kwargs(),
+        "client_id": f"{kafka.client_id_prefix}-gateway-{os.getpid()}",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.linger_ms,
+        "max_batch_size": settings.max_batch_bytes,
+        "max_request_size": settings.max_request_bytes,
+    }
+
+
+async def send(producer: Producer, record: KafkaRecord) -> Awaitable[object]:
+    """Hand `record` to the producer (returns once it is in the accumulator); await the result for the ack."""
+    return await producer.send(
+        record.topic,
+        record.value,
+        key=record.key,
+        headers=list(record.headers),
+        timestamp_ms=record.timestamp_ms,
+    )
+
+
+class KafkaLink:
+    """The producer of one worker, started when Kafka answers; an outage is logged once, not once per retry."""
+
+    def __init__(self, factory: ProducerFactory, metrics: GatewayMetrics) -> None:
+        self._factory = factory
+        self._metrics = metrics
+        self.producer: Producer | None = None
+        self._reported_down = False
+
+    @classmethod
+    def default(cls, settings: GatewaySettings, kafka: KafkaSettings, metrics: GatewayMetrics) -> KafkaLink:
+        return cls(lambda: AIOKafkaProducer(**producer_options(settings, kafka)), metrics)
+
+    async def connect(self, timeout_s: float) -> bool:
+        """Start a producer; False (and none kept) when Kafka does not answer within `timeout_s`."""
+        producer = self._factory()
+        try:
+            await asyncio.wait_for(producer.start(), timeout_s)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # shutting down: release its connections and tasks
+                await asyncio.wait_for(producer.stop(), 2.0)
+            raise
+        except Exception as exc:
+            self._metrics.producer_errors.labels(kind=type(exc).__name__).inc()
+            if not self._reported_down:
+                log.warning("kafka unavailable; spooling", extra={"error": type(exc).__name__})
+                self._reported_down = True
+            with contextlib.suppress(Exception):  # bounded: a half-started client may never finish stopping
+                await asyncio.wait_for(producer.stop(), 2.0)
+            return False
+        if self._reported_down:
+            log.info("kafka reachable again")
+            self._reported_down = False
+        self.producer = producer
+        return True
+
+    async def close(self, timeout_s: float) -> None:
+        """Stop the producer, flushing what it holds within `timeout_s`."""
+        if self.producer is None:
+            return
+        try:
+            await asyncio.wait_for(self.producer.stop(), timeout_s)
+        except Exception as exc:
+            log.warning("producer did not flush in time", extra={"error": type(exc).__name__})
