@@ -55,7 +55,10 @@ class TaskProcessor(Protocol):
 
     def punctuate(self, wall_clock_ms: int) -> None: ...
 
-    def end_of_batch(self) -> None: ...
+    def end_of_batch(self) -> None:
+        """Write back what the processor holds for the open transaction (cached state, coalesced outputs):
+        called by the task's commit, before the changelog writes and outputs are sent."""
+        ...
 
     def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         """Keep ``record`` (a dead letter) but none of its effects: they could not be committed.
@@ -133,14 +136,12 @@ class Task:
             self.processor.process(record)
             self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += len(records)
-        self.processor.end_of_batch()
 
     def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         assert self.processor is not None
         self.processor.reject(record, reason, error)
         self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += 1
-        self.processor.end_of_batch()
 
     def punctuate(self, wall_clock_ms: int) -> None:
         assert self.processor is not None
@@ -149,8 +150,16 @@ class Task:
     def needs_commit(self) -> bool:
         return bool(self.next_offsets or self.outputs or self.state.has_pending_writes())
 
+    def flush(self) -> None:
+        """The first step of a commit: the processor writes what it holds back (cached values, coalesced
+        snapshots) into the state's overlay and the outputs. Once per commit, so a key written by many
+        records in between is serialized, and reaches the changelog, once."""
+        if self.processor is not None:
+            self.processor.end_of_batch()
+
     async def commit(self) -> int:
         """Commit outputs, changelog writes and offsets atomically; returns how many input records it covered."""
+        self.flush()  # its failure (the registry, for a snapshot's schema) is the engine's to handle, as a batch's
         if not self.needs_commit():
             return 0
         try:
