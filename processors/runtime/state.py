@@ -19,8 +19,8 @@ import shutil
 import time
 from bisect import bisect_left, insort
 from collections.abc import Iterator, Mapping
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import cast
 
