@@ -30,7 +30,7 @@ from rocksdict import Options, Rdict, WriteBatch
 _CHECKPOINT = b"\xff\xffcheckpoint"
 _TOMBSTONE = None
 #: Committed values kept in the read cache of one task (all stores); the oldest go first beyond it.
-MAX_CACHED_KEYS = 200_000
+MAX_CACHED_KEYS = 20_000
 
 
 def _ns(store: str) -> bytes:
