@@ -126,7 +126,14 @@ async def group_stable(kafka: KafkaSettings, group: str, timeout_s: float, proce
 
 
 async def run_peer(
-    kafka: KafkaSettings, work: Path, system: str, mode: str, inputs: list[InputRecord], partitions: int, python: str
+    kafka: KafkaSettings,
+    work: Path,
+    system: str,
+    mode: str,
+    inputs: list[InputRecord],
+    partitions: int,
+    python: str,
+    timeout_s: float = 600,
 ) -> Run:
     group = f"peers-{system}-{mode}-{uuid.uuid4().hex[:6]}"
     output = f"{group}-out"
@@ -149,9 +156,13 @@ async def run_peer(
             await group_stable(kafka, group, 120, process)
             await asyncio.sleep(5)  # the tasks' (empty) changelogs restored, the fetchers started
 
+            give_up = time.monotonic() + timeout_s
+
             def check() -> None:
                 if process.poll() is not None:
                     raise RuntimeError(f"exited with {process.returncode}")
+                if time.monotonic() > give_up:
+                    raise RuntimeError(f"not done after {timeout_s:.0f} s (see its log)")
 
             _say(f"{system} {mode}: group settled, releasing {held.count:,} records")
             seconds, cpu = await measure(
@@ -238,7 +249,7 @@ def report(result: dict[str, object]) -> int:
     )
     ours = medians.get("pinwheel", 0.0)
     for system in systems:
-        if system != "pinwheel" and medians[system]:
+        if system != "pinwheel" and medians[system] and ours:
             print(f"{NAMES['pinwheel']} / {NAMES[system]}: {ours / medians[system]:.2f}x")
     pipeline_runs = [r for r in runs if r.mode == "pipeline"]
     reference = pipeline_runs[0].update_ids if pipeline_runs else frozenset()

@@ -32,7 +32,6 @@ def build_app(args: argparse.Namespace) -> faust.App:
         datadir=args.state_dir,
         commit_interval=args.commit_interval_s,
         topic_partitions=args.partitions,
-        topic_allow_declare=False,
         topic_disable_leader=True,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
@@ -41,7 +40,10 @@ def build_app(args: argparse.Namespace) -> faust.App:
     source = app.topic(
         *catalog.FAMILY_TOPICS.values(), key_serializer="raw", value_serializer="raw", partitions=args.partitions
     )
+    table = app.Table("state", key_type=bytes, value_type=bytes, partitions=args.partitions)
     if args.passthrough:
+        # The table stays unused; without one, faust-streaming 0.15.3's exactly_once crashes at assignment
+        # (KeyError in PartitionAssignor.group_for_topic: no topic group for the source topics).
         sink = app.topic(args.passthrough, key_serializer="raw", value_serializer="raw")
 
         @app.agent(source)
@@ -51,14 +53,6 @@ def build_app(args: argparse.Namespace) -> faust.App:
                 yield None
 
         return app
-    table = app.Table(
-        "state",
-        key_type=bytes,
-        value_type=bytes,
-        partitions=args.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
     sinks = {name: app.topic(name, key_serializer="raw", value_serializer="raw") for name in OUTPUT_TOPICS}
     job = PeerJob()
 
@@ -100,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     app = build_app(args)
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning", "--without-web"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()
 
 
