@@ -1,13 +1,14 @@
-"""Restore speed and local state size: a task's dedupe changelog of N keys restored into an empty store.
+"""Restore speed and local state size: an instance's dedupe changelogs of N keys restored into empty stores.
 
-    python -m bench.restore_bench [--keys 1000000] [--rounds 3]
+    python -m bench.restore_bench [--keys 1000000] [--partitions 6] [--rounds 3]
 
 Writes N dedupe records (random event ids, as Pinwheel's are: UUID4 text; the value the processors store,
-an 8-byte epoch µs) in transactions to one partition of a compacted changelog topic, then restores that
-changelog into an empty local store with the processors' own restore (`processors.runtime.restore`,
-read_committed), `--rounds` times. Reports the changelog records restored per second (median), and the
-local store's size on disk once RocksDB has flushed it (the files of the state directory after close),
-per million keys, with the restoring process's peak RSS growth.
+an 8-byte epoch µs) in transactions, spread over the partitions of a compacted changelog topic, then
+restores every partition into an empty local store at once, as an instance starting its tasks does
+(`processors.runtime.restore`, read_committed, one task per partition, concurrently), `--rounds` times.
+Reports the changelog records restored per second (median) and the stores' size on disk once RocksDB has
+flushed them (the files of the state directories after close), per million keys, with the process's peak
+RSS growth and CPU time.
 
 Runs against KAFKA_BOOTSTRAP_SERVERS if set, else starts its own local broker.
 """
@@ -47,11 +48,11 @@ def event_ids(count: int, seed: int = 1) -> list[bytes]:
     return [str(uuid.UUID(int=rng.getrandbits(128), version=4)).encode() for _ in range(count)]
 
 
-async def fill_changelog(kafka: KafkaSettings, topic: str, keys: list[bytes]) -> None:
+async def fill_changelog(kafka: KafkaSettings, topic: str, keys: list[bytes], partitions: int = 1) -> None:
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
     finally:
         await admin.close()
     producer = AIOKafkaProducer(
@@ -65,8 +66,8 @@ async def fill_changelog(kafka: KafkaSettings, topic: str, keys: list[bytes]) ->
     try:
         for start in range(0, len(keys), 100_000):
             await producer.begin_transaction()
-            for key in keys[start : start + 100_000]:
-                await producer.send(topic, value, key=key, partition=0)
+            for i, key in enumerate(keys[start : start + 100_000], start):
+                await producer.send(topic, value, key=key, partition=i % partitions)
             await producer.commit_transaction()
             _say(f"  {min(start + 100_000, len(keys)):,}/{len(keys):,} changelog records written")
     finally:
@@ -81,28 +82,38 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     topic = f"bench-restore-{uuid.uuid4().hex[:6]}-dedupe-changelog"
     _say(f"writing {args.keys:,} dedupe keys to {topic}")
-    await fill_changelog(kafka, topic, event_ids(args.keys))
-    rates, sizes, rss = [], [], []
+    await fill_changelog(kafka, topic, event_ids(args.keys), args.partitions)
+    rates, sizes, rss, cpu = [], [], [], []
     for round_ in range(1, args.rounds + 1):
         path = work / f"state-{round_}"
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        state = TaskState(path, "bench-restore", 0, {"dedupe": topic})
-        started = time.monotonic()
-        stats = await restore(state, kafka, 3600)
+        states = [TaskState(path / str(p), "bench-restore", p, {"dedupe": topic}) for p in range(args.partitions)]
+        started, cpu_before = time.monotonic(), time.process_time()
+        stats = await asyncio.gather(*(restore(state, kafka, 3600) for state in states))
         seconds = time.monotonic() - started
+        cpu.append(time.process_time() - cpu_before)
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
-        state.close()
-        if stats.records != args.keys:
-            raise RuntimeError(f"restored {stats.records:,} records, expected {args.keys:,}")
-        rates.append(stats.records / seconds)
+        for state in states:
+            state.close()
+        records = sum(s.records for s in stats)
+        if records != args.keys:
+            raise RuntimeError(f"restored {records:,} records, expected {args.keys:,}")
+        rates.append(records / seconds)
         sizes.append(disk_mib(path) * 1_000_000 / args.keys)
-        _say(f"round {round_}: {stats.records:,} records in {seconds:.2f} s = {rates[-1]:,.0f}/s; {sizes[-1]:.1f} MiB")
+        _say(
+            f"round {round_}: {records:,} records in {seconds:.2f} s = {rates[-1]:,.0f}/s "
+            f"({cpu[-1]:.2f} CPU s); {sizes[-1]:.1f} MiB per million keys"
+        )
         shutil.rmtree(path, ignore_errors=True)
     print()
-    print("| changelog records | restore, records per second (median; rounds) | local state per million dedupe keys |")
-    print("| --- | --- | --- |")
     print(
-        f"| {args.keys:,} | **{statistics.median(rates):,.0f}** ({', '.join(f'{r:,.0f}' for r in rates)}) | "
+        "| changelog records | partitions | restore, records per second (median; rounds) | CPU s "
+        "| local state per million dedupe keys |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    print(
+        f"| {args.keys:,} | {args.partitions} | **{statistics.median(rates):,.0f}** "
+        f"({', '.join(f'{r:,.0f}' for r in rates)}) | {statistics.median(cpu):.2f} | "
         f"**{statistics.median(sizes):.1f} MiB** on disk (peak RSS +{max(rss):.0f} MiB while restoring) |"
     )
 
@@ -110,6 +121,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     stop_on_sigterm()

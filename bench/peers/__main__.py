@@ -1,6 +1,6 @@
 """`make bench-peers`: the bench job on this project's processors, Quix Streams and faust-streaming.
 
-    python -m bench.peers [--events 20000] [--rounds 3] [--systems pinwheel,quix,faust] [--peers-python PATH]
+    python -m bench.peers [--events 8000] [--rounds 3] [--systems pinwheel,quix,faust] [--peers-python PATH]
 
 One private local broker (or KAFKA_BOOTSTRAP_SERVERS), the same simulated family records as
 `bench.processor_bench` (duplicates, pending/final pairs, thousands of accounts), and per round, for each
@@ -266,7 +266,7 @@ def report(result: dict[str, object]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--events", type=int, default=8_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--systems", type=lambda s: s.split(","), default=["pinwheel", "quix", "faust"])
