@@ -34,6 +34,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench import plot
 from bench.instances import Kind, process_cpu_seconds, provision
 from bench.processor_bench import InputRecord, encode_inputs, hold_inputs, measure, run_instances
 from bench.report import table
@@ -251,6 +252,14 @@ def report(result: dict[str, object]) -> int:
     for system in systems:
         if system != "pinwheel" and medians[system] and ours:
             print(f"{NAMES['pinwheel']} / {NAMES[system]}: {ours / medians[system]:.2f}x")
+    if medians:
+        chart = plot.bars(
+            plot.IMAGES / "peers-cpu.png",
+            f"The bench job, exactly-once: events per CPU second ({result['events']:,} events, median)",
+            "events / CPU s",
+            {NAMES[system]: value for system, value in medians.items()},
+        )
+        print(f"chart: {chart}")
     pipeline_runs = [r for r in runs if r.mode == "pipeline"]
     reference = pipeline_runs[0].update_ids if pipeline_runs else frozenset()
     differing = [r for r in pipeline_runs if r.update_ids != reference]
