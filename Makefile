@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.codec_bench
 	$(BIN)/python -m bench.gateway_bench
 	$(BIN)/python -m bench.processor_bench
+	$(BIN)/python -m bench.restore_bench
 	$(BIN)/python -m bench.e2e_bench
 
 PEERS_VENV := .venv-peers
