@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import resource
 import shutil
 import statistics
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,9 +28,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from connector.local_kafka import LocalKafka, free_port
-from connector.run import stop_on_sigterm
-from connector.settings import KafkaSettings, LocalKafkaSettings
+from bench.broker import run_with_broker
+from connector.settings import KafkaSettings
 from processors.logic.codec import INT_SERDE
 from processors.runtime.restore import restore
 from processors.runtime.state import TaskState
@@ -124,22 +120,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    stop_on_sigterm()
-    work = Path(tempfile.mkdtemp(prefix="pinwheel-restore-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    try:
-        if not bootstrap:
-            broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
-            bootstrap = broker.start()
-        asyncio.run(run(args, bootstrap, work))
-    except KeyboardInterrupt:
-        _say("interrupted: stopping what this bench started")
-        sys.exit(130)
-    finally:
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    run_with_broker("pinwheel-restore-", _say, lambda bootstrap, work: run(args, bootstrap, work))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,9 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,12 +33,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import plot
+from bench.broker import run_with_broker
 from bench.instances import Kind, process_cpu_seconds, provision
 from bench.processor_bench import InputRecord, encode_inputs, hold_inputs, measure, run_instances
 from bench.report import table
-from connector.local_kafka import LocalKafka, free_port
-from connector.run import start_at_end, stop_on_sigterm
-from connector.settings import KafkaSettings, LocalKafkaSettings
+from connector.run import start_at_end
+from connector.settings import KafkaSettings
 from connector.topics import TopicSpec, ensure_topics
 from schemas import catalog
 from schemas.codec import build_codec
@@ -143,7 +141,7 @@ async def run_peer(
     await start_at_end(kafka, group, list(catalog.FAMILY_TOPICS.values()))
     held = await hold_inputs(kafka, inputs)
     argv = [python, "-m", PEERS[system], "--bootstrap", kafka.bootstrap_servers, "--group", group]
-    argv += ["--state-dir", str(work / group)]
+    argv += ["--state-dir", str(work / group), "--partitions", str(partitions)]
     if mode == "passthrough":
         argv += ["--passthrough", output]
     log = work / f"{group}.log"
@@ -281,22 +279,7 @@ def main() -> None:
     parser.add_argument("--systems", type=lambda s: s.split(","), default=["pinwheel", "quix", "faust"])
     parser.add_argument("--peers-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
     args = parser.parse_args()
-    stop_on_sigterm()
-    work = Path(tempfile.mkdtemp(prefix="pinwheel-peers-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    try:
-        if not bootstrap:
-            broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
-            bootstrap = broker.start()
-        result = asyncio.run(bench(args, bootstrap, work))
-    except KeyboardInterrupt:
-        _say("interrupted: stopping what this bench started")
-        sys.exit(130)
-    finally:
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    result = run_with_broker("pinwheel-peers-", _say, lambda bootstrap, work: bench(args, bootstrap, work))
     sys.exit(report(result))
 
 

@@ -7,6 +7,8 @@ pipeline's write-back (cached values, snapshots) is flushed after every record.
 
 from __future__ import annotations
 
+import argparse
+import logging
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -115,3 +117,17 @@ def consumer_record(
     return ConsumerRecord(
         topic, partition, offset, timestamp_ms, timestamp_type, key, value, None, len(key or b""), len(value), headers
     )
+
+
+def job_arguments() -> argparse.Namespace:
+    """The command line of a peer's job (set by `python -m bench.peers`); logging at WARNING."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--commit-interval-s", type=float, default=0.1)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--passthrough", default=None, help="copy the records to this topic instead")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    return args

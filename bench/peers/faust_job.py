@@ -10,14 +10,13 @@ Faust's per-partition transactions. `--passthrough` forwards the records to TOPI
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
 
-from bench.peers.adapter import PeerJob, consumer_record
+from bench.peers.adapter import PeerJob, consumer_record, job_arguments
 from schemas import catalog
 
 OUTPUT_TOPICS = (catalog.ACCOUNT_UPDATES_TOPIC, catalog.ACCOUNT_STATE_TOPIC, catalog.DEADLETTER_TOPIC)
@@ -84,15 +83,7 @@ def build_app(args: argparse.Namespace) -> faust.App:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--state-dir", required=True)
-    parser.add_argument("--commit-interval-s", type=float, default=0.1)
-    parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--passthrough", default=None)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    args = job_arguments()
     app = build_app(args)
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()

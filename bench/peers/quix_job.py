@@ -10,14 +10,12 @@ records to TOPIC instead, on the same runtime settings.
 
 from __future__ import annotations
 
-import argparse
-import logging
 from typing import Any
 
 from quixstreams import Application, State, message_context
 from quixstreams.models.serializers import SerializationContext, Serializer
 
-from bench.peers.adapter import PeerJob, consumer_record
+from bench.peers.adapter import PeerJob, consumer_record, job_arguments
 from schemas import catalog
 
 OUTPUT_TOPICS = (catalog.ACCOUNT_UPDATES_TOPIC, catalog.ACCOUNT_STATE_TOPIC, catalog.DEADLETTER_TOPIC)
@@ -32,14 +30,7 @@ class OutputValue(Serializer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--state-dir", required=True)
-    parser.add_argument("--commit-interval-s", type=float, default=0.1)
-    parser.add_argument("--passthrough", default=None)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    args = job_arguments()
     app = Application(
         broker_address=args.bootstrap,
         consumer_group=args.group,
