@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -34,10 +33,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import plot
 from bench.broker import run_with_broker
-from bench.instances import Kind, process_cpu_seconds, provision
+from bench.instances import Kind, process_cpu_seconds, provision, spawn
 from bench.processor_bench import InputRecord, encode_inputs, hold_inputs, measure, run_instances
 from bench.report import table
-from connector.run import start_at_end
+from connector.run import Service, start_at_end
 from connector.settings import KafkaSettings
 from connector.topics import TopicSpec, ensure_topics
 from schemas import catalog
@@ -104,15 +103,15 @@ async def update_ids_since(kafka: KafkaSettings, start: dict[TopicPartition, int
     return frozenset(ids)
 
 
-async def group_stable(kafka: KafkaSettings, group: str, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
+async def group_stable(kafka: KafkaSettings, group: str, timeout_s: float, service: Service) -> None:
     """Until the peer's consumer group is Stable with a member (then its tasks restore empty changelogs)."""
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"exited with {process.returncode}")
+            if not service.alive():
+                raise RuntimeError(f"exited with {service.process.returncode}")
             for response in await admin.describe_consumer_groups([group]):
                 for described in response.groups:
                     state, members = described[2], described[5]
@@ -144,39 +143,28 @@ async def run_peer(
     argv += ["--state-dir", str(work / group), "--partitions", str(partitions)]
     if mode == "passthrough":
         argv += ["--passthrough", output]
-    log = work / f"{group}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log.open("ab") as fh:  # started once per run, before the clock: blocking is harmless here
-        process = subprocess.Popen(  # noqa: ASYNC220
-            argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    service = spawn(system, argv, env, work / f"{group}.log")
     try:
         try:
-            await group_stable(kafka, group, 120, process)
+            await group_stable(kafka, group, 120, service)
             await asyncio.sleep(5)  # the tasks' (empty) changelogs restored, the fetchers started
-
             give_up = time.monotonic() + timeout_s
 
             def check() -> None:
-                if process.poll() is not None:
-                    raise RuntimeError(f"exited with {process.returncode}")
+                if not service.alive():
+                    raise RuntimeError(f"exited with {service.process.returncode}")
                 if time.monotonic() > give_up:
                     raise RuntimeError(f"not done after {timeout_s:.0f} s (see its log)")
 
             _say(f"{system} {mode}: group settled, releasing {held.count:,} records")
             seconds, cpu = await measure(
-                kafka, group, held, lambda: process_cpu_seconds(process.pid), check, f"{system} {mode}"
+                kafka, group, held, lambda: process_cpu_seconds(service.process.pid), check, f"{system} {mode}"
             )
         except RuntimeError as exc:
-            tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-            raise RuntimeError(f"{system} {mode}: {exc}\n" + "\n".join(tail)) from exc
+            raise RuntimeError(f"{system} {mode}: {exc}\n{service.log_tail()}") from exc
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        service.stop(20)
         await held.close()
     return Run(system, mode, held.count, seconds, cpu)
 
