@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLI := $(BIN)/pinwheel-connector
 
-.PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench chaos chaos-cluster \
+.PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench bench-peers chaos chaos-cluster \
 	lock clean docker-engine docker-images compose-test test-docker
 
 help:
@@ -16,6 +16,7 @@ help:
 	@echo "make registry - start a local Apicurio schema registry (make registry-stop to stop it)"
 	@echo "make lint     - ruff check + ruff format --check + lint-imports;  make typecheck - mypy --strict"
 	@echo "make bench    - benchmarks (results in docs/);  make chaos - fault-injection runs"
+	@echo "make bench-peers - the processors' bench job on Quix Streams and faust-streaming too (.venv-peers)"
 	@echo "make chaos-cluster - only the fault-injection runs on a 3-node Kafka cluster"
 	@echo "make compose-test - docker compose end-to-end;  make test-docker - Kafka tests on testcontainers"
 	@echo "make docker-engine - make sure a Docker engine answers;  make docker-images - build local base images"
@@ -81,7 +82,23 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.event_bench
 	$(BIN)/python -m bench.gateway_bench
 	$(BIN)/python -m bench.processor_bench
+	$(BIN)/python -m bench.restore_bench
 	$(BIN)/python -m bench.e2e_bench
+
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+# The peers' own virtualenv: the [peers] extra alone (it conflicts with the project's pins); bench/peers runs
+# the project's code in it from PYTHONPATH.
+$(PEERS_STAMP): pyproject.toml
+	@echo "[setup] creating $(PEERS_VENV) with the [peers] extra (Quix Streams, faust-streaming)"
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	@$(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['peers']))" > $(PEERS_VENV)/requirements.txt
+	@$(PEERS_VENV)/bin/python -m pip install -q -r $(PEERS_VENV)/requirements.txt
+	@touch $(PEERS_STAMP)
+
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(BIN)/python -m bench.peers --peers-python $(PEERS_VENV)/bin/python
 
 chaos: $(STAMP)
 	$(BIN)/python -m chaos

@@ -87,13 +87,13 @@ def start_instances(
             service = start_service(name, ["processor"], env, log)
         else:
             assert output is not None
-            service = _spawn(name, [sys.executable, "-m", "bench.passthrough", output], env, log)
+            service = spawn(name, [sys.executable, "-m", "bench.passthrough", output], env, log)
         services.append(service)
         ports.append(port)
     return Instances(services, ports)
 
 
-def _spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> Service:
+def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> Service:
     with log.open("ab") as fh:
         process = subprocess.Popen(
             list(argv),

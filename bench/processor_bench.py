@@ -23,11 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import resource
-import shutil
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -40,12 +36,11 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import plot
+from bench.broker import run_with_broker
 from bench.instances import Instances, Kind, provision, start_instances, wait_settled
 from bench.report import table
 from common.settings import KafkaSettings
 from common.topics import TopicSpec
-from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
-from connector.run import stop_on_sigterm
 from processors.logic.codec import INT_SERDE
 from processors.pipeline import PipelineCounters
 from processors.runtime.restore import restore
@@ -374,22 +369,7 @@ def main() -> None:
     parser.add_argument("--instances", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     parser.add_argument("--in-process", action="store_true", help="one in-process pipeline engine (for profiling)")
     args = parser.parse_args()
-    stop_on_sigterm()
-    work = Path(tempfile.mkdtemp(prefix="pinwheel-bench-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    try:
-        if not bootstrap:
-            broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
-            bootstrap = broker.start()
-        result = asyncio.run(run(args, bootstrap, work))
-    except KeyboardInterrupt:
-        _say("interrupted: stopping what this bench started")
-        sys.exit(130)
-    finally:
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    result = run_with_broker("pinwheel-bench-", _say, lambda bootstrap, work: run(args, bootstrap, work))
     print(json.dumps(result, indent=2))
     report(result)
 

@@ -75,8 +75,8 @@ class CachedStoreView(StoreView[V]):
 
     For the stores whose values are costly to decode and encode (accounts, jobs) and whose hot keys
     change on every event. Values are immutable, so sharing them is safe. `flush` must run before the
-    task commits (the pipeline calls it at the end of every batch); a task that fails is rebuilt with
-    new views, so the cache never outlives the state it mirrors.
+    task commits (`end_of_batch` calls it, the first step of every commit); a task that fails is rebuilt
+    with new views, so the cache never outlives the state it mirrors.
     """
 
     __slots__ = ("_cache", "_changed", "_max_cached")
@@ -182,7 +182,7 @@ class AccountPipeline:
         self.counters = counters
         stores, self._cached = task_stores(ctx.state)
         self.logic = AccountProcessor(config, stores)
-        # Only the last snapshot of an account per batch matters on a compacted topic.
+        # Only the last snapshot of an account per commit matters on a compacted topic.
         self._snapshots: dict[str, tuple[AccountStateSnapshot, Headers]] = {}
 
     def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -224,7 +224,6 @@ class AccountPipeline:
         # replay, a catch-up after an outage) stream time drives the timers, so a pending is never timed
         # out by the clock while its final outcome waits unread.
         self._emit(self.logic.on_time(datetime.fromtimestamp(wall_clock_ms / 1000, UTC)), None, None)
-        self.end_of_batch()
 
     def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         self._dead_letter(record, Delivery.of(None, record), reason, error)

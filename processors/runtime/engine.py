@@ -12,7 +12,7 @@ Life of a partition p on this instance:
   failed    -> a commit error or timeout (broker lost, ...) discards the uncommitted work and the
                task is rebuilt from Kafka exactly as on assignment: nothing skipped, nothing doubled;
   isolating -> after the broker refused a record of a commit for what it is (too large, ...), or the
-               processor could not produce a batch's outputs (BatchFailed), the rebuilt task replays that
+               processor could not produce a commit's outputs (BatchFailed), the rebuilt task replays that
                uncommitted range one input record per transaction; the record whose transaction is refused
                (or whose own outputs fail) is then handed to the processor's `reject` (a dead letter, no
                effects), and everything else is processed as usual;
@@ -297,14 +297,6 @@ class Engine:
                 return exc
             except RecordFailed as failed:
                 await self._reject_failed(self._tasks[partition], failed)
-            except BatchFailed as failed:
-                task = self._tasks[partition]
-                self._isolation.setdefault(partition, Isolation(until=dict(task.next_offsets)))
-                log.warning(
-                    "a batch's outputs failed: replaying it one record per transaction",
-                    extra={"partition": partition, "error": str(failed)},
-                )
-                await self._fail(task, TaskFailed(f"task {partition}: {failed}"))
         return None
 
     def _merge(self, runs: list[list[ConsumerRecord[bytes, bytes]]]) -> list[ConsumerRecord[bytes, bytes]]:
@@ -338,7 +330,7 @@ class Engine:
                 else:
                     task.reject(record, *rejection)
                     self.stats.refused_records += 1
-            except (RecordFailed, BatchFailed) as failed:
+            except RecordFailed as failed:
                 isolation.refused[coordinates] = (failed.reason, failed.error)
                 await self._fail(task, TaskFailed(f"task {partition}: {failed}"))
                 return
@@ -370,7 +362,7 @@ class Engine:
         self.stats.task_restarts += 1
         partition = task.partition
         log.warning("task restart", extra={"partition": partition, "error": str(error)})
-        if isinstance(error, RecordRefused):
+        if isinstance(error, (RecordRefused, BatchFailed)):
             self._isolate(task, error)
         await self._close_tasks([partition])
         if isinstance(error, TaskFenced):
@@ -396,13 +388,13 @@ class Engine:
         isolation.refused[(record.topic, record.partition, record.offset)] = (failed.reason, failed.error)
         await self._fail(task, TaskFailed(f"task {task.partition}: {failed}"))
 
-    def _isolate(self, task: Task, error: RecordRefused) -> None:
-        """Remember what the refused commit covered, or, when it held one record, that this record is refused."""
+    def _isolate(self, task: Task, error: RecordRefused | BatchFailed) -> None:
+        """Remember what the failed commit covered, or, when it held one record, that this record is refused."""
         isolation = self._isolation.get(task.partition)
         if isolation is None:
             self._isolation[task.partition] = Isolation(until=dict(task.next_offsets))
             log.warning(
-                "the broker refused a record: replaying the uncommitted records one per transaction",
+                "a commit failed for what it holds: replaying the uncommitted records one per transaction",
                 extra={"partition": task.partition, "error": str(error)},
             )
         elif isolation.current is not None:
@@ -414,7 +406,10 @@ class Engine:
                     extra={"partition": task.partition, "offset": isolation.current[2], "error": str(error)},
                 )
                 self._retry_start_at = time.monotonic() + 1.0
-            isolation.refused[isolation.current] = ("output_refused", str(error.__cause__ or error))
+            if isinstance(error, BatchFailed):
+                isolation.refused[isolation.current] = (error.reason, error.error)
+            else:
+                isolation.refused[isolation.current] = ("output_refused", str(error.__cause__ or error))
             isolation.current = None
 
     async def _caught_up(self, consumer: AIOKafkaConsumer, partition: int) -> bool:

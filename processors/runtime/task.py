@@ -55,8 +55,9 @@ class TaskProcessor(Protocol):
     def punctuate(self, wall_clock_ms: int) -> None: ...
 
     def end_of_batch(self) -> None:
-        """After each ``process`` (and ``reject``) call: outputs that cover the batch (coalesced per key).
-        May raise ``BatchFailed`` when one of them cannot be produced."""
+        """Write back what the processor holds for the open transaction (cached state, coalesced outputs):
+        called by the task's commit, before the changelog writes and outputs are sent. May raise
+        ``BatchFailed`` when one of those outputs cannot be produced."""
         ...
 
     def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
@@ -95,12 +96,11 @@ class RecordFailed(Exception):
         self.error = error
 
 
-class BatchFailed(Exception):
-    """Raised by a processor's ``end_of_batch``: an output of the batch as a whole cannot be produced (a state
-    snapshot built from several records that its schema cannot carry), and no single record is named yet.
-
-    The runtime throws the batch away and replays it one input record per transaction; the record whose own
-    ``end_of_batch`` raises is handed to ``reject`` with ``reason``, as for ``RecordFailed``.
+class BatchFailed(TaskFailed):
+    """Raised by a processor's ``end_of_batch`` (the first step of a commit): an output covering the
+    transaction's records (a state snapshot coalesced over several records) cannot be produced, and no single
+    record is named. Nothing is committed; the runtime replays the uncommitted records one per transaction, and
+    the record whose own commit fails this way is handed to ``reject`` with ``reason``, as for ``RecordFailed``.
     """
 
     def __init__(self, reason: str, error: str) -> None:
@@ -149,14 +149,12 @@ class Task:
             self.processor.process(record)
             self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += len(records)
-        self.processor.end_of_batch()
 
     def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         assert self.processor is not None
         self.processor.reject(record, reason, error)
         self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += 1
-        self.processor.end_of_batch()
 
     def punctuate(self, wall_clock_ms: int) -> None:
         assert self.processor is not None
@@ -165,8 +163,16 @@ class Task:
     def needs_commit(self) -> bool:
         return bool(self.next_offsets or self.outputs or self.state.has_pending_writes())
 
+    def flush(self) -> None:
+        """The first step of a commit: the processor writes what it holds back (cached values, coalesced
+        snapshots) into the state's overlay and the outputs. Once per commit, so a key written by many
+        records in between is serialized, and reaches the changelog, once."""
+        if self.processor is not None:
+            self.processor.end_of_batch()
+
     async def commit(self) -> int:
         """Commit outputs, changelog writes and offsets atomically; returns how many input records it covered."""
+        self.flush()  # its failure (the registry, for a snapshot's schema) is the engine's to handle, as a batch's
         if not self.needs_commit():
             return 0
         try:

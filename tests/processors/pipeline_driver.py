@@ -178,6 +178,7 @@ class PipelineDriver:
     def advance_to(self, when: datetime) -> list[Output]:
         """Punctuation at `when`: stream time moves there and due timers fire."""
         self.pipeline.punctuate(int(when.timestamp() * 1000))
+        self.pipeline.end_of_batch()  # the first step of every commit (Task.flush)
         return self._commit()
 
     # -- state and output ------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""Restore speed and local state size: an instance's dedupe changelogs of N keys restored into empty stores.
+
+    python -m bench.restore_bench [--keys 1000000] [--partitions 6] [--rounds 3]
+
+Writes N dedupe records (random event ids, as Pinwheel's are: UUID4 text; the value the processors store,
+an 8-byte epoch µs) in transactions, spread over the partitions of a compacted changelog topic, then
+restores every partition into an empty local store at once, as an instance starting its tasks does
+(`processors.runtime.restore`, read_committed, one task per partition, concurrently), `--rounds` times.
+Reports the changelog records restored per second (median) and the stores' size on disk once RocksDB has
+flushed them (the files of the state directories after close), per million keys, with the process's peak
+RSS growth and CPU time.
+
+Runs against KAFKA_BOOTSTRAP_SERVERS if set, else starts its own local broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import shutil
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.broker import run_with_broker
+from common.settings import KafkaSettings
+from processors.logic.codec import INT_SERDE
+from processors.runtime.restore import restore
+from processors.runtime.state import TaskState
+
+
+def _say(message: str) -> None:
+    print(f"[restore] {message}", flush=True)
+
+
+def event_ids(count: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)).encode() for _ in range(count)]
+
+
+async def fill_changelog(kafka: KafkaSettings, topic: str, keys: list[bytes], partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        **kafka.client_kwargs(),
+        transactional_id=f"bench-restore-{uuid.uuid4().hex[:8]}",
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+    )
+    await producer.start()
+    value = INT_SERDE.to_bytes(1_767_225_600_000_000)
+    try:
+        for start in range(0, len(keys), 100_000):
+            await producer.begin_transaction()
+            for i, key in enumerate(keys[start : start + 100_000], start):
+                await producer.send(topic, value, key=key, partition=i % partitions)
+            await producer.commit_transaction()
+            _say(f"  {min(start + 100_000, len(keys)):,}/{len(keys):,} changelog records written")
+    finally:
+        await producer.stop()
+
+
+def disk_mib(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    topic = f"bench-restore-{uuid.uuid4().hex[:6]}-dedupe-changelog"
+    _say(f"writing {args.keys:,} dedupe keys to {topic}")
+    await fill_changelog(kafka, topic, event_ids(args.keys), args.partitions)
+    rates, sizes, rss, cpu = [], [], [], []
+    for round_ in range(1, args.rounds + 1):
+        path = work / f"state-{round_}"
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        states = [TaskState(path / str(p), "bench-restore", p, {"dedupe": topic}) for p in range(args.partitions)]
+        started, cpu_before = time.monotonic(), time.process_time()
+        stats = await asyncio.gather(*(restore(state, kafka, 3600) for state in states))
+        seconds = time.monotonic() - started
+        cpu.append(time.process_time() - cpu_before)
+        rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
+        for state in states:
+            state.close()
+        records = sum(s.records for s in stats)
+        if records != args.keys:
+            raise RuntimeError(f"restored {records:,} records, expected {args.keys:,}")
+        rates.append(records / seconds)
+        sizes.append(disk_mib(path) * 1_000_000 / args.keys)
+        _say(
+            f"round {round_}: {records:,} records in {seconds:.2f} s = {rates[-1]:,.0f}/s "
+            f"({cpu[-1]:.2f} CPU s); {sizes[-1]:.1f} MiB per million keys"
+        )
+        shutil.rmtree(path, ignore_errors=True)
+    print()
+    print(
+        "| changelog records | partitions | restore, records per second (median; rounds) | CPU s "
+        "| local state per million dedupe keys |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    print(
+        f"| {args.keys:,} | {args.partitions} | **{statistics.median(rates):,.0f}** "
+        f"({', '.join(f'{r:,.0f}' for r in rates)}) | {statistics.median(cpu):.2f} | "
+        f"**{statistics.median(sizes):.1f} MiB** on disk (peak RSS +{max(rss):.0f} MiB while restoring) |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    run_with_broker("pinwheel-restore-", _say, lambda bootstrap, work: run(args, bootstrap, work))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The record cache in front of a task's RocksDB: reads see the open transaction's writes, only the last
+write of a key per commit reaches the changelog and RocksDB, a deletion goes through as a tombstone, and an
+aborted transaction drops the cache. The changelog is read back with a plain read_committed consumer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from rocksdict import AccessType, Options, Rdict
+
+from common.settings import KafkaSettings
+from processors.runtime.state import TaskState
+from processors.runtime.task import OutRecord, Task, TaskContext, start_producer
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[TaskState]:
+    task_state = TaskState(tmp_path / "task", "app", 0, {"s": "app-s-changelog"})
+    yield task_state
+    task_state.close()
+
+
+def rocksdb_value(path: Path, key: bytes) -> bytes | None:
+    """What RocksDB itself holds for store "s" (read with a second handle, not through TaskState)."""
+    options = Options(raw_mode=True)
+    db = Rdict(str(path), options, access_type=AccessType.read_only())
+    try:
+        value: bytes | None = db.get(b"s\x00" + key)
+        return value
+    finally:
+        db.close()
+
+
+def test_reads_see_uncommitted_writes_and_the_last_write_wins(state: TaskState, tmp_path: Path) -> None:
+    assert state.get("s", b"k") is None  # a miss, now cached as absent
+    state.put("s", b"k", b"1")
+    state.put("s", b"k", b"2")
+    assert state.get("s", b"k") == b"2"
+    state.put("s", b"k", b"3")
+    assert list(state.pending_writes()) == [("s", b"k", b"3")]
+    assert rocksdb_value(tmp_path / "task", b"k") is None  # nothing reaches RocksDB before the commit
+    state.committed({"s": 1})
+    assert rocksdb_value(tmp_path / "task", b"k") == b"3"
+    assert state.get("s", b"k") == b"3"
+    assert list(state.pending_writes()) == []
+
+
+def test_an_abort_drops_the_cache(state: TaskState, tmp_path: Path) -> None:
+    state.put("s", b"k", b"committed")
+    state.committed({"s": 1})
+    assert state.cached_keys() == 1
+    state.put("s", b"k", b"aborted")
+    state.put("s", b"other", b"aborted")
+    state.discard()
+    assert state.cached_keys() == 0
+    assert list(state.pending_writes()) == []
+    assert state.get("s", b"k") == b"committed"  # read again from RocksDB
+    assert state.get("s", b"other") is None
+
+
+def test_a_deletion_reaches_rocksdb_as_a_tombstone(state: TaskState, tmp_path: Path) -> None:
+    state.put("s", b"k", b"v")
+    state.committed({"s": 1})
+    assert state.get("s", b"k") == b"v"  # cached
+    state.delete("s", b"k")
+    assert state.get("s", b"k") is None
+    assert list(state.pending_writes()) == [("s", b"k", None)]
+    state.committed({"s": 2})
+    assert state.get("s", b"k") is None
+    assert rocksdb_value(tmp_path / "task", b"k") is None
+    assert list(state.range("s", b"", b"\xff")) == []
+
+
+def test_the_cache_is_bounded(tmp_path: Path) -> None:
+    state = TaskState(tmp_path / "task", "app", 0, {"s": "app-s-changelog"}, max_cached_keys=10)
+    try:
+        for i in range(25):
+            state.put("s", b"%02d" % i, b"v%d" % i)
+        state.committed({"s": 25})
+        assert state.cached_keys() == 10
+        assert all(state.get("s", b"%02d" % i) == b"v%d" % i for i in range(25))  # evicted ones from RocksDB
+    finally:
+        state.close()
+
+
+class Writer:
+    """A processor that holds its writes back until the commit's flush, as the account pipeline does."""
+
+    def __init__(self, ctx: TaskContext, output: str) -> None:
+        self.ctx = ctx
+        self.output = output
+        self.held: dict[bytes, bytes | None] = {}
+        self.flushes = 0
+
+    def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        assert record.key is not None
+        if record.value == b"delete":
+            self.held[record.key] = None
+        else:
+            self.held[record.key] = record.value
+
+    def punctuate(self, wall_clock_ms: int) -> None:
+        pass
+
+    def end_of_batch(self) -> None:
+        self.flushes += 1
+        for key, value in self.held.items():
+            if value is None:
+                self.ctx.state.delete("s", key)
+            else:
+                self.ctx.state.put("s", key, value)
+            self.ctx.emit(OutRecord(self.output, key, value))
+        self.held.clear()
+
+    def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
+        pass
+
+
+def record(topic: str, offset: int, key: bytes, value: bytes) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(topic, 0, offset, 0, 0, key, value, None, len(key), len(value), [])
+
+
+async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        got: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + 30
+        while await consumer.position(tp) < end:
+            assert time.monotonic() < deadline, "could not read the changelog to its end"
+            for records in (await consumer.getmany(tp, timeout_ms=300)).values():
+                got.extend((r.key, r.value) for r in records)
+        return got
+    finally:
+        await consumer.stop()
+
+
+async def test_the_commit_flushes_the_last_write_of_each_key_and_tombstones(
+    bootstrap: str, make_topic: Callable[..., Any], unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    source = await make_topic("cache-in")
+    output = await make_topic("cache-out")
+    changelog = await make_topic("cache-changelog", compact=True)
+    app = unique("cache-app")
+    state = TaskState(tmp_path / "task", app, 0, {"s": changelog})
+    producer = await start_producer(KafkaSettings(bootstrap_servers=bootstrap), app, 0, max_request_bytes=1 << 20)
+    task = Task(0, state, producer, app, commit_timeout_s=30)
+    writer = Writer(task, output)
+    task.processor = writer
+    try:
+        task.process([record(source, i, b"a", b"a%d" % i) for i in range(5)])
+        task.process([record(source, 5, b"b", b"b0"), record(source, 6, b"c", b"c0")])
+        assert writer.flushes == 0  # nothing written back between batches
+        assert await task.commit() == 7
+        assert writer.flushes == 1
+        task.process([record(source, 7, b"b", b"delete"), record(source, 8, b"a", b"a9")])
+        assert await task.commit() == 2
+        # The next commit's writes are aborted: the task drops them and its cache.
+        task.process([record(source, 9, b"a", b"never")])
+        task.flush()
+        task.discard()
+        assert state.cached_keys() == 0
+        assert state.get("s", b"a") == b"a9"
+        assert await task.commit() == 0
+    finally:
+        await task.close()
+    expected = [(b"a", b"a4"), (b"b", b"b0"), (b"c", b"c0"), (b"b", None), (b"a", b"a9")]
+    assert await read_all(bootstrap, changelog) == expected  # one record per key and commit, a tombstone
+    assert await read_all(bootstrap, output) == expected
