@@ -77,7 +77,7 @@ def confluent_read(
 ) -> dict[str, list[dict[str, Any]]]:
     """Every committed record between `start` and `end`, decoded by Confluent's own deserializer."""
     from confluent_kafka import DeserializingConsumer, TopicPartition
-    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
     from confluent_kafka.schema_registry.avro import AvroDeserializer
 
     registry = SchemaRegistryClient({"url": registry_url})
@@ -87,7 +87,11 @@ def confluent_read(
             "group.id": f"downstream-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
-            "value.deserializer": AvroDeserializer(registry),
+            # Subjects named <topic>-value, as we register them (confluent-kafka 2.16's default strategy first
+            # asks the registry for topic associations, which Apicurio does not have).
+            "value.deserializer": AvroDeserializer(
+                registry, conf={"subject.name.strategy": topic_subject_name_strategy}
+            ),
         }
     )
     wanted = {tp: offset for tp, offset in start.items() if end[tp] > offset}
