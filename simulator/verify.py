@@ -396,6 +396,10 @@ class UpdateCollector:
                 trigger = next((value for name, value in record.headers or () if name == "event_id"), None)
                 if trigger is not None and trigger.decode(errors="replace") not in self.run_ids:
                     continue
+                # A record written before the run began is not of it, whatever its event id (the real sandbox
+                # deliveries every run includes keep their ids): skipped before decoding too.
+                if self.since is not None and record.timestamp < self.since.timestamp() * 1000:
+                    continue
                 view = UpdateView.from_datum(self.decoder.decode(record.value))
                 if view.event_id not in self.run_ids:
                     continue

@@ -41,6 +41,7 @@ from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, simulate
 from simulator.verify import UpdateCollector, base_event_id, compare, complete, expectations
 from tests.schema_registry import Registry
+from tests.simulator.sim_helpers import deliver_and_collect
 from tests.threaded_gateway import ThreadedServer
 
 pytestmark = pytest.mark.kafka
@@ -207,19 +208,9 @@ async def test_confluent_format_end_to_end(schema_registry: Registry, pipeline_f
     sim = pipe.sim()
     base = datetime.now(UTC)
     events = plan(sim, base)
-    collector = await UpdateCollector(pipe.kafka, {e.event_id for e in events}, from_end=True).start()
-    try:
-        await asyncio.sleep(3)  # the processor joins its group
-        run = await simulate(sim, secret=SECRET, events=events, started_at=base)
-        assert run.result.accepted_deliveries == run.result.deliveries
-        ledger = read_ledger(sim.ledger)
-        expected = expectations(ledger)
-        await collector.run_until(lambda: complete(ledger, collector.updates, expected), time.monotonic() + 60)
-    finally:
-        await collector.stop()
-        stop.set()
-        await asyncio.wait_for(processor, 60)
-    report = compare(ledger, collector.updates, expected)
+    seen = await deliver_and_collect(pipe.kafka, sim, events, base, secret=SECRET, processor=processor, stop=stop)
+    assert seen.run.result.accepted_deliveries == seen.run.result.deliveries
+    report = compare(seen.ledger, seen.updates, seen.expected)
     assert report.ok, report.as_dict()
 
     end = await asyncio.to_thread(_offsets, bootstrap, OUTPUTS, end=True)

@@ -1,17 +1,63 @@
-"""Helpers of the simulator tests: a misbehaving HTTPS webhook receiver (a real TLS server on asyncio)."""
+"""Helpers of the simulator tests: a run through the real pipeline, observed as `verify` does; a misbehaving
+HTTPS webhook receiver (a real TLS server on asyncio)."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 
+from common.settings import KafkaSettings
 from gateway.signature import Verified, verify
+from simulator.ledger import Ledger, read_ledger
+from simulator.settings import SimulatorSettings
+from simulator.simulate import SimulationRun, simulate
+from simulator.traffic import PlannedEvent
+from simulator.verify import Expectations, UpdateCollector, UpdateView, complete, expectations
+
+
+@dataclass
+class Observed:
+    """A simulated run and the account updates of it that the processors committed."""
+
+    run: SimulationRun
+    ledger: Ledger
+    expected: Expectations
+    updates: list[UpdateView]
+
+
+async def deliver_and_collect(
+    kafka: KafkaSettings,
+    sim: SimulatorSettings,
+    events: Sequence[PlannedEvent],
+    started_at: datetime,
+    *,
+    secret: str,
+    processor: asyncio.Task[None],
+    stop: asyncio.Event,
+    wait_s: float = 60.0,
+) -> Observed:
+    """Deliver `events` to the gateway as Pinwheel would, then read this run's updates until every expected
+    one is committed (or `wait_s` passed); the processor is stopped in every case."""
+    collector = await UpdateCollector(kafka, {e.event_id for e in events}, from_end=True).start()
+    try:
+        await asyncio.sleep(3)  # the processor joins its group and restores (empty) state
+        run = await simulate(sim, secret=secret, events=events, started_at=started_at)
+        ledger = read_ledger(sim.ledger)
+        expected = expectations(ledger)
+        await collector.run_until(lambda: complete(ledger, collector.updates, expected), time.monotonic() + wait_s)
+    finally:
+        await collector.stop()
+        stop.set()
+        await asyncio.wait_for(processor, 60)
+    return Observed(run, ledger, expected, collector.updates)
+
 
 # What the server does with one request: "ok" (200), "<status>" (e.g. "503"), "slow" (answer after
 # SLOW_S), "drop" (close the connection without an answer).
