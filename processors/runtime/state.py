@@ -1,16 +1,12 @@
 """The state of one task: a local RocksDB used as a cache of compacted changelog topics.
 
-Kafka is the source of truth; the local store only saves restore time. In front of RocksDB sits a
-record cache of bytes, like Kafka Streams' caching layer, in two parts:
-
-- the write-back overlay: writes made while a transaction is open. Only the last write of a key reaches
-  the changelog (flushed into the transaction by the task's commit) and, once the transaction has
-  committed, RocksDB, together with the changelog positions they correspond to (one atomic RocksDB write
-  batch). So the local store is never ahead of what Kafka committed; at worst it is behind, and a restore
-  from its checkpoint catches it up;
-- the read cache: committed values (and known absences) read from RocksDB or just committed, so a hot key
-  is read from RocksDB once. Bounded; dropped with the overlay when a transaction aborts (the task is
-  then rebuilt from the changelogs anyway).
+Kafka is the source of truth; the local store only saves restore time. Writes made while a transaction is
+open live in an in-memory overlay of bytes (the write-back part of Kafka Streams' caching layer): only the
+last write of a key reaches the changelog (flushed into the transaction by the task's commit) and, once the
+transaction has committed, RocksDB, together with the changelog positions they correspond to (one atomic
+RocksDB write batch). So the local store is never ahead of what Kafka committed; at worst it is behind, and
+a restore from its checkpoint catches it up. (A read cache of committed values was measured, 2026-12-01, and
+did not pay: docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ import time
 from bisect import bisect_left, insort
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import cast
 
@@ -29,8 +24,6 @@ from rocksdict import Options, Rdict, WriteBatch
 
 _CHECKPOINT = b"\xff\xffcheckpoint"
 _TOMBSTONE = None
-#: Committed values kept in the read cache of one task (all stores); the oldest go first beyond it.
-MAX_CACHED_KEYS = 20_000
 
 
 def _ns(store: str) -> bytes:
@@ -65,14 +58,7 @@ class Checkpoint:
 class TaskState:
     """Stores of one task, namespaced in one RocksDB, with a transaction overlay."""
 
-    def __init__(
-        self,
-        path: Path,
-        application_id: str,
-        partition: int,
-        changelogs: Mapping[str, str],
-        max_cached_keys: int = MAX_CACHED_KEYS,
-    ) -> None:
+    def __init__(self, path: Path, application_id: str, partition: int, changelogs: Mapping[str, str]) -> None:
         self.path = path
         self.application_id = application_id
         self.partition = partition
@@ -81,9 +67,6 @@ class TaskState:
         # The overlay's keys in order, kept as they are written: sorting them on every range() made a
         # range per event quadratic in the transaction's size.
         self._dirty_keys: dict[str, list[bytes]] = {store: [] for store in changelogs}
-        # Committed values (None: known absent), read through from RocksDB or left by a commit.
-        self._cache: dict[str, dict[bytes, bytes | None]] = {store: {} for store in changelogs}
-        self._max_cached_keys = max_cached_keys
         self._db = self._open()
 
     def _open(self) -> Rdict:
@@ -98,13 +81,8 @@ class TaskState:
         dirty = self._dirty[store]
         if key in dirty:
             return dirty[key]
-        cache = self._cache[store]
-        try:
-            return cache[key]
-        except KeyError:
-            value: bytes | None = self._db.get(_ns(store) + key)
-            cache[key] = value
-            return value
+        value: bytes | None = self._db.get(_ns(store) + key)
+        return value
 
     def put(self, store: str, key: bytes, value: bytes) -> None:
         self._write(store, key, value)
@@ -160,12 +138,7 @@ class TaskState:
         return any(self._dirty.values())
 
     def discard(self) -> None:
-        """The transaction aborted: forget its writes, and the read cache with them."""
-        self._clear_overlay()
-        for cache in self._cache.values():
-            cache.clear()
-
-    def _clear_overlay(self) -> None:
+        """The transaction aborted: forget its writes."""
         for dirty in self._dirty.values():
             dirty.clear()
         for keys in self._dirty_keys.values():
@@ -181,27 +154,11 @@ class TaskState:
                     batch.delete(prefix + key)
                 else:
                     batch.put(prefix + key, value)
-            self._cache[store].update(dirty)
         positions = dict(self.checkpoint_positions())
         positions.update(next_positions)
         batch.put(_CHECKPOINT, self._checkpoint(positions).to_bytes())
         self._db.write(batch)
-        self._clear_overlay()
-        self._trim_cache()
-
-    def _trim_cache(self) -> None:
-        excess = sum(map(len, self._cache.values())) - self._max_cached_keys
-        for cache in self._cache.values():
-            if excess <= 0:
-                return
-            oldest = list(islice(cache, excess))
-            for key in oldest:
-                del cache[key]
-            excess -= len(oldest)
-
-    def cached_keys(self) -> int:
-        """Committed values held by the read cache (all stores)."""
-        return sum(map(len, self._cache.values()))
+        self.discard()
 
     # -- checkpoint and restore --------------------------------------------------------------------
 
@@ -246,7 +203,6 @@ class TaskState:
 
     def apply_restored(self, store: str, records: Iterator[tuple[bytes, bytes | None]]) -> int:
         """Write changelog records straight into the local store (restore path); returns the count."""
-        self._cache[store].clear()
         prefix = _ns(store)
         batch = WriteBatch(raw_mode=True)
         count = 0

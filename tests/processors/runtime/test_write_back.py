@@ -1,6 +1,6 @@
-"""The record cache in front of a task's RocksDB: reads see the open transaction's writes, only the last
+"""The write-back overlay in front of a task's RocksDB: reads see the open transaction's writes, only the last
 write of a key per commit reaches the changelog and RocksDB, a deletion goes through as a tombstone, and an
-aborted transaction drops the cache. The changelog is read back with a plain read_committed consumer."""
+aborted transaction leaves nothing behind. The changelog is read back with a plain read_committed consumer."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def rocksdb_value(path: Path, key: bytes) -> bytes | None:
 
 
 def test_reads_see_uncommitted_writes_and_the_last_write_wins(state: TaskState, tmp_path: Path) -> None:
-    assert state.get("s", b"k") is None  # a miss, now cached as absent
+    assert state.get("s", b"k") is None
     state.put("s", b"k", b"1")
     state.put("s", b"k", b"2")
     assert state.get("s", b"k") == b"2"
@@ -51,23 +51,21 @@ def test_reads_see_uncommitted_writes_and_the_last_write_wins(state: TaskState, 
     assert list(state.pending_writes()) == []
 
 
-def test_an_abort_drops_the_cache(state: TaskState, tmp_path: Path) -> None:
+def test_an_abort_leaves_the_committed_values(state: TaskState, tmp_path: Path) -> None:
     state.put("s", b"k", b"committed")
     state.committed({"s": 1})
-    assert state.cached_keys() == 1
     state.put("s", b"k", b"aborted")
     state.put("s", b"other", b"aborted")
     state.discard()
-    assert state.cached_keys() == 0
     assert list(state.pending_writes()) == []
-    assert state.get("s", b"k") == b"committed"  # read again from RocksDB
+    assert state.get("s", b"k") == b"committed"
     assert state.get("s", b"other") is None
 
 
 def test_a_deletion_reaches_rocksdb_as_a_tombstone(state: TaskState, tmp_path: Path) -> None:
     state.put("s", b"k", b"v")
     state.committed({"s": 1})
-    assert state.get("s", b"k") == b"v"  # cached
+    assert state.get("s", b"k") == b"v"
     state.delete("s", b"k")
     assert state.get("s", b"k") is None
     assert list(state.pending_writes()) == [("s", b"k", None)]
@@ -75,18 +73,6 @@ def test_a_deletion_reaches_rocksdb_as_a_tombstone(state: TaskState, tmp_path: P
     assert state.get("s", b"k") is None
     assert rocksdb_value(tmp_path / "task", b"k") is None
     assert list(state.range("s", b"", b"\xff")) == []
-
-
-def test_the_cache_is_bounded(tmp_path: Path) -> None:
-    state = TaskState(tmp_path / "task", "app", 0, {"s": "app-s-changelog"}, max_cached_keys=10)
-    try:
-        for i in range(25):
-            state.put("s", b"%02d" % i, b"v%d" % i)
-        state.committed({"s": 25})
-        assert state.cached_keys() == 10
-        assert all(state.get("s", b"%02d" % i) == b"v%d" % i for i in range(25))  # evicted ones from RocksDB
-    finally:
-        state.close()
 
 
 class Writer:
@@ -165,11 +151,11 @@ async def test_the_commit_flushes_the_last_write_of_each_key_and_tombstones(
         assert writer.flushes == 1
         task.process([record(source, 7, b"b", b"delete"), record(source, 8, b"a", b"a9")])
         assert await task.commit() == 2
-        # The next commit's writes are aborted: the task drops them and its cache.
+        # The next commit's writes are aborted: the task drops them.
         task.process([record(source, 9, b"a", b"never")])
         task.flush()
         task.discard()
-        assert state.cached_keys() == 0
+        assert list(state.pending_writes()) == []
         assert state.get("s", b"a") == b"a9"
         assert await task.commit() == 0
     finally:
