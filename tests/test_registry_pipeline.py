@@ -40,7 +40,7 @@ from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, simulate
 from simulator.verify import UpdateCollector, base_event_id, compare, complete, expectations
-from tests.schema_registry import Registry
+from tests.schema_registry import Registry, downstream_deserializer, watermarks
 from tests.simulator.sim_helpers import deliver_and_collect
 from tests.threaded_gateway import ThreadedServer
 
@@ -56,43 +56,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _offsets(bootstrap: str, topics: list[str], *, end: bool) -> dict[tuple[str, int], int]:
-    """Low or high watermarks of every partition of `topics` (confluent-kafka, not our clients)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wm-{uuid.uuid4().hex[:6]}"})
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        out = {}
-        for topic in topics:
-            for partition in metadata.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-                out[(topic, partition)] = high if end else low
-        return out
-    finally:
-        consumer.close()
-
-
 def confluent_read(
     bootstrap: str, registry_url: str, start: dict[tuple[str, int], int], end: dict[tuple[str, int], int]
 ) -> dict[str, list[dict[str, Any]]]:
     """Every committed record between `start` and `end`, decoded by Confluent's own deserializer."""
     from confluent_kafka import DeserializingConsumer, TopicPartition
-    from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_name_strategy
-    from confluent_kafka.schema_registry.avro import AvroDeserializer
 
-    registry = SchemaRegistryClient({"url": registry_url})
     consumer = DeserializingConsumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"downstream-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
-            # Subjects named <topic>-value, as we register them (confluent-kafka 2.16's default strategy first
-            # asks the registry for topic associations, which Apicurio does not have).
-            "value.deserializer": AvroDeserializer(
-                registry, conf={"subject.name.strategy": topic_subject_name_strategy}
-            ),
+            "value.deserializer": downstream_deserializer(registry_url),
         }
     )
     wanted = {tp: offset for tp, offset in start.items() if end[tp] > offset}
@@ -201,7 +177,7 @@ async def _metric(port: int, name: str) -> float:
 
 async def test_confluent_format_end_to_end(schema_registry: Registry, pipeline_for: Any, bootstrap: str) -> None:
     pipe: Pipeline = await pipeline_for(schema_registry.url)
-    start = await asyncio.to_thread(_offsets, bootstrap, OUTPUTS, end=True)
+    start = await asyncio.to_thread(watermarks, bootstrap, OUTPUTS, end=True)
     settings = pipe.processor_settings()
     stop = asyncio.Event()
     processor = asyncio.create_task(serve(settings, pipe.kafka, pipe.schema, stop=stop))
@@ -213,7 +189,7 @@ async def test_confluent_format_end_to_end(schema_registry: Registry, pipeline_f
     report = compare(seen.ledger, seen.updates, seen.expected)
     assert report.ok, report.as_dict()
 
-    end = await asyncio.to_thread(_offsets, bootstrap, OUTPUTS, end=True)
+    end = await asyncio.to_thread(watermarks, bootstrap, OUTPUTS, end=True)
     decoded = await asyncio.to_thread(confluent_read, bootstrap, schema_registry.url, start, end)
     assert _our_updates(decoded, events) == report.found > 0
     assert decoded.get(ACCOUNT_STATE_TOPIC)
@@ -225,7 +201,7 @@ async def test_registry_outage_loses_misfiles_and_duplicates_nothing(
 ) -> None:
     registry = outage_registry
     pipe: Pipeline = await pipeline_for(registry.url)
-    start = await asyncio.to_thread(_offsets, bootstrap, OUTPUTS, end=True)
+    start = await asyncio.to_thread(watermarks, bootstrap, OUTPUTS, end=True)
     first = pipe.processor_settings()
     stop_first = asyncio.Event()
     processor = asyncio.create_task(serve(first, pipe.kafka, pipe.schema, stop=stop_first))
@@ -299,7 +275,7 @@ async def test_registry_outage_loses_misfiles_and_duplicates_nothing(
     assert {f"{topic}-value" for topic in [*FAMILY_TOPICS.values(), *OUTPUTS]} <= subjects
     # Every output record, before, during and after the outage, decodes with Confluent's deserializer
     # against the restarted registry; none is a dead letter.
-    end = await asyncio.to_thread(_offsets, bootstrap, OUTPUTS, end=True)
+    end = await asyncio.to_thread(watermarks, bootstrap, OUTPUTS, end=True)
     decoded = await asyncio.to_thread(confluent_read, bootstrap, registry.url, start, end)
     assert not decoded.get(DEADLETTER_TOPIC)
     assert _our_updates(decoded, events) == report.found > 0

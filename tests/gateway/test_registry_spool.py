@@ -22,7 +22,7 @@ from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS, Family
 from schemas.settings import SchemaSettings
 from tests.gateway.gateway_helpers import event_body, signed_headers
 from tests.registry_proxy import CuttableProxy
-from tests.schema_registry import Registry
+from tests.schema_registry import Registry, downstream_deserializer, watermarks
 
 pytestmark = pytest.mark.kafka
 
@@ -41,35 +41,18 @@ EXPECTED_TOPIC = {
 TOPICS = sorted(set(FAMILY_TOPICS.values()) | {DEADLETTER_TOPIC})
 
 
-def _end_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wm-{uuid.uuid4().hex[:6]}"})
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        return {
-            (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for topic in TOPICS
-            for p in metadata.topics[topic].partitions
-        }
-    finally:
-        consumer.close()
-
-
 def _read_confluent(
     bootstrap: str, registry_url: str, start: dict[tuple[str, int], int], end: dict[tuple[str, int], int]
 ) -> list[tuple[str, bytes | None, dict[str, Any]]]:
     """(topic, key, decoded value) of every record between the offsets, in partition order."""
     from confluent_kafka import DeserializingConsumer, TopicPartition
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-    from confluent_kafka.schema_registry.avro import AvroDeserializer
 
     consumer = DeserializingConsumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"reader-{uuid.uuid4().hex[:6]}",
             "enable.auto.commit": False,
-            "value.deserializer": AvroDeserializer(SchemaRegistryClient({"url": registry_url})),
+            "value.deserializer": downstream_deserializer(registry_url),
         }
     )
     remaining = {tp: end[tp] - offset for tp, offset in start.items() if end[tp] > offset}
@@ -106,7 +89,7 @@ async def test_deliveries_during_a_registry_outage_are_spooled_then_published_on
     proxy = CuttableProxy(host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1]))
     proxy_url = f"http://127.0.0.1:{await proxy.start()}/{rest}"
     proxy.down()
-    start = await asyncio.to_thread(_end_offsets, bootstrap)
+    start = await asyncio.to_thread(watermarks, bootstrap, TOPICS, end=True)
     schema = SchemaSettings(registry_url=proxy_url, registry_retries=0, registry_retry_wait_ms=10)
     gateway = start_gateway(app_kwargs={"schema": schema})
     try:
@@ -132,7 +115,7 @@ async def test_deliveries_during_a_registry_outage_are_spooled_then_published_on
             await asyncio.sleep(0.25)
         else:
             raise AssertionError(f"spool not drained after the registry came back: {after}")
-        end = await asyncio.to_thread(_end_offsets, bootstrap)
+        end = await asyncio.to_thread(watermarks, bootstrap, TOPICS, end=True)
         records = await asyncio.to_thread(_read_confluent, bootstrap, schema_registry.url, start, end)
     finally:
         await proxy.stop()
