@@ -1,5 +1,5 @@
 """The gateway and the schema registry: started while the registry is unreachable, it spools deliveries
-(200 once durable, never a dead letter; test_gateway_registry_spool.py reads them back) and recovers by
+(200 once durable, never a dead letter; test_registry_spool.py reads them back) and recovers by
 itself; once its schemas are resolved, a registry outage does not change its answers."""
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.kafka
 
 ACCOUNTS = [str(uuid.uuid4()) for _ in range(3)]
 # Event type → the topic of its job-shaped test body: typed families and `other`. (The dead-letter path is
-# checked in test_gateway_records_registry.py: Confluent-format dead letters on the shared topic would stop
+# checked in test_records_registry.py: Confluent-format dead letters on the shared topic would stop
 # the operator tool tests, which read that topic without a registry.)
 EXPECTED_TOPIC = {
     "direct_deposit_switch.added": FAMILY_TOPICS[Family.DIRECT_DEPOSIT],
