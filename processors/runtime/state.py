@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import cast
 
 import orjson
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 _CHECKPOINT = b"\xff\xffcheckpoint"
 _TOMBSTONE = None
@@ -73,7 +73,14 @@ class TaskState:
         self.path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
-        return Rdict(str(self.path), options)
+        db = Rdict(str(self.path), options)
+        # No write-ahead log (as Kafka Streams' RocksDB stores): the changelog is the durable copy. A crash loses
+        # the memtable, i.e. whole write batches after the last flush, each with its checkpoint, so the local
+        # store falls back to an older checkpoint it still matches, and the restore catches it up from there.
+        writes = WriteOptions()
+        writes.disable_wal = True
+        db.set_write_options(writes)
+        return db
 
     # -- reads and writes (the processors' view) ------------------------------------------------
 

@@ -1,0 +1,113 @@
+"""CPU per event of the account pipeline alone, no broker: ``python -m bench.pipeline_bench [--events N]``.
+
+The processors' bench traffic (`processor_bench.encode_inputs`: family records as the gateway publishes them)
+goes through a real `AccountPipeline` over a real `TaskState` (RocksDB in a temporary directory), in commits
+of `--batch` records, each ending as the runtime's does: `end_of_batch` (the flush), the changelog writes read
+from the overlay, then the local store's commit. What this leaves out is the runtime's Kafka work (fetch,
+produce, transaction), which `bench.processor_bench`'s passthrough measures. `--profile FILE` writes a
+cProfile of the measured rounds. Times are this process's CPU time, the median of `--rounds`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka.structs import ConsumerRecord
+
+from bench.processor_bench import InputRecord, encode_inputs
+from processors.logic.config import LogicConfig
+from processors.pipeline import AccountPipeline, PipelineCounters
+from processors.runtime.state import TaskState
+from processors.runtime.task import OutRecord
+from schemas.catalog import STORE_NAMES, changelog_topic
+from schemas.codec import Codec
+
+_LOG_APPEND_TIME = 1
+
+
+@dataclass
+class _Context:
+    state: TaskState
+    partition: int = 0
+    emitted: list[OutRecord] = field(default_factory=list)
+
+    def emit(self, record: OutRecord) -> None:
+        self.emitted.append(record)
+
+
+def _consumer_records(inputs: list[InputRecord]) -> list[ConsumerRecord[bytes, bytes]]:
+    now_ms = int(time.time() * 1000)
+    return [
+        ConsumerRecord(
+            topic=r.topic,
+            partition=0,
+            offset=offset,
+            timestamp=now_ms,
+            timestamp_type=_LOG_APPEND_TIME,
+            key=r.key,
+            value=r.value,
+            checksum=None,
+            serialized_key_size=len(r.key),
+            serialized_value_size=len(r.value),
+            headers=r.headers,
+        )
+        for offset, r in enumerate(inputs)
+    ]
+
+
+def run_once(records: list[ConsumerRecord[bytes, bytes]], batch: int, profile: cProfile.Profile | None) -> float:
+    """CPU seconds to process `records` in commits of `batch`, on fresh state."""
+    codec = Codec()
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        changelogs = {store: changelog_topic("bench", store) for store in STORE_NAMES}
+        ctx = _Context(TaskState(Path(tmp), "bench", 0, changelogs))
+        pipeline = AccountPipeline(ctx, codec, LogicConfig(), PipelineCounters())
+        position = 0
+        start = time.process_time()
+        if profile is not None:
+            profile.enable()
+        for i in range(0, len(records), batch):
+            for record in records[i : i + batch]:
+                pipeline.process(record)
+            pipeline.end_of_batch()
+            writes = sum(1 for _ in ctx.state.pending_writes())  # what the commit hands the producer
+            position += writes
+            ctx.state.committed(dict.fromkeys(STORE_NAMES, position))
+            ctx.emitted.clear()
+        if profile is not None:
+            profile.disable()
+        spent = time.process_time() - start
+        ctx.state.close()
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=250, help="records per commit (the engine's: ~220)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the rounds here")
+    args = parser.parse_args()
+    records = _consumer_records(asyncio.run(encode_inputs(args.events)))
+    profile = cProfile.Profile() if args.profile else None
+    times = [run_once(records, args.batch, profile) for _ in range(args.rounds)]
+    median = statistics.median(times)
+    print(
+        f"pipeline alone: {len(records):,} events in commits of {args.batch}; "
+        f"{median / len(records) * 1e6:.1f} µs CPU per event (median of {args.rounds}: "
+        + " / ".join(f"{t / len(records) * 1e6:.1f}" for t in times)
+        + f"), {len(records) / median:,.0f} events per CPU s"
+    )
+    if profile is not None:
+        profile.dump_stats(args.profile)
+
+
+if __name__ == "__main__":
+    main()
