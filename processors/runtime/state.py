@@ -78,7 +78,7 @@ class TaskState:
         # the memtable, i.e. whole write batches after the last flush, each with its checkpoint, so the local
         # store falls back to an older checkpoint it still matches, and the restore catches it up from there.
         writes = WriteOptions()
-        writes.disable_wal = True
+        writes.disable_wal = True  # type: ignore[assignment,method-assign]  # a property; the stub says method
         db.set_write_options(writes)
         return db
 
