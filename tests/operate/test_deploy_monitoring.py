@@ -141,10 +141,14 @@ async def test_dashboard_and_rules_use_only_exported_metrics(
         sampled: set[str] = set()
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            texts = [
-                (await https.get(gateway.url + "/metrics")).text,
-                (await http.get(f"http://127.0.0.1:{health_port}/metrics")).text,
-            ]
+            try:
+                texts = [
+                    (await https.get(gateway.url + "/metrics")).text,
+                    (await http.get(f"http://127.0.0.1:{health_port}/metrics")).text,
+                ]
+            except httpx.ConnectError:  # the processor opens its port once its topics and schemas are checked
+                await asyncio.sleep(1)
+                continue
             names = set().union(*map(exported, texts))
             sampled = {s.name for text in texts for f in text_string_to_metric_families(text) for s in f.samples}
             if wanted <= sampled and used - PROMETHEUS_MADE <= names:

@@ -26,32 +26,28 @@ def state(tmp_path: Path) -> Iterator[TaskState]:
     task_state.close()
 
 
-def rocksdb_value(path: Path, key: bytes) -> bytes | None:
-    """What RocksDB itself holds for store "s" (read with a second handle, not through TaskState)."""
-    options = Options(raw_mode=True)
-    db = Rdict(str(path), options, access_type=AccessType.read_only())
-    try:
-        value: bytes | None = db.get(b"s\x00" + key)
-        return value
-    finally:
-        db.close()
+def rocksdb_value(state: TaskState, key: bytes) -> bytes | None:
+    """What RocksDB itself holds for store "s", past the write-back overlay. TaskState's own handle: the stores
+    write without a WAL, so a second handle sees only what a flush has put in SST files."""
+    value: bytes | None = state._db.get(b"s\x00" + key)
+    return value
 
 
-def test_reads_see_uncommitted_writes_and_the_last_write_wins(state: TaskState, tmp_path: Path) -> None:
+def test_reads_see_uncommitted_writes_and_the_last_write_wins(state: TaskState) -> None:
     assert state.get("s", b"k") is None
     state.put("s", b"k", b"1")
     state.put("s", b"k", b"2")
     assert state.get("s", b"k") == b"2"
     state.put("s", b"k", b"3")
     assert list(state.pending_writes()) == [("s", b"k", b"3")]
-    assert rocksdb_value(tmp_path / "task", b"k") is None  # nothing reaches RocksDB before the commit
+    assert rocksdb_value(state, b"k") is None  # nothing reaches RocksDB before the commit
     state.committed({"s": 1})
-    assert rocksdb_value(tmp_path / "task", b"k") == b"3"
+    assert rocksdb_value(state, b"k") == b"3"
     assert state.get("s", b"k") == b"3"
     assert list(state.pending_writes()) == []
 
 
-def test_an_abort_leaves_the_committed_values(state: TaskState, tmp_path: Path) -> None:
+def test_an_abort_leaves_the_committed_values(state: TaskState) -> None:
     state.put("s", b"k", b"committed")
     state.committed({"s": 1})
     state.put("s", b"k", b"aborted")
@@ -62,7 +58,7 @@ def test_an_abort_leaves_the_committed_values(state: TaskState, tmp_path: Path) 
     assert state.get("s", b"other") is None
 
 
-def test_a_deletion_reaches_rocksdb_as_a_tombstone(state: TaskState, tmp_path: Path) -> None:
+def test_a_deletion_reaches_rocksdb_as_a_tombstone(state: TaskState) -> None:
     state.put("s", b"k", b"v")
     state.committed({"s": 1})
     assert state.get("s", b"k") == b"v"
@@ -71,8 +67,21 @@ def test_a_deletion_reaches_rocksdb_as_a_tombstone(state: TaskState, tmp_path: P
     assert list(state.pending_writes()) == [("s", b"k", None)]
     state.committed({"s": 2})
     assert state.get("s", b"k") is None
-    assert rocksdb_value(tmp_path / "task", b"k") is None
+    assert rocksdb_value(state, b"k") is None
     assert list(state.range("s", b"", b"\xff")) == []
+
+
+def test_a_clean_close_leaves_the_committed_values_on_disk(tmp_path: Path) -> None:
+    """Without a WAL, committed writes live in the memtable until a flush: closing the store must flush them."""
+    task_state = TaskState(tmp_path / "task", "app", 0, {"s": "app-s-changelog"})
+    task_state.put("s", b"k", b"v")
+    task_state.committed({"s": 1})
+    task_state.close()
+    db = Rdict(str(tmp_path / "task"), Options(raw_mode=True), access_type=AccessType.read_only())
+    try:
+        assert db.get(b"s\x00k") == b"v"
+    finally:
+        db.close()
 
 
 class Writer:
