@@ -13,11 +13,13 @@ import resource
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from common import logs
+from common import gc_tuning, logs
 from common.settings import KafkaSettings
 from gateway.app import create_app
 from gateway.connections import FD_RESERVE_MIN, GuardedHttpToolsProtocol
@@ -102,11 +104,22 @@ def check_schemas(schema: SchemaSettings) -> None:
         raise ConfigError(f"schema registry: {exc}") from None
 
 
+def _tuned_worker_app(factory: Callable[..., Any]) -> Any:
+    """A worker's app factory: the collector tuned in the worker process (settings do not cross a spawn)."""
+    gc_tuning.tune_for_throughput()
+    return factory()
+
+
 def serve(config: uvicorn.Config) -> None:
     """Serve `config` (one process or several workers) until SIGINT/SIGTERM.
 
     Separate from `run` so the benchmark serves its reference endpoints with the gateway's exact options.
     """
+    if config.workers > 1:
+        assert callable(config.app), "build_config passes an app factory"
+        config.app = functools.partial(_tuned_worker_app, config.app)  # each worker tunes its own collector
+    else:
+        gc_tuning.tune_for_throughput()
     server = uvicorn.Server(config)
     if config.workers > 1:
         # Before the workers are spawned (they import prometheus_client with it set); a fresh

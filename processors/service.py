@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from common import logs
+from common import gc_tuning, logs
 from common.isr_watch import IsrWatch
 from common.settings import KafkaSettings
 from processors.lag import LagMonitor
@@ -285,6 +285,7 @@ async def serve_engine(
 def run_until_signal(settings: ProcessorSettings, serve_until: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Logging configured, then `serve_until(stop)` with `stop` set by SIGINT/SIGTERM."""
     logs.configure(settings.log_level, ["processors"])
+    gc_tuning.tune_for_throughput()
 
     async def main() -> None:
         stop = asyncio.Event()
