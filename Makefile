@@ -81,6 +81,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.codec_bench
 	$(BIN)/python -m bench.event_bench
 	$(BIN)/python -m bench.gateway_bench
+	$(BIN)/python -m bench.pipeline_bench
 	$(BIN)/python -m bench.processor_bench
 	$(BIN)/python -m bench.restore_bench
 	$(BIN)/python -m bench.e2e_bench

@@ -5,7 +5,8 @@ goes through a real `AccountPipeline` over a real `TaskState` (RocksDB in a temp
 of `--batch` records, each ending as the runtime's does: `end_of_batch` (the flush), the changelog writes read
 from the overlay, then the local store's commit. What this leaves out is the runtime's Kafka work (fetch,
 produce, transaction), which `bench.processor_bench`'s passthrough measures. `--profile FILE` writes a
-cProfile of the measured rounds. Times are this process's CPU time, the median of `--rounds`.
+cProfile of the measured rounds. Times are this process's CPU time, the median of `--rounds`, with the
+service's garbage-collector settings (`common/gc_tuning.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from aiokafka.structs import ConsumerRecord
 
 from bench.processor_bench import InputRecord, encode_inputs
+from common import gc_tuning
 from processors.logic.config import LogicConfig
 from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write a cProfile of the rounds here")
     args = parser.parse_args()
     records = _consumer_records(asyncio.run(encode_inputs(args.events)))
+    gc_tuning.tune_for_throughput()  # as the processor service runs
     profile = cProfile.Profile() if args.profile else None
     times = [run_once(records, args.batch, profile) for _ in range(args.rounds)]
     median = statistics.median(times)
