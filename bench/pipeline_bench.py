@@ -17,7 +17,6 @@ import cProfile
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
@@ -27,21 +26,11 @@ from common import gc_tuning
 from processors.logic.config import LogicConfig
 from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
-from processors.runtime.task import OutRecord
+from processors.runtime.task import RecordingContext
 from schemas.catalog import STORE_NAMES, changelog_topic
 from schemas.codec import Codec
 
 _LOG_APPEND_TIME = 1
-
-
-@dataclass
-class _Context:
-    state: TaskState
-    partition: int = 0
-    emitted: list[OutRecord] = field(default_factory=list)
-
-    def emit(self, record: OutRecord) -> None:
-        self.emitted.append(record)
 
 
 def _consumer_records(inputs: list[InputRecord]) -> list[ConsumerRecord[bytes, bytes]]:
@@ -69,7 +58,7 @@ def run_once(records: list[ConsumerRecord[bytes, bytes]], batch: int, profile: c
     codec = Codec()
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         changelogs = {store: changelog_topic("bench", store) for store in STORE_NAMES}
-        ctx = _Context(TaskState(Path(tmp), "bench", 0, changelogs))
+        ctx = RecordingContext(TaskState(Path(tmp), "bench", 0, changelogs))
         pipeline = AccountPipeline(ctx, codec, LogicConfig(), PipelineCounters())
         position = 0
         start = time.process_time()

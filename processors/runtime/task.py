@@ -47,6 +47,19 @@ class TaskContext(Protocol):
     def emit(self, record: OutRecord) -> None: ...
 
 
+@dataclass
+class RecordingContext:
+    """A `TaskContext` that keeps what the processor emits: for drivers and benches that run a processor
+    over one task's state without the engine (no transaction, no Kafka)."""
+
+    state: TaskState
+    partition: int = 0
+    emitted: list[OutRecord] = field(default_factory=list)
+
+    def emit(self, record: OutRecord) -> None:
+        self.emitted.append(record)
+
+
 class TaskProcessor(Protocol):
     """Application logic of a task; the runtime calls it and commits what it emitted and wrote."""
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -30,7 +30,7 @@ from gateway.records import Route, plan
 from processors.logic.config import LogicConfig
 from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
-from processors.runtime.task import BatchFailed, OutRecord, RecordFailed
+from processors.runtime.task import BatchFailed, RecordFailed, RecordingContext
 from schemas.catalog import STORE_NAMES, changelog_topic
 from schemas.codec import Codec
 
@@ -71,24 +71,12 @@ class Output:
     headers: dict[str, str]
 
 
-@dataclass
-class _Context:
-    """The TaskContext the pipeline sees."""
-
-    state: TaskState
-    partition: int = 0
-    emitted: list[OutRecord] = field(default_factory=list)
-
-    def emit(self, record: OutRecord) -> None:
-        self.emitted.append(record)
-
-
 class PipelineDriver:
     def __init__(self, state_dir: Path, config: LogicConfig | None = None, codec: Codec | None = None) -> None:
         self.codec = codec or Codec()
         self.config = config or LogicConfig()
         changelogs = {store: changelog_topic(APP_ID, store) for store in STORE_NAMES}
-        self.ctx = _Context(TaskState(state_dir, APP_ID, 0, changelogs))
+        self.ctx = RecordingContext(TaskState(state_dir, APP_ID, 0, changelogs))
         self.counters = PipelineCounters()
         self.pipeline = self._new_pipeline()
         self.reader = IndependentReader()
