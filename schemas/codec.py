@@ -83,7 +83,7 @@ class _Uuid(cavro.CustomLogicalType):  # type: ignore[misc]  # cavro ships no ty
         return value
 
 
-# The encoder is cavro (Cython): 3x faster than fastavro's writer on our records, same bytes (measured in
+# The encoder is cavro (Cython): about 2x faster than fastavro's writer on our records, same bytes (measured in
 # docs/benchmarks.md; tests/schemas/test_encoder.py compares them). fastavro parses, fingerprints and decodes.
 # Union branches may be named up front (tuple notation), as fastavro takes them; cavro's own `uuid` type,
 # which parses every uuid string to check it, is replaced by fastavro's behaviour (_Uuid).
