@@ -118,10 +118,6 @@ def serve(config: uvicorn.Config) -> None:
     if config.workers > 1:
         assert callable(config.app), "build_config passes an app factory"
         config.app = functools.partial(_tuned_worker_app, config.app)  # each worker tunes its own collector
-    else:
-        gc_tuning.tune_for_throughput()
-    server = uvicorn.Server(config)
-    if config.workers > 1:
         # Before the workers are spawned (they import prometheus_client with it set); a fresh
         # directory per run, so the counters of a previous run are not summed in.
         metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
@@ -131,7 +127,9 @@ def serve(config: uvicorn.Config) -> None:
             Multiprocess(config, sockets=[sock]).run()
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    else:
-        server.run()
-    if not server.started and config.workers == 1:
+        return
+    gc_tuning.tune_for_throughput()
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
         sys.exit(3)  # startup failed (lifespan error): uvicorn has logged why
