@@ -1,7 +1,7 @@
 """End-to-end latency: a delivery received by the gateway → its account update visible to a read_committed reader.
 
     python -m bench.e2e_bench [--duration 60] [--instances 1,2] [--max-rate R] [--saturation-deliveries 5000]
-                              [--sender paced|simulator]
+                              [--sender paced|simulator] [--warm-up 5]
 
 Every part runs as its own OS process, as deployed: a Kafka broker (a private local one unless
 KAFKA_BOOTSTRAP_SERVERS is set), the gateway (`pinwheel-connector gateway`, uvicorn over TLS with a
@@ -20,7 +20,11 @@ simulate` (32 in flight) instead. This process only reads `pinwheel.account_upda
    an update is this consumer's wall clock when the fetch returned it minus `trigger.received_at`, the
    gateway's receipt time (same machine, same clock). Pending jobs all get their final outcome (an update
    that waits for a pending timeout is late by design). Afterwards `verify`'s comparison with the
-   generator's ledger counts lost and duplicated updates.
+   generator's ledger counts lost and duplicated updates. Before it, the instances carry --warm-up seconds
+   of other traffic at the same rate (its updates awaited; reported on a line of its own, not in the
+   table), so the measured traffic finds them past their first transactions: the steady state. A fresh
+   instance's first seconds are slower (its first transactions' produce requests wait up to a second for
+   their acks on this machine); `--warm-up 0` measures them within the run.
 
 Each run also reports the CPU seconds that the generator, the gateway, the processors and the broker spent
 while the traffic was sent. Prints markdown tables and draws docs/img/e2e-latency-cdf.png.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -223,6 +228,7 @@ class PhaseResult:
     lost: int
     duplicated: int
     cpu_s: dict[str, float | None]  # per process kind, while the traffic was sent
+    warm_up: PhaseResult | None = None  # the uncounted traffic the same instances carried first
 
     @property
     def generator_cpu_ms(self) -> float | None:
@@ -239,22 +245,34 @@ class PhaseResult:
         return list(first.values())
 
 
-async def run_phase(stack: Stack, label: str, instances: int, traffic: Traffic) -> PhaseResult:
+async def run_phase(
+    stack: Stack, label: str, instances: int, traffic: Traffic, warm_up: Traffic | None = None
+) -> PhaseResult:
     app = f"bench-e2e-{instances}-{uuid.uuid4().hex[:6]}"
     await provision(stack.kafka, app, PARTITIONS)
     group = start_instances("pipeline", instances, kafka=stack.kafka, app_id=app, work=stack.work)
     try:
         await wait_settled(group, PARTITIONS)
-        watcher = await UpdateWatcher(stack.kafka).start()
-        try:
-            rate = f"{traffic.rate:,.0f}/s" if traffic.rate else "as fast as possible"
-            _say(f"{label}: {traffic.deliveries:,} deliveries ({traffic.accounts} accounts) at {rate}")
-            ledger, cpu_s = await drive(stack, watcher, group, traffic, label, stack.work / f"{app}-ledger.jsonl")
-        finally:
-            await watcher.stop()
+        first = None
+        if warm_up is not None:
+            first = await run_traffic(stack, group, warm_up, f"{label} warm-up", stack.work / f"{app}-warm-up.jsonl")
+        result = await run_traffic(stack, group, traffic, label, stack.work / f"{app}-ledger.jsonl")
     finally:
         group.stop()
+    return dataclasses.replace(result, warm_up=first)
+
+
+async def run_traffic(stack: Stack, group: Instances, traffic: Traffic, label: str, path: Path) -> PhaseResult:
+    """One traffic through running instances, watched from the current end of the updates topic."""
+    watcher = await UpdateWatcher(stack.kafka).start()
+    try:
+        rate = f"{traffic.rate:,.0f}/s" if traffic.rate else "as fast as possible"
+        _say(f"{label}: {traffic.deliveries:,} deliveries ({traffic.accounts} accounts) at {rate}")
+        ledger, cpu_s = await drive(stack, watcher, group, traffic, label, path)
+    finally:
+        await watcher.stop()
     verdict = compare(ledger, watcher.views(), expectations(ledger))
+    instances = len(group.health_ports)
     return PhaseResult(label, instances, ledger, watcher.seen, len(verdict.lost), len(verdict.duplicated), cpu_s)
 
 
@@ -319,6 +337,11 @@ def max_throughput(result: PhaseResult) -> float:
     return updates_per_s * accepted / len(visible)
 
 
+def latency_ms(result: PhaseResult) -> dict[str, float]:
+    latencies = sorted(s.latency_s * 1000 for s in result.mine())
+    return {f"p{p:g}": percentile(latencies, p) for p in PERCENTILES} | {"max": latencies[-1]}
+
+
 def summarize(result: PhaseResult, target_rate: float) -> dict[str, Any]:
     mine = result.mine()
     latencies = sorted(s.latency_s * 1000 for s in mine)
@@ -333,7 +356,8 @@ def summarize(result: PhaseResult, target_rate: float) -> dict[str, Any]:
         "deliveries_per_s": len(sent) / (sent[-1] - sent[0]),
         "updates": len(mine),
         "updates_per_s": len(visible) / (visible[-1] - visible[0]),
-        "latency_ms": {f"p{p:g}": percentile(latencies, p) for p in PERCENTILES} | {"max": latencies[-1]},
+        "latency_ms": latency_ms(result),
+        "warm_up_latency_ms": None if result.warm_up is None else latency_ms(result.warm_up),
         "lost": result.lost,
         "duplicated": result.duplicated,
         "generator_cpu_ms_per_delivery": result.generator_cpu_ms,
@@ -355,13 +379,15 @@ async def run(args: argparse.Namespace, kafka: KafkaSettings, stack: Stack) -> d
     runs = []
     for n, instances in enumerate(args.instances, start=2):
         traffic = plan_traffic(int(rate * args.duration), rate, args.duration, seed=n)
-        runs.append(summarize(await run_phase(stack, f"x{instances}", instances, traffic), rate))
+        warm_up = plan_traffic(int(rate * args.warm_up), rate, args.warm_up, seed=100 + n) if args.warm_up else None
+        runs.append(summarize(await run_phase(stack, f"x{instances}", instances, traffic, warm_up), rate))
         _say(f"x{instances}: " + ", ".join(f"{k} {v:,.0f} ms" for k, v in runs[-1]["latency_ms"].items()))
     return {
         "sender": stack.generator,
         "max_rate": max_rate,
         "rate": rate,
         "duration_s": args.duration,
+        "warm_up_s": args.warm_up,
         "saturation": saturation,
         "runs": runs,
     }
@@ -391,9 +417,18 @@ def report(result: dict[str, Any]) -> None:
         print()
         print(table(CPU_HEADER, [_cpu_cells(s)]))
         print()
-    print(f"latency runs at {result['rate']:,} deliveries/s (half the maximum), {result['duration_s']:.0f} s each:")
+    warm = f", after {result['warm_up_s']:g} s of warm-up traffic" if result["warm_up_s"] else ""
+    print(
+        f"latency runs at {result['rate']:,} deliveries/s (half the maximum), {result['duration_s']:.0f} s each{warm}:"
+    )
     print()
     print(table(header, rows))
+    for r in result["runs"]:
+        if (warm := r["warm_up_latency_ms"]) is not None:
+            print(
+                f"\nwarm-up ({r['instances']} fresh instance(s), {result['warm_up_s']:g} s, not in the table): "
+                + ", ".join(f"{k} {v:,.0f} ms" for k, v in warm.items())
+            )
     chart = plot.lines(
         plot.IMAGES / "e2e-latency-cdf.png",
         f"End to end: gateway receipt → update visible (read_committed), {result['rate']:,}/s",
@@ -429,6 +464,9 @@ def main() -> None:
     parser.add_argument("--instances", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     parser.add_argument("--max-rate", type=float, default=None, help="maximum throughput (default: measured)")
     parser.add_argument("--saturation-deliveries", type=int, default=5_000)
+    parser.add_argument(
+        "--warm-up", type=float, default=5.0, help="seconds of uncounted traffic before each latency run (default 5)"
+    )
     parser.add_argument(
         "--sender", choices=["paced", "simulator"], default="paced", help="load generator (default: bench.paced_sender)"
     )
