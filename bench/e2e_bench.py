@@ -424,10 +424,10 @@ def report(result: dict[str, Any]) -> None:
     print()
     print(table(header, rows))
     for r in result["runs"]:
-        if (warm := r["warm_up_latency_ms"]) is not None:
+        if (first := r["warm_up_latency_ms"]) is not None:
             print(
                 f"\nwarm-up ({r['instances']} fresh instance(s), {result['warm_up_s']:g} s, not in the table): "
-                + ", ".join(f"{k} {v:,.0f} ms" for k, v in warm.items())
+                + ", ".join(f"{k} {v:,.0f} ms" for k, v in first.items())
             )
     chart = plot.lines(
         plot.IMAGES / "e2e-latency-cdf.png",
