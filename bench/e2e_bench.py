@@ -337,14 +337,18 @@ def max_throughput(result: PhaseResult) -> float:
     return updates_per_s * accepted / len(visible)
 
 
-def latency_ms(result: PhaseResult) -> dict[str, float]:
-    latencies = sorted(s.latency_s * 1000 for s in result.mine())
+def latency_ms(latencies: list[float]) -> dict[str, float]:
+    """The percentiles and the maximum of sorted latencies."""
     return {f"p{p:g}": percentile(latencies, p) for p in PERCENTILES} | {"max": latencies[-1]}
+
+
+def sorted_latencies_ms(result: PhaseResult) -> list[float]:
+    return sorted(s.latency_s * 1000 for s in result.mine())
 
 
 def summarize(result: PhaseResult, target_rate: float) -> dict[str, Any]:
     mine = result.mine()
-    latencies = sorted(s.latency_s * 1000 for s in mine)
+    latencies = sorted_latencies_ms(result)
     accepted = [a for a in result.ledger.attempts if a.result == "accepted"]
     sent = sorted(datetime.fromisoformat(a.sent_at).timestamp() for a in accepted)
     visible = sorted(s.visible_at for s in mine)
@@ -356,8 +360,8 @@ def summarize(result: PhaseResult, target_rate: float) -> dict[str, Any]:
         "deliveries_per_s": len(sent) / (sent[-1] - sent[0]),
         "updates": len(mine),
         "updates_per_s": len(visible) / (visible[-1] - visible[0]),
-        "latency_ms": latency_ms(result),
-        "warm_up_latency_ms": None if result.warm_up is None else latency_ms(result.warm_up),
+        "latency_ms": latency_ms(latencies),
+        "warm_up_latency_ms": None if result.warm_up is None else latency_ms(sorted_latencies_ms(result.warm_up)),
         "lost": result.lost,
         "duplicated": result.duplicated,
         "generator_cpu_ms_per_delivery": result.generator_cpu_ms,
