@@ -149,7 +149,7 @@ class KafkaSettings(BaseSettings):
     def _check_tls(self) -> None:
         if self.ssl_key_file is not None and self.ssl_cert_file is None:
             raise _problem("KAFKA_SSL_KEY_FILE: set without KAFKA_SSL_CERT_FILE (the certificate it belongs to)")
-        _one_of(self.ssl_key_password, self.ssl_key_password_file, "KAFKA_SSL_KEY_PASSWORD", required=False)
+        check_secret(self.ssl_key_password, self.ssl_key_password_file, "KAFKA_SSL_KEY_PASSWORD", required=False)
         for name, path in (("KAFKA_SSL_CA_FILE", self.ssl_ca_file), ("KAFKA_SSL_CERT_FILE", self.ssl_cert_file),
                            ("KAFKA_SSL_KEY_FILE", self.ssl_key_file)):  # fmt: skip
             if path is not None and not path.is_file():
@@ -179,7 +179,7 @@ class KafkaSettings(BaseSettings):
         if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
             if not self.sasl_username:
                 raise _problem(f"KAFKA_SASL_USERNAME: required with KAFKA_SASL_MECHANISM={mechanism}")
-            _one_of(self.sasl_password, self.sasl_password_file, "KAFKA_SASL_PASSWORD", required=True)
+            check_secret(self.sasl_password, self.sasl_password_file, "KAFKA_SASL_PASSWORD", required=True)
         elif mechanism == "OAUTHBEARER":
             for name, value in (("KAFKA_SASL_OAUTH_TOKEN_URL", self.sasl_oauth_token_url),
                                 ("KAFKA_SASL_OAUTH_CLIENT_ID", self.sasl_oauth_client_id)):  # fmt: skip
@@ -187,7 +187,7 @@ class KafkaSettings(BaseSettings):
                     raise _problem(f"{name}: required with KAFKA_SASL_MECHANISM=OAUTHBEARER")
             if not str(self.sasl_oauth_token_url).startswith(("https://", "http://")):
                 raise _problem("KAFKA_SASL_OAUTH_TOKEN_URL: expected an http(s):// URL")
-            _one_of(self.sasl_oauth_client_secret, self.sasl_oauth_client_secret_file,
+            check_secret(self.sasl_oauth_client_secret, self.sasl_oauth_client_secret_file,
                     "KAFKA_SASL_OAUTH_CLIENT_SECRET", required=True)  # fmt: skip
             if self.sasl_oauth_ca_file is not None and not self.sasl_oauth_ca_file.is_file():
                 raise _problem(f"KAFKA_SASL_OAUTH_CA_FILE: no such file {self.sasl_oauth_ca_file}")
@@ -200,13 +200,13 @@ class KafkaSettings(BaseSettings):
     # -- secrets, read when a client is made (a rotated file is picked up by the next connection) ---------------
 
     def _key_password(self) -> str | None:
-        return _secret(self.ssl_key_password, self.ssl_key_password_file, "KAFKA_SSL_KEY_PASSWORD")
+        return secret_value(self.ssl_key_password, self.ssl_key_password_file, "KAFKA_SSL_KEY_PASSWORD")
 
     def sasl_password_value(self) -> str | None:
-        return _secret(self.sasl_password, self.sasl_password_file, "KAFKA_SASL_PASSWORD")
+        return secret_value(self.sasl_password, self.sasl_password_file, "KAFKA_SASL_PASSWORD")
 
     def oauth_config(self) -> OAuthConfig:
-        secret = _secret(self.sasl_oauth_client_secret, self.sasl_oauth_client_secret_file,
+        secret = secret_value(self.sasl_oauth_client_secret, self.sasl_oauth_client_secret_file,
                          "KAFKA_SASL_OAUTH_CLIENT_SECRET")  # fmt: skip
         extensions = tuple(
             (key.strip(), value.strip())
@@ -272,7 +272,8 @@ class KafkaSettings(BaseSettings):
         return text
 
 
-def _one_of(value: SecretStr | None, path: Path | None, variable: str, *, required: bool) -> None:
+def check_secret(value: SecretStr | None, path: Path | None, variable: str, *, required: bool) -> None:
+    """A secret given as `variable` or as `variable`_FILE (not both), its file readable; raises a problem."""
     if value is not None and path is not None:
         raise _problem(f"{variable}: set either {variable} or {variable}_FILE, not both")
     if path is not None:
@@ -281,7 +282,8 @@ def _one_of(value: SecretStr | None, path: Path | None, variable: str, *, requir
         raise _problem(f"{variable}: required (or {variable}_FILE)")
 
 
-def _secret(value: SecretStr | None, path: Path | None, variable: str) -> str | None:
+def secret_value(value: SecretStr | None, path: Path | None, variable: str) -> str | None:
+    """The secret from its file (read now: a rotated file counts) or from the environment."""
     if path is not None:
         return read_secret_file(path, f"{variable}_FILE")
     return value.get_secret_value() if value is not None else None

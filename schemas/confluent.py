@@ -53,11 +53,11 @@ def client_config(settings: SchemaSettings) -> dict[str, Any]:
         "retries.max.wait.ms": settings.registry_retry_max_wait_ms,
     }
     if settings.registry_username is not None:
-        conf["basic.auth.user.info"] = f"{settings.registry_username}:{settings.registry_password or ''}"
-    if settings.registry_bearer_token:
+        conf["basic.auth.user.info"] = f"{settings.registry_username}:{settings.registry_password_value() or ''}"
+    if token := settings.registry_bearer_token_value():
         conf |= {
             "bearer.auth.credentials.source": "STATIC_TOKEN",
-            "bearer.auth.token": settings.registry_bearer_token,
+            "bearer.auth.token": token,
             "bearer.auth.logical.cluster": settings.registry_bearer_logical_cluster or "",
         }
     if settings.registry_ca_file is not None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import check_secret, secret_value
 
 Compatibility = Literal[
     "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"
@@ -38,11 +40,15 @@ class SchemaSettings(BaseSettings):
         description="Compatibility level set on a subject when we register its first schema (NONE only if chosen).",
     )
     registry_username: str | None = Field(default=None, description="Basic-auth user of the schema registry.")
-    registry_password: str | None = Field(
-        default=None, description="Basic-auth password of the schema registry (never logged).", repr=False
+    registry_password: SecretStr | None = Field(
+        default=None, description="Basic-auth password of the schema registry (never logged)."
     )
-    registry_bearer_token: str | None = Field(
-        default=None, description="Static bearer token for the schema registry (never logged).", repr=False
+    registry_password_file: Path | None = Field(default=None, description="File holding SCHEMA_REGISTRY_PASSWORD.")
+    registry_bearer_token: SecretStr | None = Field(
+        default=None, description="Static bearer token for the schema registry (never logged)."
+    )
+    registry_bearer_token_file: Path | None = Field(
+        default=None, description="File holding SCHEMA_REGISTRY_BEARER_TOKEN."
     )
     registry_bearer_logical_cluster: str | None = Field(
         default=None, description="Logical cluster sent with the bearer token (Confluent Cloud: lsrc-...)."
@@ -73,7 +79,11 @@ class SchemaSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_auth(self) -> SchemaSettings:
-        if self.registry_bearer_token and self.registry_username:
+        check_secret(self.registry_password, self.registry_password_file, "SCHEMA_REGISTRY_PASSWORD", required=False)
+        check_secret(
+            self.registry_bearer_token, self.registry_bearer_token_file, "SCHEMA_REGISTRY_BEARER_TOKEN", required=False
+        )
+        if (self.registry_bearer_token or self.registry_bearer_token_file) and self.registry_username:
             raise ValueError("set either SCHEMA_REGISTRY_USERNAME/PASSWORD or SCHEMA_REGISTRY_BEARER_TOKEN, not both")
         if self.registry_key_file and not self.registry_cert_file:
             raise ValueError("SCHEMA_REGISTRY_KEY_FILE needs SCHEMA_REGISTRY_CERT_FILE")
@@ -82,3 +92,9 @@ class SchemaSettings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"SCHEMA_{name.upper()}: no such file {path}")
         return self
+
+    def registry_password_value(self) -> str | None:
+        return secret_value(self.registry_password, self.registry_password_file, "SCHEMA_REGISTRY_PASSWORD")
+
+    def registry_bearer_token_value(self) -> str | None:
+        return secret_value(self.registry_bearer_token, self.registry_bearer_token_file, "SCHEMA_REGISTRY_BEARER_TOKEN")

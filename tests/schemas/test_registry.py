@@ -164,6 +164,17 @@ def test_tls_and_auth_options_reach_the_client(tmp_path: Path) -> None:
     assert basic["basic.auth.user.info"] == "u:p"
 
 
+def test_registry_secrets_can_come_from_files(tmp_path: Path) -> None:
+    password, token = tmp_path / "password", tmp_path / "token"
+    password.write_text("file-s3cret\n")
+    token.write_text("file-t0ken\n")
+    basic = SchemaSettings(registry_url="http://r", registry_username="u", registry_password_file=password)
+    assert client_config(basic)["basic.auth.user.info"] == "u:file-s3cret"
+    bearer = SchemaSettings(registry_url="http://r", registry_bearer_token_file=token)
+    assert client_config(bearer)["bearer.auth.token"] == "file-t0ken"
+    assert "s3cret" not in repr(basic)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -171,6 +182,8 @@ def test_tls_and_auth_options_reach_the_client(tmp_path: Path) -> None:
         ({"SCHEMA_REGISTRY_KEY_FILE": __file__}, "needs SCHEMA_REGISTRY_CERT_FILE"),
         ({"SCHEMA_REGISTRY_CA_FILE": "/nonexistent.pem"}, "SCHEMA_REGISTRY_CA_FILE: no such file"),
         ({"SCHEMA_REGISTRY_COMPATIBILITY": "SOMETIMES"}, "BACKWARD"),
+        ({"SCHEMA_REGISTRY_PASSWORD_FILE": "/nonexistent"}, "SCHEMA_REGISTRY_PASSWORD_FILE: cannot read"),
+        ({"SCHEMA_REGISTRY_BEARER_TOKEN_FILE": __file__, "SCHEMA_REGISTRY_USERNAME": "u"}, "not both"),
     ],
 )
 def test_bad_registry_settings_are_refused(env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
