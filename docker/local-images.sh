@@ -18,6 +18,10 @@ DEBIAN_IMAGE=$PREFIX/debian:bookworm
 PYTHON_IMAGE=$PREFIX/python:3.11
 KAFKA_IMAGE=$PREFIX/kafka:$KAFKA_VERSION
 
+# Standard output carries the one result line alone (it is read by `export $(...)`): everything the builds print,
+# Maven's colour codes included, goes to standard error.
+exec 3>&1 1>&2
+
 say() { echo "[images] $*" >&2; }
 
 exists() {
@@ -81,4 +85,4 @@ exists "$DEBIAN_IMAGE" || timed "$DEBIAN_IMAGE" debian_base
 exists "$PYTHON_IMAGE" || timed "$PYTHON_IMAGE" python_base
 exists "$KAFKA_IMAGE" || timed "$KAFKA_IMAGE" kafka_image
 say "ready: $PYTHON_IMAGE $KAFKA_IMAGE"
-echo "PYTHON_IMAGE=$PYTHON_IMAGE KAFKA_IMAGE=$KAFKA_IMAGE"  # for `export $(docker/local-images.sh)`
+echo "PYTHON_IMAGE=$PYTHON_IMAGE KAFKA_IMAGE=$KAFKA_IMAGE" >&3  # for `export $(docker/local-images.sh)`
