@@ -180,14 +180,17 @@ class Stack:
         }
 
 
-def start_gateway(kafka: KafkaSettings, work: Path, secret: str) -> tuple[Service, str, Path]:
+def start_gateway(kafka: KafkaSettings, work: Path, secret: str) -> tuple[Service, str, str, Path]:
+    """The gateway, its webhook base URL (HTTPS), its admin listener's URL (/readyz, /metrics) and its certificate."""
     cert, key = work / "tls" / "gateway.crt", work / "tls" / "gateway.key"
     ensure_self_signed(cert, key)
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     base = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
-    env = gateway_env(base, secret=secret, port=port, cert=cert, key=key, spool_dir=work / "spool")
+    env = gateway_env(
+        base, secret=secret, port=port, admin_port=admin_port, cert=cert, key=key, spool_dir=work / "spool"
+    )
     gateway = start_service("gateway", ["gateway"], env, work / "gateway.log")
-    return gateway, f"https://127.0.0.1:{port}", cert
+    return gateway, f"https://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", cert
 
 
 def start_simulator(stack: Stack, traffic: Traffic, ledger: Path) -> Service:
@@ -487,8 +490,8 @@ def main() -> None:
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
         secret = secrets.token_urlsafe(24)
         # The gateway needs no topic to start; each phase creates them (and its group) before its traffic.
-        gateway, url, cert = start_gateway(kafka, work, secret)
-        asyncio.run(wait_ready([gateway], {"gateway": f"{url}/readyz"}, cert, 60.0))
+        gateway, url, admin, cert = start_gateway(kafka, work, secret)
+        asyncio.run(wait_ready([gateway], {"gateway": f"{admin}/readyz"}, cert, 60.0))
         stack = Stack(kafka, work, url, cert, secret, args.sender, gateway, broker)
         result = asyncio.run(run(args, kafka, stack))
     except KeyboardInterrupt:

@@ -503,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                 "GATEWAY_SECRETS": SECRET,
                 "GATEWAY_SPOOL_DIR": str(work / "spool"),
                 "GATEWAY_WORKERS": str(args.workers),
+                "GATEWAY_ADMIN_PORT": str(free_port()),  # /readyz, /metrics: not the default, which may be taken
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             }
             for kind in args.servers:

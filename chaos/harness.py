@@ -120,6 +120,7 @@ class Stack:
         self.key = self.work_dir / "tls" / "gateway.key"
         self.spool_dir = self.work_dir / "spool"
         self.gateway_port = 0
+        self.gateway_admin_port = 0  # /readyz and /metrics: the gateway's admin listener
         self.gateway: Service | None = None
         self.gateway_extra: dict[str, str] = {}
         self.processors: dict[str, Service] = {}
@@ -232,10 +233,13 @@ class Stack:
         self.gateway_extra |= extra
         if not self.gateway_port:
             self.gateway_port = _any_port()
+        if not self.gateway_admin_port:
+            self.gateway_admin_port = _any_port()
         env = gateway_env(
             self.base_env,
             secret=self.secret,
             port=self.gateway_port,
+            admin_port=self.gateway_admin_port,
             cert=self.cert,
             key=self.key,
             spool_dir=self.spool_dir,
@@ -287,6 +291,11 @@ class Stack:
     def webhook_url(self) -> str:
         return f"{self.gateway_url}/webhooks/pinwheel"
 
+    @property
+    def gateway_admin_url(self) -> str:
+        """The gateway's admin listener: /readyz and /metrics (plain HTTP, loopback)."""
+        return f"http://127.0.0.1:{self.gateway_admin_port}"
+
     def http(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(self.cert)), timeout=5.0)
 
@@ -294,7 +303,7 @@ class Stack:
         """The gateway's /readyz body (whatever its status), None when it does not answer."""
         async with self.http() as client:
             try:
-                body = (await client.get(f"{self.gateway_url}/readyz")).json()
+                body = (await client.get(f"{self.gateway_admin_url}/readyz")).json()
             except (httpx.HTTPError, ValueError):
                 return None
         return body if isinstance(body, dict) else None
@@ -303,7 +312,7 @@ class Stack:
         """Requests the gateway answered 200 on a Kafka acknowledgement so far (its /metrics), None if unreachable."""
         async with self.http() as client:
             try:
-                text = (await client.get(f"{self.gateway_url}/metrics")).text
+                text = (await client.get(f"{self.gateway_admin_url}/metrics")).text
             except httpx.HTTPError:
                 return None
         return sum(

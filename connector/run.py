@@ -61,6 +61,9 @@ class RunSettings(BaseSettings):
         description="Demo pending timeout of the processors (PROCESSOR_PENDING_TIMEOUT_H; production: 24 h).",
     )
     gateway_port: int = Field(default=8443, ge=1, le=65535, description="Gateway HTTPS port (a free one if busy).")
+    gateway_admin_port: int = Field(
+        default=8082, ge=1, le=65535, description="Gateway admin port, /readyz and /metrics (a free one if busy)."
+    )
     health_port: int = Field(default=8081, ge=1, le=65535, description="Processor health port (a free one if busy).")
     runs_dir: Path = Field(default=Path("var/runs"), description="Where each run keeps its data.")
     show: Literal["sample", "all", "none"] = Field(
@@ -195,14 +198,25 @@ async def provision_topics(kafka: KafkaSettings, app_id: str) -> tuple[list[str]
 
 
 def gateway_env(
-    base: Mapping[str, str], *, secret: str, port: int, cert: Path, key: Path, spool_dir: Path, **extra: str
+    base: Mapping[str, str],
+    *,
+    secret: str,
+    port: int,
+    admin_port: int,
+    cert: Path,
+    key: Path,
+    spool_dir: Path,
+    **extra: str,
 ) -> dict[str, str]:
-    """The gateway's environment: `base` plus its listener, TLS pair, secret and spool (`extra`: more GATEWAY_*)."""
+    """The gateway's environment: `base` plus its listeners (HTTPS webhook port, plain-HTTP admin port for
+    /readyz and /metrics, both on loopback), TLS pair, secret and spool (`extra`: more GATEWAY_*)."""
     return {
         **base,
         "GATEWAY_SECRETS": secret,
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(port),
+        "GATEWAY_ADMIN_HOST": "127.0.0.1",
+        "GATEWAY_ADMIN_PORT": str(admin_port),
         "GATEWAY_TLS_CERT_FILE": str(cert),
         "GATEWAY_TLS_KEY_FILE": str(key),
         "GATEWAY_SPOOL_DIR": str(spool_dir),
@@ -298,10 +312,17 @@ def run(settings: RunSettings) -> int:
         say("step 4/6: gateway and processors")
         secret = secrets.token_urlsafe(24)  # demo secret: handed to the gateway and the simulator, never shown
         gateway_port = free_port(settings.gateway_port)
+        admin_port = free_port(settings.gateway_admin_port)
         health_port = free_port(settings.health_port)
         base_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
         gateway_vars = gateway_env(
-            base_env, secret=secret, port=gateway_port, cert=cert, key=key, spool_dir=run_dir / "spool"
+            base_env,
+            secret=secret,
+            port=gateway_port,
+            admin_port=admin_port,
+            cert=cert,
+            key=key,
+            spool_dir=run_dir / "spool",
         )
         processor_vars = processor_env(
             base_env,
@@ -312,7 +333,10 @@ def run(settings: RunSettings) -> int:
         )
         gateway = start_service("gateway", ["gateway"], gateway_vars, run_dir / "gateway.log")
         started.services.append(gateway)
-        say(f"gateway pid {gateway.process.pid} on https://127.0.0.1:{gateway_port} (log {gateway.log})")
+        say(
+            f"gateway pid {gateway.process.pid} on https://127.0.0.1:{gateway_port}, admin (/readyz, /metrics) on "
+            f"http://127.0.0.1:{admin_port} (log {gateway.log})"
+        )
         processor = start_service("processor", ["processor"], processor_vars, run_dir / "processor.log")
         started.services.append(processor)
         say(
@@ -320,7 +344,7 @@ def run(settings: RunSettings) -> int:
             f"timeout {settings.pending_timeout_s:.0f}s instead of 24h"
         )
         urls = {
-            "gateway": f"https://127.0.0.1:{gateway_port}/readyz",
+            "gateway": f"http://127.0.0.1:{admin_port}/readyz",
             "processor": f"http://127.0.0.1:{health_port}/readyz",
         }
         asyncio.run(wait_ready(started.services, urls, cert, settings.ready_timeout_s))

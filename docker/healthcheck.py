@@ -1,5 +1,8 @@
 """HEALTHCHECK of the connector image: /livez of the service this container runs.
 
+The gateway's /livez stays on its webhook port (GATEWAY_PORT): liveness is about that port answering. Its
+/readyz and /metrics are on the admin listener (GATEWAY_ADMIN_PORT), for the orchestrator and Prometheus.
+
 The gateway (HTTPS, its self-signed or mounted certificate: liveness, not identity, is checked) or the
 processors (plain HTTP); a container running another command (`topics`, ...) has no server and is healthy.
 """

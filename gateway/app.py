@@ -1,4 +1,7 @@
-"""The FastAPI app: hygiene → verify → classify → publish (or spool), plus /livez, /readyz, /metrics.
+"""The FastAPI app: hygiene → verify → classify → publish (or spool), plus /livez.
+
+/readyz and /metrics are not on this (webhook, internet-facing) port: the admin listener serves them
+(gateway/admin.py), from this worker's live state or, with several workers, from the reports it writes.
 
 Order of checks on the webhook route, cheapest and least revealing first:
 1. Content-Length over the cap → 413 before a byte of the body is read (connection closed);
@@ -14,24 +17,28 @@ Order of checks on the webhook route, cheapest and least revealing first:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from common.isr_watch import IsrWatch
 from common.settings import KafkaSettings
-from gateway import records, signature
+from gateway import admin, records, signature
 from gateway.connections import TABLE_STATE_KEY, ConnectionLimits, ConnectionTable
 from gateway.metrics import GatewayMetrics
 from gateway.outcome import Outcome
@@ -191,19 +198,67 @@ class _Worker:
             ConnectionTable(ConnectionLimits.from_settings(settings), metrics),
         )
 
+    def readiness(self) -> dict[str, Any]:
+        """The /readyz body: `status` is `ready` while deliveries can be taken (started, not stopping, room
+        in the spool, schemas not unresolvable)."""
+        publisher, schemas = self.publisher, self.schemas
+        ready = publisher.accepting and not schemas.failed
+        state = "resolved" if schemas.ready else "unresolvable" if schemas.failed else "waiting_for_registry"
+        return {
+            "status": "ready" if ready else "not_ready",
+            "kafka": "up" if publisher.kafka_up else "down",
+            "schemas": state,
+            "spooling": publisher.spooling,
+            "spool_records": publisher.pending_records,
+            "spool_bytes": publisher.pending_bytes,
+            "spool_max_bytes": self.settings.spool_max_bytes,
+            **self.isr.readiness(),
+        }
+
+    def exposition(self) -> bytes:
+        """The metrics text (with several workers, of all of them: gateway/metrics.py)."""
+        self.publisher.refresh_gauges()
+        return self.metrics.exposition()
+
     @asynccontextmanager
-    async def lifespan(self, app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(
+        self, app: FastAPI, admin_socket: socket.socket | None, report_dir: Path | None
+    ) -> AsyncIterator[dict[str, Any]]:
         await self.schemas.start()
         await self.publisher.start()
         await self.isr.start()
+        listener = admin.AdminListener(self, admin_socket) if admin_socket is not None else None
+        if listener is not None:
+            await listener.start()
+        reporting = asyncio.create_task(self._report(report_dir)) if report_dir is not None else None
         try:
             # The lifespan state reaches uvicorn's protocol instances as `app_state`.
             yield {TABLE_STATE_KEY: self.connections}
         finally:
+            if reporting is not None:  # stopping: no longer counted as a ready worker
+                reporting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporting
+                assert report_dir is not None
+                admin.remove_report(report_dir, os.getpid())
+            if listener is not None:
+                await listener.stop()
             await self.isr.stop()
             await self.publisher.stop()
             await self.schemas.stop()
             self.metrics.process_exited()
+
+    async def _report(self, directory: Path) -> None:
+        """One of several workers: its readiness report (and its gauges, which the supervisor's /metrics reads)
+        refreshed every REPORT_INTERVAL_S."""
+        pid = os.getpid()
+        while True:
+            self.publisher.refresh_gauges()
+            try:
+                admin.write_report(directory, pid, self.readiness(), time.time())
+            except OSError as exc:  # no report reads as not ready: say why once per interval
+                log.warning("cannot write the readiness report", extra={"error": str(exc)})
+            await asyncio.sleep(admin.REPORT_INTERVAL_S)
 
 
 class _Webhook:
@@ -295,35 +350,13 @@ def _log_result(result: _Result, started: float) -> None:
         )
 
 
-def _health_routes(app: FastAPI, worker: _Worker) -> None:
-    """/livez, /readyz and /metrics."""
-    publisher, schemas = worker.publisher, worker.schemas
+def _health_routes(app: FastAPI) -> None:
+    """/livez only: /readyz and /metrics are on the admin listener (gateway/admin.py), not on this port."""
 
     async def livez(request: Request) -> Response:
         return _json(200, {"status": "alive"})
 
-    async def readyz(request: Request) -> Response:
-        ready = publisher.accepting and not schemas.failed
-        state = "resolved" if schemas.ready else "unresolvable" if schemas.failed else "waiting_for_registry"
-        body = {
-            "status": "ready" if ready else "not_ready",
-            "kafka": "up" if publisher.kafka_up else "down",
-            "schemas": state,
-            "spooling": publisher.spooling,
-            "spool_records": publisher.pending_records,
-            "spool_bytes": publisher.pending_bytes,
-            "spool_max_bytes": worker.settings.spool_max_bytes,
-            **worker.isr.readiness(),
-        }
-        return _json(200 if ready else 503, body)
-
-    async def metrics_endpoint(request: Request) -> Response:
-        publisher.refresh_gauges()
-        return Response(worker.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
     app.add_route("/livez", livez, methods=["GET"], include_in_schema=False)
-    app.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
-    app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
 
 
 def create_app(
@@ -334,7 +367,15 @@ def create_app(
     codec: Codec | None = None,
     producer_factory: ProducerFactory | None = None,
     metrics: GatewayMetrics | None = None,
+    admin_socket: socket.socket | None = None,
+    report_dir: Path | None = None,
 ) -> FastAPI:
+    """The gateway app of one worker process.
+
+    `admin_socket` (bound by the caller, `gateway.admin.bind_admin`): this worker serves the admin
+    listener on it, from its live state (one process). `report_dir`: this worker is one of several and
+    writes its readiness report there; the supervisor serves the admin listener (gateway/admin.py).
+    """
     worker = _Worker.build(
         settings,
         kafka or KafkaSettings(),
@@ -350,7 +391,7 @@ def create_app(
     app = FastAPI(
         title="Pinwheel webhook gateway",
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        lifespan=worker.lifespan,
+        lifespan=functools.partial(worker.lifespan, admin_socket=admin_socket, report_dir=report_dir),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -360,7 +401,7 @@ def create_app(
     app.state.metrics = worker.metrics
     # Plain Starlette routes: no dependency injection or validation layer on the hot path.
     app.add_route(settings.route, _Webhook(worker).respond, methods=["POST"], include_in_schema=False)
-    _health_routes(app, worker)
+    _health_routes(app)
     return app
 
 

@@ -2,6 +2,8 @@
 
 Each worker builds its own app (factory), so each has its own producer and claims its own spool
 directory; uvicorn's supervisor restarts a dead worker, which then reclaims the free directory.
+The admin listener (/readyz, /metrics: gateway/admin.py) is bound here, before any worker starts, and
+served by the single process or, with several workers, by the supervisor from the workers' reports.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import functools
 import os
 import resource
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -21,6 +25,7 @@ from uvicorn.supervisors import Multiprocess
 
 from common import gc_tuning, logs
 from common.settings import KafkaSettings
+from gateway.admin import AdminListener, AdminSettingsError, WorkerReports, bind_admin
 from gateway.app import create_app
 from gateway.connections import FD_RESERVE_MIN, GuardedHttpToolsProtocol
 from gateway.metrics import MULTIPROC_ENV
@@ -79,7 +84,11 @@ def run(settings: GatewaySettings, kafka: KafkaSettings | None = None, schema: S
     """Serve until SIGINT/SIGTERM, then shut down gracefully (in-flight requests, producer, spool)."""
     config = build_config(settings, kafka, schema)
     check_schemas(schema or SchemaSettings())
-    serve(config)
+    try:
+        admin_socket = bind_admin(settings.admin_host, settings.admin_port)
+    except AdminSettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    serve(config, admin_socket)
 
 
 def check_schemas(schema: SchemaSettings) -> None:
@@ -110,24 +119,44 @@ def _tuned_worker_app(factory: Callable[..., Any]) -> Any:
     return factory()
 
 
-def serve(config: uvicorn.Config) -> None:
-    """Serve `config` (one process or several workers) until SIGINT/SIGTERM.
+def serve(config: uvicorn.Config, admin_socket: socket.socket | None = None) -> None:
+    """Serve `config` (one process or several workers) until SIGINT/SIGTERM, and the admin listener on
+    `admin_socket` if given (the single process serves it from its live state; the supervisor of several
+    workers from the reports they write: gateway/admin.py).
 
     Separate from `run` so the benchmark serves its reference endpoints with the gateway's exact options.
     """
     if config.workers > 1:
         assert callable(config.app), "build_config passes an app factory"
-        config.app = functools.partial(_tuned_worker_app, config.app)  # each worker tunes its own collector
         # Before the workers are spawned (they import prometheus_client with it set); a fresh
         # directory per run, so the counters of a previous run are not summed in.
         metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir
+        report_dir = tempfile.mkdtemp(prefix="gateway-ready-")
+        if admin_socket is not None:
+            factory: Callable[..., Any] = config.app
+            config.app = functools.partial(factory, report_dir=Path(report_dir))
+        config.app = functools.partial(_tuned_worker_app, config.app)  # each worker tunes its own collector
+        listener = None
         try:
             sock = config.bind_socket()
-            Multiprocess(config, sockets=[sock]).run()
+            supervisor = Multiprocess(config, sockets=[sock])
+            if admin_socket is not None:
+                reports = WorkerReports(
+                    Path(report_dir), lambda: [p.pid for p in supervisor.processes], config.workers, metrics_dir
+                )
+                listener = AdminListener(reports, admin_socket).start_thread()
+            supervisor.run()
         finally:
+            if listener is not None:
+                listener.stop_thread()
             shutil.rmtree(metrics_dir, ignore_errors=True)
+            shutil.rmtree(report_dir, ignore_errors=True)
         return
+    if admin_socket is not None:
+        assert callable(config.app), "build_config passes an app factory"
+        single: Callable[..., Any] = config.app
+        config.app = functools.partial(single, admin_socket=admin_socket)
     gc_tuning.tune_for_throughput()
     server = uvicorn.Server(config)
     server.run()

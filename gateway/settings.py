@@ -32,6 +32,17 @@ class GatewaySettings(BaseSettings):
 
     host: str = Field(default="0.0.0.0", description="Interface to listen on.")
     port: int = Field(default=8443, ge=1, le=65535, description="HTTPS port to listen on.")
+    admin_host: str = Field(
+        default="127.0.0.1",
+        description="Interface of the admin listener (/readyz, /metrics; plain HTTP): loopback, or inside the pod. "
+        "Never publish it to the internet.",
+    )
+    admin_port: int = Field(
+        default=8082,
+        ge=0,
+        le=65535,
+        description="Port of the admin listener (0: off). The HTTPS port serves the webhook and /livez only.",
+    )
     route: str = Field(default="/webhooks/pinwheel", description="Path of the webhook endpoint (POST).")
     tls_cert_file: Path = Field(
         default=Path("var/tls/gateway.crt"), description="PEM certificate (chain) served over TLS."
@@ -152,6 +163,13 @@ class GatewaySettings(BaseSettings):
         # Fail fast: a gateway without a secret would refuse every delivery (or worse, accept any).
         if not value or any(not s.get_secret_value() for s in value):
             raise ValueError("at least one non-empty secret is required (GATEWAY_SECRETS or GATEWAY_SECRETS_FILE)")
+        return value
+
+    @field_validator("admin_port")
+    @classmethod
+    def _check_admin_port(cls, value: int, info: ValidationInfo) -> int:
+        if value != 0 and value == info.data.get("port"):
+            raise ValueError(f"the admin listener needs a port of its own, not GATEWAY_PORT ({value})")
         return value
 
     @field_validator("route")

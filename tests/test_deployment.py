@@ -59,18 +59,25 @@ def test_commands_are_cli_subcommands(compose: dict[str, Any]) -> None:
 def test_ports_match_the_settings_and_are_published_on_loopback(compose: dict[str, Any]) -> None:
     services = compose["services"]
     gateway_env = services["gateway"]["environment"]
+    # PUBLISH_ADDRESS (the way to let Pinwheel in) publishes the webhook port alone; the admin listener, the
+    # processors' health ports and Kafka's unauthenticated listener stay on loopback unless their own variable
+    # says otherwise.
     assert services["gateway"]["ports"] == [
-        f"${{PUBLISH_ADDRESS:-127.0.0.1}}:${{PUBLISH_GATEWAY_PORT:-8443}}:{gateway_env['GATEWAY_PORT']}"
+        f"${{PUBLISH_ADDRESS:-127.0.0.1}}:${{PUBLISH_GATEWAY_PORT:-8443}}:{gateway_env['GATEWAY_PORT']}",
+        f"${{METRICS_PUBLISH_ADDRESS:-127.0.0.1}}:${{PUBLISH_GATEWAY_ADMIN_PORT:-8082}}:{gateway_env['GATEWAY_ADMIN_PORT']}",
     ]
+    assert gateway_env["GATEWAY_ADMIN_HOST"] == "0.0.0.0"  # inside the container: reachable through the mapping
     processor_env = services["processor"]["environment"]
     # No fixed host port: every instance of a scaled service gets its own.
     assert services["processor"]["ports"] == [
-        f"${{PUBLISH_ADDRESS:-127.0.0.1}}::{processor_env['PROCESSOR_HEALTH_PORT']}"
+        f"${{METRICS_PUBLISH_ADDRESS:-127.0.0.1}}::{processor_env['PROCESSOR_HEALTH_PORT']}"
     ]
     assert processor_env["PROCESSOR_HEALTH_HOST"] == "0.0.0.0"  # reachable from outside the container
     # The processors' changelogs are named after the application id the topics job created them for.
     assert services["topics"]["environment"]["PROCESSOR_APPLICATION_ID"] == processor_env["PROCESSOR_APPLICATION_ID"]
-    assert services["kafka"]["ports"] == ["${PUBLISH_ADDRESS:-127.0.0.1}:${PUBLISH_KAFKA_PORT:-9092}:9092"]
+    assert services["kafka"]["ports"] == ["${KAFKA_PUBLISH_ADDRESS:-127.0.0.1}:${PUBLISH_KAFKA_PORT:-9092}:9092"]
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert sum("PUBLISH_ADDRESS:-" in port and "{PUBLISH_ADDRESS" in port for port in published) == 1
 
 
 def test_scaled_processors_get_their_own_instance_id_and_state(compose: dict[str, Any]) -> None:
@@ -97,7 +104,18 @@ def test_the_secret_comes_from_a_file_and_kafka_data_from_the_volume(compose: di
     gateway = services["gateway"]
     assert "GATEWAY_SECRETS" not in gateway["environment"]
     assert gateway["environment"]["GATEWAY_SECRETS_FILE"] == "/run/secrets/pinwheel_api_secret"
-    assert gateway["secrets"] == ["pinwheel_api_secret"]
+    assert gateway["secrets"][0] == "pinwheel_api_secret"
+    # The Kafka client's files as optional compose secrets: /dev/null unless the host file is named, and the
+    # variable that points the client at one passed through only when set (never set empty).
+    kafka_secrets = {"kafka_sasl_password", "kafka_ssl_ca", "kafka_ssl_cert", "kafka_ssl_key"}
+    for name in APP_SERVICES:
+        assert kafka_secrets <= set(services[name]["secrets"]), name
+        env = services[name]["environment"]
+        for variable in ("KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CA_FILE", "KAFKA_SSL_CERT_FILE", "KAFKA_SSL_KEY_FILE"):
+            assert variable in env, (name, variable)
+            assert env[variable] is None, (name, variable)  # `VAR:` passes the host's value through, if any
+    for secret in kafka_secrets:
+        assert compose["secrets"][secret]["file"] == f"${{{secret.upper()}_SECRET:-/dev/null}}"
     kafka = services["kafka"]
     assert kafka["volumes"] == [f"kafka-data:{kafka['environment']['KAFKA_LOG_DIRS']}"]
     dockerignore = (ROOT / ".dockerignore").read_text().split()

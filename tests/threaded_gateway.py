@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from common.settings import KafkaSettings
+from gateway.admin import bind_admin
 from gateway.app import create_app
 from gateway.connections import GuardedHttpToolsProtocol
 from gateway.settings import GatewaySettings
@@ -24,7 +25,11 @@ class ThreadedServer:
 
     def __init__(self, settings: GatewaySettings, bootstrap: str, **app_kwargs: Any) -> None:
         self.settings = settings
-        self.app = create_app(settings, KafkaSettings(bootstrap_servers=bootstrap), **app_kwargs)
+        # As gateway.server.run: the admin listener's socket bound first, then served by the app's lifespan.
+        self.admin_socket = bind_admin(settings.admin_host, settings.admin_port)
+        self.app = create_app(
+            settings, KafkaSettings(bootstrap_servers=bootstrap), admin_socket=self.admin_socket, **app_kwargs
+        )
         config = uvicorn.Config(
             self.app,
             host=settings.host,
@@ -44,6 +49,17 @@ class ThreadedServer:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.settings.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin listener (/readyz, /metrics): plain HTTP."""
+        return f"http://{self.settings.admin_host}:{self.settings.admin_port}"
+
+    def admin_address(self) -> tuple[str, int]:
+        """The address the admin listener is bound to (host, port)."""
+        assert self.admin_socket is not None, "GATEWAY_ADMIN_PORT=0: no admin listener"
+        host, port = self.admin_socket.getsockname()[:2]
+        return str(host), int(port)
 
     @property
     def webhook_url(self) -> str:

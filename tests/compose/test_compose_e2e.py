@@ -17,9 +17,11 @@ import asyncio
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +41,17 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).with_name("pinwheel-connector")
 # Settings of the services that a developer's shell may hold; the project must not inherit them.
 IMAGES = ("PYTHON_IMAGE", "KAFKA_IMAGE")  # the compose file's own variables, passed on
-FOREIGN = ("KAFKA_", "SCHEMA_", "GATEWAY_", "PROCESSOR_", "TOPICS_", "PUBLISH_", "COMPOSE_", "PINWHEEL_API_")
+FOREIGN = (
+    "KAFKA_",
+    "SCHEMA_",
+    "GATEWAY_",
+    "PROCESSOR_",
+    "TOPICS_",
+    "PUBLISH_",
+    "METRICS_",
+    "COMPOSE_",
+    "PINWHEEL_API_",
+)
 
 
 def _compose_cli() -> list[str] | None:
@@ -65,6 +77,7 @@ class Project:
     kafka_port: int
     secret: str
     work: Path
+    admin_port: int  # the gateway's admin listener (/readyz, /metrics), published on 127.0.0.1
 
     @property
     def bootstrap(self) -> str:
@@ -143,15 +156,17 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     secret = secrets.token_hex(16)
     secret_file = work / "pinwheel-api-secret"
     secret_file.write_text(secret)
-    secret_file.chmod(0o644)  # the gateway runs as uid 10001
-    gateway_port, kafka_port = free_port(), free_port()
+    # The gateway runs as uid 10001; the README has the file owned by that uid, mode 600, which needs root here.
+    secret_file.chmod(0o644)
+    gateway_port, kafka_port, admin_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k in IMAGES or not k.startswith(FOREIGN)}
     env |= {
         "PINWHEEL_API_SECRET_FILE": str(secret_file),
         "PUBLISH_GATEWAY_PORT": str(gateway_port),
         "PUBLISH_KAFKA_PORT": str(kafka_port),
+        "PUBLISH_GATEWAY_ADMIN_PORT": str(admin_port),
     }
-    project = Project(cli, f"pwe2e{secrets.token_hex(4)}", env, gateway_port, kafka_port, secret, work)
+    project = Project(cli, f"pwe2e{secrets.token_hex(4)}", env, gateway_port, kafka_port, secret, work, admin_port)
     try:
         yield project
     finally:
@@ -182,6 +197,16 @@ async def _end_offsets(bootstrap: str) -> dict[str, int]:
         await admin.close()
 
 
+def _get(url: str, ca_file: Path | None = None) -> int:
+    """The status of GET `url` (an HTTP error status included)."""
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
+    try:
+        with urllib.request.urlopen(url, timeout=10, context=context) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
 def _livez(port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=10) as response:
         return int(response.status)
@@ -194,6 +219,10 @@ def test_compose_up_traffic_kafka_recreate_and_scaling(project: Project) -> None
     _say(f"built and healthy in {time.monotonic() - started:.0f}s")
     (gateway,) = project.containers("gateway")
     project.docker("cp", f"{gateway}:/data/tls/gateway.crt", str(project.work / "gateway.crt"))
+    # Readiness and metrics on the admin listener (published on loopback), not on the webhook port.
+    assert _get(f"http://127.0.0.1:{project.admin_port}/readyz") == 200
+    assert _get(f"http://127.0.0.1:{project.admin_port}/metrics") == 200
+    assert _get(f"https://127.0.0.1:{project.gateway_port}/readyz", project.work / "gateway.crt") == 404
 
     # 1. Signed traffic through the gateway's published port: every update, once.
     first = project.work / "ledger-1.jsonl"

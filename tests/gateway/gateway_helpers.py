@@ -81,6 +81,7 @@ def gateway_settings(tls_pair: tuple[Path, Path], spool_dir: Path, **overrides: 
     values: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": free_port(),
+        "admin_port": free_port(),
         "tls_cert_file": cert,
         "tls_key_file": key,
         "secrets": [SECRET],
@@ -180,7 +181,13 @@ class RawConnection:
 # -- the gateway as a subprocess (as in production: `python -m gateway`, its own GIL) -------------------------
 
 
+def admin_url(settings: GatewaySettings) -> str:
+    """The gateway's admin listener (/readyz, /metrics): plain HTTP."""
+    return f"http://{settings.admin_host}:{settings.admin_port}"
+
+
 async def wait_drained(http: httpx.AsyncClient, url: str, timeout_s: float) -> dict[str, Any]:
+    """Until the spool is empty and Kafka up, by the admin listener's /readyz at `url`."""
     deadline = time.monotonic() + timeout_s
     ready: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -197,6 +204,8 @@ def gateway_env(settings: Any, bootstrap: str, quiet: bool = False) -> dict[str,
     env |= {
         "GATEWAY_HOST": settings.host,
         "GATEWAY_PORT": str(settings.port),
+        "GATEWAY_ADMIN_HOST": settings.admin_host,
+        "GATEWAY_ADMIN_PORT": str(settings.admin_port),
         "GATEWAY_TLS_CERT_FILE": str(settings.tls_cert_file),
         "GATEWAY_TLS_KEY_FILE": str(settings.tls_key_file),
         "GATEWAY_SECRETS": SECRET,

@@ -25,6 +25,7 @@ import pytest
 
 from tests.gateway.gateway_helpers import (
     TopicTail,
+    admin_url,
     event_body,
     gateway_env,
     gateway_settings,
@@ -46,6 +47,7 @@ LIMIT = 192
 @dataclass
 class Gateway:
     url: str
+    admin: str  # the admin listener (/readyz, /metrics), plain HTTP
     port: int
     route: str
     process: subprocess.Popen[bytes]
@@ -65,7 +67,7 @@ async def gateway_process(
     try:
         async with httpx.AsyncClient(verify=context, timeout=10) as http:
             await wait_up(http, url, process, log)
-        yield Gateway(url, settings.port, settings.route, process, log, context)
+        yield Gateway(url, admin_url(settings), settings.port, settings.route, process, log, context)
     finally:
         process.terminate()
         try:
@@ -136,7 +138,7 @@ async def test_a_64_mib_header_is_refused_with_431_and_the_service_carries_on(
                 await asyncio.sleep(0.02)
             sent, answer = await attack
             rss_growth = max(peak_rss, rss_bytes(gateway.process.pid)) - rss_before
-            metrics = (await http.get(gateway.url + "/metrics")).text
+            metrics = (await http.get(gateway.admin + "/metrics")).text
         print(
             f"\n64 MiB header: {sent / MIB:.1f} MiB sent before the close, /livez max "
             f"{max(latencies) * 1000:.0f} ms over {len(latencies)} probes, peak RSS +{rss_growth / MIB:.1f} MiB"
@@ -188,7 +190,7 @@ async def test_long_request_line_many_headers_and_slow_clients_are_cut_off(
         assert answer == b""
         assert waited < 15
         async with httpx.AsyncClient(verify=gateway.context, timeout=10) as http:
-            metrics = (await http.get(gateway.url + "/metrics")).text
+            metrics = (await http.get(gateway.admin + "/metrics")).text
             await deliver(http, gateway)
         for reason in ("request_line_too_long", "header_too_large", "header_timeout", "body_timeout", "idle_timeout"):
             assert metric(metrics, "gateway_connections_dropped_total", reason=reason) == 1, reason
@@ -231,9 +233,9 @@ async def test_a_thousand_idle_tls_connections_under_a_low_fd_limit_lock_nobody_
         try:
             async with httpx.AsyncClient(verify=gateway.context, timeout=10) as http:
                 delivered = [await deliver(http, gateway) for _ in range(20)]
-                ready = await http.get(gateway.url + "/readyz")
+                ready = await http.get(gateway.admin + "/readyz")
                 assert ready.status_code == 200, ready.text
-                metrics = (await http.get(gateway.url + "/metrics")).text
+                metrics = (await http.get(gateway.admin + "/metrics")).text
         finally:
             for writer in idle:
                 writer.transport.abort()

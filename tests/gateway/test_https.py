@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.settings import GatewaySettings
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS, Family, family_of
 from schemas.codec import Codec
 from tests.gateway.gateway_helpers import (
@@ -248,18 +250,57 @@ async def test_hygiene_size_cap_content_type_other_and_dead_letter(
 async def test_health_and_metrics(start_gateway: Callable[..., ThreadedServer], https: httpx.AsyncClient) -> None:
     server = start_gateway()
     assert (await https.get(server.url + "/livez")).status_code == 200
-    ready = await https.get(server.url + "/readyz")
+    # The internet-facing port serves the webhook and /livez only: readiness details and metrics are not
+    # anybody's business there.
+    for path in ("/readyz", "/metrics"):
+        hidden = await https.get(server.url + path)
+        assert hidden.status_code == 404, (path, hidden.text)
+        assert "gateway_" not in hidden.text
+        assert "spool" not in hidden.text
+    ready = await https.get(server.admin_url + "/readyz")
     assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
     assert ready.json()["kafka"] == "up"
     assert ready.json()["spool_records"] == 0
     body = event_body("income.added", str(uuid.uuid4()))
     assert (await https.post(server.webhook_url, content=body, headers=signed_headers(body))).status_code == 200
     await https.post(server.webhook_url, content=body, headers=signed_headers(body, "wrong"))
-    metrics = (await https.get(server.url + "/metrics")).text
-    assert 'gateway_requests_total{outcome="published",reason="family"} 1.0' in metrics
-    assert 'gateway_requests_total{outcome="unauthorized",reason="bad_signature"} 1.0' in metrics
-    assert 'gateway_publish_latency_seconds_count{path="kafka"} 1.0' in metrics
-    assert "gateway_spool_records 0.0" in metrics
+    metrics = await https.get(server.admin_url + "/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    assert 'gateway_requests_total{outcome="published",reason="family"} 1.0' in metrics.text
+    assert 'gateway_requests_total{outcome="unauthorized",reason="bad_signature"} 1.0' in metrics.text
+    assert 'gateway_publish_latency_seconds_count{path="kafka"} 1.0' in metrics.text
+    assert "gateway_spool_records 0.0" in metrics.text
+    assert "gateway_ready 1.0" in metrics.text
+    # Only those two on the admin listener: no webhook there, no slash redirect.
+    assert (await https.post(server.admin_url + server.settings.route, content=body)).status_code == 404
+    assert (await https.get(server.admin_url + "/readyz/", follow_redirects=False)).status_code == 404
+
+
+async def test_admin_listener_is_on_loopback_by_default(
+    start_gateway: Callable[..., ThreadedServer], https: httpx.AsyncClient
+) -> None:
+    assert GatewaySettings.model_fields["admin_host"].default == "127.0.0.1"
+    server = start_gateway(host="0.0.0.0")  # the webhook port on every interface, as in a container
+    assert server.settings.admin_host == "127.0.0.1"
+    assert server.admin_address() == ("127.0.0.1", server.settings.admin_port)
+    outside = _non_loopback_address()
+    if outside is not None:  # another interface of this host: the webhook port listens there, the admin does not
+        socket.create_connection((outside, server.settings.port), timeout=2).close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((outside, server.settings.admin_port), timeout=2).close()
+    assert (await https.get(server.admin_url + "/readyz")).status_code == 200
+
+
+def _non_loopback_address() -> str | None:
+    """An IPv4 address of this host that is not loopback (the one a default route would leave by), if any."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent, the kernel picks the source address
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
 
 
 async def test_logs_hold_no_secret_and_no_body(
@@ -324,7 +365,7 @@ async def test_full_spool_is_the_designed_503(
             assert response.json()["reason"] == "spool_full"
     assert statuses[0] == 200
     assert statuses[-1] == 503
-    ready = await https.get(server.url + "/readyz")
+    ready = await https.get(server.admin_url + "/readyz")
     assert ready.status_code == 503
     assert ready.json()["kafka"] == "down"
     assert ready.json()["spool_records"] == statuses.count(200)
@@ -343,7 +384,7 @@ async def test_a_record_the_broker_refuses_is_never_acknowledged(
     assert response.status_code == 503
     assert response.json()["reason"] == "producer_error"
     assert "Retry-After" in response.headers
-    ready = (await https.get(server.url + "/readyz")).json()
+    ready = (await https.get(server.admin_url + "/readyz")).json()
     assert ready["spool_records"] == 0  # not parked in the spool, where it would block the drain
     small = event_body("income.added", str(uuid.uuid4()))
     assert (await https.post(server.webhook_url, content=small, headers=signed_headers(small))).status_code == 200

@@ -37,6 +37,7 @@ from schemas.topics import all_topics
 from tests.gateway.gateway_helpers import (
     SECRET,
     RawConnection,
+    admin_url,
     event_body,
     gateway_env,
     gateway_settings,
@@ -195,9 +196,9 @@ async def test_broker_killed_under_load_loses_nothing_and_keeps_order(
             await asyncio.gather(load(), outage())
             # After the restart: traffic keeps flowing while the spool drains, still in order.
             await run_load(url + settings.route, tls_pair[0], accounts, 2, 125, acked, stats, first_seq=20)
-            ready = await wait_drained(http, url, 60)
+            ready = await wait_drained(http, admin_url(settings), 60)
             timeline["drained"] = time.monotonic() - started
-            metrics = (await http.get(url + "/metrics")).text
+            metrics = (await http.get(admin_url(settings) + "/metrics")).text
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -238,7 +239,7 @@ async def test_gateway_killed_with_spooled_events_loses_nothing(
                 assert response.status_code == 200, response.text
                 assert response.json()["status"] == "spooled"
                 acked[event_id] = (account, seq)
-            ready = (await http.get(url + "/readyz")).json()
+            ready = (await http.get(admin_url(settings) + "/readyz")).json()
             assert ready["spool_records"] == 200
             assert ready["kafka"] == "down"
         os.kill(process.pid, signal.SIGKILL)
@@ -249,7 +250,7 @@ async def test_gateway_killed_with_spooled_events_loses_nothing(
         process = start_subprocess(env, log)
         async with client(tls_pair[0]) as http:
             await wait_up(http, url, process, log)
-            await wait_drained(http, url, 60)
+            await wait_drained(http, admin_url(settings), 60)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -38,11 +38,11 @@ async def test_started_during_a_registry_outage_spools_then_recovers(
         body = event_body("income.added", "5c1f6e1e-6f55-4c0c-9d3e-0d2f0d2b6a11")
         kept = await https.post(gateway.webhook_url, content=body, headers=signed_headers(body))
         assert (kept.status_code, kept.json()["status"]) == (200, "spooled")
-        ready = await https.get(f"{gateway.url}/readyz")
+        ready = await https.get(f"{gateway.admin_url}/readyz")
         assert (ready.status_code, ready.json()["schemas"]) == (200, "waiting_for_registry")
 
         proxy.up()
-        await _until_ready(https, gateway.url)
+        await _until_ready(https, gateway.admin_url)
         accepted = await https.post(gateway.webhook_url, content=body, headers=signed_headers(body))
         assert accepted.status_code == 200, accepted.text
 

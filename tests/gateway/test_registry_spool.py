@@ -103,13 +103,13 @@ async def test_deliveries_during_a_registry_outage_are_spooled_then_published_on
                     assert response.status_code == 200, response.text
                     assert response.json()["status"] == "spooled"
                     sent.append((event_id, event, account))
-        during = await _readyz(https, gateway.url)
+        during = await _readyz(https, gateway.admin_url)
         assert (during["status"], during["schemas"]) == ("ready", "waiting_for_registry")
         assert during["spool_records"] == len(sent)
 
         proxy.up()
         for _ in range(240):  # polled: readiness is an HTTP endpoint, there is nothing to await
-            after = await _readyz(https, gateway.url)
+            after = await _readyz(https, gateway.admin_url)
             if after["schemas"] == "resolved" and after["spool_records"] == 0 and not after["spooling"]:
                 break
             await asyncio.sleep(0.25)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from gateway.records import content_length_status, content_type_ok
 from gateway.settings import GatewaySettings, settings_table
+from tests.kafka_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,3 +133,28 @@ def test_content_length() -> None:
     assert content_length_status("1" * 40, 10) == "too_large"
     assert content_length_status("-1", 10) == "invalid"
     assert content_length_status("٣", 10) == "invalid"
+
+
+def test_a_taken_admin_port_exits_2_naming_the_variable(tls_pair: tuple[Path, Path]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "SCHEMA_"))}
+        env |= {
+            "GATEWAY_SECRETS": "s",
+            "GATEWAY_TLS_CERT_FILE": str(tls_pair[0]),
+            "GATEWAY_TLS_KEY_FILE": str(tls_pair[1]),
+            "GATEWAY_PORT": str(free_port()),
+            "GATEWAY_ADMIN_PORT": str(port),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"gateway: GATEWAY_ADMIN_PORT={port}: cannot listen on 127.0.0.1:{port}"), line
+
+
+def test_the_admin_listener_needs_its_own_port() -> None:
+    with pytest.raises(ValidationError, match="admin_port"):
+        GatewaySettings(secrets=["s"], port=9000, admin_port=9000)  # type: ignore[list-item]
+    assert GatewaySettings(secrets=["s"], port=9000, admin_port=0).admin_port == 0  # type: ignore[list-item]

@@ -46,6 +46,7 @@ from tests.gateway.gateway_helpers import (
     SECRET,
     RawConnection,
     TopicTail,
+    admin_url,
     event_body,
     gateway_env,
     gateway_settings,
@@ -227,7 +228,7 @@ async def test_sigterm_under_load_exits_cleanly_and_loses_no_acknowledged_event(
     try:
         async with httpx.AsyncClient(verify=context, timeout=10) as http:
             await wait_up(http, url, process, log)
-            await wait_drained(http, url, 30)
+            await wait_drained(http, admin_url(settings), 30)
         restart_shutdown_s = await stop_within_bound(process, log)
     finally:
         if process.poll() is None:

@@ -1,5 +1,6 @@
 """Several uvicorn workers (a real `python -m gateway` subprocess): each has its own producer and spool
-directory, /metrics adds up every worker, SIGTERM shuts down cleanly."""
+directory, the admin listener's /metrics adds up every worker and its /readyz is ready only while every
+worker is, SIGTERM shuts down cleanly."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,24 @@ def spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "gateway"], env=env, cwd=ROOT, stdout=out, stderr=out)
 
 
+async def until(
+    http: httpx.AsyncClient, admin: str, done: Callable[[int, dict[str, Any]], bool], deadline: float
+) -> dict[str, Any]:
+    """The admin listener's /readyz body once `done(status, body)`, polled (readiness has nothing to await)."""
+    last: tuple[int, dict[str, Any]] = (0, {})
+    while time.monotonic() < deadline:
+        response = await http.get(admin + "/readyz")
+        last = (response.status_code, response.json())
+        if done(*last):
+            return last[1]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"admin /readyz never matched: {last}")
+
+
+async def until_ready(http: httpx.AsyncClient, admin: str, deadline: float) -> dict[str, Any]:
+    return await until(http, admin, lambda status, body: status == 200 and body["status"] == "ready", deadline)
+
+
 async def test_two_workers_own_spools_shared_metrics_graceful_stop(
     bootstrap: str, gateway_topics: list[str], tls_pair: tuple[Path, Path], tmp_path: Path, tail: TopicTail
 ) -> None:
@@ -44,6 +64,7 @@ async def test_two_workers_own_spools_shared_metrics_graceful_stop(
     env |= {
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(settings.port),
+        "GATEWAY_ADMIN_PORT": str(settings.admin_port),
         "GATEWAY_TLS_CERT_FILE": str(settings.tls_cert_file),
         "GATEWAY_TLS_KEY_FILE": str(settings.tls_key_file),
         "GATEWAY_SECRETS": SECRET,
@@ -56,6 +77,7 @@ async def test_two_workers_own_spools_shared_metrics_graceful_stop(
     log = tmp_path / "gateway.log"
     process = spawn(env, log)
     url = f"https://127.0.0.1:{settings.port}"
+    admin = f"http://127.0.0.1:{settings.admin_port}"
     context = ssl.create_default_context(cafile=tls_pair[0])
     sent: dict[str, str] = {}
     try:
@@ -73,7 +95,18 @@ async def test_two_workers_own_spools_shared_metrics_graceful_stop(
             assert response.status_code == 200, response.text
             sent[json.loads(body)["event_id"]] = account
         async with httpx.AsyncClient(verify=context) as http:
-            metrics = (await http.get(url + "/metrics")).text
+            metrics = (await http.get(admin + "/metrics")).text
+            assert (await http.get(url + "/metrics")).status_code == 404  # not on the webhook port
+            ready = await until_ready(http, admin, deadline=time.monotonic() + 30)
+            pids = sorted(worker["pid"] for worker in ready["per_worker"])
+            assert (ready["workers"], ready["workers_ready"], len(set(pids))) == (2, 2, 2), ready
+            assert (ready["kafka"], ready["spool_records"]) == ("up", 0), ready
+            # A worker killed: the gateway is not ready until the supervisor's replacement reports ready.
+            os.kill(pids[0], signal.SIGKILL)
+            seen = await until(http, admin, lambda status, _: status == 503, deadline=time.monotonic() + 15)
+            assert seen["workers_ready"] < 2, seen
+            back = await until_ready(http, admin, deadline=time.monotonic() + 60)
+            assert pids[0] not in [worker["pid"] for worker in back["per_worker"]], back
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -83,7 +116,7 @@ async def test_two_workers_own_spools_shared_metrics_graceful_stop(
     assert process.returncode in (0, -signal.SIGTERM), read_log(log)[-3000:]
     assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["worker-0", "worker-1"]
     text = read_log(log)
-    assert text.count('"publisher stopped"') == 2
+    assert text.count('"publisher stopped"') == 2  # the two live workers (the killed one never logged it)
     assert SECRET not in text
     served = [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"message":"webhook"' in line]
     assert len(served) == 40

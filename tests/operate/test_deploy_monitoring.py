@@ -143,7 +143,7 @@ async def test_dashboard_and_rules_use_only_exported_metrics(
         while time.monotonic() < deadline:
             try:
                 texts = [
-                    (await https.get(gateway.url + "/metrics")).text,
+                    (await https.get(gateway.admin_url + "/metrics")).text,
                     (await http.get(f"http://127.0.0.1:{health_port}/metrics")).text,
                 ]
             except httpx.ConnectError:  # the processor opens its port once its topics and schemas are checked

@@ -36,7 +36,7 @@ async def test_spool_status_while_the_gateway_spools(
 
         await deliver(7)
         status = json.loads(await app.cli("spool", "status", "--json", "--dir", str(spool_dir)))
-        ready = (await http.get(gateway.url + "/readyz")).json()
+        ready = (await http.get(gateway.admin_url + "/readyz")).json()
         assert status["records"] == ready["spool_records"] == 7
         assert status["bytes"] == ready["spool_bytes"]
         [worker] = status["workers"]
@@ -46,7 +46,7 @@ async def test_spool_status_while_the_gateway_spools(
 
         metrics = {
             sample.name: sample.value
-            for family in text_string_to_metric_families((await http.get(gateway.url + "/metrics")).text)
+            for family in text_string_to_metric_families((await http.get(gateway.admin_url + "/metrics")).text)
             for sample in family.samples
         }
         assert metrics["gateway_spool_records"] == 7

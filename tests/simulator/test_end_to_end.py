@@ -57,7 +57,7 @@ def gateway(bootstrap: str, tmp_path: Path) -> Iterator[ThreadedServer]:
     ensure_self_signed(cert, key)
     settings = GatewaySettings(
         host="127.0.0.1", port=_free_port(), tls_cert_file=cert, tls_key_file=key, secrets=[SECRET],  # type: ignore[list-item]
-        spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0,
+        spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0, admin_port=_free_port(),
     )  # fmt: skip
     gw = ThreadedServer(settings, bootstrap).start()
     yield gw
