@@ -768,20 +768,16 @@ def new_cluster_id() -> str:
     return uuid.uuid4().hex[:22]
 
 
-def free_port() -> int:
-    """A free loopback port whose successor is free too (the broker's controller listens on port+1)."""
+def free_port(span: int = 2) -> int:
+    """A free loopback port whose `span - 1` successors are free too (the controller listens on port+1;
+    a secured node takes SECURE_PORT_SPAN ports)."""
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        if port < 65000:
+        if port < 65000 and all(_bindable(port + i) for i in range(1, span)):
             return port
-    raise LocalKafkaError("no free port pair found")
+    raise LocalKafkaError(f"no {span} free consecutive ports found")
 
 
 def free_ports(count: int) -> list[int]:
