@@ -84,6 +84,7 @@ class SecureBroker:
     oauth_client_id: str | None
     oauth_client_secret_file: Path | None
     _passwords: dict[str, Path] = field(default_factory=dict, repr=False)
+    _admin: AdminClient | None = field(default=None, repr=False)
 
     # -- principals ------------------------------------------------------------------------------
 
@@ -96,12 +97,10 @@ class SecureBroker:
         path = self.secrets_dir / f"{name}.password"
         write_private(path, password.encode())
         admin = self.admin_client()
-        upserts = [
-            UserScramCredentialUpsertion(name, ScramCredentialInfo(mechanism, 8192), password.encode())
-            for mechanism in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512)
-        ]
-        for future in admin.alter_user_scram_credentials(upserts).values():
-            future.result(timeout=30)
+        for mechanism in (ScramMechanism.SCRAM_SHA_256, ScramMechanism.SCRAM_SHA_512):  # one user, one per request
+            upsert = UserScramCredentialUpsertion(name, ScramCredentialInfo(mechanism, 8192), password.encode())
+            for future in admin.alter_user_scram_credentials([upsert]).values():
+                future.result(timeout=30)
         deadline = time.monotonic() + 15
         while True:
             with contextlib.suppress(Exception):
@@ -253,8 +252,13 @@ class SecureBroker:
         return kwargs | {"sasl_mechanism": "OAUTHBEARER", "sasl_oauth_token_provider": provider}
 
     def admin_client(self) -> AdminClient:
-        """A confluent-kafka AdminClient as the super user (SCRAM-SHA-512): ACLs, users, topics."""
-        return AdminClient(self.confluent_config("sasl_ssl"))
+        """The session's confluent-kafka AdminClient as the super user (SCRAM-SHA-512): ACLs, users, topics.
+
+        One client, kept: a dropped AdminClient fails its pending futures (`_DESTROY`).
+        """
+        if self._admin is None:
+            self._admin = AdminClient(self.confluent_config("sasl_ssl"))
+        return self._admin
 
 
 @contextlib.contextmanager
