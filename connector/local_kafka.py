@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import Field, field_validator
@@ -306,6 +306,29 @@ PLAIN_LISTENER_KEYS = (
 )  # fmt: skip
 
 
+def secure_client_env(
+    listener: Literal["sasl_ssl", "mtls"], bootstrap: str, mtls_bootstrap: str, pki: LocalPki, password_file: Path
+) -> dict[str, str]:
+    """The `KAFKA_*` variables of a client of a secured local Kafka, as the admin (files, never a secret)."""
+    if listener == "mtls":
+        cert = pki.client(ADMIN_USER)
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": mtls_bootstrap,
+            "KAFKA_SECURITY_PROTOCOL": "SSL",
+            "KAFKA_SSL_CA_FILE": str(pki.ca_file),
+            "KAFKA_SSL_CERT_FILE": str(cert.cert),
+            "KAFKA_SSL_KEY_FILE": str(cert.key),
+        }
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": ADMIN_USER,
+        "KAFKA_SASL_PASSWORD_FILE": str(password_file),
+        "KAFKA_SSL_CA_FILE": str(pki.ca_file),
+    }
+
+
 def scram_credential(mechanism: str, user: str, password: str, iterations: int = SCRAM_ITERATIONS) -> str:
     """StorageTool's `--add-scram` argument with the salted password (RFC 5802), never the password itself.
 
@@ -408,6 +431,10 @@ class LocalKafka:
     def client_cert(self, name: str, *, expired: bool = False) -> CertPair:
         """A client certificate `CN=<name>` (the mTLS principal `User:<name>`) signed by this node's CA."""
         return self.pki.client(name, expired=expired)
+
+    def client_env(self, listener: Literal["sasl_ssl", "mtls"] = "sasl_ssl") -> dict[str, str]:
+        """The `KAFKA_*` variables of a service connecting as the super user: SCRAM-SHA-512, or its certificate."""
+        return secure_client_env(listener, self.bootstrap, self.mtls_bootstrap, self.pki, self.admin_password_file)
 
     @property
     def node_id(self) -> int:
@@ -639,19 +666,24 @@ class LocalKafkaCluster:
                 f"{self.data_dir} holds a cluster of {len(recorded['ports'])} nodes, not {nodes}; "
                 "start it with that many nodes or delete it first (kafka reset)"
             )
+        self.secure = settings.secure or bool(recorded and recorded.get("secure"))
+        span = SECURE_PORT_SPAN if self.secure else 2  # a node's ports: its own and its controller's (+ secured)
         if recorded is not None:
             chosen, cluster_id = tuple(recorded["ports"]), str(recorded["cluster_id"])
         else:
-            chosen = tuple(ports) if ports else tuple(settings.port + 2 * i for i in range(nodes))
+            chosen = tuple(ports) if ports else tuple(settings.port + span * i for i in range(nodes))
             cluster_id = new_cluster_id()
-        if len(chosen) != nodes or len({p for port in chosen for p in (port, port + 1)}) != 2 * nodes:
-            raise LocalKafkaError(f"{nodes} nodes need {nodes} distinct ports, none next to another, got {chosen}")
+        if len(chosen) != nodes or len({p for port in chosen for p in range(port, port + span)}) != span * nodes:
+            raise LocalKafkaError(f"{nodes} nodes need {nodes} ports at least {span} apart, got {chosen}")
         self.cluster_id = cluster_id
         self.nodes = [
             LocalKafka(
-                settings.model_copy(update={"port": port, "data_dir": self.data_dir / f"node-{i}"}),
+                settings.model_copy(
+                    update={"port": port, "data_dir": self.data_dir / f"node-{i}", "secure": self.secure}
+                ),
                 progress,
                 Membership(i, chosen, cluster_id),
+                security_dir=self.data_dir / "security",  # one CA, one admin password for every node
             )
             for i, port in enumerate(chosen, start=1)
         ]
@@ -669,6 +701,15 @@ class LocalKafkaCluster:
     def bootstrap(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes)
 
+    @property
+    def mtls_bootstrap(self) -> str:
+        return ",".join(node.mtls_bootstrap for node in self.nodes)
+
+    def client_env(self, listener: Literal["sasl_ssl", "mtls"] = "sasl_ssl") -> dict[str, str]:
+        """As `LocalKafka.client_env`, every node in the bootstrap list."""
+        first = self.nodes[0]
+        return secure_client_env(listener, self.bootstrap, self.mtls_bootstrap, first.pki, first.admin_password_file)
+
     def node(self, node_id: int) -> LocalKafka:
         return self.nodes[node_id - 1]
 
@@ -677,7 +718,7 @@ class LocalKafkaCluster:
         started = time.monotonic()
         self.nodes[0].ensure_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        record = {"cluster_id": self.cluster_id, "ports": [n.settings.port for n in self.nodes]}
+        record = {"cluster_id": self.cluster_id, "ports": [n.settings.port for n in self.nodes], "secure": self.secure}
         (self.data_dir / "cluster.json").write_text(json.dumps(record))
         # All at once: a voter alone cannot elect a quorum leader, so none would become ready.
         launched = {node.node_id: node.launch() for node in self.nodes if node.pid() is None}
@@ -699,7 +740,7 @@ class LocalKafkaCluster:
         """Until the cluster's metadata lists `count` live brokers."""
         deadline = time.monotonic() + (timeout_s or self.settings.start_timeout_s)
         while time.monotonic() < deadline:
-            if asyncio.run(live_brokers(self.bootstrap)) >= count:
+            if asyncio.run(live_brokers(self.bootstrap, client=self.nodes[0].client_kwargs())) >= count:
                 return
             time.sleep(0.2)
         raise LocalKafkaError(f"fewer than {count} brokers registered; see {self.data_dir}/node-*/broker.log")
