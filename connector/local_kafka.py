@@ -666,6 +666,11 @@ class LocalKafkaCluster:
                 f"{self.data_dir} holds a cluster of {len(recorded['ports'])} nodes, not {nodes}; "
                 "start it with that many nodes or delete it first (kafka reset)"
             )
+        if recorded is not None and settings.secure and not recorded.get("secure"):
+            raise LocalKafkaError(
+                f"{self.data_dir} holds a plaintext cluster; delete it first (kafka reset) "
+                "or give the secured cluster another LOCAL_KAFKA_DATA_DIR"
+            )
         self.secure = settings.secure or bool(recorded and recorded.get("secure"))
         span = SECURE_PORT_SPAN if self.secure else 2  # a node's ports: its own and its controller's (+ secured)
         if recorded is not None:

@@ -27,6 +27,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from connector.cli import secure_start_lines
 from tests.secure_kafka import SecureBroker
 
 
@@ -242,3 +243,12 @@ def test_wrong_password_is_refused(secure_kafka: SecureBroker) -> None:
         if any(e.code() == KafkaError._AUTHENTICATION for e in errors):
             break
     assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+
+
+def test_kafka_start_secure_prints_files_and_exports_never_the_password(secure_kafka: SecureBroker) -> None:
+    lines = secure_start_lines(secure_kafka.local)
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in lines if line.startswith("export "))
+    assert exports == secure_kafka.env("sasl_ssl")  # the same contract as the services' settings
+    assert secure_kafka.admin_password_file.read_text().strip() not in "\n".join(lines)
+    commented = [line.split("export ", 1)[1] for line in lines if line.startswith("#   export ")]
+    assert dict(line.split("=", 1) for line in commented) == secure_kafka.env("mtls", "admin")
