@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from common.settings import KafkaSettings, settings_error_text
 from common.topics import TopicMismatchError, ensure_topics
 from connector.config_docs import configuration_markdown
-from connector.local_kafka import LocalKafkaError, LocalKafkaSettings, local_broker
+from connector.local_kafka import LocalKafka, LocalKafkaCluster, LocalKafkaError, LocalKafkaSettings, local_broker
 from connector.local_registry import LocalRegistry, LocalRegistryError, LocalRegistrySettings
 from connector.run import main as run_main
 from gateway.__main__ import main as gateway_main
@@ -26,10 +27,14 @@ from simulator.webhooks import webhooks_command
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    broker = local_broker(LocalKafkaSettings(), args.nodes)
+    settings = LocalKafkaSettings()
+    if args.secure:
+        settings = settings.model_copy(update={"secure": True})
+    broker = local_broker(settings, args.nodes)
     match args.action:
         case "start":
-            print(broker.start())
+            bootstrap = broker.start()
+            print("\n".join(secure_start_lines(broker)) if broker.secure else bootstrap)
         case "stop":
             broker.stop()
         case "reset":
@@ -41,6 +46,27 @@ def _kafka(args: argparse.Namespace) -> int:
             print(status or "not running")
             return 0 if status else 1
     return 0
+
+
+def secure_start_lines(broker: LocalKafka | LocalKafkaCluster) -> list[str]:
+    """What `kafka start --secure` prints: shell exports for the super user over SCRAM, the rest as comments.
+
+    `eval "$(pinwheel-connector kafka start --secure)"` points the services at it. Files only: the
+    password is in a 0600 file, never on the terminal.
+    """
+    scram, mtls = broker.client_env("sasl_ssl"), broker.client_env("mtls")
+    first = broker.nodes[0] if isinstance(broker, LocalKafkaCluster) else broker
+    return [
+        f"# secured local Kafka: TLS only, ACLs enforced (nothing is allowed without one); super users "
+        f"User:{first.admin_user} and User:broker",
+        f"# CA: {scram['KAFKA_SSL_CA_FILE']}; {first.admin_user}'s password file (0600): "
+        f"{scram['KAFKA_SASL_PASSWORD_FILE']}",
+        "# as the super user over SASL_SSL (SCRAM-SHA-512; SCRAM-SHA-256 and PLAIN work too):",
+        *(f"export {key}={shlex.quote(value)}" for key, value in scram.items()),
+        f"# or over mTLS with the certificate CN={first.admin_user} (principal User:{first.admin_user}); more "
+        f"certificates CN=<name> with connector.local_tls, in {first.pki.directory}/clients:",
+        *(f"#   export {key}={shlex.quote(value)}" for key, value in mtls.items()),
+    ]
 
 
 def _registry(args: argparse.Namespace) -> int:
@@ -127,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     kafka.add_argument("action", choices=["start", "stop", "status", "reset", "fetch"])
     kafka.add_argument(
         "--nodes", type=int, default=None, help="a KRaft cluster of this many nodes (default: the recorded one, or 1)"
+    )
+    kafka.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS, SASL (SCRAM, PLAIN), mTLS and ACLs, no plaintext listener (LOCAL_KAFKA_SECURE); "
+        "start prints the client's KAFKA_* variables (eval-able)",
     )
     kafka.set_defaults(func=_kafka)
 

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from simulator.traffic import load_capture
 from tests.kafka_broker import Broker, select_broker
 from tests.schema_registry import Registry, select_registry
+from tests.secure_kafka import SecureBroker, secure_broker
 
 _USED: list[Broker] = []
 _REGISTRIES: list[Registry] = []
@@ -25,6 +26,16 @@ def kafka() -> Iterator[Broker]:
     with select_broker() as broker:
         print(f"\n[tests] Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}", file=sys.stderr)
         _USED.append(broker)
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def secure_kafka() -> Iterator[SecureBroker]:
+    """A secured local broker (TLS, SCRAM, PLAIN, mTLS, OAUTHBEARER, ACLs enforced): see tests/secure_kafka.py."""
+    with secure_broker() as broker:
+        print(
+            f"\n[tests] secured Kafka {broker.local.settings.version} at {broker.sasl_ssl_bootstrap}", file=sys.stderr
+        )
         yield broker
 
 
@@ -42,9 +53,9 @@ def _kind(broker: Broker) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses the session broker is marked `kafka`: `-m kafka` selects the Kafka integration tests."""
+    """Every test that uses a session broker is marked `kafka`: `-m kafka` selects the Kafka integration tests."""
     for item in items:
-        if "kafka" in getattr(item, "fixturenames", ()):
+        if {"kafka", "secure_kafka"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kafka)
 
 

@@ -1,6 +1,8 @@
 """The real Kafka broker the tests run against, picked in order:
 
-1. `KAFKA_BOOTSTRAP_SERVERS` from the environment (a broker someone already runs);
+1. `PINWHEEL_TEST_BOOTSTRAP_SERVERS` from the environment (a broker someone already runs, given to the tests on
+   purpose: `KAFKA_BOOTSTRAP_SERVERS`, the services' own setting, is never read here, so a shell that points the
+   services at a real cluster cannot point the tests' topic creation and deletion at it);
 2. a Docker engine, when one answers: a Kafka image via testcontainers, on a network of its own, its port
    published on 127.0.0.1 only, the container removed at the end of the session (also on failure);
 3. the local JVM broker (connector.local_kafka), started on a free port for this test session.
@@ -27,6 +29,7 @@ from typing import Any, Literal
 from connector.local_kafka import LocalKafka, LocalKafkaError, LocalKafkaSettings, answers_metadata, free_port
 
 CHOICES = ("env", "docker", "local")
+ENV_BOOTSTRAP = "PINWHEEL_TEST_BOOTSTRAP_SERVERS"
 LOCAL_IMAGE = "pinwheel-local/kafka:{version}"
 OFFICIAL_IMAGE = "apache/kafka:{version}"
 
@@ -138,13 +141,13 @@ def _choice() -> str:
     forced = os.environ.get("PINWHEEL_TEST_BROKER", "")
     if forced and forced not in CHOICES:
         raise ValueError(f"PINWHEEL_TEST_BROKER must be one of {', '.join(CHOICES)}, got {forced!r}")
-    if forced == "env" and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        raise ValueError("PINWHEEL_TEST_BROKER=env needs KAFKA_BOOTSTRAP_SERVERS")
+    if forced == "env" and not os.environ.get(ENV_BOOTSTRAP):
+        raise ValueError(f"PINWHEEL_TEST_BROKER=env needs {ENV_BOOTSTRAP}")
     if forced == "docker" and not docker_available():
         raise ValueError("PINWHEEL_TEST_BROKER=docker but no Docker engine answers (DOCKER_HOST, make docker-engine)")
     if forced:
         return forced
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    if os.environ.get(ENV_BOOTSTRAP):
         return "env"
     return "docker" if docker_available() else "local"
 
@@ -154,7 +157,7 @@ def select_broker() -> Iterator[Broker]:
     version = LocalKafkaSettings().version
     choice = _choice()
     if choice == "env":
-        yield Broker(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "env", os.environ.get("KAFKA_VERSION", "unknown"))
+        yield Broker(os.environ[ENV_BOOTSTRAP], "env", os.environ.get("KAFKA_VERSION", "unknown"))
     elif choice == "docker":
         with _docker_broker(version) as broker:
             yield broker

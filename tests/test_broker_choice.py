@@ -1,4 +1,8 @@
-"""PINWHEEL_TEST_BROKER forces the broker fixture's branch (tests/kafka_broker.py); the default order is kept."""
+"""PINWHEEL_TEST_BROKER forces the broker fixture's branch (tests/kafka_broker.py); the default order is kept.
+
+The "env" broker is PINWHEEL_TEST_BOOTSTRAP_SERVERS only: KAFKA_BOOTSTRAP_SERVERS (the services' setting, maybe a
+real cluster in the developer's shell) never makes the tests create and delete topics there.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from tests.kafka_broker import _choice
 
 
 def test_forced_choice_wins_and_a_bad_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("PINWHEEL_TEST_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     monkeypatch.setenv("PINWHEEL_TEST_BROKER", "local")
     assert _choice() == "local"
     monkeypatch.setenv("PINWHEEL_TEST_BROKER", "kubernetes")
@@ -17,9 +21,10 @@ def test_forced_choice_wins_and_a_bad_one_is_refused(monkeypatch: pytest.MonkeyP
 
 
 def test_unusable_forced_choices_fail_instead_of_falling_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("PINWHEEL_TEST_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # not the tests' variable: still refused
     monkeypatch.setenv("PINWHEEL_TEST_BROKER", "env")
-    with pytest.raises(ValueError, match="KAFKA_BOOTSTRAP_SERVERS"):
+    with pytest.raises(ValueError, match="needs PINWHEEL_TEST_BOOTSTRAP_SERVERS"):
         _choice()
     monkeypatch.setenv("PINWHEEL_TEST_NO_DOCKER", "1")
     monkeypatch.setenv("PINWHEEL_TEST_BROKER", "docker")
@@ -29,8 +34,16 @@ def test_unusable_forced_choices_fail_instead_of_falling_back(monkeypatch: pytes
 
 def test_default_order_env_then_docker_then_local(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PINWHEEL_TEST_BROKER", raising=False)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("PINWHEEL_TEST_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     assert _choice() == "env"
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
+    monkeypatch.delenv("PINWHEEL_TEST_BOOTSTRAP_SERVERS")
     monkeypatch.setenv("PINWHEEL_TEST_NO_DOCKER", "1")
+    assert _choice() == "local"
+
+
+def test_the_services_bootstrap_variable_never_picks_the_tests_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PINWHEEL_TEST_BROKER", raising=False)
+    monkeypatch.delenv("PINWHEEL_TEST_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("PINWHEEL_TEST_NO_DOCKER", "1")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "production-kafka.example:9092")
     assert _choice() == "local"
