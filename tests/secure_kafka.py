@@ -177,10 +177,10 @@ class SecureBroker:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
             "KAFKA_SASL_MECHANISM": "OAUTHBEARER",
-            "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL": token_url,
-            "KAFKA_SASL_OAUTHBEARER_CLIENT_ID": client_id,
-            "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET_FILE": str(self.oauth_secret_file(client_id)),
-            "KAFKA_SASL_OAUTHBEARER_SCOPE": "kafka",
+            "KAFKA_SASL_OAUTH_TOKEN_URL": token_url,
+            "KAFKA_SASL_OAUTH_CLIENT_ID": client_id,
+            "KAFKA_SASL_OAUTH_CLIENT_SECRET_FILE": str(self.oauth_secret_file(client_id)),
+            "KAFKA_SASL_OAUTH_SCOPE": "kafka",
         }
 
     def _oauth(self, user: str | None) -> tuple[str, str, str]:
@@ -213,10 +213,10 @@ class SecureBroker:
             config |= {
                 "sasl.mechanism": "OAUTHBEARER",
                 "sasl.oauthbearer.method": "oidc",
-                "sasl.oauthbearer.token.endpoint.url": env["KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL"],
-                "sasl.oauthbearer.client.id": env["KAFKA_SASL_OAUTHBEARER_CLIENT_ID"],
-                "sasl.oauthbearer.client.secret": Path(env["KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET_FILE"]).read_text(),
-                "sasl.oauthbearer.scope": env["KAFKA_SASL_OAUTHBEARER_SCOPE"],
+                "sasl.oauthbearer.token.endpoint.url": env["KAFKA_SASL_OAUTH_TOKEN_URL"],
+                "sasl.oauthbearer.client.id": env["KAFKA_SASL_OAUTH_CLIENT_ID"],
+                "sasl.oauthbearer.client.secret": Path(env["KAFKA_SASL_OAUTH_CLIENT_SECRET_FILE"]).read_text(),
+                "sasl.oauthbearer.scope": env["KAFKA_SASL_OAUTH_SCOPE"],
             }
         return config
 
@@ -245,9 +245,9 @@ class SecureBroker:
                 "sasl_plain_password": Path(env["KAFKA_SASL_PASSWORD_FILE"]).read_text().strip(),
             }
         provider = OidcTokenProvider(
-            env["KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL"],
-            env["KAFKA_SASL_OAUTHBEARER_CLIENT_ID"],
-            Path(env["KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET_FILE"]),
+            env["KAFKA_SASL_OAUTH_TOKEN_URL"],
+            env["KAFKA_SASL_OAUTH_CLIENT_ID"],
+            Path(env["KAFKA_SASL_OAUTH_CLIENT_SECRET_FILE"]),
         )
         return kwargs | {"sasl_mechanism": "OAUTHBEARER", "sasl_oauth_token_provider": provider}
 
