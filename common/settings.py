@@ -32,6 +32,12 @@ class KafkaSettings(BaseSettings):
     sasl_username: str | None = Field(default=None, description="SASL user name.")
     sasl_password: str | None = Field(default=None, description="SASL password (never logged).", repr=False)
     request_timeout_ms: int = Field(default=30_000, ge=1_000, description="Client request timeout.")
+    startup_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="How long a service waits for Kafka to answer before it exits (1); unset: forever. "
+        "Commands wait this long too (default 30 s; their --timeout wins).",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
