@@ -100,17 +100,18 @@ async def wait_for_kafka(
     timeout_s: float | None,
     stop: asyncio.Event | None = None,
     on_wait: Callable[[Verdict], None] | None = None,
-    log_every_s: float = 10.0,
+    log_every_s: float | None = 10.0,
     backoff: Backoff | None = None,
 ) -> bool:
     """Probe until Kafka answers (True) or `stop` is set (False).
 
     Raises KafkaUnreachable once `timeout_s` passed (None: wait forever) and KafkaMisconfigured as soon as the
-    cluster refuses us. `on_wait(verdict)` is called after every failed attempt (for /readyz)."""
+    cluster refuses us. `on_wait(verdict)` is called after every failed attempt (for /readyz). A log line per
+    attempt, at most one per `log_every_s` (None: no lines, for a command whose outcome is its one line)."""
     backoff = backoff or Backoff()
     started = time.monotonic()
     deadline = None if timeout_s is None else started + timeout_s
-    logged = _RateLimited(log_every_s)
+    logged = _RateLimited(log_every_s) if log_every_s is not None else None
     while stop is None or not stop.is_set():
         remaining = None if deadline is None else deadline - time.monotonic()
         try:
@@ -131,16 +132,17 @@ async def wait_for_kafka(
                 delay = max(0.0, min(delay, deadline - time.monotonic()))
             if on_wait is not None:
                 on_wait(Verdict(Kind.UNREACHABLE, f"kafka unreachable: {_short(exc)}"))
-            logged.emit(
-                "waiting for kafka",
-                {
-                    "bootstrap_servers": kafka.bootstrap_servers,
-                    "attempt": backoff.attempts,
-                    "error": _short(exc),
-                    "waited_s": round(waited, 1),
-                    "retry_in_s": round(delay, 2),
-                },
-            )
+            if logged is not None:
+                logged.emit(
+                    "waiting for kafka",
+                    {
+                        "bootstrap_servers": kafka.bootstrap_servers,
+                        "attempt": backoff.attempts,
+                        "error": _short(exc),
+                        "waited_s": round(waited, 1),
+                        "retry_in_s": round(delay, 2),
+                    },
+                )
             if stop is None:
                 await asyncio.sleep(delay)
             else:
