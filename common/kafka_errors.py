@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
+import socket
 import ssl
 from dataclasses import dataclass
 
@@ -82,6 +84,11 @@ _TLS_REFUSALS = frozenset(
 )
 
 
+_NETWORK_ERRNOS = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.ETIMEDOUT, errno.EADDRNOTAVAIL}
+)
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     """`exc` and its causes/contexts, outermost first (at most 10, no cycles)."""
     chain: list[BaseException] = []
@@ -120,9 +127,20 @@ def _transient(exc: BaseException) -> bool:
             | kafka_errors.BrokerNotAvailableError
             | kafka_errors.KafkaUnavailableError,
         )
-    # OSError: refused, reset, no route, name not resolved (a DNS name of a pod not yet scheduled);
-    # ssl.SSLError is an OSError too, but a refusal was matched above.
-    return isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError)
+    # Refused, reset, no route, a name not resolved yet (the DNS name of a pod not yet scheduled), a TLS
+    # handshake cut halfway; not any OSError: a file that cannot be read is no reason to wait for Kafka.
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
+        return True
+    return isinstance(
+        exc,
+        ConnectionError
+        | socket.gaierror
+        | TimeoutError
+        | asyncio.TimeoutError
+        | asyncio.IncompleteReadError
+        | ssl.SSLEOFError
+        | ssl.SSLZeroReturnError,
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -38,6 +39,8 @@ from gateway.tls import ensure_self_signed
         errors.NotControllerError(),
         ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)"),
         TimeoutError(),
+        OSError(113, "No route to host"),
+        socket.gaierror(-2, "Name or service not known"),
         ssl.SSLEOFError(8, "EOF occurred in violation of protocol"),  # a handshake cut halfway: transient
     ],
 )
@@ -79,6 +82,7 @@ def test_a_refusal_inside_a_connection_error_is_found() -> None:
 
 def test_anything_else_is_not_about_kafka() -> None:
     assert classify_kafka_error(KeyError("x")).kind is Kind.OTHER
+    assert classify_kafka_error(IsADirectoryError(21, "Is a directory")).kind is Kind.OTHER  # an OSError, not Kafka
     assert classify_kafka_error(errors.InvalidTopicError()).kind is Kind.OTHER
 
 
