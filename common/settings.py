@@ -35,8 +35,8 @@ class KafkaSettings(BaseSettings):
     startup_timeout_s: float | None = Field(
         default=None,
         gt=0,
-        description="How long a service waits for Kafka to answer before it exits (1); unset: forever. "
-        "Commands wait this long too (default 30 s; their --timeout wins).",
+        description="Seconds the processor waits for an unreachable Kafka before it exits 1; unset: it waits "
+        "forever. Commands wait as long (unset: 30 s; their --timeout wins), then exit 2.",
     )
 
     @field_validator("bootstrap_servers")
