@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from common import logs
 from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, classify_kafka_error
 from common.kafka_wait import COMMAND_TIMEOUT_S, wait_for_kafka
 from common.settings import KafkaSettings, settings_error_text
-from common.topics import TopicMismatchError, ensure_topics
+from common.topics import TopicMismatchError, TopicSettings, ensure_topics
 from connector.config_docs import configuration_markdown
 from connector.local_kafka import LocalKafkaError, LocalKafkaSettings, local_broker
 from connector.local_registry import LocalRegistry, LocalRegistryError, LocalRegistrySettings
@@ -23,7 +24,9 @@ from connector.run import main as run_main
 from gateway.__main__ import main as gateway_main
 from operate.cli import add_commands, processor_reset_command
 from processors.runtime.engine import MissingTopicsError
+from processors.runtime.settings import ProcessorSettings
 from processors.service import run
+from schemas.settings import SchemaSettings
 from schemas.topics import all_topics
 from simulator.commands import simulate_command, tail_command, verify_command
 from simulator.webhooks import webhooks_command
@@ -146,6 +149,16 @@ def _kafka_timeout() -> argparse.ArgumentParser:
     return parent
 
 
+# The settings a Kafka command reads besides KAFKA_* (checked before it waits for Kafka).
+_COMMAND_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
+    "topics": (TopicSettings,),
+    "processor": (ProcessorSettings,),
+    "deadletter": (SchemaSettings,),
+    "tail": (SchemaSettings,),
+    "verify": (SchemaSettings,),
+}
+
+
 def _needs_kafka(args: argparse.Namespace) -> bool:
     if args.command == "processor":
         return bool(args.action == "reset")  # `processor` itself waits as a service does (KAFKA_STARTUP_TIMEOUT_S)
@@ -154,8 +167,12 @@ def _needs_kafka(args: argparse.Namespace) -> bool:
 
 def _wait_for_kafka(args: argparse.Namespace) -> None:
     """Before a command's first Kafka client: wait (capped back-off) until the cluster answers, at most
-    --timeout / KAFKA_STARTUP_TIMEOUT_S / 30 s. Raises KafkaUnreachable or KafkaMisconfigured (one line each)."""
+    --timeout / KAFKA_STARTUP_TIMEOUT_S / 30 s. Raises KafkaUnreachable or KafkaMisconfigured (one line each).
+
+    The command's other settings are read first: a bad one is reported at once, not after the wait."""
     kafka = KafkaSettings()
+    for settings_class in _COMMAND_SETTINGS.get(args.command, ()):
+        settings_class()
     timeout_s = args.timeout or kafka.startup_timeout_s or COMMAND_TIMEOUT_S
     asyncio.run(wait_for_kafka(kafka, timeout_s=timeout_s, log_every_s=None))  # quiet: the outcome is one line
 

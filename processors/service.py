@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from pydantic import ValidationError
 
 from common import gc_tuning, logs
 from common.isr_watch import IsrWatch
@@ -355,7 +356,7 @@ def run(settings: ProcessorSettings | None = None) -> None:
 
     Every end is one line: a refusal by the cluster or the registry exits 2 (fix the configuration), Kafka
     unreachable for `KAFKA_STARTUP_TIMEOUT_S` exits 1, a crash is one JSON log record and exits 1.
-    MissingTopicsError is the caller's to report."""
+    MissingTopicsError and a bad setting (ValidationError) are the caller's to report."""
     config = settings or ProcessorSettings()
     try:
         run_until_signal(config, lambda stop: serve(config, stop=stop))
@@ -368,7 +369,7 @@ def run(settings: ProcessorSettings | None = None) -> None:
     except KafkaUnreachable as exc:
         print(f"processor: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    except MissingTopicsError:
+    except (MissingTopicsError, ValidationError):  # the caller's to report (one line; a bad setting exits 2)
         raise
     except Exception as exc:
         log.critical("processor crashed", exc_info=exc)
