@@ -115,3 +115,25 @@ def test_the_processor_gives_up_after_its_startup_timeout_with_one_line(
     assert last.startswith(f"processor: kafka: no answer from 127.0.0.1:{kafka_port} within 2 s"), last
     assert "ConnectionRefusedError" in last
     assert all(line.startswith("{") for line in err.strip().splitlines()[:-1]), err[-3000:]
+
+
+def test_a_cluster_that_refuses_the_processor_ends_it_at_once_with_exit_2(
+    bootstrap: str, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    env = processor_env(bootstrap, unique("svc-refused"), tmp_path, free_port())
+    env |= {  # SASL spoken to the session broker's plaintext listener: refused whatever the wait
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "PLAIN",
+        "KAFKA_SASL_USERNAME": "processor",
+        "KAFKA_SASL_PASSWORD": "never-shown",
+    }
+    child = start_processor(env)
+    try:
+        _, err = child.communicate(timeout=60)  # no KAFKA_STARTUP_TIMEOUT_S: only the refusal can end it
+    finally:
+        stop(child)
+    assert child.returncode == 2, err[-3000:]
+    assert_clean(err)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("processor: kafka: SASL handshake refused: check KAFKA_SECURITY_PROTOCOL"), last
+    assert "never-shown" not in err
