@@ -101,7 +101,11 @@ class IsrWatch:
         """One check now (the background loop calls it); raises when the cluster does not answer."""
         if self._admin is None:
             admin = AIOKafkaAdminClient(**self.kafka.client_kwargs(), client_id=f"{self.kafka.client_id_prefix}-isr")
-            await admin.start()
+            try:
+                await admin.start()
+            except BaseException:
+                await admin.close()  # a failed start leaves the client's connections to close
+                raise
             self._admin = admin
         described = await self._admin.describe_topics(self.topics)
         present = [t["topic"] for t in described if t["error_code"] == 0]

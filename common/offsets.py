@@ -12,8 +12,8 @@ from common.settings import KafkaSettings
 async def start_at_end(kafka: KafkaSettings, group_id: str, topics: list[str]) -> int:
     """Commit the current end offsets of `topics` for a new consumer group: it starts with new records only."""
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_topics(topics)
     finally:
         await admin.close()
@@ -21,8 +21,8 @@ async def start_at_end(kafka: KafkaSettings, group_id: str, topics: list[str]) -
     if not tps:
         return 0
     consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=group_id, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})

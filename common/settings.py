@@ -107,6 +107,12 @@ class KafkaSettings(BaseSettings):
     )
     aws_region: str | None = Field(default=None, description="AWS_MSK_IAM: the cluster's AWS region.")
     request_timeout_ms: int = Field(default=30_000, ge=1_000, description="Client request timeout.")
+    startup_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds the processor waits for an unreachable Kafka before it exits 1; unset: it waits "
+        "forever. Commands wait as long (unset: 30 s; their --timeout wins), then exit 2.",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

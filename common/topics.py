@@ -111,8 +111,8 @@ async def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, 
     Returns one human-readable line per topic.
     """
     admin = AIOKafkaAdminClient(**settings.client_kwargs(), client_id=f"{settings.client_id_prefix}-topics")
-    await admin.start()
     try:
+        await admin.start()
         cluster = await admin.describe_cluster()
         brokers = len(cluster["brokers"])
         existing = set(await admin.list_topics())

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
+from common import logs
+from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, classify_kafka_error
+from common.kafka_wait import COMMAND_TIMEOUT_S, wait_for_kafka
 from common.settings import KafkaSettings, settings_error_text
-from common.topics import TopicMismatchError, ensure_topics
+from common.topics import TopicMismatchError, TopicSettings, ensure_topics
 from connector.config_docs import configuration_markdown
 from connector.local_kafka import LocalKafka, LocalKafkaCluster, LocalKafkaError, LocalKafkaSettings, local_broker
 from connector.local_registry import LocalRegistry, LocalRegistryError, LocalRegistrySettings
@@ -20,7 +25,9 @@ from connector.run import main as run_main
 from gateway.__main__ import main as gateway_main
 from operate.cli import add_commands, processor_reset_command
 from processors.runtime.engine import MissingTopicsError
+from processors.runtime.settings import ProcessorSettings
 from processors.service import run
+from schemas.settings import SchemaSettings
 from schemas.topics import all_topics
 from simulator.commands import simulate_command, tail_command, verify_command
 from simulator.webhooks import webhooks_command
@@ -145,9 +152,61 @@ def _webhooks(args: argparse.Namespace) -> int:
     return webhooks_command(args)
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {value!r}")
+    return seconds
+
+
+def _kafka_timeout() -> argparse.ArgumentParser:
+    """`--timeout S` of every command that talks to Kafka (see `_wait_for_kafka`)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=None,
+        help=f"seconds to wait for Kafka to answer (default KAFKA_STARTUP_TIMEOUT_S, else {COMMAND_TIMEOUT_S:g})",
+    )
+    parent.set_defaults(waits_for_kafka=True)
+    return parent
+
+
+# The settings a Kafka command reads besides KAFKA_* (checked before it waits for Kafka).
+_COMMAND_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
+    "topics": (TopicSettings,),
+    "processor": (ProcessorSettings,),
+    "deadletter": (SchemaSettings,),
+    "tail": (SchemaSettings,),
+    "verify": (SchemaSettings,),
+}
+
+
+def _needs_kafka(args: argparse.Namespace) -> bool:
+    if args.command == "processor":
+        return bool(args.action == "reset")  # `processor` itself waits as a service does (KAFKA_STARTUP_TIMEOUT_S)
+    return bool(getattr(args, "waits_for_kafka", False))
+
+
+def _wait_for_kafka(args: argparse.Namespace) -> None:
+    """Before a command's first Kafka client: wait (capped back-off) until the cluster answers, at most
+    --timeout / KAFKA_STARTUP_TIMEOUT_S / 30 s. Raises KafkaUnreachable or KafkaMisconfigured (one line each).
+
+    The command's other settings are read first: a bad one is reported at once, not after the wait."""
+    kafka = KafkaSettings()
+    for settings_class in _COMMAND_SETTINGS.get(args.command, ()):
+        settings_class()
+    timeout_s = args.timeout or kafka.startup_timeout_s or COMMAND_TIMEOUT_S
+    asyncio.run(wait_for_kafka(kafka, timeout_s=timeout_s, log_every_s=None))  # quiet: the outcome is one line
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinwheel-connector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    waits = _kafka_timeout()
 
     kafka = sub.add_parser("kafka", help="run the local Apache Kafka, one node or a cluster (no Docker)")
     kafka.add_argument("action", choices=["start", "stop", "status", "reset", "fetch"])
@@ -168,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("action", choices=["start", "stop", "status", "fetch"])
     registry.set_defaults(func=_registry)
 
-    topics = sub.add_parser("topics", help="create missing topics; fail on a mismatching one")
+    topics = sub.add_parser("topics", help="create missing topics; fail on a mismatching one", parents=[waits])
     topics.add_argument("action", choices=["create", "check"], nargs="?", default="create")
     topics.set_defaults(func=_topics)
 
@@ -177,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.set_defaults(func=_gateway)
 
     processor = sub.add_parser("processor", help="run the stream processors (PROCESSOR_* settings)")
+    processor.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=None,
+        help=f"reset: seconds to wait for Kafka (default KAFKA_STARTUP_TIMEOUT_S, else {COMMAND_TIMEOUT_S:g})",
+    )
     processor.set_defaults(func=_processor)
 
     config = sub.add_parser("config", help="print the configuration table (every environment variable)")
@@ -204,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--no-progress", action="store_true", help="no progress bar")
     simulate.set_defaults(func=_simulate)
 
-    tail = sub.add_parser("tail", help="print the records of our topics, Avro decoded (JSON lines or a table)")
+    tail = sub.add_parser(
+        "tail", help="print the records of our topics, Avro decoded (JSON lines or a table)", parents=[waits]
+    )
     tail.add_argument(
         "topics",
         nargs="*",
@@ -217,7 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
     tail.set_defaults(func=_tail)
 
-    verify = sub.add_parser("verify", help="compare a simulator ledger with the account updates (read_committed)")
+    verify = sub.add_parser(
+        "verify", help="compare a simulator ledger with the account updates (read_committed)", parents=[waits]
+    )
     verify.add_argument("--ledger", type=Path, default=Path("var/simulator/ledger.jsonl"), help="ledger file")
     verify.add_argument("--wait", type=float, default=60.0, help="seconds to wait for missing updates")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -250,13 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     delete = actions.add_parser("delete", help="delete a webhook", parents=[as_json])
     delete.add_argument("id", help="webhook id")
 
-    add_commands(sub, processor)
+    add_commands(sub, processor, waits)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every end of a command is one line on stderr and an exit code: 0 done, 1 failed, 2 fix the configuration
+    (a setting, Kafka unreachable within the timeout, Kafka refusing us), 130 interrupted. A bug is one JSON
+    record (the stack without the messages, as the services log it), never a plain traceback."""
     args = build_parser().parse_args(argv)
     try:
+        if _needs_kafka(args):
+            _wait_for_kafka(args)
         code: int = args.func(args)
     except LocalKafkaError as exc:
         print(f"kafka: {exc}", file=sys.stderr)
@@ -264,12 +338,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         # Any command, any settings class: exit 2 naming the environment variable and the reason.
         if (text := settings_error_text(exc)) is None:
-            raise  # not a setting: a bug, keep its traceback
+            return _crashed(args, exc)
         print(f"{args.command}: {text}", file=sys.stderr)
+        return 2
+    except (KafkaUnreachable, KafkaMisconfigured) as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        verdict = classify_kafka_error(exc)
+        if verdict.kind is Kind.OTHER:
+            return _crashed(args, exc)
+        # Kafka went away (or refused an operation) after the command started: one line.
+        print(f"{args.command}: kafka: {verdict.reason.removeprefix('kafka ')}", file=sys.stderr)
+        return 2
     return code
+
+
+def _crashed(args: argparse.Namespace, exc: BaseException) -> int:
+    """An unexpected exception: one JSON record on stderr (type and stack, not the message: it may quote data)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logs.JsonFormatter())
+    logger = logging.getLogger("connector.crash")
+    logger.handlers, logger.propagate = [handler], False
+    logger.critical(f"{args.command}: unexpected error", exc_info=exc)
+    return 1
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ def _ref(value: str) -> tuple[int, int]:
     return int(partition), int(offset)
 
 
-def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
-    """Add `deadletter` and `spool` to the CLI's subparsers and the `reset` action to `processor`."""
+def add_commands(sub: Any, processor: argparse.ArgumentParser, waits: argparse.ArgumentParser) -> None:
+    """Add `deadletter` and `spool` to the CLI's subparsers and the `reset` action to `processor`; `waits` is the
+    parent parser of the commands that wait for Kafka (`--timeout`)."""
     deadletter = sub.add_parser("deadletter", help="list, show and replay dead letters (pinwheel.deadletter.v1)")
     deadletter.set_defaults(func=deadletter_command)
     actions = deadletter.add_subparsers(dest="action", required=True)
@@ -75,13 +76,15 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser) -> None:
     selection.add_argument("--event-id", action="append", help="event_id (repeatable)")
     selection.add_argument("--since", type=parse_time, help="failed at or after: ISO-8601 time or 30m, 2h, 7d ago")
     selection.add_argument("--until", type=parse_time, help="failed before: ISO-8601 time or a duration ago")
-    listing = actions.add_parser("list", help="one line per dead letter (no payload data)", parents=[selection])
+    listing = actions.add_parser("list", help="one line per dead letter (no payload data)", parents=[selection, waits])
     listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    show = actions.add_parser("show", help="one dead letter whole: headers, reason, raw bytes (payroll data!)")
+    show = actions.add_parser(
+        "show", help="one dead letter whole: headers, reason, raw bytes (payroll data!)", parents=[waits]
+    )
     show.add_argument("ref", type=_ref, help="partition:offset, as `deadletter list` prints it")
     replay = actions.add_parser(
         "replay", help="re-run gateway dead letters through today's validation; re-inject processor ones",
-        parents=[selection],
+        parents=[selection, waits],
     )  # fmt: skip
     replay.add_argument("--dry-run", action="store_true", help="show what would happen, publish nothing")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -230,8 +230,8 @@ async def read_dead_letters(
     A record the current schema cannot decode is reported as a `DeadLetterError`: it is not skipped silently.
     """
     consumer = _consumer(kafka)
-    await consumer.start()
     try:
+        await consumer.start()
         tps = await _partitions(consumer)
         await _assign(consumer, tps)
         beginning = await consumer.beginning_offsets(tps)
@@ -265,8 +265,8 @@ async def _decode(codec: Codec, partition: int, offset: int, value: bytes | None
 
 async def find_dead_letter(kafka: KafkaSettings, codec: Codec, partition: int, offset: int) -> DeadLetter:
     consumer = _consumer(kafka)
-    await consumer.start()
     try:
+        await consumer.start()
         tps = {tp.partition: tp for tp in await _partitions(consumer)}
         if partition not in tps:
             raise DeadLetterError(f"{DEADLETTER_TOPIC} has no partition {partition}")
@@ -329,8 +329,9 @@ async def replay(
             enable_idempotence=True,
             max_request_size=MAX_MESSAGE_BYTES,
         )
-        await producer.start()
     try:
+        if producer is not None:
+            await producer.start()  # inside: a failed start leaves the client to stop as well
         pending: list[tuple[ReplayPlan, asyncio.Future[Any]]] = []
         for plan in plans:
             if producer is not None and plan.record is not None:

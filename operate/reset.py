@@ -90,8 +90,8 @@ async def _refuse_if_alive(admin: AIOKafkaAdminClient, group: str) -> None:
 
 async def _family_partitions(kafka: KafkaSettings) -> tuple[list[TopicPartition], dict[str, int]]:
     admin = _admin(kafka)
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_topics(list(FAMILY_TOPICS.values()))
     finally:
         await admin.close()
@@ -107,8 +107,8 @@ async def plan_reset(settings: ProcessorSettings, kafka: KafkaSettings) -> Reset
     """What `reset` would do; raises ResetRefused while the group has live members."""
     group = settings.application_id
     admin = _admin(kafka)
-    await admin.start()
     try:
+        await admin.start()
         await _refuse_if_alive(admin, group)
         existing = set(await admin.list_topics())
         tps, _ = await _family_partitions(kafka)
@@ -116,8 +116,8 @@ async def plan_reset(settings: ProcessorSettings, kafka: KafkaSettings) -> Reset
     finally:
         await admin.close()
     consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=None, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         earliest = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
     finally:
@@ -148,8 +148,8 @@ async def reset(settings: ProcessorSettings, kafka: KafkaSettings, plan: ResetPl
     group = settings.application_id
     done: list[str] = []
     admin = _admin(kafka)
-    await admin.start()
     try:
+        await admin.start()
         await _refuse_if_alive(admin, group)
         if plan.changelogs:
             await admin.delete_topics(plan.changelogs)
@@ -168,8 +168,8 @@ async def reset(settings: ProcessorSettings, kafka: KafkaSettings, plan: ResetPl
         shutil.rmtree(plan.state_dir)
         done.append(f"deleted {plan.state_dir}")
     consumer = AIOKafkaConsumer(**kafka.client_kwargs(), group_id=group, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         consumer.assign(list(plan.earliest))
         await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in plan.earliest.items()})
     finally:

@@ -22,13 +22,16 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from pydantic import ValidationError
 
 from common import gc_tuning, logs
 from common.isr_watch import IsrWatch
+from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, Verdict, classify_kafka_error
+from common.kafka_wait import Backoff, wait_for_kafka
 from common.settings import KafkaSettings
 from processors.lag import LagMonitor
 from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
-from processors.runtime.engine import Engine, MissingTopicsError
+from processors.runtime.engine import Engine, EngineStats, MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import TaskContext, TaskProcessor
 from schemas import catalog
@@ -62,8 +65,8 @@ def required_topics(settings: ProcessorSettings) -> list[str]:
 async def check_topics(settings: ProcessorSettings, kafka: KafkaSettings) -> None:
     """Raise MissingTopicsError naming every missing topic (a run without them only logs errors forever)."""
     admin = AIOKafkaAdminClient(**kafka.client_kwargs(), client_id=f"{kafka.client_id_prefix}-processor-check")
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
     finally:
         await admin.close()
@@ -144,7 +147,7 @@ class _EngineCollector(Collector):
         yield logic
         yield GaugeMetricFamily(
             "processor_waiting_on_dependency",
-            "1 while work waits on a failed dependency (the schema registry), else 0.",
+            "1 while work waits on a failed dependency (Kafka unreachable, the schema registry), else 0.",
             value=int(stats.waiting is not None),
         )
         yield GaugeMetricFamily("processor_assigned_partitions", "Partitions assigned.", value=len(stats.assigned))
@@ -182,6 +185,15 @@ def output_topics(engine: Engine) -> list[str]:
     return [*outputs, *engine.changelogs.values()]
 
 
+def not_ready_reason(stats: EngineStats) -> str:
+    """Why /readyz says false: the dependency waited on (Kafka unreachable, the registry), else the partitions."""
+    if stats.waiting is not None:
+        return stats.waiting
+    if not stats.assigned:
+        return "no partitions assigned yet (joining the consumer group)"
+    return f"partitions restoring: {sorted(stats.assigned - stats.ready)}"
+
+
 def health_app(engine: Engine, counters: PipelineCounters, started: float, lag: LagMonitor | None = None) -> FastAPI:
     registry = CollectorRegistry()
     registry.register(_EngineCollector(engine, counters, lag))
@@ -206,12 +218,10 @@ def health_app(engine: Engine, counters: PipelineCounters, started: float, lag: 
     async def readyz() -> JSONResponse:
         stats = engine.stats
         ready = bool(stats.assigned) and stats.assigned <= stats.ready
-        body: dict[str, object] = {
-            "ready": ready,
-            "assigned": sorted(stats.assigned),
-            "running": sorted(stats.ready),
-            **isr.readiness(),
-        }
+        body: dict[str, object] = {"ready": ready}
+        if not ready:
+            body["reason"] = not_ready_reason(stats)
+        body |= {"assigned": sorted(stats.assigned), "running": sorted(stats.ready), **isr.readiness()}
         if stats.waiting is not None:
             body["waiting_on"] = stats.waiting
         return JSONResponse(body, status_code=200 if ready else 503)
@@ -230,14 +240,15 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     kafka = kafka or KafkaSettings()
-    await check_topics(settings, kafka)
     counters = PipelineCounters()
     schema = schema or SchemaSettings()
     codec = build_codec(schema)
     engine = build_engine(settings, kafka, schema, counters, codec)
     watcher = asyncio.create_task(keep_registered(codec, schema.registry_recheck_s))
     try:
-        await serve_engine(settings, engine, counters, stop or asyncio.Event())
+        await serve_engine(
+            settings, engine, counters, stop or asyncio.Event(), before=lambda: check_topics(settings, kafka)
+        )
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -245,10 +256,53 @@ async def serve(
         await codec.close()
 
 
-async def serve_engine(
-    settings: ProcessorSettings, engine: Engine, counters: PipelineCounters, stop: asyncio.Event
+async def run_when_reachable(
+    engine: Engine, stop: asyncio.Event, before: Callable[[], Awaitable[None]] | None = None
 ) -> None:
-    """Run `engine` until `stop`, with the health and metrics endpoints while it runs."""
+    """`before()` then `engine.run(stop)`, each time Kafka answers: at start, and again whenever a run ends because
+    the cluster became unreachable. While waiting, `engine.stats.waiting` says why (/readyz).
+
+    Raises KafkaUnreachable after `KAFKA_STARTUP_TIMEOUT_S` of waiting, KafkaMisconfigured as soon as the cluster
+    refuses us (authentication, authorization, TLS); anything else propagates as it is."""
+
+    def waiting(verdict: Verdict) -> None:
+        engine.stats.waiting = verdict.reason
+
+    backoff = Backoff()  # between runs that fail although the probe passes (metadata not served yet, ...)
+    while not stop.is_set():
+        if not await wait_for_kafka(engine.kafka, timeout_s=engine.kafka.startup_timeout_s, stop=stop, on_wait=waiting):
+            return
+        engine.stats.waiting = None
+        started = time.monotonic()
+        try:
+            if before is not None:
+                await before()
+            await engine.run(stop)
+            return
+        except Exception as exc:
+            verdict = classify_kafka_error(exc)
+            if verdict.kind is Kind.MISCONFIGURED:
+                raise KafkaMisconfigured(f"kafka: {verdict.reason}") from None
+            if verdict.kind is Kind.OTHER:
+                raise
+            engine.stats.waiting = verdict.reason
+            if time.monotonic() - started > backoff.cap_s:
+                backoff.attempts = 0
+            delay = backoff.next_delay()
+            log.warning("kafka lost: waiting for it", extra={"error": verdict.reason, "retry_in_s": round(delay, 2)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+
+async def serve_engine(
+    settings: ProcessorSettings,
+    engine: Engine,
+    counters: PipelineCounters,
+    stop: asyncio.Event,
+    before: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run `engine` until `stop`, with the health and metrics endpoints from the start: while the processor waits
+    for Kafka (`run_when_reachable`), /readyz says so."""
     server = None
     health_task = None
     lag_task = None
@@ -269,7 +323,7 @@ async def serve_engine(
         health_task = asyncio.create_task(server.serve())
     log.info("processor starting", extra={"application_id": settings.application_id, "instance": settings.instance_id})
     try:
-        await engine.run(stop)
+        await run_when_reachable(engine, stop, before)
     finally:
         lag_stop.set()
         if lag_task is not None:
@@ -298,10 +352,25 @@ def run_until_signal(settings: ProcessorSettings, serve_until: Callable[[asyncio
 
 
 def run(settings: ProcessorSettings | None = None) -> None:
-    """Run until SIGINT/SIGTERM; the open transactions are committed before exit."""
+    """Run until SIGINT/SIGTERM; the open transactions are committed before exit.
+
+    Every end is one line: a refusal by the cluster or the registry exits 2 (fix the configuration), Kafka
+    unreachable for `KAFKA_STARTUP_TIMEOUT_S` exits 1, a crash is one JSON log record and exits 1.
+    MissingTopicsError and a bad setting (ValidationError) are the caller's to report."""
     config = settings or ProcessorSettings()
     try:
         run_until_signal(config, lambda stop: serve(config, stop=stop))
     except RegistryError as exc:  # lookup-only and a schema missing, or a schema the registry refuses
         print(f"processor: schema registry: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KafkaMisconfigured as exc:
+        print(f"processor: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KafkaUnreachable as exc:
+        print(f"processor: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (MissingTopicsError, ValidationError):  # the caller's to report (one line; a bad setting exits 2)
+        raise
+    except Exception as exc:
+        log.critical("processor crashed", exc_info=exc)
+        raise SystemExit(1) from None

@@ -107,11 +107,11 @@ async def tail(
         auto_offset_reset="earliest" if from_beginning else "latest",
         isolation_level="read_committed",
     )
-    await consumer.start()
     printed = 0
     loop = asyncio.get_running_loop()
     last = loop.time()
     try:
+        await consumer.start()  # inside: a failed start leaves the client to stop as well
         while max_records is None or printed < max_records:
             batch = await consumer.getmany(timeout_ms=500)
             if not batch:

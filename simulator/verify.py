@@ -367,13 +367,20 @@ class UpdateCollector:
         )
 
     async def start(self) -> UpdateCollector:
+        try:
+            await self._start()
+        except BaseException:
+            await self.consumer.stop()  # a failed start leaves the client open ("Unclosed AIOKafkaConsumer")
+            raise
+        return self
+
+    async def _start(self) -> None:
         await self.consumer.start()
         partitions = self.consumer.partitions_for_topic(ACCOUNT_UPDATES_TOPIC)
         if not partitions:
             await self.consumer._client.force_metadata_update()
             partitions = self.consumer.partitions_for_topic(ACCOUNT_UPDATES_TOPIC) or set()
         if not partitions:
-            await self.consumer.stop()
             raise RuntimeError(f"topic {ACCOUNT_UPDATES_TOPIC} not found; create topics first")
         tps = [TopicPartition(ACCOUNT_UPDATES_TOPIC, p) for p in sorted(partitions)]
         self.partitions = tps
@@ -383,7 +390,6 @@ class UpdateCollector:
                 self.consumer.seek(tp, offset)
         else:
             await self.consumer.seek_to_beginning(*tps)
-        return self
 
     async def poll(self, timeout_ms: int = 300) -> int:
         """One fetch; returns how many of this run's updates it added."""

@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import ConsumerRecord
 
+from common.kafka_errors import Kind, classify_kafka_error
 from common.settings import KafkaSettings
 from processors.runtime.restore import restore
 from processors.runtime.retry import Backoff, RetryLater
@@ -173,25 +174,28 @@ class Engine:
             max_partition_fetch_bytes=self.max_fetch_bytes,
         )
         self._consumer = consumer
-        await consumer.start()
-        await self._wait_for_topics(consumer)
-        consumer.subscribe(self.input_topics, listener=_Listener(self))
         try:
-            await self._loop(consumer, stop)
-        except BaseException:
-            # A failure in the middle of a batch: its uncommitted work may be half done (a dedupe entry
-            # written, its update not emitted), so it must not be committed. Discard; a restart
-            # reprocesses from the committed offsets.
-            async with self._lock:
-                await self._close_tasks(list(self._tasks))
-            raise
-        else:
-            async with self._lock:
-                await self._commit_all()
-                await self._close_tasks(list(self._tasks))
+            await consumer.start()  # a failed start (broker unreachable) leaves the client to stop as well
+            await self._wait_for_topics(consumer)
+            consumer.subscribe(self.input_topics, listener=_Listener(self))
+            try:
+                await self._loop(consumer, stop)
+            except BaseException:
+                # A failure in the middle of a batch: its uncommitted work may be half done (a dedupe entry
+                # written, its update not emitted), so it must not be committed. Discard; a restart
+                # reprocesses from the committed offsets.
+                async with self._lock:
+                    await self._close_tasks(list(self._tasks))
+                raise
+            else:
+                async with self._lock:
+                    await self._commit_all()
+                    await self._close_tasks(list(self._tasks))
         finally:
             await consumer.stop()
             self._consumer = None
+            self._pending.clear()
+            self.stats.assigned.clear()  # a run after this one (the service waited for Kafka again) starts afresh
 
     async def _before_start(self, stop: asyncio.Event) -> None:
         """The batch hook with no records, until it succeeds: e.g. our schemas registered before any work."""
@@ -457,6 +461,8 @@ class Engine:
         failed = False
         for partition, result in zip(pending, results, strict=True):
             if isinstance(result, BaseException):
+                if classify_kafka_error(result).kind is Kind.MISCONFIGURED:
+                    raise result  # not allowed (transactional id ACL, ...): retrying repeats the refusal
                 log.warning("task start failed; will retry", extra={"partition": partition, "error": str(result)})
                 self._retry_start_at = max(self._retry_start_at, time.monotonic() + 1.0)
                 failed = True

@@ -351,5 +351,9 @@ async def start_producer(
         max_request_size=max_request_bytes,
         transaction_timeout_ms=60_000,
     )
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # a failed start leaves the client open ("Unclosed AIOKafkaProducer")
+        raise
     return producer
