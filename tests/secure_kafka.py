@@ -25,7 +25,12 @@ from typing import Any, Literal
 import httpx
 from aiokafka.abc import AbstractTokenProvider
 from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
     AdminClient,
+    ResourcePatternType,
+    ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialUpsertion,
@@ -250,6 +255,16 @@ class SecureBroker:
             Path(env["KAFKA_SASL_OAUTH_CLIENT_SECRET_FILE"]),
         )
         return kwargs | {"sasl_mechanism": "OAUTHBEARER", "sasl_oauth_token_provider": provider}
+
+    def allow_topic(self, principal: str, topic: str, *operations: AclOperation) -> None:
+        """ALLOW `operations` on the literal `topic` for `principal` (as the super user)."""
+        bindings = [
+            AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, principal, "*", op,
+                       AclPermissionType.ALLOW)
+            for op in operations
+        ]  # fmt: skip
+        for future in self.admin_client().create_acls(bindings).values():
+            future.result(timeout=30)
 
     def admin_client(self) -> AdminClient:
         """The session's confluent-kafka AdminClient as the super user (SCRAM-SHA-512): ACLs, users, topics.

@@ -38,15 +38,6 @@ def _topic(broker: SecureBroker, base: str) -> str:
     return name
 
 
-def _allow(broker: SecureBroker, principal: str, topic: str, *operations: AclOperation) -> None:
-    bindings = [
-        AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, principal, "*", op, AclPermissionType.ALLOW)
-        for op in operations
-    ]
-    for future in broker.admin_client().create_acls(bindings).values():
-        future.result(timeout=30)
-
-
 def _confluent_round_trip(config: dict[str, str], topic: str, expect: int = 3) -> list[bytes]:
     """Produce 3 records and read the topic's `expect` records with `config`; raises KafkaException on any error."""
     producer = Producer(config | {"acks": "all", "message.timeout.ms": "10000"})
@@ -132,7 +123,7 @@ def test_a_client_certificate_is_the_principal_of_its_cn(secure_kafka: SecureBro
     with pytest.raises(KafkaException) as refused:
         _confluent_round_trip(config, topic)
     assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
-    _allow(secure_kafka, "User:gateway", topic, AclOperation.WRITE, AclOperation.READ, AclOperation.DESCRIBE)
+    secure_kafka.allow_topic("User:gateway", topic, AclOperation.WRITE, AclOperation.READ, AclOperation.DESCRIBE)
     _allow_groups(secure_kafka, "User:gateway")
     assert sorted(_confluent_round_trip(config, topic)) == [b"v0", b"v1", b"v2"]
     secure_kafka.add_scram_user("gateway")  # the same principal over SCRAM: the same ACLs
@@ -170,7 +161,7 @@ def test_oauthbearer_with_a_token_from_the_local_endpoint(secure_kafka: SecureBr
     assert secure_kafka.oidc is not None
     assert secure_kafka.oauth_client_id is not None
     topic = _topic(secure_kafka, "oauth")
-    _allow(secure_kafka, f"User:{secure_kafka.oauth_client_id}", topic, AclOperation.WRITE, AclOperation.READ)
+    secure_kafka.allow_topic(f"User:{secure_kafka.oauth_client_id}", topic, AclOperation.WRITE, AclOperation.READ)
     _allow_groups(secure_kafka, f"User:{secure_kafka.oauth_client_id}")
     before = len(secure_kafka.oidc.tokens_of(secure_kafka.oauth_client_id))
     assert sorted(_confluent_round_trip(secure_kafka.confluent_config("oauth"), topic)) == [b"v0", b"v1", b"v2"]
@@ -181,7 +172,7 @@ async def test_oauthbearer_with_aiokafka(secure_kafka: SecureBroker) -> None:
     assert secure_kafka.oidc is not None
     secure_kafka.add_oauth_client("svc-aio")
     topic = _topic(secure_kafka, "oauth-aio")
-    _allow(secure_kafka, "User:svc-aio", topic, AclOperation.WRITE)
+    secure_kafka.allow_topic("User:svc-aio", topic, AclOperation.WRITE)
     producer = AIOKafkaProducer(**secure_kafka.aiokafka_kwargs("oauth", "svc-aio"), acks="all")
     await producer.start()
     try:
