@@ -62,6 +62,7 @@ class Publisher:
         self._link = (
             KafkaLink(producer_factory, metrics) if producer_factory else KafkaLink.default(settings, kafka, metrics)
         )
+        self._kafka_route = kafka.describe()  # how the producer connects, for the start-up line (no secret)
         self._spools = WorkerSpools(settings, metrics)
         self._sender = DirectSender(metrics, on_stall=functools.partial(self._spill, "kafka not acknowledging"))
         self._drainer = Drainer(
@@ -92,6 +93,7 @@ class Publisher:
                 "spool_dir": str(self.spool.directory if self.spool else None),
                 "spool_records": self.pending_records,
                 "kafka_up": self.kafka_up,
+                "kafka": self._kafka_route,
             },
         )
         self._tasks = [

@@ -24,6 +24,8 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from common import gc_tuning, logs
+from common.kafka_errors import Kind, classify_kafka_error
+from common.kafka_wait import probe
 from common.settings import KafkaSettings
 from gateway.admin import AdminListener, AdminSettingsError, WorkerReports, bind_admin
 from gateway.app import create_app
@@ -83,12 +85,25 @@ def build_config(
 def run(settings: GatewaySettings, kafka: KafkaSettings | None = None, schema: SchemaSettings | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then shut down gracefully (in-flight requests, producer, spool)."""
     config = build_config(settings, kafka, schema)
+    check_kafka(kafka or KafkaSettings())
     check_schemas(schema or SchemaSettings())
     try:
         admin_socket = bind_admin(settings.admin_host, settings.admin_port)
     except AdminSettingsError as exc:
         raise ConfigError(str(exc)) from None
     serve(config, admin_socket)
+
+
+def check_kafka(kafka: KafkaSettings, timeout_s: float = 10.0) -> None:
+    """A cluster that refuses us (a wrong password, a certificate that does not verify) is a ConfigError (exit
+    2): spooling would only hide it. One that does not answer is not: the workers start, spool, and drain once
+    it is back."""
+    try:
+        asyncio.run(probe(kafka, timeout_s))
+    except Exception as exc:
+        verdict = classify_kafka_error(exc)
+        if verdict.kind is Kind.MISCONFIGURED:
+            raise ConfigError(f"kafka: {verdict.reason}") from None
 
 
 def check_schemas(schema: SchemaSettings) -> None:

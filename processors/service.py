@@ -321,7 +321,14 @@ async def serve_engine(
         # uvicorn captures SIGINT/SIGTERM while it serves and re-raises them when it stops, which
         # reaches the handlers `run_until_signal` installed: the engine then commits and stops.
         health_task = asyncio.create_task(server.serve())
-    log.info("processor starting", extra={"application_id": settings.application_id, "instance": settings.instance_id})
+    log.info(
+        "processor starting",
+        extra={
+            "application_id": settings.application_id,
+            "instance": settings.instance_id,
+            "kafka": engine.kafka.describe(),
+        },
+    )
     try:
         await run_when_reachable(engine, stop, before)
     finally:

@@ -22,13 +22,18 @@ from confluent_kafka.admin import AclOperation
 
 from common.kafka_auth import OAuthClientCredentials
 from common.settings import KafkaSettings
+from connector.local_kafka import free_port
 from tests.secure_kafka import SecureBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "PROCESSOR_", "SCHEMA_", "TOPICS_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KAFKA_", "PROCESSOR_", "SCHEMA_", "TOPICS_", "GATEWAY_"))
+    }
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "connector.cli", *argv],
@@ -112,6 +117,24 @@ def test_a_refusal_ends_the_processor_with_one_json_line(case: str, secure_kafka
     assert EXPECTED[case] in result.stderr, result.stderr[-3000:]
     assert "s3cret" not in result.stderr
     assert elapsed < 60
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_a_refusal_stops_the_gateway_before_it_serves(
+    case: str, secure_kafka: SecureBroker, tls_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Spooling would only hide a refusal (every delivery 200, none ever in Kafka): the gateway exits 2."""
+    cert, key = tls_pair
+    env = refused_env(case, secure_kafka, tmp_path) | {
+        "GATEWAY_SECRETS": "gateway-test-secret", "GATEWAY_TLS_CERT_FILE": str(cert), "GATEWAY_TLS_KEY_FILE": str(key),
+        "GATEWAY_SPOOL_DIR": str(tmp_path / "spool"), "GATEWAY_PORT": str(free_port()), "GATEWAY_ADMIN_PORT": "0",
+    }  # fmt: skip
+    result, elapsed = run_cli(["gateway"], env, tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = one_line(result)
+    assert line.startswith("gateway: kafka: "), line
+    assert EXPECTED[case] in line, line
+    assert elapsed < 30
 
 
 async def round_trip(kafka: KafkaSettings, topic: str) -> list[bytes]:
