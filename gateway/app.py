@@ -313,6 +313,9 @@ def _health_routes(app: FastAPI, worker: _Worker) -> None:
             "spool_records": publisher.pending_records,
             "spool_bytes": publisher.pending_bytes,
             "spool_max_bytes": worker.settings.spool_max_bytes,
+            # ok | full (size limit) | disk_full | stopping, and the errno of the last append the disk refused
+            "spool": publisher.spool_state,
+            "spool_error": publisher.spool_write_error,
             **worker.isr.readiness(),
         }
         return _json(200 if ready else 503, body)
