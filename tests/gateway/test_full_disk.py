@@ -1,0 +1,187 @@
+"""A full spool disk never wedges the gateway (issue 25): the gateway (2 workers, a subprocess) spools on a
+real 2 MiB filesystem with the broker down until the disk is full and deliveries get 503 `spool_full`; then
+space is freed and the broker comes back, and every delivery answered 200 reaches Kafka, counted from outside
+(confluent-kafka, no project code), with no restart, while /readyz tells the truth in each phase."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from common.settings import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
+from connector.local_kafka import LocalKafka, LocalKafkaSettings
+from gateway.spool import scan
+from schemas.catalog import FAMILY_TOPICS, Family
+from schemas.topics import all_topics
+from tests.gateway.gateway_helpers import (
+    SECRET,
+    event_body,
+    gateway_env,
+    gateway_settings,
+    signed_headers,
+    start_subprocess,
+    tail_of,
+    wait_up,
+)
+from tests.kafka_broker import free_port
+from tests.small_fs import free_bytes, small_filesystem
+
+pytestmark = pytest.mark.kafka
+
+TOPIC = FAMILY_TOPICS[Family.INCOME_EMPLOYMENT]
+DISK_BYTES = 2 * 1024 * 1024
+BALLAST_BYTES = 640 * 1024  # someone else's file on the spool's disk, deleted to free space
+SENDERS = 8
+PADDING = 7_001  # bytes per delivery (~14 KB spooled: the record holds it twice): ~95 fill the disk; odd sizes
+
+
+@pytest.fixture(scope="module")
+def private_broker(kafka: Any) -> Iterator[LocalKafka]:
+    # `kafka` first: the session broker has fetched the jars this one reuses.
+    data_dir = Path(tempfile.mkdtemp(prefix="pinwheel-gateway-full-disk-"))
+    broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=data_dir), progress=lambda _: None)
+    broker.start()
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), all_topics()))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def event_ids_in_kafka(bootstrap: str, wanted: set[str], timeout_s: float) -> Counter[str]:
+    """How often each wanted event_id is in the topic (a plain consumer, read from the beginning)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"outside-{uuid.uuid4()}", "enable.auto.commit": False}
+    )
+    try:
+        consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(TopicSettings().partitions)])  # 0: the beginning
+        seen: Counter[str] = Counter()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not wanted <= set(seen):
+            for message in consumer.consume(1000, timeout=0.5):
+                if message.error() is not None:
+                    continue
+                headers = dict(message.headers() or [])
+                event_id = (headers.get("event_id") or b"").decode()
+                if event_id in wanted:
+                    seen[event_id] += 1
+        return seen
+    finally:
+        consumer.close()
+
+
+async def readiness(url: str, cert: Path, times: int = 8) -> list[tuple[int, dict[str, Any]]]:
+    """/readyz on fresh connections (they land on either worker)."""
+    answers = []
+    for _ in range(times):
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=cert), timeout=10) as http:
+            response = await http.get(url + "/readyz")
+            answers.append((response.status_code, response.json()))
+    return answers
+
+
+async def test_a_full_disk_never_wedges_the_gateway(
+    private_broker: LocalKafka, tls_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with small_filesystem(tmp_path / "disk", DISK_BYTES) as disk:
+        (disk / "ballast").write_bytes(b"\0" * BALLAST_BYTES)
+        settings = gateway_settings(tls_pair, disk / "spool", workers=2)
+        url = f"https://127.0.0.1:{settings.port}"
+        log = tmp_path / "gateway.log"
+        await asyncio.to_thread(private_broker.kill)  # Kafka is down: every delivery goes to the spool
+        process = start_subprocess(gateway_env(settings, private_broker.bootstrap) | {"GATEWAY_WORKERS": "2"}, log)
+        acked: set[str] = set()
+        refusals: Counter[str] = Counter()
+        timeline: dict[str, float] = {}
+        started = time.monotonic()
+        try:
+            async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=tls_pair[0]), timeout=30) as http:
+                await wait_up(http, url, process, log)
+
+                async def sender() -> None:
+                    account, refused_in_a_row, seq = str(uuid.uuid4()), 0, 0
+                    while refused_in_a_row < 3:
+                        event_id = str(uuid.uuid4())
+                        body = event_body("income.added", account, seq, event_id=event_id, note="x" * PADDING)
+                        response = await http.post(url + settings.route, content=body, headers=signed_headers(body))
+                        if response.status_code == 200:
+                            assert response.json()["status"] == "spooled"
+                            acked.add(event_id)
+                            refused_in_a_row, seq = 0, seq + 1
+                        else:
+                            assert response.status_code == 503, response.text
+                            refusals[response.json()["reason"]] += 1
+                            refused_in_a_row += 1
+
+                await asyncio.gather(*(sender() for _ in range(SENDERS)))
+                timeline["disk_full"] = time.monotonic() - started
+                assert refusals["spool_full"] >= 3 * SENDERS, refusals
+                assert len(acked) > 60  # the disk, not some other limit, refused them
+                assert free_bytes(disk) < 64 * 1024
+                # Full: every worker says so, and says why.
+                for status, body in await readiness(url, tls_pair[0]):
+                    assert status == 503, body
+                    assert body["spool"] == "disk_full", body
+                    assert body["kafka"] == "down", body
+                # What the disk holds is whole frames only: a refused write left nothing behind.
+                segments = sorted((disk / "spool").rglob("*.seg"))
+                for segment in segments:
+                    data = segment.read_bytes()
+                    assert scan(data)[1] == len(data), f"{segment.name}: bytes after the last good frame"
+                assert sum(len(scan(s.read_bytes())[0]) for s in segments) == len(acked)
+
+                (disk / "ballast").unlink()  # space returns (the broker is still down)
+                deadline = time.monotonic() + 10
+                while not all(status == 200 for status, _ in await readiness(url, tls_pair[0])):
+                    assert time.monotonic() < deadline, "readiness did not come back with the space"
+                    await asyncio.sleep(0.5)
+                timeline["ready_again"] = time.monotonic() - started
+
+                await asyncio.to_thread(private_broker.start)  # and the broker is back
+                timeline["broker_back"] = time.monotonic() - started
+                seen = await asyncio.to_thread(event_ids_in_kafka, private_broker.bootstrap, acked, 60)
+                timeline["all_in_kafka"] = time.monotonic() - started
+                missing = acked - set(seen)
+                assert not missing, f"{len(missing)} of {len(acked)} deliveries answered 200 are not in Kafka"
+                assert process.poll() is None  # no restart
+                deadline = time.monotonic() + 20
+                while True:  # each worker drained and says Kafka is up
+                    answers = await readiness(url, tls_pair[0])
+                    if all(b["kafka"] == "up" and b["spool_records"] == 0 for _, b in answers):
+                        break
+                    assert time.monotonic() < deadline, answers
+                    await asyncio.sleep(0.5)
+                assert all(status == 200 and body["spool"] == "ok" for status, body in answers)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    text = log.read_text()
+    assert SECRET not in text
+    assert "x" * 100 not in text  # payload bytes never logged
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    failed = Counter(line.get("stage") for line in lines if line["message"] == "spool drain failed; retrying")
+    assert failed == Counter(), (failed, tail_of(log))  # the drain never stuck on the spool
+    print(
+        f"\n[full disk] acked={len(acked)} in_kafka={len(seen)} duplicates={sum(seen.values()) - len(seen)} "
+        f"refusals={dict(refusals)} timeline={ {k: round(v, 1) for k, v in timeline.items()} }"
+    )
