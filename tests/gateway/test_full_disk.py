@@ -1,7 +1,9 @@
 """A full spool disk never wedges the gateway (issue 25): the gateway (2 workers, a subprocess) spools on a
 real 2 MiB filesystem with the broker down until the disk is full and deliveries get 503 `spool_full`; then
-space is freed and the broker comes back, and every delivery answered 200 reaches Kafka, counted from outside
-(confluent-kafka, no project code), with no restart, while /readyz tells the truth in each phase."""
+space is freed and the refused deliveries are retried (as Pinwheel does) and succeed, then the broker comes
+back, and every delivery answered 200 reaches Kafka, counted from outside (confluent-kafka, no project code),
+with no restart, while /readyz tells the truth in each phase. (Before the fix, the retried deliveries were
+appended behind the partial frame a refused write had left, and the drain stopped there for good.)"""
 
 from __future__ import annotations
 
@@ -97,6 +99,32 @@ async def readiness(url: str, cert: Path, times: int = 8) -> list[tuple[int, dic
     return answers
 
 
+class Sender:
+    """One account's deliveries, in order; a refused one is sent again, same body, as Pinwheel retries it."""
+
+    def __init__(self, acked: set[str], refusals: Counter[str]) -> None:
+        self.account = str(uuid.uuid4())
+        self.seq = 0
+        self.retry: tuple[str, bytes] | None = None
+        self.acked, self.refusals = acked, refusals
+
+    async def post(self, http: httpx.AsyncClient, url: str) -> bool:
+        if self.retry is None:
+            event_id = str(uuid.uuid4())
+            body = event_body("income.added", self.account, self.seq, event_id=event_id, note="x" * PADDING)
+            self.retry, self.seq = (event_id, body), self.seq + 1
+        event_id, body = self.retry
+        response = await http.post(url, content=body, headers=signed_headers(body))
+        if response.status_code == 200:
+            assert response.json()["status"] == "spooled"
+            self.acked.add(event_id)
+            self.retry = None
+            return True
+        assert response.status_code == 503, response.text
+        self.refusals[response.json()["reason"]] += 1
+        return False
+
+
 async def test_a_full_disk_never_wedges_the_gateway(
     private_broker: LocalKafka, tls_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -115,22 +143,18 @@ async def test_a_full_disk_never_wedges_the_gateway(
             async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=tls_pair[0]), timeout=30) as http:
                 await wait_up(http, url, process, log)
 
-                async def sender() -> None:
-                    account, refused_in_a_row, seq = str(uuid.uuid4()), 0, 0
-                    while refused_in_a_row < 3:
-                        event_id = str(uuid.uuid4())
-                        body = event_body("income.added", account, seq, event_id=event_id, note="x" * PADDING)
-                        response = await http.post(url + settings.route, content=body, headers=signed_headers(body))
-                        if response.status_code == 200:
-                            assert response.json()["status"] == "spooled"
-                            acked.add(event_id)
-                            refused_in_a_row, seq = 0, seq + 1
-                        else:
-                            assert response.status_code == 503, response.text
-                            refusals[response.json()["reason"]] += 1
-                            refused_in_a_row += 1
+                senders = [Sender(acked, refusals) for _ in range(SENDERS)]
 
-                await asyncio.gather(*(sender() for _ in range(SENDERS)))
+                async def until_refused(sender: Sender) -> None:
+                    refused_in_a_row = 0
+                    while refused_in_a_row < 3:
+                        refused_in_a_row = 0 if await sender.post(http, url + settings.route) else refused_in_a_row + 1
+
+                async def until_accepted(sender: Sender, n: int) -> None:
+                    for _ in range(n):
+                        assert await sender.post(http, url + settings.route), refusals
+
+                await asyncio.gather(*(until_refused(s) for s in senders))
                 timeline["disk_full"] = time.monotonic() - started
                 assert refusals["spool_full"] >= 3 * SENDERS, refusals
                 assert len(acked) > 60  # the disk, not some other limit, refused them
@@ -153,6 +177,10 @@ async def test_a_full_disk_never_wedges_the_gateway(
                     assert time.monotonic() < deadline, "readiness did not come back with the space"
                     await asyncio.sleep(0.5)
                 timeline["ready_again"] = time.monotonic() - started
+                before = len(acked)
+                # The refused deliveries come again (Pinwheel retries 503s), and new ones: all land in the spool.
+                await asyncio.gather(*(until_accepted(s, 4) for s in senders))
+                assert len(acked) == before + 4 * SENDERS
 
                 await asyncio.to_thread(private_broker.start)  # and the broker is back
                 timeline["broker_back"] = time.monotonic() - started
