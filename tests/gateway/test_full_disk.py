@@ -28,7 +28,8 @@ from confluent_kafka import Consumer, TopicPartition
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaSettings
-from gateway.spool import scan
+from gateway.kafka_record import KafkaRecord, encode_record
+from gateway.spool import FRAME_OVERHEAD, Spool, frame, scan
 from schemas.catalog import FAMILY_TOPICS, Family
 from schemas.topics import all_topics
 from tests.gateway.gateway_helpers import (
@@ -42,7 +43,7 @@ from tests.gateway.gateway_helpers import (
     wait_up,
 )
 from tests.kafka_broker import free_port
-from tests.small_fs import free_bytes, small_filesystem
+from tests.small_fs import fill, free_bytes, small_filesystem
 
 pytestmark = pytest.mark.kafka
 
@@ -213,3 +214,70 @@ async def test_a_full_disk_never_wedges_the_gateway(
         f"\n[full disk] acked={len(acked)} in_kafka={len(seen)} duplicates={sum(seen.values()) - len(seen)} "
         f"refusals={dict(refusals)} timeline={ {k: round(v, 1) for k, v in timeline.items()} }"
     )
+
+
+async def test_a_gateway_starts_on_a_full_disk_and_drains_what_it_has(
+    private_broker: LocalKafka, tls_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with small_filesystem(tmp_path / "disk", DISK_BYTES) as disk:
+        # What a crash on a full disk leaves: spooled records, a damaged frame among them, a torn tail, and
+        # the half-written repair copy of an older version, on a disk with not a byte free.
+        worker = disk / "spool" / "worker-0"
+        spool = Spool.open(worker, segment_bytes=16 << 20, max_bytes=1 << 30)
+        event_ids = [str(uuid.uuid4()) for _ in range(120)]
+        now_ms = int(time.time() * 1000)
+        payloads = [
+            encode_record(KafkaRecord(TOPIC, b"acct", b"v" * 3_001, (("event_id", e.encode()),), now_ms))
+            for e in event_ids
+        ]
+        assert spool.append_many(payloads) == 120
+        spool.close()
+        segment = next(worker.glob("*.seg"))
+        data = bytearray(segment.read_bytes())
+        data[sum(FRAME_OVERHEAD + len(p) for p in payloads[:70]) + FRAME_OVERHEAD + 9] ^= 0x10  # frame 71
+        segment.write_bytes(bytes(data) + frame(payloads[0])[:-1000])
+        (worker / f"{segment.stem}.tmp").write_bytes(b"\0" * 300_000)
+        fill(disk / "ballast")
+        assert free_bytes(disk) < 4096
+
+        await asyncio.to_thread(private_broker.kill)
+        settings = gateway_settings(tls_pair, disk / "spool")
+        url = f"https://127.0.0.1:{settings.port}"
+        log = tmp_path / "gateway.log"
+        process = start_subprocess(gateway_env(settings, private_broker.bootstrap), log)
+        try:
+            async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=tls_pair[0]), timeout=30) as http:
+                await wait_up(http, url, process, log)  # it starts: recovery repaired in place, needing no room
+                [(status, body)] = await readiness(url, tls_pair[0], times=1)
+                # The .tmp leftover was removed at start, so there is room again: truthfully ready.
+                assert (status, body["spool"], body["spool_records"]) == (200, "ok", 119), body
+                (disk / "filler").write_bytes(b"\0")  # and full once more
+                fill(disk / "filler")
+                [(status, body)] = await readiness(url, tls_pair[0], times=1)
+                assert (status, body["spool"]) == (503, "disk_full"), body
+                # (large: a small one may still fit in the segment's last, partly used page)
+                body = event_body("income.added", str(uuid.uuid4()), note="x" * 50_000)
+                response = await http.post(url + settings.route, content=body, headers=signed_headers(body))
+                assert (response.status_code, response.json()["reason"]) == (503, "spool_full")
+
+                await asyncio.to_thread(private_broker.start)  # the drain needs no free space, and frees some
+                expected = set(event_ids) - {event_ids[70]}
+                seen = await asyncio.to_thread(event_ids_in_kafka, private_broker.bootstrap, expected, 60)
+                assert expected <= set(seen), f"{len(expected - set(seen))} spooled records not in Kafka"
+                deadline = time.monotonic() + 20
+                while (body := (await readiness(url, tls_pair[0], times=1))[0][1])["spool_records"]:
+                    assert time.monotonic() < deadline, body
+                    await asyncio.sleep(0.5)
+                assert not list(worker.glob("*.seg"))  # drained on the full disk: the space is free
+                assert body["spool"] == "ok"
+                assert body["kafka"] == "up"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    quarantined = [line for line in lines if line["message"] == "damaged spool frame quarantined"]
+    assert len(quarantined) == 1, quarantined
+    print(f"\n[full-disk start] drained={len(expected)} quarantined={quarantined[0]}")
