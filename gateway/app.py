@@ -212,6 +212,9 @@ class _Worker:
             "spool_records": publisher.pending_records,
             "spool_bytes": publisher.pending_bytes,
             "spool_max_bytes": self.settings.spool_max_bytes,
+            # ok | full (size limit) | disk_full | stopping, and the errno of the last append the disk refused
+            "spool": publisher.spool_state,
+            "spool_error": publisher.spool_write_error,
             **self.isr.readiness(),
         }
 

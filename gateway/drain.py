@@ -7,6 +7,9 @@ with their schema id first; the batch waits (retried the same way) until the reg
 When the spools are empty and nothing else is on its way into them, the mode switches back to direct
 publishing, with no await between the check and the switch: a request handled after it goes straight to the
 producer, behind everything drained.
+
+Kafka's state is what the sends say (`KafkaLink.answering`): an acknowledged batch means Kafka is up even
+while the backlog drains; a failure of the spool itself (reading, committing) says nothing about Kafka.
 """
 
 from __future__ import annotations
@@ -19,12 +22,18 @@ from collections.abc import Callable
 from gateway.kafka_record import KafkaRecord, decode_record
 from gateway.metrics import GatewayMetrics
 from gateway.producer import KafkaLink, send
+from gateway.spool import error_name
 from gateway.spools import Batch, WorkerSpools
 from schemas.confluent import RegistryUnavailable
 
 log = logging.getLogger("gateway.publisher")
 
 CONNECT_TIMEOUT_S = 5.0
+
+
+class SpoolStepError(Exception):
+    """Reading or committing the spool failed (not Kafka): the drain retries after a back-off."""
+
 
 Reframe = Callable[[str, bytes], bytes]
 """(topic, single-object value) → the value in the configured format; RegistryUnavailable until it can."""
@@ -83,9 +92,16 @@ class Drainer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            except SpoolStepError as exc:
+                cause = exc.__cause__ or exc
+                log.warning("spool drain failed; retrying", extra={"stage": str(exc), "error": error_name(cause)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
             except Exception as exc:
+                self._link.answering = False
                 self._metrics.producer_errors.labels(kind=type(exc).__name__).inc()
-                log.warning("spool drain failed; retrying", extra={"error": type(exc).__name__})
+                log.warning("spool drain failed; retrying", extra={"stage": "send", "error": type(exc).__name__})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -104,11 +120,18 @@ class Drainer:
 
     async def _drain_once(self) -> bool:
         """Publish one batch; True if there was one."""
-        batch = await self._spools.next_batch()
+        try:
+            batch = await self._spools.next_batch()
+        except OSError as exc:
+            raise SpoolStepError("read") from exc
         if batch is None:
             return False
         await self._publish(batch)
-        await self._spools.commit(batch)
+        self._link.answering = True
+        try:
+            await self._spools.commit(batch)
+        except OSError as exc:  # published but not marked: published again next round (at-least-once)
+            raise SpoolStepError("commit") from exc
         self._metrics.drained.inc(len(batch.payloads))
         return True
 

@@ -45,7 +45,7 @@ class GatewayMetrics:
         )
         self.ready = Gauge(
             "gateway_ready",
-            "1 while /readyz answers ready (accepting: started, not stopping, spool has room).",
+            "1 while /readyz answers ready (accepting: started, not stopping, room in the spool and on its disk).",
             registry=r,
             multiprocess_mode="livemin",
         )
@@ -53,8 +53,8 @@ class GatewayMetrics:
         self.drained = Counter("gateway_drained", "Spooled events published to Kafka.", registry=r)
         self.spool_quarantined = Counter(
             "gateway_spool_quarantined",
-            "Damaged spool frames (a damaged range, usually one frame) moved to a quarantine file at recovery; "
-            "the valid frames after them were kept.",
+            "Damaged spool ranges (usually one frame) skipped and quarantined, at recovery or by the drain "
+            "(the disk changed); the valid frames after them were kept. Their events are lost to Kafka.",
             registry=r,
         )
         self.registry_waits = Counter(
@@ -67,7 +67,7 @@ class GatewayMetrics:
         )
         self.kafka_up = Gauge(
             "gateway_kafka_up",
-            "1 while the producer is connected and not spooling.",
+            "1 while the producer is connected and Kafka acknowledges (directly, or draining the spool).",
             registry=r,
             multiprocess_mode="livemin",
         )

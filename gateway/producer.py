@@ -90,6 +90,8 @@ class KafkaLink:
         self._factory = factory
         self._metrics = metrics
         self.producer: Producer | None = None
+        # Kafka acknowledges: set by a connect, by the sends' outcomes (an ack, a stall, a failed drain batch).
+        self.answering = False
         self._reported_down = False
 
     @classmethod
@@ -106,6 +108,7 @@ class KafkaLink:
                 await asyncio.wait_for(producer.stop(), 2.0)
             raise
         except Exception as exc:
+            self.answering = False
             self._metrics.producer_errors.labels(kind=type(exc).__name__).inc()
             if not self._reported_down:
                 log.warning("kafka unavailable; spooling", extra={"error": type(exc).__name__})
@@ -117,6 +120,7 @@ class KafkaLink:
             log.info("kafka reachable again")
             self._reported_down = False
         self.producer = producer
+        self.answering = True
         return True
 
     async def close(self, timeout_s: float) -> None:

@@ -64,7 +64,7 @@ class Publisher:
         )
         self._kafka_route = kafka.describe()  # how the producer connects, for the start-up line (no secret)
         self._spools = WorkerSpools(settings, metrics)
-        self._sender = DirectSender(metrics, on_stall=functools.partial(self._spill, "kafka not acknowledging"))
+        self._sender = DirectSender(metrics, on_stall=self._stalled)
         self._drainer = Drainer(
             self._spools,
             self._link,
@@ -131,7 +131,8 @@ class Publisher:
 
     @property
     def kafka_up(self) -> bool:
-        return self._link.producer is not None and not self._drainer.spooling
+        """Connected and acknowledging, whether directly or draining the spool (`spooling` says which)."""
+        return self._link.producer is not None and self._link.answering
 
     @property
     def spooling(self) -> bool:
@@ -147,10 +148,23 @@ class Publisher:
 
     @property
     def accepting(self) -> bool:
-        """Ready for traffic: started, not stopping, and the spool has room for a typical event."""
-        if self.spool is None or self._drainer.stopping or self._spools.full:
-            return False
-        return self.spool.pending_bytes + 64 * 1024 <= self.settings.spool_max_bytes
+        """Ready for traffic: started, not stopping, and the spool has room for a typical event (within its
+        size limit and on the disk)."""
+        return self.spool_state == "ok"
+
+    @property
+    def spool_state(self) -> str:
+        """`ok`, `full` (GATEWAY_SPOOL_MAX_BYTES), `disk_full` (its filesystem), `stopping` or `not_started`."""
+        if self.spool is None:
+            return "not_started"
+        if self._drainer.stopping:
+            return "stopping"
+        return self._spools.room() or "ok"
+
+    @property
+    def spool_write_error(self) -> str | None:
+        """errno name of the last append the disk refused (`ENOSPC`...), None once one succeeds."""
+        return self._spools.write_error
 
     def refresh_gauges(self) -> None:
         self._update_gauges()
@@ -183,6 +197,10 @@ class Publisher:
         path = "kafka" if outcome is Outcome.ACKED else "spool"
         self.metrics.observe_publish(path, time.perf_counter() - started)
         return outcome
+
+    def _stalled(self) -> None:
+        self._link.answering = False  # no acknowledgement within the deadline, or a broker error
+        self._spill("kafka not acknowledging")
 
     def _spill(self, why: str) -> None:
         """Switch to spooling and append every unsettled in-flight record, in arrival order.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,32 @@ from pathlib import Path
 from gateway.kafka_record import KafkaRecord, encode_record
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
-from gateway.spool import FRAME_OVERHEAD, Position, Spool, SpoolWriter, claim_worker_dir, try_lock, worker_dirs
+from gateway.spool import (
+    FRAME_OVERHEAD,
+    Position,
+    Spool,
+    SpoolWriteError,
+    SpoolWriter,
+    claim_worker_dir,
+    try_lock,
+    worker_dirs,
+)
 
 log = logging.getLogger("gateway.publisher")
 
 DRAIN_BATCH_RECORDS = 500
 DRAIN_BATCH_BYTES = 4 * 1024 * 1024
+TYPICAL_EVENT_BYTES = 64 * 1024  # room for one more delivery, in the size limit and on the disk
+
+
+def disk_has_room(directory: Path, need_bytes: int = TYPICAL_EVENT_BYTES) -> bool:
+    """The filesystem of `directory` has `need_bytes` and an inode free (a full disk answers 503 truthfully)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    inodes_ok = st.f_files == 0 or st.f_favail > 0  # some filesystems have no inode limit (f_files 0)
+    return st.f_bavail * st.f_frsize >= need_bytes and inodes_ok
 
 
 @dataclass(frozen=True)
@@ -46,7 +67,8 @@ class WorkerSpools:
         self.own: Spool | None = None
         self._writer: SpoolWriter | None = None
         self._orphans: list[Spool] = []
-        self.full = False  # an append was refused for lack of room; cleared when a drained batch frees some
+        self.full = False  # an append passed the size limit; cleared when a drained batch frees some
+        self.write_error: str | None = None  # errno name of the last append the disk refused; cleared by a success
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -62,7 +84,7 @@ class WorkerSpools:
             segment_bytes=self._settings.spool_segment_bytes,
             max_bytes=self._settings.spool_max_bytes,
         )
-        self._metrics.spool_quarantined.inc(spool.quarantined_frames)
+        self._metrics.spool_quarantined.inc(spool.take_quarantined())
         return spool
 
     def _try_open(self, directory: Path) -> Spool | None:
@@ -84,8 +106,26 @@ class WorkerSpools:
         return waiter
 
     def _note_refusal(self, waiter: asyncio.Future[None]) -> None:
-        if waiter.cancelled() or waiter.exception() is not None:
+        if waiter.cancelled():
+            return
+        error = waiter.exception()
+        if error is None:
+            self.write_error = None
+        elif isinstance(error, SpoolWriteError):
+            self.write_error = error.reason  # readiness asks the disk itself (`room`), not this flag
+        else:
             self.full = True
+
+    def room(self) -> str | None:
+        """Why this worker's spool cannot take a typical delivery now, else None: `full` (size limit) or
+        `disk_full` (the filesystem). Asked of the disk each time, so every worker says the truth even if
+        another one filled the disk, and readiness comes back as soon as space does."""
+        assert self.own is not None
+        if self.full or self.own.pending_bytes + TYPICAL_EVENT_BYTES > self._settings.spool_max_bytes:
+            return "full"
+        if not disk_has_room(self.own.directory):
+            return "disk_full"
+        return None
 
     # -- totals ---------------------------------------------------------------------------------
 
@@ -122,11 +162,18 @@ class WorkerSpools:
             log.info("orphan spool drained", extra={"spool_dir": str(orphan.directory)})
         spool = self._orphans[0] if self._orphans else self.own
         assert spool is not None
-        payloads, end = await self.writer.run_read(spool, DRAIN_BATCH_RECORDS, DRAIN_BATCH_BYTES)
+        try:
+            payloads, end = await self.writer.run_read(spool, DRAIN_BATCH_RECORDS, DRAIN_BATCH_BYTES)
+        finally:
+            # Damaged frames are skipped (and quarantined) by the read, never raised: count them.
+            self._metrics.spool_quarantined.inc(spool.take_quarantined())
         return Batch(spool, payloads, end) if payloads else None
 
     async def commit(self, batch: Batch) -> None:
-        await self.writer.run(batch.spool.commit, batch.end, len(batch.payloads), batch.nbytes)
+        try:
+            await self.writer.run(batch.spool.commit, batch.end, len(batch.payloads), batch.nbytes)
+        finally:
+            self._metrics.spool_quarantined.inc(batch.spool.take_quarantined())
         self.full = False
 
     # -- adoption -------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """`pinwheel-connector spool status`: what waits in the gateway's spool, per worker directory.
 
 Read-only and lock-free, so it is safe while the gateway runs: it reads the cursor and the segment files
-(gateway.spool's `read_cursor` and `scan`, gateway.kafka_record's `decode_record`) and never takes a worker's
-LOCK (a held flock would make a starting worker pass over that directory). A live gateway appends and drains meanwhile,
-so the figures are a snapshot: a segment drained while it is read is counted as drained, a frame being
-appended (incomplete) is not counted yet. Who holds a directory is read from /proc/locks (Linux).
+(gateway.spool's `read_cursor` and `scan_resyncing`, gateway.kafka_record's `decode_record`) and never takes
+a worker's LOCK (a held flock would make a starting worker pass over that directory). A live gateway appends
+and drains meanwhile, so the figures are a snapshot: a segment drained while it is read is counted as
+drained, a frame being appended (incomplete) is not counted yet, a damaged frame (the drain skips it) is
+never counted. Who holds a directory is read from /proc/locks (Linux).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway.kafka_record import decode_record
-from gateway.spool import LOCK_FILE, SEGMENT_SUFFIX, read_cursor, scan, worker_dirs
+from gateway.spool import FRAME_OVERHEAD, LOCK_FILE, SEGMENT_SUFFIX, read_cursor, scan_resyncing, worker_dirs
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,12 @@ def worker_status(directory: Path, now_s: float, holders: dict[tuple[int, int], 
         except FileNotFoundError:
             continue  # drained and deleted while we looked
         start = min(cursor[1], len(data)) if seg_id == cursor[0] else 0
-        frames, end = scan(data, start)
+        frames, _, _ = scan_resyncing(data, start)  # past damage too, as the drain reads
         if not frames:
             continue
         segments += 1
         records += len(frames)
-        nbytes += end - start
+        nbytes += sum(FRAME_OVERHEAD + length for _, length in frames)
         if oldest is None:
             begin, length = frames[0]
             oldest = decode_record(data[begin : begin + length]).timestamp_ms
