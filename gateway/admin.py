@@ -180,6 +180,8 @@ def aggregate(reports: Mapping[int, dict[str, Any] | None], expected: int, now: 
         "spool_records": sum(int(r.get("spool_records", 0)) for r in fresh),
         "spool_bytes": sum(int(r.get("spool_bytes", 0)) for r in fresh),
         "spool_max_bytes": max((int(r.get("spool_max_bytes", 0)) for r in fresh), default=0),
+        "spool": _worst([r.get("spool") for r in fresh], _SPOOL_STATES, "not_started"),
+        "spool_error": next((r["spool_error"] for r in fresh if r.get("spool_error")), None),
         "min_isr": _worst([r.get("min_isr") for r in fresh], _MIN_ISR_STATES, "unknown"),
     }
     reasons = sorted({str(r["min_isr_reason"]) for r in fresh if r.get("min_isr_reason")})
@@ -189,6 +191,10 @@ def aggregate(reports: Mapping[int, dict[str, Any] | None], expected: int, now: 
         _worker_entry(pid, report, now) for pid, report in sorted(reports.items(), key=lambda item: item[0])
     ]
     return body
+
+
+#: A worker's spool states, worst first.
+_SPOOL_STATES = ("disk_full", "full", "stopping", "not_started", "ok")
 
 
 def _worst(values: list[Any], order: tuple[str, ...], none: str) -> str:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -149,7 +150,33 @@ def _choice() -> str:
         return forced
     if os.environ.get(ENV_BOOTSTRAP):
         return "env"
-    return "docker" if docker_available() else "local"
+    if not docker_available():
+        return "local"
+    image = kafka_image(LocalKafkaSettings().version)
+    if (problem := image_unavailable(image)) is not None:
+        print(f"[tests] a Docker engine answers, but {image} {problem}: using the local JVM broker", file=sys.stderr)
+        return "local"
+    return "docker"
+
+
+def image_unavailable(image: str, pull_timeout_s: float = 60.0) -> str | None:
+    """Why the engine cannot run `image` (None: it has it, or pulled it now): an engine that cannot reach a
+    registry (offline, a mirror down, a proxy) is no reason for every Kafka test to fail."""
+    from docker.errors import ImageNotFound
+
+    import docker
+
+    client = docker.from_env(timeout=pull_timeout_s)
+    try:
+        client.images.get(image)
+        return None
+    except ImageNotFound:
+        pass
+    try:
+        client.images.pull(image)
+    except Exception as exc:
+        return f"cannot be pulled ({type(exc).__name__})"
+    return None
 
 
 @contextlib.contextmanager

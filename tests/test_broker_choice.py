@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kafka_broker import _choice
+from tests.kafka_broker import _choice, docker_available
 
 
 def test_forced_choice_wins_and_a_bad_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +47,21 @@ def test_the_services_bootstrap_variable_never_picks_the_tests_broker(monkeypatc
     monkeypatch.setenv("PINWHEEL_TEST_NO_DOCKER", "1")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "production-kafka.example:9092")
     assert _choice() == "local"
+
+
+@pytest.mark.kafka  # selected by `make test-docker`, where the engine runs
+def test_an_engine_that_cannot_get_the_image_falls_back_to_the_local_broker(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An engine answers, but the image is neither there nor pullable (offline, no registry): one line, then the
+    local JVM broker, not an error in every Kafka test."""
+    if not docker_available():
+        pytest.skip("no Docker engine answers here (make test-docker starts one)")
+    monkeypatch.delenv("PINWHEEL_TEST_BROKER", raising=False)
+    monkeypatch.delenv("PINWHEEL_TEST_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("PINWHEEL_TEST_NO_DOCKER", raising=False)
+    monkeypatch.setenv("PINWHEEL_TEST_KAFKA_IMAGE", "registry.invalid/pinwheel-test/kafka:0")
+    assert _choice() == "local"
+    said = capsys.readouterr().err
+    assert "registry.invalid/pinwheel-test/kafka:0 cannot be pulled" in said
+    assert "using the local JVM broker" in said

@@ -29,11 +29,13 @@ from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaSettings
 from gateway.kafka_record import KafkaRecord, encode_record
+from gateway.settings import GatewaySettings
 from gateway.spool import FRAME_OVERHEAD, Spool, frame, scan
 from schemas.catalog import FAMILY_TOPICS, Family
 from schemas.topics import all_topics
 from tests.gateway.gateway_helpers import (
     SECRET,
+    admin_url,
     event_body,
     gateway_env,
     gateway_settings,
@@ -90,13 +92,15 @@ def event_ids_in_kafka(bootstrap: str, wanted: set[str], timeout_s: float) -> Co
         consumer.close()
 
 
-async def readiness(url: str, cert: Path, times: int = 8) -> list[tuple[int, dict[str, Any]]]:
-    """/readyz on fresh connections (they land on either worker)."""
+async def readiness(settings: GatewaySettings, times: int = 1) -> list[tuple[int, dict[str, Any]]]:
+    """Each worker's own readiness, from the admin listener's /readyz (its `per_worker` reports with several
+    workers), as (200 or 503, the worker's report)."""
     answers = []
-    for _ in range(times):
-        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=cert), timeout=10) as http:
-            response = await http.get(url + "/readyz")
-            answers.append((response.status_code, response.json()))
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(times):
+            body = (await http.get(admin_url(settings) + "/readyz")).json()
+            for report in body.get("per_worker") or [body]:
+                answers.append((200 if report.get("status") == "ready" else 503, report))
     return answers
 
 
@@ -160,8 +164,14 @@ async def test_a_full_disk_never_wedges_the_gateway(
                 assert refusals["spool_full"] >= 3 * SENDERS, refusals
                 assert len(acked) > 60  # the disk, not some other limit, refused them
                 assert free_bytes(disk) < 64 * 1024
-                # Full: every worker says so, and says why.
-                for status, body in await readiness(url, tls_pair[0]):
+                # Full: every worker says so (in its next report: one a second), and says why.
+                deadline = time.monotonic() + 10
+                answers = await readiness(settings)
+                while any(status == 200 for status, _ in answers):
+                    assert time.monotonic() < deadline, answers
+                    await asyncio.sleep(0.3)
+                    answers = await readiness(settings)
+                for status, body in answers:
                     assert status == 503, body
                     assert body["spool"] == "disk_full", body
                     assert body["kafka"] == "down", body
@@ -174,7 +184,7 @@ async def test_a_full_disk_never_wedges_the_gateway(
 
                 (disk / "ballast").unlink()  # space returns (the broker is still down)
                 deadline = time.monotonic() + 10
-                while not all(status == 200 for status, _ in await readiness(url, tls_pair[0])):
+                while not all(status == 200 for status, _ in await readiness(settings)):
                     assert time.monotonic() < deadline, "readiness did not come back with the space"
                     await asyncio.sleep(0.5)
                 timeline["ready_again"] = time.monotonic() - started
@@ -192,7 +202,7 @@ async def test_a_full_disk_never_wedges_the_gateway(
                 assert process.poll() is None  # no restart
                 deadline = time.monotonic() + 20
                 while True:  # each worker drained and says Kafka is up
-                    answers = await readiness(url, tls_pair[0])
+                    answers = await readiness(settings)
                     if all(b["kafka"] == "up" and b["spool_records"] == 0 for _, b in answers):
                         break
                     assert time.monotonic() < deadline, answers
@@ -248,12 +258,12 @@ async def test_a_gateway_starts_on_a_full_disk_and_drains_what_it_has(
         try:
             async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=tls_pair[0]), timeout=30) as http:
                 await wait_up(http, url, process, log)  # it starts: recovery repaired in place, needing no room
-                [(status, body)] = await readiness(url, tls_pair[0], times=1)
+                [(status, body)] = await readiness(settings)
                 # The .tmp leftover was removed at start, so there is room again: truthfully ready.
                 assert (status, body["spool"], body["spool_records"]) == (200, "ok", 119), body
                 (disk / "filler").write_bytes(b"\0")  # and full once more
                 fill(disk / "filler")
-                [(status, body)] = await readiness(url, tls_pair[0], times=1)
+                [(status, body)] = await readiness(settings)
                 assert (status, body["spool"]) == (503, "disk_full"), body
                 # (large: a small one may still fit in the segment's last, partly used page)
                 body = event_body("income.added", str(uuid.uuid4()), note="x" * 50_000)
@@ -265,7 +275,7 @@ async def test_a_gateway_starts_on_a_full_disk_and_drains_what_it_has(
                 seen = await asyncio.to_thread(event_ids_in_kafka, private_broker.bootstrap, expected, 60)
                 assert expected <= set(seen), f"{len(expected - set(seen))} spooled records not in Kafka"
                 deadline = time.monotonic() + 20
-                while (body := (await readiness(url, tls_pair[0], times=1))[0][1])["spool_records"]:
+                while (body := (await readiness(settings))[0][1])["spool_records"]:
                     assert time.monotonic() < deadline, body
                     await asyncio.sleep(0.5)
                 assert not list(worker.glob("*.seg"))  # drained on the full disk: the space is free
