@@ -30,10 +30,13 @@ class Passthrough:
         self.ctx = ctx
         self.output = output
 
-    def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    def event_time(self, record: ConsumerRecord[bytes, bytes]) -> int:
+        return int(record.timestamp) * 1000
+
+    def process(self, record: ConsumerRecord[bytes, bytes], watermark_us: int) -> None:
         self.ctx.emit(OutRecord(self.output, record.key, record.value, record.headers))
 
-    def punctuate(self, wall_clock_ms: int) -> None:
+    def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
         pass
 
     def end_of_batch(self) -> None:

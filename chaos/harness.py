@@ -88,6 +88,7 @@ class Figures:
     joined: int = 0
     timed_out: int = 0
     late_timeouts: int = 0
+    premature_timeouts: int = 0  # timeouts of jobs whose final the gateway had answered before the deadline
     notes: dict[str, Any] = field(default_factory=dict)
 
 

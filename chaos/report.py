@@ -101,6 +101,7 @@ def result_record(result: Result, command: str) -> dict[str, Any]:
             "joined": f.joined,
             "timed_out": f.timed_out,
             "late_timeouts": f.late_timeouts,
+            "premature_timeouts": f.premature_timeouts,
             "notes": f.notes,
         },
     }
@@ -166,7 +167,8 @@ def render(records: dict[str, dict[str, Any]]) -> str:
         details.append(
             f"- verify: {f['expected_updates'] - f['lost']} of {f['expected_updates']} required updates (required "
             f"timeouts included), {f['found']} distinct update ids in all, {f['joined']} joined, {f['timed_out']} "
-            f"timed out ({f['late_timeouts']} of them late: the job's final came after the deadline, allowed), "
+            f"timed out ({f['late_timeouts']} of them of jobs whose final came, "
+            f"{f.get('premature_timeouts', 0)} premature: the final reached the gateway before the deadline), "
             f"{f['unexpected']} unexpected"
         )
         if timeline:

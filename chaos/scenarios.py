@@ -102,6 +102,9 @@ class Scenario:
     nodes: int = 1
     #: 503 answers are allowed (without it, any 503 fails the scenario: the gateway must spool)
     allows_503: bool = False
+    #: any premature timeout fails the scenario: a job timed out although its final reached the gateway before
+    #: the deadline (the processors stopped, not the gateway: every final was in Kafka in time)
+    no_premature_timeouts: bool = False
 
 
 @dataclass
@@ -249,17 +252,31 @@ async def spool_full(ctx: Context) -> None:
 async def processor_stop_catch_up(ctx: Context) -> None:
     """The processor stopped (SIGTERM) for 60 s under traffic, then restarted: it catches up on the backlog.
 
-    Pendings and their finals pile up unread; a timer fired by the wall clock during the catch-up would time
-    out jobs whose final is already in Kafka. verify counts such a timeout as unexpected (its final was
-    accepted before the deadline), so PASS means none fired.
+    Pendings and their finals pile up unread, and a fetch reads some family partitions further ahead than
+    others; a timer fired during the catch-up (by stream time or the wall clock) before a final still unread
+    would time out a job whose final is already in Kafka. verify classifies every timeout; a premature one
+    (the final answered by the gateway before the deadline) fails the scenario.
     """
+    await _stop_processor_for(ctx, at_s=ctx.size.spread_s * 0.2, down_s=60.0)
+
+
+async def processor_long_outage(ctx: Context) -> None:
+    """The processor stopped from early in the traffic until well after it ended (at least four pending windows),
+    then restarted: the whole run is one backlog, and a fetch of a quiet family partition spans all of it (the
+    24 h window's case after a long outage, compressed). No timeout may be premature."""
+    size = ctx.size
+    down_s = max(size.spread_s * 1.2, 4 * size.pending_timeout_s)
+    await _stop_processor_for(ctx, at_s=size.spread_s * 0.05, down_s=down_s)
+
+
+async def _stop_processor_for(ctx: Context, *, at_s: float, down_s: float) -> None:
     stack = ctx.stack
-    await ctx.at(ctx.size.spread_s * 0.2)
+    await ctx.at(at_s)
     await stack.stop_processor("a")
     ctx.mark("processor stopped")
-    await asyncio.sleep(60)
+    await asyncio.sleep(down_s)
     stack.start_processor("a")
-    ctx.mark("processor restarted")
+    ctx.mark(f"processor restarted after {down_s:.0f}s")
     await stack.wait_processor("a", 120)
     ctx.mark("processor ready")
     await ctx.simulation
@@ -500,9 +517,17 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "processor_stop_catch_up",
-            "processor stopped 60 s under traffic, then catches up on the backlog (no timeout may fire for a "
-            "job whose final waits unread)",
+            "processor stopped 60 s under traffic (30 s pending window), then catches up on the backlog: no "
+            "premature timeout (a job's final reached the gateway before its deadline)",
             processor_stop_catch_up,
+            no_premature_timeouts=True,
+        ),
+        Scenario(
+            "processor_long_outage",
+            "processor stopped from early in the traffic until well after it ended (>= 4 pending windows), then "
+            "catches up on the whole run at once: no premature timeout",
+            processor_long_outage,
+            no_premature_timeouts=True,
         ),
         Scenario(
             "clock_jump_record",
@@ -619,7 +644,10 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
         )
         stack.say("verify: reading pinwheel.account_updates.v1 (read_committed) against the ledger")
         ledger = read_ledger(sim.ledger)
-        report = await verify_ledger(ledger, stack.kafka, wait_s=size.verify_wait_s, settle_s=3.0)
+        window = timedelta(seconds=size.pending_timeout_s)  # the processors' grace is 0 (connector.run.processor_env)
+        report = await verify_ledger(
+            ledger, stack.kafka, wait_s=size.verify_wait_s, settle_s=3.0, pending_window=window
+        )
         resolved, reordered = finals_before_pendings(ledger)
         if reordered:
             ctx.notes["resolved pending jobs whose final was accepted before their pending (reordered by retries)"] = (
@@ -632,10 +660,12 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
         )
         figures.expected_updates, figures.found = report.expected_updates + report.expected_timeouts, report.found
         figures.joined, figures.timed_out, figures.late_timeouts = report.joined, report.timed_out, report.late_timeouts
+        figures.premature_timeouts = len(report.premature_timeouts)
         stack.say(
             f"verify: expected {report.expected_updates} updates + {report.expected_timeouts} timeouts, found "
             f"{report.found}, lost {len(report.lost)}, duplicated {len(report.duplicated)}, unexpected "
-            f"{len(report.unexpected)}, joined {report.joined}, timed out {report.timed_out}"
+            f"{len(report.unexpected)}, joined {report.joined}, timed out {report.timed_out} "
+            f"({len(report.premature_timeouts)} premature)"
         )
         failures.extend(ctx.failures)
         figures.notes.update(ctx.notes)
@@ -645,6 +675,11 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
             failures.append(f"{len(report.duplicated)} duplicated (first: {', '.join(report.duplicated[:3])})")
         if report.unexpected:
             failures.append(f"{len(report.unexpected)} unexpected updates")
+        if scenario.no_premature_timeouts and report.premature_timeouts:
+            failures.append(
+                f"{len(report.premature_timeouts)} of {report.timed_out} timeouts premature (the job's final reached "
+                f"the gateway before the deadline; first: {', '.join(report.premature_timeouts[:3])})"
+            )
         if result.gave_up_deliveries or result.rejected_deliveries:
             failures.append(
                 f"{result.gave_up_deliveries} deliveries given up, {result.rejected_deliveries} rejected "

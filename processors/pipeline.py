@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from aiokafka.structs import ConsumerRecord
 
@@ -23,7 +23,7 @@ from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.join import JobState
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, DeadLetter, Output
-from processors.logic.processor import AccountProcessor
+from processors.logic.processor import NO_WATERMARK, AccountProcessor
 from processors.logic.stores import Stores
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
@@ -173,6 +173,14 @@ def event_of(datum: dict[str, Any], record: ConsumerRecord[bytes, bytes]) -> Eve
     )
 
 
+class _Unreadable(NamedTuple):
+    """A family record no `Event` can be made of: its dead letter's reason."""
+
+    datum: dict[str, Any] | None
+    reason: str
+    error: str
+
+
 class AccountPipeline:
     """The TaskProcessor of one partition."""
 
@@ -184,26 +192,42 @@ class AccountPipeline:
         self.logic = AccountProcessor(config, stores)
         # Only the last snapshot of an account per commit matters on a compacted topic.
         self._snapshots: dict[str, tuple[AccountStateSnapshot, Headers]] = {}
+        # Records read by `event_time` (the runtime buffers them), until `process` or `reject` takes them.
+        self._read_ahead: dict[tuple[str, int], tuple[dict[str, Any], Event] | _Unreadable] = {}
+        self._last_time = 0
 
-    def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    def event_time(self, record: ConsumerRecord[bytes, bytes]) -> int:
+        """The time this record moves stream time to (epoch µs): the runtime processes the task's records in
+        this order. The record is read here once; `process` takes what was read. A record that cannot be read
+        moves no time and is taken in the order it came (the time of its predecessor)."""
+        read = self._read(record)
+        self._read_ahead[(record.topic, record.offset)] = read
+        if isinstance(read, _Unreadable):
+            return self._last_time
+        self._last_time = time = self.logic.event_time(read[1])
+        return time
+
+    def _read(self, record: ConsumerRecord[bytes, bytes]) -> tuple[dict[str, Any], Event] | _Unreadable:
         datum = None
         try:
             datum = self.codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS)
-            event = event_of(datum, record)
+            return datum, event_of(datum, record)
         except DecodeError as exc:
-            self._dead_letter(record, Delivery.of(None, record), "decode_error", str(exc))
-            return
+            return _Unreadable(None, "decode_error", str(exc))
         except (InvalidEvent, PayloadError) as exc:
-            self._dead_letter(record, Delivery.of(datum, record), exc.reason, str(exc))
-            return
+            return _Unreadable(datum, exc.reason, str(exc))
         except (KeyError, TypeError, ValueError) as exc:
-            self._dead_letter(
-                record, Delivery.of(datum, record), "invalid_record", f"{type(exc).__name__} reading the record"
-            )
+            return _Unreadable(datum, "invalid_record", f"{type(exc).__name__} reading the record")
+
+    def process(self, record: ConsumerRecord[bytes, bytes], watermark_us: int = NO_WATERMARK) -> None:
+        read = self._read_ahead.pop((record.topic, record.offset), None) or self._read(record)
+        if isinstance(read, _Unreadable):
+            self._dead_letter(record, Delivery.of(read.datum, record), read.reason, read.error)
             return
+        datum, event = read
         delivery = Delivery.of(datum, record)
         try:
-            outputs = self.logic.process(event)
+            outputs = self.logic.process(event, watermark_us)
         except Exception as exc:  # a bug must not block the partition: the record is kept (rejected), not its effects
             log.exception("processing failed", extra={"event_id": event.event_id, "event_type": event.event_type})
             raise RecordFailed(record, "processing_error", type(exc).__name__) from exc
@@ -219,13 +243,14 @@ class AccountPipeline:
             )
             raise RecordFailed(record, "encode_error", error) from exc
 
-    def punctuate(self, wall_clock_ms: int) -> None:
-        # The runtime punctuates only a task that has read its inputs to their end: during a backlog (a
-        # replay, a catch-up after an outage) stream time drives the timers, so a pending is never timed
-        # out by the clock while its final outcome waits unread.
-        self._emit(self.logic.on_time(datetime.fromtimestamp(wall_clock_ms / 1000, UTC)), None, None)
+    def punctuate(self, wall_clock_ms: int, watermark_us: int = NO_WATERMARK) -> None:
+        # The watermark holds back every timer due after a record the task has not read yet: during a
+        # backlog (a replay, a catch-up after an outage) the clock times out nothing whose final waits unread.
+        wall = datetime.fromtimestamp(wall_clock_ms / 1000, UTC)
+        self._emit(self.logic.on_time(wall, watermark_us), None, None)
 
     def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
+        self._read_ahead.pop((record.topic, record.offset), None)
         self._dead_letter(record, Delivery.of(None, record), reason, error)
 
     def end_of_batch(self) -> None:

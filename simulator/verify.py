@@ -13,8 +13,11 @@ What is *expected* (docs/consuming.md, "What verify checks"):
 Counted:
 - `lost`: expected but absent; `duplicated`: an update_id seen more than once (or two timeouts of one job);
 - `joined`: finals that closed a pending job (outcome success/error with `pending_since`);
-- `timed_out`: timed_out updates; `late_timeouts`: a timeout of a job whose final was accepted but arrived
-  after the deadline (allowed, not an error);
+- `timed_out`: timed_out updates; `late_timeouts`: a timeout of a job whose final was accepted (allowed);
+- `premature_timeouts` (with the processors' pending window): a timeout of a job whose final outcome had been
+  answered 2xx by the gateway before the job's deadline (earliest pending payload time + window): the final
+  was in Kafka when the job timed out. Whether that fails a run is the caller's call (`make chaos` scenarios
+  that stop the processors fail on any);
 - `unacknowledged`: updates of events the gateway never answered 2xx for (the answer was lost, e.g. a client
   timeout after the broker acknowledged: at-least-once, not an error);
 - `unexpected`: anything else of this run's ids (an update for an event that should produce none).
@@ -164,6 +167,7 @@ class VerifyReport:
     unacknowledged: int
     unexpected: tuple[str, ...]
     changes: Mapping[str, int] = field(default_factory=dict)
+    premature_timeouts: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -186,14 +190,49 @@ class VerifyReport:
             "late_timeouts": self.late_timeouts,
             "unacknowledged": self.unacknowledged,
             "unexpected": len(self.unexpected),
+            "premature_timeouts": len(self.premature_timeouts),
             "lost_ids": list(self.lost[:20]),
             "duplicated_ids": list(self.duplicated[:20]),
             "changes": dict(self.changes),
         }
 
 
-def compare(ledger: Ledger, updates: Iterable[UpdateView], expected: Expectations | None = None) -> VerifyReport:
-    """The verdict for one run: `updates` may contain anything; only this run's event ids count."""
+def premature_timeouts(ledger: Ledger, timed_out_ids: Iterable[str], window: timedelta) -> tuple[str, ...]:
+    """The timeouts (update ids) of jobs whose final outcome the gateway had answered 2xx for before the job's
+    deadline: the earliest pending payload time (`pending_since`) + `window` (pending timeout + grace).
+
+    The answer's time (attempt sent + its latency) is when the final was surely in Kafka; a final answered
+    after the deadline makes its timeout late, not premature."""
+    answered: dict[str, datetime] = {}
+    for a in ledger.attempts:
+        if is_accepted(a.status):
+            at = datetime.fromisoformat(a.sent_at) + timedelta(milliseconds=a.latency_ms)
+            answered[a.event_id] = min(at, answered.get(a.event_id, at))
+    jobs: dict[tuple[str | None, str, str | None], list[EventInfo]] = defaultdict(list)
+    for info in ledger.events.values():
+        if info.outcome in JOB_OUTCOMES:
+            jobs[(info.account_id, info.event_type, info.job_id)].append(info)
+    job_of = {i.event_id: key for key, infos in jobs.items() for i in infos if i.outcome == PENDING}
+    premature = []
+    for update_id in timed_out_ids:
+        key = job_of.get(base_event_id(update_id))
+        if key is None:
+            continue
+        since = [datetime.fromisoformat(i.occurred_at) for i in jobs[key] if i.outcome == PENDING and i.occurred_at]
+        finals = [answered[i.event_id] for i in jobs[key] if i.outcome in FINAL_OUTCOMES and i.event_id in answered]
+        if since and finals and min(finals) <= min(since) + window:
+            premature.append(update_id)
+    return tuple(sorted(premature))
+
+
+def compare(
+    ledger: Ledger,
+    updates: Iterable[UpdateView],
+    expected: Expectations | None = None,
+    pending_window: timedelta | None = None,
+) -> VerifyReport:
+    """The verdict for one run: `updates` may contain anything; only this run's event ids count.
+    `pending_window` (the processors' pending timeout + grace): classify the timeouts (`premature_timeouts`)."""
     exp = expected or expectations(ledger)
     run_ids = set(ledger.events)
     mine = [u for u in updates if u.event_id in run_ids]
@@ -235,6 +274,7 @@ def compare(ledger: Ledger, updates: Iterable[UpdateView], expected: Expectation
         unacknowledged=len(unacknowledged),
         unexpected=tuple(sorted(unexpected)),
         changes=dict(sorted(changes.items())),
+        premature_timeouts=() if pending_window is None else premature_timeouts(ledger, timed_out_ids, pending_window),
     )
 
 
@@ -440,7 +480,14 @@ class UpdateCollector:
         await self.consumer.stop()
 
 
-async def verify_ledger(ledger: Ledger, kafka: KafkaSettings, *, wait_s: float, settle_s: float = 2.0) -> VerifyReport:
+async def verify_ledger(
+    ledger: Ledger,
+    kafka: KafkaSettings,
+    *,
+    wait_s: float,
+    settle_s: float = 2.0,
+    pending_window: timedelta | None = None,
+) -> VerifyReport:
     """Read the run's updates (waiting up to `wait_s` for the missing ones) and compare."""
     started = ledger.run.get("started_at")
     since = datetime.fromisoformat(started) - timedelta(seconds=5) if isinstance(started, str) else None
@@ -453,7 +500,7 @@ async def verify_ledger(ledger: Ledger, kafka: KafkaSettings, *, wait_s: float, 
         )
     finally:
         await collector.stop()
-    return compare(ledger, collector.updates, expected)
+    return compare(ledger, collector.updates, expected, pending_window)
 
 
 def run_verify(ledger: Ledger, kafka: KafkaSettings, wait_s: float) -> VerifyReport:

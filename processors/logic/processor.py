@@ -42,6 +42,8 @@ from processors.logic.timeutil import opt_from_us, span_us, to_us
 from schemas import catalog
 
 _NEVER: Final = 10**16
+#: A watermark that holds no timer back: the calls are the whole input, in order (tests, drivers, benches).
+NO_WATERMARK: Final = 2**63 - 1
 _UNLOADED: Final = -1
 
 _ACCOUNT_CHANGES: Final = {
@@ -106,21 +108,23 @@ class AccountProcessor:
         if self._next_due != _UNLOADED and due_us < self._next_due:
             self._next_due = due_us
 
-    def _advance(self, now_us: int, out: list[Output]) -> None:
-        """Move stream time forward (never back) and fire every timer due strictly before it."""
+    def _advance(self, now_us: int, out: list[Output], watermark_us: int) -> None:
+        """Move stream time forward (never back) and fire every timer due strictly before it and before
+        ``watermark_us``: the runtime's word that every input record of an earlier time has been processed."""
         clock = self._load_clock()
         if clock is None or now_us > clock:
             clock = self._clock = now_us
             self._timers.put(CLOCK_KEY, now_us)
         if self._next_due == _UNLOADED:
             self._next_due = self._first_due()
-        if self._next_due >= clock:
+        limit = min(clock, watermark_us)
+        if self._next_due >= limit:
             return
         # The timers store is a queue: fired keys are deleted at its head, and a store scanning from ""
         # would step over every deletion not yet compacted away. No timer is due before `_next_due`, and
         # after firing none before `end` (firing adds no timer), so both scans start there.
         start = due_prefix(self._next_due)
-        end = due_prefix(clock)  # keys due at exactly `clock` sort after it: not yet due
+        end = due_prefix(limit)  # keys due at exactly `limit` sort after it: not yet due
         # Materialize first: firing deletes keys of the range being read.
         for key, due in list(self._timers.range(start, end)):
             self._timers.delete(key)
@@ -132,22 +136,32 @@ class AccountProcessor:
                 self._fire_timeout(timer.target, due, out)
         self._next_due = self._first_due(end)
 
-    def on_time(self, stream_time: datetime) -> list[Output]:
-        """Punctuation: advance stream time to ``stream_time`` and emit due timeouts. Idempotent."""
+    def on_time(self, stream_time: datetime, watermark_us: int = NO_WATERMARK) -> list[Output]:
+        """Punctuation: advance stream time to ``stream_time`` and emit the timeouts due before it and before
+        ``watermark_us``. Idempotent."""
         out: list[Output] = []
-        self._advance(to_us(stream_time), out)
+        self._advance(to_us(stream_time), out, watermark_us)
         return out
+
+    def event_time(self, event: Event) -> int:
+        """The epoch µs ``event`` moves stream time to: its ``received_at``, but no further than the broker's
+        append time plus ``max_clock_skew``. The runtime orders a task's records by it."""
+        received_us = to_us(event.received_at)
+        if event.logged_at is not None and received_us > (ceiling := to_us(event.logged_at) + self._skew_us):
+            return ceiling
+        return received_us
 
     # -- events --------------------------------------------------------------------------------------
 
-    def process(self, event: Event) -> list[Output]:
+    def process(self, event: Event, watermark_us: int = NO_WATERMARK) -> list[Output]:
+        """Handle one event; first fire the timers due before its event time and before ``watermark_us``
+        (default: none held back, the calls being the only input)."""
         received_us = to_us(event.received_at)
         out: list[Output] = []
-        stream_us = received_us
-        if event.logged_at is not None and received_us > (ceiling := to_us(event.logged_at) + self._skew_us):
-            stream_us = ceiling  # received_at runs ahead of the broker's clock: it does not move time that far
-            self.counters["clock_ahead"] += 1
-        self._advance(stream_us, out)
+        stream_us = self.event_time(event)
+        if stream_us != received_us:
+            self.counters["clock_ahead"] += 1  # received_at runs ahead of the broker's clock: time moves less
+        self._advance(stream_us, out, watermark_us)
         event_id = event.event_id
         dedupe = self._dedupe
         if dedupe.get(event_id) is not None:

@@ -4,11 +4,13 @@ Life of a partition p on this instance:
   assigned  -> paused; the loop then starts the task's transactional producer (fencing the previous
                owner and completing its open transaction), restores state from the changelogs, seeks
                the inputs to the group's committed offsets and resumes them;
-  running   -> records are processed in offset order within each input partition, the input topics
-               merged by record time; every commit interval the task commits outputs + changelog
-               writes + offsets in one transaction, and only once the broker acknowledged every record;
-               wall-clock timers fire only while the task is caught up (its fetch position at the
-               partition's last stable offset, known from a recent fetch): never during a catch-up;
+  running   -> fetched records are buffered per input partition and processed in event-time order
+               (processors/runtime/ordering.py), each partition in offset order; a partition with
+               nothing buffered but more on the broker is waited for (PROCESSOR_MAX_TASK_IDLE_MS);
+               timers, whether stream time or the wall clock moves them, fire only below the task's
+               low watermark: never for a time some input partition has not been read up to;
+               every commit interval the task commits outputs + changelog writes + offsets in one
+               transaction, and only once the broker acknowledged every record;
   failed    -> a commit error or timeout (broker lost, ...) discards the uncommitted work and the
                task is rebuilt from Kafka exactly as on assignment: nothing skipped, nothing doubled;
   isolating -> after the broker refused a record of a commit for what it is (too large, ...), or the
@@ -23,19 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from common.kafka_errors import Kind, classify_kafka_error
 from common.settings import KafkaSettings
+from processors.runtime.ordering import PartitionGroup
 from processors.runtime.restore import restore
 from processors.runtime.retry import Backoff, RetryLater
 from processors.runtime.settings import ProcessorSettings
@@ -72,6 +74,7 @@ class EngineStats:
     assigned: set[int] = field(default_factory=set)
     ready: set[int] = field(default_factory=set)
     refused_records: int = 0  # input records whose effects the broker refused (handed to `reject`)
+    buffered: int = 0  # fetched input records waiting in the tasks' buffers (as of the last loop)
 
 
 class MissingTopicsError(RuntimeError):
@@ -154,6 +157,9 @@ class Engine:
         self._lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._topic_rank = {topic: i for i, topic in enumerate(self.input_topics)}
+        self._groups: dict[int, PartitionGroup[ConsumerRecord[bytes, bytes]]] = {}  # of the running tasks
+        self._full: set[TopicPartition] = set()  # paused: their task buffers a poll's worth of them
+        self._more_ready = False  # a task stopped at its per-loop limit with records ready: do not wait
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -234,22 +240,26 @@ class Engine:
             # Short polls: a rebalance assigns partitions while getmany waits, and those tasks are started
             # by this loop, not by the callback.
             start_now = bool(self._pending) and time.monotonic() >= self._retry_start_at
-            wait_ms = 0 if start_now else max(0, min(100, int((next_commit - time.monotonic()) * 1000)))
+            wait_ms = (
+                0 if start_now or self._more_ready else max(0, min(100, int((next_commit - time.monotonic()) * 1000)))
+            )
             batch = await consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.max_poll_records)
             retry = await self._run_before_batch(batch)
             async with self._lock:
                 if start_now:
                     await self._initialise_pending(consumer)
-                if retry is None:
-                    retry = await self._dispatch(batch)
                 if retry is not None:
-                    await self._put_back(batch, retry)
+                    await self._put_back({tp.partition for tp in batch}, retry)
+                elif (failed := await self._dispatch(consumer, batch)) is not None:
+                    await self._put_back(*failed)
                 now = time.monotonic()
                 if now >= next_punctuate:
                     wall_ms = int(self.clock() * 1000)
                     for partition, task in list(self._tasks.items()):
-                        if partition not in self._isolation and await self._caught_up(consumer, partition):
-                            task.punctuate(wall_ms)
+                        if partition not in self._isolation:
+                            task.punctuate(
+                                wall_ms, self._groups[partition].watermark(await self._at_end(consumer, partition))
+                            )
                     next_punctuate = now + punctuate_s
                 buffered = max((len(t.outputs) for t in self._tasks.values()), default=0)
                 if now >= next_commit or buffered >= self.settings.commit_max_records:
@@ -267,70 +277,115 @@ class Engine:
             return exc
         return None
 
-    async def _put_back(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], error: Exception
-    ) -> None:
-        """Abandon the uncommitted work of the tasks this batch was for; they restart after a back-off."""
+    async def _put_back(self, partitions: set[int], error: Exception) -> None:
+        """Abandon the uncommitted (and buffered) work of these tasks; they restart after a back-off."""
         self.stats.retries += 1
         self.stats.waiting = str(error)
         delay = self._backoff.next_delay()
         log.warning("batch put back", extra={"error": str(error), "retry_in_s": round(delay, 2)})
-        for partition in sorted({tp.partition for tp in batch}):
+        for partition in sorted(partitions):
             task = self._tasks.get(partition)
             if task is not None:
                 await self._fail(task, error)
         self._retry_start_at = time.monotonic() + delay
 
-    async def _dispatch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> Exception | None:
-        """Process a fetch; a `retriable` error (a dependency down) is returned: the caller puts the batch back."""
-        by_task: dict[int, list[list[ConsumerRecord[bytes, bytes]]]] = defaultdict(list)
+    async def _dispatch(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> tuple[set[int], Exception] | None:
+        """Buffer a fetch, then let every task process its buffered records in event-time order as far as it
+        may. A `retriable` error (a dependency down) is returned with the tasks it hit: the caller puts them
+        back."""
+        failed: set[int] = set()
+        error: Exception | None = None
         for tp, records in batch.items():
-            if tp.partition in self._tasks:
-                by_task[tp.partition].append(records)
-            # Records of a task that is not ready are dropped: it seeks to its committed offsets first.
-        for partition, runs in by_task.items():
-            records = self._merge(runs)
+            task = self._tasks.get(tp.partition)
+            if task is None or tp.partition in failed:
+                continue  # records of a task that is not ready are dropped: it seeks to its committed offsets first
+            try:
+                self._groups[tp.partition].add(tp, [(task.event_time(record), record) for record in records])
+            except self.retriable as exc:
+                failed.add(tp.partition)
+                error = error or exc
+        self._more_ready = False
+        for partition in list(self._tasks):
+            task = self._tasks.get(partition)
+            group = self._groups.get(partition)
+            if task is None or group is None or partition in failed or not group.total_buffered():
+                continue
+            at_end = await self._at_end(consumer, partition)
             isolation = self._isolation.get(partition)
             try:
                 if isolation is None:
-                    self._tasks[partition].process(records)
-                    self.stats.processed += len(records)
+                    self._process_ready(task, group, at_end)
                 else:
-                    await self._process_isolated(partition, isolation, records)
+                    await self._process_isolated(partition, isolation, group, at_end)
             except self.retriable as exc:
-                return exc
-            except RecordFailed as failed:
-                await self._reject_failed(self._tasks[partition], failed)
-        return None
+                failed.add(partition)
+                error = error or exc
+            except RecordFailed as record_failed:
+                await self._reject_failed(task, record_failed)
+        self._flow_control(consumer)
+        return None if error is None else (failed, error)
 
-    def _merge(self, runs: list[list[ConsumerRecord[bytes, bytes]]]) -> list[ConsumerRecord[bytes, bytes]]:
-        """The input topics merged by record time (as Kafka Streams picks the lowest timestamp first), each
-        partition's records kept in offset order whatever their timestamps: a committed offset never trails
-        a record already processed."""
-        if len(runs) == 1:
-            return runs[0]
-        rank = self._topic_rank
-        return list(heapq.merge(*runs, key=lambda r: (r.timestamp, rank.get(r.topic, 0))))
+    def _process_ready(
+        self, task: Task, group: PartitionGroup[ConsumerRecord[bytes, bytes]], at_end: dict[TopicPartition, bool]
+    ) -> None:
+        """The task's buffered records in event-time order, each with the watermark as of its turn, until the
+        task must wait for a partition or has done a poll's worth (the loop then comes back without waiting)."""
+        now = time.monotonic()
+        limit = self.settings.max_poll_records
+        done = 0
+        try:
+            while done < limit and (item := group.pop(at_end, now)) is not None:
+                # The record itself is not processed yet: nothing due at or after its time may fire first.
+                task.process([item[1]], min(item[0], group.watermark(at_end)))
+                done += 1
+        finally:
+            self.stats.processed += done
+        if done >= limit:
+            self._more_ready = True
+
+    def _flow_control(self, consumer: AIOKafkaConsumer) -> None:
+        """Pause an input partition while its task buffers a poll's worth of its records (a partition read far
+        ahead of the others waits in Kafka, not in memory); resume it once the task has taken some."""
+        cap = self.settings.max_poll_records
+        buffered = 0
+        for group in self._groups.values():
+            for tp in group.partitions:
+                count = group.buffered(tp)
+                buffered += count
+                if count >= cap and tp not in self._full:
+                    consumer.pause(tp)
+                    self._full.add(tp)
+                elif count < cap and tp in self._full:
+                    consumer.resume(tp)
+                    self._full.discard(tp)
+        self.stats.buffered = buffered
 
     async def _process_isolated(
-        self, partition: int, isolation: Isolation, records: list[ConsumerRecord[bytes, bytes]]
+        self,
+        partition: int,
+        isolation: Isolation,
+        group: PartitionGroup[ConsumerRecord[bytes, bytes]],
+        at_end: dict[TopicPartition, bool],
     ) -> None:
         """One input record per transaction, so a refusal names its record; refused records are rejected."""
-        for index, record in enumerate(records):
-            task = self._tasks.get(partition)
-            if task is None:
-                return  # failed: rebuilt from the committed offsets, the rest is fetched again
+        now = time.monotonic()
+        while (task := self._tasks.get(partition)) is not None:  # else failed: rebuilt from the committed offsets
             if isolation.finished():
                 del self._isolation[partition]
                 log.info("isolation over", extra={"partition": partition, "refused": len(isolation.refused)})
-                task.process(records[index:])
-                self.stats.processed += len(records) - index
+                self._process_ready(task, group, at_end)
                 return
+            item = group.pop(at_end, now)
+            if item is None:
+                return
+            record = item[1]
             coordinates = (record.topic, record.partition, record.offset)
             rejection = isolation.refused.get(coordinates)
             try:
                 if rejection is None:
-                    task.process([record])
+                    task.process([record], min(item[0], group.watermark(at_end)))
                 else:
                     task.reject(record, *rejection)
                     self.stats.refused_records += 1
@@ -416,21 +471,24 @@ class Engine:
                 isolation.refused[isolation.current] = ("output_refused", str(error.__cause__ or error))
             isolation.current = None
 
-    async def _caught_up(self, consumer: AIOKafkaConsumer, partition: int) -> bool:
-        """Every input partition of the task read up to its last stable offset, as of a fetch answered within
-        the last few seconds. Until then unread records may hold what a wall-clock timer would pre-empt."""
+    async def _at_end(self, consumer: AIOKafkaConsumer, partition: int) -> dict[TopicPartition, bool]:
+        """Which input partitions of the task are read to their last stable offset, as of a fetch answered
+        within the last few seconds: nothing more of them is known to exist. Any other may hold unread records
+        that a timer would pre-empt."""
         # aiokafka stamps fetches with the real wall clock, whatever clock drives the timers.
         fresh_after_ms = time.time() * 1000 - max(5_000, 3 * self.settings.punctuate_interval_ms)
-        for tp in self._partitions_of(partition):
+        at_end: dict[TopicPartition, bool] = {}
+        for tp in self._groups[partition].partitions:
             end = consumer.last_stable_offset(tp)
             if end is None or end < 0:
                 end = consumer.highwater(tp)
             polled = consumer.last_poll_timestamp(tp)
+            at_end[tp] = False
             if end is None or polled is None or polled < fresh_after_ms:
-                return False
-            if await consumer.position(tp) < end:
-                return False
-        return True
+                continue  # not fetched lately: position() could wait for one
+            with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                at_end[tp] = await consumer.position(tp) >= end
+        return at_end
 
     # -- assignment --------------------------------------------------------------------------------
 
@@ -520,11 +578,17 @@ class Engine:
         task = Task(partition, state, producer, self.settings.application_id, self.settings.commit_timeout_s)
         task.processor = self.factory(task)
         self._tasks[partition] = task
+        self._groups[partition] = PartitionGroup(
+            self._partitions_of(partition), self._topic_rank, self.settings.max_task_idle_ms
+        )
         self.stats.ready.add(partition)
 
     async def _close_tasks(self, partitions: list[int]) -> None:
         for partition in partitions:
             task = self._tasks.pop(partition, None)
             self.stats.ready.discard(partition)
+            group = self._groups.pop(partition, None)
+            if group is not None:  # its buffered records are fetched again from the committed offsets
+                self._full.difference_update(group.partitions)
             if task is not None:
                 await task.close()

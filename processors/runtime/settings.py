@@ -36,7 +36,18 @@ class ProcessorSettings(BaseSettings):
         description="An older local checkpoint is not trusted (tombstones may be compacted away): full restore.",
     )
     session_timeout_ms: int = Field(default=10_000, ge=1_000, description="Consumer group session timeout.")
-    max_poll_records: int = Field(default=2_000, ge=1, description="Records fetched per poll.")
+    max_poll_records: int = Field(
+        default=2_000,
+        ge=1,
+        description="Records fetched per poll; also what a task buffers of one input partition before pausing it, "
+        "and processes per loop.",
+    )
+    max_task_idle_ms: int = Field(
+        default=5_000,
+        ge=0,
+        description="How long a task waits for an input partition that has nothing buffered but more on the "
+        "broker before processing the others out of event-time order (timers still wait for it).",
+    )
     dedupe_retention_h: float = Field(
         default=7 * 24, gt=0, description="How long (event time) event ids are remembered."
     )

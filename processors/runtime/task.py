@@ -63,9 +63,20 @@ class RecordingContext:
 class TaskProcessor(Protocol):
     """Application logic of a task; the runtime calls it and commits what it emitted and wrote."""
 
-    def process(self, record: ConsumerRecord[bytes, bytes]) -> None: ...
+    def event_time(self, record: ConsumerRecord[bytes, bytes]) -> int:
+        """The record's event time (epoch µs), the time it moves the processor's stream time to: the runtime
+        processes a task's records in this order (each input partition's in offset order). Called once per
+        fetched record, before ``process``; it must not touch state."""
+        ...
 
-    def punctuate(self, wall_clock_ms: int) -> None: ...
+    def process(self, record: ConsumerRecord[bytes, bytes], watermark_us: int) -> None:
+        """Process one record. ``watermark_us``: every input record with an earlier event time has been
+        processed (or is in no partition read so far); a timer due at or after it must not fire yet."""
+        ...
+
+    def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
+        """Wall-clock punctuation; timers due at or after ``watermark_us`` must not fire, whatever the clock."""
+        ...
 
     def end_of_batch(self) -> None:
         """Write back what the processor holds for the open transaction (cached state, coalesced outputs):
@@ -156,10 +167,14 @@ class Task:
     def emit(self, record: OutRecord) -> None:
         self.outputs.append(record)
 
-    def process(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    def event_time(self, record: ConsumerRecord[bytes, bytes]) -> int:
+        assert self.processor is not None
+        return self.processor.event_time(record)
+
+    def process(self, records: list[ConsumerRecord[bytes, bytes]], watermark_us: int) -> None:
         assert self.processor is not None
         for record in records:
-            self.processor.process(record)
+            self.processor.process(record, watermark_us)
             self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += len(records)
 
@@ -169,9 +184,9 @@ class Task:
         self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += 1
 
-    def punctuate(self, wall_clock_ms: int) -> None:
+    def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
         assert self.processor is not None
-        self.processor.punctuate(wall_clock_ms)
+        self.processor.punctuate(wall_clock_ms, watermark_us)
 
     def needs_commit(self) -> bool:
         return bool(self.next_offsets or self.outputs or self.state.has_pending_writes())

@@ -33,7 +33,10 @@ class Counter:
         self.fail_batch_at = fail_batch_at
         self.batch_poisoned = False
 
-    def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    def event_time(self, record: ConsumerRecord[bytes, bytes]) -> int:
+        return int(record.timestamp) * 1000
+
+    def process(self, record: ConsumerRecord[bytes, bytes], watermark_us: int) -> None:
         assert record.key is not None
         count = int(self.ctx.state.get("counts", record.key) or b"0") + 1
         self.ctx.state.put("counts", record.key, str(count).encode())
@@ -43,7 +46,7 @@ class Counter:
         self.batch_poisoned |= record.value == self.fail_batch_at
         self.ctx.emit(OutRecord(self.output, record.key, b"%d:%s" % (count, record.value)))
 
-    def punctuate(self, wall_clock_ms: int) -> None:
+    def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
         pass
 
     def end_of_batch(self) -> None:

@@ -228,8 +228,8 @@ def test_a_failure_in_the_logic_keeps_the_record_without_its_effects(
     body = job("income.added", "success", T0)
     real = AccountProcessor.process
 
-    def failing(self: AccountProcessor, event: Any) -> Any:
-        real(self, event)  # writes state, then fails: the writes must be dropped
+    def failing(self: AccountProcessor, event: Any, watermark_us: int) -> Any:
+        real(self, event, watermark_us)  # writes state, then fails: the writes must be dropped
         raise RuntimeError("bug")
 
     monkeypatch.setattr(AccountProcessor, "process", failing)

@@ -31,7 +31,7 @@ from common.topics import TopicSettings, ensure_topics
 from processors.logic.processor import AccountProcessor
 from processors.pipeline import PipelineCounters
 from processors.runtime import engine as engine_module
-from processors.runtime.engine import MissingTopicsError
+from processors.runtime.engine import Engine, MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.service import build_engine, serve_engine
 from schemas import catalog
@@ -168,7 +168,11 @@ class Clock:
 
 @contextlib.asynccontextmanager
 async def running_processor(
-    harness: Harness, state_dir: Path, clock: Clock | None = None, **overrides: Any
+    harness: Harness,
+    state_dir: Path,
+    clock: Clock | None = None,
+    tune: Callable[[Engine], None] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[None]:
     defaults = {
         "application_id": harness.app_id,
@@ -181,6 +185,8 @@ async def running_processor(
     engine = build_engine(settings, KafkaSettings(bootstrap_servers=harness.bootstrap), SchemaSettings(), counters)
     if clock is not None:
         engine.clock = clock
+    if tune is not None:
+        tune(engine)
     stop = asyncio.Event()
     task = asyncio.create_task(serve_engine(settings, engine, counters, stop))
     try:
@@ -418,8 +424,8 @@ async def test_a_record_whose_processing_fails_is_kept_without_its_effects(
     )
     real = AccountProcessor.process
 
-    def buggy(self: AccountProcessor, event: Any) -> Any:
-        outputs = real(self, event)
+    def buggy(self: AccountProcessor, event: Any, watermark_us: int) -> Any:
+        outputs = real(self, event, watermark_us)
         if event.event_id == bad["event_id"]:
             raise RuntimeError("the bug")
         return outputs
@@ -440,3 +446,98 @@ async def test_a_record_whose_processing_fails_is_kept_without_its_effects(
     assert Counter(u["update_id"] for u in updates) == dict.fromkeys(
         [updates[0]["update_id"], before["event_id"], bad["event_id"], after["event_id"]], 1
     )
+
+
+# Issue 25: a processor catching up read one family partition hours ahead of another (a fetch is sized in
+# bytes, and a quiet topic's fetch spans hours), stream time jumped to the ahead partition's time, and timers
+# fired for pendings whose finals were still unread in the behind partition. The test below builds that backlog
+# on purpose, cuts fetches to one record batch per partition and three records per poll, and sets the
+# processors' wall clock hours after the backlog, punctuating every 10 ms: no timeout may be premature, from
+# either source, and the timeouts that are due still fire.
+
+SKEW_WINDOW_S = 30  # pending timeout, no grace: the issue's shortened window
+
+
+async def deliver_one_per_batch(h: Harness, deliveries: list[tuple[dict[str, Any], datetime]]) -> None:
+    """Each body as the gateway publishes it, received at its own time, one record per batch (so a fetch of
+    one batch per partition really splits the backlog)."""
+    producer = AIOKafkaProducer(bootstrap_servers=h.bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for body, received_at in deliveries:
+            record = build_family_record(
+                orjson.dumps(body),
+                webhook_id="wh",
+                pinwheel_version="2023-11-22",
+                sent_at=received_at,
+                received_at=received_at,
+            )
+            value = h.codec.encode(record.topic, record.value)
+            headers = record.kafka_headers(h.codec.content_format)
+            await producer.send_and_wait(record.topic, value, key=record.key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def small_fetches(engine: Engine) -> None:
+    engine.max_fetch_bytes = 1  # the broker still returns one whole batch per partition: one record
+
+
+async def test_a_skewed_backlog_times_out_no_job_whose_final_was_in_kafka(harness: Harness, tmp_path: Path) -> None:
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
+    first = str(uuid.uuid4())
+    accounts = [first] + [_same_partition_account(first) for _ in range(11)]
+    partition = _partition_of(first)
+    for topic in catalog.FAMILY_TOPICS.values():  # the partition holds this backlog only
+        await harness.truncate(topic, partition)
+    # The ahead partition: account.added events spanning three hours (the account topic is quiet).
+    ahead = [
+        (account_added(a, t0 + timedelta(minutes=20 * i)), t0 + timedelta(minutes=20 * i))
+        for i, a in enumerate(accounts[:10])
+    ]
+    # The behind partition: jobs one minute apart, each resolved 10 s after its pending, well inside the window.
+    behind: list[tuple[dict[str, Any], datetime]] = []
+    finals: dict[str, datetime] = {}  # pending event_id -> when its final reached the gateway
+    deadlines: dict[str, datetime] = {}
+    for i, account in enumerate(accounts[:10]):
+        at = t0 + timedelta(minutes=i)
+        pending = job_body("employment.added", account, "pending", at)
+        final = job_body("employment.added", account, "success", at + timedelta(seconds=10), pending["payload"]["id"])
+        behind += [(pending, at), (final, at + timedelta(seconds=10))]
+        finals[pending["event_id"]] = at + timedelta(seconds=10)
+        deadlines[pending["event_id"]] = at + timedelta(seconds=SKEW_WINDOW_S)
+    # Due timeouts: a pending that never resolves, and one whose final comes 45 s late (timed out, then joined).
+    lonely = job_body("identity.added", accounts[10], "pending", t0 + timedelta(seconds=5))
+    late_at = t0 + timedelta(minutes=3, seconds=30)
+    late = job_body("income.added", accounts[11], "pending", late_at)
+    late_final = job_body(
+        "income.added", accounts[11], "success", late_at + timedelta(seconds=45), late["payload"]["id"]
+    )
+    behind += [(lonely, t0 + timedelta(seconds=5)), (late, late_at), (late_final, late_at + timedelta(seconds=45))]
+    finals[late["event_id"]] = late_at + timedelta(seconds=45)
+    deadlines[late["event_id"]] = late_at + timedelta(seconds=SKEW_WINDOW_S)
+    behind.sort(key=lambda item: item[1])
+    try:
+        # The ahead partition first: by append time (what the merge used to order by) it comes first too.
+        await deliver_one_per_batch(harness, ahead)
+        await deliver_one_per_batch(harness, behind)
+        clock = Clock(t0 + timedelta(hours=6))  # the processors' wall clock: hours past every deadline
+        overrides = {
+            "pending_timeout_h": SKEW_WINDOW_S / 3600,
+            "timeout_grace_s": 0,
+            "max_poll_records": 3,
+            "punctuate_interval_ms": 10,
+        }
+        expect = len(ahead) + len(behind) + 2  # every event an update, and two timeouts
+        async with running_processor(harness, tmp_path, clock, small_fetches, **overrides):
+            updates = await harness.updates_for(set(accounts), expect=expect, timeout_s=60, settle_s=1.0)
+    finally:
+        for topic in catalog.FAMILY_TOPICS.values():  # later tests read the family topics from the start
+            await harness.truncate(topic, partition)
+    timed_out = [u["update_id"].removesuffix(":timed_out") for u in updates if u["change"] == "job_timed_out"]
+    premature = [event_id for event_id in timed_out if event_id in finals and finals[event_id] <= deadlines[event_id]]
+    assert premature == [], f"{len(premature)} of {len(timed_out)} timeouts premature"
+    assert Counter(timed_out) == {lonely["event_id"]: 1, late["event_id"]: 1}
+    changes = Counter(u["change"] for u in updates)
+    assert changes["job_succeeded"] == 11, changes  # ten joined in time, one late-joined after its timeout
+    assert len(updates) == expect, changes

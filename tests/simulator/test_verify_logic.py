@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from simulator.ledger import parse_lines
@@ -159,3 +159,28 @@ def test_update_view_from_a_decoded_record() -> None:
     }
     view = UpdateView.from_datum(datum)
     assert (view.event_id, view.job, view.outcome, view.received_at) == ("e", "income", "timed_out", T)
+
+
+def test_a_timeout_is_premature_when_the_final_was_answered_before_the_deadline() -> None:
+    # Three jobs pending at T: one resolved 10 s later, one 40 s later, one never. With a 30 s window only
+    # the first job's timeout is premature: its final was in Kafka before the deadline.
+    def sent(event_id: str, seconds: float) -> dict[str, Any]:
+        return {**att(event_id, 200), "sent_at": (T + timedelta(seconds=seconds)).isoformat()}
+
+    ledger = ledger_of(
+        ev("p1", "employment.added", outcome="pending", job="j1"),
+        ev("f1", "employment.added", outcome="success", job="j1"),
+        ev("p2", "income.added", outcome="pending", job="j2"),
+        ev("f2", "income.added", outcome="success", job="j2"),
+        ev("p3", "identity.added", outcome="pending", job="j3"),
+        sent("p1", 0),
+        sent("f1", 10),
+        sent("p2", 0),
+        sent("f2", 40),
+        sent("p3", 0),
+    )
+    updates = [up(f"{p}:timed_out", "job_timed_out", "timed_out") for p in ("p1", "p2", "p3")]
+    report = compare(ledger, updates, pending_window=timedelta(seconds=30))
+    assert report.premature_timeouts == ("p1:timed_out",)
+    assert report.late_timeouts == 2  # p1 and p2: their jobs resolved (a timeout is allowed, not required)
+    assert compare(ledger, updates).premature_timeouts == ()  # without the window: not classified

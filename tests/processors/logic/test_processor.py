@@ -307,3 +307,15 @@ def test_stream_time_never_goes_back_and_survives_a_restart() -> None:
     restarted = AccountProcessor(LogicConfig(), stores)
     assert restarted.stream_time == at(100)
     assert updates(restarted.on_time(at(25 * 60 + 1)))[0].update_id == "p1:timed_out"
+
+
+def test_the_watermark_holds_timers_back_whatever_stream_time_says(proc: AccountProcessor) -> None:
+    # The runtime's watermark: some input partition has not been read past it. Neither a later event (stream
+    # time) nor the clock may fire a timer due at or after it; once it passes, the next call fires them.
+    proc.process(job_event("p1", "pending", occurred=0, received=1))
+    deadline_us = to_us(at(25 * 60))
+    late = job_event("i1", "success", occurred=26 * 60, event_type="income.added", received=26 * 60)
+    assert [u.update_id for u in updates(proc.process(late, watermark_us=deadline_us))] == ["i1"]
+    assert proc.on_time(at(30 * 60), watermark_us=deadline_us) == []
+    fired = proc.on_time(at(30 * 60), watermark_us=deadline_us + 1)
+    assert [u.update_id for u in updates(fired)] == ["p1:timed_out"]

@@ -15,6 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from rocksdict import AccessType, Options, Rdict
 
 from common.settings import KafkaSettings
+from processors.runtime.ordering import END_OF_TIME
 from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord, Task, TaskContext, start_producer
 
@@ -93,14 +94,17 @@ class Writer:
         self.held: dict[bytes, bytes | None] = {}
         self.flushes = 0
 
-    def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    def event_time(self, record: ConsumerRecord[bytes, bytes]) -> int:
+        return int(record.timestamp) * 1000
+
+    def process(self, record: ConsumerRecord[bytes, bytes], watermark_us: int) -> None:
         assert record.key is not None
         if record.value == b"delete":
             self.held[record.key] = None
         else:
             self.held[record.key] = record.value
 
-    def punctuate(self, wall_clock_ms: int) -> None:
+    def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
         pass
 
     def end_of_batch(self) -> None:
@@ -153,15 +157,15 @@ async def test_the_commit_flushes_the_last_write_of_each_key_and_tombstones(
     writer = Writer(task, output)
     task.processor = writer
     try:
-        task.process([record(source, i, b"a", b"a%d" % i) for i in range(5)])
-        task.process([record(source, 5, b"b", b"b0"), record(source, 6, b"c", b"c0")])
+        task.process([record(source, i, b"a", b"a%d" % i) for i in range(5)], END_OF_TIME)
+        task.process([record(source, 5, b"b", b"b0"), record(source, 6, b"c", b"c0")], END_OF_TIME)
         assert writer.flushes == 0  # nothing written back between batches
         assert await task.commit() == 7
         assert writer.flushes == 1
-        task.process([record(source, 7, b"b", b"delete"), record(source, 8, b"a", b"a9")])
+        task.process([record(source, 7, b"b", b"delete"), record(source, 8, b"a", b"a9")], END_OF_TIME)
         assert await task.commit() == 2
         # The next commit's writes are aborted: the task drops them.
-        task.process([record(source, 9, b"a", b"never")])
+        task.process([record(source, 9, b"a", b"never")], END_OF_TIME)
         task.flush()
         task.discard()
         assert list(state.pending_writes()) == []

@@ -1,0 +1,109 @@
+"""Event-time order within a task: the buffered records of its input partitions, merged, and its low watermark.
+
+A task reads partition p of six topics, and a fetch returns whatever each partition had within its byte
+limit: during a backlog one partition is read minutes or hours ahead of another. Processing each fetch as it
+comes moved stream time to the ahead partition's time and fired timers for pendings whose finals still waited,
+unread, in the behind partition. So, as Kafka Streams' PartitionGroup does (KIP-353, KIP-695), records are
+buffered per partition and the task always processes the buffered record with the smallest event time (ties:
+the input topics' order), each partition in offset order; and it does not move past a partition that has
+nothing buffered while more of it is known to wait on the broker, for up to `max_idle_ms`.
+
+Waiting is bounded (a partition whose leader is down must not stop the task), so order alone cannot promise
+anything to timers. The low watermark does: the time below which every input partition has been read. A
+partition counts with the event time of its next buffered record; with nothing buffered, as +infinity when it
+is read to its last stable offset (as of a recent fetch), else with the time of the last record taken from it
+(-infinity before any). Timers due before the watermark, and only those, may fire, whether stream time or
+the wall clock asks.
+
+Pure bookkeeping: the engine tells it what was fetched, which partitions are read to their end, and the time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Generic, TypeVar
+
+from aiokafka import TopicPartition
+
+R = TypeVar("R")
+
+#: The watermark of a task whose every partition is read to its end: nothing known is left to wait for.
+END_OF_TIME = 2**63 - 1
+#: The watermark of a partition nothing was read from yet.
+BEGINNING_OF_TIME = -(2**63)
+
+
+class PartitionGroup(Generic[R]):
+    """The input partitions of one task: buffers in offset order, each record with its event time (epoch µs)."""
+
+    __slots__ = ("_buffers", "_last", "_max_idle_s", "_rank", "_waiting_since")
+
+    def __init__(self, partitions: Sequence[TopicPartition], topic_rank: Mapping[str, int], max_idle_ms: int) -> None:
+        self._buffers: dict[TopicPartition, deque[tuple[int, R]]] = {tp: deque() for tp in partitions}
+        self._rank = {tp: (topic_rank.get(tp.topic, len(topic_rank)), tp.topic) for tp in partitions}
+        self._last: dict[TopicPartition, int] = {}  # event time of the last record taken from a partition
+        self._waiting_since: dict[TopicPartition, float] = {}  # empty partitions with more on the broker
+        self._max_idle_s = max_idle_ms / 1000
+
+    @property
+    def partitions(self) -> list[TopicPartition]:
+        return list(self._buffers)
+
+    def add(self, tp: TopicPartition, records: Iterable[tuple[int, R]]) -> None:
+        """Records fetched from `tp`, in offset order, each with its event time."""
+        buffer = self._buffers[tp]
+        buffer.extend(records)
+        if buffer:
+            self._waiting_since.pop(tp, None)
+
+    def buffered(self, tp: TopicPartition) -> int:
+        return len(self._buffers[tp])
+
+    def total_buffered(self) -> int:
+        return sum(len(buffer) for buffer in self._buffers.values())
+
+    def pop(self, at_end: Mapping[TopicPartition, bool], now_s: float) -> tuple[int, R] | None:
+        """The next record in event-time order, or None when there is none or the task must wait.
+
+        `at_end[tp]`: `tp` is read to its last stable offset, as of a recent fetch (missing: not known to be).
+        `now_s`: a monotonic clock, for the idle bound. An empty partition with more on the broker (or not
+        known to have none) holds the others back for up to `max_idle_ms`, then is passed over (the
+        watermark still holds timers back for it)."""
+        best: TopicPartition | None = None
+        best_key: tuple[int, tuple[int, str]] | None = None
+        waiting = False
+        for tp, buffer in self._buffers.items():
+            if buffer:
+                key = (buffer[0][0], self._rank[tp])
+                if best_key is None or key < best_key:
+                    best, best_key = tp, key
+            elif at_end.get(tp, False):
+                self._waiting_since.pop(tp, None)
+            else:
+                since = self._waiting_since.setdefault(tp, now_s)
+                waiting |= now_s - since < self._max_idle_s
+        if best is None:
+            # Nothing to process: idling starts when some partition has records to hold back.
+            self._waiting_since.clear()
+            return None
+        if waiting:
+            return None
+        item = self._buffers[best].popleft()
+        self._last[best] = item[0]
+        return item
+
+    def watermark(self, at_end: Mapping[TopicPartition, bool]) -> int:
+        """Every record with an earlier event time has been taken from every partition (or is not fetched yet
+        from a partition whose own records run later): timers due before it may fire."""
+        low = END_OF_TIME
+        for tp, buffer in self._buffers.items():
+            if buffer:
+                mark = buffer[0][0]
+            elif at_end.get(tp, False):
+                continue
+            else:
+                mark = self._last.get(tp, BEGINNING_OF_TIME)
+            if mark < low:
+                low = mark
+        return low
