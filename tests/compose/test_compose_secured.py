@@ -435,6 +435,15 @@ def test_compose_up_no_deps_against_a_secured_broker(secured: Secured) -> None:
         password = Path(project.env[f"{service.upper()}_KAFKA_SASL_PASSWORD_SECRET"]).read_text()
         assert password not in logs
 
+    # The authorizer denies what no ACL allows: a principal without any sees none of the topics, the downstream
+    # reader the updates alone.
+    def visible(user: str) -> set[str]:
+        return set(AdminClient(kafka.client_config(user)).list_topics(timeout=30).topics)
+
+    assert catalog.ACCOUNT_UPDATES_TOPIC in visible("admin")
+    assert visible("pinwheel-stranger") == set()
+    assert visible(DOWNSTREAM[1]) == {catalog.ACCOUNT_UPDATES_TOPIC}
+
     (gateway,) = project.containers("gateway")
     project.docker("cp", f"{gateway}:/data/tls/gateway.crt", str(project.work / "gateway.crt"))
     ledger_path = project.work / "ledger.jsonl"
