@@ -53,7 +53,7 @@ from confluent_kafka.admin import (
 )
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from connector.local_kafka import free_port
+from connector.local_kafka import LocalKafkaSettings, free_port
 from connector.local_tls import LocalPki
 from schemas import catalog
 from simulator.ledger import read_ledger
@@ -68,6 +68,7 @@ SASL_SSL_PORT = 9094  # SCRAM over TLS, for the containers on the network
 MTLS_PORT = 9095  # mutual TLS, published on 127.0.0.1 for the test
 BROKER_PORT = 9096  # the broker's own traffic (inter-broker), in the container only
 CONTROLLER_PORT = 9093
+OFFICIAL_KAFKA_IMAGE = f"apache/kafka:{LocalKafkaSettings.model_fields['version'].default}"  # as docker-compose.yml
 KAFKA_UID = 1000  # our Kafka image's user (docker/kafka/Dockerfile)
 CONNECTOR_UID = 10001  # the connector image's user (Dockerfile)
 APPLICATION_ID = "pinwheel-processor"  # docker-compose.yml's PROCESSOR_APPLICATION_ID
@@ -178,6 +179,9 @@ class SecuredKafka:
             self._admin = AdminClient(self.client_config("admin"))
         return self._admin
 
+    def close(self) -> None:
+        self._admin = None
+
     def wait_ready(self, timeout_s: float = 180) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -272,19 +276,27 @@ def _start_broker(name: str, work: Path) -> SecuredKafka:
     _docker(
         "run", "-d", "--name", container, "--label", f"pinwheel-test={name}", "--network", network,
         "--network-alias", ALIAS, "-p", f"127.0.0.1:{mtls_port}:{MTLS_PORT}",
-        "-v", f"{mounted}:/etc/kafka/secrets:ro", *environment, os.environ.get("KAFKA_IMAGE", "apache/kafka:4.3.1"),
+        "-v", f"{mounted}:/etc/kafka/secrets:ro", *environment, os.environ.get("KAFKA_IMAGE", OFFICIAL_KAFKA_IMAGE),
     )  # fmt: skip
     return SecuredKafka(network, container, mtls_port, pki, secrets_dir)
 
 
-def _remove_broker(name: str, kafka: SecuredKafka) -> None:
-    kafka._admin = None  # closed before its broker goes (no reconnection noise)
-    volumes = _docker("inspect", "--format", "{{range .Mounts}}{{.Name}} {{end}}", kafka.container, check=False)
-    _docker("rm", "-f", "-v", kafka.container, check=False)
-    _docker("network", "rm", kafka.network, check=False)
-    left = _docker("ps", "-aq", "--filter", f"label=pinwheel-test={name}").split()
-    networks = _docker("network", "ls", "-q", "--filter", f"label=pinwheel-test={name}").split()
-    still = [v for v in volumes.split() if _docker_ok("volume", "inspect", v)]
+def _remove_broker(name: str) -> None:
+    """Remove the container, its anonymous data volume and the network the test labelled `name`; check them gone."""
+    label = f"label=pinwheel-test={name}"
+    containers = _docker("ps", "-aq", "--filter", label).split()
+    volumes = [
+        volume
+        for container in containers
+        for volume in _docker("inspect", "--format", "{{range .Mounts}}{{.Name}} {{end}}", container).split()
+    ]
+    for container in containers:
+        _docker("rm", "-f", "-v", container, check=False)
+    for network in _docker("network", "ls", "-q", "--filter", label).split():
+        _docker("network", "rm", network, check=False)
+    left = _docker("ps", "-aq", "--filter", label).split()
+    networks = _docker("network", "ls", "-q", "--filter", label).split()
+    still = [v for v in volumes if _docker_ok("volume", "inspect", v)]
     assert (left, networks, still) == ([], [], []), "the secured broker left things behind"
 
 
@@ -311,9 +323,10 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     api_secret_file.write_text(api_secret)
     _own(api_secret_file, CONNECTOR_UID)
     started = time.monotonic()
-    kafka = _start_broker(name, work)
+    kafka: SecuredKafka | None = None
     project: Project | None = None
     try:
+        kafka = _start_broker(name, work)
         kafka.wait_ready()
         _say(f"secured broker ready in {time.monotonic() - started:.0f}s ({kafka.container} on {kafka.network})")
         principals = {SERVICES[s][0]: f"User:{SERVICES[s][1]}" for s in SERVICES} | {
@@ -361,7 +374,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
                 volumes = project.docker("volume", "ls", "-q", "--filter", f"name={name}_").split()
                 assert (left, networks, volumes) == ([], [], []), "the compose project left things behind"
         finally:
-            _remove_broker(name, kafka)
+            if kafka is not None:
+                kafka.close()  # before its broker goes: no reconnection noise
+            _remove_broker(name)
 
 
 # -- the independent downstream reader -------------------------------------------------------------------------
