@@ -106,20 +106,46 @@ def test_the_secret_comes_from_a_file_and_kafka_data_from_the_volume(compose: di
     assert gateway["environment"]["GATEWAY_SECRETS_FILE"] == "/run/secrets/pinwheel_api_secret"
     assert gateway["secrets"][0] == "pinwheel_api_secret"
     # The Kafka client's files as optional compose secrets: /dev/null unless the host file is named, and the
-    # variable that points the client at one passed through only when set (never set empty).
-    kafka_secrets = {"kafka_sasl_password", "kafka_ssl_ca", "kafka_ssl_cert", "kafka_ssl_key"}
+    # variable that points the client at one passed through only when set (never set empty). The cluster's CA is
+    # shared; the identity (user name, password, client certificate and key) is each service's own, at the same
+    # path in every container.
+    assert compose["secrets"]["kafka_ssl_ca"]["file"] == "${KAFKA_SSL_CA_SECRET:-/dev/null}"
+    identity = ("kafka_sasl_password", "kafka_ssl_cert", "kafka_ssl_key")
     for name in APP_SERVICES:
-        assert kafka_secrets <= set(services[name]["secrets"]), name
+        mounted = {(s, s) if isinstance(s, str) else (s["source"], s["target"]) for s in services[name]["secrets"]}
+        assert ("kafka_ssl_ca", "kafka_ssl_ca") in mounted, name
+        for target in identity:
+            source = f"{name}_{target}"
+            assert (source, target) in mounted, (name, target)
+            assert compose["secrets"][source]["file"] == f"${{{source.upper()}_SECRET:-/dev/null}}"
         env = services[name]["environment"]
         for variable in ("KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CA_FILE", "KAFKA_SSL_CERT_FILE", "KAFKA_SSL_KEY_FILE"):
             assert variable in env, (name, variable)
             assert env[variable] is None, (name, variable)  # `VAR:` passes the host's value through, if any
-    for secret in kafka_secrets:
-        assert compose["secrets"][secret]["file"] == f"${{{secret.upper()}_SECRET:-/dev/null}}"
+        assert "KAFKA_SASL_PASSWORD" not in env, name  # a password in the environment: never
+    # Each service its own principal, by default the one `pinwheel-connector acls` grants (User:pinwheel-<component>).
+    usernames = {name: services[name]["environment"]["KAFKA_SASL_USERNAME"] for name in APP_SERVICES}
+    assert usernames == {
+        "topics": "${TOPICS_KAFKA_SASL_USERNAME:-pinwheel-topics}",
+        "gateway": "${GATEWAY_KAFKA_SASL_USERNAME:-pinwheel-gateway}",
+        "processor": "${PROCESSOR_KAFKA_SASL_USERNAME:-pinwheel-processors}",
+    }
     kafka = services["kafka"]
     assert kafka["volumes"] == [f"kafka-data:{kafka['environment']['KAFKA_LOG_DIRS']}"]
     dockerignore = (ROOT / ".dockerignore").read_text().split()
     assert {".env", "pinwheel-api-secret"} <= set(dockerignore)
+
+
+def test_the_network_override_adds_the_kafka_network_to_the_app_services_only() -> None:
+    """docker/kafka-network.yml (a Kafka in another Docker network): the project's own network is kept, the external
+    one is named by KAFKA_NETWORK and required, never created nor removed by compose."""
+    override = yaml.safe_load((ROOT / "docker" / "kafka-network.yml").read_text())
+    assert set(override["services"]) == set(APP_SERVICES)
+    for name in APP_SERVICES:
+        assert override["services"][name] == {"networks": ["default", "kafka"]}, name
+    network = override["networks"]["kafka"]
+    assert network["external"] is True
+    assert network["name"].startswith("${KAFKA_NETWORK:?")
 
 
 def test_kafka_matches_the_local_broker(compose: dict[str, Any]) -> None:

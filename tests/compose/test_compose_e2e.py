@@ -78,13 +78,14 @@ class Project:
     secret: str
     work: Path
     admin_port: int  # the gateway's admin listener (/readyz, /metrics), published on 127.0.0.1
+    files: tuple[Path, ...] = (ROOT / "docker-compose.yml",)  # `-f`: the project's file, then any overrides
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
 
     def compose(self, *args: str, timeout: float = 600) -> str:
-        command = [*self.cli, "-p", self.name, "-f", str(ROOT / "docker-compose.yml"), *args]
+        command = [*self.cli, "-p", self.name, *(arg for file in self.files for arg in ("-f", str(file))), *args]
         _say(" ".join(command[len(self.cli) :]))
         result = subprocess.run(
             command, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
