@@ -13,13 +13,12 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from aiokafka.conn import create_conn
 
+from common.backoff import Backoff
 from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, Verdict, classify_kafka_error
 from common.settings import KafkaSettings
 
@@ -29,20 +28,6 @@ log = logging.getLogger(__name__)
 COMMAND_TIMEOUT_S = 30.0
 
 _CONN_PARAMETERS = frozenset(inspect.signature(create_conn).parameters) - {"host", "port"}
-
-
-@dataclass
-class Backoff:
-    """Capped exponential back-off with jitter: attempt n waits between half and all of min(cap, base * 2**n)."""
-
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    attempts: int = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap_s, self.base_s * 2**self.attempts)
-        self.attempts += 1
-        return random.uniform(ceiling / 2, ceiling)
 
 
 def bootstrap_hosts(servers: str) -> list[tuple[str, int]]:

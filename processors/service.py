@@ -25,9 +25,10 @@ from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
 from common import gc_tuning, logs
+from common.backoff import Backoff
 from common.isr_watch import IsrWatch
 from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, Verdict, classify_kafka_error
-from common.kafka_wait import Backoff, wait_for_kafka
+from common.kafka_wait import wait_for_kafka
 from common.settings import KafkaSettings
 from processors.lag import LagMonitor
 from processors.pipeline import AccountPipeline, PipelineCounters, logic_config

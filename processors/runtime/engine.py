@@ -35,11 +35,12 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
+from common.backoff import Backoff
 from common.kafka_errors import Kind, classify_kafka_error
 from common.settings import KafkaSettings
 from processors.runtime.ordering import PartitionGroup
 from processors.runtime.restore import restore
-from processors.runtime.retry import Backoff, RetryLater
+from processors.runtime.retry import RetryLater
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import (
@@ -145,7 +146,7 @@ class Engine:
         self.retriable: tuple[type[Exception], ...] = (RetryLater, *retriable)
         self.max_fetch_bytes = max_fetch_bytes
         self.max_request_bytes = max_request_bytes
-        self._backoff = Backoff()
+        self._backoff = Backoff(cap_s=15.0)
         self.stats = EngineStats()
         self._tasks: dict[int, Task] = {}
         self._pending: set[int] = set()  # assigned, not yet initialised

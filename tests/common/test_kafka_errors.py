@@ -20,8 +20,9 @@ import pytest
 from aiokafka import errors
 from aiokafka.conn import create_conn
 
+from common.backoff import Backoff
 from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, classify_kafka_error
-from common.kafka_wait import Backoff, bootstrap_hosts, probe, wait_for_kafka
+from common.kafka_wait import bootstrap_hosts, probe, wait_for_kafka
 from common.settings import KafkaSettings
 from connector.local_kafka import free_port
 from gateway.tls import ensure_self_signed

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import ssl
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ import pytest
 
 from common.settings import KafkaSettings
 from common.topics import ensure_topics
+from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.topics import all_topics
 from tests.gateway.gateway_helpers import TopicTail, gateway_settings
@@ -26,6 +30,21 @@ async def gateway_topics(bootstrap: str) -> list[str]:
     """The real topic names, created once (idempotent); tests tell their records apart by event_id."""
     await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), all_topics())
     return GATEWAY_TOPICS
+
+
+@pytest.fixture(scope="module")
+def private_broker(kafka: Any, request: pytest.FixtureRequest) -> Iterator[LocalKafka]:
+    """A broker of the test module's own, which its tests stop and start (outages), with every topic."""
+    # `kafka` first: the session broker has fetched the jars this one reuses.
+    data_dir = Path(tempfile.mkdtemp(prefix=f"pinwheel-{request.module.__name__.rpartition('.')[2]}-"))
+    broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=data_dir), progress=lambda _: None)
+    broker.start()
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), all_topics()))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

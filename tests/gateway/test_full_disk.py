@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import ssl
 import subprocess
-import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +22,12 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from common.settings import KafkaSettings
-from common.topics import TopicSettings, ensure_topics
-from connector.local_kafka import LocalKafka, LocalKafkaSettings
+from common.topics import TopicSettings
+from connector.local_kafka import LocalKafka
 from gateway.kafka_record import KafkaRecord, encode_record
 from gateway.settings import GatewaySettings
 from gateway.spool import FRAME_OVERHEAD, Spool, frame, scan
 from schemas.catalog import FAMILY_TOPICS, Family
-from schemas.topics import all_topics
 from tests.gateway.gateway_helpers import (
     SECRET,
     admin_url,
@@ -44,7 +39,6 @@ from tests.gateway.gateway_helpers import (
     tail_of,
     wait_up,
 )
-from tests.kafka_broker import free_port
 from tests.small_fs import fill, free_bytes, small_filesystem
 
 pytestmark = pytest.mark.kafka
@@ -54,20 +48,6 @@ DISK_BYTES = 2 * 1024 * 1024
 BALLAST_BYTES = 640 * 1024  # someone else's file on the spool's disk, deleted to free space
 SENDERS = 8
 PADDING = 7_001  # bytes per delivery (~14 KB spooled: the record holds it twice): ~95 fill the disk; odd sizes
-
-
-@pytest.fixture(scope="module")
-def private_broker(kafka: Any) -> Iterator[LocalKafka]:
-    # `kafka` first: the session broker has fetched the jars this one reuses.
-    data_dir = Path(tempfile.mkdtemp(prefix="pinwheel-gateway-full-disk-"))
-    broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=data_dir), progress=lambda _: None)
-    broker.start()
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), all_topics()))
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def event_ids_in_kafka(bootstrap: str, wanted: set[str], timeout_s: float) -> Counter[str]:

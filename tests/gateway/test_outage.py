@@ -12,15 +12,13 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import ssl
 import subprocess
-import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,11 +27,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from common.settings import KafkaSettings
-from common.topics import TopicSettings, ensure_topics
-from connector.local_kafka import LocalKafka, LocalKafkaSettings
+from common.topics import TopicSettings
+from connector.local_kafka import LocalKafka
 from schemas.catalog import FAMILY_TOPICS, Family
-from schemas.topics import all_topics
 from tests.gateway.gateway_helpers import (
     SECRET,
     RawConnection,
@@ -47,25 +43,10 @@ from tests.gateway.gateway_helpers import (
     wait_drained,
     wait_up,
 )
-from tests.kafka_broker import free_port
 
 pytestmark = pytest.mark.kafka
 
 TOPIC = FAMILY_TOPICS[Family.INCOME_EMPLOYMENT]
-
-
-@pytest.fixture(scope="module")
-def private_broker(kafka: Any) -> Iterator[LocalKafka]:
-    # `kafka` first: the session broker has fetched the jars this one reuses.
-    data_dir = Path(tempfile.mkdtemp(prefix="pinwheel-gateway-outage-"))
-    broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=data_dir), progress=lambda _: None)
-    broker.start()
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), all_topics()))
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
