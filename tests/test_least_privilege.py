@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -95,7 +95,9 @@ def create(broker: AclKafka, entries: list[dict[str, str]]) -> None:
 
 def delete(broker: AclKafka, entries: list[dict[str, str]]) -> None:
     filters = [
-        AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type)
+        AclBindingFilter(
+            b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type
+        )
         for b in map(binding, entries)
     ]
     for future in broker.admin().delete_acls(filters).values():
@@ -170,8 +172,9 @@ class Gateway:
         self.port = free_port()
         self.log = directory / f"gateway-{self.port}.log"
         env = component_env(
-            broker, "gateway", GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(self.port), GATEWAY_TLS_CERT_FILE=str(cert),
-            GATEWAY_TLS_KEY_FILE=str(key), GATEWAY_SECRETS=SECRET, GATEWAY_SPOOL_DIR=str(directory / f"spool-{self.port}"),
+            broker, "gateway", GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(self.port),
+            GATEWAY_TLS_CERT_FILE=str(cert), GATEWAY_TLS_KEY_FILE=str(key), GATEWAY_SECRETS=SECRET,
+            GATEWAY_SPOOL_DIR=str(directory / f"spool-{self.port}"),
             GATEWAY_PUBLISH_TIMEOUT_S="3",
         )  # fmt: skip
         with self.log.open("wb") as out:
@@ -335,8 +338,12 @@ def _cases() -> list[Any]:
             reason = today(component, acl)
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
             if component == "deadletter-replay" and acl.operation.value == "WRITE":
-                marks = [pytest.mark.skip(reason="replay writes only replayable dead letters; this broker holds a "
-                                          "still-invalid one, so the family topics' Write is not reached")]
+                marks = [
+                    pytest.mark.skip(
+                        reason="replay writes only replayable dead letters; this broker holds a "
+                        "still-invalid one, so the family topics' Write is not reached"
+                    )
+                ]
             name = f"{component}:{acl.resource_type.value}:{acl.resource_name}:{acl.operation.value}"
             cases.append(pytest.param(component, acl, id=name, marks=marks))
     return cases
