@@ -88,7 +88,8 @@ def cli_acls(*args: str) -> list[dict[str, str]]:
 
 
 def create(broker: AclKafka, entries: list[dict[str, str]]) -> None:
-    for future in broker.admin().create_acls([binding(e) for e in entries]).values():
+    admin = broker.admin()  # kept while the futures are awaited: a collected client cancels them
+    for future in admin.create_acls([binding(e) for e in entries]).values():
         future.result()
     time.sleep(0.3)  # the broker applies ACLs from its metadata log: a moment after the call returns
 
@@ -100,7 +101,8 @@ def delete(broker: AclKafka, entries: list[dict[str, str]]) -> None:
         )
         for b in map(binding, entries)
     ]
-    for future in broker.admin().delete_acls(filters).values():
+    admin = broker.admin()
+    for future in admin.delete_acls(filters).values():
         future.result()
     time.sleep(0.3)
 
@@ -391,7 +393,8 @@ def run_without(broker: AclKafka, component: str, acl: Acl, tmp_path: Path) -> R
     """The quickest run of `component` that needs `acl`."""
     if component == "topics":
         if acl.operation.value == "CREATE":  # only a missing topic is created
-            for future in broker.admin().delete_topics([acl.resource_name]).values():
+            admin = broker.admin()
+            for future in admin.delete_topics([acl.resource_name]).values():
                 future.result()
             time.sleep(1)
             return run_cli(broker, component, ["topics", "create"], 60)
