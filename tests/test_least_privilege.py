@@ -115,6 +115,13 @@ def granted(acl_kafka: AclKafka) -> list[dict[str, str]]:
     return entries
 
 
+@pytest.fixture(scope="module")
+def topics_created(acl_kafka: AclKafka, granted: list[dict[str, str]]) -> None:
+    """Every declared topic, created by the topics job as its own user (the first step of a deployment)."""
+    created = run_cli(acl_kafka, "topics", ["topics", "create"], 60)
+    assert created.code == 0, created.output
+
+
 # -- running the components ---------------------------------------------------------------------------
 
 
@@ -275,10 +282,8 @@ def event_ids(records: list[Any]) -> set[str]:
 
 
 def test_the_pipeline_runs_end_to_end_with_only_the_printed_acls(
-    acl_kafka: AclKafka, granted: list[dict[str, str]], tmp_path: Path
+    acl_kafka: AclKafka, topics_created: None, tmp_path: Path
 ) -> None:
-    topics = run_cli(acl_kafka, "topics", ["topics", "create"], 60)
-    assert topics.code == 0, topics.output
     assert run_cli(acl_kafka, "topics", ["topics", "check"], 60).code == 0
 
     gateway = Gateway(acl_kafka, tmp_path)
@@ -367,6 +372,10 @@ def today(component: str, acl: Acl) -> str | None:
         if op == "DESCRIBE_CONFIGS":
             return "the min-ISR watch ignores the per-topic error: /readyz says min_isr ok; the service runs on"
         return "hangs: every task start (or commit) fails and is retried forever, logged as a warning"
+    if component == "tail":
+        return "exits 1 with a TopicAuthorizationFailedError traceback (after printing 'is not authorized')"
+    if component.startswith("deadletter-") and op == "READ":
+        return "exits 1 saying the dead-letter topic does not exist (metadata hides what it may not describe)"
     if component == "processor-reset":
         return "not classified yet"
     return None
@@ -374,7 +383,7 @@ def today(component: str, acl: Acl) -> str | None:
 
 @pytest.mark.parametrize(("component", "acl"), _cases())
 def test_without_any_one_acl_the_component_fails_clearly(
-    acl_kafka: AclKafka, granted: list[dict[str, str]], component: str, acl: Acl, tmp_path: Path
+    acl_kafka: AclKafka, topics_created: None, component: str, acl: Acl, tmp_path: Path
 ) -> None:
     removed = [acl.binding() | {"principal": default_principal(component)}]
     delete(acl_kafka, removed)
@@ -382,6 +391,8 @@ def test_without_any_one_acl_the_component_fails_clearly(
         failure = run_without(acl_kafka, component, acl, tmp_path)
     finally:
         create(acl_kafka, removed)
+        if component in ("topics", "processor-reset"):  # a topic deleted for the case, or left deleted by it
+            assert run_cli(acl_kafka, "topics", ["topics", "create"], 60).code == 0
     print(f"{component} without {acl.operation.value} on {acl.resource_name}: {failure}")
     assert failure.code != 0, failure.output[-3000:]
     assert failure.code is not None, f"still running after {failure.seconds}s: {failure.output[-3000:]}"
