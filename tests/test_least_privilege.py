@@ -357,27 +357,47 @@ def _cases() -> list[Any]:
 
 
 def today(component: str, acl: Acl) -> str | None:
-    """What the component does today without `acl`, where that is not a clear failure (None: it is clear)."""
+    """What the component does today without `acl`, where that is not a clear failure (None: it is clear).
+
+    Measured on Kafka 4.3 with aiokafka 0.14; the integrator's classifier (issue 24) is to turn these into one
+    line naming the authorization problem and exit 2.
+    """
     op, rtype, name = acl.operation.value, acl.resource_type.value, acl.resource_name
     changelog = name.endswith("-changelog")
     if component == "topics" and op == "DESCRIBE":
-        return "topics create waits 30 s then says 'created but without leaders'; topics check says 'missing'"
+        return "exits 2 saying the topic is missing (metadata hides a topic its user may not describe)"
     if component == "gateway" and op == "DESCRIBE_CONFIGS":
-        return "the min-ISR watch ignores the per-topic error: /readyz says min_isr ok"
+        return "common.isr_watch ignores describe_configs' per-topic error: /readyz says min_isr ok, unchecked"
     if component == "processors":
         if rtype == "GROUP":
-            return "exits 1 with a GroupAuthorizationFailedError traceback"
-        if op == "READ" and not changelog:
+            return "exits 1 with a GroupAuthorizationFailedError traceback from the consumer's getmany"
+        if rtype == "TOPIC" and not changelog and op in ("READ", "WRITE"):
             return "exits 2 saying the topic is missing (check_topics lists only the topics it may describe)"
         if op == "DESCRIBE_CONFIGS":
-            return "the min-ISR watch ignores the per-topic error: /readyz says min_isr ok; the service runs on"
-        return "hangs: every task start (or commit) fails and is retried forever, logged as a warning"
+            return "not reached with PROCESSOR_HEALTH_PORT=0 (the min-ISR watch runs with /readyz); with it, "
+            "common.isr_watch ignores the per-topic error and says min_isr ok: the service runs on"
+        if op == "READ":
+            return "hangs: every task's restore fails (TopicAuthorizationFailedError), logged as a warning and "
+            "retried every second forever"
+        if rtype == "TRANSACTIONAL_ID":
+            return "hangs: every task's producer start fails (TransactionalIdAuthorizationFailed), logged as a "
+            "warning and retried every second forever"
+        return "runs on: the changelog Write is first needed by a commit with state writes, which this run (no new "
+        "input) does not make; a refused commit restarts the task forever (engine._fail)"
     if component == "tail":
         return "exits 1 with a TopicAuthorizationFailedError traceback (after printing 'is not authorized')"
     if component.startswith("deadletter-") and op == "READ":
         return "exits 1 saying the dead-letter topic does not exist (metadata hides what it may not describe)"
     if component == "processor-reset":
-        return "not classified yet"
+        if rtype == "GROUP":
+            return "exits 1 with a GroupAuthorizationFailedError traceback (find_coordinator)"
+        if op == "READ":
+            return "exits 1 saying the family topic is missing (metadata hides what it may not describe)"
+        if op == "DELETE":
+            return "the changelog stays hidden (no Describe), so it is not deleted; its re-creation finds it and "
+            "waits 30 s, then exits 1 with a TopicMismatchError traceback ('created but without leaders')"
+        return "exits 1 with a TopicMismatchError traceback naming TopicAuthorizationFailedError, AFTER deleting "
+        "the changelogs: the application is left without them until `topics create` runs"
     return None
 
 
