@@ -1,4 +1,4 @@
-"""The operator commands of `pinwheel-connector`: `deadletter`, `processor reset`, `spool status`.
+"""The operator commands of `pinwheel-connector`: `deadletter`, `processor reset`, `spool status`, `acls`.
 
 `connector/cli.py` registers them with `add_commands`.
 """
@@ -19,6 +19,7 @@ from typing import Any
 from common.progress import ProgressBar
 from common.settings import KafkaSettings
 from gateway.settings import GatewaySettings
+from operate.acls import add_acls_command
 from operate.deadletters import (
     DeadLetter,
     DeadLetterError,
@@ -62,8 +63,8 @@ def _ref(value: str) -> tuple[int, int]:
 
 
 def add_commands(sub: Any, processor: argparse.ArgumentParser, waits: argparse.ArgumentParser) -> None:
-    """Add `deadletter` and `spool` to the CLI's subparsers and the `reset` action to `processor`; `waits` is the
-    parent parser of the commands that wait for Kafka (`--timeout`)."""
+    """Add `deadletter`, `spool` and `acls` to the CLI's subparsers and the `reset` action to `processor`; `waits`
+    is the parent parser of the commands that wait for Kafka (`--timeout`)."""
     deadletter = sub.add_parser("deadletter", help="list, show and replay dead letters (pinwheel.deadletter.v1)")
     deadletter.set_defaults(func=deadletter_command)
     actions = deadletter.add_subparsers(dest="action", required=True)
@@ -101,6 +102,8 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser, waits: argparse.A
     spool.add_argument("--dir", default=None, help="spool directory (default GATEWAY_SPOOL_DIR)")
     spool.add_argument("--json", action="store_true", help="print JSON")
     spool.set_defaults(func=spool_command)
+
+    add_acls_command(sub)
 
 
 # -- deadletter --------------------------------------------------------------------------------------

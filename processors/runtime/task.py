@@ -343,8 +343,13 @@ _PARTITIONER = DefaultPartitioner()
 BATCH_BYTES = 512 * 1024
 
 
+def transactional_id_prefix(application_id: str) -> str:
+    """What every task's transactional id starts with: the ACLs grant the processors this prefix (operate.acls)."""
+    return f"{application_id}-"
+
+
 def transactional_id(application_id: str, partition: int) -> str:
-    return f"{application_id}-{partition}"
+    return f"{transactional_id_prefix(application_id)}{partition}"
 
 
 async def start_producer(

@@ -23,7 +23,6 @@ container, network and volume the test made is removed at the end, also on failu
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -94,50 +93,14 @@ def _own(path: Path, uid: int, mode: int = 0o600) -> None:
 
 
 def component_acls(principals: Mapping[str, str]) -> list[dict[str, str]]:
-    """`pinwheel-connector acls --format json` for these components (component → principal): AclBinding kwargs.
-
-    The one place the test takes its ACLs from. Until the `acls` command (operate/acls.py) is merged, the same
-    bindings are made here by hand from the names' homes (`_acls_by_hand`); then that fallback goes.
-    """
-    if importlib.util.find_spec("operate.acls") is not None:
-        command = [str(CLI), "acls", "--format", "json", "--application-id", APPLICATION_ID]
-        for component, principal in principals.items():
-            command += ["--component", component, "--principal", f"{component}={principal}"]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
-        bindings: list[dict[str, str]] = json.loads(result.stdout)
-        return bindings
-    return _acls_by_hand(principals)
-
-
-def _acls_by_hand(principals: Mapping[str, str]) -> list[dict[str, str]]:
-    from common.topics import TopicSettings
-    from gateway.app import GATEWAY_TOPICS
-    from processors.service import OUTPUT_TOPICS
-    from schemas.topics import all_topics
-
-    def entry(principal: str, restype: str, name: str, operation: str, pattern: str = "LITERAL") -> dict[str, str]:
-        return {"restype": restype, "name": name, "resource_pattern_type": pattern, "principal": principal,
-                "host": "*", "operation": operation, "permission_type": "ALLOW"}  # fmt: skip
-
-    def topics(principal: str, names: Any, *operations: str) -> list[dict[str, str]]:
-        return [entry(principal, "TOPIC", name, op) for name in names for op in operations]
-
-    family = list(catalog.FAMILY_TOPICS.values())
-    changelogs = [catalog.changelog_topic(APPLICATION_ID, store) for store in catalog.STORE_NAMES]
-    topic_names = [spec.name for spec in all_topics(TopicSettings(processor_application_id=APPLICATION_ID))]
-    by_component: dict[str, Callable[[str], list[dict[str, str]]]] = {
-        "gateway": lambda p: topics(p, GATEWAY_TOPICS, "WRITE", "DESCRIBE_CONFIGS"),
-        "processors": lambda p: [
-            entry(p, "GROUP", APPLICATION_ID, "READ"),
-            *topics(p, family, "READ"),
-            *topics(p, changelogs, "READ", "WRITE", "DESCRIBE_CONFIGS"),
-            *topics(p, OUTPUT_TOPICS, "WRITE", "DESCRIBE_CONFIGS"),
-            entry(p, "TRANSACTIONAL_ID", f"{APPLICATION_ID}-", "WRITE", "PREFIXED"),
-        ],
-        "topics": lambda p: topics(p, topic_names, "CREATE", "DESCRIBE", "DESCRIBE_CONFIGS"),
-        "verify": lambda p: topics(p, [catalog.ACCOUNT_UPDATES_TOPIC], "READ"),
-    }
-    return [acl for component, principal in principals.items() for acl in by_component[component](principal)]
+    """`pinwheel-connector acls --format json` for these components (component → principal): AclBinding kwargs,
+    exactly what a user of a managed cluster is told to grant."""
+    command = [str(CLI), "acls", "--format", "json", "--application-id", APPLICATION_ID]
+    for component, principal in principals.items():
+        command += ["--component", component, "--principal", f"{component}={principal}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    bindings: list[dict[str, str]] = json.loads(result.stdout)
+    return bindings
 
 
 def _binding(kwargs: Mapping[str, str]) -> AclBinding:
