@@ -23,12 +23,16 @@ from gateway.settings import GatewaySettings
 class ThreadedServer:
     """A real uvicorn HTTPS server on its own thread and event loop."""
 
-    def __init__(self, settings: GatewaySettings, bootstrap: str, **app_kwargs: Any) -> None:
+    def __init__(self, settings: GatewaySettings, kafka: str | KafkaSettings, **app_kwargs: Any) -> None:
+        """`kafka`: a bootstrap address (plaintext), or the whole client settings (a secured cluster)."""
         self.settings = settings
         # As gateway.server.run: the admin listener's socket bound first, then served by the app's lifespan.
         self.admin_socket = bind_admin(settings.admin_host, settings.admin_port)
         self.app = create_app(
-            settings, KafkaSettings(bootstrap_servers=bootstrap), admin_socket=self.admin_socket, **app_kwargs
+            settings,
+            kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(bootstrap_servers=kafka),
+            admin_socket=self.admin_socket,
+            **app_kwargs,
         )
         config = uvicorn.Config(
             self.app,

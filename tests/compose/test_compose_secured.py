@@ -23,22 +23,19 @@ container, network and volume the test made is removed at the end, also on failu
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -50,7 +47,6 @@ from confluent_kafka.admin import (
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
-from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from connector.local_kafka import LocalKafkaSettings, free_port
 from connector.local_tls import LocalPki
@@ -58,6 +54,7 @@ from schemas import catalog
 from simulator.ledger import read_ledger
 from simulator.verify import expectations
 from tests.compose.test_compose_e2e import CLI, FOREIGN, IMAGES, ROOT, Project, _compose_cli, _say
+from tests.downstream_reader import read_updates
 from tests.kafka_broker import docker_available
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
@@ -342,58 +339,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             _remove_broker(name)
 
 
-# -- the independent downstream reader -------------------------------------------------------------------------
-
-
-def _account_update_decoder() -> Callable[[bytes], dict[str, Any]]:
-    """avro-single-object (`C3 01`, CRC-64-AVRO fingerprint, body) from the .avsc files, with plain fastavro."""
-    by_fingerprint: dict[bytes, Any] = {}
-    for path in sorted((ROOT / "schemas" / "avro").glob("AccountUpdate.v*.avsc")):
-        schema = fastavro.parse_schema(json.loads(path.read_text()), named_schemas={})
-        by_fingerprint[bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))] = schema
-
-    def decode(value: bytes) -> dict[str, Any]:
-        assert value[:2] == b"\xc3\x01", "not avro-single-object"
-        datum = fastavro.schemaless_reader(io.BytesIO(value[10:]), by_fingerprint[value[2:10]], None)
-        assert isinstance(datum, dict)
-        return datum
-
-    return decode
-
-
-def read_updates(config: Mapping[str, Any], run: set[str], expected: frozenset[str], timeout_s: float) -> Counter[str]:
-    """Update ids of the `run`'s events on the updates topic (read_committed, from the start), until every one of
-    `expected` is there and a few quiet seconds pass (a late duplicate would show), or `timeout_s`."""
-    consumer = Consumer(
-        {**config, "group.id": DOWNSTREAM[1], "enable.auto.commit": False, "isolation.level": "read_committed"}
-    )
-    decode = _account_update_decoder()
-    seen: Counter[str] = Counter()
-    try:
-        topic = catalog.ACCOUNT_UPDATES_TOPIC
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        deadline, quiet_until = time.monotonic() + timeout_s, None
-        while time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is None:
-                if expected <= seen.keys():
-                    quiet_until = quiet_until or time.monotonic() + 5
-                    if time.monotonic() > quiet_until:
-                        break
-                continue
-            if message.error():
-                raise KafkaException(message.error())
-            value = message.value()
-            assert value is not None
-            update_id = str(decode(value)["update_id"])
-            if update_id.removesuffix(":timed_out") in run:
-                seen[update_id] += 1
-    finally:
-        consumer.close()
-    return seen
-
-
 def test_compose_up_no_deps_against_a_secured_broker(secured: Secured) -> None:
     project, kafka = secured.project, secured.kafka
     started = time.monotonic()
@@ -430,7 +375,9 @@ def test_compose_up_no_deps_against_a_secured_broker(secured: Secured) -> None:
     expected = expectations(ledger)
     assert expected.updates, "the simulator's ledger expects no update: nothing would be checked"
 
-    seen = read_updates(kafka.client_config(DOWNSTREAM[1]), set(ledger.events), expected.updates, timeout_s=180)
+    seen = read_updates(
+        kafka.client_config(DOWNSTREAM[1]) | {"group.id": DOWNSTREAM[1]}, set(ledger.events), expected.updates, 180
+    )
     duplicated = {u for u, n in seen.items() if n > 1}
     lost = expected.updates - set(seen)
     _say(f"downstream reader: {len(seen)} updates of {len(expected.updates)} expected, "
