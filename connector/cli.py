@@ -24,6 +24,7 @@ from connector.local_registry import LocalRegistry, LocalRegistryError, LocalReg
 from connector.run import main as run_main
 from gateway.__main__ import main as gateway_main
 from operate.cli import add_commands, processor_reset_command
+from operate.watchdog import watchdog_command
 from processors.runtime.engine import MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.service import run
@@ -150,6 +151,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _webhooks(args: argparse.Namespace) -> int:
     return webhooks_command(args)
+
+
+def _watchdog(args: argparse.Namespace) -> int:
+    return watchdog_command()
 
 
 def _seconds(value: str) -> float:
@@ -318,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--version", default=None, help="new webhook API version")
     delete = actions.add_parser("delete", help="delete a webhook", parents=[as_json])
     delete.add_argument("id", help="webhook id")
+
+    watchdog = sub.add_parser(
+        "watchdog",
+        help="check the Pinwheel webhook subscription periodically, with metrics for its alerts "
+        "(WATCHDOG_* and PINWHEEL_API_* settings)",
+    )
+    watchdog.set_defaults(func=_watchdog)
 
     add_commands(sub, processor, waits)
     return parser

@@ -14,6 +14,8 @@ from connector.local_kafka import LocalKafkaSettings
 from connector.local_registry import LocalRegistrySettings
 from connector.run import RunSettings
 from gateway.settings import GatewaySettings
+from operate.watchdog import WatchdogSettings
+from processors.readiness import ReadinessSettings
 from processors.runtime.settings import ProcessorSettings
 from schemas.settings import SchemaSettings
 from simulator.settings import SimulatorSettings
@@ -25,13 +27,15 @@ def settings_classes() -> list[tuple[str, type[BaseSettings]]]:
         ("Kafka connection (every service)", KafkaSettings),
         ("Gateway", GatewaySettings),
         ("Processors", ProcessorSettings),
+        ("Readiness (processors and watchdog)", ReadinessSettings),
         ("Schemas and wire format", SchemaSettings),
         ("Topics (`pinwheel-connector topics`)", TopicSettings),
         ("Local broker (`make kafka`, tests, `make run`)", LocalKafkaSettings),
         ("Local schema registry (`pinwheel-connector registry`, tests)", LocalRegistrySettings),
         ("Simulator (`pinwheel-connector simulate`)", SimulatorSettings),
         ("`make run` (`pinwheel-connector run`)", RunSettings),
-        ("Pinwheel API (`pinwheel-connector webhooks`)", PinwheelApiSettings),
+        ("Pinwheel API (`pinwheel-connector webhooks`, `pinwheel-connector watchdog`)", PinwheelApiSettings),
+        ("Subscription watchdog (`pinwheel-connector watchdog`)", WatchdogSettings),
     ]
 
 

@@ -7,10 +7,14 @@ process then writes its values to files there and /metrics of any worker sums up
 from __future__ import annotations
 
 import os
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Request outcomes of a signed delivery that was accepted (answered 200).
+DELIVERED = frozenset({"published", "spooled"})
 
 # Publish latency: from the verified body to the broker's acknowledgement (or the spool's fsync).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0)
@@ -86,6 +90,17 @@ class GatewayMetrics:
             registry=r,
         )
 
+        # When the last signed delivery was accepted (published or spooled); starts at the process's start, so a
+        # fresh gateway does not look silent. The subscription watchdog's alert compares it with
+        # WATCHDOG_MAX_SILENCE_S (deploy/prometheus/alerts.yml, PinwheelNoDeliveries).
+        self.last_delivery = Gauge(
+            "gateway_last_delivery_timestamp_seconds",
+            "Unix time of the last signed delivery accepted (published or spooled), else of the gateway's start.",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.last_delivery.set(time.time())
+
         # Children of the two per-request series, bound on first use: labels() validates the names, builds
         # the key and takes the metric's lock on every call.
         self._request_children: dict[tuple[str, str], Counter] = {}
@@ -96,6 +111,8 @@ class GatewayMetrics:
         if child is None:
             child = self._request_children[(outcome, reason)] = self.requests.labels(outcome=outcome, reason=reason)
         child.inc()
+        if outcome in DELIVERED:
+            self.last_delivery.set(time.time())
 
     def count_connection_dropped(self, reason: str) -> None:
         self.connections_dropped.labels(reason=reason).inc()

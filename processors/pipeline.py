@@ -22,13 +22,22 @@ from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SER
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.join import JobState
-from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, DeadLetter, Output
+from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, DeadLetter, Output, ReadinessUpdate
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
+from processors.logic.readiness import ReadinessRule
 from processors.logic.stores import Stores
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
-from processors.wire import Delivery, Headers, dead_letter_record, output_headers, state_datum, update_datum
+from processors.wire import (
+    Delivery,
+    Headers,
+    dead_letter_record,
+    output_headers,
+    readiness_datum,
+    state_datum,
+    update_datum,
+)
 from schemas import catalog
 from schemas.codec import Codec, DecodeError, RegistryError
 from schemas.envelope import PayloadError, parse_body
@@ -130,11 +139,12 @@ def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
     return stores, [jobs, accounts]
 
 
-def logic_config(settings: ProcessorSettings) -> LogicConfig:
+def logic_config(settings: ProcessorSettings, readiness: ReadinessRule | None = None) -> LogicConfig:
     return LogicConfig(
         dedupe_retention=timedelta(hours=settings.dedupe_retention_h),
         pending_timeout=timedelta(hours=settings.pending_timeout_h),
         timeout_grace=timedelta(seconds=settings.timeout_grace_s),
+        readiness=readiness,
     )
 
 
@@ -289,6 +299,13 @@ class AccountPipeline:
                 # A snapshot carries the headers of the update that produced it: the last event applied.
                 headers = update_headers.get(output.key) or self._headers(None, None, None)
                 self._snapshots[output.key] = (output, headers)
+            elif isinstance(output, ReadinessUpdate):
+                value = self.codec.encode(catalog.ACCOUNT_READINESS_TOPIC, readiness_datum(output))
+                headers = update_headers.get(output.key) or self._headers(
+                    output.trigger.event_id, output.trigger.event_type, delivery
+                )
+                self.ctx.emit(OutRecord(catalog.ACCOUNT_READINESS_TOPIC, output.key.encode(), value, headers))
+                self.counters.outputs[f"account_readiness:{output.verdict.status}"] += 1
             elif isinstance(output, DeadLetter):
                 if record is None or delivery is None:
                     log.error("dead letter without a source record", extra={"reason": output.reason})

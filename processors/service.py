@@ -31,7 +31,9 @@ from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, Verd
 from common.kafka_wait import wait_for_kafka
 from common.settings import KafkaSettings
 from processors.lag import LagMonitor
+from processors.logic.readiness import ReadinessRule
 from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
+from processors.readiness import ReadinessSettings
 from processors.runtime.engine import Engine, EngineStats, MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import TaskContext, TaskProcessor
@@ -51,7 +53,12 @@ MISSING_TOPICS_HINT = (
 )
 
 
-OUTPUT_TOPICS = (catalog.ACCOUNT_UPDATES_TOPIC, catalog.ACCOUNT_STATE_TOPIC, catalog.DEADLETTER_TOPIC)
+OUTPUT_TOPICS = (
+    catalog.ACCOUNT_UPDATES_TOPIC,
+    catalog.ACCOUNT_STATE_TOPIC,
+    catalog.ACCOUNT_READINESS_TOPIC,
+    catalog.DEADLETTER_TOPIC,
+)
 
 
 def required_topics(settings: ProcessorSettings) -> list[str]:
@@ -81,9 +88,11 @@ def build_engine(
     schema: SchemaSettings,
     counters: PipelineCounters,
     codec: Codec | None = None,
+    readiness: ReadinessRule | None = None,
 ) -> Engine:
+    """The engine of the account pipeline; ``readiness``: the rule judged (``READINESS_RULE``), None for none."""
     codec = codec or build_codec(schema)
-    config = logic_config(settings)
+    config = logic_config(settings, readiness)
 
     def factory(ctx: TaskContext) -> TaskProcessor:
         return AccountPipeline(ctx, codec, config, counters)
@@ -182,8 +191,7 @@ def _lag_metrics(monitor: LagMonitor) -> Iterator[GaugeMetricFamily]:
 
 def output_topics(engine: Engine) -> list[str]:
     """Every topic the processors write: their outputs and their changelogs."""
-    outputs = [catalog.ACCOUNT_UPDATES_TOPIC, catalog.ACCOUNT_STATE_TOPIC, catalog.DEADLETTER_TOPIC]
-    return [*outputs, *engine.changelogs.values()]
+    return [*OUTPUT_TOPICS, *engine.changelogs.values()]
 
 
 def not_ready_reason(stats: EngineStats) -> str:
@@ -239,12 +247,14 @@ async def serve(
     kafka: KafkaSettings | None = None,
     schema: SchemaSettings | None = None,
     stop: asyncio.Event | None = None,
+    readiness: ReadinessSettings | None = None,
 ) -> None:
     kafka = kafka or KafkaSettings()
     counters = PipelineCounters()
     schema = schema or SchemaSettings()
+    rule = (readiness or ReadinessSettings()).parsed()
     codec = build_codec(schema)
-    engine = build_engine(settings, kafka, schema, counters, codec)
+    engine = build_engine(settings, kafka, schema, counters, codec, rule)
     watcher = asyncio.create_task(keep_registered(codec, schema.registry_recheck_s))
     try:
         await serve_engine(
@@ -366,8 +376,9 @@ def run(settings: ProcessorSettings | None = None) -> None:
     unreachable for `KAFKA_STARTUP_TIMEOUT_S` exits 1, a crash is one JSON log record and exits 1.
     MissingTopicsError and a bad setting (ValidationError) are the caller's to report."""
     config = settings or ProcessorSettings()
+    readiness = ReadinessSettings()  # a bad READINESS_RULE exits 2 before anything starts
     try:
-        run_until_signal(config, lambda stop: serve(config, stop=stop))
+        run_until_signal(config, lambda stop: serve(config, stop=stop, readiness=readiness))
     except RegistryError as exc:  # lookup-only and a schema missing, or a schema the registry refuses
         print(f"processor: schema registry: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,10 +1,11 @@
 """The wire shape of every record the processors write: its Avro datum, key and headers, for each output topic.
 
-The logic returns typed values (``AccountUpdate``, ``AccountStateSnapshot``, ``DeadLetter``); only this module
-knows how they look on ``pinwheel.account_updates.v1``, ``pinwheel.account_state.v1`` and
-``pinwheel.deadletter.v1``: field names, times as epoch microseconds (exactly what Avro ``timestamp-micros``
-stores, so fastavro writes the ints as they are), union branches named up front, and the headers that say
-which Pinwheel delivery a record comes from (docs/wire-format.md).
+The logic returns typed values (``AccountUpdate``, ``AccountStateSnapshot``, ``ReadinessUpdate``,
+``DeadLetter``); only this module knows how they look on ``pinwheel.account_updates.v1``,
+``pinwheel.account_state.v1``, ``pinwheel.account_readiness.v1`` and ``pinwheel.deadletter.v1``: field names,
+times as epoch microseconds (exactly what Avro ``timestamp-micros`` stores, so fastavro writes the ints as they
+are), union branches named up front, and the headers that say which Pinwheel delivery a record comes from
+(docs/wire-format.md).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from processors.logic.account_table import AccountState, Recommendation, SyncProgress
 from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome
-from processors.logic.outputs import AccountUpdate
+from processors.logic.outputs import AccountUpdate, ReadinessUpdate
 from schemas.deadletter import build_dead_letter, dead_letter_key
 from schemas.envelope import record_headers
 
@@ -156,6 +157,29 @@ def update_datum(update: AccountUpdate) -> dict[str, Any]:
         "trigger": envelope_datum(update.trigger),
         "outcome": None if update.outcome is None else (_JOB_OUTCOME, outcome_datum(update.outcome)),
         "account": context_datum(update.account),
+    }
+
+
+def readiness_datum(update: ReadinessUpdate) -> dict[str, Any]:
+    """The record of ``pinwheel.account_readiness.v1``."""
+    verdict = update.verdict
+    return {
+        "readiness_id": update.readiness_id,
+        "account_id": update.account_id,
+        "status": verdict.status,
+        "reason": verdict.reason,
+        "blocked_by": verdict.blocked_by,
+        "error_code": verdict.error_code,
+        "error_type": verdict.error_type,
+        "rule": update.rule,
+        "met": list(verdict.met),
+        "missing": list(verdict.missing),
+        "started_at": verdict.started_at_us,
+        "ready_at": verdict.ready_at_us,
+        "time_to_ready_ms": verdict.time_to_ready_ms,
+        "decided_at": verdict.decided_at_us,
+        "account_version": update.account.version,
+        "trigger": envelope_datum(update.trigger),
     }
 
 

@@ -33,6 +33,8 @@ FAMILY_TOPICS: Mapping[Family, str] = MappingProxyType({family: topic_for(family
 ACCOUNT_UPDATES_TOPIC = "pinwheel.account_updates.v1"
 ACCOUNT_STATE_TOPIC = "pinwheel.account_state.v1"
 DEADLETTER_TOPIC = "pinwheel.deadletter.v1"
+ACCOUNT_READINESS_TOPIC = "pinwheel.account_readiness.v1"
+"""`account_ready` / `account_blocked` alone (docs/consuming.md "Readiness"): what a decision service subscribes to."""
 
 DEDUPE_STORE = "dedupe"
 JOBS_STORE = "jobs"
@@ -123,6 +125,26 @@ JOB_OUTCOMES: frozenset[str] = FINAL_OUTCOMES | {PENDING}
 """The values of a job event's `outcome`: `pending` is resolved later by a `success` or `error`."""
 TIMED_OUT = "timed_out"
 """The outcome the processors publish for a pending job whose final never came (not a Pinwheel value)."""
+
+ACCOUNT_READY = "account_ready"
+ACCOUNT_BLOCKED = "account_blocked"
+READINESS_STATUSES = (ACCOUNT_READY, ACCOUNT_BLOCKED)
+BLOCKED_ERROR = "error"
+BLOCKED_TIMEOUT = "timeout"
+BLOCKED_USER_ACTION = "user_action_required"
+BLOCKED_REASONS = (BLOCKED_ERROR, BLOCKED_TIMEOUT, BLOCKED_USER_ACTION)
+"""Why an account is blocked: a required job failed (`error`), timed out (`timeout`), or Pinwheel needs the user
+to log in again (`user_action_required`, the monitoring status of that name)."""
+USER_ACTION_REQUIRED = "user_action_required"
+"""The `account.monitoring_status.updated` status that needs the user back in Link (On Demand Updates)."""
+
+DEFAULT_READINESS_RULE = "income.added, employment.added, paystubs.thirty_days_synced"
+"""The readiness rule when `READINESS_RULE` is unset: income and employment succeeded and 30 days of paystubs
+are synced (docs/consuming.md "Readiness")."""
+
+SUBSCRIPTION_BASE_EVENTS: frozenset[str] = frozenset({ACCOUNT_ADDED, ACCOUNT_MONITORING_STATUS_UPDATED})
+"""Event types every deployment needs in its Pinwheel subscription besides those of its readiness rule: the account
+table's identity and the monitoring status that blocks readiness (`user_action_required`)."""
 
 OCCURRED_AT_FIELDS: Mapping[str, str] = MappingProxyType(
     {ACCOUNT_ADDED: "created_at", ACCOUNT_MONITORING_STATUS_UPDATED: "updated_at"}

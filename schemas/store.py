@@ -19,6 +19,7 @@ from typing import Any, cast
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from schemas.catalog import (
+    ACCOUNT_READINESS_TOPIC,
     ACCOUNT_STATE_TOPIC,
     ACCOUNT_UPDATES_TOPIC,
     DEADLETTER_TOPIC,
@@ -43,6 +44,7 @@ TOPIC_RECORDS: Mapping[str, str] = MappingProxyType(
         **{FAMILY_TOPICS[family]: record for family, record in FAMILY_RECORDS.items()},
         ACCOUNT_UPDATES_TOPIC: "pinwheel.AccountUpdate",
         ACCOUNT_STATE_TOPIC: "pinwheel.AccountState",
+        ACCOUNT_READINESS_TOPIC: "pinwheel.AccountReadiness",
         DEADLETTER_TOPIC: "pinwheel.DeadLetter",
     }
 )

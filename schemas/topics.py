@@ -1,6 +1,6 @@
 """Every topic the connector reads or writes, declared once (common/topics.py creates and checks them).
 
-The family topics, the account update and state topics and the dead-letter topic are named in `catalog`;
+The family topics, the account update, state and readiness topics and the dead-letter topic are named in `catalog`;
 the processors' state stores (`catalog.STORE_NAMES`) each have a compacted changelog named by
 `catalog.changelog_topic`.
 """
@@ -43,6 +43,7 @@ def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:
     specs += [
         TopicSpec(catalog.ACCOUNT_UPDATES_TOPIC, s.partitions, dict(retention), None, rf, min_isr),
         TopicSpec(catalog.ACCOUNT_STATE_TOPIC, s.partitions, dict(compacted), None, rf, min_isr),
+        TopicSpec(catalog.ACCOUNT_READINESS_TOPIC, s.partitions, dict(retention), None, rf, min_isr),
         TopicSpec(catalog.DEADLETTER_TOPIC, s.partitions, dict(deadletter), None, rf, min_isr),
     ]
     return specs

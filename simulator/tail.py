@@ -21,11 +21,13 @@ TOPICS: tuple[str, ...] = (
     *catalog.FAMILY_TOPICS.values(),
     catalog.ACCOUNT_UPDATES_TOPIC,
     catalog.ACCOUNT_STATE_TOPIC,
+    catalog.ACCOUNT_READINESS_TOPIC,
     catalog.DEADLETTER_TOPIC,
 )
 ALIASES: Mapping[str, str] = {
     "updates": catalog.ACCOUNT_UPDATES_TOPIC,
     "state": catalog.ACCOUNT_STATE_TOPIC,
+    "readiness": catalog.ACCOUNT_READINESS_TOPIC,
     "deadletter": catalog.DEADLETTER_TOPIC,
     **{family.value: topic for family, topic in catalog.FAMILY_TOPICS.items()},
 }
@@ -78,6 +80,9 @@ def table_line(topic: str, key: bytes | None, datum: Mapping[str, Any]) -> str:
         return update_line(datum)
     if topic == catalog.ACCOUNT_STATE_TOPIC:
         return f"{str(datum.get('account_id', ''))[:8]}  state  last_change={datum.get('last_change', '')}"
+    if topic == catalog.ACCOUNT_READINESS_TOPIC:
+        why = f"{datum.get('reason') or ''} {datum.get('blocked_by') or ''}"
+        return f"{str(datum.get('account_id', ''))[:8]}  {datum.get('status', '')}  {why}".rstrip()
     if topic == catalog.DEADLETTER_TOPIC:
         return f"{_short(datum.get('event_id'), 36):<36} {datum.get('stage', '')}  {datum.get('reason', '')}"
     k = key.decode(errors="replace") if key else ""

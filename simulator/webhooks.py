@@ -16,15 +16,16 @@ import argparse
 import ipaddress
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any, Final
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.settings import settings_error_text
+from common.settings import check_secret, secret_value, settings_error_text
 from schemas.catalog import KNOWN_EVENT_TYPES
 
 STATUSES: Final = ("active", "paused")
@@ -43,10 +44,24 @@ class PinwheelApiSettings(BaseSettings):
     secret: SecretStr | None = Field(
         default=None, description="API secret sent as X-API-SECRET; never printed or logged.", repr=False
     )
+    secret_file: Path | None = Field(
+        default=None,
+        description="File holding PINWHEEL_API_SECRET instead (a container secret; read on every check, so a "
+        "rotated file is picked up). The watchdog's way.",
+    )
     version: str = Field(
         default="2023-11-22", description="Pinwheel-Version header, and the default version of new webhooks."
     )
     timeout_s: float = Field(default=15.0, gt=0, description="Timeout of each API call, in seconds.")
+
+    @model_validator(mode="after")
+    def _check_secret(self) -> PinwheelApiSettings:
+        check_secret(self.secret, self.secret_file, "PINWHEEL_API_SECRET", required=False)
+        return self
+
+    def secret_value(self) -> str | None:
+        """The secret, from its file (read now) or the environment."""
+        return secret_value(self.secret, self.secret_file, "PINWHEEL_API_SECRET")
 
 
 class WebhookError(Exception):
@@ -178,8 +193,9 @@ def next_cursor(payload: Any) -> str | None:
 
 class WebhookClient:
     def __init__(self, settings: PinwheelApiSettings, transport: httpx.BaseTransport | None = None) -> None:
-        if settings.secret is None or not settings.secret.get_secret_value():
-            raise InvalidRequest("set PINWHEEL_API_SECRET to your Pinwheel API secret")
+        secret = settings.secret_value()
+        if not secret:
+            raise InvalidRequest("set PINWHEEL_API_SECRET (or PINWHEEL_API_SECRET_FILE) to your Pinwheel API secret")
         self.settings = settings
         self.base = check_base_url(settings.base_url)
         self.client = httpx.Client(
@@ -187,7 +203,7 @@ class WebhookClient:
             timeout=settings.timeout_s,
             transport=transport,
             headers={
-                "X-API-SECRET": settings.secret.get_secret_value(),
+                "X-API-SECRET": secret,
                 "Pinwheel-Version": settings.version,
                 "Accept": "application/json",
             },

@@ -21,8 +21,16 @@ from processors.logic.events import (
     event_from_webhook,
 )
 from processors.logic.join import JobOutcome, JobState
-from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, DeadLetter, Output
+from processors.logic.outputs import (
+    AccountStateSnapshot,
+    AccountUpdate,
+    Change,
+    DeadLetter,
+    Output,
+    ReadinessUpdate,
+)
 from processors.logic.processor import AccountProcessor
+from processors.logic.readiness import ReadinessRule, Verdict, parse_rule
 from processors.logic.stores import (
     InMemoryStore,
     KeyValueStore,
@@ -51,12 +59,16 @@ __all__ = [
     "LogicConfig",
     "OrderedKeyValueStore",
     "Output",
+    "ReadinessRule",
+    "ReadinessUpdate",
     "Recommendation",
     "Serde",
     "StateCodecError",
     "Stores",
     "SyncProgress",
+    "Verdict",
     "event_from_payload",
     "event_from_webhook",
     "in_memory_stores",
+    "parse_rule",
 ]

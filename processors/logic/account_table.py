@@ -62,6 +62,23 @@ _DEEPEST_FIRST: Final = tuple(
 )
 
 _NO_JOBS: Final[Mapping[str, JobOutcome]] = {}
+_NO_TIMES: Final[Mapping[str, int]] = {}
+
+
+class Readiness(NamedTuple):
+    """Where the account stands against the deployment's readiness rule (processors/logic/readiness.py).
+
+    ``status`` None: waiting (nothing said yet, or blocked no more). ``account_ready`` is final: later refreshes
+    and failures are account updates, not readiness. ``met`` keeps when each requirement was first met (payload
+    time), so a later pending of a refresh job does not un-meet it.
+    """
+
+    status: str | None = None  # None | account_ready | account_blocked
+    reason: str | None = None  # blocked: error | timeout | user_action_required
+    blocked_by: str | None = None  # blocked: the requirement (event type), or the monitoring status event
+    met: Mapping[str, int] = _NO_TIMES  # requirement (event type) -> payload time first met
+    first_seen_us: int | None = None  # earliest payload time of an event applied to the account
+    decided_at_us: int | None = None  # stream time of the last readiness update
 
 
 class AccountState(NamedTuple):
@@ -94,6 +111,8 @@ class AccountState(NamedTuple):
     last_change: str | None = None
     #: Stream time of the last update (received_at of the event, or the deadline of a timeout).
     updated_at_us: int | None = None
+    #: Readiness against the deployment's rule (None: no rule, or nothing evaluated yet).
+    readiness: Readiness | None = None
 
 
 def _str(value: object) -> str | None:

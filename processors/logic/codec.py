@@ -19,7 +19,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import orjson
 
-from processors.logic.account_table import AccountState, Recommendation, SyncProgress
+from processors.logic.account_table import AccountState, Readiness, Recommendation, SyncProgress
 from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome, JobState, OpenJob
 
@@ -95,6 +95,7 @@ _JOBS: Final = AccountState._fields.index("jobs")
 _PLATFORMS: Final = AccountState._fields.index("additional_platforms")
 _PAYSTUBS: Final = AccountState._fields.index("paystubs")
 _SHIFTS: Final = AccountState._fields.index("shifts")
+_READINESS: Final = AccountState._fields.index("readiness")
 _ADDED_IDS: Final = SyncProgress._fields.index("added_ids")
 _DELETED_IDS: Final = SyncProgress._fields.index("deleted_ids")
 
@@ -113,6 +114,7 @@ def account_state_to_bytes(state: AccountState) -> bytes:
     body[_PLATFORMS] = [tuple(r) for r in state.additional_platforms]
     body[_PAYSTUBS] = None if state.paystubs is None else list(state.paystubs)
     body[_SHIFTS] = None if state.shifts is None else list(state.shifts)
+    body[_READINESS] = None if state.readiness is None else list(state.readiness)
     return b"\x01" + orjson.dumps(body)
 
 
@@ -124,6 +126,8 @@ def account_state_from_bytes(data: bytes) -> AccountState:
     raw[_PLATFORMS] = tuple(Recommendation(*r) for r in raw[_PLATFORMS])
     raw[_PAYSTUBS] = _sync_from_list(raw[_PAYSTUBS])
     raw[_SHIFTS] = _sync_from_list(raw[_SHIFTS])
+    if len(raw) > _READINESS and raw[_READINESS] is not None:  # appended field: older values lack it
+        raw[_READINESS] = Readiness(*raw[_READINESS])
     return AccountState(*raw)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from processors.logic.readiness import ReadinessRule
+
 
 @dataclass(frozen=True, slots=True)
 class LogicConfig:
@@ -25,6 +27,8 @@ class LogicConfig:
     max_clock_skew: timedelta = timedelta(minutes=5)
     #: Cap on the added/deleted id lists kept per sync dataset in the account state (most recent kept).
     max_sync_ids: int = 50
+    #: The deployment's readiness rule (``READINESS_RULE``); None: no readiness updates.
+    readiness: ReadinessRule | None = None
 
     def __post_init__(self) -> None:
         for name in ("dedupe_retention", "pending_timeout", "dedupe_bucket"):

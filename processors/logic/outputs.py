@@ -12,6 +12,7 @@ from typing import NamedTuple
 from processors.logic.account_table import AccountState
 from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome
+from processors.logic.readiness import Verdict
 
 
 class Change(StrEnum):
@@ -71,4 +72,19 @@ class DeadLetter(NamedTuple):
         return self.event_id
 
 
-Output = AccountUpdate | AccountStateSnapshot | DeadLetter
+class ReadinessUpdate(NamedTuple):
+    """One record of ``pinwheel.account_readiness.v1`` (key: account_id): the account became ready or blocked."""
+
+    readiness_id: str  # "<update_id>:<status>": the account update that decided it, then the verdict
+    account_id: str
+    verdict: Verdict
+    rule: str  # the rule it was judged against (normalised text)
+    trigger: EventEnvelope  # the event of the deciding update (for a timeout, the job's first pending)
+    account: AccountState  # the account after the change
+
+    @property
+    def key(self) -> str:
+        return self.account_id
+
+
+Output = AccountUpdate | AccountStateSnapshot | ReadinessUpdate | DeadLetter

@@ -36,7 +36,8 @@ from processors.logic.keys import (
     due_prefix,
     join_key,
 )
-from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, DeadLetter, Output
+from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, DeadLetter, Output, ReadinessUpdate
+from processors.logic.readiness import assess
 from processors.logic.stores import Stores
 from processors.logic.timeutil import opt_from_us, span_us, to_us
 from schemas import catalog
@@ -63,6 +64,7 @@ class AccountProcessor:
         "_max_ids",
         "_next_due",
         "_retention_us",
+        "_rule",
         "_skew_us",
         "_timers",
         "_window_us",
@@ -81,6 +83,7 @@ class AccountProcessor:
         self._window_us = span_us(config.pending_timeout + config.timeout_grace)
         self._max_ids = config.max_sync_ids
         self._skew_us = span_us(config.max_clock_skew)
+        self._rule = config.readiness
         self._clock: int | None = _UNLOADED
         self._next_due = _UNLOADED
         #: Observability only (never affects outputs): duplicate, dead_letter, stale_pending, timed_out, ...
@@ -253,7 +256,7 @@ class AccountProcessor:
             state = apply_sync(state, event_type, event.payload, event.job_id, occurred_us, self._max_ids)
         job_outcome = result.outcome
         jobs = None if job_outcome is None else merge_outcome(state.jobs, job_outcome)
-        self._emit(event, envelope, change, job_outcome, state, received_us, out, jobs)
+        self._emit(event, envelope, change, job_outcome, state, received_us, occurred_us, out, jobs)
 
     def _process_account_event(self, event: Event, received_us: int, out: list[Output]) -> None:
         change = _ACCOUNT_CHANGES.get(event.event_type, Change.EVENT_RECORDED)
@@ -266,7 +269,7 @@ class AccountProcessor:
             state = apply_monitoring_status(state, event.payload, at_us)
         elif change is Change.CONNECTIONS_RECOMMENDED:
             state = apply_recommendations(state, event.payload, received_us)
-        self._emit(event, EventEnvelope.of(event, received_us), change, None, state, received_us, out)
+        self._emit(event, EventEnvelope.of(event, received_us), change, None, state, received_us, at_us, out)
 
     def _emit(
         self,
@@ -276,6 +279,7 @@ class AccountProcessor:
         outcome: JobOutcome | None,
         state: AccountState,
         received_us: int,
+        occurred_us: int,
         out: list[Output],
         jobs: Mapping[str, JobOutcome] | None = None,
     ) -> None:
@@ -290,9 +294,30 @@ class AccountProcessor:
             end_user_id=end_user if isinstance(end_user, str) and end_user else None,
             jobs=jobs,
         )
+        state, readiness = self._judge(envelope.event_id, envelope, state, occurred_us)
         self._accounts.put(state.account_id, state)
         out.append(AccountUpdate(envelope.event_id, state.account_id, change, envelope, outcome, state))
         out.append(AccountStateSnapshot(state))
+        if readiness is not None:
+            out.append(readiness)
+
+    def _judge(
+        self, update_id: str, envelope: EventEnvelope, state: AccountState, occurred_us: int
+    ) -> tuple[AccountState, ReadinessUpdate | None]:
+        """The readiness rule applied to the state an update made: the state with its readiness, and the
+        readiness update when the verdict changed (its id derives from the update's: deterministic)."""
+        rule = self._rule
+        if rule is None:
+            return state, None
+        now_us = state.updated_at_us if state.updated_at_us is not None else occurred_us
+        readiness, verdict = assess(rule, state, occurred_us=occurred_us, now_us=now_us)
+        if readiness != state.readiness:
+            state = state._replace(readiness=readiness)
+        if verdict is None:
+            return state, None
+        self.counters[verdict.status] += 1
+        update = ReadinessUpdate(f"{update_id}:{verdict.status}", state.account_id, verdict, rule.text, envelope, state)
+        return state, update
 
     # -- timers --------------------------------------------------------------------------------------
 
@@ -316,7 +341,10 @@ class AccountProcessor:
             end_user_id=None,
             jobs=merge_outcome(state.jobs, result.outcome),
         )
-        self._accounts.put(account_id, state)
         update_id = f"{first.event_id}:timed_out"
+        state, readiness = self._judge(update_id, first, state, result.outcome.as_of_us)
+        self._accounts.put(account_id, state)
         out.append(AccountUpdate(update_id, account_id, Change.JOB_TIMED_OUT, first, result.outcome, state))
         out.append(AccountStateSnapshot(state))
+        if readiness is not None:
+            out.append(readiness)

@@ -15,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+WATCHDOG = {"WATCHDOG_GATEWAY_URL": "https://gw.example.com/webhooks/pinwheel"}
+
 CASES = [
     (
         ["processor"],
@@ -50,11 +52,27 @@ CASES = [
     (["simulate"], {"SIMULATOR_PENDING_RATE": "2"}, "SIMULATOR_PENDING_RATE", "less than or equal to 1"),
     (["gateway"], {"GATEWAY_PORT": "s3cr3t-port"}, "GATEWAY_PORT", "valid integer"),
     (["webhooks", "list"], {"PINWHEEL_API_TIMEOUT_S": "-1"}, "PINWHEEL_API_TIMEOUT_S", "greater than 0"),
+    (["processor"], {"READINESS_RULE": "account.added"}, "READINESS_RULE", "not a job or sync event type"),
+    (["watchdog"], {}, "WATCHDOG_GATEWAY_URL", "Field required"),
+    (["watchdog"], {"WATCHDOG_GATEWAY_URL": "http://gw.example.com/hook"}, "WATCHDOG_GATEWAY_URL", "https://"),
+    (["watchdog"], {**WATCHDOG, "WATCHDOG_INTERVAL_S": "0"}, "WATCHDOG_INTERVAL_S", "greater than or equal to 1"),
+    (["watchdog"], {**WATCHDOG, "WATCHDOG_EXTRA_EVENTS": "income.addded"}, "WATCHDOG_EXTRA_EVENTS", "unknown event"),
+    (["watchdog"], {**WATCHDOG, "READINESS_RULE": "paystubs"}, "READINESS_RULE", "not a job or sync event type"),
+    (
+        ["watchdog"],
+        {**WATCHDOG, "PINWHEEL_API_SECRET_FILE": "/nonexistent/api-secret"},
+        "PINWHEEL_API_SECRET_FILE",
+        "cannot read",
+    ),
 ]
 
 
 def run_cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PROCESSOR_", "TOPICS_", "RUN_", "GATEWAY_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PROCESSOR_", "TOPICS_", "RUN_", "GATEWAY_", "WATCHDOG_", "READINESS_", "PINWHEEL_API_"))
+    }
     clean["KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:9"  # never reached: the settings fail first
     command = [sys.executable, "-m", "connector.cli", *argv]
     return subprocess.run(

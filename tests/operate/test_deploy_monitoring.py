@@ -2,7 +2,8 @@
 
 Every PromQL expression is parsed (promql-parser) and its metric names collected; the real gateway and the
 real processors run against the test broker, get traffic that makes their labelled series appear (a
-delivery, a 401, a gateway dead letter, a processor dead letter), and their /metrics output is scraped.
+delivery, a 401, a gateway dead letter, a processor dead letter), the subscription watchdog checks the local
+fake of Pinwheel's API, and their /metrics output is scraped.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from operate.watchdog import WatchdogSettings, serve
 from schemas import catalog
+from simulator.webhooks import PinwheelApiSettings
 from tests.gateway.gateway_helpers import OTHER_SECRET, event_body, signed_headers
 from tests.kafka_broker import free_port
 from tests.operate.ops_helpers import ROOT, App
+from tests.simulator.pinwheel_api_fake import API_SECRET, FakePinwheelApi
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "pinwheel-connector.json"
@@ -115,7 +119,19 @@ async def test_dashboard_and_rules_use_only_exported_metrics(
 ) -> None:
     used = set().union(*(metric_names(e) for e in [*rule_exprs().values(), *dashboard_exprs().values()]))
     gateway = start_gateway()
-    health_port = free_port()
+    health_port, watchdog_port = free_port(), free_port()
+    api = FakePinwheelApi().start()
+    hook_url = "https://hooks.lender.example/webhooks/pinwheel"
+    api.add(hook_url, ["account.added", "income.added"])
+    stop_watchdog = asyncio.Event()
+    watchdog = asyncio.create_task(
+        serve(
+            WatchdogSettings(gateway_url=hook_url, interval_s=1, health_port=watchdog_port),
+            PinwheelApiSettings(base_url=api.url, secret=API_SECRET, timeout_s=3),
+            frozenset({"account.added", "employment.added"}),
+            stop_watchdog,
+        )
+    )
     async with (
         httpx.AsyncClient(verify=ssl.create_default_context(cafile=tls_pair[0]), timeout=30) as https,
         httpx.AsyncClient(timeout=10) as http,
@@ -136,7 +152,12 @@ async def test_dashboard_and_rules_use_only_exported_metrics(
             await producer.stop()
 
         # Wait for the series the traffic creates (the lag monitor samples every 5 s, after the assignment).
-        wanted = {"gateway_requests_total", "processor_dead_letters_total", "processor_consumer_lag"}
+        wanted = {
+            "gateway_requests_total",
+            "processor_dead_letters_total",
+            "processor_consumer_lag",
+            "watchdog_subscription_event_enabled",
+        }
         names: set[str] = set()
         sampled: set[str] = set()
         deadline = time.monotonic() + 90
@@ -145,6 +166,7 @@ async def test_dashboard_and_rules_use_only_exported_metrics(
                 texts = [
                     (await https.get(gateway.admin_url + "/metrics")).text,
                     (await http.get(f"http://127.0.0.1:{health_port}/metrics")).text,
+                    (await http.get(f"http://127.0.0.1:{watchdog_port}/metrics")).text,
                 ]
             except httpx.ConnectError:  # the processor opens its port once its topics and schemas are checked
                 await asyncio.sleep(1)
@@ -154,6 +176,14 @@ async def test_dashboard_and_rules_use_only_exported_metrics(
             if wanted <= sampled and used - PROMETHEUS_MADE <= names:
                 break
             await asyncio.sleep(1)
+    stop_watchdog.set()
+    await asyncio.wait_for(watchdog, 20)
+    api.stop()
     assert used - PROMETHEUS_MADE - names == set()
     assert wanted <= sampled
     assert {"gateway_spool_oldest_age_seconds", "processor_consumer_lag", "processor_task_restarts_total"} <= used
+    assert {
+        "watchdog_subscription_paused",
+        "watchdog_subscription_event_enabled",
+        "gateway_last_delivery_timestamp_seconds",
+    } <= used

@@ -3,6 +3,8 @@
 Enforces what Pinwheel documents: X-API-SECRET auth, a Pinwheel-Version header, https endpoints, at least one
 enabled event, status active|paused, at most 10 webhooks per API key, cursor paging (limit 1-100).
 Answers `{"data": ...}` (lists with `meta.next_cursor`) and errors as `{"error": {"code", "message"}}`.
+What Pinwheel does on its own side is a method: `pause` (its pause policy: an endpoint failing for 30 consecutive
+days is set to `status: paused`, and stays so until a PUT sets it back to `active`).
 """
 
 from __future__ import annotations
@@ -149,6 +151,25 @@ class FakePinwheelApi:
     @property
     def hooks(self) -> dict[str, dict[str, Any]]:
         return self.app.state.hooks  # type: ignore[no-any-return]
+
+    def add(self, url: str, events: list[str], status: str = "active", version: str = "2023-11-22") -> str:
+        """A webhook created by some other tool (the dashboard, a script): its id."""
+        now = datetime.now(UTC).isoformat()
+        hook_id = str(uuid.uuid4())
+        self.hooks[hook_id] = {
+            "id": hook_id,
+            "url": url,
+            "status": status,
+            "enabled_events": list(events),
+            "version": version,
+            "created_at": now,
+            "last_updated": now,
+        }
+        return hook_id
+
+    def pause(self, hook_id: str) -> None:
+        """Pinwheel's pause policy: 30 consecutive days of failed deliveries set the endpoint to `paused`."""
+        self.hooks[hook_id] |= {"status": "paused", "last_updated": datetime.now(UTC).isoformat()}
 
     def stop(self) -> None:
         self.server.should_exit = True

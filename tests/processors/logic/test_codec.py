@@ -15,7 +15,7 @@ from processors.logic import (
     Serde,
     StateCodecError,
 )
-from processors.logic.account_table import AccountState, Recommendation, SyncProgress
+from processors.logic.account_table import AccountState, Readiness, Recommendation, SyncProgress
 from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome, JobState, OpenJob
 from processors.wire import state_datum
@@ -60,6 +60,7 @@ syncs = st.builds(
     st.booleans(),
     opt_text,
 )
+readiness = st.builds(Readiness, opt_text, opt_text, opt_text, st.dictionaries(text, us, max_size=3), opt_us, opt_us)
 accounts = st.builds(
     AccountState,
     text,
@@ -82,6 +83,7 @@ accounts = st.builds(
     opt_us,
     opt_text,
     opt_us,
+    st.none() | readiness,
 )
 
 
