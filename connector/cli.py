@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import shlex
 import sys
@@ -208,15 +209,37 @@ def _wait_for_kafka(args: argparse.Namespace) -> None:
     asyncio.run(wait_for_kafka(kafka, timeout_s=timeout_s, log_every_s=None))  # quiet: the outcome is one line
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("pinwheel-kafka-connector")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a usage error, exit 2, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pinwheel-connector", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     waits = _kafka_timeout()
 
     kafka = sub.add_parser("kafka", help="run the local Apache Kafka, one node or a cluster (no Docker)")
     kafka.add_argument("action", choices=["start", "stop", "status", "reset", "fetch"])
     kafka.add_argument(
-        "--nodes", type=int, default=None, help="a KRaft cluster of this many nodes (default: the recorded one, or 1)"
+        "--nodes",
+        type=_positive,
+        default=None,
+        help="a KRaft cluster of this many nodes (default: the recorded one, or 1)",
     )
     kafka.add_argument(
         "--secure",

@@ -51,8 +51,8 @@ def build_config(
     for path in (settings.tls_cert_file, settings.tls_key_file):
         if not path.is_file():
             raise ConfigError(
-                f"TLS file {path} not found; create a self-signed pair with "
-                f"`python -m gateway.tls {settings.tls_cert_file} {settings.tls_key_file}`"
+                f"TLS file {path} not found: mount your certificate and key there (GATEWAY_TLS_CERT_FILE, "
+                "GATEWAY_TLS_KEY_FILE), or create a self-signed pair with `pinwheel-connector gateway --self-signed`"
             )
     soft_fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft_fd_limit != resource.RLIM_INFINITY and settings.max_connections > soft_fd_limit - FD_RESERVE_MIN:

@@ -40,6 +40,14 @@ def simulate_command(args: argparse.Namespace) -> int:
     if settings.secret is None:
         print("simulate: set SIMULATOR_SECRET to the secret the gateway verifies with", file=sys.stderr)
         return 2
+    if settings.ca_file is not None and not settings.ca_file.is_file():
+        print(
+            f"simulate: no CA file {settings.ca_file} to trust the gateway's certificate with: pass --ca-file "
+            "(the gateway's certificate; `pinwheel-connector gateway --self-signed` creates one) or set "
+            "SIMULATOR_CA_FILE empty for the system trust store",
+            file=sys.stderr,
+        )
+        return 2
     try:
         run = asyncio.run(simulate(settings))
     except ValueError as exc:

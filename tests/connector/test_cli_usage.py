@@ -1,0 +1,42 @@
+"""The CLI's own manners, run as a user runs it: `--version`, usage errors exit 2, a missing file is one line."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*argv: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SIMULATOR_", "LOCAL_KAFKA_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "connector.cli", *argv],
+        cwd=cwd, env={**clean, "PYTHONPATH": str(ROOT), **(env or {})}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"pinwheel-connector {importlib.metadata.version('pinwheel-kafka-connector')}"
+
+
+def test_a_usage_error_exits_2() -> None:
+    result = run_cli("kafka", "status", "--nodes", "0")
+    assert result.returncode == 2
+    assert "argument --nodes: expected at least 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_simulate_without_the_gateways_certificate_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("simulate", "--accounts", "1", env={"SIMULATOR_SECRET": "x"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "simulate: no CA file var/tls/gateway.crt to trust the gateway's certificate with: pass --ca-file (the "
+        "gateway's certificate; `pinwheel-connector gateway --self-signed` creates one) or set SIMULATOR_CA_FILE "
+        "empty for the system trust store"
+    ]
