@@ -188,12 +188,16 @@ _COMMAND_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
     "deadletter": (SchemaSettings,),
     "tail": (SchemaSettings,),
     "verify": (SchemaSettings,),
+    "verify-record": (SchemaSettings,),
+    "trace": (SchemaSettings,),
 }
 
 
 def _needs_kafka(args: argparse.Namespace) -> bool:
     if args.command == "processor":
         return bool(args.action == "reset")  # `processor` itself waits as a service does (KAFKA_STARTUP_TIMEOUT_S)
+    if args.command == "verify-record":
+        return args.file is None  # a record read from a file needs no Kafka
     return bool(getattr(args, "waits_for_kafka", False))
 
 

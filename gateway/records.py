@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from gateway.kafka_record import KafkaRecord
+from gateway.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from schemas.catalog import DEADLETTER_TOPIC, Family
 from schemas.codec import SchemaNotResolved
 from schemas.envelope import PayloadError, build_dead_letter, build_family_record, dead_letter_key, record_headers
@@ -99,7 +100,10 @@ def plan(
     received_at: datetime,
     codec: Codec,
 ) -> Planned:
-    """The record for a verified body (never raises for any body)."""
+    """The record for a verified body (never raises for any body).
+
+    `request_headers` (lower-case names): the signature and timestamp headers are kept on the record as
+    received, the provenance `pinwheel-connector verify-record` re-checks."""
     timestamp_ms = int(received_at.timestamp() * 1000)
     reason: str
     detail: str
@@ -112,6 +116,8 @@ def plan(
             pinwheel_version=pinwheel_version,
             sent_at=sent_at,
             received_at=received_at,
+            signature=request_headers.get(SIGNATURE_HEADER),
+            timestamp=request_headers.get(TIMESTAMP_HEADER),
         )
         value, pending = _encode(codec, family_record.topic, family_record.value)
     except PayloadError as exc:

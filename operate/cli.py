@@ -1,4 +1,5 @@
-"""The operator commands of `pinwheel-connector`: `deadletter`, `processor reset`, `spool status`, `acls`.
+"""The operator commands of `pinwheel-connector`: `deadletter`, `processor reset`, `spool status`, `acls`,
+`verify-record`, `trace`.
 
 `connector/cli.py` registers them with `add_commands`.
 """
@@ -30,11 +31,20 @@ from operate.deadletters import (
     read_dead_letters,
     replay,
 )
+from operate.provenance import (
+    FAMILY_TOPIC_NAMES,
+    RecordUnavailable,
+    read_file,
+    read_from_kafka,
+    verify_stored,
+)
 from operate.reset import ResetRefused, plan_reset, reset
 from operate.spool_status import spool_status
+from operate.trace import TraceError, build_trace, collect
 from processors.runtime.settings import ProcessorSettings
 from schemas.codec import Codec, build_codec
 from schemas.settings import SchemaSettings
+from simulator.tail import resolve_topic
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -60,6 +70,22 @@ def _ref(value: str) -> tuple[int, int]:
     if not sep or not partition.isdigit() or not offset.isdigit():
         raise argparse.ArgumentTypeError(f"expected partition:offset (as `deadletter list` prints it), got {value!r}")
     return int(partition), int(offset)
+
+
+def _family_topic(value: str) -> str:
+    try:
+        topic = resolve_topic(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if topic not in FAMILY_TOPIC_NAMES:
+        raise argparse.ArgumentTypeError(f"{topic} is not a family topic: only family records carry a signature")
+    return topic
+
+
+def _non_negative(value: str) -> int:
+    if not value.isascii() or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def add_commands(sub: Any, processor: argparse.ArgumentParser, waits: argparse.ArgumentParser) -> None:
@@ -104,6 +130,37 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser, waits: argparse.A
     spool.set_defaults(func=spool_command)
 
     add_acls_command(sub)
+    verify = sub.add_parser(
+        "verify-record",
+        help="re-verify a family record's Pinwheel signature offline, from its stored bytes and a secret",
+        parents=[waits],
+    )
+    verify.add_argument("--topic", type=_family_topic, help="family topic (name or alias: account, paystubs, ...)")
+    verify.add_argument("--partition", type=_non_negative, help="partition of the record")
+    verify.add_argument("--offset", type=_non_negative, help="offset of the record")
+    verify.add_argument(
+        "--file", type=Path, help="read the record value from this file instead of Kafka (topic from its schema)"
+    )
+    verify.add_argument(
+        "--secret-file",
+        type=Path,
+        help="file with the secret(s), comma- or newline-separated (default: GATEWAY_SECRETS / GATEWAY_SECRETS_FILE)",
+    )
+    verify.set_defaults(func=verify_record_command)
+
+    trace = sub.add_parser(
+        "trace",
+        help="follow an event_id (or every event of an account_id) through the topics: deliveries, dedupe, "
+        "updates, dead letters",
+        parents=[waits],
+    )
+    trace.add_argument("id", help="an event_id or an account_id")
+    trace.add_argument(
+        "--since", type=parse_time, default="24h", help="records logged at or after: ISO-8601 time or 30m, 2h, 7d ago"
+    )
+    trace.add_argument("--until", type=parse_time, help="records logged before: ISO-8601 time or a duration ago")
+    trace.add_argument("--json", action="store_true", help="JSON lines (one per step, then a summary)")
+    trace.set_defaults(func=trace_command)
 
 
 # -- deadletter --------------------------------------------------------------------------------------
@@ -281,3 +338,80 @@ def spool_command(args: argparse.Namespace) -> int:
     else:
         print(status.table())
     return 0
+
+
+# -- verify-record -----------------------------------------------------------------------------------
+
+
+def _secrets(path: Path | None) -> tuple[bytes, ...]:
+    """The secrets of --secret-file, else the gateway's (GATEWAY_SECRETS / GATEWAY_SECRETS_FILE)."""
+    if path is None:
+        return GatewaySettings().secret_bytes()  # a missing secret is a settings error: one line, exit 2
+    text = path.read_text(encoding="utf-8")
+    return tuple(part.strip().encode() for part in text.replace("\n", ",").split(",") if part.strip())
+
+
+def verify_record_command(args: argparse.Namespace) -> int:
+    """Exit 0 verified, 1 not verified, 2 a bad argument or a record that cannot be read."""
+    by_kafka = [args.topic, args.partition, args.offset]
+    if (args.file is None) == all(v is None for v in by_kafka) or (args.file is None and None in by_kafka):
+        print("verify-record: give --topic, --partition and --offset, or --file", file=sys.stderr)
+        return 2
+    try:
+        secrets = _secrets(args.secret_file)
+    except OSError as exc:
+        print(f"verify-record: cannot read {args.secret_file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if not secrets:
+        print(f"verify-record: no secret in {args.secret_file}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        codec = build_codec(SchemaSettings())
+        try:
+            if args.file is not None:
+                record = read_file(args.file, args.topic)
+            else:
+                record = await read_from_kafka(KafkaSettings(), args.topic, args.partition, args.offset)
+            if codec.registry is not None:
+                await codec.resolve([record.value])
+            verification = verify_stored(record, secrets, codec)
+        finally:
+            await codec.close()
+        print(verification.line(record))
+        return 0 if verification.verified else 1
+
+    try:
+        return asyncio.run(run())
+    except RecordUnavailable as exc:
+        print(f"verify-record: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- trace -------------------------------------------------------------------------------------------
+
+
+def trace_command(args: argparse.Namespace) -> int:
+    """Exit 0 when something was found, 1 when nothing in the window concerns the id."""
+    kafka = KafkaSettings()
+
+    async def run() -> int:
+        codec = build_codec(SchemaSettings())
+        try:
+            family, updates, dead = await collect(kafka, codec, args.id.strip(), args.since, args.until)
+        finally:
+            await codec.close()
+        trace = build_trace(args.id.strip(), args.since, family, updates, dead)
+        if args.json:
+            for step in trace.steps:
+                print(json.dumps(step.as_json()))
+            print(json.dumps({"summary": trace.summary(), "matched": trace.matched, "query": trace.query}))
+        else:
+            print("\n".join(trace.lines()))
+        return 1 if trace.matched == "nothing" else 0
+
+    try:
+        return asyncio.run(run())
+    except TraceError as exc:
+        print(f"trace: {exc}", file=sys.stderr)
+        return 2

@@ -115,6 +115,10 @@ class FamilyEvent:
     raw_payload: Any
     """The untyped payload of an `other` event (parsed from extra_json); None for typed families."""
     raw_body: bytes
+    x_pinwheel_signature: str | None = None
+    """The signature header the gateway verified (None on records written before schema v2)."""
+    x_timestamp: str | None = None
+    """The x-timestamp header as received, the text the signature covers (None before schema v2)."""
 
     @property
     def account_id(self) -> str | None:
@@ -148,4 +152,6 @@ def read_family_record(datum: Mapping[str, Any]) -> FamilyEvent:
         payload=payload,
         raw_payload=raw_payload,
         raw_body=datum["raw_body"],
+        x_pinwheel_signature=datum.get("x_pinwheel_signature"),
+        x_timestamp=datum.get("x_timestamp"),
     )

@@ -142,8 +142,14 @@ def build_family_record(
     pinwheel_version: str | None,
     sent_at: datetime,
     received_at: datetime,
+    signature: str | None = None,
+    timestamp: str | None = None,
 ) -> FamilyRecord:
-    """Parse, validate and route one webhook body. Raises PayloadError."""
+    """Parse, validate and route one webhook body. Raises PayloadError.
+
+    `signature` and `timestamp` are the `x-pinwheel-signature` and `x-timestamp` request headers as received:
+    kept beside `raw_body`, they let anyone holding the secret prove the record's origin again, offline.
+    """
     parsed = parse_body(raw_body)
     event_id, event_type, body = parsed.event_id, parsed.event_type, parsed.fields
     payload = parsed.payload
@@ -173,6 +179,8 @@ def build_family_record(
         "extra_json": extra_json,
         "envelope_extra_json": jsontext.dumps(envelope_extra) if envelope_extra else None,
         "raw_body": bytes(raw_body),
+        "x_pinwheel_signature": signature,
+        "x_timestamp": timestamp,
     }
     return FamilyRecord(
         topic=topic_for(family),

@@ -26,6 +26,25 @@ def _as_utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+def uuid_or_none(value: Any) -> Any:
+    """A string that is not a UUID becomes None; anything else is left for the field's own validation.
+
+    Pinwheel sends "an undefined link token" on events of refresh jobs (DDA monitoring): `""`,
+    `"undefined"` or any other non-UUID text. Such an id identifies nothing, so the typed field is null and
+    the exact value stays in `raw_body`; a non-string (a number, an object) is still a validation error.
+    """
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            return None
+    return value
+
+
+LenientUuid = Annotated[UUID | None, BeforeValidator(uuid_or_none)]
+"""A UUID field Pinwheel documents as possibly "undefined": any string accepted, a non-UUID one read as null."""
 Long = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 """An integer that fits Avro `long`."""
 
@@ -92,7 +111,7 @@ class Payload(PinwheelModel):
 
 
 class AccountAdded(Payload):
-    link_token_id: UUID
+    link_token_id: LenientUuid = None  # never an identifier of ours: account_id is (see JobPayload)
     platform_id: UUID
     platform_name: str
     created_at: UtcDatetime
@@ -117,7 +136,9 @@ class JobPayload(Payload):
 
     id: UUID | None = None  # deprecated by Pinwheel: may disappear, so never required
     name: str
-    link_token_id: UUID | None = None  # "an undefined link token" on refresh jobs
+    # "UUID of Link token used to initialize Link, or an undefined link token if triggered by a refresh job
+    # (such as from DDA Monitoring). You should use account_id as the main identifier."
+    link_token_id: LenientUuid = None
     timestamp: UtcDatetime
     outcome: Outcome
     error_code: str | None = None

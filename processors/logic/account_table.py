@@ -13,6 +13,7 @@ from typing import Any, Final, NamedTuple
 
 from processors.logic.join import JobOutcome
 from schemas import catalog
+from schemas.models import uuid_or_none
 
 #: event type -> (dataset, milestone field of SyncProgress)
 SYNC_MILESTONES: Final = {
@@ -119,6 +120,14 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _link_token(value: object) -> str | None:
+    """A link token id in canonical form; None for what is not a UUID: refresh jobs send "an undefined link
+    token" (`""`, `"undefined"`...), which identifies nothing and must not overwrite the known one (and the
+    outputs type the field as a UUID). The gateway's model reads it the same way (`schemas.models.uuid_or_none`)."""
+    parsed = uuid_or_none(value) if isinstance(value, str) else None
+    return None if parsed is None else str(parsed)
+
+
 def _newer(at_us: int, current_us: int | None) -> bool:
     # Ties go to the later-processed event, so replaying the same sequence gives the same result.
     return current_us is None or at_us >= current_us
@@ -133,7 +142,7 @@ def apply_account_added(state: AccountState, payload: Mapping[str, Any], created
     return state._replace(
         platform_id=_str(payload.get("platform_id")) or state.platform_id,
         platform_name=_str(payload.get("platform_name")) or state.platform_name,
-        link_token_id=_str(payload.get("link_token_id")) or state.link_token_id,
+        link_token_id=_link_token(payload.get("link_token_id")) or state.link_token_id,
         connected=connected if isinstance(connected, bool) else state.connected,
         created_at_us=created_us if state.created_at_us is None else min(state.created_at_us, created_us),
         monitoring_status=status if take_status else state.monitoring_status,

@@ -27,6 +27,8 @@ COMMANDS = [
     ["deadletter", "replay", "--dry-run", "--no-progress"],
     ["processor", "reset", "--dry-run"],
     ["processor", "reset", "--yes"],
+    ["verify-record", "--topic", "paystubs", "--partition", "0", "--offset", "0", "--secret-file", "/dev/null"],
+    ["trace", "5a141122-4235-4fa1-bd76-0628573880b0"],
 ]
 
 

@@ -181,9 +181,76 @@ async def test_dashboard_and_rules_use_only_exported_metrics(
     api.stop()
     assert used - PROMETHEUS_MADE - names == set()
     assert wanted <= sampled
+    # The series PinwheelGatewayUnauthorizedSpike counts, as the real gateway labels a refused delivery.
+    assert 'gateway_requests_total{outcome="unauthorized",reason="bad_signature"} 1.0' in texts[0]
     assert {"gateway_spool_oldest_age_seconds", "processor_consumer_lag", "processor_task_restarts_total"} <= used
     assert {
         "watchdog_subscription_paused",
         "watchdog_subscription_event_enabled",
         "gateway_last_delivery_timestamp_seconds",
     } <= used
+
+
+def selectors(expr: str) -> list[Any]:
+    """Every vector selector of an expression (inside range selectors too)."""
+    found: list[Any] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.append(node)
+        for attr in ("lhs", "rhs", "expr", "vector_selector", "param"):
+            child = getattr(node, attr, None)
+            if child is not None:
+                walk(child)
+        for child in getattr(node, "args", None) or ():
+            walk(child)
+
+    walk(promql_parser.parse(expr))
+    return found
+
+
+def test_unauthorized_spike_pages_on_the_refusals_a_real_delivery_gets() -> None:
+    """Pinwheel never redelivers a 4XX: a 401 to a genuine delivery is an event lost, so the alert pages, counts
+    exactly the refusals a genuine delivery can get (not a scanner's), and fires on a count as well as a share."""
+    from gateway.signature import Reason
+
+    rules = yaml.safe_load(RULES.read_text())
+    rule = next(r for g in rules["groups"] for r in g["rules"] if r["alert"] == "PinwheelGatewayUnauthorizedSpike")
+    assert rule["labels"]["severity"] == "page"
+    refused = [
+        s
+        for s in selectors(rule["expr"])
+        if any(m.name == "outcome" and m.value == "unauthorized" for m in s.matchers.matchers)
+    ]
+    assert len(refused) == 2  # the count and the numerator of the share
+    for selector in refused:
+        (reason,) = [m for m in selector.matchers.matchers if m.name == "reason"]
+        assert str(reason.op) == "MatchOp.Re"
+        matched = {r.value for r in Reason if re.fullmatch(reason.value, r.value)}
+        assert matched == {"bad_signature", "stale_timestamp", "unknown_webhook"}
+    assert re.search(r"increase\(gateway_requests_total\{[^}]*\}\[\w+\]\)\)\s*>=\s*\d+\s*\n\s*and", rule["expr"])
+    description = rule["annotations"]["description"]
+    for words in ("4XX", "lost", "GATEWAY_SECRETS"):
+        assert words in description
+
+
+def runbook(title: str) -> str:
+    text = OPERATIONS.read_text()
+    start = text.index(f"### {title}\n")
+    end = text.find("\n### ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def test_no_text_claims_pinwheel_retries_a_refused_delivery() -> None:
+    """Pinwheel redelivers on 5XX and network errors only: no doc or alert may promise a retry of a 401, or an
+    API to resend events that Pinwheel's documentation does not have."""
+    texts = {path.name: path.read_text() for path in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md", RULES]}
+    for name, text in texts.items():
+        flat = " ".join(text.split())
+        for claim in ("retried by Pinwheel", "Pinwheel gives up after 15 minutes", "from Pinwheel's dashboard"):
+            assert claim not in flat, (name, claim)
+    spike = " ".join(runbook("PinwheelGatewayUnauthorizedSpike").split())
+    for words in ("a 4XX is final", "GATEWAY_SECRETS=<new>,<old>", "GATEWAY_SECRETS_FILE"):
+        assert words in spike
+    recovering = " ".join(runbook("Recovering events Pinwheel will not redeliver").split())
+    assert "Pinwheel documents no API that lists or re-sends past webhook events" in recovering

@@ -270,3 +270,25 @@ def test_a_record_whose_outputs_the_broker_refused_is_kept_whole_without_effects
 
 def test_the_stores_are_the_catalogs_stores() -> None:
     assert tuple(f.name for f in dataclasses.fields(Stores)) == catalog.STORE_NAMES
+
+
+def test_refresh_job_link_tokens_give_updates_and_keep_the_known_token(driver: PipelineDriver) -> None:
+    """Issue 26: a refresh job's "undefined" link token (every shape) is an update, never a dead letter, and never
+    overwrites the link token the account's login gave."""
+    from tests.refresh_jobs import LINK_TOKEN_SHAPES, refresh_body, samples_with_link_token
+
+    samples = {sample["event"]: sample for sample in samples_with_link_token()}
+    login = json.loads(refresh_body(samples["account.added"], "missing", ACCOUNT))
+    token = uuid.uuid4()  # fastavro reads the uuid logical type back as a UUID
+    login["payload"]["link_token_id"] = str(token)
+    first = only(driver.pipe(login, T0), STATE)
+    assert first.value["link_token_id"] == token
+    at = T0
+    for shape in sorted(LINK_TOKEN_SHAPES):
+        for event_type in ("account.added", "direct_deposit_allocations.added", "income.added", "paystubs.added"):
+            at += timedelta(seconds=1)
+            outputs = driver.pipe(refresh_body(samples[event_type], shape, ACCOUNT), at)
+            assert not on(outputs, DEAD), (shape, event_type)
+            update = only(outputs, UPDATES)
+            assert update.value["account"]["link_token_id"] == token, (shape, event_type)
+            assert only(outputs, STATE).value["link_token_id"] == token
