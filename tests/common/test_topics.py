@@ -271,6 +271,42 @@ async def test_isr_watch_reports_a_topic_under_min_isr(
         await watch.stop()
 
 
+@pytest.mark.slow
+async def test_isr_watch_is_not_fooled_by_a_survivor_without_quorum(
+    cluster: LocalKafkaCluster, unique: Callable[[str], str]
+) -> None:
+    """Issue 25: two of three nodes killed, the KRaft quorum is lost and the survivor answers metadata from
+    its last image (every partition led, every ISR full): the watch said "ok" for ~30 s. It must never say
+    "ok" after the kill, and say "under", naming the brokers that do not answer, within a few seconds."""
+    name = unique("quorum")
+    settings = KafkaSettings(bootstrap_servers=cluster.bootstrap, request_timeout_ms=5_000)
+    await ensure_topics(settings, [TopicSpec(name, 3)])  # RF 3, min ISR 2
+    watch = IsrWatch(settings, [name], metric_prefix="test", registry=CollectorRegistry())
+    seen: list[tuple[float, str]] = []
+    try:
+        await watch.refresh()
+        assert watch.readiness() == {"min_isr": "ok"}
+        await asyncio.gather(*(asyncio.to_thread(cluster.node(n).kill) for n in (2, 3)))
+        killed = time.monotonic()
+        readiness: dict[str, Any] = {}
+        while time.monotonic() - killed < 30:
+            await watch.refresh()
+            readiness = watch.readiness()
+            seen.append((round(time.monotonic() - killed, 1), readiness["min_isr"]))
+            if readiness["min_isr"] == "under":
+                break
+            await asyncio.sleep(0.5)
+        print(f"\n[isr] after the kill: {seen}")
+        assert "ok" not in [state for _, state in seen], seen
+        assert readiness["min_isr"] == "under" and seen[-1][0] < 10, seen
+        assert watch.under == {name: [0, 1, 2]}
+        assert "brokers [2, 3] do not answer" in readiness["min_isr_reason"], readiness
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(cluster.node(n).start) for n in (2, 3)))
+        assert await _poll(watch, lambda u: u == {}) == {}  # the quorum back, and the replicas in sync
+        await watch.stop()
+
+
 async def _poll(watch: IsrWatch, done: Callable[[dict[str, list[int]]], bool], timeout_s: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
