@@ -141,6 +141,7 @@ def cluster() -> Iterator[LocalKafkaCluster]:
     nodes = LocalKafkaCluster(LocalKafkaSettings(data_dir=data_dir, heap="384m", start_timeout_s=180), 3, free_ports(3))
     try:
         nodes.start()
+        nodes.wait_brokers(3)  # all registered: a topic created at once gets replication factor 3
         yield nodes
     finally:
         nodes.reset()
@@ -304,6 +305,7 @@ async def test_isr_watch_is_not_fooled_by_a_survivor_without_quorum(
         assert "brokers [2, 3] do not answer" in readiness["min_isr_reason"], readiness
     finally:
         await asyncio.gather(*(asyncio.to_thread(cluster.node(n).start) for n in (2, 3)))
+        await asyncio.to_thread(cluster.wait_brokers, 3)  # left as found for the module's other tests
         assert await _poll(watch, lambda u: u == {}) == {}  # the quorum back, and the replicas in sync
         await watch.stop()
 
