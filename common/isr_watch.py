@@ -6,8 +6,12 @@ stall. `IsrWatch` asks the cluster every `interval_s` seconds in the background 
 and one describe_configs for the topics' `min.insync.replicas`), never per request, and keeps the
 answer for /readyz (`readiness()`) and a Prometheus gauge `<prefix>_partitions_under_min_isr{topic}`.
 
-Note that with most of a KRaft cluster down the metadata cannot shrink an ISR any more (no controller
-quorum to record it): the watch reports what the cluster still knows, the write path stays the truth.
+The metadata alone can lie: with most of a KRaft cluster down, the survivor answers from its last image
+(no controller quorum is left to record a shrunk ISR or a new leader), and even with a quorum an ISR
+shrinks only after the broker's session times out. So each check also asks every broker that leads or
+follows a partition we write for its API versions, with a short deadline (`PROBE_TIMEOUT_S`): a replica
+whose broker does not answer is not counted as in sync, a leader that does not answer is no leader, and
+/readyz names those brokers. Two of three nodes killed: "under" within one check, not ~30 s of "ok".
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.protocol.admin import ApiVersionRequest
 from prometheus_client import CollectorRegistry, Gauge
 
 from common.settings import KafkaSettings
@@ -28,18 +33,40 @@ from common.topics import MIN_ISR
 
 log = logging.getLogger("common.isr_watch")
 
+#: How long a broker has to answer a check's ApiVersions request before its replicas count as out of sync.
+PROBE_TIMEOUT_S = 3.0
 
-def under_min_isr(described: Sequence[Mapping[str, Any]], min_isr: Mapping[str, int]) -> dict[str, list[int]]:
-    """Topic → its partitions with fewer in-sync replicas than the topic's min.insync.replicas (or no leader)."""
+
+def under_min_isr(
+    described: Sequence[Mapping[str, Any]], min_isr: Mapping[str, int], silent: frozenset[int] = frozenset()
+) -> dict[str, list[int]]:
+    """Topic → its partitions with fewer in-sync replicas than the topic's min.insync.replicas (or no leader),
+    not counting the replicas on the `silent` brokers (those that did not answer: the metadata may be stale)."""
     under: dict[str, list[int]] = {}
     for topic in described:
         name = topic["topic"]
         if name not in min_isr or topic["error_code"] != 0:
             continue
-        short = sorted(p["partition"] for p in topic["partitions"] if p["leader"] < 0 or len(p["isr"]) < min_isr[name])
+        short = sorted(
+            p["partition"]
+            for p in topic["partitions"]
+            if p["leader"] < 0 or p["leader"] in silent or len(set(p["isr"]) - silent) < min_isr[name]
+        )
         if short:
             under[name] = short
     return under
+
+
+def replica_brokers(described: Sequence[Mapping[str, Any]]) -> set[int]:
+    """The brokers that lead or follow (in sync) a partition of the described topics."""
+    return {
+        node
+        for topic in described
+        if topic["error_code"] == 0
+        for p in topic["partitions"]
+        for node in (p["leader"], *p["isr"])
+        if node >= 0
+    }
 
 
 class IsrWatch:
@@ -60,6 +87,7 @@ class IsrWatch:
         self.under: dict[str, list[int]] = {}
         self.min_isr: dict[str, int] = {}
         self.error: str | None = "not checked yet"
+        self.silent: frozenset[int] = frozenset()  # brokers of our replicas that did not answer the last check
         self.checked_at: float | None = None
         self.gauge = Gauge(
             f"{metric_prefix}_partitions_under_min_isr",
@@ -91,10 +119,11 @@ class IsrWatch:
             f"{topic} partitions {parts} (min.insync.replicas {self.min_isr.get(topic)})"
             for topic, parts in sorted(self.under.items())
         )
+        silent = f" (brokers {sorted(self.silent)} do not answer)" if self.silent else ""
         return {
             "min_isr": "under",
             "under_min_isr": self.under,
-            "min_isr_reason": f"fewer in-sync replicas than min.insync.replicas, writes are refused: {listing}",
+            "min_isr_reason": f"fewer in-sync replicas than min.insync.replicas{silent}, writes are refused: {listing}",
         }
 
     async def check(self) -> dict[str, list[int]]:
@@ -111,14 +140,30 @@ class IsrWatch:
         present = [t["topic"] for t in described if t["error_code"] == 0]
         if set(present) - set(self.min_isr):  # configs change rarely: read them for topics not seen yet
             self.min_isr |= await self._min_isr(present)
-        under = under_min_isr(described, self.min_isr)
+        brokers = sorted(replica_brokers(described))
+        answers = await asyncio.gather(*(self._answers(node) for node in brokers))
+        silent = frozenset(node for node, answered in zip(brokers, answers, strict=True) if not answered)
+        under = under_min_isr(described, self.min_isr, silent)
         for topic in present:
             self.gauge.labels(topic=topic).set(len(under.get(topic, [])))
-        if under != self.under:
+        if under != self.under or silent != self.silent:
             log.warning("partitions under min.insync.replicas" if under else "every partition back at min ISR",
-                        extra={"under_min_isr": under})  # fmt: skip
-        self.under, self.error, self.checked_at = under, None, time.monotonic()
+                        extra={"under_min_isr": under, "silent_brokers": sorted(silent)})  # fmt: skip
+        self.under, self.silent, self.error, self.checked_at = under, silent, None, time.monotonic()
         return under
+
+    async def _answers(self, node_id: int) -> bool:
+        """The broker answers a request now (the cheapest: its API versions), within PROBE_TIMEOUT_S."""
+        assert self._admin is not None
+        client = self._admin._client
+        timeout_s = min(PROBE_TIMEOUT_S, self.kafka.request_timeout_ms / 1000)
+        try:
+            await asyncio.wait_for(client.send(node_id, ApiVersionRequest()), timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
+        return True
 
     async def _min_isr(self, topics: list[str]) -> dict[str, int]:
         assert self._admin is not None

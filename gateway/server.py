@@ -1,7 +1,8 @@
 """`gateway.server.run(settings)`: uvicorn over TLS, one or several worker processes.
 
 Each worker builds its own app (factory), so each has its own producer and claims its own spool
-directory; uvicorn's supervisor restarts a dead worker, which then reclaims the free directory.
+directory; uvicorn's supervisor restarts a dead worker, which then reclaims the free directory, and a worker
+whose supervisor died stops as on SIGTERM (gateway/parent.py) rather than hold the port for nobody.
 The admin listener (/readyz, /metrics: gateway/admin.py) is bound here, before any worker starts, and
 served by the single process or, with several workers, by the supervisor from the workers' reports.
 """
@@ -27,6 +28,7 @@ from common import gc_tuning, logs
 from common.kafka_errors import Kind, classify_kafka_error
 from common.kafka_wait import probe
 from common.settings import KafkaSettings
+from gateway import parent
 from gateway.admin import AdminListener, AdminSettingsError, WorkerReports, bind_admin
 from gateway.app import create_app
 from gateway.connections import FD_RESERVE_MIN, GuardedHttpToolsProtocol
@@ -128,8 +130,10 @@ def check_schemas(schema: SchemaSettings) -> None:
         raise ConfigError(f"schema registry: {exc}") from None
 
 
-def _tuned_worker_app(factory: Callable[..., Any]) -> Any:
-    """A worker's app factory: the collector tuned in the worker process (settings do not cross a spawn)."""
+def _worker_app(factory: Callable[..., Any], supervisor_pid: int) -> Any:
+    """A worker's app factory, run in the worker: it stops (drains, as on SIGTERM) when its supervisor dies,
+    and tunes its own collector (settings do not cross a spawn)."""
+    parent.stop_with_parent(supervisor_pid)
     gc_tuning.tune_for_throughput()
     return factory()
 
@@ -151,7 +155,7 @@ def serve(config: uvicorn.Config, admin_socket: socket.socket | None = None) -> 
         if admin_socket is not None:
             factory: Callable[..., Any] = config.app
             config.app = functools.partial(factory, report_dir=Path(report_dir))
-        config.app = functools.partial(_tuned_worker_app, config.app)  # each worker tunes its own collector
+        config.app = functools.partial(_worker_app, config.app, os.getpid())
         listener = None
         try:
             sock = config.bind_socket()

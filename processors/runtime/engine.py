@@ -37,6 +37,7 @@ from aiokafka.structs import ConsumerRecord
 
 from common.backoff import Backoff
 from common.kafka_errors import Kind, classify_kafka_error
+from common.kafka_stop import stop_producer
 from common.settings import KafkaSettings
 from processors.runtime.ordering import PartitionGroup
 from processors.runtime.restore import restore
@@ -44,6 +45,7 @@ from processors.runtime.retry import RetryLater
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import (
+    PRODUCER_STOP_TIMEOUT_S,
     BatchFailed,
     ProcessorFactory,
     RecordFailed,
@@ -574,7 +576,7 @@ class Engine:
             state.close()
             if producer is not None:
                 with contextlib.suppress(Exception):
-                    await producer.stop()
+                    await stop_producer(producer, PRODUCER_STOP_TIMEOUT_S)
             raise
         task = Task(partition, state, producer, self.settings.application_id, self.settings.commit_timeout_s)
         task.processor = self.factory(task)

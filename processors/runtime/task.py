@@ -20,6 +20,7 @@ from aiokafka import errors as Errors
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
+from common.kafka_stop import stop_producer
 from common.settings import KafkaSettings
 from processors.runtime.state import TaskState
 
@@ -148,6 +149,10 @@ RECORD_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: How long a closing task waits for its producer to flush before abandoning it (the broker is gone).
+PRODUCER_STOP_TIMEOUT_S = 10.0
+
+
 @dataclass
 class Task:
     partition: int
@@ -254,9 +259,10 @@ class Task:
         self.state.discard()
 
     async def close(self) -> None:
+        """Forget what is uncommitted and stop the producer: flushed within PRODUCER_STOP_TIMEOUT_S, else
+        abandoned completely (common/kafka_stop.py), so nothing of it retries until the next owner fences it."""
         self.discard()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.producer.stop(), 10)
+        await stop_producer(self.producer, PRODUCER_STOP_TIMEOUT_S)
         self.state.close()
 
 

@@ -141,6 +141,7 @@ def cluster() -> Iterator[LocalKafkaCluster]:
     nodes = LocalKafkaCluster(LocalKafkaSettings(data_dir=data_dir, heap="384m", start_timeout_s=180), 3, free_ports(3))
     try:
         nodes.start()
+        nodes.wait_brokers(3)  # all registered: a topic created at once gets replication factor 3
         yield nodes
     finally:
         nodes.reset()
@@ -268,6 +269,44 @@ async def test_isr_watch_reports_a_topic_under_min_isr(
         assert await _poll(watch, lambda u: u == {}) == {}
         assert registry.get_sample_value("test_partitions_under_min_isr", {"topic": name}) == 0
     finally:
+        await watch.stop()
+
+
+@pytest.mark.slow
+async def test_isr_watch_is_not_fooled_by_a_survivor_without_quorum(
+    cluster: LocalKafkaCluster, unique: Callable[[str], str]
+) -> None:
+    """Issue 25: two of three nodes killed, the KRaft quorum is lost and the survivor answers metadata from
+    its last image (every partition led, every ISR full): the watch said "ok" for ~30 s. It must never say
+    "ok" after the kill, and say "under", naming the brokers that do not answer, within a few seconds."""
+    name = unique("quorum")
+    settings = KafkaSettings(bootstrap_servers=cluster.bootstrap, request_timeout_ms=5_000)
+    await ensure_topics(settings, [TopicSpec(name, 3)])  # RF 3, min ISR 2
+    watch = IsrWatch(settings, [name], metric_prefix="test", registry=CollectorRegistry())
+    seen: list[tuple[float, str]] = []
+    try:
+        await watch.refresh()
+        assert watch.readiness() == {"min_isr": "ok"}
+        await asyncio.gather(*(asyncio.to_thread(cluster.node(n).kill) for n in (2, 3)))
+        killed = time.monotonic()
+        readiness: dict[str, Any] = {}
+        while time.monotonic() - killed < 30:
+            await watch.refresh()
+            readiness = watch.readiness()
+            seen.append((round(time.monotonic() - killed, 1), readiness["min_isr"]))
+            if readiness["min_isr"] == "under":
+                break
+            await asyncio.sleep(0.5)
+        print(f"\n[isr] after the kill: {seen}")
+        assert "ok" not in [state for _, state in seen], seen
+        assert readiness["min_isr"] == "under", seen
+        assert seen[-1][0] < 10, seen
+        assert watch.under == {name: [0, 1, 2]}
+        assert "brokers [2, 3] do not answer" in readiness["min_isr_reason"], readiness
+    finally:
+        await asyncio.gather(*(asyncio.to_thread(cluster.node(n).start) for n in (2, 3)))
+        await asyncio.to_thread(cluster.wait_brokers, 3)  # left as found for the module's other tests
+        assert await _poll(watch, lambda u: u == {}) == {}  # the quorum back, and the replicas in sync
         await watch.stop()
 
 

@@ -1,6 +1,7 @@
 """Several uvicorn workers (a real `python -m gateway` subprocess): each has its own producer and spool
 directory, the admin listener's /metrics adds up every worker and its /readyz is ready only while every
-worker is, SIGTERM shuts down cleanly."""
+worker is, SIGTERM shuts down cleanly, and the workers stop (spool kept) when only their supervisor is
+killed, so a new gateway binds the port and drains what they accepted."""
 
 from __future__ import annotations
 
@@ -22,7 +23,21 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway.gateway_helpers import SECRET, TopicTail, event_body, gateway_settings, header, signed_headers
+from tests.gateway.gateway_helpers import (
+    SECRET,
+    TopicTail,
+    admin_url,
+    event_body,
+    gateway_env,
+    gateway_settings,
+    header,
+    signed_headers,
+    start_subprocess,
+    tail_of,
+    wait_drained,
+    wait_up,
+)
+from tests.kafka_broker import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -130,4 +145,93 @@ async def test_two_workers_own_spools_shared_metrics_graceful_stop(
         return {(header(r, "event_id") or b"").decode(): r for r in records}
 
     records = by_id(await tail.collect(lambda rs: set(sent) <= set(by_id(rs))))
+    assert all(records[e].key == a.encode() for e, a in sent.items())
+
+
+def alive(pid: int) -> bool:
+    """`pid` runs (a zombie that no one has reaped yet counts as gone: it serves nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def test_workers_stop_with_their_supervisor_and_a_new_gateway_drains_their_spools(
+    bootstrap: str, gateway_topics: list[str], tls_pair: tuple[Path, Path], tmp_path: Path, tail: TopicTail
+) -> None:
+    """Issue 25: only the supervisor is killed (-9). Its workers must not go on serving the shared port: they
+    stop as on SIGTERM, keeping what they accepted in their spools, and a new gateway on the same port starts
+    and publishes all of it."""
+    settings = gateway_settings(tls_pair, tmp_path / "spool")
+    # Kafka unreachable for the first gateway: every delivery it takes is spooled, so what its workers
+    # accepted can only reach Kafka through the spool they leave behind.
+    env = gateway_env(settings, f"127.0.0.1:{free_port()}") | {
+        "GATEWAY_WORKERS": "2",
+        "GATEWAY_SHUTDOWN_TIMEOUT_S": "3",
+    }
+    log = tmp_path / "first.log"
+    url, admin = f"https://127.0.0.1:{settings.port}", admin_url(settings)
+    context = ssl.create_default_context(cafile=tls_pair[0])
+    process = start_subprocess(env, log)
+    sent: dict[str, str] = {}
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 90
+        while read_log(log).count('"publisher started"') < 2:
+            assert process.poll() is None, tail_of(log)
+            assert time.monotonic() < deadline, tail_of(log)
+            await asyncio.sleep(0.2)
+        for _ in range(20):
+            account = str(uuid.uuid4())
+            body = event_body("income.added", account)
+            async with httpx.AsyncClient(verify=context, timeout=30) as http:  # a connection each: both workers
+                response = await http.post(url + settings.route, content=body, headers=signed_headers(body))
+            assert (response.status_code, response.json()["status"]) == (200, "spooled"), response.text
+            sent[json.loads(body)["event_id"]] = account
+        async with httpx.AsyncClient() as http:
+            both = await until(http, admin, lambda _, body: len(body.get("per_worker", [])) == 2, time.monotonic() + 30)
+        workers += [worker["pid"] for worker in both["per_worker"]]
+        assert all(alive(pid) for pid in workers), workers
+        os.kill(process.pid, signal.SIGKILL)  # the supervisor alone
+        process.wait(10)
+        killed = time.monotonic()
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() - killed < 30, f"workers outlived their supervisor: {tail_of(log)}"
+            await asyncio.sleep(0.1)
+        stopped_in = time.monotonic() - killed
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        for pid in workers:  # a failed test must not leave workers serving (and holding the port)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    text = read_log(log)
+    stops = [json.loads(line) for line in text.splitlines() if '"publisher stopped"' in line]
+    assert len(stops) == 2, text[-3000:]  # each worker shut down gracefully (lifespan, producer, spool closed)
+    assert sum(stop["spool_records"] for stop in stops) == len(sent), stops
+    assert SECRET not in text
+    print(f"\n[workers] both workers stopped {stopped_in:.1f} s after their supervisor was killed")
+
+    # A new gateway on the same ports and spool directory, Kafka reachable: it binds and drains.
+    second_log = tmp_path / "second.log"
+    second = start_subprocess(gateway_env(settings, bootstrap), second_log)
+    try:
+        async with httpx.AsyncClient(verify=context, timeout=10) as http:
+            await wait_up(http, url, second, second_log)
+            await wait_drained(http, admin, timeout_s=60)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        try:
+            second.wait(60)
+        except subprocess.TimeoutExpired:
+            second.kill()
+    assert "Address already in use" not in read_log(second_log)
+
+    def by_id(records: list[Any]) -> dict[str, Any]:
+        return {(header(r, "event_id") or b"").decode(): r for r in records}
+
+    records = by_id(await tail.collect(lambda rs: set(sent) <= set(by_id(rs))))
+    assert set(sent) <= set(records), f"missing {len(set(sent) - set(records))} of {len(sent)}"
     assert all(records[e].key == a.encode() for e, a in sent.items())
