@@ -11,7 +11,7 @@ CLI := $(BIN)/pinwheel-connector
 
 help:
 	@echo "make run      - the whole pipeline on a local Kafka, fed with signed traffic"
-	@echo "make test     - every test, with the broker it needs"
+	@echo "make test     - the tests but the slow and compose ones, against a real Kafka it picks"
 	@echo "make kafka    - start the local Kafka broker (make kafka-stop to stop it)"
 	@echo "make registry - start a local Apicurio schema registry (make registry-stop to stop it)"
 	@echo "make lint     - ruff check + ruff format --check + lint-imports;  make typecheck - mypy --strict"

@@ -1,7 +1,7 @@
 """Settings shared by every service: how to reach Kafka, and one way to report a bad setting.
 
-Every setting is an environment variable; the README's configuration table lists them all
-(`pinwheel-connector config`, connector/config_docs.py) and `tests/test_deployment.py` keeps that table honest.
+Every setting is an environment variable; docs/configuration.md lists them all (`pinwheel-connector config`,
+connector/config_docs.py) and `tests/test_deployment.py` keeps that table honest.
 A command that cannot build its settings prints `settings_error_text` (the variables and the reasons, never the
 values: they may be secrets) and exits 2.
 """

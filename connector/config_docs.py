@@ -1,6 +1,6 @@
 """One configuration table for every service, generated from the settings classes themselves.
 
-The README embeds the output of `pinwheel-connector config`; a test fails when the two drift apart. A bad
+docs/configuration.md embeds the output of `pinwheel-connector config`; a test fails when the two drift apart. A bad
 setting is reported by `common.settings.settings_error_text`.
 """
 

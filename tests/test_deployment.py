@@ -1,5 +1,5 @@
-"""docker-compose.yml, the Dockerfile and the README checked against the code, without a Docker engine: every
-variable they set is one the code reads, the ports agree, and the README's configuration table is the one the
+"""docker-compose.yml, the Dockerfile and docs/configuration.md checked against the code, without a Docker engine:
+every variable they set is one the code reads, the ports agree, and the configuration table is the one the
 settings classes generate. tests/compose/ runs the same files for real (make compose-test)."""
 
 from __future__ import annotations
@@ -179,10 +179,11 @@ def test_dockerfile_copies_the_runtime_packages_only() -> None:
     assert 'ENTRYPOINT ["pinwheel-connector"]' in dockerfile
 
 
-def test_readme_configuration_table_is_current() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_configuration_table_is_current() -> None:
+    """docs/configuration.md holds the table (the README links to it): the output of `pinwheel-connector config`."""
+    doc = (ROOT / "docs" / "configuration.md").read_text()
     begin, end = "<!-- config:begin -->\n", "<!-- config:end -->"
-    assert begin in readme
-    assert end in readme
-    embedded = readme.split(begin, 1)[1].split(end, 1)[0]
+    assert begin in doc
+    assert end in doc
+    embedded = doc.split(begin, 1)[1].split(end, 1)[0]
     assert embedded == configuration_markdown(), "regenerate with: pinwheel-connector config"
