@@ -206,12 +206,18 @@ def test_the_readme_subscription_satisfies_the_watchdog() -> None:
 
 
 def test_compose_passes_through_what_the_readme_says() -> None:
-    """README: the `KAFKA_*`, `SCHEMA_REGISTRY_*` and `TOPICS_*` settings are passed through when set."""
+    """README: `KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`, the `KAFKA_*_FILE` paths, the
+    `SCHEMA_REGISTRY_*` and `TOPICS_*` settings are passed through when set."""
     readme = " ".join(README.read_text().split())
-    assert "`SCHEMA_REGISTRY_*` and `TOPICS_*` settings you need: passed through" in readme
+    claim = "`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_MECHANISM`, the `KAFKA_*_FILE` paths, the `SCHEMA_REGISTRY_*` and"
+    assert claim in readme
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     for name in ("topics", "gateway", "processor"):
         environment = services[name]["environment"]
         assert set(env_names(SchemaSettings).values()) <= set(environment), name
+        assert {"KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM"} <= set(environment), name
+        assert {"KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CA_FILE", "KAFKA_SSL_CERT_FILE", "KAFKA_SSL_KEY_FILE"} <= set(
+            environment
+        ), name
     topics = services["topics"]["environment"]
     assert {"TOPICS_PARTITIONS", "TOPICS_REPLICATION_FACTOR", "TOPICS_MIN_INSYNC_REPLICAS"} <= set(topics)
