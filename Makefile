@@ -22,7 +22,7 @@ help:
 	@echo "make docker-engine - make sure a Docker engine answers;  make docker-images - build local base images"
 
 $(STAMP): pyproject.toml constraints.txt
-	@echo "[setup] creating $(VENV) and installing pinned dependencies (constraints.txt)"
+	@echo "[setup] creating $(VENV) and installing the pinned dependencies (constraints.txt: make lock)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
@@ -107,11 +107,18 @@ chaos: $(STAMP)
 chaos-cluster: $(STAMP)
 	$(BIN)/python -m chaos --cluster
 
-# Re-pin every dependency (run after changing pyproject.toml, then commit constraints.txt).
-lock:
-	rm -rf /tmp/pinwheel-lock && $(PYTHON) -m venv /tmp/pinwheel-lock
-	/tmp/pinwheel-lock/bin/pip install -q -e '.[dev]'
-	/tmp/pinwheel-lock/bin/pip freeze --exclude-editable | grep -v '^pinwheel-kafka-connector' > constraints.txt
+# Re-pin the dependencies (after changing pyproject.toml; commit both files), for every platform and Python the
+# project supports (uv's universal resolution): constraints.txt, every package of the dev venv (`make install`);
+# requirements.lock, the runtime's alone (the [speed] extra included) with the hash of every file, as the
+# Dockerfile installs them (`pip install --require-hashes`). The runtime's versions are the dev venv's: tested
+# together. Versions already pinned are kept; UPGRADE=1 takes the
+# newest releases the bounds in pyproject.toml allow.
+UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --no-header --quiet \
+	$(if $(UPGRADE),--upgrade)
+
+lock: $(STAMP)
+	$(UV_COMPILE) --extra dev --extra msk --extra speed --no-annotate -o constraints.txt
+	$(UV_COMPILE) --extra speed --generate-hashes -c constraints.txt -o requirements.lock
 
 clean:
 	-$(CLI) kafka stop
