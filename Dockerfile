@@ -23,7 +23,7 @@ COPY requirements.lock /tmp/requirements.lock
 RUN pip install --no-cache-dir -q --require-hashes -r /tmp/requirements.lock && rm /tmp/requirements.lock
 # Then the connector itself, without dependencies of its own choosing.
 COPY --from=build /wheels/app /wheels/app
-RUN pip install --no-cache-dir -q --no-index --no-deps /wheels/app/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir -q --no-index --no-deps /wheels/app/*.whl && rm -rf /wheels && pip check
 COPY docker/healthcheck.py /usr/local/lib/pinwheel-healthcheck.py
 USER connector
 WORKDIR /data

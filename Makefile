@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CLI := $(BIN)/pinwheel-connector
 
 .PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench bench-peers chaos chaos-cluster \
-	lock clean docker-engine docker-images compose-test test-docker
+	lock wheel-test clean docker-engine docker-images compose-test test-docker
 
 help:
 	@echo "make run      - the whole pipeline on a local Kafka, fed with signed traffic"
@@ -20,6 +20,8 @@ help:
 	@echo "make chaos-cluster - only the fault-injection runs on a 3-node Kafka cluster"
 	@echo "make compose-test - docker compose end-to-end;  make test-docker - Kafka tests on testcontainers"
 	@echo "make docker-engine - make sure a Docker engine answers;  make docker-images - build local base images"
+	@echo "make lock     - re-pin constraints.txt (dev) and requirements.lock (runtime, hashed) after editing pyproject.toml"
+	@echo "make wheel-test - the wheel in a fresh venv per CPython 3.11/3.12/3.13 found, its unit tests against it"
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "[setup] creating $(VENV) and installing the pinned dependencies (constraints.txt: make lock)"
@@ -119,6 +121,11 @@ UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 
 lock: $(STAMP)
 	$(UV_COMPILE) --extra dev --extra msk --extra speed --no-annotate -o constraints.txt
 	$(UV_COMPILE) --extra speed --generate-hashes -c constraints.txt -o requirements.lock
+
+# The built wheel installed as a user installs it (requirements.lock, then the wheel), on each CPython 3.11-3.13
+# found on PATH or under pyenv (PYTHONS="path ..." to choose), and the unit tests run against it (tests/wheel_check.py).
+wheel-test: $(STAMP)
+	$(BIN)/python -m tests.wheel_check $(foreach p,$(PYTHONS),--python $(p))
 
 clean:
 	-$(CLI) kafka stop
