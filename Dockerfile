@@ -16,7 +16,9 @@ COPY operate ./operate
 RUN pip wheel --no-cache-dir -q --no-deps --wheel-dir /wheels/app .
 
 FROM ${PYTHON_IMAGE}
-RUN useradd --create-home --uid 10001 connector && mkdir /data && chown connector /data
+# /data/state exists in the image, owned by the user: a named volume mounted there (docker/processor-state.yml)
+# starts with that owner.
+RUN useradd --create-home --uid 10001 connector && mkdir -p /data/state && chown -R connector /data
 # The runtime dependencies first, exactly as locked (every file's hash checked; `make lock` writes the file): this
 # layer is rebuilt only when requirements.lock changes, not on a code change.
 COPY requirements.lock /tmp/requirements.lock

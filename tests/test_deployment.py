@@ -136,6 +136,61 @@ def test_the_secret_comes_from_a_file_and_kafka_data_from_the_volume(compose: di
     assert {".env", "pinwheel-api-secret"} <= set(dockerignore)
 
 
+def _default(value: str) -> str:
+    """The default of a `${VARIABLE:-default}` value (compose interpolation), or the value itself."""
+    match = re.fullmatch(r"\$\{[A-Z_]+:-(.*)\}", value)
+    return match[1] if match else value
+
+
+def _bytes(size: str) -> int:
+    match = re.fullmatch(r"(\d+)([kmg])", size.lower())
+    assert match, size
+    return int(match[1]) * 1024 ** "kmg".index(match[2]) * 1024
+
+
+def test_kafka_restarts_and_every_log_rotates(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["kafka"]["restart"] == "unless-stopped"
+    for name in ("gateway", "processor"):
+        assert services[name]["restart"] == "unless-stopped", name
+    assert services["topics"]["restart"] == "no"  # a job: it ends
+    for name, service in services.items():
+        logging = service["logging"]
+        assert logging["driver"] == "json-file", name
+        assert _bytes(_default(logging["options"]["max-size"])) <= _bytes("100m"), name
+        assert 1 <= int(_default(logging["options"]["max-file"])) <= 10, name
+
+
+def test_every_service_has_a_memory_limit_above_what_it_was_measured_to_use(compose: dict[str, Any]) -> None:
+    """Measured peaks (docs/operations.md, "Compose: memory, logs and kept state"), with room to spare."""
+    measured_peak = {"kafka": "620m", "gateway": "260m", "processor": "160m", "topics": "80m"}
+    services = compose["services"]
+    for name, peak in measured_peak.items():
+        limit = _bytes(_default(services[name]["mem_limit"]))
+        assert limit >= 2 * _bytes(peak), name
+        assert f"${{{name.upper()}_MEM_LIMIT:-" in services[name]["mem_limit"], name  # the operator's to raise
+    # Kafka's heap is fixed and the limit leaves the JVM room beyond it (metaspace, threads, direct buffers).
+    heap = re.search(r"-Xmx(\d+[kmg])", _default(services["kafka"]["environment"]["KAFKA_HEAP_OPTS"]))
+    assert heap is not None
+    assert _bytes(_default(services["kafka"]["mem_limit"])) >= _bytes(heap[1]) + _bytes("384m")
+
+
+def test_the_state_override_keeps_one_processors_state_in_a_volume(compose: dict[str, Any]) -> None:
+    """docker/processor-state.yml: the processors' state directory in a named volume, a stable instance id, and a
+    fixed container name, so `--scale` fails rather than have two instances share one state directory."""
+    override = yaml.safe_load((ROOT / "docker" / "processor-state.yml").read_text())
+    assert set(override["services"]) == {"processor"}
+    processor = override["services"]["processor"]
+    state_dir = compose["services"]["processor"]["environment"]["PROCESSOR_STATE_DIR"]
+    assert processor["volumes"] == [f"processor-state:{state_dir}"]
+    assert set(override["volumes"]) == {"processor-state"}
+    assert _default(processor["environment"]["PROCESSOR_INSTANCE_ID"])  # not the container id: it survives
+    assert "container_name" in processor
+    # The image has the directory, owned by the container's user: a new named volume takes that owner.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"mkdir -p {state_dir} && chown -R connector /data" in dockerfile
+
+
 def test_the_network_override_adds_the_kafka_network_to_the_app_services_only() -> None:
     """docker/kafka-network.yml (a Kafka in another Docker network): the project's own network is kept, the external
     one is named by KAFKA_NETWORK and required, never created nor removed by compose."""
