@@ -42,6 +42,7 @@ __all__ = [
     "SINGLE_OBJECT",
     "Codec",
     "DecodeError",
+    "InvalidValue",
     "RegistryError",
     "SchemaNotResolved",
     "SchemaSettings",
@@ -61,6 +62,10 @@ class DecodeError(ValueError):
     """Bytes that are not a record of ours (unknown format, unknown schema, wrong topic, truncated)."""
 
 
+class InvalidValue(ValueError):
+    """A value its schema cannot carry, whichever encoder refused it (its type name is what callers record)."""
+
+
 class SchemaNotResolved(RegistryUnavailable):
     """A schema id (or our writer id) the registry has not given us yet: `await resolve(...)`/`prepare` first.
 
@@ -70,7 +75,7 @@ class SchemaNotResolved(RegistryUnavailable):
 
 
 Encoder = Callable[[Mapping[str, Any]], bytes]
-"""An Avro binary body from a datum; raises ValueError (and only that) for a value its schema cannot carry."""
+"""An Avro binary body from a datum; raises InvalidValue (and only that) for a value its schema cannot carry."""
 
 CAVRO: Final = "cavro"
 FASTAVRO: Final = "fastavro"
@@ -124,15 +129,15 @@ def _cavro_factory() -> Callable[[str, dict[str, Any]], Encoder] | None:
     return build
 
 
-# What the writers raise for a value its schema cannot carry; each becomes one ValueError (`_refused`).
+# What the writers raise for a value its schema cannot carry; each becomes InvalidValue (`_refused`).
 _REFUSALS: Final = (ValueError, TypeError, OverflowError, AttributeError, KeyError)
 
 
-def _refused(name: str, kind: str) -> ValueError:
+def _refused(name: str, kind: str) -> InvalidValue:
     """The record and the writer's exception type only: both writers quote the value in some of their messages
     (`Invalid value 123 for type union`), and it is payroll data. Raised outside the `except` block, so the
     writer's exception is not kept as its context either (a traceback would print it)."""
-    return ValueError(f"Invalid value for {name} ({kind})")
+    return InvalidValue(f"Invalid value for {name} ({kind})")
 
 
 def _fastavro_encoder(text: str, parsed: dict[str, Any]) -> Encoder:

@@ -7,7 +7,8 @@ the wheel with --no-deps, then `pip check` (the lock satisfies what the wheel de
 extra from constraints.txt. Then pytest on a copy of the repository *without* its packages (so every import of
 `gateway`, `schemas`, ... is the installed wheel's, which the run checks first): the tests that need neither a
 broker nor Docker, `-m "not kafka and not compose and not slow"`; tests/bench and tests/chaos are left out (bench/
-and chaos/ are dev tools, not in the wheel).
+and chaos/ are dev tools, not in the wheel), and so is tests/test_packaging.py (it checks the source tree that
+built the wheel).
 
 Exits 0 when every interpreter passed, 1 when one failed, 2 when none of them could be found.
 """
@@ -29,6 +30,8 @@ VERSIONS = ("3.11", "3.12", "3.13")
 # The dev extra's linters, plotting and locking tools: no unit test imports them.
 NOT_TEST_TOOLS = {"ruff", "mypy", "types-pyyaml", "matplotlib", "import-linter", "uv", "setuptools"}
 UNIT_TESTS = "not kafka and not compose and not slow"
+# Checks of the source tree itself (it builds the wheel this run installs, reads the lock files): not of the wheel.
+SOURCE_TREE_TESTS = ("tests/test_packaging.py",)
 
 
 def find_interpreters() -> list[Path]:
@@ -121,6 +124,7 @@ def check(python: Path, wheel: Path, work: Path, pytest_args: list[str]) -> bool
     ).stdout.strip()
     print(f"   packages from {Path(where).parent.parent}; encoders: {encoders}", flush=True)
     tests = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", UNIT_TESTS]
+    tests += [f"--ignore={path}" for path in SOURCE_TREE_TESTS]
     result = subprocess.run([*tests, *pytest_args], cwd=tree, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     return result.returncode == 0
 
