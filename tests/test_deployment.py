@@ -163,11 +163,12 @@ def test_kafka_restarts_and_every_log_rotates(compose: dict[str, Any]) -> None:
 
 def test_every_service_has_a_memory_limit_above_what_it_was_measured_to_use(compose: dict[str, Any]) -> None:
     """Measured peaks (docs/operations.md, "Compose: memory, logs and kept state"), with room to spare."""
-    measured_peak = {"kafka": "620m", "gateway": "260m", "processor": "160m", "topics": "80m"}
+    # The processor's: 78 MiB measured plus the ~370 MiB its RocksDB memtables reach for 6 partitions.
+    measured_peak = {"kafka": "803m", "gateway": "201m", "processor": "450m", "topics": "104m"}
     services = compose["services"]
     for name, peak in measured_peak.items():
         limit = _bytes(_default(services[name]["mem_limit"]))
-        assert limit >= 2 * _bytes(peak), name
+        assert limit >= 1.5 * _bytes(peak), name
         assert f"${{{name.upper()}_MEM_LIMIT:-" in services[name]["mem_limit"], name  # the operator's to raise
     # Kafka's heap is fixed and the limit leaves the JVM room beyond it (metaspace, threads, direct buffers).
     heap = re.search(r"-Xmx(\d+[kmg])", _default(services["kafka"]["environment"]["KAFKA_HEAP_OPTS"]))
