@@ -2,15 +2,10 @@
 # PYTHON_IMAGE is the base (python:3.11-slim; docker/local-images.sh builds a stand-in where it cannot be pulled).
 ARG PYTHON_IMAGE=python:3.11-slim
 
+# The connector's wheel: the product packages only (no benchmarks, chaos runs or tests; pyproject.toml says which).
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-# The pinned runtime dependencies first: this layer is rebuilt only when pyproject.toml or constraints.txt change.
-COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
-        > requirements.txt \
-    && pip wheel --no-cache-dir -q -c constraints.txt -r requirements.txt --wheel-dir /wheels/deps
-# Then the connector itself (no benchmarks, chaos runs or tests: they stay out of the runtime image).
-COPY README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY common ./common
 COPY connector ./connector
 COPY gateway ./gateway
@@ -21,11 +16,16 @@ COPY operate ./operate
 RUN pip wheel --no-cache-dir -q --no-deps --wheel-dir /wheels/app .
 
 FROM ${PYTHON_IMAGE}
-RUN useradd --create-home --uid 10001 connector && mkdir /data && chown connector /data
-COPY --from=build /wheels/deps /wheels/deps
-RUN pip install --no-cache-dir -q --no-index /wheels/deps/*.whl && rm -rf /wheels
+# /data/state exists in the image, owned by the user: a named volume mounted there (docker/processor-state.yml)
+# starts with that owner.
+RUN useradd --create-home --uid 10001 connector && mkdir -p /data/state && chown -R connector /data
+# The runtime dependencies first, exactly as locked (every file's hash checked; `make lock` writes the file): this
+# layer is rebuilt only when requirements.lock changes, not on a code change.
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-cache-dir -q --require-hashes -r /tmp/requirements.lock && rm /tmp/requirements.lock
+# Then the connector itself, without dependencies of its own choosing.
 COPY --from=build /wheels/app /wheels/app
-RUN pip install --no-cache-dir -q --no-index --no-deps /wheels/app/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir -q --no-index --no-deps /wheels/app/*.whl && rm -rf /wheels && pip check
 COPY docker/healthcheck.py /usr/local/lib/pinwheel-healthcheck.py
 USER connector
 WORKDIR /data

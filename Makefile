@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CLI := $(BIN)/pinwheel-connector
 
 .PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench bench-peers chaos chaos-cluster \
-	lock clean docker-engine docker-images compose-test test-docker
+	lock wheel-test clean docker-engine docker-images compose-test test-docker
 
 help:
 	@echo "make run      - the whole pipeline on a local Kafka, fed with signed traffic"
@@ -20,9 +20,11 @@ help:
 	@echo "make chaos-cluster - only the fault-injection runs on a 3-node Kafka cluster"
 	@echo "make compose-test - docker compose end-to-end;  make test-docker - Kafka tests on testcontainers"
 	@echo "make docker-engine - make sure a Docker engine answers;  make docker-images - build local base images"
+	@echo "make lock     - re-pin constraints.txt (dev) and requirements.lock (runtime, hashed) after editing pyproject.toml"
+	@echo "make wheel-test - the wheel in a fresh venv per CPython 3.11/3.12/3.13 found, its unit tests against it"
 
 $(STAMP): pyproject.toml constraints.txt
-	@echo "[setup] creating $(VENV) and installing pinned dependencies (constraints.txt)"
+	@echo "[setup] creating $(VENV) and installing the pinned dependencies (constraints.txt: make lock)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
 	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
@@ -107,11 +109,23 @@ chaos: $(STAMP)
 chaos-cluster: $(STAMP)
 	$(BIN)/python -m chaos --cluster
 
-# Re-pin every dependency (run after changing pyproject.toml, then commit constraints.txt).
-lock:
-	rm -rf /tmp/pinwheel-lock && $(PYTHON) -m venv /tmp/pinwheel-lock
-	/tmp/pinwheel-lock/bin/pip install -q -e '.[dev]'
-	/tmp/pinwheel-lock/bin/pip freeze --exclude-editable | grep -v '^pinwheel-kafka-connector' > constraints.txt
+# Re-pin the dependencies (after changing pyproject.toml; commit both files), for every platform and Python the
+# project supports (uv's universal resolution): constraints.txt, every package of the dev venv (`make install`);
+# requirements.lock, the runtime's alone (the [speed] extra included) with the hash of every file, as the
+# Dockerfile installs them (`pip install --require-hashes`). The runtime's versions are the dev venv's: tested
+# together. Versions already pinned are kept; UPGRADE=1 takes the
+# newest releases the bounds in pyproject.toml allow.
+UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --no-header --quiet \
+	$(if $(UPGRADE),--upgrade)
+
+lock: $(STAMP)
+	$(UV_COMPILE) --extra dev --extra msk --extra speed --no-annotate -o constraints.txt
+	$(UV_COMPILE) --extra speed --generate-hashes -c constraints.txt -o requirements.lock
+
+# The built wheel installed as a user installs it (requirements.lock, then the wheel), on each CPython 3.11-3.13
+# found on PATH or under pyenv (PYTHONS="path ..." to choose), and the unit tests run against it (tests/wheel_check.py).
+wheel-test: $(STAMP)
+	$(BIN)/python -m tests.wheel_check $(foreach p,$(PYTHONS),--python $(p))
 
 clean:
 	-$(CLI) kafka stop

@@ -8,8 +8,8 @@ each future it fails then is logged as "Future exception was never retrieved". P
 `stop_producer` therefore abandons the producer: its sender's tasks are cancelled, the batches it holds
 failed (their futures retrieved: nobody is waiting for them any more), and its client closed.
 
-This reaches into aiokafka's internals (`_sender`, `_message_accumulator`, `_txn_manager`; pinned in
-constraints.txt); tests/processors/runtime/test_abandoned_producer.py holds it to the behaviour.
+This reaches into aiokafka's internals (`_sender`, `_message_accumulator`, `_txn_manager`; pyproject.toml bounds
+aiokafka below its next minor release); tests/processors/runtime/test_abandoned_producer.py holds it to the behaviour.
 """
 
 from __future__ import annotations

@@ -12,24 +12,26 @@ With a registry, encode and decode never do I/O: ids are resolved ahead, asynchr
 (our writer schemas, at start) and `resolve` (the writer ids of records about to be decoded); a record
 whose id is not resolved yet raises `SchemaNotResolved`. `recheck` re-registers our subjects when the
 registry lost them (a registry restarted on empty storage).
+
+The encoder is cavro when it is installed (the `speed` extra: a Cython writer, about 2x fastavro's on our
+records), fastavro's writer otherwise: cavro has no wheel for every Python we support. Both write the same
+bytes and refuse the same values (tests/schemas/test_encoder.py runs its tests with each).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import io
 import json
 import logging
 import random
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Final, cast
 from uuid import UUID
 
-import cavro
-from fastavro import schemaless_reader
+from fastavro import schemaless_reader, schemaless_writer
 
 from schemas.confluent import RegistryClient, RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
@@ -40,10 +42,12 @@ __all__ = [
     "SINGLE_OBJECT",
     "Codec",
     "DecodeError",
+    "InvalidValue",
     "RegistryError",
     "SchemaNotResolved",
     "SchemaSettings",
     "build_codec",
+    "encoders",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,10 @@ class DecodeError(ValueError):
     """Bytes that are not a record of ours (unknown format, unknown schema, wrong topic, truncated)."""
 
 
+class InvalidValue(ValueError):
+    """A value its schema cannot carry, whichever encoder refused it (its type name is what callers record)."""
+
+
 class SchemaNotResolved(RegistryUnavailable):
     """A schema id (or our writer id) the registry has not given us yet: `await resolve(...)`/`prepare` first.
 
@@ -66,43 +74,114 @@ class SchemaNotResolved(RegistryUnavailable):
     """
 
 
-class _Uuid(cavro.CustomLogicalType):  # type: ignore[misc]  # cavro ships no type stubs
-    """The `uuid` logical type as fastavro writes it: a UUID as its text, text as it is (unchecked)."""
+Encoder = Callable[[Mapping[str, Any]], bytes]
+"""An Avro binary body from a datum; raises InvalidValue (and only that) for a value its schema cannot carry."""
 
-    logical_name = "uuid"
-    underlying_types = (cavro.StringType,)
-
-    @classmethod
-    def _for_type(cls, underlying: Any) -> _Uuid:
-        return cls()
-
-    def custom_encode_value(self, value: Any) -> Any:
-        return str(value) if isinstance(value, UUID) else value
-
-    def custom_decode_value(self, value: Any) -> Any:
-        return value
+CAVRO: Final = "cavro"
+FASTAVRO: Final = "fastavro"
 
 
-# The encoder is cavro (Cython): about 2x faster than fastavro's writer on our records, same bytes (measured in
-# docs/benchmarks.md; tests/schemas/test_encoder.py compares them). fastavro parses, fingerprints and decodes.
-# Union branches may be named up front (tuple notation), as fastavro takes them; cavro's own `uuid` type,
-# which parses every uuid string to check it, is replaced by fastavro's behaviour (_Uuid).
-_ENCODER_OPTIONS = cavro.Options(
-    allow_tuple_notation=True,
-    logical_types=(*(t for t in cavro.LOGICAL_TYPES if t is not cavro.UUIDStringType), _Uuid),
-)
+def _cavro_factory() -> Callable[[str, dict[str, Any]], Encoder] | None:
+    """cavro's encoder factory, or None without the `speed` extra.
+
+    Union branches may be named up front (tuple notation), as fastavro takes them; cavro's own `uuid` type,
+    which parses every uuid string to check it, is replaced by fastavro's behaviour (`_Uuid`).
+    """
+    try:
+        import cavro  # optional: the `speed` extra
+    except ImportError:
+        return None
+
+    class _Uuid(cavro.CustomLogicalType):  # type: ignore[misc]  # cavro ships no type stubs
+        """The `uuid` logical type as fastavro writes it: a UUID as its text, text as it is (unchecked)."""
+
+        logical_name = "uuid"
+        underlying_types = (cavro.StringType,)
+
+        @classmethod
+        def _for_type(cls, underlying: Any) -> _Uuid:
+            return cls()
+
+        def custom_encode_value(self, value: Any) -> Any:
+            return str(value) if isinstance(value, UUID) else value
+
+        def custom_decode_value(self, value: Any) -> Any:
+            return value
+
+    options = cavro.Options(
+        allow_tuple_notation=True,
+        logical_types=(*(t for t in cavro.LOGICAL_TYPES if t is not cavro.UUIDStringType), _Uuid),
+    )
+
+    def build(text: str, parsed: dict[str, Any]) -> Encoder:
+        write = cavro.Schema(text, options=options).binary_encode
+        name = parsed.get("name", "record")
+
+        def encode(datum: Mapping[str, Any]) -> bytes:
+            try:
+                return cast(bytes, write(datum))
+            except _REFUSALS as exc:
+                refused = type(exc).__name__
+            raise _refused(name, refused)  # outside the handler: the writer's exception is not its context
+
+        return encode
+
+    return build
 
 
-@functools.cache
-def _encoder(schema_text: str) -> cavro.Schema:
-    return cavro.Schema(schema_text, options=_ENCODER_OPTIONS)
+# What the writers raise for a value its schema cannot carry; each becomes InvalidValue (`_refused`).
+_REFUSALS: Final = (ValueError, TypeError, OverflowError, AttributeError, KeyError)
+
+
+def _refused(name: str, kind: str) -> InvalidValue:
+    """The record and the writer's exception type only: both writers quote the value in some of their messages
+    (`Invalid value 123 for type union`), and it is payroll data. Raised outside the `except` block, so the
+    writer's exception is not kept as its context either (a traceback would print it)."""
+    return InvalidValue(f"Invalid value for {name} ({kind})")
+
+
+def _fastavro_encoder(text: str, parsed: dict[str, Any]) -> Encoder:
+    """fastavro's writer, refusing as cavro's does (`_refused`)."""
+    name = parsed.get("name", "record")
+
+    def encode(datum: Mapping[str, Any]) -> bytes:
+        out = io.BytesIO()
+        try:
+            schemaless_writer(out, parsed, datum)
+            return out.getvalue()
+        except _REFUSALS as exc:
+            refused = type(exc).__name__
+        raise _refused(name, refused)  # outside the handler: the writer's exception is not its context
+
+    return encode
+
+
+_FACTORIES: Final[dict[str, Callable[[str, dict[str, Any]], Encoder]]] = {FASTAVRO: _fastavro_encoder}
+if (_cavro := _cavro_factory()) is not None:
+    _FACTORIES[CAVRO] = _cavro
+
+
+def encoders() -> tuple[str, ...]:
+    """The encoders installed here, the default (the fastest) first: ("cavro", "fastavro") or ("fastavro",)."""
+    return tuple(sorted(_FACTORIES, key=lambda kind: kind != CAVRO))
+
+
+_BUILT: dict[tuple[str, str], Encoder] = {}
+
+
+def _encoder(kind: str, schema_text: str, parsed: dict[str, Any]) -> Encoder:
+    """One encoder per schema and kind, however many codecs write it (built once: cavro compiles the schema)."""
+    built = _BUILT.get((kind, schema_text))
+    if built is None:
+        built = _BUILT[(kind, schema_text)] = _FACTORIES[kind](schema_text, parsed)
+    return built
 
 
 @dataclass(frozen=True, slots=True)
 class _Writer:
     schema: dict[str, Any]
     prefix: bytes
-    encoder: cavro.Schema
+    encoder: Encoder
 
 
 class Codec:
@@ -112,8 +191,13 @@ class Codec:
         *,
         registry: RegistryClient | None = None,
         topics: Mapping[str, str] | None = None,
+        encoder: str | None = None,
     ):
-        """`topics` adds topic → record full name pairs (e.g. changelogs) to the built-in table."""
+        """`topics` adds topic → record full name pairs (e.g. changelogs) to the built-in table; `encoder` is
+        one of `encoders()` (default: the first, cavro when installed)."""
+        if encoder is not None and encoder not in _FACTORIES:
+            raise ValueError(f"encoder {encoder!r} is not installed here (installed: {', '.join(encoders())})")
+        self.encoder_kind = encoder or encoders()[0]
         self._store = store or load_store()
         self._registry = registry
         self._topics = {**TOPIC_RECORDS, **(topics or {})}
@@ -151,7 +235,9 @@ class Codec:
         if writer is None:
             current = self._store.current(self.record_name(topic))
             prefix = _SINGLE_OBJECT_MAGIC + current.fingerprint
-            writer = self._portable[topic] = _Writer(current.parsed, prefix, _encoder(current.text))
+            writer = self._portable[topic] = _Writer(
+                current.parsed, prefix, _encoder(self.encoder_kind, current.text, current.parsed)
+            )
         return writer
 
     async def _register(self, topic: str) -> None:
@@ -161,7 +247,9 @@ class Codec:
         with self._lock:
             self._by_id[schema_id] = current.parsed  # our own records decode without a lookup
             prefix = bytes([_CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big")
-            self._writers[topic] = _Writer(current.parsed, prefix, _encoder(current.text))
+            self._writers[topic] = _Writer(
+                current.parsed, prefix, _encoder(self.encoder_kind, current.text, current.parsed)
+            )
 
     async def prepare(self, topics: Iterable[str] | None = None) -> None:
         """Resolve our writer schemas up front (register or look them up), so encode never does I/O.
@@ -358,8 +446,7 @@ class Codec:
 
 
 def _write(writer: _Writer, datum: Mapping[str, Any]) -> bytes:
-    body: bytes = writer.encoder.binary_encode(datum)
-    return writer.prefix + body
+    return writer.prefix + writer.encoder(datum)
 
 
 def build_codec(settings: SchemaSettings | None = None, *, topics: Mapping[str, str] | None = None) -> Codec:

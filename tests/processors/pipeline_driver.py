@@ -8,8 +8,8 @@ record's uncommitted effects are thrown away and the record goes to `reject`. St
 records and with `advance_to` (the runtime's punctuation); nothing here sleeps or reads a clock.
 
 Outputs are decoded by `IndependentReader`: fastavro straight from the .avsc files, with the writer chosen by
-the single-object fingerprint — none of the connector's codec (whose encoder is cavro: the reader also checks
-that fastavro writes each record's bytes back identically).
+the single-object fingerprint — none of the connector's codec (whose encoder is cavro where installed: the reader
+also checks that fastavro writes each record's bytes back identically).
 """
 
 from __future__ import annotations
@@ -50,14 +50,14 @@ class IndependentReader:
             self._writers[key] = schema
 
     def decode(self, value: bytes) -> dict[str, Any]:
-        """The record's datum; and fastavro, given it back, must write the very bytes the codec's encoder (cavro)
+        """The record's datum; and fastavro, given it back, must write the very bytes the codec's encoder
         wrote: so every output the driver reads also checks that the two Avro writers agree."""
         assert value[:2] == b"\xc3\x01", "not an Avro single-object record"
         writer = self._writers[value[2:10]]
         datum = cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(value[10:]), writer, None))
         again = io.BytesIO()
         fastavro.schemaless_writer(again, writer, datum)
-        assert again.getvalue() == value[10:], "cavro and fastavro wrote different bytes"
+        assert again.getvalue() == value[10:], "the codec's encoder and fastavro wrote different bytes"
         return datum
 
 
