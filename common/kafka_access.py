@@ -122,6 +122,9 @@ class TopicAccess:
         return self.operations is None or operation in self.operations
 
 
+_IMPLY_DESCRIBE = frozenset({TopicOp.READ, TopicOp.WRITE, TopicOp.DELETE})
+
+
 def _operations(bits: int) -> frozenset[TopicOp] | None:
     if bits == -(2**31):  # "not requested" / not computed
         return None
@@ -160,9 +163,10 @@ def not_authorized(operation: str, kind: str, names: Iterable[str]) -> KafkaMisc
 def require(access: Mapping[str, TopicAccess], needs: Mapping[str, Iterable[TopicOp]]) -> list[str]:
     """Raise KafkaMisconfigured naming the first operation refused on some topic of `needs` (topic -> the
     operations it takes); return the topics that do not exist (the caller says what to do about them)."""
-    hidden = [name for name in needs if access[name].hidden]
-    if hidden:
-        raise not_authorized(TopicOp.DESCRIBE.tool_name, "topic" if len(hidden) == 1 else "topics", hidden)
+    for name, operations in needs.items():
+        if access[name].hidden:  # named by what the caller needs: Read, Write and Delete imply Describe
+            implying = [op for op in operations if op in _IMPLY_DESCRIBE] or [TopicOp.DESCRIBE]
+            raise not_authorized("/".join(op.tool_name for op in implying), "topic", [name])
     refused: dict[TopicOp, list[str]] = {}
     for name, operations in needs.items():
         if access[name].error_code == 0:

@@ -323,7 +323,9 @@ async def replay(
     """Publish the records of the REPLAYED plans (acks=all, idempotent), unless `dry_run`."""
     summary = ReplaySummary()
     producer = None
-    if not dry_run:
+    if not dry_run:  # Write on every target, asked first: a refusal halfway would leave a partial replay
+        targets = {plan.record.topic for plan in plans if plan.record is not None}
+        await check_topics_of(kafka, dict.fromkeys(sorted(targets), (TopicOp.WRITE,)), "deadletter-replay-check")
         producer = AIOKafkaProducer(
             **kafka.client_kwargs(),
             client_id=f"{kafka.client_id_prefix}-deadletter-replay",
@@ -331,9 +333,6 @@ async def replay(
             enable_idempotence=True,
             max_request_size=MAX_MESSAGE_BYTES,
         )
-    if producer is not None:  # Write on every target, asked first: a refusal halfway would leave a partial replay
-        targets = {plan.record.topic for plan in plans if plan.record is not None}
-        await check_topics_of(kafka, dict.fromkeys(sorted(targets), (TopicOp.WRITE,)), "deadletter-replay-check")
     try:
         if producer is not None:
             await producer.start()  # inside: a failed start leaves the client to stop as well
