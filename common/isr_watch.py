@@ -28,6 +28,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.admin import ApiVersionRequest
 from prometheus_client import CollectorRegistry, Gauge
 
+from common.kafka_access import TOPIC_AUTHORIZATION_FAILED, TopicOp, not_authorized
+from common.kafka_errors import Kind, classify_kafka_error
 from common.settings import KafkaSettings
 from common.topics import MIN_ISR
 
@@ -138,8 +140,15 @@ class IsrWatch:
             self._admin = admin
         described = await self._admin.describe_topics(self.topics)
         present = [t["topic"] for t in described if t["error_code"] == 0]
+        # A topic the principal may not describe, or whose configuration it may not read, is not checked: said so.
+        problems = []
+        if hidden := sorted(t["topic"] for t in described if t["error_code"] == TOPIC_AUTHORIZATION_FAILED):
+            problems.append(str(not_authorized(TopicOp.DESCRIBE.tool_name, "topic", hidden)))
         if set(present) - set(self.min_isr):  # configs change rarely: read them for topics not seen yet
-            self.min_isr |= await self._min_isr(present)
+            found, refused = await self._min_isr(present)
+            self.min_isr |= found
+            if refused:
+                problems.append(str(not_authorized(TopicOp.DESCRIBE_CONFIGS.tool_name, "topic", refused)))
         brokers = sorted(replica_brokers(described))
         answers = await asyncio.gather(*(self._answers(node) for node in brokers))
         silent = frozenset(node for node, answered in zip(brokers, answers, strict=True) if not answered)
@@ -149,7 +158,10 @@ class IsrWatch:
         if under != self.under or silent != self.silent:
             log.warning("partitions under min.insync.replicas" if under else "every partition back at min ISR",
                         extra={"under_min_isr": under, "silent_brokers": sorted(silent)})  # fmt: skip
-        self.under, self.silent, self.error, self.checked_at = under, silent, None, time.monotonic()
+        error = "; ".join(problems) or None
+        if error is not None and error != self.error:
+            log.warning("cannot check the in-sync replicas", extra={"error": error})
+        self.under, self.silent, self.error, self.checked_at = under, silent, error, time.monotonic()
         return under
 
     async def _answers(self, node_id: int) -> bool:
@@ -165,18 +177,22 @@ class IsrWatch:
             return False
         return True
 
-    async def _min_isr(self, topics: list[str]) -> dict[str, int]:
+    async def _min_isr(self, topics: list[str]) -> tuple[dict[str, int], list[str]]:
+        """Topic -> its min.insync.replicas, and the topics whose configuration the principal may not read."""
         assert self._admin is not None
         responses = await self._admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name, configs={MIN_ISR: None}) for name in topics]
         )
         found: dict[str, int] = {}
+        refused: list[str] = []
         for response in responses:
             for resource in response.resources:  # (error_code, error_message, type, name, entries)
+                if resource[0] == TOPIC_AUTHORIZATION_FAILED:
+                    refused.append(resource[3])
                 for entry in resource[4]:
                     if entry[0] == MIN_ISR and entry[1] is not None:
                         found[resource[3]] = int(entry[1])
-        return found
+        return found, sorted(refused)
 
     async def refresh(self) -> None:
         """One check; a failure (cluster unreachable, a node gone) leaves the answer unknown until the next."""
@@ -185,7 +201,8 @@ class IsrWatch:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.error = type(exc).__name__
+            verdict = classify_kafka_error(exc)
+            self.error = verdict.reason if verdict.kind is not Kind.OTHER else type(exc).__name__
             await self._close_admin()  # the next check starts from the bootstrap servers again
 
     async def _loop(self) -> None:

@@ -25,6 +25,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.kafka_access import TOPIC_AUTHORIZATION_FAILED, TopicOp, not_authorized, require, topic_access
 from common.settings import KafkaSettings
 
 DAY_MS = 24 * 3600 * 1000
@@ -115,7 +116,10 @@ async def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, 
         await admin.start()
         cluster = await admin.describe_cluster()
         brokers = len(cluster["brokers"])
-        existing = set(await admin.list_topics())
+        # Per topic, not a listing: a listing hides a topic the principal may not describe ("missing").
+        access = await topic_access(admin, [s.name for s in specs])
+        absent = set(require(access, {s.name: (TopicOp.DESCRIBE_CONFIGS,) for s in specs}))
+        existing = {s.name for s in specs} - absent
         report: list[str] = []
         missing = [s for s in specs if s.name not in existing]
         if missing and create:
@@ -123,7 +127,9 @@ async def ensure_topics(settings: KafkaSettings, specs: Sequence[TopicSpec], *, 
                 NewTopic(s.name, s.partitions, s.durability(brokers)[0], topic_configs=s.declared_config(brokers))
                 for s in missing
             ]
-            errors = _topic_errors(await admin.create_topics(new))
+            errors = topic_errors(await admin.create_topics(new))
+            if refused := [name for name, code, _ in errors if code == TOPIC_AUTHORIZATION_FAILED]:
+                raise not_authorized(TopicOp.CREATE.tool_name, "topic" if len(refused) == 1 else "topics", refused)
             failures = [
                 f"{name}: {Errors.for_code(code).__name__} {message or ''}".strip()
                 for name, code, message in errors
@@ -199,6 +205,10 @@ async def _topic_configs(
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
         # (error_code, error_message, resource_type, resource_name, config_entries)
         resources = [resource for response in responses for resource in response.resources]
+        if refused := [r[3] for r in resources if r[0] == TOPIC_AUTHORIZATION_FAILED]:  # not worth asking again
+            raise not_authorized(
+                TopicOp.DESCRIBE_CONFIGS.tool_name, "topic" if len(refused) == 1 else "topics", refused
+            )
         errors = [f"{r[3]}: {Errors.for_code(r[0]).__name__}" for r in resources if r[0] != 0]
         if not errors:
             return {r[3]: {entry[0]: entry[1] for entry in r[4]} for r in resources}
@@ -222,7 +232,7 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
         await asyncio.sleep(0.1)
 
 
-def _topic_errors(response: object) -> list[tuple[str, int, str | None]]:
+def topic_errors(response: object) -> list[tuple[str, int, str | None]]:
     # CreateTopicsResponse v0 has (topic, code); v1+ adds the message.
     rows = getattr(response, "topic_errors", [])
     return [(row[0], row[1], row[2] if len(row) > 2 else None) for row in rows]

@@ -183,6 +183,7 @@ def aggregate(reports: Mapping[int, dict[str, Any] | None], expected: int, now: 
         "spool": _worst([r.get("spool") for r in fresh], _SPOOL_STATES, "not_started"),
         "spool_error": next((r["spool_error"] for r in fresh if r.get("spool_error")), None),
         "min_isr": _worst([r.get("min_isr") for r in fresh], _MIN_ISR_STATES, "unknown"),
+        "kafka_refusals": {topic: why for r in fresh for topic, why in (r.get("kafka_refusals") or {}).items()},
     }
     reasons = sorted({str(r["min_isr_reason"]) for r in fresh if r.get("min_isr_reason")})
     if reasons:

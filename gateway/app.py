@@ -215,6 +215,8 @@ class _Worker:
             # ok | full (size limit) | disk_full | stopping, and the errno of the last append the disk refused
             "spool": publisher.spool_state,
             "spool_error": publisher.spool_write_error,
+            # topic -> why the cluster refuses our records there (an ACL missing): those webhooks are answered 503
+            "kafka_refusals": publisher.refusals,
             **self.isr.readiness(),
         }
 

@@ -135,6 +135,11 @@ class Publisher:
         return self._link.producer is not None and self._link.answering
 
     @property
+    def refusals(self) -> dict[str, str]:
+        """Topic -> why the cluster refused our last record there (not authorized), until one gets through."""
+        return dict(self._sender.refusals)
+
+    @property
     def spooling(self) -> bool:
         return self._drainer.spooling
 

@@ -13,6 +13,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiokafka.errors import TopicAuthorizationFailedError
+
+from common.kafka_access import TopicOp, not_authorized
+from common.kafka_errors import Kind, classify_kafka_error
 from gateway.kafka_record import KafkaRecord
 from gateway.metrics import GatewayMetrics
 from gateway.outcome import Outcome
@@ -31,12 +35,22 @@ class InFlight:
     spilled: bool = False
 
 
+def refusal_reason(exc: BaseException, topic: str) -> str | None:
+    """The one line of a refusal an operator must fix (an ACL), naming the topic; None for a record's own fault
+    (too large, corrupt): the next record may well get through."""
+    if isinstance(exc, TopicAuthorizationFailedError):
+        return str(not_authorized(TopicOp.WRITE.tool_name, "topic", [topic]))
+    verdict = classify_kafka_error(exc)
+    return verdict.reason if verdict.kind is Kind.MISCONFIGURED else None
+
+
 class DirectSender:
     def __init__(self, metrics: GatewayMetrics, on_stall: Callable[[], None]) -> None:
         self._metrics = metrics
         self._on_stall = on_stall
         self._inflight: dict[int, InFlight] = {}
         self._seq = itertools.count()
+        self.refusals: dict[str, str] = {}  # topic -> why the cluster refuses our records there (an ACL missing)
 
     def __len__(self) -> int:
         return len(self._inflight)
@@ -73,7 +87,11 @@ class DirectSender:
             raise
         except PERMANENT_ERRORS as exc:
             self._metrics.producer_errors.labels(kind=type(exc).__name__).inc()
-            log.error("record refused by kafka", extra={"error": type(exc).__name__, "topic": entry.record.topic})
+            topic = entry.record.topic
+            reason = refusal_reason(exc, topic)
+            if reason is not None:  # the principal may not write there: /readyz says so until a record gets through
+                self.refusals[topic] = reason
+            log.error("record refused by kafka", extra={"error": type(exc).__name__, "topic": topic, "reason": reason})
             if not entry.settled.done():
                 entry.settled.set_result(Outcome.FAILED)
             return
@@ -83,6 +101,7 @@ class DirectSender:
             if not entry.settled.done():
                 self._on_stall()
             return
+        self.refusals.pop(entry.record.topic, None)
         if not entry.settled.done():
             entry.settled.set_result(Outcome.ACKED)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from common.kafka_access import TopicOp, check_topics_of
 from common.settings import KafkaSettings
 from gateway import records, signature
 from gateway.kafka_record import KafkaRecord
@@ -199,8 +200,9 @@ def _consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
     )
 
 
-async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-    if DEADLETTER_TOPIC not in await consumer.topics():
+async def _partitions(kafka: KafkaSettings, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+    # Per topic, not a listing, which hides a topic the principal may not describe: "not authorized", not "missing".
+    if await check_topics_of(kafka, {DEADLETTER_TOPIC: (TopicOp.READ,)}, "deadletter-check"):
         raise DeadLetterError(f"topic {DEADLETTER_TOPIC} does not exist (create it with `pinwheel-connector topics`)")
     partitions = consumer.partitions_for_topic(DEADLETTER_TOPIC)
     if partitions is None:  # topics() does not refresh the client's own metadata
@@ -232,7 +234,7 @@ async def read_dead_letters(
     consumer = _consumer(kafka)
     try:
         await consumer.start()
-        tps = await _partitions(consumer)
+        tps = await _partitions(kafka, consumer)
         await _assign(consumer, tps)
         beginning = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
@@ -267,7 +269,7 @@ async def find_dead_letter(kafka: KafkaSettings, codec: Codec, partition: int, o
     consumer = _consumer(kafka)
     try:
         await consumer.start()
-        tps = {tp.partition: tp for tp in await _partitions(consumer)}
+        tps = {tp.partition: tp for tp in await _partitions(kafka, consumer)}
         if partition not in tps:
             raise DeadLetterError(f"{DEADLETTER_TOPIC} has no partition {partition}")
         tp = tps[partition]
@@ -321,7 +323,9 @@ async def replay(
     """Publish the records of the REPLAYED plans (acks=all, idempotent), unless `dry_run`."""
     summary = ReplaySummary()
     producer = None
-    if not dry_run:
+    if not dry_run:  # Write on every target, asked first: a refusal halfway would leave a partial replay
+        targets = {plan.record.topic for plan in plans if plan.record is not None}
+        await check_topics_of(kafka, dict.fromkeys(sorted(targets), (TopicOp.WRITE,)), "deadletter-replay-check")
         producer = AIOKafkaProducer(
             **kafka.client_kwargs(),
             client_id=f"{kafka.client_id_prefix}-deadletter-replay",

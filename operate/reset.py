@@ -16,11 +16,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import GroupAuthorizationFailedError
 from aiokafka.structs import OffsetAndMetadata
 
+from common.kafka_access import (
+    GROUP_AUTHORIZATION_FAILED,
+    TOPIC_AUTHORIZATION_FAILED,
+    TopicOp,
+    not_authorized,
+    require,
+    topic_access,
+)
 from common.settings import KafkaSettings
-from common.topics import TopicSettings, ensure_topics
+from common.topics import TopicSettings, TopicSpec, ensure_topics, topic_errors
 from processors.runtime.settings import ProcessorSettings
 from schemas.catalog import FAMILY_TOPICS, STORE_NAMES, changelog_topic
 from schemas.topics import all_topics
@@ -103,14 +112,51 @@ async def _family_partitions(kafka: KafkaSettings) -> tuple[list[TopicPartition]
     return tps, counts
 
 
+def _changelog_specs(group: str, partitions: int) -> list[TopicSpec]:
+    """The changelogs as `reset` recreates them: the family topics' partition count (co-partitioning) and their
+    declared configuration."""
+    declared = {spec.name: spec for spec in all_topics(TopicSettings(processor_application_id=group))}
+    return [replace(declared[changelog_topic(group, store)], partitions=partitions) for store in STORE_NAMES]
+
+
+async def check_permissions(admin: AIOKafkaAdminClient, group: str) -> list[str]:
+    """Every permission the reset takes, checked before anything is changed (a reset stopped halfway, its
+    changelogs deleted and not recreated, leaves the application unable to start): Read on the family
+    topics, Delete on the existing changelogs (Metadata's authorized operations), Create on every changelog
+    (CreateTopics with validate_only) and Read on the group. Raises KafkaMisconfigured naming the first one
+    refused; returns the changelogs that exist."""
+    changelogs = [changelog_topic(group, store) for store in STORE_NAMES]
+    family = list(FAMILY_TOPICS.values())
+    access = await topic_access(admin, [*family, *changelogs])
+    missing = require(
+        access, {**dict.fromkeys(family, (TopicOp.READ,)), **dict.fromkeys(changelogs, (TopicOp.DELETE,))}
+    )
+    if missing_family := [name for name in family if name in missing]:
+        raise ResetRefused(f"family topics missing: {', '.join(missing_family)}; nothing was changed")
+    specs = _changelog_specs(group, max(access[name].partitions for name in family))
+    trial = [NewTopic(s.name, s.partitions, s.durability(1)[0], topic_configs=s.declared_config(1)) for s in specs]
+    if refused := [name for name, code, _ in topic_errors(await admin.create_topics(trial, validate_only=True))
+                   if code == TOPIC_AUTHORIZATION_FAILED]:  # fmt: skip
+        raise not_authorized(TopicOp.CREATE.tool_name, "topic" if len(refused) == 1 else "topics", refused)
+    try:
+        described = await admin.describe_consumer_groups([group])
+    except GroupAuthorizationFailedError:
+        raise not_authorized("Read", "consumer group", [group]) from None
+    codes = [g["error_code"] for response in described for g in response.to_object()["groups"]]
+    if GROUP_AUTHORIZATION_FAILED in codes:
+        raise not_authorized("Read", "consumer group", [group])
+    return [name for name in changelogs if name not in missing]
+
+
 async def plan_reset(settings: ProcessorSettings, kafka: KafkaSettings) -> ResetPlan:
-    """What `reset` would do; raises ResetRefused while the group has live members."""
+    """What `reset` would do; raises ResetRefused while the group has live members, KafkaMisconfigured when the
+    principal lacks a permission the reset takes (checked before anything changes)."""
     group = settings.application_id
     admin = _admin(kafka)
     try:
         await admin.start()
+        existing = set(await check_permissions(admin, group))
         await _refuse_if_alive(admin, group)
-        existing = set(await admin.list_topics())
         tps, _ = await _family_partitions(kafka)
         offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
     finally:
@@ -160,10 +206,7 @@ async def reset(settings: ProcessorSettings, kafka: KafkaSettings, plan: ResetPl
     # Recreated empty at once, with the family topics' partition count (co-partitioning) and their declared
     # configuration: the processors must not start without them.
     _, counts = await _family_partitions(kafka)
-    partitions = max(counts.values())
-    declared = {spec.name: spec for spec in all_topics(TopicSettings(processor_application_id=group))}
-    specs = [replace(declared[changelog_topic(group, store)], partitions=partitions) for store in STORE_NAMES]
-    done += await ensure_topics(kafka, specs)
+    done += await ensure_topics(kafka, _changelog_specs(group, max(counts.values())))
     if plan.state_dir.exists():
         shutil.rmtree(plan.state_dir)
         done.append(f"deleted {plan.state_dir}")

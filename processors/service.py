@@ -27,6 +27,8 @@ from pydantic import ValidationError
 from common import gc_tuning, logs
 from common.backoff import Backoff
 from common.isr_watch import IsrWatch
+from common.kafka_access import TopicOp
+from common.kafka_access import check_topics as check_access
 from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, Verdict, classify_kafka_error
 from common.kafka_wait import wait_for_kafka
 from common.settings import KafkaSettings
@@ -61,24 +63,28 @@ OUTPUT_TOPICS = (
 )
 
 
-def required_topics(settings: ProcessorSettings) -> list[str]:
-    """Every topic the account pipeline reads (families), restores (changelogs) or writes."""
-    return [
-        *catalog.FAMILY_TOPICS.values(),
-        *(changelog_topic(settings.application_id, store) for store in STORE_NAMES),
-        *OUTPUT_TOPICS,
-    ]
+def topic_needs(settings: ProcessorSettings) -> dict[str, tuple[TopicOp, ...]]:
+    """Every topic the account pipeline uses and what it does with it: reads the families, restores (reads) and
+    writes the changelogs, writes the outputs (DescribeConfigs, for /readyz's min-ISR watch, is not required)."""
+    changelogs = [changelog_topic(settings.application_id, store) for store in STORE_NAMES]
+    return {
+        **dict.fromkeys(catalog.FAMILY_TOPICS.values(), (TopicOp.READ,)),
+        **dict.fromkeys(changelogs, (TopicOp.READ, TopicOp.WRITE)),
+        **dict.fromkeys(OUTPUT_TOPICS, (TopicOp.WRITE,)),
+    }
 
 
 async def check_topics(settings: ProcessorSettings, kafka: KafkaSettings) -> None:
-    """Raise MissingTopicsError naming every missing topic (a run without them only logs errors forever)."""
+    """Raise MissingTopicsError naming every missing topic (a run without them only logs errors forever), and
+    KafkaMisconfigured naming a topic the principal may not describe, read or write as the pipeline must:
+    such a run would fail at its first commit, after minutes of restoring, or hide the topic as "missing"."""
     admin = AIOKafkaAdminClient(**kafka.client_kwargs(), client_id=f"{kafka.client_id_prefix}-processor-check")
     try:
         await admin.start()
-        existing = set(await admin.list_topics())
+        missing = await check_access(admin, topic_needs(settings))
     finally:
         await admin.close()
-    if missing := [topic for topic in required_topics(settings) if topic not in existing]:
+    if missing:
         raise MissingTopicsError(missing, MISSING_TOPICS_HINT)
 
 
@@ -290,6 +296,8 @@ async def run_when_reachable(
                 await before()
             await engine.run(stop)
             return
+        except KafkaMisconfigured:  # its line names what was refused
+            raise
         except Exception as exc:
             verdict = classify_kafka_error(exc)
             if verdict.kind is Kind.MISCONFIGURED:

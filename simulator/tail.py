@@ -13,6 +13,7 @@ from typing import IO, Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from common.kafka_access import TopicOp, check_topics_of
 from common.settings import KafkaSettings
 from schemas import catalog
 from schemas.codec import DecodeError, RegistryError, build_codec
@@ -102,6 +103,8 @@ async def tail(
     """Print records until interrupted, `max_records` printed, or `idle_timeout_s` without a record."""
 
     out = out or sys.stdout
+    # Read on each topic, asked first: a consumer refused would say so only from deep inside its fetch loop.
+    await check_topics_of(kafka, dict.fromkeys(topics, (TopicOp.READ,)), "tail-check")
     codec = build_codec()
     consumer = AIOKafkaConsumer(
         *topics,

@@ -49,6 +49,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from common.kafka_access import TopicOp, check_topics_of
 from common.settings import KafkaSettings
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, FINAL_OUTCOMES, JOB_OUTCOMES, PENDING, is_job
 from schemas.confluent import client_config
@@ -397,6 +398,7 @@ class UpdateCollector:
         self.decoder = AvscDecoder("AccountUpdate", fetch_schema=registry_fetcher())
         self.updates: list[UpdateView] = []
         self.partitions: list[Any] = []
+        self.kafka = kafka
         self.consumer = AIOKafkaConsumer(
             **kafka.client_kwargs(),
             client_id=f"{kafka.client_id_prefix}-verify",
@@ -415,6 +417,8 @@ class UpdateCollector:
         return self
 
     async def _start(self) -> None:
+        # Read on the updates, asked first: a topic the principal may not describe looks "not found" otherwise.
+        await check_topics_of(self.kafka, {ACCOUNT_UPDATES_TOPIC: (TopicOp.READ,)}, "verify-check")
         await self.consumer.start()
         partitions = self.consumer.partitions_for_topic(ACCOUNT_UPDATES_TOPIC)
         if not partitions:

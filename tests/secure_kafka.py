@@ -17,7 +17,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -117,6 +117,35 @@ class SecureBroker:
             time.sleep(0.1)
         self._passwords[name] = path
         return path
+
+    def add_scram_users(self, names: Iterable[str]) -> dict[str, Path]:
+        """`add_scram_user` for many users at once (two requests in all, not two per user): name -> password file.
+
+        SCRAM-SHA-512 only (what `env` uses by default). Returns once the broker lists every one of them.
+        """
+        passwords = {name: secrets.token_urlsafe(18) for name in names}
+        for name, password in passwords.items():
+            write_private(self.secrets_dir / f"{name}.password", password.encode())
+        admin = self.admin_client()
+        upserts = [
+            UserScramCredentialUpsertion(name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), pw.encode())
+            for name, pw in passwords.items()
+        ]
+        for future in admin.alter_user_scram_credentials(upserts).values():
+            future.result(timeout=60)
+        deadline = time.monotonic() + 30
+        waiting = set(passwords)
+        while waiting:
+            with contextlib.suppress(Exception):
+                described = admin.describe_user_scram_credentials(sorted(waiting))
+                waiting = {name for name, future in described.items() if not future.result(timeout=10)}
+            if waiting and time.monotonic() > deadline:
+                raise TimeoutError(f"the broker does not list the SCRAM users {sorted(waiting)[:5]}...")
+            if waiting:
+                time.sleep(0.1)
+        paths = {name: self.secrets_dir / f"{name}.password" for name in passwords}
+        self._passwords |= paths
+        return paths
 
     def password_file(self, name: str) -> Path:
         if name == self.admin_user:

@@ -36,7 +36,7 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 
 from common.backoff import Backoff
-from common.kafka_errors import Kind, classify_kafka_error
+from common.kafka_errors import KafkaMisconfigured, Kind, classify_kafka_error
 from common.kafka_stop import stop_producer
 from common.settings import KafkaSettings
 from processors.runtime.ordering import PartitionGroup
@@ -54,6 +54,7 @@ from processors.runtime.task import (
     TaskFailed,
     TaskFenced,
     start_producer,
+    transactional_id,
 )
 
 log = logging.getLogger(__name__)
@@ -410,14 +411,20 @@ class Engine:
         if not tasks:
             return
         results = await asyncio.gather(*(task.commit() for task in tasks), return_exceptions=True)
+        refusal: KafkaMisconfigured | None = None
         for task, result in zip(tasks, results, strict=True):
             if isinstance(result, BaseException):
+                verdict = classify_kafka_error(result)
+                if verdict.kind is Kind.MISCONFIGURED and refusal is None:  # an ACL taken away: retrying repeats it
+                    refusal = KafkaMisconfigured(f"kafka: task {task.partition} commit: {verdict.reason}")
                 await self._fail(task, result)
             elif result:
                 self.stats.committed += result
                 self.stats.commits += 1
                 self._backoff.reset()
                 self.stats.waiting = None
+        if refusal is not None:
+            raise refusal
 
     async def _fail(self, task: Task, error: BaseException) -> None:
         """Throw the task's uncommitted work away and rebuild it from Kafka before it runs again."""
@@ -522,8 +529,11 @@ class Engine:
         failed = False
         for partition, result in zip(pending, results, strict=True):
             if isinstance(result, BaseException):
-                if classify_kafka_error(result).kind is Kind.MISCONFIGURED:
-                    raise result  # not allowed (transactional id ACL, ...): retrying repeats the refusal
+                verdict = classify_kafka_error(result)
+                if verdict.kind is Kind.MISCONFIGURED:  # not allowed (transactional id ACL, ...): retrying repeats it
+                    tid = transactional_id(self.settings.application_id, partition)
+                    raise KafkaMisconfigured(f"kafka: starting task {partition} (transactional id {tid}): "
+                                             f"{verdict.reason}") from None  # fmt: skip
                 log.warning("task start failed; will retry", extra={"partition": partition, "error": str(result)})
                 self._retry_start_at = max(self._retry_start_at, time.monotonic() + 1.0)
                 failed = True

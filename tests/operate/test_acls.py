@@ -17,7 +17,7 @@ from connector.cli import main
 from operate.acls import COMPONENTS, acl_table, acls, default_principal
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import transactional_id
-from processors.service import required_topics
+from processors.service import topic_needs
 from schemas import catalog
 from schemas.topics import all_topics
 
@@ -34,8 +34,10 @@ def _by(component: str, app_id: str = "app-x") -> set[tuple[str, str, str, str]]
 
 def test_the_processors_acls_cover_every_topic_they_use_and_their_transactional_ids() -> None:
     got = _by("processors")
-    used = set(required_topics(ProcessorSettings(application_id="app-x")))
-    assert {name for rtype, name, _, _ in got if rtype == "TOPIC"} == used
+    needs = topic_needs(ProcessorSettings(application_id="app-x"))  # what the processor checks at start
+    assert {name for rtype, name, _, _ in got if rtype == "TOPIC"} == set(needs)
+    for name, operations in needs.items():
+        assert {op.name for op in operations} <= {op for _, granted, _, op in got if granted == name}, name
     assert ("GROUP", "app-x", "LITERAL", "READ") in got
     (prefix,) = [name for rtype, name, pattern, _ in got if rtype == "TRANSACTIONAL_ID" and pattern == "PREFIXED"]
     assert transactional_id("app-x", 7).startswith(prefix)
