@@ -285,6 +285,11 @@ class SecureBroker:
         )
         return kwargs | {"sasl_mechanism": "OAUTHBEARER", "sasl_oauth_token_provider": provider}
 
+    def grant(self, entries: list[dict[str, str]]) -> None:
+        """Create the ACLs of `pinwheel-connector acls --format json` objects (as the super user)."""
+        for future in self.admin_client().create_acls([acl_binding(entry) for entry in entries]).values():
+            future.result(timeout=30)
+
     def allow_topic(self, principal: str, topic: str, *operations: AclOperation) -> None:
         """ALLOW `operations` on the literal `topic` for `principal` (as the super user)."""
         bindings = [
@@ -303,6 +308,15 @@ class SecureBroker:
         if self._admin is None:
             self._admin = AdminClient(self.confluent_config("sasl_ssl"))
         return self._admin
+
+
+def acl_binding(entry: dict[str, str]) -> AclBinding:
+    """One object of `pinwheel-connector acls --format json` as confluent-kafka's AclBinding."""
+    return AclBinding(
+        ResourceType[entry["restype"]], entry["name"], ResourcePatternType[entry["resource_pattern_type"]],
+        entry["principal"], entry["host"], AclOperation[entry["operation"]],
+        AclPermissionType[entry["permission_type"]],
+    )  # fmt: skip
 
 
 @contextlib.contextmanager

@@ -36,12 +36,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import (
-    AclBinding,
-    AclOperation,
-    AclPermissionType,
     NewTopic,
-    ResourcePatternType,
-    ResourceType,
 )
 from pydantic import BaseModel
 
@@ -56,7 +51,7 @@ from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
 from schemas.topics import all_topics
 from tests.sample_data import doc_samples_as_json
-from tests.secure_kafka import SecureBroker
+from tests.secure_kafka import SecureBroker, acl_binding
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(600)]
 
@@ -139,19 +134,6 @@ CASES = all_cases()
 # -- the broker and its principals -----------------------------------------------------------------------------
 
 
-def binding(entry: dict[str, str]) -> AclBinding:
-    """One object of `pinwheel-connector acls --format json` as confluent-kafka's AclBinding."""
-    return AclBinding(
-        ResourceType[entry["restype"]],
-        entry["name"],
-        ResourcePatternType[entry["resource_pattern_type"]],
-        entry["principal"],
-        entry["host"],
-        AclOperation[entry["operation"]],
-        AclPermissionType[entry["permission_type"]],
-    )
-
-
 def cli_acls(app_id: str, principals: dict[str, str]) -> list[dict[str, str]]:
     flags = [f"--principal={c}=User:{user}" for c, user in principals.items()]
     out = subprocess.run(
@@ -214,7 +196,7 @@ def world(secure_kafka: SecureBroker, tmp_path_factory: pytest.TempPathFactory) 
     assert printed == json.loads(acls_json(acls(COMPONENTS, {c: f"User:{u}" for c, u in e2e.items()}, APP_ID)))
     entries = printed + [entry for case in CASES for entry in case.entries()]
     admin = secure_kafka.admin_client()
-    for future in admin.create_acls([binding(e) for e in entries]).values():
+    for future in admin.create_acls([acl_binding(e) for e in entries]).values():
         future.result(timeout=60)
     time.sleep(1)  # the broker applies ACLs from its metadata log: a moment after the call returns
     created = run(world, e2e_user("topics"), ["topics", "create"], COMMAND_TIMEOUT_S)

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 
 from common.offsets import start_at_end
 from common.settings import KafkaSettings
@@ -42,18 +41,6 @@ def settings_of(env: dict[str, str]) -> KafkaSettings:
     return KafkaSettings(**{key.removeprefix("KAFKA_").lower(): value for key, value in env.items()})  # type: ignore[arg-type]
 
 
-def grant(broker: SecureBroker, bindings: list[dict[str, str]]) -> None:
-    acl_bindings = [
-        AclBinding(
-            ResourceType[b["restype"]], b["name"], ResourcePatternType[b["resource_pattern_type"]], b["principal"],
-            b["host"], AclOperation[b["operation"]], AclPermissionType[b["permission_type"]],
-        )
-        for b in bindings
-    ]  # fmt: skip
-    for future in broker.admin_client().create_acls(acl_bindings).values():
-        future.result(timeout=30)
-
-
 @pytest.mark.parametrize("listener", ["sasl_ssl", "mtls"])
 async def test_delivery_to_account_update_on_a_secured_cluster(
     listener: str, secure_kafka: SecureBroker, tls_pair: tuple[Path, Path], tmp_path: Path
@@ -65,8 +52,8 @@ async def test_delivery_to_account_update_on_a_secured_cluster(
     for user in (*users.values(), downstream):
         secure_kafka.add_scram_user(user)  # (over mTLS the certificate's CN names the same principal)
     principals = {component: f"User:{user}" for component, user in users.items()}
-    grant(secure_kafka, json.loads(acls_json(acls(tuple(users), principals, app_id))))
-    grant(secure_kafka, [
+    secure_kafka.grant(json.loads(acls_json(acls(tuple(users), principals, app_id))))
+    secure_kafka.grant([
         {"restype": restype, "name": name, "resource_pattern_type": "LITERAL", "principal": f"User:{downstream}",
          "host": "*", "operation": "READ", "permission_type": "ALLOW"}
         for restype, name in (("TOPIC", ACCOUNT_UPDATES_TOPIC), ("GROUP", downstream))

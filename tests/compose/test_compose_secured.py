@@ -37,12 +37,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
-    AclBinding,
-    AclOperation,
-    AclPermissionType,
     AdminClient,
-    ResourcePatternType,
-    ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialUpsertion,
@@ -56,6 +51,7 @@ from simulator.verify import expectations
 from tests.compose.test_compose_e2e import CLI, FOREIGN, IMAGES, ROOT, Project, _compose_cli, _say
 from tests.downstream_reader import read_updates
 from tests.kafka_broker import docker_available
+from tests.secure_kafka import acl_binding
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
 
@@ -98,14 +94,6 @@ def component_acls(principals: Mapping[str, str]) -> list[dict[str, str]]:
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     bindings: list[dict[str, str]] = json.loads(result.stdout)
     return bindings
-
-
-def _binding(kwargs: Mapping[str, str]) -> AclBinding:
-    return AclBinding(
-        ResourceType[kwargs["restype"]], kwargs["name"], ResourcePatternType[kwargs["resource_pattern_type"]],
-        kwargs["principal"], kwargs["host"], AclOperation[kwargs["operation"]],
-        AclPermissionType[kwargs["permission_type"]],
-    )  # fmt: skip
 
 
 # -- the secured broker in a container ------------------------------------------------------------------------
@@ -167,7 +155,7 @@ class SecuredKafka:
         return path
 
     def grant(self, bindings: list[dict[str, str]]) -> None:
-        for future in self.admin().create_acls([_binding(b) for b in bindings]).values():
+        for future in self.admin().create_acls([acl_binding(b) for b in bindings]).values():
             future.result(timeout=30)
 
 

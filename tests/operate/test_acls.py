@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+from confluent_kafka.admin import AclPermissionType
 
 from common.topics import TopicSettings
 from connector.cli import main
@@ -20,6 +20,7 @@ from processors.runtime.task import transactional_id
 from processors.service import topic_needs
 from schemas import catalog
 from schemas.topics import all_topics
+from tests.secure_kafka import acl_binding
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "pinwheel-connector")
@@ -66,11 +67,7 @@ def test_json_objects_are_aclbinding_arguments(capsys: pytest.CaptureFixture[str
     entries = json.loads(capsys.readouterr().out)
     assert entries
     for entry in entries:
-        binding = AclBinding(
-            ResourceType[entry["restype"]], entry["name"], ResourcePatternType[entry["resource_pattern_type"]],
-            entry["principal"], entry["host"], AclOperation[entry["operation"]],
-            AclPermissionType[entry["permission_type"]],
-        )  # fmt: skip
+        binding = acl_binding(entry)
         assert binding.permission_type is AclPermissionType.ALLOW
         assert binding.host == "*"
     principals = {e["principal"] for e in entries}
