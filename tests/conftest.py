@@ -53,10 +53,14 @@ def _kind(broker: Broker) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses a session broker is marked `kafka`: `-m kafka` selects the Kafka integration tests."""
+    """Every test that uses a session broker is marked `kafka`: `-m kafka` selects the Kafka integration tests; those
+    on the secured broker (always the local JVM one) also `secure`, so `make test-docker` need not run them again."""
     for item in items:
-        if {"kafka", "secure_kafka"} & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if {"kafka", "secure_kafka"} & fixtures:
             item.add_marker(pytest.mark.kafka)
+        if "secure_kafka" in fixtures:
+            item.add_marker(pytest.mark.secure)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
