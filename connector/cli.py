@@ -385,14 +385,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        verdict = classify_kafka_error(exc)
-        if verdict.kind is Kind.OTHER:
-            return _crashed(args, exc)
-        # Kafka went away (or refused an operation) after the command started: one line.
-        print(f"{args.command}: kafka: {verdict.reason.removeprefix('kafka ')}", file=sys.stderr)
+    except OSError as exc:
+        if exc.filename is None:  # a socket's error: about Kafka, classified below
+            return _unexpected(args, exc)
+        print(f"{args.command}: cannot use {exc.filename}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        return _unexpected(args, exc)
     return code
+
+
+def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
+    """Kafka gone (or refusing an operation) after the command started: one line; anything else: a bug."""
+    verdict = classify_kafka_error(exc)
+    if verdict.kind is Kind.OTHER:
+        return _crashed(args, exc)
+    print(f"{args.command}: kafka: {verdict.reason.removeprefix('kafka ')}", file=sys.stderr)
+    return 2
 
 
 def _crashed(args: argparse.Namespace, exc: BaseException) -> int:

@@ -40,3 +40,10 @@ def test_simulate_without_the_gateways_certificate_is_one_line(tmp_path: Path) -
         "gateway's certificate; `pinwheel-connector gateway --self-signed` creates one) or set SIMULATOR_CA_FILE "
         "empty for the system trust store"
     ]
+
+
+def test_a_file_a_command_cannot_read_is_one_line(bootstrap: str, tmp_path: Path) -> None:
+    """`verify --ledger` given a directory: one line naming it, exit 2 (it was the JSON record of a crash)."""
+    result = run_cli("verify", "--ledger", str(tmp_path), "--timeout", "30", env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [f"verify: cannot use {tmp_path}: Is a directory"]
