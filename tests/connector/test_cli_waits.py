@@ -86,8 +86,9 @@ def test_a_cluster_that_refuses_us_ends_the_command_at_once(bootstrap: str, tmp_
 
 
 def test_a_bug_is_one_json_record_without_the_message(bootstrap: str, tmp_path: Path) -> None:
-    (tmp_path / "ledger-dir").mkdir()  # a ledger that is a directory: an error nobody planned for
-    result, _ = run_cli(["verify", "--ledger", "ledger-dir"], {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}, tmp_path)
+    # A ledger that is not JSON lines: an error nobody planned for (a file that cannot be read is one line).
+    (tmp_path / "ledger.jsonl").write_text("payroll-s3cret {not json\n")
+    result, _ = run_cli(["verify", "--ledger", "ledger.jsonl"], {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}, tmp_path)
     assert result.returncode == 1
     assert "Unclosed" not in result.stderr
     [line] = result.stderr.strip().splitlines()  # the stack is inside the JSON record, not printed as text
@@ -95,5 +96,5 @@ def test_a_bug_is_one_json_record_without_the_message(bootstrap: str, tmp_path: 
     assert str(record["exc_info"]).startswith("Traceback (most recent call last):")
     assert record["level"] == "critical"
     assert record["message"] == "verify: unexpected error"
-    assert record["exc_type"] == "IsADirectoryError"
-    assert "ledger-dir" not in line  # the message may quote data: only the type and the stack
+    assert record["exc_type"] == "JSONDecodeError"
+    assert "payroll-s3cret" not in line  # the message may quote data: only the type and the stack
