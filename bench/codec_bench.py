@@ -6,6 +6,7 @@ pydantic validation + datum), Codec.encode, Codec.decode, and read_family_record
 
 from __future__ import annotations
 
+import argparse
 import functools
 import statistics
 import timeit
@@ -25,7 +26,8 @@ def per_call_us(fn: Callable[[], object], number: int = 2000, repeat: int = 7) -
     return statistics.median(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(prog="python -m bench.codec_bench", description=__doc__.splitlines()[0]).parse_args(argv)
     bodies = [record["body"].encode() for record in load_capture()]
     largest = max(bodies, key=len)
     typical = sorted(bodies, key=len)[len(bodies) // 2]

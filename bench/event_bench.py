@@ -9,6 +9,7 @@ own code. Median of 7 runs, µs per record.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import timeit
 from collections.abc import Callable
@@ -40,7 +41,8 @@ def per_record_us(fn: Callable[[], object], records: int, number: int = 500) -> 
     return statistics.median(timeit.repeat(fn, number=number, repeat=7)) / number / records * 1e6
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(prog="python -m bench.event_bench", description=__doc__.splitlines()[0]).parse_args(argv)
     codec = Codec()
     records = _records(codec)
 

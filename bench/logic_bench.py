@@ -9,8 +9,8 @@ Times are CPU time of this process (time.process_time), so a busy machine inflat
 
 from __future__ import annotations
 
+import argparse
 import random
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -75,8 +75,10 @@ def _run(count: int, serialized: bool, batch: int = 500) -> tuple[int, float, fl
     return int(n), build, work
 
 
-def main(argv: list[str]) -> None:
-    count = int(argv[0]) if argv else 100_000
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.logic_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("events", nargs="?", type=int, default=100_000, help="events per run (default 100000)")
+    count = parser.parse_args(argv).events
     for serialized in (False, True):
         n, build, work = min((_run(count, serialized) for _ in range(3)), key=lambda r: r[2])
         label = "byte stores" if serialized else "object stores"
@@ -87,4 +89,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

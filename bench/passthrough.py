@@ -7,8 +7,8 @@ pipeline costs on top is its own work. Configured like the processors (PROCESSOR
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 from collections.abc import Awaitable
 
 from aiokafka.structs import ConsumerRecord
@@ -58,10 +58,10 @@ def passthrough_engine(settings: ProcessorSettings, kafka: KafkaSettings, output
     )
 
 
-def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m bench.passthrough <output topic>")
-    settings, output = ProcessorSettings(), sys.argv[1]
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.passthrough", description=__doc__.splitlines()[0])
+    parser.add_argument("output", help="the topic each input record is copied to")
+    settings, output = ProcessorSettings(), parser.parse_args(argv).output
 
     def serve(stop: asyncio.Event) -> Awaitable[None]:
         engine = passthrough_engine(settings, KafkaSettings(), output)
