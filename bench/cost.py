@@ -146,7 +146,8 @@ class _Reader:
     def skip_tagged_fields(self) -> None:
         for _ in range(self.varint()):
             self.varint()  # tag
-            self.offset += self.varint()  # size, then the field's bytes
+            size = self.varint()  # (not `self.offset += self.varint()`: that would add to the offset before it)
+            self.offset += size
 
 
 def topic_costs(
