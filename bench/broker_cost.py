@@ -37,7 +37,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.broker import run_with_broker
-from bench.cost import PartitionCount, TopicCost, TransactionTally, cost_table, parse_transaction_record, topic_costs
+from bench.cost import (
+    PartitionCount,
+    TopicCost,
+    TransactionTally,
+    comparison_table,
+    cost_table,
+    parse_transaction_record,
+    topic_costs,
+)
 from bench.instances import provision, start_instances, wait_settled
 from bench.processor_bench import InputRecord, committed_offsets, encode_deliveries
 from common.settings import KafkaSettings
@@ -247,8 +255,11 @@ async def read_cost(
 
 
 def _producer(kafka: KafkaSettings) -> AIOKafkaProducer:
-    # As the gateway's (gateway.producer.producer_options): idempotent, acks=all, no transaction.
-    return AIOKafkaProducer(**kafka.client_kwargs(), acks="all", enable_idempotence=True, linger_ms=5)
+    # As the gateway's at its defaults (gateway.producer.producer_options): idempotent, acks=all, linger 0,
+    # 256 KiB batches, no transaction.
+    return AIOKafkaProducer(
+        **kafka.client_kwargs(), acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=256 * 1024
+    )
 
 
 async def produce(kafka: KafkaSettings, traffic: Sequence[Paced], paced: bool, label: str) -> None:
@@ -346,6 +357,16 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path, log_dir: Pat
 
 
 def report(results: Sequence[RunCost]) -> None:
+    print("\nper input event, output and changelog topics (the processors' writes):\n")
+    print(comparison_table({r.mode: (r.costs, r.committed_transactions, r.inputs) for r in results}))
+    print("\nper input event, broker-internal topics (offsets commits and the transaction coordinator's log):\n")
+    print(comparison_table({r.mode: (r.internal, r.committed_transactions, r.inputs) for r in results}))
+    print(
+        "\ncommitted transactions per input event: "
+        + ", ".join(
+            f"{r.mode} {r.committed_transactions / r.inputs:.3f} ({r.committed_transactions:,})" for r in results
+        )
+    )
     for r in results:
         print()
         pace = "full speed" if r.mode == "full" else "Pinwheel-like pace (due times)"

@@ -232,3 +232,34 @@ def cost_rows(costs: Sequence[TopicCost], inputs: int) -> list[list[str]]:
 
 def cost_table(costs: Sequence[TopicCost], committed_transactions: int, inputs: int) -> str:
     return table(COST_HEADER, cost_rows([*costs, total(costs, committed_transactions)], inputs))
+
+
+def comparison_table(runs: Mapping[str, tuple[Sequence[TopicCost], int, int]]) -> str:
+    """Per topic and in total, per input event, one column per run: {label: (costs, transactions, inputs)}.
+
+    The runs list the same topics in the same order."""
+    labels = list(runs)
+    figures = ("committed records", "offsets used", "markers", "bytes", "log bytes")
+    header = ["topic"] + [f"{figure} ({label})" for figure in figures for label in labels]
+    whole = {label: [*costs, total(costs, tx)] for label, (costs, tx, _) in runs.items()}
+    rows = []
+    for i, first in enumerate(whole[labels[0]]):
+        row = [first.topic if first.topic == "total" else f"`{first.topic}`"]
+        for figure in figures:
+            for label in labels:
+                c, inputs = whole[label][i], runs[label][2]
+                value = {
+                    "committed records": c.committed,
+                    "offsets used": c.offsets,
+                    "markers": c.markers,
+                    "bytes": c.bytes,
+                    "log bytes": c.log_bytes,
+                }[figure]
+                if value is None:
+                    row.append("-")
+                elif figure in ("bytes", "log bytes"):
+                    row.append(f"{value / inputs:,.0f}")
+                else:
+                    row.append(f"{value / inputs:.2f}")
+        rows.append(row)
+    return table(header, rows)

@@ -12,6 +12,7 @@ from bench.cost import (
     PREPARE_COMMIT,
     PartitionCount,
     TransactionTally,
+    comparison_table,
     cost_table,
     parse_transaction_record,
     topic_costs,
@@ -118,3 +119,23 @@ def test_table_per_input() -> None:
     ]
     with pytest.raises(ValueError, match="at least one input"):
         cost_table(costs, committed_transactions=0, inputs=0)
+
+
+def test_comparison_table_per_input() -> None:
+    tally = TransactionTally()
+    full = topic_costs(COUNTS, tally, {"pinwheel.account_updates.v1": 328_000, "<app>-timers-changelog": 74_000})
+    paced = topic_costs(
+        [PartitionCount(c.topic, c.partition, c.offsets * 2, c.records * 2, c.committed * 2, c.bytes) for c in COUNTS],
+        tally,
+        None,
+    )
+    lines = comparison_table({"full": (full, 10, 503), "paced": (paced, 263, 1006)}).splitlines()
+    assert lines[0] == (
+        "| topic | committed records (full) | committed records (paced) | offsets used (full) | offsets used (paced) "
+        "| markers (full) | markers (paced) | bytes (full) | bytes (paced) | log bytes (full) | log bytes (paced) |"
+    )
+    assert lines[2:] == [
+        "| `pinwheel.account_updates.v1` | 0.95 | 0.95 | 1.34 | 1.34 | 0.39 | 0.39 | 580 | 290 | 652 | - |",
+        "| `<app>-timers-changelog` | 1.17 | 1.17 | 1.69 | 1.69 | 0.51 | 0.51 | 67 | 33 | 147 | - |",
+        "| total | 2.12 | 2.12 | 3.03 | 3.03 | 0.90 | 0.90 | 647 | 323 | 799 | - |",
+    ]
