@@ -45,6 +45,7 @@ from bench.cost import (
     cost_table,
     parse_transaction_record,
     topic_costs,
+    totals_table,
 )
 from bench.instances import provision, start_instances, wait_settled
 from bench.processor_bench import InputRecord, committed_offsets, encode_deliveries
@@ -361,6 +362,8 @@ def report(results: Sequence[RunCost]) -> None:
     print(comparison_table({r.mode: (r.costs, r.committed_transactions, r.inputs) for r in results}))
     print("\nper input event, broker-internal topics (offsets commits and the transaction coordinator's log):\n")
     print(comparison_table({r.mode: (r.internal, r.committed_transactions, r.inputs) for r in results}))
+    print("\nper input event, in total (the two tables above):\n")
+    print(totals_table({r.mode: ([*r.costs, *r.internal], r.committed_transactions, r.inputs) for r in results}))
     print(
         "\ncommitted transactions per input event: "
         + ", ".join(

@@ -263,3 +263,23 @@ def comparison_table(runs: Mapping[str, tuple[Sequence[TopicCost], int, int]]) -
                     row.append(f"{value / inputs:.2f}")
         rows.append(row)
     return table(header, rows)
+
+
+def totals_table(runs: Mapping[str, tuple[Sequence[TopicCost], int, int]]) -> str:
+    """One row per run: the sum over its topics per input event, {label: (costs, transactions, inputs)}."""
+    header = ["", "committed records", "offsets used", "markers", "bytes", "log bytes", "transactions"]
+    rows = []
+    for label, (costs, transactions, inputs) in runs.items():
+        t = total(costs, transactions)
+        rows.append(
+            [
+                label,
+                f"{t.committed / inputs:.2f}",
+                f"{t.offsets / inputs:.2f}",
+                f"{t.markers / inputs:.2f}",
+                f"{t.bytes / inputs:,.0f}",
+                "-" if t.log_bytes is None else f"{t.log_bytes / inputs:,.0f}",
+                f"{transactions / inputs:.3f}",
+            ]
+        )
+    return table(header, rows)

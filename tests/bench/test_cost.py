@@ -17,6 +17,7 @@ from bench.cost import (
     parse_transaction_record,
     topic_costs,
     total,
+    totals_table,
 )
 
 
@@ -138,4 +139,12 @@ def test_comparison_table_per_input() -> None:
         "| `pinwheel.account_updates.v1` | 0.95 | 0.95 | 1.34 | 1.34 | 0.39 | 0.39 | 580 | 290 | 652 | - |",
         "| `<app>-timers-changelog` | 1.17 | 1.17 | 1.69 | 1.69 | 0.51 | 0.51 | 67 | 33 | 147 | - |",
         "| total | 2.12 | 2.12 | 3.03 | 3.03 | 0.90 | 0.90 | 647 | 323 | 799 | - |",
+    ]
+
+
+def test_totals_table_per_input() -> None:
+    costs = topic_costs(COUNTS, TransactionTally(), {"pinwheel.account_updates.v1": 328_000})
+    assert totals_table({"paced": (costs, 263, 503), "none": (costs[:0], 0, 503)}).splitlines()[2:] == [
+        "| paced | 2.12 | 3.03 | 0.90 | 647 | 652 | 0.523 |",
+        "| none | 0.00 | 0.00 | 0.00 | 0 | 0 | 0.000 |",
     ]
