@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLI := $(BIN)/pinwheel-connector
 
-.PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench bench-peers chaos chaos-cluster \
+.PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench bench-cost bench-peers chaos chaos-cluster \
 	lock wheel-test clean docker-engine docker-images compose-test test-docker
 
 help:
@@ -16,6 +16,7 @@ help:
 	@echo "make registry - start a local Apicurio schema registry (make registry-stop to stop it)"
 	@echo "make lint     - ruff check + ruff format --check + lint-imports;  make typecheck - mypy --strict"
 	@echo "make bench    - benchmarks (results in docs/);  make chaos - fault-injection runs"
+	@echo "make bench-cost - what the processors cost the Kafka cluster per input event (records, offsets, bytes, transactions)"
 	@echo "make bench-peers - the processors' bench job on Quix Streams and faust-streaming too (.venv-peers)"
 	@echo "make chaos-cluster - only the fault-injection runs on a 3-node Kafka cluster"
 	@echo "make compose-test - docker compose end-to-end;  make test-docker - Kafka tests on testcontainers"
@@ -87,6 +88,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.processor_bench
 	$(BIN)/python -m bench.restore_bench
 	$(BIN)/python -m bench.e2e_bench
+	$(BIN)/python -m bench.broker_cost
+
+bench-cost: $(STAMP)
+	$(BIN)/python -m bench.broker_cost
 
 PEERS_VENV := .venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed

@@ -51,7 +51,14 @@ from schemas.catalog import STORE_NAMES, changelog_topic
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
-from simulator.traffic import DEFAULT_VERSION, DEFAULT_WEBHOOK_ID, TrafficConfig, build_traffic, deliveries
+from simulator.traffic import (
+    DEFAULT_VERSION,
+    DEFAULT_WEBHOOK_ID,
+    Delivery,
+    TrafficConfig,
+    build_traffic,
+    deliveries,
+)
 
 POLL_S = 0.02
 
@@ -76,6 +83,11 @@ async def encode_inputs(events: int, seed: int = 1) -> list[InputRecord]:
     planned = deliveries(build_traffic(config, base))[:events]
     if len(planned) < events:
         raise RuntimeError(f"the traffic has {len(planned)} deliveries, fewer than {events}")
+    return await encode_deliveries(planned, base)
+
+
+async def encode_deliveries(planned: Sequence[Delivery], base: datetime) -> list[InputRecord]:
+    """Each delivery as the gateway publishes it, received `due_s` seconds after `base`."""
     codec = build_codec(SchemaSettings())
     await codec.prepare()  # with SCHEMA_REGISTRY_URL set: our schemas registered first
     out = []
