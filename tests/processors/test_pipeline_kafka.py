@@ -424,7 +424,9 @@ async def test_a_changelog_deleted_under_the_running_processor_stops_it_naming_t
         {"application_id": harness.app_id, "state_dir": tmp_path, "health_port": 0, "commit_timeout_s": 3}
     )
     counters = PipelineCounters()
-    engine = build_engine(settings, KafkaSettings(bootstrap_servers=harness.bootstrap), SchemaSettings(), counters)
+    # A 5 s client request timeout (30 s by default): the failed commits and restores it waits on end sooner.
+    kafka = KafkaSettings(bootstrap_servers=harness.bootstrap, request_timeout_ms=5_000)
+    engine = build_engine(settings, kafka, SchemaSettings(), counters)
     running = asyncio.create_task(serve_engine(settings, engine, counters, asyncio.Event()))
     admin = AIOKafkaAdminClient(bootstrap_servers=harness.bootstrap)
     await admin.start()
