@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
+from connector.local_kafka import free_port as local_free_port
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
 from gateway.tls import ensure_self_signed
@@ -35,6 +36,7 @@ from processors.service import serve
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.codec import Codec, DecodeError
 from schemas.topics import all_topics
+from tests.health import wait_ready
 from tests.threaded_gateway import ThreadedServer
 
 SECRET = "live-secret-7b1e-do-not-log"
@@ -126,13 +128,13 @@ async def live_pipeline(bootstrap: str, tmp_path: Path) -> AsyncIterator[Live]:
     )  # fmt: skip
     gateway = ThreadedServer(settings, bootstrap).start()
     processor_settings = ProcessorSettings(
-        application_id=app_id, state_dir=tmp_path / "state", health_port=0, punctuate_interval_ms=200
+        application_id=app_id, state_dir=tmp_path / "state", health_port=local_free_port(1), punctuate_interval_ms=200
     )
     stop = asyncio.Event()
     processor = asyncio.create_task(serve(processor_settings, kafka, stop=stop))
     http = httpx.AsyncClient(verify=ssl.create_default_context(cafile=cert), timeout=20.0)
     try:
-        await asyncio.sleep(3)  # the processor joins its group and restores (empty) state
+        await wait_ready(processor_settings.health_port, service=processor)  # joined its group, restored its state
         yield Live(kafka, gateway, app_id, http, consumer, Codec(), [])
     finally:
         await http.aclose()

@@ -40,6 +40,7 @@ from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, simulate
 from simulator.verify import UpdateCollector, base_event_id, compare, complete, expectations
+from tests.health import wait_ready
 from tests.schema_registry import Registry, downstream_deserializer, watermarks
 from tests.simulator.sim_helpers import deliver_and_collect
 from tests.threaded_gateway import ThreadedServer
@@ -184,7 +185,9 @@ async def test_confluent_format_end_to_end(schema_registry: Registry, pipeline_f
     sim = pipe.sim()
     base = datetime.now(UTC)
     events = plan(sim, base)
-    seen = await deliver_and_collect(pipe.kafka, sim, events, base, secret=SECRET, processor=processor, stop=stop)
+    seen = await deliver_and_collect(
+        pipe.kafka, sim, events, base, secret=SECRET, processor=processor, health_port=settings.health_port, stop=stop
+    )
     assert seen.run.result.accepted_deliveries == seen.run.result.deliveries
     report = compare(seen.ledger, seen.updates, seen.expected)
     assert report.ok, report.as_dict()
@@ -214,7 +217,7 @@ async def test_registry_outage_loses_misfiles_and_duplicates_nothing(
     stop_second = asyncio.Event()
     replacement = None
     try:
-        await asyncio.sleep(3)
+        await wait_ready(first.health_port, service=processor)
         traffic = asyncio.create_task(simulate(sim, secret=SECRET, events=events, started_at=base))
         await asyncio.sleep(8)
 

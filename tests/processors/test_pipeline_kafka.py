@@ -2,7 +2,10 @@
 
 Family-topic records are produced exactly as the gateway produces them (schemas.envelope + codec), the
 processor service runs in-process, and a read_committed consumer checks the output topics. Tests share
-the family topics, so each one uses its own accounts and application id and filters by them.
+the family and output topics, so each one uses its own accounts and application id, and starts at their end:
+its processors' group is committed at the end of the family topics before the test delivers anything, and its
+readers start where the output topics ended. What earlier tests wrote is never read again (a test's cost does
+not grow with the tests before it), and tests pass in any order.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.partitioner import DefaultPartitioner
 
+from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from processors.logic.processor import AccountProcessor
@@ -77,11 +81,30 @@ def account_added(account_id: str, at: datetime) -> dict[str, Any]:
     }
 
 
+OUTPUT_TOPICS = (
+    catalog.ACCOUNT_UPDATES_TOPIC,
+    catalog.ACCOUNT_STATE_TOPIC,
+    catalog.ACCOUNT_READINESS_TOPIC,
+    catalog.DEADLETTER_TOPIC,
+)
+
+
 @dataclass
 class Harness:
     bootstrap: str
     codec: Codec
     app_id: str
+    outputs_start: dict[TopicPartition, int]  # the output topics' end offsets when the test began
+
+    async def read_outputs(self, topic: str) -> AIOKafkaConsumer:
+        """A started read_committed consumer of `topic` from where it ended when the test began."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed")
+        await consumer.start()
+        tps = [tp for tp in self.outputs_start if tp.topic == topic]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, self.outputs_start[tp])
+        return consumer
 
     async def deliver(self, bodies: list[dict[str, Any]], received_at: datetime | None = None) -> None:
         """Publish each body as the gateway would (same topic, key, Avro value, headers)."""
@@ -118,13 +141,7 @@ class Harness:
         self, accounts: set[str], expect: int, timeout_s: float = 60, settle_s: float = 2.0
     ) -> list[dict[str, Any]]:
         """The committed account updates of `accounts`; waits for `expect` of them, then a little more."""
-        consumer = AIOKafkaConsumer(
-            catalog.ACCOUNT_UPDATES_TOPIC,
-            bootstrap_servers=self.bootstrap,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
-        await consumer.start()
+        consumer = await self.read_outputs(catalog.ACCOUNT_UPDATES_TOPIC)
         found: list[dict[str, Any]] = []
         try:
             deadline = time.monotonic() + timeout_s
@@ -143,13 +160,29 @@ class Harness:
         return found
 
 
+async def start_harness(bootstrap: str, app_id: str) -> Harness:
+    """The topics of application `app_id`, its group committed at the end of the family topics, and the output
+    topics' end offsets: the test's processors and readers see what it writes, nothing earlier."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    await ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id)))
+    await start_at_end(kafka, app_id, list(catalog.FAMILY_TOPICS.values()))
+    return Harness(bootstrap, build_codec(SchemaSettings()), app_id, await end_offsets(bootstrap, OUTPUT_TOPICS))
+
+
 @pytest.fixture
 async def harness(bootstrap: str, unique: Callable[[str], str]) -> Harness:
-    app_id = unique("pipeline")
-    await ensure_topics(
-        KafkaSettings(bootstrap_servers=bootstrap), all_topics(TopicSettings(processor_application_id=app_id))
-    )
-    return Harness(bootstrap, build_codec(SchemaSettings()), app_id)
+    return await start_harness(bootstrap, unique("pipeline"))
+
+
+async def end_offsets(bootstrap: str, topics: tuple[str, ...]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
 
 
 class Clock:
@@ -305,18 +338,16 @@ async def test_one_far_future_record_does_not_expire_the_partitions_dedupe(harne
             await harness.deliver([marker])
             updates = await harness.updates_for({account}, expect=2, settle_s=1.0)
     finally:
-        # Later tests read the shared family topics from the start with short pending windows: the jumped
-        # record would still move their stream time (by up to max_clock_skew). Truncate it away.
+        # Tests elsewhere whose processors read the shared family topics from the start (tests/operate): the
+        # jumped record would still move their stream time (by up to max_clock_skew). Truncate it away.
         await harness.truncate(catalog.FAMILY_TOPICS[catalog.Family.ACCOUNT], _partition_of(account))
     assert [u["update_id"] for u in updates] == [first["event_id"], marker["event_id"]]
 
 
-async def committed_records(bootstrap: str, topic: str, keys: set[bytes], expect: int) -> list[Any]:
-    """A plain read_committed consumer (no project code): the records of `topic` with one of `keys`."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", isolation_level="read_committed"
-    )
-    await consumer.start()
+async def committed_records(h: Harness, topic: str, keys: set[bytes], expect: int) -> list[Any]:
+    """A plain read_committed consumer (no project code): the records of `topic` with one of `keys` since the test
+    began."""
+    consumer = await h.read_outputs(topic)
     found: list[Any] = []
     try:
         deadline = time.monotonic() + 40
@@ -344,9 +375,9 @@ async def test_output_records_carry_the_headers_of_the_event_they_come_from(harn
         topic = catalog.FAMILY_TOPICS[catalog.Family.ACCOUNT]
         await producer.send_and_wait(topic, b"\x00garbage", key=account.encode(), headers=source_headers)
         await producer.stop()
-        updates = await committed_records(harness.bootstrap, catalog.ACCOUNT_UPDATES_TOPIC, {account.encode()}, 4)
-        states = await committed_records(harness.bootstrap, catalog.ACCOUNT_STATE_TOPIC, {account.encode()}, 1)
-        dead = await committed_records(harness.bootstrap, catalog.DEADLETTER_TOPIC, {garbage_id.encode()}, 1)
+        updates = await committed_records(harness, catalog.ACCOUNT_UPDATES_TOPIC, {account.encode()}, 4)
+        states = await committed_records(harness, catalog.ACCOUNT_STATE_TOPIC, {account.encode()}, 1)
+        dead = await committed_records(harness, catalog.DEADLETTER_TOPIC, {garbage_id.encode()}, 1)
 
     def headers(record: Any) -> dict[str, str]:
         names = [name for name, _ in record.headers]
@@ -393,7 +424,9 @@ async def test_a_changelog_deleted_under_the_running_processor_stops_it_naming_t
         {"application_id": harness.app_id, "state_dir": tmp_path, "health_port": 0, "commit_timeout_s": 3}
     )
     counters = PipelineCounters()
-    engine = build_engine(settings, KafkaSettings(bootstrap_servers=harness.bootstrap), SchemaSettings(), counters)
+    # A 5 s client request timeout (30 s by default): the failed commits and restores it waits on end sooner.
+    kafka = KafkaSettings(bootstrap_servers=harness.bootstrap, request_timeout_ms=5_000)
+    engine = build_engine(settings, kafka, SchemaSettings(), counters)
     running = asyncio.create_task(serve_engine(settings, engine, counters, asyncio.Event()))
     admin = AIOKafkaAdminClient(bootstrap_servers=harness.bootstrap)
     await admin.start()
@@ -434,7 +467,7 @@ async def test_a_record_whose_processing_fails_is_kept_without_its_effects(
     await harness.deliver([account_added(account, t0), before, bad, after])
     async with running_processor(harness, tmp_path):
         updates = await harness.updates_for({account}, expect=3, settle_s=1.0)
-        [dead] = await committed_records(harness.bootstrap, catalog.DEADLETTER_TOPIC, {bad["event_id"].encode()}, 1)
+        [dead] = await committed_records(harness, catalog.DEADLETTER_TOPIC, {bad["event_id"].encode()}, 1)
     assert [u["change"] for u in updates] == ["account_connected", "job_succeeded", "job_succeeded"]
     assert [u["update_id"] for u in updates[1:]] == [before["event_id"], after["event_id"]]
     assert bad["event_id"] not in {u["update_id"] for u in updates}
@@ -487,9 +520,7 @@ async def test_a_skewed_backlog_times_out_no_job_whose_final_was_in_kafka(harnes
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=6)
     first = str(uuid.uuid4())
     accounts = [first] + [_same_partition_account(first) for _ in range(11)]
-    partition = _partition_of(first)
-    for topic in catalog.FAMILY_TOPICS.values():  # the partition holds this backlog only
-        await harness.truncate(topic, partition)
+    partition = _partition_of(first)  # the processors start at the end: the partition's backlog is this one
     # The ahead partition: account.added events spanning three hours (the account topic is quiet).
     ahead = [
         (account_added(a, t0 + timedelta(minutes=20 * i)), t0 + timedelta(minutes=20 * i))
@@ -532,7 +563,7 @@ async def test_a_skewed_backlog_times_out_no_job_whose_final_was_in_kafka(harnes
         async with running_processor(harness, tmp_path, clock, small_fetches, **overrides):
             updates = await harness.updates_for(set(accounts), expect=expect, timeout_s=60, settle_s=1.0)
     finally:
-        for topic in catalog.FAMILY_TOPICS.values():  # later tests read the family topics from the start
+        for topic in catalog.FAMILY_TOPICS.values():  # tests elsewhere read the family topics from the start
             await harness.truncate(topic, partition)
     timed_out = [u["update_id"].removesuffix(":timed_out") for u in updates if u["change"] == "job_timed_out"]
     premature = [event_id for event_id in timed_out if event_id in finals and finals[event_id] <= deadlines[event_id]]

@@ -15,31 +15,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from common.settings import KafkaSettings
-from common.topics import TopicSettings, ensure_topics
 from processors.pipeline import PipelineCounters
 from processors.readiness import ReadinessSettings
 from processors.runtime.settings import ProcessorSettings
 from processors.service import build_engine, serve_engine
 from schemas import catalog
-from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
-from schemas.topics import all_topics
-from tests.processors.test_pipeline_kafka import Harness, account_added, job_body
+from tests.processors.test_pipeline_kafka import Harness, account_added, job_body, start_harness
 
 
 async def readiness_for(harness: Harness, accounts: set[str], expect: int, settle_s: float = 3.0) -> list[Any]:
     """The committed readiness records of `accounts` (key, decoded value, headers): `expect` of them, then
     `settle_s` more to catch any extra."""
-    consumer = AIOKafkaConsumer(
-        catalog.ACCOUNT_READINESS_TOPIC,
-        bootstrap_servers=harness.bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
-    await consumer.start()
+    consumer = await harness.read_outputs(catalog.ACCOUNT_READINESS_TOPIC)
     found: list[Any] = []
     try:
         deadline = time.monotonic() + 60
@@ -64,8 +53,7 @@ async def test_account_ready_exactly_once_and_account_blocked_with_its_reason(
 ) -> None:
     app_id = unique("readiness")
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
-    await ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id)))
-    harness = Harness(bootstrap, build_codec(SchemaSettings()), app_id)
+    harness = await start_harness(bootstrap, app_id)  # at the end of the shared topics: reads none of the past
     ready_account, blocked_account = str(uuid.uuid4()), str(uuid.uuid4())
     t0 = datetime.now(UTC) - timedelta(hours=1)
 

@@ -9,7 +9,6 @@ answers again the record is processed and committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import socket
@@ -32,6 +31,7 @@ from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
 from schemas.store import load_store
 from schemas.topics import all_topics
+from tests.health import wait_ready
 from tests.registry_proxy import CuttableProxy
 from tests.schema_registry import Registry
 
@@ -114,13 +114,7 @@ async def test_unseen_schema_id_during_an_outage_puts_the_batch_back(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-
-        async def ready() -> bool:
-            with contextlib.suppress(httpx.HTTPError):
-                return (await _get(f"{health}/readyz")).status_code == 200
-            return False
-
-        await _until(ready, 60)
+        await wait_ready(settings.health_port, service=processor)
         topic, key, value = await asyncio.to_thread(_evolved_record, schema_registry.url)
         proxy.down()
         await producer.send_and_wait(topic, value, key=key)
@@ -143,7 +137,7 @@ async def test_unseen_schema_id_during_an_outage_puts_the_batch_back(
             return (await _metrics(settings.health_port)).get("processor_records_committed_total", 0) > committed_before
 
         await _until(committed, 90)
-        await _until(ready, 60)
+        await wait_ready(settings.health_port, service=processor)
         metrics = await _metrics(settings.health_port)
         assert metrics["processor_waiting_on_dependency"] == 0
         assert not [name for name in metrics if name.startswith("processor_dead_letters_total")]

@@ -20,6 +20,7 @@ from simulator.settings import SimulatorSettings
 from simulator.simulate import SimulationRun, simulate
 from simulator.traffic import PlannedEvent
 from simulator.verify import Expectations, UpdateCollector, UpdateView, complete, expectations
+from tests.health import wait_ready
 
 
 @dataclass
@@ -40,14 +41,16 @@ async def deliver_and_collect(
     *,
     secret: str,
     processor: asyncio.Task[None],
+    health_port: int,
     stop: asyncio.Event,
     wait_s: float = 60.0,
 ) -> Observed:
-    """Deliver `events` to the gateway as Pinwheel would, then read this run's updates until every expected
-    one is committed (or `wait_s` passed); the processor is stopped in every case."""
+    """Once the processor (its health endpoints on `health_port`) is ready, deliver `events` to the gateway as
+    Pinwheel would, then read this run's updates until every expected one is committed (or `wait_s` passed); the
+    processor is stopped in every case."""
     collector = await UpdateCollector(kafka, {e.event_id for e in events}, from_end=True).start()
     try:
-        await asyncio.sleep(3)  # the processor joins its group and restores (empty) state
+        await wait_ready(health_port, service=processor)  # joined its group, restored its (empty) state
         run = await simulate(sim, secret=secret, events=events, started_at=started_at)
         ledger = read_ledger(sim.ledger)
         expected = expectations(ledger)

@@ -21,6 +21,7 @@ from aiokafka.structs import ConsumerRecord
 from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
+from connector.local_kafka import free_port
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
 from processors.runtime.settings import ProcessorSettings
@@ -73,7 +74,7 @@ async def test_twenty_accounts_nothing_lost_nothing_duplicated(
     await start_at_end(kafka, app_id, list(FAMILY_TOPICS.values()))
 
     processor_settings = ProcessorSettings(
-        application_id=app_id, state_dir=tmp_path / "state", health_port=0, punctuate_interval_ms=200,
+        application_id=app_id, state_dir=tmp_path / "state", health_port=free_port(1), punctuate_interval_ms=200,
         pending_timeout_h=PENDING_TIMEOUT_S / 3600, timeout_grace_s=0,
     )  # fmt: skip
     stop = asyncio.Event()
@@ -88,7 +89,10 @@ async def test_twenty_accounts_nothing_lost_nothing_duplicated(
     events = plan(sim, base)
     assert unresolved_pendings(events), "the run must exercise timeouts"
     assert sum(e.deliveries for e in events) > len(events), "the run must contain duplicate deliveries"
-    seen = await deliver_and_collect(kafka, sim, events, base, secret=SECRET, processor=processor, stop=stop)
+    health_port = processor_settings.health_port
+    seen = await deliver_and_collect(
+        kafka, sim, events, base, secret=SECRET, processor=processor, health_port=health_port, stop=stop
+    )
     assert seen.run.result.accepted_deliveries == seen.run.result.deliveries
     ledger, expected = seen.ledger, seen.expected
 

@@ -25,6 +25,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as Errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from confluent_kafka import ConsumerGroupState
+from confluent_kafka.admin import AdminClient
 
 APP = Path(__file__).resolve().parents[1] / "counting_app.py"
 ROOT = Path(__file__).resolve().parents[3]
@@ -122,6 +124,21 @@ class Pipeline:
         while (lag := await self.lag()) > 0:
             assert time.monotonic() < deadline, f"still {lag} records behind"
             await asyncio.sleep(0.5)
+
+    async def wait_members_assigned(self, members: int, timeout_s: float) -> None:
+        """Until the group is stable with `members` members, each assigned partitions of the input."""
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + timeout_s
+        seen = "not described yet"
+        while True:
+            future = admin.describe_consumer_groups([self.names["app"]], request_timeout=10)[self.names["app"]]
+            group = await asyncio.to_thread(future.result, 15)
+            assigned = [len(m.assignment.topic_partitions) if m.assignment else 0 for m in group.members]
+            if group.state == ConsumerGroupState.STABLE and len(assigned) == members and all(assigned):
+                return
+            seen = f"{group.state}, partitions per member {assigned}"
+            assert time.monotonic() < deadline, f"the group is not {members} members with partitions: {seen}"
+            await asyncio.sleep(0.2)
 
     async def outputs(self) -> dict[bytes, list[bytes]]:
         """Everything committed to the output topic, per key, in offset order."""
@@ -262,7 +279,8 @@ async def test_second_instance_takes_over_a_killed_one(pipeline: Pipeline) -> No
     first = pipeline.spawn("a")
     second = pipeline.spawn("b")
     try:
-        await asyncio.sleep(6)  # both in the group, both processing
+        await pipeline.wait_members_assigned(2, 60)  # both in the group, each with partitions
+        await pipeline.wait_caught_up(60)  # and the first half processed: the kill falls in the second
         producing = asyncio.create_task(pipeline.produce(total // 2, keys=30, start=total // 2, per_second=1500))
         await asyncio.sleep(1.5)
         first.send_signal(signal.SIGKILL)  # its partitions move to `second` after the session timeout
