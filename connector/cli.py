@@ -29,8 +29,8 @@ from operate.watchdog import watchdog_command
 from processors.runtime.engine import MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.service import run
+from processors.topics import all_topics
 from schemas.settings import SchemaSettings
-from schemas.topics import all_topics
 from simulator.commands import simulate_command, tail_command, verify_command
 from simulator.webhooks import webhooks_command
 

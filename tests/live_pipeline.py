@@ -32,9 +32,9 @@ from gateway.signature import sign
 from gateway.tls import ensure_self_signed
 from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
+from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.codec import Codec, DecodeError
-from schemas.topics import all_topics
 from tests.threaded_gateway import ThreadedServer
 
 SECRET = "live-secret-7b1e-do-not-log"

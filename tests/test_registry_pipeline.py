@@ -33,9 +33,9 @@ from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
 from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
+from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.settings import SchemaSettings
-from schemas.topics import all_topics
 from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, simulate

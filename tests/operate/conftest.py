@@ -11,7 +11,7 @@ import pytest
 
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from schemas.topics import all_topics
+from processors.topics import all_topics
 from tests.gateway.gateway_helpers import gateway_settings
 from tests.operate.ops_helpers import App
 from tests.threaded_gateway import ThreadedServer

@@ -23,10 +23,10 @@ from processors.pipeline import PipelineCounters
 from processors.readiness import ReadinessSettings
 from processors.runtime.settings import ProcessorSettings
 from processors.service import build_engine, serve_engine
+from processors.topics import all_topics
 from schemas import catalog
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
-from schemas.topics import all_topics
 from tests.processors.test_pipeline_kafka import Harness, account_added, job_body
 
 
