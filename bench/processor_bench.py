@@ -45,9 +45,9 @@ from processors.logic.codec import INT_SERDE
 from processors.logic.stores import STORE_NAMES
 from processors.pipeline import PipelineCounters
 from processors.runtime.restore import restore
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.service import build_engine
+from processors.settings import ProcessorSettings
 from schemas.catalog import changelog_topic
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record

@@ -25,9 +25,9 @@ from enum import StrEnum
 
 from common.topics import TopicSettings
 from gateway.app import GATEWAY_TOPICS
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import transactional_id_prefix
 from processors.service import OUTPUT_TOPICS
+from processors.settings import ProcessorSettings
 from processors.topics import all_topics, changelog_topics
 from schemas import catalog
 from simulator.tail import TOPICS as TAIL_TOPICS

@@ -30,7 +30,7 @@ from common.kafka_access import (
 )
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, TopicSpec, ensure_topics, topic_errors
-from processors.runtime.settings import ProcessorSettings
+from processors.settings import ProcessorSettings
 from processors.topics import all_topics, changelog_topics
 from schemas.catalog import FAMILY_TOPICS
 

@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from aiokafka.structs import ConsumerRecord
@@ -22,9 +22,7 @@ from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, DeadLetter, Output, ReadinessUpdate
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
-from processors.logic.readiness import ReadinessRule
 from processors.logic.stores import STORES, Stores
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
 from processors.wire import (
@@ -134,15 +132,6 @@ def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
         for spec in STORES
     }
     return Stores.of(views), [view for view in views.values() if isinstance(view, CachedStoreView)]
-
-
-def logic_config(settings: ProcessorSettings, readiness: ReadinessRule | None = None) -> LogicConfig:
-    return LogicConfig(
-        dedupe_retention=timedelta(hours=settings.dedupe_retention_h),
-        pending_timeout=timedelta(hours=settings.pending_timeout_h),
-        timeout_grace=timedelta(seconds=settings.timeout_grace_s),
-        readiness=readiness,
-    )
 
 
 @dataclass

@@ -34,11 +34,11 @@ from common.kafka_wait import wait_for_kafka
 from common.settings import KafkaSettings
 from processors.lag import LagMonitor
 from processors.logic.readiness import ReadinessRule
-from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
+from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.readiness import ReadinessSettings
 from processors.runtime.engine import Engine, EngineStats, MissingTopicsError
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import TaskContext, TaskProcessor
+from processors.settings import ProcessorSettings
 from processors.topics import changelog_topics
 from schemas import catalog
 from schemas.codec import Codec, build_codec, keep_registered
@@ -98,7 +98,7 @@ def build_engine(
 ) -> Engine:
     """The engine of the account pipeline; ``readiness``: the rule judged (``READINESS_RULE``), None for none."""
     codec = codec or build_codec(schema)
-    config = logic_config(settings, readiness)
+    config = settings.logic_config(readiness)
 
     def factory(ctx: TaskContext) -> TaskProcessor:
         return AccountPipeline(ctx, codec, config, counters)

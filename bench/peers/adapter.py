@@ -15,9 +15,9 @@ from typing import Any, cast
 
 from aiokafka.structs import ConsumerRecord
 
+from processors.logic.config import LogicSettings
 from processors.logic.stores import STORES
-from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
-from processors.runtime.settings import ProcessorSettings
+from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord
 from schemas.codec import Codec, build_codec
@@ -83,7 +83,7 @@ class PeerJob:
 
     def __init__(self) -> None:
         self.codec: Codec = build_codec(SchemaSettings())
-        self.config = logic_config(ProcessorSettings())
+        self.config = LogicSettings().logic_config()
         self.counters = PipelineCounters()
         self._tasks: dict[int, tuple[_Context, AccountPipeline, PeerStore]] = {}
 

@@ -15,9 +15,9 @@ from confluent_kafka.admin import AclPermissionType
 from common.topics import TopicSettings
 from connector.cli import main
 from operate.acls import COMPONENTS, acl_table, acls, default_principal
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import transactional_id
 from processors.service import topic_needs
+from processors.settings import ProcessorSettings
 from processors.topics import all_topics, changelog_topics
 from schemas import catalog
 from tests.secure_kafka import acl_binding

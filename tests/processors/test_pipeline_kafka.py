@@ -32,8 +32,8 @@ from processors.logic.processor import AccountProcessor
 from processors.pipeline import PipelineCounters
 from processors.runtime import engine as engine_module
 from processors.runtime.engine import Engine, MissingTopicsError
-from processors.runtime.settings import ProcessorSettings
 from processors.service import build_engine, serve_engine
+from processors.settings import ProcessorSettings
 from processors.topics import all_topics
 from schemas import catalog
 from schemas.catalog import changelog_topic

@@ -21,8 +21,8 @@ from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from processors.pipeline import PipelineCounters
 from processors.readiness import ReadinessSettings
-from processors.runtime.settings import ProcessorSettings
 from processors.service import build_engine, serve_engine
+from processors.settings import ProcessorSettings
 from processors.topics import all_topics
 from schemas import catalog
 from schemas.codec import build_codec

@@ -25,8 +25,8 @@ from fastavro import parse_schema, schemaless_writer
 from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
+from processors.settings import ProcessorSettings
 from processors.topics import all_topics
 from schemas.catalog import FAMILY_TOPICS
 from schemas.envelope import build_family_record

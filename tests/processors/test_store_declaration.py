@@ -17,9 +17,9 @@ from processors.logic.account_table import AccountState
 from processors.logic.join import JobState
 from processors.logic.stores import STORE_NAMES, STORES, InMemoryStore, Stores, StoreSpec, in_memory_stores
 from processors.pipeline import CachedStoreView, PipelineCounters, StoreView, task_stores
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.service import build_engine, topic_needs
+from processors.settings import ProcessorSettings
 from processors.topics import all_topics, changelog_topics
 from schemas.settings import SchemaSettings
 

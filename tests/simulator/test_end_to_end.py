@@ -23,8 +23,8 @@ from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
-from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
+from processors.settings import ProcessorSettings
 from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, FAMILY_TOPICS
 from schemas.codec import build_codec
