@@ -51,7 +51,7 @@ from gateway.server import build_config, serve
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
 from gateway.tls import ensure_self_signed
-from schemas.topics import all_topics
+from processors.topics import all_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"  # noqa: S105  # a throwaway test secret

@@ -26,8 +26,8 @@ from common.settings import KafkaSettings
 from common.topics import TopicSettings, TopicSpec, ensure_topics
 from connector.local_kafka import free_port
 from connector.run import Service, start_service
+from processors.topics import all_topics
 from schemas import catalog
-from schemas.topics import all_topics
 
 Kind = Literal["pipeline", "passthrough"]
 

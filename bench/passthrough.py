@@ -16,9 +16,9 @@ from aiokafka.structs import ConsumerRecord
 from common.settings import KafkaSettings
 from processors.pipeline import PipelineCounters
 from processors.runtime.engine import Engine
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import OutRecord, TaskContext
 from processors.service import run_until_signal, serve_engine
+from processors.settings import ProcessorSettings
 from schemas import catalog
 from schemas.topics import DEADLETTER_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
 

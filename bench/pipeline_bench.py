@@ -24,10 +24,11 @@ from aiokafka.structs import ConsumerRecord
 from bench.processor_bench import InputRecord, encode_inputs
 from common import gc_tuning
 from processors.logic.config import LogicConfig
+from processors.logic.stores import STORE_NAMES
 from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
 from processors.runtime.task import RecordingContext
-from schemas.catalog import STORE_NAMES, changelog_topic
+from schemas.catalog import changelog_topic
 from schemas.codec import Codec
 
 _LOG_APPEND_TIME = 1

@@ -42,12 +42,13 @@ from bench.report import table
 from common.settings import KafkaSettings
 from common.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
+from processors.logic.stores import STORE_NAMES
 from processors.pipeline import PipelineCounters
 from processors.runtime.restore import restore
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.service import build_engine
-from schemas.catalog import STORE_NAMES, changelog_topic
+from processors.settings import ProcessorSettings
+from schemas.catalog import changelog_topic
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings

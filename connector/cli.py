@@ -27,10 +27,10 @@ from gateway.__main__ import main as gateway_main
 from operate.cli import add_commands, processor_reset_command
 from operate.watchdog import watchdog_command
 from processors.runtime.engine import MissingTopicsError
-from processors.runtime.settings import ProcessorSettings
 from processors.service import run
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics
 from schemas.settings import SchemaSettings
-from schemas.topics import all_topics
 from simulator.commands import simulate_command, tail_command, verify_command
 from simulator.webhooks import webhooks_command
 

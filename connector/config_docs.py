@@ -16,7 +16,7 @@ from connector.run import RunSettings
 from gateway.settings import GatewaySettings
 from operate.watchdog import WatchdogSettings
 from processors.readiness import ReadinessSettings
-from processors.runtime.settings import ProcessorSettings
+from processors.settings import ProcessorSettings
 from schemas.settings import SchemaSettings
 from simulator.settings import SimulatorSettings
 from simulator.webhooks import PinwheelApiSettings

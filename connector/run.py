@@ -41,8 +41,8 @@ from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaError, LocalKafkaSettings, answers_metadata
 from gateway.tls import ensure_self_signed
+from processors.topics import all_topics
 from schemas.catalog import FAMILY_TOPICS
-from schemas.topics import all_topics
 from simulator.demo import DemoOptions, simulate_and_verify
 from simulator.settings import SimulatorSettings
 

@@ -25,7 +25,7 @@ def _default_gateway_port() -> object:
 
 
 def _default_processor_port() -> object:
-    from processors.runtime.settings import ProcessorSettings
+    from processors.settings import ProcessorSettings
 
     return ProcessorSettings.model_fields["health_port"].default
 

@@ -25,11 +25,11 @@ from enum import StrEnum
 
 from common.topics import TopicSettings
 from gateway.app import GATEWAY_TOPICS
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import transactional_id_prefix
 from processors.service import OUTPUT_TOPICS
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics, changelog_topics
 from schemas import catalog
-from schemas.topics import all_topics
 from simulator.tail import TOPICS as TAIL_TOPICS
 
 
@@ -143,14 +143,10 @@ def _topics(principal: str, names: Iterable[str], *operations: Operation) -> lis
     ]
 
 
-def _changelogs(application_id: str) -> list[str]:
-    return [catalog.changelog_topic(application_id, store) for store in catalog.STORE_NAMES]
-
-
 def component_acls(component: str, principal: str, application_id: str) -> list[Acl]:
     """The ACLs `component` needs when it logs in as `principal` (the processors' names use `application_id`)."""
     family = list(catalog.FAMILY_TOPICS.values())
-    changelogs = _changelogs(application_id)
+    changelogs = list(changelog_topics(application_id).values())
     group = Acl(principal, ResourceType.GROUP, application_id, PatternType.LITERAL, Operation.READ)
     match component:
         case "gateway":

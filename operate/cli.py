@@ -41,7 +41,7 @@ from operate.provenance import (
 from operate.reset import ResetRefused, plan_reset, reset
 from operate.spool_status import spool_status
 from operate.trace import TraceError, build_trace, collect
-from processors.runtime.settings import ProcessorSettings
+from processors.settings import ProcessorSettings
 from schemas.codec import Codec, build_codec
 from schemas.settings import SchemaSettings
 from simulator.tail import resolve_topic

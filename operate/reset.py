@@ -30,9 +30,9 @@ from common.kafka_access import (
 )
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, TopicSpec, ensure_topics, topic_errors
-from processors.runtime.settings import ProcessorSettings
-from schemas.catalog import FAMILY_TOPICS, STORE_NAMES, changelog_topic
-from schemas.topics import all_topics
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics, changelog_topics
+from schemas.catalog import FAMILY_TOPICS
 
 
 class ResetRefused(RuntimeError):
@@ -116,7 +116,7 @@ def _changelog_specs(group: str, partitions: int) -> list[TopicSpec]:
     """The changelogs as `reset` recreates them: the family topics' partition count (co-partitioning) and their
     declared configuration."""
     declared = {spec.name: spec for spec in all_topics(TopicSettings(processor_application_id=group))}
-    return [replace(declared[changelog_topic(group, store)], partitions=partitions) for store in STORE_NAMES]
+    return [replace(declared[name], partitions=partitions) for name in changelog_topics(group).values()]
 
 
 async def check_permissions(admin: AIOKafkaAdminClient, group: str) -> list[str]:
@@ -125,7 +125,7 @@ async def check_permissions(admin: AIOKafkaAdminClient, group: str) -> list[str]
     topics, Delete on the existing changelogs (Metadata's authorized operations), Create on every changelog
     (CreateTopics with validate_only) and Read on the group. Raises KafkaMisconfigured naming the first one
     refused; returns the changelogs that exist."""
-    changelogs = [changelog_topic(group, store) for store in STORE_NAMES]
+    changelogs = list(changelog_topics(group).values())
     family = list(FAMILY_TOPICS.values())
     access = await topic_access(admin, [*family, *changelogs])
     missing = require(
@@ -171,7 +171,7 @@ async def plan_reset(settings: ProcessorSettings, kafka: KafkaSettings) -> Reset
     state_dir = settings.state_dir / settings.application_id
     plan = ResetPlan(
         application_id=group,
-        changelogs=[t for t in (changelog_topic(group, s) for s in STORE_NAMES) if t in existing],
+        changelogs=[t for t in changelog_topics(group).values() if t in existing],
         state_dir=state_dir,
         state_dir_exists=state_dir.exists(),
         committed={tp: (o.offset if o.offset >= 0 else None) for tp, o in offsets.items()},

@@ -12,21 +12,17 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from aiokafka.structs import ConsumerRecord
 
-from processors.logic.account_table import AccountState
-from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SERDE, Serde
+from processors.logic.codec import Serde
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
-from processors.logic.join import JobState
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, DeadLetter, Output, ReadinessUpdate
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
-from processors.logic.readiness import ReadinessRule
-from processors.logic.stores import Stores
-from processors.runtime.settings import ProcessorSettings
+from processors.logic.stores import STORES, Stores
 from processors.runtime.state import TaskState
 from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
 from processors.wire import (
@@ -127,25 +123,15 @@ class CachedStoreView(StoreView[V]):
 
 
 def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
-    """The logic's stores over a task's state, and the cached ones that need a flush before a commit."""
-    jobs = CachedStoreView[JobState](state, catalog.JOBS_STORE, JOB_STATE_SERDE)
-    accounts = CachedStoreView[AccountState](state, catalog.ACCOUNTS_STORE, ACCOUNT_STATE_SERDE)
-    stores = Stores(
-        dedupe=StoreView[int](state, catalog.DEDUPE_STORE, INT_SERDE),
-        jobs=jobs,
-        accounts=accounts,
-        timers=StoreView[int](state, catalog.TIMERS_STORE, INT_SERDE),
-    )
-    return stores, [jobs, accounts]
-
-
-def logic_config(settings: ProcessorSettings, readiness: ReadinessRule | None = None) -> LogicConfig:
-    return LogicConfig(
-        dedupe_retention=timedelta(hours=settings.dedupe_retention_h),
-        pending_timeout=timedelta(hours=settings.pending_timeout_h),
-        timeout_grace=timedelta(seconds=settings.timeout_grace_s),
-        readiness=readiness,
-    )
+    """The logic's stores over a task's state (one view per ``STORES`` entry), and the cached ones that need a
+    flush before a commit."""
+    views: dict[str, StoreView[Any]] = {
+        spec.name: CachedStoreView(state, spec.name, spec.serde)
+        if spec.cached
+        else StoreView(state, spec.name, spec.serde)
+        for spec in STORES
+    }
+    return Stores.of(views), [view for view in views.values() if isinstance(view, CachedStoreView)]
 
 
 @dataclass

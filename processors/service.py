@@ -34,13 +34,13 @@ from common.kafka_wait import wait_for_kafka
 from common.settings import KafkaSettings
 from processors.lag import LagMonitor
 from processors.logic.readiness import ReadinessRule
-from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
+from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.readiness import ReadinessSettings
 from processors.runtime.engine import Engine, EngineStats, MissingTopicsError
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import TaskContext, TaskProcessor
+from processors.settings import ProcessorSettings
+from processors.topics import changelog_topics
 from schemas import catalog
-from schemas.catalog import STORE_NAMES, changelog_topic
 from schemas.codec import Codec, build_codec, keep_registered
 from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
@@ -66,7 +66,7 @@ OUTPUT_TOPICS = (
 def topic_needs(settings: ProcessorSettings) -> dict[str, tuple[TopicOp, ...]]:
     """Every topic the account pipeline uses and what it does with it: reads the families, restores (reads) and
     writes the changelogs, writes the outputs (DescribeConfigs, for /readyz's min-ISR watch, is not required)."""
-    changelogs = [changelog_topic(settings.application_id, store) for store in STORE_NAMES]
+    changelogs = changelog_topics(settings.application_id).values()
     return {
         **dict.fromkeys(catalog.FAMILY_TOPICS.values(), (TopicOp.READ,)),
         **dict.fromkeys(changelogs, (TopicOp.READ, TopicOp.WRITE)),
@@ -98,7 +98,7 @@ def build_engine(
 ) -> Engine:
     """The engine of the account pipeline; ``readiness``: the rule judged (``READINESS_RULE``), None for none."""
     codec = codec or build_codec(schema)
-    config = logic_config(settings, readiness)
+    config = settings.logic_config(readiness)
 
     def factory(ctx: TaskContext) -> TaskProcessor:
         return AccountPipeline(ctx, codec, config, counters)
@@ -113,7 +113,7 @@ def build_engine(
         settings,
         kafka,
         list(catalog.FAMILY_TOPICS.values()),
-        {store: changelog_topic(settings.application_id, store) for store in STORE_NAMES},
+        changelog_topics(settings.application_id),
         factory,
         output_topics=OUTPUT_TOPICS,
         missing_topics_hint=MISSING_TOPICS_HINT,

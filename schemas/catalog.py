@@ -36,16 +36,10 @@ DEADLETTER_TOPIC = "pinwheel.deadletter.v1"
 ACCOUNT_READINESS_TOPIC = "pinwheel.account_readiness.v1"
 """`account_ready` / `account_blocked` alone (docs/consuming.md "Readiness"): what a decision service subscribes to."""
 
-DEDUPE_STORE = "dedupe"
-JOBS_STORE = "jobs"
-ACCOUNTS_STORE = "accounts"
-TIMERS_STORE = "timers"
-STORE_NAMES = (DEDUPE_STORE, JOBS_STORE, ACCOUNTS_STORE, TIMERS_STORE)
-"""The processors' state stores (the fields of `processors.logic.stores.Stores`): each is backed by a
-compacted changelog topic whose name `changelog_topic` derives from the store's (Kafka Streams' rule)."""
-
 
 def changelog_topic(application_id: str, store: str) -> str:
+    """The compacted changelog topic backing a processors' state store (Kafka Streams' naming rule). Which stores
+    exist is the processors' to declare (`processors.logic.stores.STORES`; `processors.topics.changelog_topics`)."""
     return f"{application_id}-{store}-changelog"
 
 

@@ -1,11 +1,14 @@
-"""Every topic the connector reads or writes, declared once (common/topics.py creates and checks them).
+"""How every topic the connector reads or writes is configured (common/topics.py creates and checks them).
 
-The family topics, the account update, state and readiness topics and the dead-letter topic are named in `catalog`;
-the processors' state stores (`catalog.STORE_NAMES`) each have a compacted changelog named by
-`catalog.changelog_topic`.
+The family topics, the account update, state and readiness topics and the dead-letter topic are named in `catalog`.
+The processors' changelogs (one per state store, named by `catalog.changelog_topic`) are configured here too, but
+which stores exist is the processors' to say (`processors.logic.stores.STORES`): `processors.topics.all_topics` is
+the full list, this module's `topic_specs` given those changelog names.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from common.topics import DAY_MS, TopicSettings, TopicSpec
 from schemas import catalog
@@ -19,9 +22,8 @@ DEADLETTER_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
 ACCOUNT_PARTITIONED = "account-keyed"
 
 
-def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:
-    """Every topic the connector reads or writes."""
-    s = settings or TopicSettings()
+def topic_specs(s: TopicSettings, changelogs: Iterable[str]) -> list[TopicSpec]:
+    """Every topic the connector reads or writes, `changelogs` being the processors' changelog topics."""
     retention = {"cleanup.policy": "delete", "retention.ms": str(s.retention_days * DAY_MS)}
     # A 1 MiB body (the gateway's cap) encodes to up to about twice that (raw bytes + typed payload).
     large = {**retention, "max.message.bytes": str(MAX_MESSAGE_BYTES)}
@@ -36,10 +38,9 @@ def all_topics(settings: TopicSettings | None = None) -> list[TopicSpec]:
         for topic in catalog.FAMILY_TOPICS.values()
     ]
     specs += [
-        TopicSpec(catalog.changelog_topic(s.processor_application_id, store), s.partitions, dict(compacted),
-                  ACCOUNT_PARTITIONED, rf, min_isr)
-        for store in catalog.STORE_NAMES
-    ]  # fmt: skip
+        TopicSpec(changelog, s.partitions, dict(compacted), ACCOUNT_PARTITIONED, rf, min_isr)
+        for changelog in changelogs
+    ]
     specs += [
         TopicSpec(catalog.ACCOUNT_UPDATES_TOPIC, s.partitions, dict(retention), None, rf, min_isr),
         TopicSpec(catalog.ACCOUNT_STATE_TOPIC, s.partitions, dict(compacted), None, rf, min_isr),

@@ -31,11 +31,11 @@ from connector.local_kafka import free_port as local_free_port
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
 from gateway.tls import ensure_self_signed
-from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.codec import Codec, DecodeError
-from schemas.topics import all_topics
 from tests.health import wait_ready
 from tests.threaded_gateway import ThreadedServer
 

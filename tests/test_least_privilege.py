@@ -46,10 +46,10 @@ from gateway import records
 from gateway.signature import sign
 from gateway.tls import ensure_self_signed
 from operate.acls import COMPONENTS, Acl, Operation, acls, acls_json, component_acls
+from processors.topics import all_topics
 from schemas import catalog
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
-from schemas.topics import all_topics
 from tests.sample_data import doc_samples_as_json
 from tests.secure_kafka import SecureBroker, acl_binding
 

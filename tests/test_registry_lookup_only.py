@@ -24,7 +24,7 @@ from common.topics import TopicSettings, ensure_topics
 from connector.local_kafka import free_port
 from connector.local_registry import local_registry_on_free_port
 from gateway.tls import ensure_self_signed
-from schemas.topics import all_topics
+from processors.topics import all_topics
 
 pytestmark = pytest.mark.kafka
 

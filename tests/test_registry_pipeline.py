@@ -31,11 +31,11 @@ from common.topics import TopicSettings, ensure_topics
 from connector.local_registry import LocalRegistry, local_registry_on_free_port
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
-from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.settings import SchemaSettings
-from schemas.topics import all_topics
 from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, simulate

@@ -22,10 +22,10 @@ from common.topics import TopicSettings, ensure_topics
 from connector.local_kafka import free_port
 from gateway.settings import GatewaySettings
 from operate.acls import acls, acls_json
-from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, FAMILY_TOPICS
-from schemas.topics import all_topics
 from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan, simulate

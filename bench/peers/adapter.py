@@ -15,8 +15,9 @@ from typing import Any, cast
 
 from aiokafka.structs import ConsumerRecord
 
-from processors.pipeline import AccountPipeline, PipelineCounters, logic_config
-from processors.runtime.settings import ProcessorSettings
+from processors.logic.config import LogicSettings
+from processors.logic.stores import STORES
+from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord
 from schemas.codec import Codec, build_codec
@@ -24,12 +25,13 @@ from schemas.settings import SchemaSettings
 
 Get = Callable[[bytes], bytes | None]
 Put = Callable[[bytes, bytes | None], None]  # None: delete
+_ORDERED = frozenset(spec.name for spec in STORES if spec.ordered)
 
 
 class PeerStore:
     """TaskState's get/put/delete/range over a peer's key-value state (keys `<store>\\0<key>`).
 
-    Reads and writes go to the peer's store. The ordered range (only the timers store uses it) answers from a
+    Reads and writes go to the peer's store. The ordered range (of the ordered stores: timers) answers from a
     sorted in-memory index of the keys this process wrote: the peers' stores are scoped per message key or
     iterate whole tables, and no timer falls due during the bench, so it only has to be right within a run.
     """
@@ -48,7 +50,7 @@ class PeerStore:
 
     def put(self, store: str, key: bytes, value: bytes) -> None:
         self.put_raw(store.encode() + b"\0" + key, value)
-        if store == "timers":
+        if store in _ORDERED:
             keys = self._ordered.setdefault(store, [])
             if (store, key) not in self._values:
                 insort(keys, key)
@@ -81,7 +83,7 @@ class PeerJob:
 
     def __init__(self) -> None:
         self.codec: Codec = build_codec(SchemaSettings())
-        self.config = logic_config(ProcessorSettings())
+        self.config = LogicSettings().logic_config()
         self.counters = PipelineCounters()
         self._tasks: dict[int, tuple[_Context, AccountPipeline, PeerStore]] = {}
 

@@ -1,9 +1,13 @@
-"""Tunables of the processor logic."""
+"""Tunables of the processor logic: `LogicConfig` (what the logic takes) and `LogicSettings` (the environment
+variables that set its deployment-tunable part)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.logic.readiness import ReadinessRule
 
@@ -39,3 +43,24 @@ class LogicConfig:
                 raise ValueError(f"{name} must not be negative")
         if self.max_sync_ids < 0:
             raise ValueError("max_sync_ids must not be negative")
+
+
+class LogicSettings(BaseSettings):
+    """The logic's settings (env prefix `PROCESSOR_`): read by the service, given to the logic as a LogicConfig."""
+
+    model_config = SettingsConfigDict(env_prefix="PROCESSOR_", extra="ignore")
+
+    dedupe_retention_h: float = Field(
+        default=7 * 24, gt=0, description="How long (event time) event ids are remembered."
+    )
+    pending_timeout_h: float = Field(default=24, gt=0, description="After this, an unresolved pending job times out.")
+    timeout_grace_s: float = Field(default=3600, ge=0, description="Extra wait before a pending job times out.")
+
+    def logic_config(self, readiness: ReadinessRule | None = None) -> LogicConfig:
+        """The LogicConfig of these settings; ``readiness``: the rule judged (``READINESS_RULE``), None for none."""
+        return LogicConfig(
+            dedupe_retention=timedelta(hours=self.dedupe_retention_h),
+            pending_timeout=timedelta(hours=self.pending_timeout_h),
+            timeout_grace=timedelta(seconds=self.timeout_grace_s),
+            readiness=readiness,
+        )

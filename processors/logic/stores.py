@@ -1,21 +1,52 @@
-"""The key-value stores the logic works through, and an in-memory implementation.
+"""The key-value stores the logic works through, declared once (``STORES``), and an in-memory implementation.
 
 The runtime backs each store with RocksDB and a compacted changelog topic; values cross that boundary with
 the serdes of ``processors.logic.codec``. Keys are ``str`` (UTF-8 on the wire). Only the timers store needs
 ordered iteration, and it is declared explicitly.
+
+``STORES`` is the one declaration of the stores: the pipeline's store views, the changelog topics (their names
+by ``schemas.catalog.changelog_topic``), their provisioning, restore, ``processor reset`` and the ACLs are all
+derived from it. ``Stores`` is its typed face for the logic; its fields are checked against ``STORES`` at import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from dataclasses import dataclass, fields
+from typing import Any, Generic, Protocol, TypeVar, get_origin, get_type_hints
 
 from processors.logic.account_table import AccountState
 from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SERDE, Serde
 from processors.logic.join import JobState
 
 V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    """One state store: its name (also its changelog's, ``<application_id>-<name>-changelog``), the serde of its
+    values, whether the pipeline keeps decoded values between commits (``cached``: for costly values on hot
+    keys) and whether the logic iterates it in key order (``ordered``: ``range``)."""
+
+    name: str
+    serde: Serde[Any]
+    cached: bool = False
+    ordered: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cached and self.ordered:
+            raise ValueError(f"store {self.name}: a cached store cannot be iterated in order")
+
+
+STORES: tuple[StoreSpec, ...] = (
+    StoreSpec("dedupe", INT_SERDE),  # event_id -> first received_at (epoch µs)
+    StoreSpec("jobs", JOB_STATE_SERDE, cached=True),  # "<account_key>|<event_type>" -> join state
+    StoreSpec("accounts", ACCOUNT_STATE_SERDE, cached=True),  # account_key -> AccountState
+    StoreSpec("timers", INT_SERDE, ordered=True),  # "<due:016d>|<kind>|<target>" -> due; "~clock" -> stream time
+)
+"""The processors' state stores, declared once."""
+
+STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES)
 
 
 class KeyValueStore(Protocol[V]):
@@ -37,12 +68,30 @@ class OrderedKeyValueStore(KeyValueStore[V], Protocol[V]):
 
 @dataclass(frozen=True, slots=True)
 class Stores:
-    """The four stores of one partition task; their field names are ``schemas.catalog.STORE_NAMES``."""
+    """The stores of one partition task, typed for the logic: one field per ``STORES`` entry, in its order, an
+    ``OrderedKeyValueStore`` where the spec is ``ordered`` (checked at import: ``_check_stores``)."""
 
-    dedupe: KeyValueStore[int]  # event_id -> first received_at (epoch µs)
-    jobs: KeyValueStore[JobState]  # "<account_key>|<event_type>" -> join state
-    accounts: KeyValueStore[AccountState]  # account_key -> AccountState
-    timers: OrderedKeyValueStore[int]  # "<due:016d>|<kind>|<target>" -> due; "~clock" -> stream time
+    dedupe: KeyValueStore[int]
+    jobs: KeyValueStore[JobState]
+    accounts: KeyValueStore[AccountState]
+    timers: OrderedKeyValueStore[int]
+
+    @classmethod
+    def of(cls, stores: dict[str, Any]) -> Stores:
+        """The stores by name (``STORE_NAMES``, each exactly once)."""
+        if set(stores) != set(STORE_NAMES):
+            raise ValueError(f"expected the stores {list(STORE_NAMES)}, got {sorted(stores)}")
+        return cls(**stores)
+
+
+def _check_stores() -> None:
+    hints = get_type_hints(Stores)
+    declared = [(f.name, get_origin(hints[f.name]) is OrderedKeyValueStore) for f in fields(Stores)]
+    if declared != [(spec.name, spec.ordered) for spec in STORES]:
+        raise TypeError(f"Stores fields {declared} do not match STORES")
+
+
+_check_stores()
 
 
 class InMemoryStore(Generic[V]):
@@ -90,11 +139,4 @@ class InMemoryStore(Generic[V]):
 
 def in_memory_stores(*, serialized: bool = False) -> Stores:
     """Fresh in-memory stores; ``serialized=True`` stores bytes through the real serdes."""
-    if serialized:
-        return Stores(
-            dedupe=InMemoryStore(INT_SERDE),
-            jobs=InMemoryStore(JOB_STATE_SERDE),
-            accounts=InMemoryStore(ACCOUNT_STATE_SERDE),
-            timers=InMemoryStore(INT_SERDE),
-        )
-    return Stores(InMemoryStore(), InMemoryStore(), InMemoryStore(), InMemoryStore())
+    return Stores.of({spec.name: InMemoryStore(spec.serde if serialized else None) for spec in STORES})

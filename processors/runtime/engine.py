@@ -42,7 +42,7 @@ from common.settings import KafkaSettings
 from processors.runtime.ordering import PartitionGroup
 from processors.runtime.restore import restore
 from processors.runtime.retry import RetryLater
-from processors.runtime.settings import ProcessorSettings
+from processors.runtime.settings import RuntimeSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import (
     PRODUCER_STOP_TIMEOUT_S,
@@ -119,7 +119,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class Engine:
     def __init__(
         self,
-        settings: ProcessorSettings,
+        settings: RuntimeSettings,
         kafka: KafkaSettings,
         input_topics: Sequence[str],
         changelogs: dict[str, str],

@@ -1,4 +1,8 @@
-"""Settings of the stream processors (env prefix `PROCESSOR_`)."""
+"""Settings of the generic exactly-once runtime (env prefix `PROCESSOR_`).
+
+The logic's settings are `processors.logic.config.LogicSettings`; the service reads both and its own as
+`processors.settings.ProcessorSettings`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class ProcessorSettings(BaseSettings):
+class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROCESSOR_", extra="ignore")
 
     application_id: str = Field(
@@ -48,11 +52,3 @@ class ProcessorSettings(BaseSettings):
         description="How long a task waits for an input partition that has nothing buffered but more on the "
         "broker before processing the others out of event-time order (timers still wait for it).",
     )
-    dedupe_retention_h: float = Field(
-        default=7 * 24, gt=0, description="How long (event time) event ids are remembered."
-    )
-    pending_timeout_h: float = Field(default=24, gt=0, description="After this, an unresolved pending job times out.")
-    timeout_grace_s: float = Field(default=3600, ge=0, description="Extra wait before a pending job times out.")
-    health_port: int = Field(default=8081, ge=0, le=65535, description="/livez, /readyz and /metrics (0: off).")
-    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Log level.")
-    health_host: str = Field(default="127.0.0.1", description="Interface of the health/metrics server.")

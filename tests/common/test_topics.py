@@ -27,7 +27,7 @@ from common.topics import (
     ensure_topics,
 )
 from connector.local_kafka import LocalKafkaCluster, LocalKafkaSettings, free_ports
-from schemas.topics import all_topics
+from processors.topics import all_topics
 
 
 @pytest.fixture

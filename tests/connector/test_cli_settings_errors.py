@@ -25,6 +25,7 @@ CASES = [
         "greater than or equal to 10",
     ),
     (["processor"], {"PROCESSOR_LOG_LEVEL": "LOUD"}, "PROCESSOR_LOG_LEVEL", "should match pattern"),
+    (["processor"], {"PROCESSOR_DEDUPE_RETENTION_H": "0"}, "PROCESSOR_DEDUPE_RETENTION_H", "greater than 0"),
     (["processor"], {"KAFKA_BOOTSTRAP_SERVERS": "no-port"}, "KAFKA_BOOTSTRAP_SERVERS", "expected host:port"),
     (["topics", "check"], {"KAFKA_REQUEST_TIMEOUT_MS": "soon"}, "KAFKA_REQUEST_TIMEOUT_MS", "valid integer"),
     (["topics"], {"TOPICS_PARTITIONS": "0"}, "TOPICS_PARTITIONS", "greater than or equal to 1"),

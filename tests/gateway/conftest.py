@@ -16,8 +16,8 @@ import pytest
 from common.settings import KafkaSettings
 from common.topics import ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
+from processors.topics import all_topics
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
-from schemas.topics import all_topics
 from tests.gateway.gateway_helpers import TopicTail, gateway_settings
 from tests.sample_data import doc_samples as documented_samples
 from tests.threaded_gateway import ThreadedServer

@@ -12,8 +12,8 @@ import pytest
 from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
+from processors.topics import all_topics
 from schemas.catalog import FAMILY_TOPICS
-from schemas.topics import all_topics
 from tests.gateway.gateway_helpers import gateway_settings
 from tests.operate.ops_helpers import App
 from tests.threaded_gateway import ThreadedServer

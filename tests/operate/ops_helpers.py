@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from common.settings import KafkaSettings
-from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
+from processors.settings import ProcessorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "pinwheel-connector"

@@ -15,11 +15,11 @@ from confluent_kafka.admin import AclPermissionType
 from common.topics import TopicSettings
 from connector.cli import main
 from operate.acls import COMPONENTS, acl_table, acls, default_principal
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import transactional_id
 from processors.service import topic_needs
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics, changelog_topics
 from schemas import catalog
-from schemas.topics import all_topics
 from tests.secure_kafka import acl_binding
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,8 +43,7 @@ def test_the_processors_acls_cover_every_topic_they_use_and_their_transactional_
     (prefix,) = [name for rtype, name, pattern, _ in got if rtype == "TRANSACTIONAL_ID" and pattern == "PREFIXED"]
     assert transactional_id("app-x", 7).startswith(prefix)
     assert not transactional_id("app-xy", 7).startswith(prefix)  # another application's ids are not granted
-    for store in catalog.STORE_NAMES:
-        changelog = catalog.changelog_topic("app-x", store)
+    for changelog in changelog_topics("app-x").values():
         assert {op for _, name, _, op in got if name == changelog} == {"READ", "WRITE", "DESCRIBE_CONFIGS"}
     assert not any(rtype == "CLUSTER" for rtype, *_ in got)
 

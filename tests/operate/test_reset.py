@@ -13,8 +13,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from processors.logic.stores import STORE_NAMES
 from schemas import catalog
-from schemas.catalog import STORE_NAMES, changelog_topic
+from schemas.catalog import changelog_topic
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings

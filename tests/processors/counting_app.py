@@ -18,8 +18,8 @@ from aiokafka.structs import ConsumerRecord
 
 from common.settings import KafkaSettings
 from processors.runtime.engine import Engine
-from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import BatchFailed, OutRecord, TaskContext, TaskProcessor
+from processors.settings import ProcessorSettings
 from schemas.topics import DEADLETTER_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
 
 

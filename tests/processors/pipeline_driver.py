@@ -28,10 +28,11 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from gateway.records import Route, plan
 from processors.logic.config import LogicConfig
+from processors.logic.stores import STORE_NAMES
 from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
 from processors.runtime.task import BatchFailed, RecordFailed, RecordingContext
-from schemas.catalog import STORE_NAMES, changelog_topic
+from schemas.catalog import changelog_topic
 from schemas.codec import Codec
 
 AVRO_DIR = Path(__file__).resolve().parents[2] / "schemas" / "avro"

@@ -19,7 +19,7 @@ import pytest
 
 from processors import pipeline as pipeline_module
 from processors.logic.processor import AccountProcessor
-from processors.logic.stores import Stores
+from processors.logic.stores import STORE_NAMES, Stores
 from schemas import catalog
 from tests.processors.pipeline_driver import Output, PipelineDriver, on, utc
 from tests.sample_data import doc_samples_as_json
@@ -269,7 +269,7 @@ def test_a_record_whose_outputs_the_broker_refused_is_kept_whole_without_effects
 
 
 def test_the_stores_are_the_catalogs_stores() -> None:
-    assert tuple(f.name for f in dataclasses.fields(Stores)) == catalog.STORE_NAMES
+    assert tuple(f.name for f in dataclasses.fields(Stores)) == STORE_NAMES
 
 
 def test_refresh_job_link_tokens_give_updates_and_keep_the_known_token(driver: PipelineDriver) -> None:

@@ -36,14 +36,14 @@ from processors.logic.processor import AccountProcessor
 from processors.pipeline import PipelineCounters
 from processors.runtime import engine as engine_module
 from processors.runtime.engine import Engine, MissingTopicsError
-from processors.runtime.settings import ProcessorSettings
 from processors.service import build_engine, serve_engine
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics
 from schemas import catalog
 from schemas.catalog import changelog_topic
 from schemas.codec import Codec, build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
-from schemas.topics import all_topics
 
 
 def job_body(event_type: str, account_id: str, outcome: str, at: datetime, job_id: str | None = None) -> dict[str, Any]:

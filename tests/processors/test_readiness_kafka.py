@@ -18,8 +18,8 @@ from typing import Any
 from common.settings import KafkaSettings
 from processors.pipeline import PipelineCounters
 from processors.readiness import ReadinessSettings
-from processors.runtime.settings import ProcessorSettings
 from processors.service import build_engine, serve_engine
+from processors.settings import ProcessorSettings
 from schemas import catalog
 from schemas.settings import SchemaSettings
 from tests.processors.test_pipeline_kafka import Harness, account_added, job_body, start_harness

@@ -24,13 +24,13 @@ from fastavro import parse_schema, schemaless_writer
 from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics
 from schemas.catalog import FAMILY_TOPICS
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
 from schemas.store import load_store
-from schemas.topics import all_topics
 from tests.health import wait_ready
 from tests.registry_proxy import CuttableProxy
 from tests.schema_registry import Registry

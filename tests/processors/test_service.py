@@ -18,8 +18,9 @@ import orjson
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from connector.local_kafka import free_port
-from schemas.catalog import STORE_NAMES, changelog_topic
-from schemas.topics import all_topics
+from processors.logic.stores import STORE_NAMES
+from processors.topics import all_topics
+from schemas.catalog import changelog_topic
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ import orjson
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from connector.local_kafka import free_port
-from schemas.topics import all_topics
+from processors.topics import all_topics
 from tests.port_forward import PortForward
 from tests.processors.test_service import processor_env, start_processor
 

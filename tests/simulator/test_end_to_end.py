@@ -24,12 +24,12 @@ from common.topics import TopicSettings, ensure_topics
 from connector.local_kafka import free_port
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
-from processors.runtime.settings import ProcessorSettings
 from processors.service import serve
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, FAMILY_TOPICS
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
-from schemas.topics import all_topics
 from simulator.ledger import Ledger, read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan
