@@ -50,6 +50,7 @@ from bench.cost import (
 from bench.instances import provision, start_instances, wait_settled
 from bench.processor_bench import InputRecord, committed_offsets, encode_deliveries
 from common.settings import KafkaSettings
+from processors.topics import changelog_topics
 from schemas import catalog
 from simulator.traffic import TrafficConfig, build_traffic, deliveries
 
@@ -306,7 +307,7 @@ async def run_mode(
     await provision(kafka, app, partitions)
     topics = {
         "input": list(catalog.FAMILY_TOPICS.values()),
-        "output": [*OUTPUT_TOPICS, *(catalog.changelog_topic(app, s) for s in catalog.STORE_NAMES)],
+        "output": [*OUTPUT_TOPICS, *changelog_topics(app).values()],
         "internal": list(INTERNAL_TOPICS),
     }
     every = [*topics["input"], *topics["output"]]
