@@ -43,6 +43,7 @@ from common.settings import KafkaSettings
 from common.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
 from processors.pipeline import PipelineCounters
+from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.restore import restore
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
@@ -252,7 +253,7 @@ async def restore_speed(app_id: str, state_dir: Path, kafka: KafkaSettings, part
     records, seconds = 0, 0.0
     for p in range(partitions):
         state = TaskState(state_dir / str(p), app_id, p, changelogs)
-        stats = await restore(state, kafka, 3600)
+        stats = await restore(state, AiokafkaClients(kafka), 3600)
         state.close()
         records += stats.records
         seconds += stats.seconds

@@ -25,8 +25,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from common.settings import KafkaSettings
 from common.topics import TopicSpec, ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaSettings
+from processors.runtime.kafka_clients import start_producer
 from processors.runtime.state import TaskState
-from processors.runtime.task import OutRecord, Task, TaskFailed, start_producer
+from processors.runtime.task import OutRecord, Task, TaskFailed
 from tests.kafka_broker import free_port
 
 pytestmark = pytest.mark.kafka

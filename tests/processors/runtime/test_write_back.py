@@ -15,9 +15,10 @@ from aiokafka.structs import ConsumerRecord
 from rocksdict import AccessType, Options, Rdict
 
 from common.settings import KafkaSettings
+from processors.runtime.kafka_clients import start_producer
 from processors.runtime.ordering import END_OF_TIME
 from processors.runtime.state import TaskState
-from processors.runtime.task import OutRecord, Task, TaskContext, start_producer
+from processors.runtime.task import OutRecord, Task, TaskContext
 
 
 @pytest.fixture
