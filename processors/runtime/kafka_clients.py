@@ -231,14 +231,14 @@ def _port_errors() -> Iterator[None]:
     try:
         yield
     except FENCED_ERRORS as exc:
-        raise ProducerFencedError(f"{type(exc).__name__}: {exc}") from exc
+        raise ProducerFencedError(str(exc)) from exc
     except RECORD_ERRORS as exc:
-        raise RecordRefusedError(f"{type(exc).__name__}: {exc}") from exc
+        raise RecordRefusedError(str(exc)) from exc  # its text is the dead letter's error: the client's own
     except Errors.KafkaError as exc:
         # aiokafka reports some fencings only in the message (an InvalidProducerEpoch, a failed transaction's
         # "fenced" state): they are fencings all the same.
         if "fenced" in str(exc).lower():
-            raise ProducerFencedError(f"{type(exc).__name__}: {exc}") from exc
+            raise ProducerFencedError(str(exc)) from exc
         raise
 
 

@@ -206,7 +206,8 @@ class Task:
                 if isinstance(exc, RecordRefusedError)
                 else TaskFailed
             )
-            raise kind(f"task {self.partition}: commit failed: {type(exc).__name__}: {exc}") from exc
+            named = exc.__cause__ if kind is not TaskFailed and exc.__cause__ is not None else exc  # the client's
+            raise kind(f"task {self.partition}: commit failed: {type(named).__name__}: {named}") from exc
         covered = self.uncommitted_records
         self.uncommitted_records = 0
         return covered
