@@ -100,6 +100,7 @@ class MemoryKafka:
         self._rebalance_lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self.refuse: Callable[[OutgoingRecord], bool] = lambda record: False
+        self.refusal = "MessageSizeTooLargeError"  # the refusal's text
         self.commit_failures = 0
         self.producers_started = 0
 
@@ -114,12 +115,23 @@ class MemoryKafka:
     def partitions(self, topic: str) -> int:
         return len(self._logs[topic])
 
-    def produce(self, topic: str, partition: int, key: bytes | None, value: bytes | None, timestamp_ms: int) -> None:
-        """A plain (non-transactional) write, visible at once."""
+    def produce(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int,
+        *,
+        headers: Sequence[tuple[str, bytes]] = (),
+        timestamp_type: int = _CREATE_TIME,
+    ) -> int:
+        """A plain (non-transactional) write, visible at once; its offset."""
         log = self._log(topic, partition)
-        record = MemoryRecord(topic, partition, len(log), timestamp_ms, _CREATE_TIME, key, value, ())
+        record = MemoryRecord(topic, partition, len(log), timestamp_ms, timestamp_type, key, value, tuple(headers))
         log.append(_Entry(record, None))
         self._changed.set()
+        return record.offset
 
     def committed_records(self, topic: str) -> list[MemoryRecord]:
         """What a read_committed consumer reads of `topic` now, partition by partition."""
@@ -275,9 +287,9 @@ class MemoryProducer:
         last: dict[tuple[str, int], int] = {}
         for out in records:
             if self.broker.refuse(out):
-                raise RecordRefusedError(f"record refused: {out.topic}-{out.partition}")
+                raise RecordRefusedError(self.broker.refusal)
             log = self.broker._log(out.topic, out.partition)
-            now_ms = int(time.time() * 1000)
+            now_ms = int(self.broker.clock.wall() * 1000)
             headers = tuple(out.headers)
             record = MemoryRecord(out.topic, out.partition, len(log), now_ms, _CREATE_TIME, out.key, out.value, headers)
             log.append(_Entry(record, self.txn))
