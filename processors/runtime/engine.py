@@ -19,6 +19,10 @@ Life of a partition p on this instance:
                (or whose own outputs fail) is then handed to the processor's `reject` (a dead letter, no
                effects), and everything else is processed as usual;
   revoked   -> the open transaction is committed (or, failing that, abandoned) and the task closed.
+
+A task's own phases (created, restoring, running, suspended, failed, closed) and the moves between them are a
+type, checked at every move: processors/runtime/lifecycle.py. Kafka is reached through the port in
+processors/runtime/ports.py (aiokafka behind it in kafka_clients.py).
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ from processors.runtime.retry import RetryLater
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import (
-    PRODUCER_STOP_TIMEOUT_S,
     BatchFailed,
     ProcessorFactory,
     RecordFailed,
@@ -188,11 +191,14 @@ class Engine:
                 # written, its update not emitted), so it must not be committed. Discard; a restart
                 # reprocesses from the committed offsets.
                 async with self._lock:
+                    for task in self._tasks.values():
+                        task.fail()
                     await self._close_tasks(list(self._tasks))
                 raise
             else:
                 async with self._lock:
                     await self._commit_all()
+                    self._suspend_all()
                     await self._close_tasks(list(self._tasks))
         finally:
             await consumer.stop()
@@ -418,6 +424,7 @@ class Engine:
     async def _fail(self, task: Task, error: BaseException) -> None:
         """Throw the task's uncommitted work away and rebuild it from Kafka before it runs again."""
         self.stats.task_restarts += 1
+        task.fail()
         partition = task.partition
         log.warning("task restart", extra={"partition": partition, "error": str(error)})
         if isinstance(error, (RecordRefused, BatchFailed)):
@@ -499,6 +506,7 @@ class Engine:
         async with self._lock:
             self.stats.rebalances += 1
             await self._commit_all()
+            self._suspend_all()
             await self._close_tasks(list(self._tasks))
             self._pending.clear()
             self._isolation.clear()
@@ -556,11 +564,16 @@ class Engine:
             partition,
             self.changelogs,
         )
-        producer = None
         try:
             producer = await self.clients.transactional_producer(
                 self.settings.application_id, partition, self.max_request_bytes
             )
+        except BaseException:
+            state.close()
+            raise
+        task = Task(partition, state, producer, self.settings.application_id, self.settings.commit_timeout_s)
+        try:
+            task.restoring()
             stats = await restore(state, self.clients, self.settings.max_checkpoint_age_h * 3600)
             self.stats.restored_records += stats.records
             log.info(
@@ -573,19 +586,22 @@ class Engine:
                     await consumer.seek_to_beginning(tp)
                 else:
                     consumer.seek(tp, committed)
+            task.run(self.factory)
         except BaseException:
-            state.close()
-            if producer is not None:
-                with contextlib.suppress(Exception):
-                    await producer.stop(PRODUCER_STOP_TIMEOUT_S)
+            task.fail()
+            with contextlib.suppress(Exception):
+                await task.close()
             raise
-        task = Task(partition, state, producer, self.settings.application_id, self.settings.commit_timeout_s)
-        task.processor = self.factory(task)
         self._tasks[partition] = task
         self._groups[partition] = PartitionGroup(
             self._partitions_of(partition), self._topic_rank, self.settings.max_task_idle_ms
         )
         self.stats.ready.add(partition)
+
+    def _suspend_all(self) -> None:
+        """Every task's work committed (or its task failed and closed): the tasks left are only to be closed."""
+        for task in self._tasks.values():
+            task.suspend()
 
     async def _close_tasks(self, partitions: list[int]) -> None:
         for partition in partitions:

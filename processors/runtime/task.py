@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from processors.runtime.lifecycle import Lifecycle, TaskPhase
 from processors.runtime.ports import (
     OutgoingRecord,
     ProducerFencedError,
@@ -144,51 +145,87 @@ class RecordRefused(TaskFailed):
 PRODUCER_STOP_TIMEOUT_S = 10.0
 
 
-@dataclass
 class Task:
-    partition: int
-    state: TaskState
-    producer: TransactionalProducer
-    group_id: str
-    commit_timeout_s: float
-    processor: TaskProcessor | None = None
-    outputs: list[OutRecord] = field(default_factory=list)
-    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    uncommitted_records: int = 0
+    """One partition's task. Built `created` (its producer started, its state opened), then `restoring` while the
+    engine restores its stores, then `run` builds its processor: only a running task processes and commits."""
+
+    def __init__(
+        self,
+        partition: int,
+        state: TaskState,
+        producer: TransactionalProducer,
+        group_id: str,
+        commit_timeout_s: float,
+    ) -> None:
+        self.partition = partition
+        self.state = state
+        self.producer = producer
+        self.group_id = group_id
+        self.commit_timeout_s = commit_timeout_s
+        self.lifecycle = Lifecycle(partition)
+        self.processor: TaskProcessor  # set by `run`
+        self.outputs: list[OutRecord] = []
+        self.next_offsets: dict[TopicPartition, int] = {}
+        self.uncommitted_records = 0
+
+    @property
+    def phase(self) -> TaskPhase:
+        return self.lifecycle.phase
+
+    def restoring(self) -> None:
+        self.lifecycle.move(TaskPhase.RESTORING)
+
+    def run(self, factory: ProcessorFactory) -> None:
+        """Restored: build the processor (it may read the restored state) and start running."""
+        self.lifecycle.move(TaskPhase.RUNNING)
+        self.processor = factory(self)
+
+    def suspend(self) -> None:
+        """Revoked, its work committed: only closing is left."""
+        self.lifecycle.move(TaskPhase.SUSPENDED)
+
+    def fail(self) -> None:
+        """Its uncommitted work is lost (a commit or start failed): only closing is left."""
+        self.lifecycle.move(TaskPhase.FAILED)
 
     def emit(self, record: OutRecord) -> None:
         self.outputs.append(record)
 
     def event_time(self, record: Record) -> int:
-        assert self.processor is not None
         return self.processor.event_time(record)
 
     def process(self, records: list[Record], watermark_us: int) -> None:
-        assert self.processor is not None
         for record in records:
             self.processor.process(record, watermark_us)
             self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += len(records)
 
     def reject(self, record: Record, reason: str, error: str) -> None:
-        assert self.processor is not None
         self.processor.reject(record, reason, error)
         self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += 1
 
     def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
-        assert self.processor is not None
         self.processor.punctuate(wall_clock_ms, watermark_us)
 
     def needs_commit(self) -> bool:
         return bool(self.next_offsets or self.outputs or self.state.has_pending_writes())
 
+    # -- the commit, step by step --------------------------------------------------------------------------
+    #
+    #   1. flush        the processor writes back what it holds (cached state, coalesced outputs);
+    #   2. begin        a transaction of the task's producer;
+    #   3. produce      the outputs and the changelog writes, and wait until the broker acknowledged each;
+    #   4. offsets      the consumed offsets, into the transaction;
+    #   5. commit       the transaction: outputs, changelogs and offsets become visible together;
+    #   6. checkpoint   the state's overlay goes to the local store, with the changelog offsets it is at.
+    #
+    # Any failure after 1 aborts the transaction (best effort) and the task must be rebuilt from Kafka.
+
     def flush(self) -> None:
-        """The first step of a commit: the processor writes what it holds back (cached values, coalesced
-        snapshots) into the state's overlay and the outputs. Once per commit, so a key written by many
-        records in between is serialized, and reaches the changelog, once."""
-        if self.processor is not None:
-            self.processor.end_of_batch()
+        """Step 1: once per commit, so a key written by many records in between is serialized, and reaches the
+        changelog, once. May raise BatchFailed."""
+        self.processor.end_of_batch()
 
     async def commit(self) -> int:
         """Commit outputs, changelog writes and offsets atomically; returns how many input records it covered."""
@@ -196,7 +233,7 @@ class Task:
         if not self.needs_commit():
             return 0
         try:
-            await asyncio.wait_for(self._commit(), self.commit_timeout_s)
+            await asyncio.wait_for(self._transaction(), self.commit_timeout_s)
         except Exception as exc:
             await self._abort()
             kind = (
@@ -212,14 +249,22 @@ class Task:
         self.uncommitted_records = 0
         return covered
 
-    async def _commit(self) -> None:
-        producer = self.producer
-        await producer.begin_transaction()
+    async def _transaction(self) -> None:
+        """Steps 2 to 6."""
+        await self.producer.begin_transaction()
+        last_offsets, changelog_tps = await self._produce()
+        if self.next_offsets:
+            await self.producer.send_offsets_to_transaction(dict(self.next_offsets), self.group_id)
+        await self.producer.commit_transaction()
+        self._checkpoint({store: last_offsets[tp] + 1 for store, tp in changelog_tps.items()})
+
+    async def _produce(self) -> tuple[dict[tuple[str, int], int], dict[str, tuple[str, int]]]:
+        """Step 3: the last offset written to each topic-partition, and each written store's changelog partition."""
         records = []
         for out in self.outputs:
             partition = out.partition
             if partition is None:
-                partition = await producer.partition_for(out.topic, out.key)
+                partition = await self.producer.partition_for(out.topic, out.key)
             records.append(OutgoingRecord(out.topic, partition, out.key, out.value, out.headers))
         changelog_tps = {}
         for store, key, value in self.state.pending_writes():
@@ -228,11 +273,11 @@ class Task:
             records.append(OutgoingRecord(topic, self.partition, key, value, ()))
         # Every record must be acknowledged before the transaction commits: a client may fail a refused batch
         # alone, and committing would then publish the offsets (and the other records) without it.
-        last_offsets = await producer.send_and_wait(records)
-        if self.next_offsets:
-            await producer.send_offsets_to_transaction(dict(self.next_offsets), self.group_id)
-        await producer.commit_transaction()
-        self.state.committed({store: last_offsets[tp] + 1 for store, tp in changelog_tps.items()})
+        return await self.producer.send_and_wait(records), changelog_tps
+
+    def _checkpoint(self, changelog_positions: dict[str, int]) -> None:
+        """Step 6."""
+        self.state.committed(changelog_positions)
         self.outputs.clear()
         self.next_offsets.clear()
 
@@ -251,9 +296,12 @@ class Task:
     async def close(self) -> None:
         """Forget what is uncommitted and stop the producer: flushed within PRODUCER_STOP_TIMEOUT_S, else
         abandoned completely (common/kafka_stop.py), so nothing of it retries until the next owner fences it."""
+        self.lifecycle.move(TaskPhase.CLOSED)
         self.discard()
-        await self.producer.stop(PRODUCER_STOP_TIMEOUT_S)
-        self.state.close()
+        try:
+            await self.producer.stop(PRODUCER_STOP_TIMEOUT_S)
+        finally:
+            self.state.close()
 
 
 def transactional_id_prefix(application_id: str) -> str:

@@ -21,16 +21,19 @@ import pytest
 from common.backoff import Backoff
 from common.settings import KafkaSettings
 from processors.runtime.engine import Engine
+from processors.runtime.lifecycle import TaskPhase
 from processors.runtime.ports import OutgoingRecord, Record, TopicPartition
 from processors.runtime.retry import RetryLater
 from processors.runtime.settings import ProcessorSettings
-from processors.runtime.task import OutRecord, TaskContext, TaskProcessor, transactional_id
+from processors.runtime.task import OutRecord, Task, TaskContext, TaskProcessor, transactional_id
 from tests.processors.counting_app import Counter
 from tests.processors.memory_kafka import MemoryKafka
 
 APP = "counter"
 INPUT, OUTPUT, CHANGELOG = "in", "out", "counts-changelog"
 PARTITIONS = 3
+CREATED, RESTORING, RUNNING = TaskPhase.CREATED, TaskPhase.RESTORING, TaskPhase.RUNNING
+SUSPENDED, FAILED, CLOSED = TaskPhase.SUSPENDED, TaskPhase.FAILED, TaskPhase.CLOSED
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Cluster:
     state_root: Path
     sent: dict[bytes, list[bytes]] = field(default_factory=dict)
     produced: int = 0
+    tasks: list[Task] = field(default_factory=list)  # every task the engines built, in order
 
     def produce(self, count: int, keys: int = 6) -> None:
         for _ in range(count):
@@ -70,7 +74,7 @@ class Cluster:
             KafkaSettings(bootstrap_servers="unused:9092"),
             [INPUT],
             {"counts": CHANGELOG},
-            factory or (lambda ctx: Counter(ctx, OUTPUT)),
+            self._seen(factory or (lambda ctx: Counter(ctx, OUTPUT))),
             before_batch=before_batch,
             max_fetch_bytes=1 << 20,
             max_request_bytes=1 << 20,
@@ -78,6 +82,17 @@ class Cluster:
         )
         engine._backoff = Backoff(base_s=0.01, cap_s=0.05)  # put-backs retried in milliseconds
         return engine
+
+    def _seen(self, factory: Callable[[TaskContext], TaskProcessor]) -> Callable[[TaskContext], TaskProcessor]:
+        def build(ctx: TaskContext) -> TaskProcessor:
+            assert isinstance(ctx, Task)
+            self.tasks.append(ctx)
+            return factory(ctx)
+
+        return build
+
+    def paths(self) -> set[tuple[TaskPhase, ...]]:
+        return {tuple(task.lifecycle.history) for task in self.tasks}
 
     def outputs(self) -> dict[bytes, list[bytes]]:
         outputs: dict[bytes, list[bytes]] = {}
@@ -170,6 +185,10 @@ async def test_failed_commits_rebuild_the_task_from_kafka_skipping_and_doubling_
         await until(cluster.caught_up)
     assert engine.stats.task_restarts >= 4
     assert cluster.assert_exactly_once() == 200
+    assert cluster.paths() == {
+        (CREATED, RESTORING, RUNNING, FAILED, CLOSED),
+        (CREATED, RESTORING, RUNNING, SUSPENDED, CLOSED),
+    }
 
 
 async def test_a_transaction_left_open_hides_its_records_until_the_next_owner_fences_it(cluster: Cluster) -> None:
@@ -244,6 +263,9 @@ async def test_a_second_instance_joining_and_the_first_leaving_lose_and_double_n
     assert second.stats.rebalances >= 1
     assert second.stats.restored_records > 0
     assert cluster.assert_exactly_once() == 450
+    # Revoked tasks commit (suspended) and close; none is reused.
+    assert cluster.paths() == {(CREATED, RESTORING, RUNNING, SUSPENDED, CLOSED)}
+    assert len(cluster.tasks) > 2 * PARTITIONS
 
 
 async def test_a_fenced_task_stops_until_the_rebalance_gives_its_partition_back(cluster: Cluster) -> None:
