@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from common.backoff import Backoff
 from common.kafka_errors import KafkaMisconfigured, Kind, classify_kafka_error
 from common.settings import KafkaSettings
+from processors.runtime.isolation import Isolation
 from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.ordering import PartitionGroup
 from processors.runtime.ports import GroupConsumer, KafkaClients, NotAssignedError, Record, TopicPartition
@@ -84,22 +85,6 @@ class MissingTopicsError(RuntimeError):
     def __init__(self, missing: Sequence[str], hint: str = "") -> None:
         super().__init__("topics missing: " + ", ".join(sorted(missing)) + (f"; {hint}" if hint else ""))
         self.missing = sorted(missing)
-
-
-Coordinates = tuple[str, int, int]  # topic, partition, offset of an input record
-
-
-@dataclass
-class Isolation:
-    """A task replaying, one record per transaction, a range whose commit the broker refused a record of."""
-
-    until: dict[TopicPartition, int]  # the refused commit's next offsets: isolation ends past them
-    refused: dict[Coordinates, tuple[str, str]] = field(default_factory=dict)  # records to reject: reason, error
-    current: Coordinates | None = None  # the record of the transaction being committed
-    passed: dict[TopicPartition, int] = field(default_factory=dict)  # next offsets committed since
-
-    def finished(self) -> bool:
-        return all(self.passed.get(tp, -1) >= end for tp, end in self.until.items())
 
 
 class _Listener:
@@ -380,8 +365,7 @@ class Engine:
             if item is None:
                 return
             record = item[1]
-            coordinates = (record.topic, record.partition, record.offset)
-            rejection = isolation.refused.get(coordinates)
+            rejection = isolation.rejection(record)
             try:
                 if rejection is None:
                     task.process([record], min(item[0], group.watermark(at_end)))
@@ -389,14 +373,14 @@ class Engine:
                     task.reject(record, *rejection)
                     self.stats.refused_records += 1
             except RecordFailed as failed:
-                isolation.refused[coordinates] = (failed.reason, failed.error)
+                isolation.refuse(record, failed.reason, failed.error)
                 await self._fail(task, TaskFailed(f"task {partition}: {failed}"))
                 return
             self.stats.processed += 1
-            isolation.current = coordinates
+            isolation.committing(record)
             await self._commit_tasks([task])
             if partition in self._tasks:  # committed
-                isolation.passed[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                isolation.committed(record)
             isolation.current = None
 
     async def _commit_all(self) -> None:
@@ -446,11 +430,13 @@ class Engine:
     async def _reject_failed(self, task: Task, failed: RecordFailed) -> None:
         """A record whose processing failed: redo the task's uncommitted records up to it, one per transaction,
         and reject it (its half-written effects are thrown away with the rest)."""
-        record = failed.record
-        until = dict(task.next_offsets)
-        until[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        isolation = self._isolation.setdefault(task.partition, Isolation(until=until))
-        isolation.refused[(record.topic, record.partition, record.offset)] = (failed.reason, failed.error)
+        isolation = self._isolation.get(task.partition)
+        if isolation is None:
+            self._isolation[task.partition] = Isolation.of_failed_record(
+                task.next_offsets, failed.record, failed.reason, failed.error
+            )
+        else:
+            isolation.refuse(failed.record, failed.reason, failed.error)
         await self._fail(task, TaskFailed(f"task {task.partition}: {failed}"))
 
     def _isolate(self, task: Task, error: RecordRefused | BatchFailed) -> None:
@@ -462,20 +448,14 @@ class Engine:
                 "a commit failed for what it holds: replaying the uncommitted records one per transaction",
                 extra={"partition": task.partition, "error": str(error)},
             )
-        elif isolation.current is not None:
-            if isolation.current in isolation.refused:
-                # Even its dead letter was refused: nothing can be committed past this record. The task keeps
-                # failing (loudly) rather than skip it.
-                log.error(
-                    "the broker refuses the dead letter of a refused record; the partition cannot progress",
-                    extra={"partition": task.partition, "offset": isolation.current[2], "error": str(error)},
-                )
-                self._retry_start_at = self._monotonic() + 1.0
-            if isinstance(error, BatchFailed):
-                isolation.refused[isolation.current] = (error.reason, error.error)
-            else:
-                isolation.refused[isolation.current] = ("output_refused", str(error.__cause__ or error))
-            isolation.current = None
+        elif (stuck := isolation.current_failed(error)) is not None:
+            # Even its dead letter was refused: nothing can be committed past this record. The task keeps
+            # failing (loudly) rather than skip it.
+            log.error(
+                "the broker refuses the dead letter of a refused record; the partition cannot progress",
+                extra={"partition": task.partition, "offset": stuck[2], "error": str(error)},
+            )
+            self._retry_start_at = self._monotonic() + 1.0
 
     async def _at_end(self, consumer: GroupConsumer, partition: int) -> dict[TopicPartition, bool]:
         """Which input partitions of the task are read to their last stable offset, as of a fetch answered
