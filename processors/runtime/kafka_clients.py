@@ -42,8 +42,16 @@ class SystemClock:
         return time.monotonic()
 
 
+_KAFKA_TPS: dict[tuple[str, int], KafkaTopicPartition] = {}  # the engine asks about the same few partitions often
+
+
 def _kafka_tp(tp: TopicPartition) -> KafkaTopicPartition:
-    return KafkaTopicPartition(tp.topic, tp.partition)
+    kafka_tp = _KAFKA_TPS.get(tp)
+    if kafka_tp is None:
+        if len(_KAFKA_TPS) >= 100_000:
+            _KAFKA_TPS.clear()
+        kafka_tp = _KAFKA_TPS[tp] = KafkaTopicPartition(tp.topic, tp.partition)
+    return kafka_tp
 
 
 def _our_tp(tp: Any) -> TopicPartition:
