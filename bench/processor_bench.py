@@ -44,6 +44,7 @@ from common.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
 from processors.logic.stores import STORE_NAMES
 from processors.pipeline import PipelineCounters
+from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.restore import restore
 from processors.runtime.state import TaskState
 from processors.service import build_engine
@@ -265,7 +266,7 @@ async def restore_speed(app_id: str, state_dir: Path, kafka: KafkaSettings, part
     records, seconds = 0, 0.0
     for p in range(partitions):
         state = TaskState(state_dir / str(p), app_id, p, changelogs)
-        stats = await restore(state, kafka, 3600)
+        stats = await restore(state, AiokafkaClients(kafka), 3600)
         state.close()
         records += stats.records
         seconds += stats.seconds

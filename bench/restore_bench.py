@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench.broker import run_with_broker
 from common.settings import KafkaSettings
 from processors.logic.codec import INT_SERDE
+from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.restore import restore
 from processors.runtime.state import TaskState
 
@@ -85,7 +86,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         states = [TaskState(path / str(p), "bench-restore", p, {"dedupe": topic}) for p in range(args.partitions)]
         started, cpu_before = time.monotonic(), time.process_time()
-        stats = await asyncio.gather(*(restore(state, kafka, 3600) for state in states))
+        stats = await asyncio.gather(*(restore(state, AiokafkaClients(kafka), 3600) for state in states))
         seconds = time.monotonic() - started
         cpu.append(time.process_time() - cpu_before)
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)

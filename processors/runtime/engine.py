@@ -19,6 +19,10 @@ Life of a partition p on this instance:
                (or whose own outputs fail) is then handed to the processor's `reject` (a dead letter, no
                effects), and everything else is processed as usual;
   revoked   -> the open transaction is committed (or, failing that, abandoned) and the task closed.
+
+A task's own phases (created, restoring, running, suspended, failed, closed) and the moves between them are a
+type, checked at every move: processors/runtime/lifecycle.py. Kafka is reached through the port in
+processors/runtime/ports.py (aiokafka behind it in kafka_clients.py).
 """
 
 from __future__ import annotations
@@ -26,26 +30,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import IllegalStateError
-from aiokafka.structs import ConsumerRecord
-
 from common.backoff import Backoff
 from common.kafka_errors import KafkaMisconfigured, Kind, classify_kafka_error
-from common.kafka_stop import stop_producer
 from common.settings import KafkaSettings
+from processors.runtime.isolation import Isolation
+from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.ordering import PartitionGroup
+from processors.runtime.ports import GroupConsumer, KafkaClients, NotAssignedError, Record, TopicPartition
 from processors.runtime.restore import restore
 from processors.runtime.retry import RetryLater
 from processors.runtime.settings import RuntimeSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import (
-    PRODUCER_STOP_TIMEOUT_S,
     BatchFailed,
     ProcessorFactory,
     RecordFailed,
@@ -53,7 +52,6 @@ from processors.runtime.task import (
     Task,
     TaskFailed,
     TaskFenced,
-    start_producer,
     transactional_id,
 )
 
@@ -89,23 +87,7 @@ class MissingTopicsError(RuntimeError):
         self.missing = sorted(missing)
 
 
-Coordinates = tuple[str, int, int]  # topic, partition, offset of an input record
-
-
-@dataclass
-class Isolation:
-    """A task replaying, one record per transaction, a range whose commit the broker refused a record of."""
-
-    until: dict[TopicPartition, int]  # the refused commit's next offsets: isolation ends past them
-    refused: dict[Coordinates, tuple[str, str]] = field(default_factory=dict)  # records to reject: reason, error
-    current: Coordinates | None = None  # the record of the transaction being committed
-    passed: dict[TopicPartition, int] = field(default_factory=dict)  # next offsets committed since
-
-    def finished(self) -> bool:
-        return all(self.passed.get(tp, -1) >= end for tp, end in self.until.items())
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -124,23 +106,29 @@ class Engine:
         input_topics: Sequence[str],
         changelogs: dict[str, str],
         factory: ProcessorFactory,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         output_topics: Sequence[str] = (),
         missing_topics_hint: str = "",
-        before_batch: Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]] | None = None,
+        before_batch: Callable[[list[Record]], Awaitable[None]] | None = None,
         retriable: tuple[type[Exception], ...] = (),
         *,
         max_fetch_bytes: int,
         max_request_bytes: int,
+        clients: KafkaClients | None = None,
     ) -> None:
         """`max_fetch_bytes`: the largest record the input topics hold (what one partition fetch may return);
         `max_request_bytes`: the largest record a processor may write (the producers' request limit).
 
         `before_batch(records)` runs before records are processed (and until it succeeds, with none, at
         start): async work such as fetching schemas. RetryLater, or one of `retriable`, raised by it or by a
-        processor puts the batch back: the task's uncommitted work is discarded and redone after a back-off."""
+        processor puts the batch back: the task's uncommitted work is discarded and redone after a back-off.
+
+        `clients` makes the Kafka clients (processors/runtime/ports.py): aiokafka on `kafka` unless given; its
+        clock times the loop, and, unless `clock` is given, the timers' wall clock."""
+        self.clients: KafkaClients = clients if clients is not None else AiokafkaClients(kafka)
+        self._monotonic = self.clients.clock.monotonic
         self.settings = settings
-        self.clock = clock  # wall clock of the timers (seconds); injected by tests
+        self.clock = clock if clock is not None else self.clients.clock.wall  # wall clock of the timers (seconds)
         self.kafka = kafka
         self.input_topics = list(input_topics)
         self.changelogs = changelogs
@@ -159,9 +147,9 @@ class Engine:
         self._topics_missing_since: float | None = None
         self._retry_start_at = 0.0  # after a failed task start (broker down): back off, do not spin
         self._lock = asyncio.Lock()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: GroupConsumer | None = None
         self._topic_rank = {topic: i for i, topic in enumerate(self.input_topics)}
-        self._groups: dict[int, PartitionGroup[ConsumerRecord[bytes, bytes]]] = {}  # of the running tasks
+        self._groups: dict[int, PartitionGroup[Record]] = {}  # of the running tasks
         self._full: set[TopicPartition] = set()  # paused: their task buffers a poll's worth of them
         self._more_ready = False  # a task stopped at its per-loop limit with records ready: do not wait
 
@@ -169,25 +157,18 @@ class Engine:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._before_start(stop)
-        consumer = AIOKafkaConsumer(
-            **self.kafka.client_kwargs(),
-            client_id=f"{self.kafka.client_id_prefix}-{self.settings.application_id}",
+        consumer = self.clients.group_consumer(
             group_id=self.settings.application_id,
-            group_instance_id=self.settings.instance_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            instance_id=self.settings.instance_id,
             session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=max(100, self.settings.session_timeout_ms // 5),
             max_poll_records=self.settings.max_poll_records,
-            max_partition_fetch_bytes=self.max_fetch_bytes,
+            max_fetch_bytes=self.max_fetch_bytes,
         )
         self._consumer = consumer
         try:
             await consumer.start()  # a failed start (broker unreachable) leaves the client to stop as well
             await self._wait_for_topics(consumer)
-            consumer.subscribe(self.input_topics, listener=_Listener(self))
+            consumer.subscribe(self.input_topics, _Listener(self))
             try:
                 await self._loop(consumer, stop)
             except BaseException:
@@ -195,11 +176,14 @@ class Engine:
                 # written, its update not emitted), so it must not be committed. Discard; a restart
                 # reprocesses from the committed offsets.
                 async with self._lock:
+                    for task in self._tasks.values():
+                        task.fail()
                     await self._close_tasks(list(self._tasks))
                 raise
             else:
                 async with self._lock:
                     await self._commit_all()
+                    self._suspend_all()
                     await self._close_tasks(list(self._tasks))
         finally:
             await consumer.stop()
@@ -223,11 +207,11 @@ class Engine:
                 self._backoff.reset()
                 return
 
-    async def _wait_for_topics(self, consumer: AIOKafkaConsumer, timeout_s: float = 60.0) -> None:
+    async def _wait_for_topics(self, consumer: GroupConsumer, timeout_s: float = 60.0) -> None:
         """Subscribing to a topic the client has no metadata for yet would leave it unassigned for minutes."""
-        deadline = time.monotonic() + timeout_s
+        deadline = self._monotonic() + timeout_s
         while missing := set(self.input_topics) - await consumer.topics():
-            if time.monotonic() > deadline:
+            if self._monotonic() > deadline:
                 raise RuntimeError(
                     f"input topics missing: {', '.join(sorted(missing))}; create them with `pinwheel-connector topics`"
                 )
@@ -235,17 +219,17 @@ class Engine:
 
     # -- the loop ------------------------------------------------------------------------------------
 
-    async def _loop(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+    async def _loop(self, consumer: GroupConsumer, stop: asyncio.Event) -> None:
         interval_s = self.settings.commit_interval_ms / 1000
         punctuate_s = self.settings.punctuate_interval_ms / 1000
-        next_commit = time.monotonic() + interval_s
-        next_punctuate = time.monotonic() + punctuate_s
+        next_commit = self._monotonic() + interval_s
+        next_punctuate = self._monotonic() + punctuate_s
         while not stop.is_set():
             # Short polls: a rebalance assigns partitions while getmany waits, and those tasks are started
             # by this loop, not by the callback.
-            start_now = bool(self._pending) and time.monotonic() >= self._retry_start_at
+            start_now = bool(self._pending) and self._monotonic() >= self._retry_start_at
             wait_ms = (
-                0 if start_now or self._more_ready else max(0, min(100, int((next_commit - time.monotonic()) * 1000)))
+                0 if start_now or self._more_ready else max(0, min(100, int((next_commit - self._monotonic()) * 1000)))
             )
             batch = await consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.max_poll_records)
             retry = await self._run_before_batch(batch)
@@ -256,7 +240,7 @@ class Engine:
                     await self._put_back({tp.partition for tp in batch}, retry)
                 elif (failed := await self._dispatch(consumer, batch)) is not None:
                     await self._put_back(*failed)
-                now = time.monotonic()
+                now = self._monotonic()
                 if now >= next_punctuate:
                     wall_ms = int(self.clock() * 1000)
                     for partition, task in list(self._tasks.items()):
@@ -268,11 +252,9 @@ class Engine:
                 buffered = max((len(t.outputs) for t in self._tasks.values()), default=0)
                 if now >= next_commit or buffered >= self.settings.commit_max_records:
                     await self._commit_all()
-                    next_commit = time.monotonic() + interval_s
+                    next_commit = self._monotonic() + interval_s
 
-    async def _run_before_batch(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> Exception | None:
+    async def _run_before_batch(self, batch: dict[TopicPartition, list[Record]]) -> Exception | None:
         if self.before_batch is None or not batch:
             return None
         try:
@@ -291,10 +273,10 @@ class Engine:
             task = self._tasks.get(partition)
             if task is not None:
                 await self._fail(task, error)
-        self._retry_start_at = time.monotonic() + delay
+        self._retry_start_at = self._monotonic() + delay
 
     async def _dispatch(
-        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        self, consumer: GroupConsumer, batch: dict[TopicPartition, list[Record]]
     ) -> tuple[set[int], Exception] | None:
         """Buffer a fetch, then let every task process its buffered records in event-time order as far as it
         may. A `retriable` error (a dependency down) is returned with the tasks it hit: the caller puts them
@@ -331,12 +313,10 @@ class Engine:
         self._flow_control(consumer)
         return None if error is None else (failed, error)
 
-    def _process_ready(
-        self, task: Task, group: PartitionGroup[ConsumerRecord[bytes, bytes]], at_end: dict[TopicPartition, bool]
-    ) -> None:
+    def _process_ready(self, task: Task, group: PartitionGroup[Record], at_end: dict[TopicPartition, bool]) -> None:
         """The task's buffered records in event-time order, each with the watermark as of its turn, until the
         task must wait for a partition or has done a poll's worth (the loop then comes back without waiting)."""
-        now = time.monotonic()
+        now = self._monotonic()
         limit = self.settings.max_poll_records
         done = 0
         try:
@@ -349,7 +329,7 @@ class Engine:
         if done >= limit:
             self._more_ready = True
 
-    def _flow_control(self, consumer: AIOKafkaConsumer) -> None:
+    def _flow_control(self, consumer: GroupConsumer) -> None:
         """Pause an input partition while its task buffers a poll's worth of its records (a partition read far
         ahead of the others waits in Kafka, not in memory); resume it once the task has taken some."""
         cap = self.settings.max_poll_records
@@ -370,11 +350,11 @@ class Engine:
         self,
         partition: int,
         isolation: Isolation,
-        group: PartitionGroup[ConsumerRecord[bytes, bytes]],
+        group: PartitionGroup[Record],
         at_end: dict[TopicPartition, bool],
     ) -> None:
         """One input record per transaction, so a refusal names its record; refused records are rejected."""
-        now = time.monotonic()
+        now = self._monotonic()
         while (task := self._tasks.get(partition)) is not None:  # else failed: rebuilt from the committed offsets
             if isolation.finished():
                 del self._isolation[partition]
@@ -385,8 +365,7 @@ class Engine:
             if item is None:
                 return
             record = item[1]
-            coordinates = (record.topic, record.partition, record.offset)
-            rejection = isolation.refused.get(coordinates)
+            rejection = isolation.rejection(record)
             try:
                 if rejection is None:
                     task.process([record], min(item[0], group.watermark(at_end)))
@@ -394,14 +373,14 @@ class Engine:
                     task.reject(record, *rejection)
                     self.stats.refused_records += 1
             except RecordFailed as failed:
-                isolation.refused[coordinates] = (failed.reason, failed.error)
+                isolation.refuse(record, failed.reason, failed.error)
                 await self._fail(task, TaskFailed(f"task {partition}: {failed}"))
                 return
             self.stats.processed += 1
-            isolation.current = coordinates
+            isolation.committing(record)
             await self._commit_tasks([task])
             if partition in self._tasks:  # committed
-                isolation.passed[TopicPartition(record.topic, record.partition)] = record.offset + 1
+                isolation.committed(record)
             isolation.current = None
 
     async def _commit_all(self) -> None:
@@ -429,6 +408,7 @@ class Engine:
     async def _fail(self, task: Task, error: BaseException) -> None:
         """Throw the task's uncommitted work away and rebuild it from Kafka before it runs again."""
         self.stats.task_restarts += 1
+        task.fail()
         partition = task.partition
         log.warning("task restart", extra={"partition": partition, "error": str(error)})
         if isinstance(error, (RecordRefused, BatchFailed)):
@@ -450,11 +430,13 @@ class Engine:
     async def _reject_failed(self, task: Task, failed: RecordFailed) -> None:
         """A record whose processing failed: redo the task's uncommitted records up to it, one per transaction,
         and reject it (its half-written effects are thrown away with the rest)."""
-        record = failed.record
-        until = dict(task.next_offsets)
-        until[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        isolation = self._isolation.setdefault(task.partition, Isolation(until=until))
-        isolation.refused[(record.topic, record.partition, record.offset)] = (failed.reason, failed.error)
+        isolation = self._isolation.get(task.partition)
+        if isolation is None:
+            self._isolation[task.partition] = Isolation.of_failed_record(
+                task.next_offsets, failed.record, failed.reason, failed.error
+            )
+        else:
+            isolation.refuse(failed.record, failed.reason, failed.error)
         await self._fail(task, TaskFailed(f"task {task.partition}: {failed}"))
 
     def _isolate(self, task: Task, error: RecordRefused | BatchFailed) -> None:
@@ -466,27 +448,21 @@ class Engine:
                 "a commit failed for what it holds: replaying the uncommitted records one per transaction",
                 extra={"partition": task.partition, "error": str(error)},
             )
-        elif isolation.current is not None:
-            if isolation.current in isolation.refused:
-                # Even its dead letter was refused: nothing can be committed past this record. The task keeps
-                # failing (loudly) rather than skip it.
-                log.error(
-                    "the broker refuses the dead letter of a refused record; the partition cannot progress",
-                    extra={"partition": task.partition, "offset": isolation.current[2], "error": str(error)},
-                )
-                self._retry_start_at = time.monotonic() + 1.0
-            if isinstance(error, BatchFailed):
-                isolation.refused[isolation.current] = (error.reason, error.error)
-            else:
-                isolation.refused[isolation.current] = ("output_refused", str(error.__cause__ or error))
-            isolation.current = None
+        elif (stuck := isolation.current_failed(error)) is not None:
+            # Even its dead letter was refused: nothing can be committed past this record. The task keeps
+            # failing (loudly) rather than skip it.
+            log.error(
+                "the broker refuses the dead letter of a refused record; the partition cannot progress",
+                extra={"partition": task.partition, "offset": stuck[2], "error": str(error)},
+            )
+            self._retry_start_at = self._monotonic() + 1.0
 
-    async def _at_end(self, consumer: AIOKafkaConsumer, partition: int) -> dict[TopicPartition, bool]:
+    async def _at_end(self, consumer: GroupConsumer, partition: int) -> dict[TopicPartition, bool]:
         """Which input partitions of the task are read to their last stable offset, as of a fetch answered
         within the last few seconds: nothing more of them is known to exist. Any other may hold unread records
         that a timer would pre-empt."""
-        # aiokafka stamps fetches with the real wall clock, whatever clock drives the timers.
-        fresh_after_ms = time.time() * 1000 - max(5_000, 3 * self.settings.punctuate_interval_ms)
+        # The client stamps fetches with its clock's wall time, whatever clock drives the timers.
+        fresh_after_ms = self.clients.clock.wall() * 1000 - max(5_000, 3 * self.settings.punctuate_interval_ms)
         at_end: dict[TopicPartition, bool] = {}
         for tp in self._groups[partition].partitions:
             end = consumer.last_stable_offset(tp)
@@ -496,7 +472,7 @@ class Engine:
             at_end[tp] = False
             if end is None or polled is None or polled < fresh_after_ms:
                 continue  # not fetched lately: position() could wait for one
-            with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+            with contextlib.suppress(NotAssignedError):  # revoked meanwhile
                 at_end[tp] = await consumer.position(tp) >= end
         return at_end
 
@@ -510,6 +486,7 @@ class Engine:
         async with self._lock:
             self.stats.rebalances += 1
             await self._commit_all()
+            self._suspend_all()
             await self._close_tasks(list(self._tasks))
             self._pending.clear()
             self._isolation.clear()
@@ -523,7 +500,7 @@ class Engine:
             if self._consumer is not None and assigned:
                 self._consumer.pause(*[tp for tp in assigned if tp.partition in self._pending])
 
-    async def _initialise_pending(self, consumer: AIOKafkaConsumer) -> None:
+    async def _initialise_pending(self, consumer: GroupConsumer) -> None:
         pending = sorted(self._pending)
         results = await asyncio.gather(*(self._start_task(consumer, p) for p in pending), return_exceptions=True)
         failed = False
@@ -535,7 +512,7 @@ class Engine:
                     raise KafkaMisconfigured(f"kafka: starting task {partition} (transactional id {tid}): "
                                              f"{verdict.reason}") from None  # fmt: skip
                 log.warning("task start failed; will retry", extra={"partition": partition, "error": str(result)})
-                self._retry_start_at = max(self._retry_start_at, time.monotonic() + 1.0)
+                self._retry_start_at = max(self._retry_start_at, self._monotonic() + 1.0)
                 failed = True
                 continue
             self._pending.discard(partition)
@@ -543,7 +520,7 @@ class Engine:
         if failed:
             await self._check_topics(consumer)
 
-    async def _check_topics(self, consumer: AIOKafkaConsumer) -> None:
+    async def _check_topics(self, consumer: GroupConsumer) -> None:
         """After a failure: topics deleted under the running application end it (MissingTopicsError) once they
         stay missing for `MISSING_TOPICS_GRACE_S`, rather than retry and log forever."""
         try:
@@ -553,24 +530,31 @@ class Engine:
         if not missing:
             self._topics_missing_since = None
             return
-        now = time.monotonic()
+        now = self._monotonic()
         if self._topics_missing_since is None:
             self._topics_missing_since = now
             log.error("topics missing", extra={"topics": sorted(missing)})
         elif now - self._topics_missing_since >= MISSING_TOPICS_GRACE_S:
             raise MissingTopicsError(sorted(missing), self._missing_topics_hint)
 
-    async def _start_task(self, consumer: AIOKafkaConsumer, partition: int) -> None:
+    async def _start_task(self, consumer: GroupConsumer, partition: int) -> None:
         state = TaskState(
             self.settings.state_dir / self.settings.application_id / str(partition),
             self.settings.application_id,
             partition,
             self.changelogs,
         )
-        producer = None
         try:
-            producer = await start_producer(self.kafka, self.settings.application_id, partition, self.max_request_bytes)
-            stats = await restore(state, self.kafka, self.settings.max_checkpoint_age_h * 3600)
+            producer = await self.clients.transactional_producer(
+                self.settings.application_id, partition, self.max_request_bytes
+            )
+        except BaseException:
+            state.close()
+            raise
+        task = Task(partition, state, producer, self.settings.application_id, self.settings.commit_timeout_s)
+        try:
+            task.restoring()
+            stats = await restore(state, self.clients, self.settings.max_checkpoint_age_h * 3600)
             self.stats.restored_records += stats.records
             log.info(
                 "task ready",
@@ -582,19 +566,22 @@ class Engine:
                     await consumer.seek_to_beginning(tp)
                 else:
                     consumer.seek(tp, committed)
+            task.run(self.factory)
         except BaseException:
-            state.close()
-            if producer is not None:
-                with contextlib.suppress(Exception):
-                    await stop_producer(producer, PRODUCER_STOP_TIMEOUT_S)
+            task.fail()
+            with contextlib.suppress(Exception):
+                await task.close()
             raise
-        task = Task(partition, state, producer, self.settings.application_id, self.settings.commit_timeout_s)
-        task.processor = self.factory(task)
         self._tasks[partition] = task
         self._groups[partition] = PartitionGroup(
             self._partitions_of(partition), self._topic_rank, self.settings.max_task_idle_ms
         )
         self.stats.ready.add(partition)
+
+    def _suspend_all(self) -> None:
+        """Every task's work committed (or its task failed and closed): the tasks left are only to be closed."""
+        for task in self._tasks.values():
+            task.suspend()
 
     async def _close_tasks(self, partitions: list[int]) -> None:
         for partition in partitions:

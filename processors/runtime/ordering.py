@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from aiokafka import TopicPartition
+from processors.runtime.ports import TopicPartition
 
 R = TypeVar("R")
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from common.settings import KafkaSettings
+from processors.runtime.ports import KafkaClients, TopicPartition
 from processors.runtime.state import TaskState
 
 
@@ -19,7 +18,7 @@ class RestoreStats:
     from_scratch: bool
 
 
-async def restore(state: TaskState, kafka: KafkaSettings, max_checkpoint_age_s: float) -> RestoreStats:
+async def restore(state: TaskState, clients: KafkaClients, max_checkpoint_age_s: float) -> RestoreStats:
     """Replay committed changelog records after the local checkpoint (or all of them, if unusable).
 
     Must run after the task's transactional producer has been initialised: that completes any
@@ -29,18 +28,7 @@ async def restore(state: TaskState, kafka: KafkaSettings, max_checkpoint_age_s: 
     partitions = {store: TopicPartition(topic, state.partition) for store, topic in state.changelogs.items()}
     if not partitions:  # a stateless application
         return RestoreStats(state.partition, 0, 0.0, False)
-    consumer = AIOKafkaConsumer(
-        **kafka.client_kwargs(),
-        client_id=f"{kafka.client_id_prefix}-restore-{state.partition}",
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=8 * 2**20,
-        fetch_max_bytes=64 * 2**20,
-    )
-    await consumer.start()
-    try:
-        consumer.assign(list(partitions.values()))
+    async with clients.restore_consumer(state.partition, list(partitions.values())) as consumer:
         beginning_tp = await consumer.beginning_offsets(list(partitions.values()))
         end_tp = await consumer.end_offsets(list(partitions.values()))
         beginning = {store: beginning_tp[tp] for store, tp in partitions.items()}
@@ -60,11 +48,9 @@ async def restore(state: TaskState, kafka: KafkaSettings, max_checkpoint_age_s: 
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=20_000)
             for tp, records in batch.items():
-                count += state.apply_restored(store_of[tp], ((r.key, r.value) for r in records))
+                count += state.apply_restored(store_of[tp], ((cast(bytes, r.key), r.value) for r in records))
             for tp in list(remaining):
                 if await consumer.position(tp) >= end[store_of[tp]]:
                     remaining.discard(tp)
         state.set_positions(end)
         return RestoreStats(state.partition, count, time.monotonic() - started, from_scratch)
-    finally:
-        await consumer.stop()

@@ -13,15 +13,17 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka import errors as Errors
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.structs import ConsumerRecord
-
-from common.kafka_stop import stop_producer
-from common.settings import KafkaSettings
+from processors.runtime.lifecycle import Lifecycle, TaskPhase
+from processors.runtime.ports import (
+    OutgoingRecord,
+    ProducerFencedError,
+    Record,
+    RecordRefusedError,
+    TopicPartition,
+    TransactionalProducer,
+)
 from processors.runtime.state import TaskState
 
 log = logging.getLogger(__name__)
@@ -64,13 +66,13 @@ class RecordingContext:
 class TaskProcessor(Protocol):
     """Application logic of a task; the runtime calls it and commits what it emitted and wrote."""
 
-    def event_time(self, record: ConsumerRecord[bytes, bytes]) -> int:
+    def event_time(self, record: Record) -> int:
         """The record's event time (epoch µs), the time it moves the processor's stream time to: the runtime
         processes a task's records in this order (each input partition's in offset order). Called once per
         fetched record, before ``process``; it must not touch state."""
         ...
 
-    def process(self, record: ConsumerRecord[bytes, bytes], watermark_us: int) -> None:
+    def process(self, record: Record, watermark_us: int) -> None:
         """Process one record. ``watermark_us``: every input record with an earlier event time has been
         processed (or is in no partition read so far); a timer due at or after it must not fire yet."""
         ...
@@ -85,7 +87,7 @@ class TaskProcessor(Protocol):
         ``BatchFailed`` when one of those outputs cannot be produced."""
         ...
 
-    def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
+    def reject(self, record: Record, reason: str, error: str) -> None:
         """Keep ``record`` (a dead letter) but none of its effects: they could not be committed.
 
         Called instead of ``process`` when the runtime replays a record whose outputs or state writes the
@@ -114,7 +116,7 @@ class RecordFailed(Exception):
     replay after a fix is processed as new.
     """
 
-    def __init__(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
+    def __init__(self, record: Record, reason: str, error: str) -> None:
         super().__init__(f"{reason}: {error}")
         self.record = record
         self.reason = reason
@@ -139,69 +141,91 @@ class RecordRefused(TaskFailed):
     its own: retrying the same transaction would fail the same way. Nothing was committed."""
 
 
-# Errors that condemn a record rather than the broker or the connection: retrying cannot help.
-RECORD_ERRORS: tuple[type[BaseException], ...] = (
-    Errors.MessageSizeTooLargeError,
-    Errors.RecordListTooLargeError,
-    Errors.RecordTooLargeError,
-    Errors.CorruptRecordException,
-    Errors.InvalidTimestampError,
-)
-
-
 #: How long a closing task waits for its producer to flush before abandoning it (the broker is gone).
 PRODUCER_STOP_TIMEOUT_S = 10.0
 
 
-@dataclass
 class Task:
-    partition: int
-    state: TaskState
-    producer: AIOKafkaProducer
-    group_id: str
-    commit_timeout_s: float
-    processor: TaskProcessor | None = None
-    outputs: list[OutRecord] = field(default_factory=list)
-    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    uncommitted_records: int = 0
-    partitioner: KeyPartitioner = field(init=False)
+    """One partition's task. Built `created` (its producer started, its state opened), then `restoring` while the
+    engine restores its stores, then `run` builds its processor: only a running task processes and commits."""
 
-    def __post_init__(self) -> None:
-        self.partitioner = KeyPartitioner(self.producer)
+    def __init__(
+        self,
+        partition: int,
+        state: TaskState,
+        producer: TransactionalProducer,
+        group_id: str,
+        commit_timeout_s: float,
+    ) -> None:
+        self.partition = partition
+        self.state = state
+        self.producer = producer
+        self.group_id = group_id
+        self.commit_timeout_s = commit_timeout_s
+        self.lifecycle = Lifecycle(partition)
+        self.processor: TaskProcessor  # set by `run`
+        self.outputs: list[OutRecord] = []
+        self.next_offsets: dict[TopicPartition, int] = {}
+        self.uncommitted_records = 0
+
+    @property
+    def phase(self) -> TaskPhase:
+        return self.lifecycle.phase
+
+    def restoring(self) -> None:
+        self.lifecycle.move(TaskPhase.RESTORING)
+
+    def run(self, factory: ProcessorFactory) -> None:
+        """Restored: build the processor (it may read the restored state) and start running."""
+        self.lifecycle.move(TaskPhase.RUNNING)
+        self.processor = factory(self)
+
+    def suspend(self) -> None:
+        """Revoked, its work committed: only closing is left."""
+        self.lifecycle.move(TaskPhase.SUSPENDED)
+
+    def fail(self) -> None:
+        """Its uncommitted work is lost (a commit or start failed): only closing is left."""
+        self.lifecycle.move(TaskPhase.FAILED)
 
     def emit(self, record: OutRecord) -> None:
         self.outputs.append(record)
 
-    def event_time(self, record: ConsumerRecord[bytes, bytes]) -> int:
-        assert self.processor is not None
+    def event_time(self, record: Record) -> int:
         return self.processor.event_time(record)
 
-    def process(self, records: list[ConsumerRecord[bytes, bytes]], watermark_us: int) -> None:
-        assert self.processor is not None
+    def process(self, records: list[Record], watermark_us: int) -> None:
         for record in records:
             self.processor.process(record, watermark_us)
             self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += len(records)
 
-    def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
-        assert self.processor is not None
+    def reject(self, record: Record, reason: str, error: str) -> None:
         self.processor.reject(record, reason, error)
         self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
         self.uncommitted_records += 1
 
     def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
-        assert self.processor is not None
         self.processor.punctuate(wall_clock_ms, watermark_us)
 
     def needs_commit(self) -> bool:
         return bool(self.next_offsets or self.outputs or self.state.has_pending_writes())
 
+    # -- the commit, step by step --------------------------------------------------------------------------
+    #
+    #   1. flush        the processor writes back what it holds (cached state, coalesced outputs);
+    #   2. begin        a transaction of the task's producer;
+    #   3. produce      the outputs and the changelog writes, and wait until the broker acknowledged each;
+    #   4. offsets      the consumed offsets, into the transaction;
+    #   5. commit       the transaction: outputs, changelogs and offsets become visible together;
+    #   6. checkpoint   the state's overlay goes to the local store, with the changelog offsets it is at.
+    #
+    # Any failure after 1 aborts the transaction (best effort) and the task must be rebuilt from Kafka.
+
     def flush(self) -> None:
-        """The first step of a commit: the processor writes what it holds back (cached values, coalesced
-        snapshots) into the state's overlay and the outputs. Once per commit, so a key written by many
-        records in between is serialized, and reaches the changelog, once."""
-        if self.processor is not None:
-            self.processor.end_of_batch()
+        """Step 1: once per commit, so a key written by many records in between is serialized, and reaches the
+        changelog, once. May raise BatchFailed."""
+        self.processor.end_of_batch()
 
     async def commit(self) -> int:
         """Commit outputs, changelog writes and offsets atomically; returns how many input records it covered."""
@@ -209,40 +233,51 @@ class Task:
         if not self.needs_commit():
             return 0
         try:
-            await asyncio.wait_for(self._commit(), self.commit_timeout_s)
+            await asyncio.wait_for(self._transaction(), self.commit_timeout_s)
         except Exception as exc:
             await self._abort()
-            fenced = (
-                isinstance(exc, Errors.ProducerFenced | Errors.TransactionCoordinatorFenced)
-                or "fenced" in str(exc).lower()
+            kind = (
+                TaskFenced
+                if isinstance(exc, ProducerFencedError)
+                else RecordRefused
+                if isinstance(exc, RecordRefusedError)
+                else TaskFailed
             )
-            kind = TaskFenced if fenced else RecordRefused if isinstance(exc, RECORD_ERRORS) else TaskFailed
-            raise kind(f"task {self.partition}: commit failed: {type(exc).__name__}: {exc}") from exc
+            named = exc.__cause__ if kind is not TaskFailed and exc.__cause__ is not None else exc  # the client's
+            raise kind(f"task {self.partition}: commit failed: {type(named).__name__}: {named}") from exc
         covered = self.uncommitted_records
         self.uncommitted_records = 0
         return covered
 
-    async def _commit(self) -> None:
-        producer = self.producer
-        await producer.begin_transaction()
-        writer = BatchWriter(producer)
+    async def _transaction(self) -> None:
+        """Steps 2 to 6."""
+        await self.producer.begin_transaction()
+        last_offsets, changelog_tps = await self._produce()
+        if self.next_offsets:
+            await self.producer.send_offsets_to_transaction(dict(self.next_offsets), self.group_id)
+        await self.producer.commit_transaction()
+        self._checkpoint({store: last_offsets[tp] + 1 for store, tp in changelog_tps.items()})
+
+    async def _produce(self) -> tuple[dict[tuple[str, int], int], dict[str, tuple[str, int]]]:
+        """Step 3: the last offset written to each topic-partition, and each written store's changelog partition."""
+        records = []
         for out in self.outputs:
             partition = out.partition
             if partition is None:
-                partition = await self.partitioner.partition_for(out.topic, out.key)
-            await writer.append(out.topic, partition, out.key, out.value, out.headers)
+                partition = await self.producer.partition_for(out.topic, out.key)
+            records.append(OutgoingRecord(out.topic, partition, out.key, out.value, out.headers))
         changelog_tps = {}
         for store, key, value in self.state.pending_writes():
             topic = self.state.changelogs[store]
             changelog_tps[store] = (topic, self.partition)
-            await writer.append(topic, self.partition, key, value, ())
-        # Every record must be acknowledged before the transaction commits: aiokafka fails a refused batch
+            records.append(OutgoingRecord(topic, self.partition, key, value, ()))
+        # Every record must be acknowledged before the transaction commits: a client may fail a refused batch
         # alone, and committing would then publish the offsets (and the other records) without it.
-        last_offsets = await writer.acknowledged()
-        if self.next_offsets:
-            await producer.send_offsets_to_transaction(dict(self.next_offsets), self.group_id)
-        await producer.commit_transaction()
-        self.state.committed({store: last_offsets[tp] + 1 for store, tp in changelog_tps.items()})
+        return await self.producer.send_and_wait(records), changelog_tps
+
+    def _checkpoint(self, changelog_positions: dict[str, int]) -> None:
+        """Step 6."""
+        self.state.committed(changelog_positions)
         self.outputs.clear()
         self.next_offsets.clear()
 
@@ -261,92 +296,12 @@ class Task:
     async def close(self) -> None:
         """Forget what is uncommitted and stop the producer: flushed within PRODUCER_STOP_TIMEOUT_S, else
         abandoned completely (common/kafka_stop.py), so nothing of it retries until the next owner fences it."""
+        self.lifecycle.move(TaskPhase.CLOSED)
         self.discard()
-        await stop_producer(self.producer, PRODUCER_STOP_TIMEOUT_S)
-        self.state.close()
-
-
-class KeyPartitioner:
-    """The partition the default (murmur2) partitioner picks for a key, as a plain send() would.
-
-    aiokafka's murmur2 is pure Python (~20 us a key) and an account's key recurs in every output, so
-    results are kept (the partition count of a topic does not change under a running task).
-    """
-
-    def __init__(self, producer: AIOKafkaProducer, max_keys: int = 100_000) -> None:
-        self.producer = producer
-        self._partitions: dict[str, list[int]] = {}
-        self._by_key: dict[tuple[str, bytes | None], int] = {}
-        self._max_keys = max_keys
-
-    async def partition_for(self, topic: str, key: bytes | None) -> int:
-        cached = self._by_key.get((topic, key))
-        if cached is not None:
-            return cached
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
-        partition = int(_PARTITIONER(key, partitions, partitions))
-        if key is not None:
-            if len(self._by_key) >= self._max_keys:
-                self._by_key.clear()
-            self._by_key[(topic, key)] = partition
-        return partition
-
-
-class BatchWriter:
-    """Builds record batches per topic-partition directly (aiokafka's batch API).
-
-    A task commits hundreds of records at once, all to known partitions; filling batches ourselves
-    costs a fraction of one `send()` per record (serialization, partitioning, a future each).
-    """
-
-    def __init__(self, producer: AIOKafkaProducer) -> None:
-        self.producer = producer
-        self._open: dict[tuple[str, int], Any] = {}
-        self._sent: dict[tuple[str, int], list[tuple[asyncio.Future[Any], int]]] = {}
-
-    async def append(
-        self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> None:
-        tp = (topic, partition)
-        batch = self._open.get(tp)
-        if batch is None:
-            batch = self._open[tp] = self.producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-            await self._send(tp)
-            batch = self._open[tp] = self.producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-                # Larger than a batch: the plain send path gives it a batch of its own.
-                del self._open[tp]
-                future = await self.producer.send(topic, value, key=key, partition=partition, headers=list(headers))
-                self._sent.setdefault(tp, []).append((future, 1))
-
-    async def _send(self, tp: tuple[str, int]) -> None:
-        batch = self._open.pop(tp)
-        future = await self.producer.send_batch(batch, tp[0], partition=tp[1])
-        self._sent.setdefault(tp, []).append((future, batch.record_count()))
-
-    async def acknowledged(self) -> dict[tuple[str, int], int]:
-        """Send what is open and wait until the broker acknowledged every batch; the first refusal raises.
-
-        Returns the offset of the last record written to each topic-partition.
-        """
-        for tp in list(self._open):
-            await self._send(tp)
-        sent = [(tp, future, count) for tp, batches in self._sent.items() for future, count in batches]
-        results = await asyncio.gather(*(future for _tp, future, _count in sent), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        last: dict[tuple[str, int], int] = {}
-        for (tp, _future, count), metadata in zip(sent, results, strict=True):
-            last[tp] = int(metadata.offset) + count - 1  # type: ignore[union-attr]
-        return last
-
-
-_PARTITIONER = DefaultPartitioner()
-BATCH_BYTES = 512 * 1024
+        try:
+            await self.producer.stop(PRODUCER_STOP_TIMEOUT_S)
+        finally:
+            self.state.close()
 
 
 def transactional_id_prefix(application_id: str) -> str:
@@ -356,30 +311,3 @@ def transactional_id_prefix(application_id: str) -> str:
 
 def transactional_id(application_id: str, partition: int) -> str:
     return f"{transactional_id_prefix(application_id)}{partition}"
-
-
-async def start_producer(
-    kafka: KafkaSettings, application_id: str, partition: int, max_request_bytes: int
-) -> AIOKafkaProducer:
-    """The task's transactional producer; `start` fences any previous owner of the partition. It sends records of
-    up to `max_request_bytes` (the largest record any output topic takes)."""
-    producer = AIOKafkaProducer(
-        **kafka.client_kwargs(),
-        client_id=f"{kafka.client_id_prefix}-{application_id}-{partition}",
-        transactional_id=transactional_id(application_id, partition),
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
-        # A batch is what the broker checks against a topic's max.message.bytes (1 MiB by default on the
-        # output topics and changelogs), so batches stay well below it; a larger record (a dead letter of
-        # a large input) is sent on its own, up to `max_request_bytes`.
-        max_batch_size=BATCH_BYTES,
-        max_request_size=max_request_bytes,
-        transaction_timeout_ms=60_000,
-    )
-    try:
-        await producer.start()
-    except BaseException:
-        await producer.stop()  # a failed start leaves the client open ("Unclosed AIOKafkaProducer")
-        raise
-    return producer

@@ -1,11 +1,12 @@
 """A broker-free driver for the account pipeline (the idea of Kafka Streams' TopologyTestDriver).
 
 Records go in as the gateway makes them (its own `plan`: parse, validate, Avro-encode, headers), or as raw
-family-topic records; they reach a real `AccountPipeline` over a real `TaskState` (RocksDB in a temporary
-directory) through a fake task context that commits after every record, like a commit interval of one.
-A `RecordFailed` (or a `BatchFailed` at the end of the record) is handled the way the runtime handles it: the
-record's uncommitted effects are thrown away and the record goes to `reject`. Stream time moves with the
-records and with `advance_to` (the runtime's punctuation); nothing here sleeps or reads a clock.
+family-topic records, to an in-memory transactional broker (tests/processors/memory_kafka.py); the runtime's
+real `Engine` and `Task` run the real `AccountPipeline` over a real `TaskState` (RocksDB in a temporary
+directory) and commit through that broker. Each call waits until the engine committed past its input and
+returns what that added to the output topics (read_committed). Failures take the runtime's own paths: a
+`RecordFailed`, a `BatchFailed` or a refused output is isolated to its record, which goes to `reject`.
+The timers' wall clock is the driver's: it starts at the epoch and moves only with `advance_to`.
 
 Outputs are decoded by `IndependentReader`: fastavro straight from the .avsc files, with the writer chosen by
 the single-object fingerprint — none of the connector's codec (whose encoder is cavro where installed: the reader
@@ -14,30 +15,42 @@ also checks that fastavro writes each record's bytes back identically).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import fastavro
-from aiokafka.structs import ConsumerRecord
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from common.settings import KafkaSettings
 from gateway.records import Route, plan
 from processors.logic.config import LogicConfig
-from processors.logic.stores import STORE_NAMES
 from processors.pipeline import AccountPipeline, PipelineCounters
-from processors.runtime.state import TaskState
-from processors.runtime.task import BatchFailed, RecordFailed, RecordingContext
-from schemas.catalog import changelog_topic
+from processors.runtime.engine import Engine
+from processors.runtime.ports import Record, TopicPartition
+from processors.runtime.settings import RuntimeSettings
+from processors.runtime.task import TaskContext, TaskProcessor
+from processors.topics import changelog_topics
+from schemas import catalog
 from schemas.codec import Codec
+from tests.processors.memory_kafka import MemoryKafka
 
 AVRO_DIR = Path(__file__).resolve().parents[2] / "schemas" / "avro"
 _LOG_APPEND_TIME = 1
 APP_ID = "driver"
+OUTPUT_TOPICS = (
+    catalog.ACCOUNT_UPDATES_TOPIC,
+    catalog.ACCOUNT_STATE_TOPIC,
+    catalog.ACCOUNT_READINESS_TOPIC,
+    catalog.DEADLETTER_TOPIC,
+)
+TIMEOUT_S = 10.0
 
 
 class IndependentReader:
@@ -72,23 +85,107 @@ class Output:
     headers: dict[str, str]
 
 
+class DriverClock:
+    """The driver's wall clock (set by `advance_to`, from the epoch); the real monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def wall(self) -> float:
+        return self.now_s
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class _Watched:
+    """The task's processor, seen by the driver: when it was last punctuated, and whether a commit (whose first
+    step is `end_of_batch`) began since."""
+
+    def __init__(self, inner: AccountPipeline) -> None:
+        self.inner = inner
+        self.punctuated_ms = -1
+        self.flushed_after_punctuation = False
+
+    def event_time(self, record: Record) -> int:
+        return self.inner.event_time(record)
+
+    def process(self, record: Record, watermark_us: int) -> None:
+        self.inner.process(record, watermark_us)
+
+    def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
+        self.inner.punctuate(wall_clock_ms, watermark_us)
+        self.punctuated_ms = wall_clock_ms
+        self.flushed_after_punctuation = False
+
+    def end_of_batch(self) -> None:
+        self.inner.end_of_batch()
+        self.flushed_after_punctuation = True
+
+    def reject(self, record: Record, reason: str, error: str) -> None:
+        self.inner.reject(record, reason, error)
+
+
 class PipelineDriver:
     def __init__(self, state_dir: Path, config: LogicConfig | None = None, codec: Codec | None = None) -> None:
         self.codec = codec or Codec()
         self.config = config or LogicConfig()
-        changelogs = {store: changelog_topic(APP_ID, store) for store in STORE_NAMES}
-        self.ctx = RecordingContext(TaskState(state_dir, APP_ID, 0, changelogs))
         self.counters = PipelineCounters()
-        self.pipeline = self._new_pipeline()
         self.reader = IndependentReader()
-        self._offsets: dict[str, int] = {}
-        self._changelog_offset = 0
+        self.broker = MemoryKafka()
+        self.clock = DriverClock()
+        self.broker.clock = self.clock  # type: ignore[assignment]
+        for topic in (*catalog.FAMILY_TOPICS.values(), *OUTPUT_TOPICS):
+            self.broker.create_topic(topic, 1)
+        changelogs = changelog_topics(APP_ID)
+        for topic in changelogs.values():
+            self.broker.create_topic(topic, 1)
+        self._read = dict.fromkeys(OUTPUT_TOPICS, 0)
+        self._processor: _Watched | None = None
 
-    def _new_pipeline(self) -> AccountPipeline:
-        return AccountPipeline(self.ctx, self.codec, self.config, self.counters)
+        def factory(ctx: TaskContext) -> TaskProcessor:
+            self._processor = _Watched(AccountPipeline(ctx, self.codec, self.config, self.counters))
+            return self._processor
+
+        self.engine = Engine(
+            RuntimeSettings(
+                application_id=APP_ID, state_dir=state_dir, commit_interval_ms=10, punctuate_interval_ms=10
+            ),
+            KafkaSettings(bootstrap_servers="in-memory:9092"),
+            list(catalog.FAMILY_TOPICS.values()),
+            changelogs,
+            factory,
+            output_topics=OUTPUT_TOPICS,
+            max_fetch_bytes=1 << 20,
+            max_request_bytes=1 << 20,
+            clients=self.broker,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._run = self._loop.create_task(self.engine.run(self._stop))
+        self._until(lambda: self._processor is not None)
 
     def close(self) -> None:
-        self.ctx.state.close()
+        self._stop.set()
+        try:
+            self._loop.run_until_complete(self._run)
+        finally:
+            self._loop.close()
+
+    def _wait(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._loop.run_until_complete(asyncio.wait_for(coroutine, TIMEOUT_S))
+
+    def _until(self, condition: Any) -> None:
+        async def poll() -> None:
+            while not condition():
+                if self._run.done():
+                    self._run.result()
+                    raise AssertionError("the engine stopped")
+                await asyncio.sleep(0.001)
+            async with self.engine._lock:  # a commit under way has ended
+                pass
+
+        self._wait(poll())
 
     # -- input ---------------------------------------------------------------------------------------
 
@@ -130,69 +227,55 @@ class PipelineDriver:
         *,
         logged_at: datetime,
     ) -> list[Output]:
-        """One family-topic record as the consumer hands it over (broker-set timestamp = `logged_at`)."""
-        record = self._consumer_record(topic, key, value, headers, logged_at)
-        try:
-            self.pipeline.process(record)
-            self.pipeline.end_of_batch()
-        except (RecordFailed, BatchFailed) as failed:
-            # The runtime's path (a batch of one record here): the task's uncommitted work is dropped, the task
-            # rebuilt, the record rejected.
-            self.ctx.emitted.clear()
-            self.ctx.state.discard()
-            self.pipeline = self._new_pipeline()
-            self.pipeline.reject(record, failed.reason, failed.error)
-            self.pipeline.end_of_batch()
-        return self._commit()
+        """One family-topic record, its timestamp set by the broker (log-append time = `logged_at`); the outputs
+        the engine committed with it."""
+        tp = TopicPartition(topic, 0)
+        offset = self.broker.produce(
+            topic, 0, key, value, int(logged_at.timestamp() * 1000), headers=headers, timestamp_type=_LOG_APPEND_TIME
+        )
+        self._until(lambda: (self.broker.group_offset(APP_ID, tp) or 0) > offset)
+        return self._committed_outputs()
 
     def refuse(self, body: bytes | Mapping[str, Any], received_at: datetime, error: str) -> list[Output]:
-        """The runtime's path for a record whose outputs the broker refused: it is handed to `reject`."""
-        topic, key, value, headers = self.gateway_record(body, received_at)
-        self.pipeline.reject(self._consumer_record(topic, key, value, headers, received_at), "output_refused", error)
-        self.pipeline.end_of_batch()
-        return self._commit()
-
-    def _consumer_record(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]], logged_at: datetime
-    ) -> ConsumerRecord[bytes, bytes]:
-        offset = self._offsets.get(topic, 0)
-        self._offsets[topic] = offset + 1
-        return ConsumerRecord(
-            topic=topic,
-            partition=0,
-            offset=offset,
-            timestamp=int(logged_at.timestamp() * 1000),
-            timestamp_type=_LOG_APPEND_TIME,
-            key=key,
-            value=value,
-            checksum=None,
-            serialized_key_size=len(key or b""),
-            serialized_value_size=len(value),
-            headers=headers,
-        )
+        """This record's outputs (not its dead letter, nor the changelogs) refused by the broker with `error`: the
+        runtime isolates the record and hands it to `reject`."""
+        self.broker.refuse = lambda out: out.topic in OUTPUT_TOPICS and out.topic != catalog.DEADLETTER_TOPIC
+        self.broker.refusal = error
+        try:
+            return self.pipe(body, received_at)
+        finally:
+            self.broker.refuse = lambda out: False
 
     def advance_to(self, when: datetime) -> list[Output]:
-        """Punctuation at `when`: stream time moves there and due timers fire."""
-        self.pipeline.punctuate(int(when.timestamp() * 1000))
-        self.pipeline.end_of_batch()  # the first step of every commit (Task.flush)
-        return self._commit()
-
-    # -- state and output ------------------------------------------------------------------------------
-
-    def _commit(self) -> list[Output]:
-        writes = sum(1 for _ in self.ctx.state.pending_writes())
-        self._changelog_offset += writes
-        self.ctx.state.committed(dict.fromkeys(STORE_NAMES, self._changelog_offset))
-        emitted, self.ctx.emitted = self.ctx.emitted, []
-        return [
-            Output(
-                out.topic,
-                None if out.key is None else out.key.decode(),
-                self.reader.decode(out.value or b""),
-                {name: raw.decode() for name, raw in out.headers},
+        """The wall clock moves to `when`: the engine punctuates (due timers fire) and commits."""
+        when_ms = int(when.timestamp() * 1000)
+        self.clock.now_s = max(self.clock.now_s, when.timestamp())
+        self._until(
+            lambda: (
+                self._processor is not None
+                and self._processor.punctuated_ms >= when_ms
+                and self._processor.flushed_after_punctuation
             )
-            for out in emitted
-        ]
+        )
+        return self._committed_outputs()
+
+    # -- output ------------------------------------------------------------------------------------------
+
+    def _committed_outputs(self) -> list[Output]:
+        outputs: list[Output] = []
+        for topic, seen in self._read.items():
+            records = self.broker.committed_records(topic)
+            self._read[topic] = len(records)
+            outputs += [
+                Output(
+                    topic,
+                    None if r.key is None else r.key.decode(),
+                    self.reader.decode(r.value or b""),
+                    {name: raw.decode() for name, raw in r.headers},
+                )
+                for r in records[seen:]
+            ]
+        return outputs
 
 
 def on(outputs: list[Output], topic: str) -> list[Output]:

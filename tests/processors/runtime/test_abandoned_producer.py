@@ -25,9 +25,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from common.settings import KafkaSettings
 from common.topics import TopicSpec, ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaSettings
+from processors.runtime.kafka_clients import start_producer
 from processors.runtime.state import TaskState
-from processors.runtime.task import OutRecord, Task, TaskFailed, start_producer
+from processors.runtime.task import OutRecord, Task, TaskFailed
 from tests.kafka_broker import free_port
+from tests.processors.counting_app import Counter
 
 pytestmark = pytest.mark.kafka
 
@@ -46,7 +48,10 @@ def private_broker(kafka: Any) -> Iterator[LocalKafka]:
 
 
 def task_for(app: str, producer: Any, path: Path) -> Task:
-    return Task(0, TaskState(path, app, 0, {}), producer, group_id=app, commit_timeout_s=5.0)
+    task = Task(0, TaskState(path, app, 0, {}), producer, group_id=app, commit_timeout_s=5.0)
+    task.restoring()
+    task.run(lambda ctx: Counter(ctx, "unused"))  # the test emits its outputs itself
+    return task
 
 
 async def committed_values(bootstrap: str, topic: str) -> list[bytes]:

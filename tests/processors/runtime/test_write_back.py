@@ -15,9 +15,10 @@ from aiokafka.structs import ConsumerRecord
 from rocksdict import AccessType, Options, Rdict
 
 from common.settings import KafkaSettings
+from processors.runtime.kafka_clients import start_producer
 from processors.runtime.ordering import END_OF_TIME
 from processors.runtime.state import TaskState
-from processors.runtime.task import OutRecord, Task, TaskContext, start_producer
+from processors.runtime.task import OutRecord, Task, TaskContext
 
 
 @pytest.fixture
@@ -155,7 +156,8 @@ async def test_the_commit_flushes_the_last_write_of_each_key_and_tombstones(
     producer = await start_producer(KafkaSettings(bootstrap_servers=bootstrap), app, 0, max_request_bytes=1 << 20)
     task = Task(0, state, producer, app, commit_timeout_s=30)
     writer = Writer(task, output)
-    task.processor = writer
+    task.restoring()
+    task.run(lambda ctx: writer)
     try:
         task.process([record(source, i, b"a", b"a%d" % i) for i in range(5)], END_OF_TIME)
         task.process([record(source, 5, b"b", b"b0"), record(source, 6, b"c", b"c0")], END_OF_TIME)
