@@ -24,7 +24,7 @@ from processors.runtime.engine import Engine
 from processors.runtime.lifecycle import TaskPhase
 from processors.runtime.ports import OutgoingRecord, Record, TopicPartition
 from processors.runtime.retry import RetryLater
-from processors.runtime.settings import ProcessorSettings
+from processors.runtime.settings import RuntimeSettings
 from processors.runtime.task import OutRecord, Task, TaskContext, TaskProcessor, transactional_id
 from tests.processors.counting_app import Counter
 from tests.processors.memory_kafka import MemoryKafka
@@ -62,13 +62,12 @@ class Cluster:
         **settings: Any,
     ) -> Engine:
         engine = Engine(
-            ProcessorSettings(
+            RuntimeSettings(
                 application_id=APP,
                 state_dir=self.state_root / instance,
                 commit_interval_ms=settings.pop("commit_interval_ms", 20),
                 punctuate_interval_ms=settings.pop("punctuate_interval_ms", 20),
                 session_timeout_ms=6_000,
-                health_port=0,
                 **settings,
             ),
             KafkaSettings(bootstrap_servers="unused:9092"),
