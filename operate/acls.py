@@ -25,12 +25,12 @@ from enum import StrEnum
 
 from common.topics import TopicSettings
 from gateway.app import GATEWAY_TOPICS
+from operate.tail import TOPICS as TAIL_TOPICS
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import transactional_id_prefix
 from processors.service import OUTPUT_TOPICS
 from schemas import catalog
 from schemas.topics import all_topics
-from simulator.tail import TOPICS as TAIL_TOPICS
 
 
 class ResourceType(StrEnum):

@@ -1,7 +1,7 @@
 """The operator commands of `pinwheel-connector`: `deadletter`, `processor reset`, `spool status`, `acls`,
-`verify-record`, `trace`.
+`verify-record`, `trace`, `tail` (argument handling; `webhooks` has its own in operate/webhooks.py).
 
-`connector/cli.py` registers them with `add_commands`.
+`connector/cli.py` registers them (`add_commands` for most; `tail` and `webhooks` it parses itself).
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from operate.provenance import (
 )
 from operate.reset import ResetRefused, plan_reset, reset
 from operate.spool_status import spool_status
+from operate.tail import resolve_topic, tail
 from operate.trace import TraceError, build_trace, collect
 from processors.runtime.settings import ProcessorSettings
 from schemas.codec import Codec, build_codec
 from schemas.settings import SchemaSettings
-from simulator.tail import resolve_topic
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -415,3 +415,22 @@ def trace_command(args: argparse.Namespace) -> int:
     except TraceError as exc:
         print(f"trace: {exc}", file=sys.stderr)
         return 2
+
+
+def tail_command(args: argparse.Namespace) -> int:
+    try:
+        topics = [resolve_topic(t) for t in args.topics]
+    except ValueError as exc:
+        print(f"tail: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(
+        tail(
+            topics,
+            KafkaSettings(),
+            fmt=args.format,
+            from_beginning=args.from_beginning,
+            max_records=args.max,
+            idle_timeout_s=args.idle_timeout,
+        )
+    )
+    return 0

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from connector.cli import build_parser
-from simulator.webhooks import PinwheelApiSettings, error_message, webhooks_command
-from tests.simulator.pinwheel_api_fake import API_SECRET, FakePinwheelApi
+from operate.webhooks import PinwheelApiSettings, error_message, webhooks_command
+from tests.operate.pinwheel_api_fake import API_SECRET, FakePinwheelApi
 
 ENDPOINT = "https://hooks.example.com/webhooks/pinwheel"
 
@@ -125,7 +125,7 @@ def test_api_errors_carry_status_and_pinwheel_message(api: FakePinwheelApi) -> N
 def test_server_side_https_check_is_reported(api: FakePinwheelApi) -> None:
     hook_id = create(api)
     # bypass the client-side check to see the API's own answer is surfaced
-    from simulator.webhooks import WebhookClient, WebhookError
+    from operate.webhooks import WebhookClient, WebhookError
 
     client = WebhookClient(PinwheelApiSettings(base_url=api.url, secret=API_SECRET))
     with pytest.raises(WebhookError, match="HTTP 400 Bad Request: INVALID_URL: Webhook URL must use https://"):
