@@ -51,7 +51,7 @@ from schemas.catalog import STORE_NAMES, changelog_topic
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
-from simulator.traffic import DEFAULT_VERSION, DEFAULT_WEBHOOK_ID, TrafficConfig, build_traffic, deliveries
+from simulator.traffic import DEFAULT_VERSION, DEFAULT_WEBHOOK_ID, TrafficConfig, build_traffic, planned_deliveries
 
 POLL_S = 0.02
 
@@ -73,7 +73,7 @@ async def encode_inputs(events: int, seed: int = 1) -> list[InputRecord]:
     # About 16 deliveries per account: N/10 accounts leave a margin; their starts are spread as if sent at 1,000/s.
     config = TrafficConfig(accounts=max(1, events // 10), seed=seed, spread_s=events / 1000, include_capture=False)
     base = datetime.now(UTC)
-    planned = deliveries(build_traffic(config, base))[:events]
+    planned = planned_deliveries(build_traffic(config, base))[:events]
     if len(planned) < events:
         raise RuntimeError(f"the traffic has {len(planned)} deliveries, fewer than {events}")
     codec = build_codec(SchemaSettings())

@@ -22,9 +22,9 @@ from common.settings import KafkaSettings
 from gateway.settings import GatewaySettings
 from operate.acls import add_acls_command
 from operate.deadletters import (
-    DeadLetter,
     DeadLetterError,
     DeadLetterFilter,
+    DeadLetterRecord,
     Verdict,
     find_dead_letter,
     plan_replay,
@@ -200,7 +200,7 @@ def deadletter_command(args: argparse.Namespace) -> int:
         return 1
 
 
-def _summary_row(letter: DeadLetter) -> dict[str, Any]:
+def _summary_row(letter: DeadLetterRecord) -> dict[str, Any]:
     return {
         "ref": letter.ref,
         "failed_at": letter.failed_at.isoformat(),
@@ -242,7 +242,7 @@ def printable(raw: bytes) -> str | None:
     return text if all(ch.isprintable() or ch in ok for ch in text) else None
 
 
-def render_dead_letter(letter: DeadLetter) -> str:
+def render_dead_letter(letter: DeadLetterRecord) -> str:
     datum = letter.datum
     lines = [f"dead letter {letter.ref} of pinwheel.deadletter.v1"]
     for name in ("stage", "reason", "error", "event_id", "event_type", "failed_at"):

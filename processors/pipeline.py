@@ -22,7 +22,7 @@ from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SER
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.join import JobState
-from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, DeadLetter, Output, ReadinessUpdate
+from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Output, ReadinessUpdate, RejectedEvent
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
 from processors.logic.readiness import ReadinessRule
 from processors.logic.stores import Stores
@@ -30,7 +30,7 @@ from processors.runtime.settings import ProcessorSettings
 from processors.runtime.state import TaskState
 from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
 from processors.wire import (
-    Delivery,
+    DeliveryIds,
     Headers,
     dead_letter_record,
     output_headers,
@@ -232,10 +232,10 @@ class AccountPipeline:
     def process(self, record: ConsumerRecord[bytes, bytes], watermark_us: int = NO_WATERMARK) -> None:
         read = self._read_ahead.pop((record.topic, record.offset), None) or self._read(record)
         if isinstance(read, _Unreadable):
-            self._dead_letter(record, Delivery.of(read.datum, record), read.reason, read.error)
+            self._dead_letter(record, DeliveryIds.of(read.datum, record), read.reason, read.error)
             return
         datum, event = read
-        delivery = Delivery.of(datum, record)
+        delivery = DeliveryIds.of(datum, record)
         try:
             outputs = self.logic.process(event, watermark_us)
         except Exception as exc:  # a bug must not block the partition: the record is kept (rejected), not its effects
@@ -261,7 +261,7 @@ class AccountPipeline:
 
     def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         self._read_ahead.pop((record.topic, record.offset), None)
-        self._dead_letter(record, Delivery.of(None, record), reason, error)
+        self._dead_letter(record, DeliveryIds.of(None, record), reason, error)
 
     def end_of_batch(self) -> None:
         for store in self._cached:
@@ -281,11 +281,11 @@ class AccountPipeline:
         self.counters.logic.update(self.logic.counters)
         self.logic.counters.clear()
 
-    def _headers(self, event_id: str | None, event_type: str | None, delivery: Delivery | None) -> Headers:
+    def _headers(self, event_id: str | None, event_type: str | None, delivery: DeliveryIds | None) -> Headers:
         return output_headers(self.codec.content_format, event_id, event_type, delivery)
 
     def _emit(
-        self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None, delivery: Delivery | None
+        self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None, delivery: DeliveryIds | None
     ) -> None:
         update_headers: dict[str, Headers] = {}
         for output in outputs:
@@ -306,13 +306,15 @@ class AccountPipeline:
                 )
                 self.ctx.emit(OutRecord(catalog.ACCOUNT_READINESS_TOPIC, output.key.encode(), value, headers))
                 self.counters.outputs[f"account_readiness:{output.verdict.status}"] += 1
-            elif isinstance(output, DeadLetter):
+            elif isinstance(output, RejectedEvent):
                 if record is None or delivery is None:
                     log.error("dead letter without a source record", extra={"reason": output.reason})
                     continue
                 self._dead_letter(record, delivery, output.reason, output.error)
 
-    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], delivery: Delivery, reason: str, error: str) -> None:
+    def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], delivery: DeliveryIds, reason: str, error: str
+    ) -> None:
         key, datum, headers = dead_letter_record(record, delivery, reason, error, self.codec.content_format)
         value = self.codec.encode(catalog.DEADLETTER_TOPIC, datum)
         self.ctx.emit(OutRecord(catalog.DEADLETTER_TOPIC, key, value, headers))

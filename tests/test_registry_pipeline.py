@@ -38,7 +38,7 @@ from schemas.settings import SchemaSettings
 from schemas.topics import all_topics
 from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
-from simulator.simulate import plan, simulate
+from simulator.simulate import plan_traffic, simulate
 from simulator.verify import UpdateCollector, base_event_id, compare, complete, expectations
 from tests.schema_registry import Registry, downstream_deserializer, watermarks
 from tests.simulator.sim_helpers import deliver_and_collect
@@ -183,7 +183,7 @@ async def test_confluent_format_end_to_end(schema_registry: Registry, pipeline_f
     processor = asyncio.create_task(serve(settings, pipe.kafka, pipe.schema, stop=stop))
     sim = pipe.sim()
     base = datetime.now(UTC)
-    events = plan(sim, base)
+    events = plan_traffic(sim, base)
     seen = await deliver_and_collect(pipe.kafka, sim, events, base, secret=SECRET, processor=processor, stop=stop)
     assert seen.run.result.accepted_deliveries == seen.run.result.deliveries
     report = compare(seen.ledger, seen.updates, seen.expected)
@@ -208,7 +208,7 @@ async def test_registry_outage_loses_misfiles_and_duplicates_nothing(
     # Traffic over ~45 s, with retries as Pinwheel makes them (scaled down): the outage falls in the middle.
     sim = pipe.sim(accounts=60, spread_s=45.0, seed=21)
     base = datetime.now(UTC)
-    events = plan(sim, base)
+    events = plan_traffic(sim, base)
     collector = await UpdateCollector(pipe.kafka, {e.event_id for e in events}, from_end=True).start()
     second = pipe.processor_settings()
     stop_second = asyncio.Event()

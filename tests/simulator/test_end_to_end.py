@@ -31,7 +31,7 @@ from schemas.settings import SchemaSettings
 from schemas.topics import all_topics
 from simulator.ledger import Ledger, read_ledger
 from simulator.settings import SimulatorSettings
-from simulator.simulate import plan
+from simulator.simulate import plan_traffic
 from simulator.traffic import unresolved_pendings
 from simulator.verify import base_event_id, compare, verify_ledger
 from tests.simulator.sim_helpers import deliver_and_collect
@@ -85,7 +85,7 @@ async def test_twenty_accounts_nothing_lost_nothing_duplicated(
         reorder_s=0.5, resolve_min_s=1.0, resolve_max_s=2.5, ledger=tmp_path / "ledger.jsonl", progress=False,
     )  # fmt: skip
     base = datetime.now(UTC)
-    events = plan(sim, base)
+    events = plan_traffic(sim, base)
     assert unresolved_pendings(events), "the run must exercise timeouts"
     assert sum(e.deliveries for e in events) > len(events), "the run must contain duplicate deliveries"
     seen = await deliver_and_collect(kafka, sim, events, base, secret=SECRET, processor=processor, stop=stop)
