@@ -11,7 +11,6 @@ A module of the tests package (`tests.live_pipeline`), shared by the refresh-job
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import time
 import uuid
@@ -25,6 +24,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.offsets import start_at_end
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from gateway.settings import GatewaySettings
@@ -40,12 +40,6 @@ from tests.threaded_gateway import ThreadedServer
 SECRET = "live-secret-7b1e-do-not-log"
 WEBHOOK_ID = "420900d5-2ffb-4ad9-b2a6-38ef975f9b21"
 TOPICS = [*FAMILY_TOPICS.values(), ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

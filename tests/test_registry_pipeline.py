@@ -12,7 +12,6 @@ registry is down. Nothing may be lost, dead-lettered or duplicated, and both ser
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 import uuid
@@ -26,6 +25,7 @@ import httpx
 import pytest
 
 from common.offsets import start_at_end
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from connector.local_registry import LocalRegistry, local_registry_on_free_port
@@ -48,12 +48,6 @@ pytestmark = pytest.mark.kafka
 
 SECRET = "registry-e2e-secret-do-not-log"
 OUTPUTS = [ACCOUNT_UPDATES_TOPIC, ACCOUNT_STATE_TOPIC, DEADLETTER_TOPIC]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def confluent_read(
@@ -107,7 +101,7 @@ class Pipeline:
 
     def processor_settings(self) -> ProcessorSettings:
         return ProcessorSettings(
-            application_id=self.app_id, state_dir=self.tmp / "state", health_port=_free_port(),
+            application_id=self.app_id, state_dir=self.tmp / "state", health_port=free_port(),
             punctuate_interval_ms=200, pending_timeout_h=5 / 3600, timeout_grace_s=0,
         )  # fmt: skip
 
@@ -143,8 +137,8 @@ async def pipeline_for(bootstrap: str, tmp_path: Path, monkeypatch: pytest.Monke
         cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
         ensure_self_signed(cert, key)
         settings = GatewaySettings(
-            host="127.0.0.1", port=_free_port(), tls_cert_file=cert, tls_key_file=key, secrets=[SECRET],  # type: ignore[list-item]
-            spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0, admin_port=_free_port(),
+            host="127.0.0.1", port=free_port(), tls_cert_file=cert, tls_key_file=key, secrets=[SECRET],  # type: ignore[list-item]
+            spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0, admin_port=free_port(),
         )  # fmt: skip
         gateway = ThreadedServer(settings, bootstrap, schema=schema)
         await asyncio.to_thread(gateway.start)

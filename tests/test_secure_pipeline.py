@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from common.offsets import start_at_end
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from connector.local_kafka import free_port
 from gateway.settings import GatewaySettings
 from operate.acls import acls, acls_json
 from processors.runtime.settings import ProcessorSettings

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from common.offsets import start_at_end
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from gateway.settings import GatewaySettings
@@ -43,21 +44,13 @@ SECRET = "e2e-secret-do-not-log"
 PENDING_TIMEOUT_S = 5.0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def gateway(bootstrap: str, tmp_path: Path) -> Iterator[ThreadedServer]:
     cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
     ensure_self_signed(cert, key)
     settings = GatewaySettings(
-        host="127.0.0.1", port=_free_port(), tls_cert_file=cert, tls_key_file=key, secrets=[SECRET],  # type: ignore[list-item]
-        spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0, admin_port=_free_port(),
+        host="127.0.0.1", port=free_port(), tls_cert_file=cert, tls_key_file=key, secrets=[SECRET],  # type: ignore[list-item]
+        spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0, admin_port=free_port(),
     )  # fmt: skip
     gw = ThreadedServer(settings, bootstrap).start()
     yield gw
