@@ -32,7 +32,6 @@ from operate.deadletters import (
     replay,
 )
 from operate.provenance import (
-    FAMILY_TOPIC_NAMES,
     RecordUnavailable,
     read_file,
     read_from_kafka,
@@ -43,6 +42,7 @@ from operate.spool_status import spool_status
 from operate.tail import resolve_topic, tail
 from operate.trace import TraceError, build_trace, collect
 from processors.runtime.settings import ProcessorSettings
+from schemas.catalog import FAMILY_TOPIC_NAMES
 from schemas.codec import Codec, build_codec
 from schemas.settings import SchemaSettings
 

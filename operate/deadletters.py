@@ -33,12 +33,11 @@ from common.kafka_access import TopicOp, check_topics_of
 from common.settings import KafkaSettings
 from gateway import records, signature
 from gateway.kafka_record import KafkaRecord
-from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPIC_NAMES
 from schemas.codec import Codec, DecodeError
 from schemas.topics import MAX_MESSAGE_BYTES
 
 REPLAYED_HEADER = "replayed"
-_FAMILY_TOPICS = frozenset(FAMILY_TOPICS.values())
 
 
 class DeadLetterError(RuntimeError):
@@ -171,7 +170,7 @@ def plan_replay(letter: DeadLetterRecord, codec: Codec) -> ReplayPlan:
         return ReplayPlan(letter, Verdict.REPLAYED, record.topic, replay)
     if letter.stage == "processor":
         topic = letter.datum.get("source_topic")
-        if topic not in _FAMILY_TOPICS:
+        if topic not in FAMILY_TOPIC_NAMES:
             return ReplayPlan(letter, Verdict.SKIPPED, f"source topic {topic!r} is not a family topic")
         try:
             codec.decode(topic, letter.raw)

@@ -40,7 +40,7 @@ from processors.runtime.engine import Engine, EngineStats, MissingTopicsError
 from processors.runtime.settings import ProcessorSettings
 from processors.runtime.task import TaskContext, TaskProcessor
 from schemas import catalog
-from schemas.catalog import STORE_NAMES, changelog_topic
+from schemas.catalog import OUTPUT_TOPICS, STORE_NAMES, changelog_topic
 from schemas.codec import Codec, build_codec, keep_registered
 from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
@@ -52,14 +52,6 @@ log = logging.getLogger("processors")
 MISSING_TOPICS_HINT = (
     "create them with `pinwheel-connector topics create` "
     "(run with the same PROCESSOR_APPLICATION_ID, which names the changelog topics)"
-)
-
-
-OUTPUT_TOPICS = (
-    catalog.ACCOUNT_UPDATES_TOPIC,
-    catalog.ACCOUNT_STATE_TOPIC,
-    catalog.ACCOUNT_READINESS_TOPIC,
-    catalog.DEADLETTER_TOPIC,
 )
 
 

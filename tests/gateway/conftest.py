@@ -17,20 +17,18 @@ from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import ensure_topics
 from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaSettings
-from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.catalog import GATEWAY_TOPICS
 from schemas.topics import all_topics
 from tests.gateway.gateway_helpers import TopicTail, gateway_settings
 from tests.sample_data import doc_samples as documented_samples
 from tests.threaded_gateway import ThreadedServer
-
-GATEWAY_TOPICS = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
 
 
 @pytest.fixture(scope="session")
 async def gateway_topics(bootstrap: str) -> list[str]:
     """The real topic names, created once (idempotent); tests tell their records apart by event_id."""
     await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), all_topics())
-    return GATEWAY_TOPICS
+    return list(GATEWAY_TOPICS)
 
 
 @pytest.fixture(scope="module")
