@@ -20,6 +20,7 @@ from aiokafka import errors as Errors
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
+from common.kafka_errors import RECORD_REFUSED_ERRORS
 from common.kafka_stop import stop_producer
 from common.settings import KafkaSettings
 from processors.runtime.state import TaskState
@@ -141,10 +142,7 @@ class RecordRefused(TaskFailed):
 
 # Errors that condemn a record rather than the broker or the connection: retrying cannot help.
 RECORD_ERRORS: tuple[type[BaseException], ...] = (
-    Errors.MessageSizeTooLargeError,
-    Errors.RecordListTooLargeError,
-    Errors.RecordTooLargeError,
-    Errors.CorruptRecordException,
+    *RECORD_REFUSED_ERRORS,
     Errors.InvalidTimestampError,
 )
 
