@@ -157,12 +157,13 @@ class PipelineCounters:
     logic: Counter[str] = field(default_factory=Counter)
 
 
-_LOG_APPEND_TIME = 1
+#: A record's `timestamp_type` when the broker set its timestamp (`message.timestamp.type=LogAppendTime`).
+LOG_APPEND_TIME = 1
 
 
 def _log_append_time(record: ConsumerRecord[bytes, bytes]) -> datetime | None:
     """When the broker appended the record, on topics whose timestamps the broker sets (family topics)."""
-    if record.timestamp_type != _LOG_APPEND_TIME:
+    if record.timestamp_type != LOG_APPEND_TIME:
         return None
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 

@@ -28,14 +28,13 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from gateway.records import Route, plan
 from processors.logic.config import LogicConfig
-from processors.pipeline import AccountPipeline, PipelineCounters
+from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
 from processors.runtime.task import BatchFailed, RecordFailed, RecordingContext
 from schemas.catalog import STORE_NAMES, changelog_topic
 from schemas.codec import Codec
 
 AVRO_DIR = Path(__file__).resolve().parents[2] / "schemas" / "avro"
-_LOG_APPEND_TIME = 1
 APP_ID = "driver"
 
 
@@ -161,7 +160,7 @@ class PipelineDriver:
             partition=0,
             offset=offset,
             timestamp=int(logged_at.timestamp() * 1000),
-            timestamp_type=_LOG_APPEND_TIME,
+            timestamp_type=LOG_APPEND_TIME,
             key=key,
             value=value,
             checksum=None,
