@@ -12,7 +12,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
+from common.ports import free_port
+from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaSettings
 from connector.run import stop_on_sigterm
 
 T = TypeVar("T")
@@ -26,7 +27,7 @@ def run_with_broker(prefix: str, say: Callable[[str], None], bench: Callable[[st
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     try:
         if not bootstrap:
-            broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
+            broker = LocalKafka(LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=work / "kafka"))
             bootstrap = broker.start()
         return asyncio.run(bench(bootstrap, work))
     except KeyboardInterrupt:

@@ -52,7 +52,7 @@ from bench.processor_bench import InputRecord, committed_offsets, encode_deliver
 from common.settings import KafkaSettings
 from processors.topics import changelog_topics
 from schemas import catalog
-from simulator.traffic import TrafficConfig, build_traffic, deliveries
+from simulator.traffic import TrafficConfig, build_traffic, planned_deliveries
 
 TRANSACTION_STATE = "__transaction_state"
 CONSUMER_OFFSETS = "__consumer_offsets"
@@ -79,7 +79,7 @@ class Paced:
 async def encode_traffic(accounts: int, spread_s: float, seed: int = 1) -> list[Paced]:
     config = TrafficConfig(accounts=accounts, seed=seed, spread_s=spread_s, include_capture=False)
     base = datetime.now(UTC)
-    planned = deliveries(build_traffic(config, base))
+    planned = planned_deliveries(build_traffic(config, base))
     records = await encode_deliveries(planned, base)
     return [Paced(d.due_s, r) for d, r in zip(planned, records, strict=True)]
 

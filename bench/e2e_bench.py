@@ -55,8 +55,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench import paced_sender, plot
 from bench.instances import Instances, process_cpu_seconds, provision, start_instances, wait_settled
 from bench.report import percentile, table
+from common.ports import free_port
 from common.settings import KafkaSettings
-from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
+from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaSettings
 from connector.run import Service, gateway_env, start_service, stop_on_sigterm, wait_ready
 from gateway.tls import ensure_self_signed
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC
@@ -485,7 +486,7 @@ def main() -> None:
     try:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
-            broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
+            broker = LocalKafka(LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=work / "kafka"))
             bootstrap = broker.start()
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
         secret = secrets.token_urlsafe(24)

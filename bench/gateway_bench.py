@@ -43,9 +43,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bench import plot
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSpec, ensure_topics
-from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
+from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaSettings
 from gateway.producer import producer_options
 from gateway.server import build_config, serve
 from gateway.settings import GatewaySettings
@@ -347,7 +348,7 @@ def _kafka(work: Path) -> Iterator[tuple[str, int | None]]:
         yield bootstrap, None
         return
 
-    broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=work / "kafka"))
+    broker = LocalKafka(LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=work / "kafka"))
     broker.start()
     try:
         yield broker.bootstrap, broker.pid()

@@ -22,9 +22,9 @@ from typing import Literal
 import httpx
 
 from common.offsets import start_at_end
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, TopicSpec, ensure_topics
-from connector.local_kafka import free_port
 from connector.run import Service, start_service
 from processors.topics import all_topics
 from schemas import catalog

@@ -43,7 +43,7 @@ from connector.run import Service
 from simulator.ledger import Attempt, LedgerWriter, Result
 from simulator.retry import RetryPolicy, is_accepted, is_retryable, next_delay, retry_delays
 from simulator.sender import signed_headers, ssl_context
-from simulator.traffic import Delivery, PlannedEvent, deliveries
+from simulator.traffic import PlannedDelivery, PlannedEvent, planned_deliveries
 
 SECRET_ENV: Final = "PACED_SENDER_SECRET"  # noqa: S105  # the variable's name, not a secret
 TIMEOUT_S: Final = 15.0  # Pinwheel waits 15 s for an answer
@@ -218,7 +218,7 @@ def gateway_reason(body: bytes) -> str | None:
 
 @dataclass(slots=True)
 class Job:
-    delivery: Delivery
+    delivery: PlannedDelivery
     attempt: int = 1
     first_at: float = 0.0
     delays: list[float] | None = None  # the retry schedule, drawn at the first retry (most never need one)
@@ -236,7 +236,7 @@ class Sender:
     outstanding: int = 0
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def run(self, planned: Sequence[Delivery], rate: float, connections: int) -> None:
+    async def run(self, planned: Sequence[PlannedDelivery], rate: float, connections: int) -> None:
         self.outstanding = len(planned)
         # A task group, so that a worker's unexpected error ends the run instead of leaving it waiting forever.
         async with asyncio.TaskGroup() as group:
@@ -246,7 +246,7 @@ class Sender:
             for worker in workers:
                 worker.cancel()
 
-    async def _pace(self, planned: Sequence[Delivery], rate: float) -> None:
+    async def _pace(self, planned: Sequence[PlannedDelivery], rate: float) -> None:
         """Releases the first attempts: at start + i/rate (no drift), or all at once with rate 0."""
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -333,7 +333,7 @@ def cpu_seconds() -> float:
 async def send(events: Sequence[PlannedEvent], args: argparse.Namespace, secret: bytes) -> bool:
     """Deliver every event and duplicate, ledger written; True when every delivery was accepted."""
     target = Target.parse(args.url, args.ca_file)
-    planned = deliveries(events)
+    planned = planned_deliveries(events)
     ledger = LedgerWriter(args.ledger)
     try:
         started = datetime.now(UTC)

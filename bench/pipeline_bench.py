@@ -25,13 +25,11 @@ from bench.processor_bench import InputRecord, encode_inputs
 from common import gc_tuning
 from processors.logic.config import LogicConfig
 from processors.logic.stores import STORE_NAMES
-from processors.pipeline import AccountPipeline, PipelineCounters
+from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
 from processors.runtime.task import RecordingContext
 from schemas.catalog import changelog_topic
 from schemas.codec import Codec
-
-_LOG_APPEND_TIME = 1
 
 
 def _consumer_records(inputs: list[InputRecord]) -> list[ConsumerRecord[bytes, bytes]]:
@@ -42,7 +40,7 @@ def _consumer_records(inputs: list[InputRecord]) -> list[ConsumerRecord[bytes, b
             partition=0,
             offset=offset,
             timestamp=now_ms,
-            timestamp_type=_LOG_APPEND_TIME,
+            timestamp_type=LOG_APPEND_TIME,
             key=r.key,
             value=r.value,
             checksum=None,

@@ -56,10 +56,10 @@ from schemas.settings import SchemaSettings
 from simulator.traffic import (
     DEFAULT_VERSION,
     DEFAULT_WEBHOOK_ID,
-    Delivery,
+    PlannedDelivery,
     TrafficConfig,
     build_traffic,
-    deliveries,
+    planned_deliveries,
 )
 
 POLL_S = 0.02
@@ -82,13 +82,13 @@ async def encode_inputs(events: int, seed: int = 1) -> list[InputRecord]:
     # About 16 deliveries per account: N/10 accounts leave a margin; their starts are spread as if sent at 1,000/s.
     config = TrafficConfig(accounts=max(1, events // 10), seed=seed, spread_s=events / 1000, include_capture=False)
     base = datetime.now(UTC)
-    planned = deliveries(build_traffic(config, base))[:events]
+    planned = planned_deliveries(build_traffic(config, base))[:events]
     if len(planned) < events:
         raise RuntimeError(f"the traffic has {len(planned)} deliveries, fewer than {events}")
     return await encode_deliveries(planned, base)
 
 
-async def encode_deliveries(planned: Sequence[Delivery], base: datetime) -> list[InputRecord]:
+async def encode_deliveries(planned: Sequence[PlannedDelivery], base: datetime) -> list[InputRecord]:
     """Each delivery as the gateway publishes it, received `due_s` seconds after `base`."""
     codec = build_codec(SchemaSettings())
     await codec.prepare()  # with SCHEMA_REGISTRY_URL set: our schemas registered first

@@ -17,7 +17,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import ssl
 import tempfile
 import time
@@ -31,8 +30,9 @@ import httpx
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
+from common.ports import free_port, free_ports
 from common.settings import KafkaSettings
-from connector.local_kafka import LocalKafka, LocalKafkaCluster, LocalKafkaSettings, free_port, free_ports
+from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaCluster, LocalKafkaSettings
 from connector.run import (
     Service,
     gateway_env,
@@ -101,7 +101,7 @@ class Stack:
         self.size = size
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"pinwheel-chaos-{scenario}-"))
-        broker_settings = LocalKafkaSettings(port=free_port(), data_dir=self.data_dir / "kafka")
+        broker_settings = LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=self.data_dir / "kafka")
 
         def progress(message: str) -> None:
             say(scenario, f"kafka: {message}")
@@ -233,9 +233,9 @@ class Stack:
         ensure_self_signed(self.cert, self.key)
         self.gateway_extra |= extra
         if not self.gateway_port:
-            self.gateway_port = _any_port()
+            self.gateway_port = free_port()
         if not self.gateway_admin_port:
-            self.gateway_admin_port = _any_port()
+            self.gateway_admin_port = free_port()
         env = gateway_env(
             self.base_env,
             secret=self.secret,
@@ -260,7 +260,7 @@ class Stack:
     def start_processor(self, instance: str = "a") -> Service:
         """Start (or restart) processor `instance`: static membership id, own state directory and health port."""
         if instance not in self.health_ports:
-            self.health_ports[instance] = _any_port()
+            self.health_ports[instance] = free_port()
         env = processor_env(
             self.base_env,
             app_id=self.app_id,
@@ -432,12 +432,6 @@ class Stack:
             with contextlib.suppress(OSError):
                 shutil.copyfile(self.broker.log_file, self.work_dir / "broker.log")
         shutil.rmtree(self.data_dir, ignore_errors=True)
-
-
-def _any_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def now_iso() -> str:

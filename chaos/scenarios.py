@@ -39,7 +39,7 @@ from simulator.ledger import Ledger, read_ledger
 from simulator.retry import is_accepted
 from simulator.sender import signed_headers
 from simulator.settings import SimulatorSettings
-from simulator.simulate import plan, simulate
+from simulator.simulate import plan_traffic, simulate
 from simulator.verify import verify_ledger
 
 SETUP_TIMEOUT_S = 120.0
@@ -329,7 +329,7 @@ async def probe(stack: Stack) -> tuple[int | None, str | None]:
 
     event = next(
         e
-        for e in plan(
+        for e in plan_traffic(
             SimulatorSettings(accounts=1, seed=stack.size.seed + 1000, include_capture=False), datetime.now(UTC)
         )
         if e.account_id
@@ -609,7 +609,7 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
         await asyncio.wait_for(setup(stack, scenario), SETUP_TIMEOUT_S)
         sim = stack.simulator_settings()
         base = datetime.now(UTC)
-        events = plan(sim, base)
+        events = plan_traffic(sim, base)
         total = sum(e.deliveries for e in events)
         figures.events, figures.deliveries = len(events), total
         stack.say(f"simulating {len(events)} events, {total} deliveries over ~{size.spread_s:.0f}s")

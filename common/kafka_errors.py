@@ -22,6 +22,16 @@ from dataclasses import dataclass
 
 from aiokafka import errors as kafka_errors
 
+#: The broker refused the record itself (too large, corrupt): sending it again fails the same way, whatever
+#: the cluster's health. The gateway and the processors' runtime each add their own (`PERMANENT_ERRORS`,
+#: `RECORD_ERRORS`).
+RECORD_REFUSED_ERRORS: tuple[type[BaseException], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.RecordTooLargeError,
+    kafka_errors.CorruptRecordException,
+)
+
 
 class Kind(enum.Enum):
     UNREACHABLE = "unreachable"  # wait and retry

@@ -24,15 +24,15 @@ from connector.local_kafka import LocalKafka, LocalKafkaCluster, LocalKafkaError
 from connector.local_registry import LocalRegistry, LocalRegistryError, LocalRegistrySettings
 from connector.run import main as run_main
 from gateway.__main__ import main as gateway_main
-from operate.cli import add_commands, processor_reset_command
+from operate.cli import add_commands, processor_reset_command, tail_command
 from operate.watchdog import watchdog_command
+from operate.webhooks import webhooks_command
 from processors.runtime.engine import MissingTopicsError
 from processors.service import run
 from processors.settings import ProcessorSettings
 from processors.topics import all_topics
 from schemas.settings import SchemaSettings
-from simulator.commands import simulate_command, tail_command, verify_command
-from simulator.webhooks import webhooks_command
+from simulator.commands import simulate_command, verify_command
 
 
 def _kafka(args: argparse.Namespace) -> int:

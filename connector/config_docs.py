@@ -15,11 +15,11 @@ from connector.local_registry import LocalRegistrySettings
 from connector.run import RunSettings
 from gateway.settings import GatewaySettings
 from operate.watchdog import WatchdogSettings
+from operate.webhooks import PinwheelApiSettings
 from processors.readiness import ReadinessSettings
 from processors.settings import ProcessorSettings
 from schemas.settings import SchemaSettings
 from simulator.settings import SimulatorSettings
-from simulator.webhooks import PinwheelApiSettings
 
 
 def settings_classes() -> list[tuple[str, type[BaseSettings]]]:

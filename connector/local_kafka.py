@@ -25,11 +25,9 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -206,6 +204,7 @@ listener.name.mismatch.sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.mismatch.scram-sha-512.sasl.jaas.config={scram_jaas}
 """
 ADMIN_USER = "admin"
+NODE_PORT_SPAN = 2  # a plain node's ports: its own and its controller's
 SECURE_PORT_SPAN = 5  # SASL_SSL, CONTROLLER, MTLS, OAUTH, MISMATCH
 SCRAM_ITERATIONS = 8192
 
@@ -672,7 +671,7 @@ class LocalKafkaCluster:
                 "or give the secured cluster another LOCAL_KAFKA_DATA_DIR"
             )
         self.secure = settings.secure or bool(recorded and recorded.get("secure"))
-        span = SECURE_PORT_SPAN if self.secure else 2  # a node's ports: its own and its controller's (+ secured)
+        span = SECURE_PORT_SPAN if self.secure else NODE_PORT_SPAN
         if recorded is not None:
             chosen, cluster_id = tuple(recorded["ports"]), str(recorded["cluster_id"])
         else:
@@ -812,50 +811,6 @@ def local_broker(settings: LocalKafkaSettings, nodes: int | None = None) -> Loca
 
 def new_cluster_id() -> str:
     return uuid.uuid4().hex[:22]
-
-
-def free_port(span: int = 2) -> int:
-    """A free loopback port whose `span - 1` successors are free too (the controller listens on port+1;
-    a secured node takes SECURE_PORT_SPAN ports)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port < 65000 and all(_bindable(port + i) for i in range(1, span)):
-            return port
-    raise LocalKafkaError(f"no {span} free consecutive ports found")
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` free ports, each with its successor free too (a node's controller) and none next to another.
-
-    Taken below the kernel's ephemeral range: a node restarted on its port (chaos, tests) must not find it
-    taken meanwhile as the source port of some outgoing connection.
-    """
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    ports: list[int] = []
-    for _ in range(1000):
-        port = rng.randrange(10_000, max(10_002, low - 1))
-        if any(abs(port - other) <= 1 for other in ports):
-            continue
-        if _bindable(port) and _bindable(port + 1):
-            ports.append(port)
-            if len(ports) == count:
-                return ports
-    raise LocalKafkaError(f"no {count} free port pairs found")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 async def live_brokers(bootstrap: str, timeout_s: float = 5.0, client: dict[str, Any] | None = None) -> int:

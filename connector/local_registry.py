@@ -24,7 +24,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connector.local_kafka import default_cache_dir, free_port
+from common.ports import free_port
+from connector.local_kafka import default_cache_dir
 from connector.pidfile import rss_bytes, running_pid, stop_pid
 
 CCOMPAT_PATH = "/apis/ccompat/v7"

@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.offsets import start_at_end
+from common.ports import preferred_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaError, LocalKafkaSettings, answers_metadata
@@ -76,23 +76,6 @@ class RunSettings(BaseSettings):
 
 def say(message: str) -> None:
     print(f"[run] {message}", flush=True)
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(preferred: int) -> int:
-    if port_free(preferred):
-        return preferred
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cli_command(*args: str) -> list[str]:
@@ -311,9 +294,9 @@ def run(settings: RunSettings) -> int:
 
         say("step 4/6: gateway and processors")
         secret = secrets.token_urlsafe(24)  # demo secret: handed to the gateway and the simulator, never shown
-        gateway_port = free_port(settings.gateway_port)
-        admin_port = free_port(settings.gateway_admin_port)
-        health_port = free_port(settings.health_port)
+        gateway_port = preferred_port(settings.gateway_port)
+        admin_port = preferred_port(settings.gateway_admin_port)
+        health_port = preferred_port(settings.health_port)
         base_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
         gateway_vars = gateway_env(
             base_env,

@@ -46,7 +46,7 @@ from gateway.producer import ProducerFactory
 from gateway.publisher import Publisher
 from gateway.records import Codec
 from gateway.settings import GatewaySettings
-from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.catalog import GATEWAY_TOPICS
 from schemas.codec import Codec as SchemaCodec
 from schemas.codec import build_codec, keep_registered, prepare_until_ready
 from schemas.confluent import RegistryError, RegistryUnavailable
@@ -58,7 +58,6 @@ log = logging.getLogger("gateway.request")
 # is DEBUG (a JSON line on stderr per request cost ~9% of the gateway's CPU under load). Refusals, dead
 # letters, spooled deliveries and 503s stay at INFO.
 _ROUTINE_REASONS = frozenset({records.Route.FAMILY.value, records.Route.OTHER.value})
-GATEWAY_TOPICS = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
 
 
 @dataclass
@@ -137,7 +136,7 @@ class _Schemas:
     async def start(self) -> None:
         if self.codec is None:
             return
-        topics = GATEWAY_TOPICS
+        topics = list(GATEWAY_TOPICS)
         try:
             await self.codec.prepare(topics)
             self.ready = True

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
+from common.kafka_errors import RECORD_REFUSED_ERRORS
 from common.settings import KafkaSettings
 from gateway.kafka_record import KafkaRecord
 from gateway.metrics import GatewayMetrics
@@ -26,12 +27,9 @@ log = logging.getLogger("gateway.publisher")
 # Errors that retrying or spooling cannot fix: the request is answered 503 (Pinwheel retries) rather
 # than parking a record in the spool that would block the drain forever.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
-    kafka_errors.MessageSizeTooLargeError,
-    kafka_errors.RecordTooLargeError,
-    kafka_errors.RecordListTooLargeError,
+    *RECORD_REFUSED_ERRORS,
     kafka_errors.InvalidTopicError,
     kafka_errors.TopicAuthorizationFailedError,
-    kafka_errors.CorruptRecordException,
     kafka_errors.UnsupportedForMessageFormatError,
 )
 

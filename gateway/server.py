@@ -34,13 +34,10 @@ from gateway.app import create_app
 from gateway.connections import FD_RESERVE_MIN, GuardedHttpToolsProtocol
 from gateway.metrics import MULTIPROC_ENV
 from gateway.settings import GatewaySettings
-from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.catalog import GATEWAY_TOPICS
 from schemas.codec import build_codec
 from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
-
-#: What the gateway writes: its schemas must resolve before it serves (with a schema registry).
-WRITTEN_TOPICS = (*FAMILY_TOPICS.values(), DEADLETTER_TOPIC)
 
 
 class ConfigError(RuntimeError):
@@ -118,7 +115,7 @@ def check_schemas(schema: SchemaSettings) -> None:
     async def resolve() -> None:
         codec = build_codec(schema)
         try:
-            await codec.prepare(WRITTEN_TOPICS)
+            await codec.prepare(GATEWAY_TOPICS)  # its schemas must resolve before it serves
         except RegistryUnavailable:
             pass
         finally:

@@ -24,13 +24,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from common.topics import TopicSettings
-from gateway.app import GATEWAY_TOPICS
 from processors.runtime.task import transactional_id_prefix
-from processors.service import OUTPUT_TOPICS
 from processors.settings import ProcessorSettings
 from processors.topics import all_topics, changelog_topics
 from schemas import catalog
-from simulator.tail import TOPICS as TAIL_TOPICS
 
 
 class ResourceType(StrEnum):
@@ -150,14 +147,14 @@ def component_acls(component: str, principal: str, application_id: str) -> list[
     group = Acl(principal, ResourceType.GROUP, application_id, PatternType.LITERAL, Operation.READ)
     match component:
         case "gateway":
-            return _topics(principal, GATEWAY_TOPICS, Operation.WRITE, Operation.DESCRIBE_CONFIGS)
+            return _topics(principal, catalog.GATEWAY_TOPICS, Operation.WRITE, Operation.DESCRIBE_CONFIGS)
         case "processors":
             # Read: the group's members (and the offsets a transaction commits, and the lag monitor's OffsetFetch).
             return [
                 group,
                 *_topics(principal, family, Operation.READ),
                 *_topics(principal, changelogs, Operation.READ, Operation.WRITE, Operation.DESCRIBE_CONFIGS),
-                *_topics(principal, OUTPUT_TOPICS, Operation.WRITE, Operation.DESCRIBE_CONFIGS),
+                *_topics(principal, catalog.OUTPUT_TOPICS, Operation.WRITE, Operation.DESCRIBE_CONFIGS),
                 Acl(
                     principal,
                     ResourceType.TRANSACTIONAL_ID,
@@ -170,7 +167,7 @@ def component_acls(component: str, principal: str, application_id: str) -> list[
             names = [spec.name for spec in all_topics(TopicSettings(processor_application_id=application_id))]
             return _topics(principal, names, Operation.CREATE, Operation.DESCRIBE, Operation.DESCRIBE_CONFIGS)
         case "tail":
-            return _topics(principal, TAIL_TOPICS, Operation.READ)
+            return _topics(principal, catalog.DATA_TOPICS, Operation.READ)
         case "verify":
             return _topics(principal, [catalog.ACCOUNT_UPDATES_TOPIC], Operation.READ)
         case "deadletter-list" | "deadletter-show":

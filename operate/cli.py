@@ -1,7 +1,7 @@
 """The operator commands of `pinwheel-connector`: `deadletter`, `processor reset`, `spool status`, `acls`,
-`verify-record`, `trace`.
+`verify-record`, `trace`, `tail` (argument handling; `webhooks` has its own in operate/webhooks.py).
 
-`connector/cli.py` registers them with `add_commands`.
+`connector/cli.py` registers them (`add_commands` for most; `tail` and `webhooks` it parses itself).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from common.settings import KafkaSettings
 from gateway.settings import GatewaySettings
 from operate.acls import add_acls_command
 from operate.deadletters import (
-    DeadLetter,
     DeadLetterError,
     DeadLetterFilter,
+    DeadLetterRecord,
     Verdict,
     find_dead_letter,
     plan_replay,
@@ -32,7 +32,6 @@ from operate.deadletters import (
     replay,
 )
 from operate.provenance import (
-    FAMILY_TOPIC_NAMES,
     RecordUnavailable,
     read_file,
     read_from_kafka,
@@ -40,11 +39,12 @@ from operate.provenance import (
 )
 from operate.reset import ResetRefused, plan_reset, reset
 from operate.spool_status import spool_status
+from operate.tail import resolve_topic, tail
 from operate.trace import TraceError, build_trace, collect
 from processors.settings import ProcessorSettings
+from schemas.catalog import FAMILY_TOPIC_NAMES
 from schemas.codec import Codec, build_codec
 from schemas.settings import SchemaSettings
-from simulator.tail import resolve_topic
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -200,7 +200,7 @@ def deadletter_command(args: argparse.Namespace) -> int:
         return 1
 
 
-def _summary_row(letter: DeadLetter) -> dict[str, Any]:
+def _summary_row(letter: DeadLetterRecord) -> dict[str, Any]:
     return {
         "ref": letter.ref,
         "failed_at": letter.failed_at.isoformat(),
@@ -242,7 +242,7 @@ def printable(raw: bytes) -> str | None:
     return text if all(ch.isprintable() or ch in ok for ch in text) else None
 
 
-def render_dead_letter(letter: DeadLetter) -> str:
+def render_dead_letter(letter: DeadLetterRecord) -> str:
     datum = letter.datum
     lines = [f"dead letter {letter.ref} of pinwheel.deadletter.v1"]
     for name in ("stage", "reason", "error", "event_id", "event_type", "failed_at"):
@@ -415,3 +415,22 @@ def trace_command(args: argparse.Namespace) -> int:
     except TraceError as exc:
         print(f"trace: {exc}", file=sys.stderr)
         return 2
+
+
+def tail_command(args: argparse.Namespace) -> int:
+    try:
+        topics = [resolve_topic(t) for t in args.topics]
+    except ValueError as exc:
+        print(f"tail: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(
+        tail(
+            topics,
+            KafkaSettings(),
+            fmt=args.format,
+            from_beginning=args.from_beginning,
+            max_records=args.max,
+            idle_timeout_s=args.idle_timeout,
+        )
+    )
+    return 0

@@ -33,12 +33,11 @@ from common.kafka_access import TopicOp, check_topics_of
 from common.settings import KafkaSettings
 from gateway import records, signature
 from gateway.kafka_record import KafkaRecord
-from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPIC_NAMES
 from schemas.codec import Codec, DecodeError
 from schemas.topics import MAX_MESSAGE_BYTES
 
 REPLAYED_HEADER = "replayed"
-_FAMILY_TOPICS = frozenset(FAMILY_TOPICS.values())
 
 
 class DeadLetterError(RuntimeError):
@@ -46,7 +45,7 @@ class DeadLetterError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class DeadLetter:
+class DeadLetterRecord:
     """One record of the dead-letter topic, decoded (`datum` is a `pinwheel.DeadLetter`)."""
 
     partition: int
@@ -101,7 +100,7 @@ class DeadLetterFilter:
     since: datetime | None = None  # failed_at >= since
     until: datetime | None = None  # failed_at < until
 
-    def matches(self, letter: DeadLetter) -> bool:
+    def matches(self, letter: DeadLetterRecord) -> bool:
         if self.stages and letter.stage not in self.stages:
             return False
         if self.reasons and letter.reason not in self.reasons:
@@ -125,7 +124,7 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class ReplayPlan:
-    letter: DeadLetter
+    letter: DeadLetterRecord
     verdict: Verdict
     detail: str  # the target topic, the reason it is still invalid, or why it is skipped
     record: KafkaRecord | None = None
@@ -146,12 +145,12 @@ def _sent_at(request_headers: Mapping[str, str], fallback: datetime) -> datetime
     return datetime.fromtimestamp(int(raw), UTC) if raw.isascii() and raw.isdigit() else fallback
 
 
-def _mark(headers: Iterable[tuple[str, bytes]], letter: DeadLetter) -> tuple[tuple[str, bytes], ...]:
+def _mark(headers: Iterable[tuple[str, bytes]], letter: DeadLetterRecord) -> tuple[tuple[str, bytes], ...]:
     kept = tuple((name, value) for name, value in headers if name != REPLAYED_HEADER)
     return (*kept, (REPLAYED_HEADER, f"{DEADLETTER_TOPIC}:{letter.ref}".encode()))
 
 
-def plan_replay(letter: DeadLetter, codec: Codec) -> ReplayPlan:
+def plan_replay(letter: DeadLetterRecord, codec: Codec) -> ReplayPlan:
     """What replaying `letter` would do today (pure: no I/O)."""
     if letter.stage == "gateway":
         request_headers = _header_text(letter.headers)
@@ -171,7 +170,7 @@ def plan_replay(letter: DeadLetter, codec: Codec) -> ReplayPlan:
         return ReplayPlan(letter, Verdict.REPLAYED, record.topic, replay)
     if letter.stage == "processor":
         topic = letter.datum.get("source_topic")
-        if topic not in _FAMILY_TOPICS:
+        if topic not in FAMILY_TOPIC_NAMES:
             return ReplayPlan(letter, Verdict.SKIPPED, f"source topic {topic!r} is not a family topic")
         try:
             codec.decode(topic, letter.raw)
@@ -225,7 +224,7 @@ async def read_dead_letters(
     selection: DeadLetterFilter,
     on_total: Callable[[int], None] | None = None,
     on_read: Callable[[int], None] | None = None,
-) -> AsyncIterator[DeadLetter]:
+) -> AsyncIterator[DeadLetterRecord]:
     """The matching dead letters that exist now (up to the end offsets seen at the start), in partition order.
 
     `on_total(n)` is told how many records will be read, `on_read(k)` of every batch (a progress bar).
@@ -258,14 +257,14 @@ async def read_dead_letters(
         await consumer.stop()
 
 
-async def _decode(codec: Codec, partition: int, offset: int, value: bytes | None) -> DeadLetter:
+async def _decode(codec: Codec, partition: int, offset: int, value: bytes | None) -> DeadLetterRecord:
     try:
-        return DeadLetter(partition, offset, await codec.decode_resolved(DEADLETTER_TOPIC, value or b""))
+        return DeadLetterRecord(partition, offset, await codec.decode_resolved(DEADLETTER_TOPIC, value or b""))
     except DecodeError as exc:
         raise DeadLetterError(f"dead letter {partition}:{offset} cannot be decoded: {exc}") from exc
 
 
-async def find_dead_letter(kafka: KafkaSettings, codec: Codec, partition: int, offset: int) -> DeadLetter:
+async def find_dead_letter(kafka: KafkaSettings, codec: Codec, partition: int, offset: int) -> DeadLetterRecord:
     consumer = _consumer(kafka)
     try:
         await consumer.start()

@@ -28,13 +28,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.settings import KafkaSettings
 from gateway import signature
-from schemas.catalog import FAMILY_TOPICS
+from schemas.catalog import FAMILY_TOPIC_NAMES
 from schemas.codec import Codec, DecodeError
 from schemas.envelope import PayloadError, build_family_record
 from schemas.store import TOPIC_RECORDS, load_store
 from schemas.topics import MAX_MESSAGE_BYTES
 
-FAMILY_TOPIC_NAMES = frozenset(FAMILY_TOPICS.values())
 #: Fields a reading of the raw body determines (compared); the others are the gateway's own.
 _SIGNED_FIELDS = ("event_id", "event_type", "sent_at", "payload", "extra_json", "envelope_extra_json")
 

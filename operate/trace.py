@@ -25,10 +25,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from common.settings import KafkaSettings
+from operate.tail import jsonable
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS, normalise_id
 from schemas.codec import Codec, DecodeError
 from schemas.topics import MAX_MESSAGE_BYTES
-from simulator.tail import jsonable
 
 NOT_IN_KAFKA = (
     "gateway logs are not in Kafka: attempts refused (401/413/415) or answered 503 are not seen here; "

@@ -32,9 +32,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common import logs
 from operate.subscription import ACTIVE, PAUSED, SubscriptionReport, assess, required_events
+from operate.webhooks import InvalidRequest, PinwheelApiSettings, WebhookClient, WebhookError, check_endpoint_url
 from processors.readiness import ReadinessSettings
 from schemas.catalog import KNOWN_EVENT_TYPES
-from simulator.webhooks import InvalidRequest, PinwheelApiSettings, WebhookClient, WebhookError, check_endpoint_url
 
 log = logging.getLogger("watchdog")
 

@@ -20,13 +20,13 @@ from aiokafka.structs import ConsumerRecord
 from processors.logic.codec import Serde
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
-from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, DeadLetter, Output, ReadinessUpdate
+from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Output, ReadinessUpdate, RejectedEvent
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
 from processors.logic.stores import STORES, Stores
 from processors.runtime.state import TaskState
 from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
 from processors.wire import (
-    Delivery,
+    DeliveryIds,
     Headers,
     dead_letter_record,
     output_headers,
@@ -143,12 +143,13 @@ class PipelineCounters:
     logic: Counter[str] = field(default_factory=Counter)
 
 
-_LOG_APPEND_TIME = 1
+#: A record's `timestamp_type` when the broker set its timestamp (`message.timestamp.type=LogAppendTime`).
+LOG_APPEND_TIME = 1
 
 
 def _log_append_time(record: ConsumerRecord[bytes, bytes]) -> datetime | None:
     """When the broker appended the record, on topics whose timestamps the broker sets (family topics)."""
-    if record.timestamp_type != _LOG_APPEND_TIME:
+    if record.timestamp_type != LOG_APPEND_TIME:
         return None
     return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
@@ -218,10 +219,10 @@ class AccountPipeline:
     def process(self, record: ConsumerRecord[bytes, bytes], watermark_us: int = NO_WATERMARK) -> None:
         read = self._read_ahead.pop((record.topic, record.offset), None) or self._read(record)
         if isinstance(read, _Unreadable):
-            self._dead_letter(record, Delivery.of(read.datum, record), read.reason, read.error)
+            self._dead_letter(record, DeliveryIds.of(read.datum, record), read.reason, read.error)
             return
         datum, event = read
-        delivery = Delivery.of(datum, record)
+        delivery = DeliveryIds.of(datum, record)
         try:
             outputs = self.logic.process(event, watermark_us)
         except Exception as exc:  # a bug must not block the partition: the record is kept (rejected), not its effects
@@ -247,7 +248,7 @@ class AccountPipeline:
 
     def reject(self, record: ConsumerRecord[bytes, bytes], reason: str, error: str) -> None:
         self._read_ahead.pop((record.topic, record.offset), None)
-        self._dead_letter(record, Delivery.of(None, record), reason, error)
+        self._dead_letter(record, DeliveryIds.of(None, record), reason, error)
 
     def end_of_batch(self) -> None:
         for store in self._cached:
@@ -267,11 +268,11 @@ class AccountPipeline:
         self.counters.logic.update(self.logic.counters)
         self.logic.counters.clear()
 
-    def _headers(self, event_id: str | None, event_type: str | None, delivery: Delivery | None) -> Headers:
+    def _headers(self, event_id: str | None, event_type: str | None, delivery: DeliveryIds | None) -> Headers:
         return output_headers(self.codec.content_format, event_id, event_type, delivery)
 
     def _emit(
-        self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None, delivery: Delivery | None
+        self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None, delivery: DeliveryIds | None
     ) -> None:
         update_headers: dict[str, Headers] = {}
         for output in outputs:
@@ -292,13 +293,15 @@ class AccountPipeline:
                 )
                 self.ctx.emit(OutRecord(catalog.ACCOUNT_READINESS_TOPIC, output.key.encode(), value, headers))
                 self.counters.outputs[f"account_readiness:{output.verdict.status}"] += 1
-            elif isinstance(output, DeadLetter):
+            elif isinstance(output, RejectedEvent):
                 if record is None or delivery is None:
                     log.error("dead letter without a source record", extra={"reason": output.reason})
                     continue
                 self._dead_letter(record, delivery, output.reason, output.error)
 
-    def _dead_letter(self, record: ConsumerRecord[bytes, bytes], delivery: Delivery, reason: str, error: str) -> None:
+    def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], delivery: DeliveryIds, reason: str, error: str
+    ) -> None:
         key, datum, headers = dead_letter_record(record, delivery, reason, error, self.codec.content_format)
         value = self.codec.encode(catalog.DEADLETTER_TOPIC, datum)
         self.ctx.emit(OutRecord(catalog.DEADLETTER_TOPIC, key, value, headers))

@@ -41,6 +41,7 @@ from processors.runtime.task import TaskContext, TaskProcessor
 from processors.settings import ProcessorSettings
 from processors.topics import changelog_topics
 from schemas import catalog
+from schemas.catalog import OUTPUT_TOPICS
 from schemas.codec import Codec, build_codec, keep_registered
 from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
@@ -52,14 +53,6 @@ log = logging.getLogger("processors")
 MISSING_TOPICS_HINT = (
     "create them with `pinwheel-connector topics create` "
     "(run with the same PROCESSOR_APPLICATION_ID, which names the changelog topics)"
-)
-
-
-OUTPUT_TOPICS = (
-    catalog.ACCOUNT_UPDATES_TOPIC,
-    catalog.ACCOUNT_STATE_TOPIC,
-    catalog.ACCOUNT_READINESS_TOPIC,
-    catalog.DEADLETTER_TOPIC,
 )
 
 

@@ -1,7 +1,7 @@
 """The wire shape of every record the processors write: its Avro datum, key and headers, for each output topic.
 
 The logic returns typed values (``AccountUpdate``, ``AccountStateSnapshot``, ``ReadinessUpdate``,
-``DeadLetter``); only this module knows how they look on ``pinwheel.account_updates.v1``,
+``RejectedEvent``); only this module knows how they look on ``pinwheel.account_updates.v1``,
 ``pinwheel.account_state.v1``, ``pinwheel.account_readiness.v1`` and ``pinwheel.deadletter.v1``: field names,
 times as epoch microseconds (exactly what Avro ``timestamp-micros`` stores, so fastavro writes the ints as they
 are), union branches named up front, and the headers that say which Pinwheel delivery a record comes from
@@ -187,7 +187,7 @@ def readiness_datum(update: ReadinessUpdate) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class DeliveryIds:
     """The Pinwheel delivery of the record being processed: what output headers say they come from."""
 
     event_id: str | None
@@ -196,7 +196,7 @@ class Delivery:
     pinwheel_version: str | None
 
     @classmethod
-    def of(cls, datum: dict[str, Any] | None, record: ConsumerRecord[bytes, bytes]) -> Delivery:
+    def of(cls, datum: dict[str, Any] | None, record: ConsumerRecord[bytes, bytes]) -> DeliveryIds:
         """From the decoded family record, or (undecodable) from the headers the gateway gave it."""
         if datum is None:
             datum = {}
@@ -208,7 +208,7 @@ class Delivery:
 
 
 def output_headers(
-    content_format: str, event_id: str | None, event_type: str | None, delivery: Delivery | None
+    content_format: str, event_id: str | None, event_type: str | None, delivery: DeliveryIds | None
 ) -> Headers:
     """The headers of every output record: the ids of the event it comes from. `webhook_id` and
     `pinwheel_version` are those of the delivery being processed, so they are given only when that
@@ -223,7 +223,7 @@ def output_headers(
 
 
 def dead_letter_record(
-    record: ConsumerRecord[bytes, bytes], delivery: Delivery, reason: str, error: str, content_format: str
+    record: ConsumerRecord[bytes, bytes], delivery: DeliveryIds, reason: str, error: str, content_format: str
 ) -> tuple[bytes, dict[str, Any], Headers]:
     """(key, datum, headers) of the dead letter that keeps `record` whole, with why it was not processed."""
     event_id, event_type = delivery.event_id, delivery.event_type

@@ -36,6 +36,15 @@ DEADLETTER_TOPIC = "pinwheel.deadletter.v1"
 ACCOUNT_READINESS_TOPIC = "pinwheel.account_readiness.v1"
 """`account_ready` / `account_blocked` alone (docs/consuming.md "Readiness"): what a decision service subscribes to."""
 
+#: The family topics, as a set: is this a topic the gateway writes events to?
+FAMILY_TOPIC_NAMES: frozenset[str] = frozenset(FAMILY_TOPICS.values())
+#: What the gateway writes: each event to its family topic, what it cannot route to the dead-letter topic.
+GATEWAY_TOPICS: tuple[str, ...] = (*FAMILY_TOPICS.values(), DEADLETTER_TOPIC)
+#: What the account pipeline writes (besides its changelogs, `changelog_topic`).
+OUTPUT_TOPICS: tuple[str, ...] = (ACCOUNT_UPDATES_TOPIC, ACCOUNT_STATE_TOPIC, ACCOUNT_READINESS_TOPIC, DEADLETTER_TOPIC)
+#: Every topic of records ours write, the changelogs aside: the families and the pipeline's outputs.
+DATA_TOPICS: tuple[str, ...] = (*FAMILY_TOPICS.values(), *OUTPUT_TOPICS)
+
 
 def changelog_topic(application_id: str, store: str) -> str:
     """The compacted changelog topic backing a processors' state store (Kafka Streams' naming rule). Which stores

@@ -213,16 +213,3 @@ def parse_payload(event_type: str, payload: Any) -> Payload | None:
     """Validate a payload (raises pydantic.ValidationError); None for unmodelled event types."""
     model = PAYLOAD_MODELS.get(event_type)
     return None if model is None else model.model_validate(payload)
-
-
-class WebhookEvent(BaseModel):
-    """A webhook request body: `{"event_id", "event", "payload"}` (payload untyped here)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    event_id: str = Field(min_length=1, description="Unique per webhook event; the dedupe key.")
-    event: str = Field(min_length=1, description="Event type, e.g. paystubs.added.")
-    payload: Any = Field(default=None, description="Event payload; see payload_model_for(event).")
-
-    def typed_payload(self) -> Payload | None:
-        return parse_payload(self.event, self.payload)

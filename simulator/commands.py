@@ -1,4 +1,4 @@
-"""The `simulate`, `tail` and `verify` subcommands of `pinwheel-connector` (argument handling only)."""
+"""The `simulate` and `verify` subcommands of `pinwheel-connector` (argument handling only)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from common.settings import KafkaSettings, settings_error_text
 from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
 from simulator.simulate import print_result, simulate
-from simulator.tail import resolve_topic, tail
 from simulator.verify import format_report, run_verify
 
 
@@ -57,25 +56,6 @@ def simulate_command(args: argparse.Namespace) -> int:
     print(f"ledger: {settings.ledger}")
     r = run.result
     return 0 if r.rejected_deliveries == 0 and r.gave_up_deliveries == 0 else 1
-
-
-def tail_command(args: argparse.Namespace) -> int:
-    try:
-        topics = [resolve_topic(t) for t in args.topics]
-    except ValueError as exc:
-        print(f"tail: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(
-        tail(
-            topics,
-            KafkaSettings(),
-            fmt=args.format,
-            from_beginning=args.from_beginning,
-            max_records=args.max,
-            idle_timeout_s=args.idle_timeout,
-        )
-    )
-    return 0
 
 
 def verify_command(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from common.progress import ProgressBar
 from common.settings import KafkaSettings
 from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
-from simulator.simulate import plan, print_result, simulate
+from simulator.simulate import plan_traffic, print_result, simulate
 from simulator.traffic import unresolved_pendings
 from simulator.verify import (
     UpdateCollector,
@@ -110,7 +110,7 @@ async def simulate_and_verify(
     the `verify` report and a summary. 0 when nothing was lost or duplicated, else 1."""
     say = options.say
     base = datetime.now(UTC)
-    events = plan(sim, base)
+    events = plan_traffic(sim, base)
     run_ids = {e.event_id for e in events}
     unresolved = unresolved_pendings(events)
     total = sum(e.deliveries for e in events)

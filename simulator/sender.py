@@ -26,7 +26,7 @@ import orjson
 from common.progress import ProgressBar
 from simulator.ledger import Attempt, LedgerWriter, Result
 from simulator.retry import RetryPolicy, is_accepted, is_retryable, next_delay, retry_delays
-from simulator.traffic import Delivery, PlannedEvent, deliveries
+from simulator.traffic import PlannedDelivery, PlannedEvent, planned_deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +142,7 @@ class Sender:
         options: SendOptions,
         client: httpx.AsyncClient,
         ledger: LedgerWriter | None,
-        on_done: Callable[[Delivery, Result], None] | None = None,
+        on_done: Callable[[PlannedDelivery, Result], None] | None = None,
     ) -> None:
         self.options = options
         self.client = client
@@ -152,7 +152,9 @@ class Sender:
         self.slots = asyncio.Semaphore(options.concurrency)
         self.result = SimulationResult()
 
-    async def attempt(self, delivery: Delivery, number: int) -> tuple[int | None, str | None, float, str | None, str]:
+    async def attempt(
+        self, delivery: PlannedDelivery, number: int
+    ) -> tuple[int | None, str | None, float, str | None, str]:
         """One POST: (status, network error, latency ms, gateway reason, send time)."""
         event = delivery.event
         async with self.slots:
@@ -168,7 +170,7 @@ class Sender:
             latency = (time.perf_counter() - started) * 1000
             return response.status_code, None, latency, _reason(response), _iso(sent)
 
-    async def deliver(self, delivery: Delivery, start: float) -> None:
+    async def deliver(self, delivery: PlannedDelivery, start: float) -> None:
         loop = asyncio.get_running_loop()
         wait = start + delivery.due_s - loop.time()
         if wait > 0:
@@ -224,7 +226,7 @@ class Sender:
             self.on_done(delivery, result)
 
     async def run(self, events: Sequence[PlannedEvent]) -> SimulationResult:
-        planned = deliveries(events)
+        planned = planned_deliveries(events)
         self.result.deliveries = len(planned)
         start = asyncio.get_running_loop().time()
         began = time.monotonic()
@@ -247,7 +249,7 @@ async def send_all(
     """Deliver every event (and duplicate) of `events`; returns the counts. Writes attempts to `ledger`."""
     counts: Counter[str] = Counter()
 
-    def on_done(delivery: Delivery, result: Result) -> None:
+    def on_done(delivery: PlannedDelivery, result: Result) -> None:
         counts[result] += 1
         if progress is not None:
             failed = counts["rejected"] + counts["gave_up"]

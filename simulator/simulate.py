@@ -39,7 +39,7 @@ def send_options(settings: SimulatorSettings, secret: str) -> SendOptions:
     )
 
 
-def plan(settings: SimulatorSettings, base_time: datetime) -> list[PlannedEvent]:
+def plan_traffic(settings: SimulatorSettings, base_time: datetime) -> list[PlannedEvent]:
     return build_traffic(settings.traffic(), base_time)
 
 
@@ -58,7 +58,7 @@ async def simulate(
     options = send_options(settings, the_secret)  # validates URL and secret before anything is written
     started = started_at or datetime.now(UTC)
     run_id = run_id or uuid.uuid4().hex[:12]
-    planned = list(events) if events is not None else plan(settings, started)
+    planned = list(events) if events is not None else plan_traffic(settings, started)
     ledger = LedgerWriter(settings.ledger)
     try:
         ledger.write(

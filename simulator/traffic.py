@@ -139,7 +139,7 @@ class PlannedEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class PlannedDelivery:
     """One delivery of an event (the original, or a duplicate), due `due_s` seconds after the start."""
 
     event: PlannedEvent
@@ -147,9 +147,9 @@ class Delivery:
     due_s: float
 
 
-def deliveries(events: Sequence[PlannedEvent]) -> list[Delivery]:
+def planned_deliveries(events: Sequence[PlannedEvent]) -> list[PlannedDelivery]:
     """Every delivery of the run, in due order (ties broken by event order, so deterministic)."""
-    out = [Delivery(e, n + 1, due) for e in events for n, due in enumerate(e.due_s)]
+    out = [PlannedDelivery(e, n + 1, due) for e in events for n, due in enumerate(e.due_s)]
     out.sort(key=lambda d: d.due_s)
     return out
 

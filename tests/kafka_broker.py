@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from connector.local_kafka import LocalKafka, LocalKafkaError, LocalKafkaSettings, answers_metadata, free_port
+from common.ports import free_port
+from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaError, LocalKafkaSettings, answers_metadata
 
 CHOICES = ("env", "docker", "local")
 ENV_BOOTSTRAP = "PINWHEEL_TEST_BOOTSTRAP_SERVERS"
@@ -128,7 +129,7 @@ def _wait_for_coordinators(bootstrap: str, timeout_s: float = 60.0) -> None:
 @contextlib.contextmanager
 def _local_broker(version: str) -> Iterator[Broker]:
     data_dir = Path(tempfile.mkdtemp(prefix="pinwheel-kafka-test-"))
-    settings = LocalKafkaSettings(version=version, port=free_port(), data_dir=data_dir)
+    settings = LocalKafkaSettings(version=version, port=free_port(NODE_PORT_SPAN), data_dir=data_dir)
     broker = LocalKafka(settings)
     try:
         broker.start()

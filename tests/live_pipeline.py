@@ -11,7 +11,6 @@ A module of the tests package (`tests.live_pipeline`), shared by the refresh-job
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import time
 import uuid
@@ -25,9 +24,9 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.offsets import start_at_end
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from connector.local_kafka import free_port as local_free_port
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
 from gateway.tls import ensure_self_signed
@@ -42,12 +41,6 @@ from tests.threaded_gateway import ThreadedServer
 SECRET = "live-secret-7b1e-do-not-log"
 WEBHOOK_ID = "420900d5-2ffb-4ad9-b2a6-38ef975f9b21"
 TOPICS = [*FAMILY_TOPICS.values(), ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -128,7 +121,7 @@ async def live_pipeline(bootstrap: str, tmp_path: Path) -> AsyncIterator[Live]:
     )  # fmt: skip
     gateway = ThreadedServer(settings, bootstrap).start()
     processor_settings = ProcessorSettings(
-        application_id=app_id, state_dir=tmp_path / "state", health_port=local_free_port(1), punctuate_interval_ms=200
+        application_id=app_id, state_dir=tmp_path / "state", health_port=free_port(), punctuate_interval_ms=200
     )
     stop = asyncio.Event()
     processor = asyncio.create_task(serve(processor_settings, kafka, stop=stop))

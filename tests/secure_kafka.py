@@ -36,13 +36,13 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
+from common.ports import free_port
 from connector.local_kafka import (
     SECURE_PORT_SPAN,
     LocalKafka,
     LocalKafkaSettings,
     OAuthValidation,
     SecureExtras,
-    free_port,
 )
 from connector.local_oidc import LocalOidc
 from connector.local_tls import CertPair, client_ssl_context

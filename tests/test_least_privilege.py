@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from confluent_kafka.admin import (
 from pydantic import BaseModel
 
 import schemas.envelope
+from common.ports import free_port
 from common.topics import TopicSettings
 from gateway import records
 from gateway.signature import sign
@@ -276,12 +276,6 @@ async def arun(env: dict[str, str], args: list[str], timeout_s: float) -> Run:
             out, _ = await process.communicate()
         code = None
     return Run(code, round(time.monotonic() - started, 1), out.decode(errors="replace"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Gateway:

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from connector.local_kafka import free_port
 from connector.local_registry import local_registry_on_free_port
 from gateway.tls import ensure_self_signed
 from processors.topics import all_topics

@@ -12,7 +12,6 @@ registry is down. Nothing may be lost, dead-lettered or duplicated, and both ser
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 import uuid
@@ -26,6 +25,7 @@ import httpx
 import pytest
 
 from common.offsets import start_at_end
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from connector.local_registry import LocalRegistry, local_registry_on_free_port
@@ -38,7 +38,7 @@ from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC, DEADLETT
 from schemas.settings import SchemaSettings
 from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
-from simulator.simulate import plan, simulate
+from simulator.simulate import plan_traffic, simulate
 from simulator.verify import UpdateCollector, base_event_id, compare, complete, expectations
 from tests.health import wait_ready
 from tests.schema_registry import Registry, downstream_deserializer, watermarks
@@ -49,12 +49,6 @@ pytestmark = pytest.mark.kafka
 
 SECRET = "registry-e2e-secret-do-not-log"
 OUTPUTS = [ACCOUNT_UPDATES_TOPIC, ACCOUNT_STATE_TOPIC, DEADLETTER_TOPIC]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def confluent_read(
@@ -108,7 +102,7 @@ class Pipeline:
 
     def processor_settings(self) -> ProcessorSettings:
         return ProcessorSettings(
-            application_id=self.app_id, state_dir=self.tmp / "state", health_port=_free_port(),
+            application_id=self.app_id, state_dir=self.tmp / "state", health_port=free_port(),
             punctuate_interval_ms=200, pending_timeout_h=5 / 3600, timeout_grace_s=0,
         )  # fmt: skip
 
@@ -144,8 +138,8 @@ async def pipeline_for(bootstrap: str, tmp_path: Path, monkeypatch: pytest.Monke
         cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
         ensure_self_signed(cert, key)
         settings = GatewaySettings(
-            host="127.0.0.1", port=_free_port(), tls_cert_file=cert, tls_key_file=key, secrets=[SECRET],  # type: ignore[list-item]
-            spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0, admin_port=_free_port(),
+            host="127.0.0.1", port=free_port(), tls_cert_file=cert, tls_key_file=key, secrets=[SECRET],  # type: ignore[list-item]
+            spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0, admin_port=free_port(),
         )  # fmt: skip
         gateway = ThreadedServer(settings, bootstrap, schema=schema)
         await asyncio.to_thread(gateway.start)
@@ -184,7 +178,7 @@ async def test_confluent_format_end_to_end(schema_registry: Registry, pipeline_f
     processor = asyncio.create_task(serve(settings, pipe.kafka, pipe.schema, stop=stop))
     sim = pipe.sim()
     base = datetime.now(UTC)
-    events = plan(sim, base)
+    events = plan_traffic(sim, base)
     seen = await deliver_and_collect(
         pipe.kafka, sim, events, base, secret=SECRET, processor=processor, health_port=settings.health_port, stop=stop
     )
@@ -211,7 +205,7 @@ async def test_registry_outage_loses_misfiles_and_duplicates_nothing(
     # Traffic over ~45 s, with retries as Pinwheel makes them (scaled down): the outage falls in the middle.
     sim = pipe.sim(accounts=60, spread_s=45.0, seed=21)
     base = datetime.now(UTC)
-    events = plan(sim, base)
+    events = plan_traffic(sim, base)
     collector = await UpdateCollector(pipe.kafka, {e.event_id for e in events}, from_end=True).start()
     second = pipe.processor_settings()
     stop_second = asyncio.Event()

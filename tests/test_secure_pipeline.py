@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from common.offsets import start_at_end
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from connector.local_kafka import free_port
 from gateway.settings import GatewaySettings
 from operate.acls import acls, acls_json
 from processors.service import serve
@@ -28,7 +28,7 @@ from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, FAMILY_TOPICS
 from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
-from simulator.simulate import plan, simulate
+from simulator.simulate import plan_traffic, simulate
 from simulator.verify import expectations
 from tests.downstream_reader import read_updates
 from tests.secure_kafka import SecureBroker
@@ -85,7 +85,7 @@ async def test_delivery_to_account_update_on_a_secured_cluster(
             progress=False,
         )  # fmt: skip
         started_at = datetime.now(UTC)
-        run = await simulate(sim, secret=SECRET, events=plan(sim, started_at), started_at=started_at)
+        run = await simulate(sim, secret=SECRET, events=plan_traffic(sim, started_at), started_at=started_at)
         assert run.result.accepted_deliveries == run.result.deliveries
         ledger = read_ledger(sim.ledger)
         expected = expectations(ledger)

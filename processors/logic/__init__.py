@@ -25,9 +25,9 @@ from processors.logic.outputs import (
     AccountStateSnapshot,
     AccountUpdate,
     Change,
-    DeadLetter,
     Output,
     ReadinessUpdate,
+    RejectedEvent,
 )
 from processors.logic.processor import AccountProcessor
 from processors.logic.readiness import ReadinessRule, Verdict, parse_rule
@@ -48,7 +48,6 @@ __all__ = [
     "AccountStateSnapshot",
     "AccountUpdate",
     "Change",
-    "DeadLetter",
     "Event",
     "EventEnvelope",
     "InMemoryStore",
@@ -62,6 +61,7 @@ __all__ = [
     "ReadinessRule",
     "ReadinessUpdate",
     "Recommendation",
+    "RejectedEvent",
     "Serde",
     "StateCodecError",
     "Stores",

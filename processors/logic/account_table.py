@@ -180,10 +180,6 @@ def merge_outcome(jobs: Mapping[str, JobOutcome], outcome: JobOutcome) -> Mappin
     return merged
 
 
-def apply_outcome(state: AccountState, outcome: JobOutcome) -> AccountState:
-    return state._replace(jobs=merge_outcome(state.jobs, outcome))
-
-
 def _ids(items: object) -> list[str]:
     if not isinstance(items, list):
         return []

@@ -57,7 +57,7 @@ class AccountStateSnapshot(NamedTuple):
         return self.account.account_id
 
 
-class DeadLetter(NamedTuple):
+class RejectedEvent(NamedTuple):
     """An event the logic rejects. The runtime adds stage=processor, source topic/partition/offset, headers
     and the raw bytes; ``error`` never contains payload data."""
 
@@ -87,4 +87,4 @@ class ReadinessUpdate(NamedTuple):
         return self.account_id
 
 
-Output = AccountUpdate | AccountStateSnapshot | ReadinessUpdate | DeadLetter
+Output = AccountUpdate | AccountStateSnapshot | ReadinessUpdate | RejectedEvent

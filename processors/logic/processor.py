@@ -36,7 +36,7 @@ from processors.logic.keys import (
     due_prefix,
     join_key,
 )
-from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, DeadLetter, Output, ReadinessUpdate
+from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, Output, ReadinessUpdate, RejectedEvent
 from processors.logic.readiness import assess
 from processors.logic.stores import Stores
 from processors.logic.timeutil import opt_from_us, span_us, to_us
@@ -193,7 +193,7 @@ class AccountProcessor:
 
     def _dead_letter(self, event: Event, reason: str, error: str, out: list[Output]) -> None:
         self.counters["dead_letter"] += 1
-        out.append(DeadLetter(event.event_id, event.event_type, event.account_key, reason, error))
+        out.append(RejectedEvent(event.event_id, event.event_type, event.account_key, reason, error))
 
     def _process_job(self, event: Event, received_us: int, out: list[Output]) -> None:
         outcome = event.outcome

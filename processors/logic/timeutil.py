@@ -18,10 +18,6 @@ def to_us(value: datetime) -> int:
     return (value - EPOCH) // _ONE_US
 
 
-def from_us(value: int) -> datetime:
-    return EPOCH + timedelta(microseconds=value)
-
-
 def opt_from_us(value: int | None) -> datetime | None:
     return None if value is None else EPOCH + timedelta(microseconds=value)
 

@@ -19,6 +19,7 @@ from aiokafka import errors as Errors
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.partitioner import DefaultPartitioner
 
+from common.kafka_errors import RECORD_REFUSED_ERRORS
 from common.kafka_stop import stop_producer
 from common.settings import KafkaSettings
 from processors.runtime.ports import (
@@ -223,13 +224,7 @@ class AiokafkaRestoreConsumer:
 # -- the transactional producer -------------------------------------------------------------------------
 
 # Errors that condemn a record rather than the broker or the connection: retrying cannot help.
-RECORD_ERRORS: tuple[type[BaseException], ...] = (
-    Errors.MessageSizeTooLargeError,
-    Errors.RecordListTooLargeError,
-    Errors.RecordTooLargeError,
-    Errors.CorruptRecordException,
-    Errors.InvalidTimestampError,
-)
+RECORD_ERRORS: tuple[type[BaseException], ...] = (*RECORD_REFUSED_ERRORS, Errors.InvalidTimestampError)
 FENCED_ERRORS: tuple[type[BaseException], ...] = (Errors.ProducerFenced, Errors.TransactionCoordinatorFenced)
 
 

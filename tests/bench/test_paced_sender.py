@@ -11,7 +11,7 @@ import pytest
 from bench.paced_sender import read_traffic, send, write_traffic
 from gateway.tls import ensure_self_signed
 from simulator.ledger import read_ledger
-from simulator.traffic import PlannedEvent, TrafficConfig, build_traffic, deliveries
+from simulator.traffic import PlannedEvent, TrafficConfig, build_traffic, planned_deliveries
 from tests.simulator.sim_helpers import FlakyReceiver
 
 SECRET = b"paced-secret"
@@ -35,11 +35,11 @@ async def test_retries_and_ledger(tmp_path: Path, events: list[PlannedEvent]) ->
     first, second, refused = [e.event_id for e in events if e.deliveries == 1][:3]
     plans = {first: ["500", "503", "ok"], second: ["drop", "ok"], refused: ["400"]}
 
-    def plan(event_id: str, attempt: int) -> str:
+    def action_for(event_id: str, attempt: int) -> str:
         steps = plans.get(event_id, ["ok"])
         return steps[min(attempt, len(steps)) - 1]
 
-    receiver = await FlakyReceiver(plan, SECRET, cert, key).start()
+    receiver = await FlakyReceiver(action_for, SECRET, cert, key).start()
     ledger_path = tmp_path / "ledger.jsonl"
     args = argparse.Namespace(url=receiver.url, ca_file=cert, ledger=ledger_path, rate=0.0, connections=3, seed=1)
     try:
@@ -57,6 +57,6 @@ async def test_retries_and_ledger(tmp_path: Path, events: list[PlannedEvent]) ->
     assert [a.result for a in ledger.attempts if a.event_id == refused] == ["rejected"]
     assert [a.error for a in ledger.attempts if a.event_id == second] == ["read_error", None]
     assert ledger.end is not None
-    assert ledger.end["deliveries"] == len(deliveries(events))
-    assert ledger.end["accepted_deliveries"] == len(deliveries(events)) - 1
+    assert ledger.end["deliveries"] == len(planned_deliveries(events))
+    assert ledger.end["accepted_deliveries"] == len(planned_deliveries(events)) - 1
     assert ledger.end["cpu_ms_per_delivery"] > 0

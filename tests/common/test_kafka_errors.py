@@ -23,8 +23,8 @@ from aiokafka.conn import create_conn
 from common.backoff import Backoff
 from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, classify_kafka_error
 from common.kafka_wait import bootstrap_hosts, probe, wait_for_kafka
+from common.ports import free_port
 from common.settings import KafkaSettings
-from connector.local_kafka import free_port
 from gateway.tls import ensure_self_signed
 
 

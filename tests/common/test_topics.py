@@ -16,6 +16,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client import CollectorRegistry
 
 from common.isr_watch import IsrWatch
+from common.ports import free_ports
 from common.settings import KafkaSettings
 from common.topics import (
     MIN_ISR,
@@ -26,7 +27,7 @@ from common.topics import (
     check_copartitioning,
     ensure_topics,
 )
-from connector.local_kafka import LocalKafkaCluster, LocalKafkaSettings, free_ports
+from connector.local_kafka import LocalKafkaCluster, LocalKafkaSettings
 from processors.topics import all_topics
 
 

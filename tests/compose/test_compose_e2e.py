@@ -32,7 +32,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from connector.local_kafka import free_port
+from common.ports import free_port
 from tests.kafka_broker import docker_available
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]

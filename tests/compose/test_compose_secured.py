@@ -43,7 +43,8 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from connector.local_kafka import LocalKafkaSettings, free_port
+from common.ports import free_port
+from connector.local_kafka import LocalKafkaSettings
 from connector.local_tls import LocalPki
 from schemas import catalog
 from simulator.ledger import read_ledger

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connector.local_kafka import free_port
+from common.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

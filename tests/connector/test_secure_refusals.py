@@ -21,8 +21,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from confluent_kafka.admin import AclOperation
 
 from common.kafka_auth import OAuthClientCredentials
+from common.ports import free_port
 from common.settings import KafkaSettings
-from connector.local_kafka import free_port
 from tests.secure_kafka import SecureBroker
 
 ROOT = Path(__file__).resolve().parents[2]

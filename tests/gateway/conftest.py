@@ -13,23 +13,22 @@ from typing import Any
 import httpx
 import pytest
 
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import ensure_topics
-from connector.local_kafka import LocalKafka, LocalKafkaSettings, free_port
+from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaSettings
 from processors.topics import all_topics
-from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.catalog import GATEWAY_TOPICS
 from tests.gateway.gateway_helpers import TopicTail, gateway_settings
 from tests.sample_data import doc_samples as documented_samples
 from tests.threaded_gateway import ThreadedServer
-
-GATEWAY_TOPICS = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
 
 
 @pytest.fixture(scope="session")
 async def gateway_topics(bootstrap: str) -> list[str]:
     """The real topic names, created once (idempotent); tests tell their records apart by event_id."""
     await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), all_topics())
-    return GATEWAY_TOPICS
+    return list(GATEWAY_TOPICS)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,7 @@ def private_broker(kafka: Any, request: pytest.FixtureRequest) -> Iterator[Local
     """A broker of the test module's own, which its tests stop and start (outages), with every topic."""
     # `kafka` first: the session broker has fetched the jars this one reuses.
     data_dir = Path(tempfile.mkdtemp(prefix=f"pinwheel-{request.module.__name__.rpartition('.')[2]}-"))
-    broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=data_dir), progress=lambda _: None)
+    broker = LocalKafka(LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=data_dir), progress=lambda _: None)
     broker.start()
     asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), all_topics()))
     try:

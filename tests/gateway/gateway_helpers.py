@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.ports import free_port
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
-from tests.kafka_broker import free_port
 
 SECRET = "whsec-test-3f1c9a7e-do-not-log"
 OTHER_SECRET = "whsec-rotated-8d2b6f04-do-not-log"

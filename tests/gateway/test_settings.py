@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from common.ports import free_port
 from gateway.records import content_length_status, content_type_ok
 from gateway.settings import GatewaySettings, settings_table
-from tests.kafka_broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 import pytest
 
+from common.ports import free_port
 from schemas.catalog import DEADLETTER_TOPIC
 from tests.gateway.gateway_helpers import (
     SECRET,
@@ -57,7 +58,6 @@ from tests.gateway.gateway_helpers import (
     wait_drained,
     wait_up,
 )
-from tests.kafka_broker import free_port
 
 pytestmark = pytest.mark.kafka
 

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from common.ports import free_port
 from tests.gateway.gateway_helpers import (
     SECRET,
     TopicTail,
@@ -37,7 +38,6 @@ from tests.gateway.gateway_helpers import (
     wait_drained,
     wait_up,
 )
-from tests.kafka_broker import free_port
 
 pytestmark = pytest.mark.kafka
 

@@ -23,13 +23,13 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.ports import free_port
 from operate.watchdog import WatchdogSettings, serve
+from operate.webhooks import PinwheelApiSettings
 from schemas import catalog
-from simulator.webhooks import PinwheelApiSettings
 from tests.gateway.gateway_helpers import OTHER_SECRET, event_body, signed_headers
-from tests.kafka_broker import free_port
 from tests.operate.ops_helpers import ROOT, App
-from tests.simulator.pinwheel_api_fake import API_SECRET, FakePinwheelApi
+from tests.operate.pinwheel_api_fake import API_SECRET, FakePinwheelApi
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "pinwheel-connector.json"

@@ -8,20 +8,20 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from operate.cli import parse_time, printable, render_dead_letter
-from operate.deadletters import DeadLetter, DeadLetterFilter
+from operate.deadletters import DeadLetterFilter, DeadLetterRecord
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def letter(stage: str = "gateway", reason: str = "invalid_payload", event_type: str | None = "paystubs.added",
-           event_id: str | None = "e1", failed_at: datetime = NOW, raw: bytes = b"{}") -> DeadLetter:  # fmt: skip
+           event_id: str | None = "e1", failed_at: datetime = NOW, raw: bytes = b"{}") -> DeadLetterRecord:  # fmt: skip
     datum = {
         "stage": stage, "reason": reason, "error": "payload.account_id: missing", "event_id": event_id,
         "event_type": event_type, "failed_at": failed_at, "source_topic": None, "source_partition": None,
         "source_offset": None, "source_key": None, "headers": [{"name": "x-timestamp", "value": b"1700000000"}],
         "raw": raw,
     }  # fmt: skip
-    return DeadLetter(2, 7, datum)
+    return DeadLetterRecord(2, 7, datum)
 
 
 def test_filter_criteria_combine_and_empty_matches_all() -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.ports import free_port
 from tests.gateway.gateway_helpers import event_body, signed_headers
-from tests.kafka_broker import free_port
 from tests.operate.ops_helpers import App
 
 

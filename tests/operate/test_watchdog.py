@@ -14,13 +14,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.ports import free_port
 from operate.subscription import assess, normalise_url, required_events
 from operate.watchdog import WatchdogSettings, WatchdogState, serve
+from operate.webhooks import PinwheelApiSettings
 from processors.logic.readiness import parse_rule
 from schemas import catalog
-from simulator.webhooks import PinwheelApiSettings
-from tests.kafka_broker import free_port
-from tests.simulator.pinwheel_api_fake import API_SECRET, FakePinwheelApi
+from tests.operate.pinwheel_api_fake import API_SECRET, FakePinwheelApi
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = "https://hooks.lender.example/webhooks/pinwheel"

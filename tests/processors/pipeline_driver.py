@@ -31,7 +31,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from common.settings import KafkaSettings
 from gateway.records import Route, plan
 from processors.logic.config import LogicConfig
-from processors.pipeline import AccountPipeline, PipelineCounters
+from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters
 from processors.runtime.engine import Engine
 from processors.runtime.ports import Record, TopicPartition
 from processors.runtime.settings import RuntimeSettings
@@ -42,7 +42,6 @@ from schemas.codec import Codec
 from tests.processors.memory_kafka import MemoryKafka
 
 AVRO_DIR = Path(__file__).resolve().parents[2] / "schemas" / "avro"
-_LOG_APPEND_TIME = 1
 APP_ID = "driver"
 OUTPUT_TOPICS = (
     catalog.ACCOUNT_UPDATES_TOPIC,
@@ -231,7 +230,7 @@ class PipelineDriver:
         the engine committed with it."""
         tp = TopicPartition(topic, 0)
         offset = self.broker.produce(
-            topic, 0, key, value, int(logged_at.timestamp() * 1000), headers=headers, timestamp_type=_LOG_APPEND_TIME
+            topic, 0, key, value, int(logged_at.timestamp() * 1000), headers=headers, timestamp_type=LOG_APPEND_TIME
         )
         self._until(lambda: (self.broker.group_offset(APP_ID, tp) or 0) > offset)
         return self._committed_outputs()

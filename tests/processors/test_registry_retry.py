@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from fastavro import parse_schema, schemaless_writer
 
 from common.offsets import start_at_end
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from processors.service import serve
@@ -38,12 +38,6 @@ from tests.schema_registry import Registry
 pytestmark = pytest.mark.kafka
 
 ACCOUNT_ADDED = Path(__file__).resolve().parent.parent / "fixtures" / "doc-samples" / "01-account.added.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _evolved_record(registry_url: str) -> tuple[str, bytes, bytes]:
@@ -106,7 +100,7 @@ async def test_unseen_schema_id_during_an_outage_puts_the_batch_back(
     app_id = f"test-registry-retry-{uuid.uuid4().hex[:8]}"
     await ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id)))
     await start_at_end(kafka, app_id, list(FAMILY_TOPICS.values()))
-    settings = ProcessorSettings(application_id=app_id, state_dir=tmp_path / "state", health_port=_free_port())
+    settings = ProcessorSettings(application_id=app_id, state_dir=tmp_path / "state", health_port=free_port())
     schema = SchemaSettings(registry_url=proxy_url, registry_retries=1, registry_retry_wait_ms=20)
     stop = asyncio.Event()
     processor = asyncio.create_task(serve(settings, kafka, schema, stop=stop))

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import orjson
 
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from connector.local_kafka import free_port
 from processors.logic.stores import STORE_NAMES
 from processors.topics import all_topics
 from schemas.catalog import changelog_topic

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import orjson
 
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from connector.local_kafka import free_port
 from processors.topics import all_topics
 from tests.port_forward import PortForward
 from tests.processors.test_service import processor_env, start_processor

@@ -14,25 +14,28 @@ from tests.sample_data import doc_samples_as_json
 
 
 @dataclass(frozen=True)
-class Delivery:
+class SampleDelivery:
     name: str
     body: bytes
     headers: dict[str, str]
 
 
-def capture() -> list[Delivery]:
+def capture() -> list[SampleDelivery]:
     """Real sandbox deliveries (bodies byte-exact, the simulator's copy of the capture)."""
     out = []
     for index, item in enumerate(load_capture()):
         body = item["body"].encode()
-        out.append(Delivery(f"capture-{index}-{json.loads(body)['event']}", body, item["headers"]))
+        out.append(SampleDelivery(f"capture-{index}-{json.loads(body)['event']}", body, item["headers"]))
     return out
 
 
-def doc_samples() -> list[Delivery]:
+def doc_samples() -> list[SampleDelivery]:
     """Every documented sample (trailing-comma typo mended), as compact JSON."""
     texts = doc_samples_as_json()
-    return [Delivery(f"doc-{index}-{json.loads(text)['event']}", text.encode(), {}) for index, text in enumerate(texts)]
+    return [
+        SampleDelivery(f"doc-{index}-{json.loads(text)['event']}", text.encode(), {})
+        for index, text in enumerate(texts)
+    ]
 
 
 ALL_DELIVERIES = capture() + doc_samples()

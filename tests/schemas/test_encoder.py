@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from schemas.codec import CAVRO, FASTAVRO, Codec, InvalidValue, encoders
 from schemas.deadletter import build_dead_letter
 from schemas.envelope import build_family_record
-from tests.schemas.schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT, Delivery
+from tests.schemas.schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT, SampleDelivery
 from tests.schemas.schema_strategies import modelled_body
 
 reference = Codec(encoder=FASTAVRO)  # its schemas only: the reference bytes are plain fastavro's
@@ -47,7 +47,7 @@ def _assert_same_bytes(codec: Codec, topic: str, datum: Mapping[str, Any]) -> No
 
 
 @pytest.mark.parametrize("delivery", ALL_DELIVERIES, ids=lambda d: d.name)
-def test_family_records_of_real_and_documented_deliveries(codec: Codec, delivery: Delivery) -> None:
+def test_family_records_of_real_and_documented_deliveries(codec: Codec, delivery: SampleDelivery) -> None:
     record = build_family_record(
         delivery.body, webhook_id="w", pinwheel_version="v", sent_at=SENT_AT, received_at=RECEIVED_AT
     )

@@ -11,7 +11,7 @@ from schemas.codec import Codec
 from schemas.datum import read_family_record
 from schemas.envelope import build_family_record
 from schemas.models import parse_payload
-from tests.schemas.schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT, Delivery
+from tests.schemas.schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT, SampleDelivery
 
 EXPECTED_FAMILY = {
     "account": Family.ACCOUNT,
@@ -26,7 +26,7 @@ EXPECTED_FAMILY = {
 
 
 @pytest.mark.parametrize("delivery", ALL_DELIVERIES, ids=lambda d: d.name)
-def test_body_routes_encodes_and_decodes(delivery: Delivery, codec: Codec) -> None:
+def test_body_routes_encodes_and_decodes(delivery: SampleDelivery, codec: Codec) -> None:
     body = json.loads(delivery.body)
     record = build_family_record(
         delivery.body,

@@ -80,7 +80,7 @@ class Seen:
 
 @dataclass
 class FlakyReceiver:
-    plan: Callable[[str, int], Action]
+    action_for: Callable[[str, int], Action]
     secret: bytes
     cert: Path
     key: Path
@@ -123,7 +123,7 @@ class FlakyReceiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 event_id = str(orjson.loads(body)["event_id"])
                 attempt = len(self.attempts(event_id)) + 1
-                action = self.plan(event_id, attempt)
+                action = self.action_for(event_id, attempt)
                 ts = int(headers.get("x-timestamp", "0"))
                 verdict = verify(headers, body, [self.secret], now=ts, tolerance_s=5)
                 self.seen.append(Seen(event_id, attempt, time.monotonic(), ts, isinstance(verdict, Verified), action))

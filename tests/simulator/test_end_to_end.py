@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from common.offsets import start_at_end
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from connector.local_kafka import free_port
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
 from processors.service import serve
@@ -32,7 +32,7 @@ from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
 from simulator.ledger import Ledger, read_ledger
 from simulator.settings import SimulatorSettings
-from simulator.simulate import plan
+from simulator.simulate import plan_traffic
 from simulator.traffic import unresolved_pendings
 from simulator.verify import base_event_id, compare, verify_ledger
 from tests.simulator.sim_helpers import deliver_and_collect
@@ -44,21 +44,13 @@ SECRET = "e2e-secret-do-not-log"
 PENDING_TIMEOUT_S = 5.0
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def gateway(bootstrap: str, tmp_path: Path) -> Iterator[ThreadedServer]:
     cert, key = tmp_path / "gw.crt", tmp_path / "gw.key"
     ensure_self_signed(cert, key)
     settings = GatewaySettings(
-        host="127.0.0.1", port=_free_port(), tls_cert_file=cert, tls_key_file=key, secrets=[SECRET],  # type: ignore[list-item]
-        spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0, admin_port=_free_port(),
+        host="127.0.0.1", port=free_port(), tls_cert_file=cert, tls_key_file=key, secrets=[SECRET],  # type: ignore[list-item]
+        spool_dir=tmp_path / "spool", publish_timeout_s=5.0, shutdown_timeout_s=10.0, admin_port=free_port(),
     )  # fmt: skip
     gw = ThreadedServer(settings, bootstrap).start()
     yield gw
@@ -86,7 +78,7 @@ async def test_twenty_accounts_nothing_lost_nothing_duplicated(
         reorder_s=0.5, resolve_min_s=1.0, resolve_max_s=2.5, ledger=tmp_path / "ledger.jsonl", progress=False,
     )  # fmt: skip
     base = datetime.now(UTC)
-    events = plan(sim, base)
+    events = plan_traffic(sim, base)
     assert unresolved_pendings(events), "the run must exercise timeouts"
     assert sum(e.deliveries for e in events) > len(events), "the run must contain duplicate deliveries"
     health_port = processor_settings.health_port

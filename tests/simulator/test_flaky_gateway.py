@@ -94,11 +94,11 @@ async def test_retries_follow_pinwheels_policy(
 ) -> None:
     ids = [e.event_id for e in events]
 
-    def plan(event_id: str, attempt: int) -> str:
+    def action_for(event_id: str, attempt: int) -> str:
         actions = PLANS.get(ids.index(event_id), ["ok"])
         return actions[min(attempt, len(actions)) - 1]
 
-    receiver = await FlakyReceiver(plan, SECRET.encode(), *tls).start()
+    receiver = await FlakyReceiver(action_for, SECRET.encode(), *tls).start()
     settings = SimulatorSettings(
         url=receiver.url,
         ca_file=tls[0],

@@ -15,8 +15,8 @@ from simulator.traffic import (
     PlannedEvent,
     TrafficConfig,
     build_traffic,
-    deliveries,
     load_capture,
+    planned_deliveries,
     unresolved_pendings,
 )
 
@@ -103,7 +103,7 @@ def test_duplicates_and_reordering() -> None:
     dups = [e for e in events if e.deliveries > 1]
     assert len(dups) > 20
     assert all(list(e.due_s) == sorted(e.due_s) and e.due_s[1] > e.due_s[0] for e in dups)
-    order = [d.event for d in deliveries(events) if d.number == 1]
+    order = [d.event for d in planned_deliveries(events) if d.number == 1]
     generated = [e for e in events if e.source == "generated"]
     # out of order: within an account, send order differs from generation order somewhere
     position = {e.event_id: i for i, e in enumerate(order)}
@@ -113,7 +113,7 @@ def test_duplicates_and_reordering() -> None:
         if a.account_id == b.account_id and position[a.event_id] > position[b.event_id]
     )
     assert swapped > 0
-    assert sum(e.deliveries for e in events) == len(deliveries(events))
+    assert sum(e.deliveries for e in events) == len(planned_deliveries(events))
 
 
 def test_the_real_capture_is_sent_byte_exact() -> None:

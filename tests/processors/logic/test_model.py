@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from processors.logic import (
     AccountProcessor,
     AccountUpdate,
-    DeadLetter,
     Event,
     LogicConfig,
     Output,
+    RejectedEvent,
     in_memory_stores,
 )
 from processors.logic.timeutil import to_us
@@ -152,7 +152,7 @@ class Model:
 def rows_of(outputs: list[Output]) -> list[Row]:
     rows: list[Row] = []
     for o in outputs:
-        if isinstance(o, DeadLetter):
+        if isinstance(o, RejectedEvent):
             rows.append(("dead", o.event_id, o.reason))
         elif isinstance(o, AccountUpdate):
             j = o.outcome
@@ -293,5 +293,5 @@ def test_invariants(specs: list[Spec], ops: list[tuple[str, int, int]]) -> None:
     # Between two deliveries of one event_id closer than the retention, the second emits nothing.
     delivered = [(n % len(specs), delta) for op, n, delta in ops if op == "deliver"]
     assert len([u for u in updates if not u.update_id.endswith(":timed_out")]) + sum(
-        isinstance(o, DeadLetter) for o in outputs
+        isinstance(o, RejectedEvent) for o in outputs
     ) <= len(delivered)

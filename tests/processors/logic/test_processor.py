@@ -11,9 +11,9 @@ from processors.logic import (
     AccountStateSnapshot,
     AccountUpdate,
     Change,
-    DeadLetter,
     LogicConfig,
     Output,
+    RejectedEvent,
     in_memory_stores,
 )
 from processors.logic.account_table import Recommendation
@@ -178,11 +178,11 @@ def test_duplicates_emit_nothing_until_retention_expires() -> None:
 def test_job_event_without_outcome_is_dead_lettered_and_not_remembered(proc: AccountProcessor) -> None:
     event = job_event("bad", None, occurred=0)
     [dead] = proc.process(event)
-    assert isinstance(dead, DeadLetter)
+    assert isinstance(dead, RejectedEvent)
     assert (dead.reason, dead.key) == ("missing_outcome", "bad")
     # Its id is not in dedupe: once a fix makes it valid, replaying it (deadletter replay) is processed.
     [again] = proc.process(event)
-    assert isinstance(again, DeadLetter)
+    assert isinstance(again, RejectedEvent)
     fixed = job_event("bad", "success", occurred=0)
     assert [type(o).__name__ for o in proc.process(fixed)] == ["AccountUpdate", "AccountStateSnapshot"]
 

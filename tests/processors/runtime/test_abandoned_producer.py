@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSpec, ensure_topics
-from connector.local_kafka import LocalKafka, LocalKafkaSettings
+from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaSettings
 from processors.runtime.kafka_clients import start_producer
 from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord, Task, TaskFailed
-from tests.kafka_broker import free_port
 from tests.processors.counting_app import Counter
 
 pytestmark = pytest.mark.kafka
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.kafka
 def private_broker(kafka: Any) -> Iterator[LocalKafka]:
     # `kafka` first: the session broker has fetched the jars this one reuses.
     data_dir = Path(tempfile.mkdtemp(prefix="pinwheel-abandoned-producer-"))
-    broker = LocalKafka(LocalKafkaSettings(port=free_port(), data_dir=data_dir), progress=lambda _: None)
+    broker = LocalKafka(LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=data_dir), progress=lambda _: None)
     broker.start()
     try:
         yield broker

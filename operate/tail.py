@@ -18,13 +18,6 @@ from common.settings import KafkaSettings
 from schemas import catalog
 from schemas.codec import DecodeError, RegistryError, build_codec
 
-TOPICS: tuple[str, ...] = (
-    *catalog.FAMILY_TOPICS.values(),
-    catalog.ACCOUNT_UPDATES_TOPIC,
-    catalog.ACCOUNT_STATE_TOPIC,
-    catalog.ACCOUNT_READINESS_TOPIC,
-    catalog.DEADLETTER_TOPIC,
-)
 ALIASES: Mapping[str, str] = {
     "updates": catalog.ACCOUNT_UPDATES_TOPIC,
     "state": catalog.ACCOUNT_STATE_TOPIC,
@@ -36,7 +29,7 @@ ALIASES: Mapping[str, str] = {
 
 def resolve_topic(name: str) -> str:
     topic = ALIASES.get(name, name)
-    if topic not in TOPICS:
+    if topic not in catalog.DATA_TOPICS:
         choices = ", ".join(sorted(ALIASES))
         raise ValueError(f"unknown topic {name!r}: use a topic name or one of {choices}")
     return topic

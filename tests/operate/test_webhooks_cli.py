@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import io
-import socket
 from collections.abc import Iterator
 
 import orjson
 import pytest
 
+from common.ports import free_port
 from connector.cli import build_parser
-from simulator.webhooks import PinwheelApiSettings, error_message, webhooks_command
-from tests.simulator.pinwheel_api_fake import API_SECRET, FakePinwheelApi
+from operate.webhooks import PinwheelApiSettings, error_message, webhooks_command
+from tests.operate.pinwheel_api_fake import API_SECRET, FakePinwheelApi
 
 ENDPOINT = "https://hooks.example.com/webhooks/pinwheel"
 
@@ -125,7 +125,7 @@ def test_api_errors_carry_status_and_pinwheel_message(api: FakePinwheelApi) -> N
 def test_server_side_https_check_is_reported(api: FakePinwheelApi) -> None:
     hook_id = create(api)
     # bypass the client-side check to see the API's own answer is surfaced
-    from simulator.webhooks import WebhookClient, WebhookError
+    from operate.webhooks import WebhookClient, WebhookError
 
     client = WebhookClient(PinwheelApiSettings(base_url=api.url, secret=API_SECRET))
     with pytest.raises(WebhookError, match="HTTP 400 Bad Request: INVALID_URL: Webhook URL must use https://"):
@@ -137,9 +137,7 @@ def test_missing_secret_network_errors_and_insecure_base_url() -> None:
     code, _, err = cli("https://api.getpinwheel.com", "list", secret=None)
     assert code == 2
     assert "PINWHEEL_API_SECRET" in err
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    port = free_port()  # nothing listens there
     code, _, err = cli(f"http://127.0.0.1:{port}", "list")
     assert code == 1
     assert "network error" in err

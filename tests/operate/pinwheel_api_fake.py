@@ -45,6 +45,11 @@ def build_app() -> FastAPI:
             return _error(400, "MISSING_VERSION", "Pinwheel-Version header is required.")
         return None
 
+    def check_hook(request: Request, hook_id: str) -> JSONResponse | None:
+        if (failure := check(request)) is not None:
+            return failure
+        return None if hook_id in hooks else _error(404, "NOT_FOUND", f"Webhook {hook_id} not found.")
+
     def validate(body: dict[str, Any], partial: bool) -> JSONResponse | None:
         if "url" in body or not partial:
             url = body.get("url")
@@ -94,18 +99,14 @@ def build_app() -> FastAPI:
 
     @app.get("/v1/webhooks/{hook_id}")
     async def show(request: Request, hook_id: str) -> JSONResponse:
-        if (failure := check(request)) is not None:
+        if (failure := check_hook(request, hook_id)) is not None:
             return failure
-        if hook_id not in hooks:
-            return _error(404, "NOT_FOUND", f"Webhook {hook_id} not found.")
         return JSONResponse({"data": hooks[hook_id]})
 
     @app.put("/v1/webhooks/{hook_id}")
     async def update(request: Request, hook_id: str) -> JSONResponse:
-        if (failure := check(request)) is not None:
+        if (failure := check_hook(request, hook_id)) is not None:
             return failure
-        if hook_id not in hooks:
-            return _error(404, "NOT_FOUND", f"Webhook {hook_id} not found.")
         body = await request.json()
         if (failure := validate(body, partial=True)) is not None:
             return failure
@@ -115,10 +116,9 @@ def build_app() -> FastAPI:
 
     @app.delete("/v1/webhooks/{hook_id}")
     async def delete(request: Request, hook_id: str) -> JSONResponse:
-        if (failure := check(request)) is not None:
+        if (failure := check_hook(request, hook_id)) is not None:
             return failure
-        if hooks.pop(hook_id, None) is None:
-            return _error(404, "NOT_FOUND", f"Webhook {hook_id} not found.")
+        del hooks[hook_id]
         return JSONResponse({"data": {"id": hook_id, "deleted": True}})
 
     return app
