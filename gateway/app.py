@@ -52,7 +52,7 @@ from schemas.codec import build_codec, keep_registered, prepare_until_ready
 from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
 
-log = logging.getLogger("gateway.request")
+log = logging.getLogger(__name__)
 
 # A delivery published straight to its topic is the routine case: the metrics count it and its log line
 # is DEBUG (a JSON line on stderr per request cost ~9% of the gateway's CPU under load). Refusals, dead

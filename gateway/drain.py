@@ -26,7 +26,7 @@ from gateway.spool import error_name
 from gateway.spools import Batch, WorkerSpools
 from schemas.confluent import RegistryUnavailable
 
-log = logging.getLogger("gateway.publisher")
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 

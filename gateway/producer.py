@@ -21,7 +21,7 @@ from gateway.kafka_record import KafkaRecord
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 
-log = logging.getLogger("gateway.publisher")
+log = logging.getLogger(__name__)
 
 # Errors that retrying or spooling cannot fix: the request is answered 503 (Pinwheel retries) rather
 # than parking a record in the spool that would block the drain forever.

@@ -36,7 +36,7 @@ from gateway.spools import WorkerSpools
 
 __all__ = ["Outcome", "ProducerFactory", "Publisher", "producer_options"]
 
-log = logging.getLogger("gateway.publisher")
+log = logging.getLogger(__name__)
 
 ORPHAN_SCAN_INTERVAL_S = 10.0
 

@@ -22,7 +22,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.outcome import Outcome
 from gateway.producer import PERMANENT_ERRORS, Producer, send
 
-log = logging.getLogger("gateway.publisher")
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)

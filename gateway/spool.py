@@ -45,7 +45,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from gateway.kafka_record import decode_record, timestamp_ms_at
 
-log = logging.getLogger("gateway.spool")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _FRAME = struct.Struct(">II")

@@ -29,7 +29,7 @@ from gateway.spool import (
     worker_dirs,
 )
 
-log = logging.getLogger("gateway.publisher")
+log = logging.getLogger(__name__)
 
 DRAIN_BATCH_RECORDS = 500
 DRAIN_BATCH_BYTES = 4 * 1024 * 1024
