@@ -1,7 +1,7 @@
 """The gateway's Kafka producer: its interface, its options, the one way a record is sent, its connection.
 
 `send` is the only call of `producer.send` in the gateway: the direct path (`gateway.sender`) and the spool
-drain (`gateway.drain`) both hand records over through it.
+drain (`gateway.spool.drain`) both hand records over through it.
 """
 
 from __future__ import annotations

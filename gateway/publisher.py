@@ -4,8 +4,8 @@ Normal path: the record goes to the idempotent producer and the request waits fo
 acknowledgement (`gateway.sender`). When that does not come within the deadline (or the producer fails),
 the publisher *spills*: every record still in flight is appended to the spool in arrival order, and from
 then on new records go to the spool too, so a later event of an account can never overtake an earlier
-one. The drainer (`gateway.drain`) publishes the spools (this worker's and those adopted from dead workers,
-`gateway.spools`) in order once Kafka answers, and only when they are empty do requests go straight to the
+one. The drainer (`gateway.spool.drain`) publishes the spools (this worker's and those adopted from dead workers,
+`gateway.spool.worker_spools`) in order once Kafka answers, and only when they are empty do requests go straight to the
 producer again.
 
 A record kept while the schema registry was unreachable (`KafkaRecord.schema_id_pending`) goes to the
@@ -24,15 +24,16 @@ import logging
 import time
 
 from common.settings import KafkaSettings
-from gateway.drain import CONNECT_TIMEOUT_S, Drainer, Reframe
 from gateway.kafka_record import KafkaRecord
 from gateway.metrics import GatewayMetrics
 from gateway.outcome import Outcome
 from gateway.producer import KafkaLink, ProducerFactory, producer_options
 from gateway.sender import DirectSender, InFlight
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool, SpoolFullError
-from gateway.spools import WorkerSpools
+from gateway.spool.drain import CONNECT_TIMEOUT_S, Drainer, Reframe
+from gateway.spool.segments import Spool
+from gateway.spool.worker_spools import WorkerSpools
+from gateway.spool.writer import SpoolFullError
 
 __all__ = ["Outcome", "ProducerFactory", "Publisher", "producer_options"]
 

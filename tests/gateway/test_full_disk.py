@@ -26,7 +26,8 @@ from common.topics import TopicSettings
 from connector.local_kafka import LocalKafka
 from gateway.kafka_record import KafkaRecord, encode_record
 from gateway.settings import GatewaySettings
-from gateway.spool import FRAME_OVERHEAD, Spool, frame, scan
+from gateway.spool.frames import FRAME_OVERHEAD, frame, scan
+from gateway.spool.segments import Spool
 from schemas.catalog import FAMILY_TOPICS, Family
 from tests.gateway.gateway_helpers import (
     SECRET,

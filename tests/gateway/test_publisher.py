@@ -18,7 +18,7 @@ from gateway.kafka_record import KafkaRecord, encode_record
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import Outcome, Publisher
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool
+from gateway.spool.segments import Spool
 
 
 class ScriptedProducer:
