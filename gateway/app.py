@@ -41,14 +41,13 @@ from common.settings import KafkaSettings
 from gateway import admin, records, signature
 from gateway.connections import TABLE_STATE_KEY, ConnectionLimits, ConnectionTable
 from gateway.metrics import GatewayMetrics
-from gateway.outcome import Outcome
+from gateway.outcome import PublishOutcome
 from gateway.producer import ProducerFactory
 from gateway.publisher import Publisher
-from gateway.records import Codec
+from gateway.records import RecordEncoder
 from gateway.settings import GatewaySettings
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS
-from schemas.codec import Codec as SchemaCodec
-from schemas.codec import build_codec, keep_registered, prepare_until_ready
+from schemas.codec import Codec, build_codec, keep_registered, prepare_until_ready
 from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
 
@@ -127,8 +126,8 @@ class _Schemas:
     ids); a configuration error fails the start, or, found once the registry is back, stops the gateway
     accepting deliveries (503) until an operator acts."""
 
-    def __init__(self, codec: Codec, settings: SchemaSettings) -> None:
-        self.codec = codec if isinstance(codec, SchemaCodec) else None
+    def __init__(self, codec: RecordEncoder, settings: SchemaSettings) -> None:
+        self.codec = codec if isinstance(codec, Codec) else None
         self.settings = settings
         self.ready = self.codec is None
         self.failed = False  # the registry answered but our schemas cannot be resolved (configuration)
@@ -170,7 +169,7 @@ class _Worker:
 
     settings: GatewaySettings
     metrics: GatewayMetrics
-    codec: Codec
+    codec: RecordEncoder
     schemas: _Schemas
     publisher: Publisher
     isr: IsrWatch
@@ -182,7 +181,7 @@ class _Worker:
         settings: GatewaySettings,
         kafka: KafkaSettings,
         schema: SchemaSettings,
-        codec: Codec,
+        codec: RecordEncoder,
         producer_factory: ProducerFactory | None,
         metrics: GatewayMetrics,
     ) -> _Worker:
@@ -316,7 +315,7 @@ class _Webhook:
             return _Result(401, "unauthorized", verdict.reason.value)
         if self.worker.schemas.failed:  # an operator must act; Pinwheel retries after Retry-After
             return _Result(503, "unavailable", "schemas_unresolvable", retry_after=settings.retry_after_s)
-        planned = records.plan(
+        planned = records.plan_record(
             body,
             request_headers=headers,
             webhook_id=verdict.webhook_id,
@@ -327,13 +326,13 @@ class _Webhook:
         )
         return await self.publish(planned, received_at)
 
-    async def publish(self, planned: records.Planned, received_at: datetime) -> _Result:
+    async def publish(self, planned: records.PlannedRecord, received_at: datetime) -> _Result:
         reason = planned.reason or planned.route.value
         elapsed = (datetime.now(UTC) - received_at).total_seconds()
         outcome = await self.worker.publisher.publish(planned.record, self.settings.publish_timeout_s - elapsed)
-        if outcome is Outcome.ACKED:
+        if outcome is PublishOutcome.ACKED:
             return _Result(200, "published", reason, planned.event_id, planned.event_type)
-        if outcome is Outcome.SPOOLED:
+        if outcome is PublishOutcome.SPOOLED:
             return _Result(200, "spooled", reason, planned.event_id, planned.event_type)
         retry_after = self.settings.retry_after_s
         return _Result(503, "unavailable", outcome.value, planned.event_id, planned.event_type, retry_after)
@@ -369,7 +368,7 @@ def create_app(
     kafka: KafkaSettings | None = None,
     schema: SchemaSettings | None = None,
     *,
-    codec: Codec | None = None,
+    codec: RecordEncoder | None = None,
     producer_factory: ProducerFactory | None = None,
     metrics: GatewayMetrics | None = None,
     admin_socket: socket.socket | None = None,

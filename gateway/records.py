@@ -22,7 +22,10 @@ from schemas.codec import SchemaNotResolved
 from schemas.envelope import PayloadError, build_dead_letter, build_family_record, dead_letter_key, record_headers
 
 
-class Codec(Protocol):
+class RecordEncoder(Protocol):
+    """What the gateway needs of a codec (`schemas.codec.Codec` is one): a record value in the configured format,
+    or in the single-object format while the registry has not given the schema id."""
+
     @property
     def content_format(self) -> str: ...
 
@@ -35,7 +38,7 @@ class Codec(Protocol):
         ...
 
     def reframe(self, topic: str, data: bytes) -> bytes:
-        """An `encode_portable` value in this codec's format (raises like `encode`)."""
+        """An `encode_portable` value in this encoder's format (raises like `encode`)."""
         ...
 
 
@@ -46,7 +49,7 @@ class Route(StrEnum):
 
 
 @dataclass(frozen=True)
-class Planned:
+class PlannedRecord:
     record: KafkaRecord
     route: Route
     event_id: str | None
@@ -82,7 +85,7 @@ def content_length_status(value: str | None, limit: int) -> str:
     return "too_large" if int(value) > limit else "ok"
 
 
-def _encode(codec: Codec, topic: str, datum: Mapping[str, Any]) -> tuple[bytes, bool]:
+def _encode(codec: RecordEncoder, topic: str, datum: Mapping[str, Any]) -> tuple[bytes, bool]:
     """The record value, and whether its schema id is still to be set (the registry did not answer yet)."""
     try:
         return codec.encode(topic, datum), False
@@ -90,7 +93,7 @@ def _encode(codec: Codec, topic: str, datum: Mapping[str, Any]) -> tuple[bytes, 
         return codec.encode_portable(topic, datum), True
 
 
-def plan(
+def plan_record(
     body: bytes,
     *,
     request_headers: Mapping[str, str],
@@ -98,8 +101,8 @@ def plan(
     pinwheel_version: str | None,
     sent_at: datetime,
     received_at: datetime,
-    codec: Codec,
-) -> Planned:
+    codec: RecordEncoder,
+) -> PlannedRecord:
     """The record for a verified body (never raises for any body).
 
     `request_headers` (lower-case names): the signature and timestamp headers are kept on the record as
@@ -130,7 +133,7 @@ def plan(
         route = Route.OTHER if family_record.family is Family.OTHER else Route.FAMILY
         headers = tuple(family_record.kafka_headers(codec.content_format))
         record = KafkaRecord(family_record.topic, family_record.key, value, headers, timestamp_ms, pending)
-        return Planned(record, route, family_record.event_id, family_record.event_type, None)
+        return PlannedRecord(record, route, family_record.event_id, family_record.event_type, None)
     return dead_letter(
         body,
         reason=reason,
@@ -156,8 +159,8 @@ def dead_letter(
     webhook_id: str | None,
     pinwheel_version: str | None,
     received_at: datetime,
-    codec: Codec,
-) -> Planned:
+    codec: RecordEncoder,
+) -> PlannedRecord:
     kept = [(name, request_headers[name]) for name in DEAD_LETTER_REQUEST_HEADERS if name in request_headers]
     datum = build_dead_letter(
         stage="gateway",
@@ -179,4 +182,4 @@ def dead_letter(
     key = dead_letter_key(event_id, body)
     headers = tuple(record_headers(codec.content_format, event_id, event_type, webhook_id, pinwheel_version))
     record = KafkaRecord(DEADLETTER_TOPIC, key, value, headers, int(received_at.timestamp() * 1000), pending)
-    return Planned(record, Route.DEAD_LETTER, event_id, event_type, reason)
+    return PlannedRecord(record, Route.DEAD_LETTER, event_id, event_type, reason)

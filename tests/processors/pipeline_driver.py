@@ -1,6 +1,6 @@
 """A broker-free driver for the account pipeline (the idea of Kafka Streams' TopologyTestDriver).
 
-Records go in as the gateway makes them (its own `plan`: parse, validate, Avro-encode, headers), or as raw
+Records go in as the gateway makes them (its own `plan_record`: parse, validate, Avro-encode, headers), or as raw
 family-topic records; they reach a real `AccountPipeline` over a real `TaskState` (RocksDB in a temporary
 directory) through a fake task context that commits after every record, like a commit interval of one.
 A `RecordFailed` (or a `BatchFailed` at the end of the record) is handled the way the runtime handles it: the
@@ -26,7 +26,7 @@ import fastavro
 from aiokafka.structs import ConsumerRecord
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from gateway.records import Route, plan
+from gateway.records import Route, plan_record
 from processors.logic.config import LogicConfig
 from processors.pipeline import AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
@@ -102,7 +102,7 @@ class PipelineDriver:
     ) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
         """(topic, key, value, headers) of the family record the gateway publishes for this body."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        planned = plan(
+        planned = plan_record(
             raw,
             request_headers={},
             webhook_id=webhook_id,
