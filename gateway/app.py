@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
+from common.health import ServiceReadiness, livez_route
 from common.isr_watch import IsrWatch
 from common.settings import KafkaSettings
 from gateway import admin, records, signature
@@ -58,6 +59,13 @@ log = logging.getLogger(__name__)
 # letters, spooled deliveries and 503s stay at INFO.
 _ROUTINE_REASONS = frozenset({records.Route.FAMILY.value, records.Route.OTHER.value})
 GATEWAY_TOPICS = [*FAMILY_TOPICS.values(), DEADLETTER_TOPIC]
+# Why /readyz is not ready, by `Publisher.spool_state`.
+_SPOOL_REASONS = {
+    "full": "spool full: GATEWAY_SPOOL_MAX_BYTES reached",
+    "disk_full": "spool disk full",
+    "stopping": "shutting down",
+    "not_started": "starting",
+}
 
 
 @dataclass
@@ -197,14 +205,17 @@ class _Worker:
             ConnectionTable(ConnectionLimits.from_settings(settings), metrics),
         )
 
-    def readiness(self) -> dict[str, Any]:
-        """The /readyz body: `status` is `ready` while deliveries can be taken (started, not stopping, room
-        in the spool, schemas not unresolvable)."""
+    def readiness(self) -> ServiceReadiness:
+        """Ready while deliveries can be taken (started, not stopping, room in the spool, schemas not
+        unresolvable); the details are the /readyz body's (docs/gateway.md)."""
         publisher, schemas = self.publisher, self.schemas
-        ready = publisher.accepting and not schemas.failed
         state = "resolved" if schemas.ready else "unresolvable" if schemas.failed else "waiting_for_registry"
-        return {
-            "status": "ready" if ready else "not_ready",
+        reasons: list[str] = []
+        if not publisher.accepting:
+            reasons.append(_SPOOL_REASONS.get(publisher.spool_state, f"spool {publisher.spool_state}"))
+        if schemas.failed:
+            reasons.append("schemas unresolvable: the registry refuses or lacks them (an operator must act)")
+        details = {
             "kafka": "up" if publisher.kafka_up else "down",
             "schemas": state,
             "spooling": publisher.spooling,
@@ -218,6 +229,7 @@ class _Worker:
             "kafka_refusals": publisher.refusals,
             **self.isr.readiness(),
         }
+        return ServiceReadiness(reasons, details)
 
     def exposition(self) -> bytes:
         """The metrics text (with several workers, of all of them: gateway/metrics.py)."""
@@ -259,7 +271,7 @@ class _Worker:
         while True:
             self.publisher.refresh_gauges()
             try:
-                admin.write_report(directory, pid, self.readiness(), time.time())
+                admin.write_report(directory, pid, self.readiness().body(), time.time())
             except OSError as exc:  # no report reads as not ready: say why once per interval
                 log.warning("cannot write the readiness report", extra={"error": str(exc)})
             await asyncio.sleep(admin.REPORT_INTERVAL_S)
@@ -354,15 +366,6 @@ def _log_result(result: _Result, started: float) -> None:
         )
 
 
-def _health_routes(app: FastAPI) -> None:
-    """/livez only: /readyz and /metrics are on the admin listener (gateway/admin.py), not on this port."""
-
-    async def livez(request: Request) -> Response:
-        return _json(200, {"status": "alive"})
-
-    app.add_route("/livez", livez, methods=["GET"], include_in_schema=False)
-
-
 def create_app(
     settings: GatewaySettings,
     kafka: KafkaSettings | None = None,
@@ -405,7 +408,8 @@ def create_app(
     app.state.metrics = worker.metrics
     # Plain Starlette routes: no dependency injection or validation layer on the hot path.
     app.add_route(settings.route, _Webhook(worker).respond, methods=["POST"], include_in_schema=False)
-    _health_routes(app)
+    # /livez only (no uptime: this port faces the internet); /readyz and /metrics are on the admin listener.
+    app.router.routes.append(livez_route())
     return app
 
 

@@ -155,6 +155,7 @@ async def test_a_full_disk_never_wedges_the_gateway(
                 for status, body in answers:
                     assert status == 503, body
                     assert body["spool"] == "disk_full", body
+                    assert body["reasons"] == ["spool disk full"], body
                     assert body["kafka"] == "down", body
                 # What the disk holds is whole frames only: a refused write left nothing behind.
                 segments = sorted((disk / "spool").rglob("*.seg"))
