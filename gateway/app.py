@@ -4,9 +4,8 @@
 (gateway/admin.py), from this worker's live state or, with several workers, from the reports it writes.
 
 Order of checks on the webhook route, cheapest and least revealing first:
-1. Content-Length over the cap → 413 before a byte of the body is read (connection closed);
-2. a content type that is not JSON → 415;
-3. the body, counted while it streams (chunked bodies have no Content-Length) → 413 past the cap;
+1.-3. request hygiene (gateway/hygiene.py): Content-Length over the cap → 413 before a byte of the body is
+   read; a content type that is not JSON → 415; the body, counted while it streams → 413 past the cap;
 4. the signature over the raw bytes → 401 with a reason code;
 5. the verified body becomes one record (family, `other` or dead-letter topic) → 200 once the broker
    acknowledged it or the spool holds it durably; 503 + Retry-After when neither is possible.
@@ -32,14 +31,13 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope
 
 from common.health import ServiceReadiness, livez_route
 from common.isr_watch import IsrWatch
 from common.settings import KafkaSettings
-from gateway import admin, records, signature
+from gateway import admin, hygiene, records, signature
 from gateway.connections import TABLE_STATE_KEY, ConnectionLimits, ConnectionTable
 from gateway.metrics import GatewayMetrics
 from gateway.outcome import PublishOutcome
@@ -97,34 +95,6 @@ class _Result:
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
-def _header_map(scope: Scope) -> dict[str, str]:
-    """The request headers, decoded once: Starlette's Headers decodes and scans the raw list on every get,
-    and a request reads six of them. ASGI names are lower-case; the first of repeated headers wins, as with
-    Headers.get."""
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
-
-
-async def _read_capped(receive: Receive, limit: int) -> bytes | None:
-    """The body, or None as soon as it passes `limit` (the rest is never read).
-
-    Straight from the ASGI messages: Request.stream() is an async generator, and each one costs the
-    event loop's async-generator bookkeeping (a WeakSet entry and a finalizer) per request.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class _Schemas:
@@ -300,21 +270,14 @@ class _Webhook:
 
     async def handle(self, request: Request) -> _Result:
         settings = self.settings
-        headers = _header_map(request.scope)
-        length = records.content_length_status(headers.get("content-length"), settings.max_body_bytes)
-        if length == "too_large":
-            return _Result(413, "rejected", "body_too_large", close=True)
-        if length == "invalid":
-            return _Result(400, "rejected", "bad_content_length", close=True)
-        if not records.content_type_ok(headers.get("content-type")):
-            return _Result(415, "rejected", "unsupported_media_type", close=True)
+        headers = hygiene.header_map(request.scope)
+        refused = hygiene.head_refusal(headers, settings.max_body_bytes)
+        if refused is not None:
+            return _Result(refused.status, "rejected", refused.reason, close=True)
         received_at = datetime.now(UTC)
-        try:
-            body = await _read_capped(request.receive, settings.max_body_bytes)
-        except ClientDisconnect:
-            return _Result(400, "rejected", "client_disconnected", close=True)
-        if body is None:
-            return _Result(413, "rejected", "body_too_large", close=True)
+        body = await hygiene.read_body(request.receive, settings.max_body_bytes)
+        if isinstance(body, hygiene.Refusal):
+            return _Result(body.status, "rejected", body.reason, close=True)
         verdict = signature.verify(
             headers,
             body,

@@ -1,4 +1,4 @@
-"""Request classification (pure): content checks, and a verified body → the Kafka record to publish.
+"""Request classification (pure): a verified body → the Kafka record to publish.
 
 A verified body always becomes exactly one record: its family topic, the `other` topic (an event type
 without a model), or the dead-letter topic (not JSON, not an object, failing its payload model, or not
@@ -65,24 +65,6 @@ DEAD_LETTER_REQUEST_HEADERS = (
     "x-timestamp",
     "x-pinwheel-signature",
 )
-
-
-def content_type_ok(value: str | None) -> bool:
-    """application/json or any +json type, with or without parameters (charset...)."""
-    if not value:
-        return False
-    media = value.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-
-
-def content_length_status(value: str | None, limit: int) -> str:
-    """'ok', 'absent' (chunked: count while reading), 'too_large' or 'invalid'."""
-    if value is None:
-        return "absent"
-    value = value.strip()
-    if not value.isascii() or not value.isdigit():
-        return "invalid"
-    return "too_large" if int(value) > limit else "ok"
 
 
 def _encode(codec: RecordEncoder, topic: str, datum: Mapping[str, Any]) -> tuple[bytes, bool]:

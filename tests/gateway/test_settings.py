@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.records import content_length_status, content_type_ok
+from gateway.hygiene import content_length_status, content_type_ok
 from gateway.settings import GatewaySettings, settings_table
 from tests.kafka_broker import free_port
 
