@@ -345,7 +345,7 @@ class Stack:
         while True:
             self._check_alive([self.processors[instance]])
             body = await self.processor_ready(instance)
-            if body is not None and body.get("ready"):
+            if body is not None and body.get("status") == "ready":
                 return body
             if time.monotonic() > deadline:
                 raise RuntimeError(f"processor {instance} not ready after {timeout_s:.0f}s: {body}")

@@ -199,7 +199,7 @@ async def processor_scale(ctx: Context) -> None:
     await stack.stop_processor("b")
     ctx.mark("processor b stopped")
     body = await poll_until(
-        lambda: stack.processor_ready("a"), lambda b: bool(b.get("ready")) and len(b.get("assigned", [])) == 6, 90
+        lambda: stack.processor_ready("a"), lambda b: b.get("status") == "ready" and len(b.get("assigned", [])) == 6, 90
     )
     ctx.check(bool(body and len(body.get("assigned", [])) == 6), f"a did not take every partition back: {body}")
     ctx.mark("a owns the 6 partitions again")

@@ -32,11 +32,10 @@ from typing import Any, Protocol
 
 import orjson
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+
+from common.health import ServiceReadiness, body_is_ready, metrics_route, readyz_route
 
 #: How often a worker (of several) writes its readiness report and refreshes its gauges.
 REPORT_INTERVAL_S = 1.0
@@ -49,25 +48,17 @@ _MIN_ISR_STATES = ("under", "unknown", "ok")
 
 
 class AdminSource(Protocol):
-    """What the admin listener reports: a readiness body (`status` is `ready` or not) and the metrics text."""
+    """What the admin listener reports: the readiness (with its reasons and details) and the metrics text."""
 
-    def readiness(self) -> dict[str, Any]: ...
+    def readiness(self) -> ServiceReadiness: ...
 
     def exposition(self) -> bytes: ...
 
 
 def admin_app(source: AdminSource) -> Starlette:
-    """`GET /readyz` (200 when ready, else 503, with the body either way) and `GET /metrics`; any other path 404."""
-
-    async def readyz(request: Request) -> Response:
-        body = source.readiness()
-        status = 200 if body.get("status") == "ready" else 503
-        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-    async def metrics(request: Request) -> Response:
-        return Response(source.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    app = Starlette(routes=[Route("/readyz", readyz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])])
+    """`GET /readyz` (200 when ready, else 503, with the body either way) and `GET /metrics` (common/health.py);
+    any other path 404."""
+    app = Starlette(routes=[readyz_route(source.readiness), metrics_route(source.exposition)])
     app.router.redirect_slashes = False  # as on the webhook port: no redirect built from the Host header
     return app
 
@@ -160,20 +151,18 @@ def read_report(directory: Path, pid: int) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def aggregate(reports: Mapping[int, dict[str, Any] | None], expected: int, now: float) -> dict[str, Any]:
+def aggregate(reports: Mapping[int, dict[str, Any] | None], expected: int, now: float) -> ServiceReadiness:
     """The gateway's readiness from its workers' last reports (pid → report, None when it wrote none).
 
-    Ready only if `expected` workers run and each reported ready within STALE_AFTER_S. Kafka is `up`
-    only if it is for every worker; `schemas` and `min_isr` are the worst of the workers' answers; the
-    spool figures are summed (`spool_max_bytes` is per worker, as the setting).
+    Ready only if `expected` workers run and each reported ready within STALE_AFTER_S; the reasons say which
+    worker is not, and why. Kafka is `up` only if it is for every worker; `schemas` and `min_isr` are the worst
+    of the workers' answers; the spool figures are summed (`spool_max_bytes` is per worker, as the setting).
     """
     fresh = [r for r in reports.values() if r is not None and now - float(r.get("reported_at", 0)) <= STALE_AFTER_S]
     every_worker = len(reports) == expected and len(fresh) == expected
-    ready = every_worker and all(r.get("status") == "ready" for r in fresh)
     body: dict[str, Any] = {
-        "status": "ready" if ready else "not_ready",
         "workers": expected,
-        "workers_ready": sum(1 for r in fresh if r.get("status") == "ready"),
+        "workers_ready": sum(1 for r in fresh if body_is_ready(r)),
         "kafka": "up" if every_worker and all(r.get("kafka") == "up" for r in fresh) else "down",
         "schemas": _worst([r.get("schemas") for r in fresh], _SCHEMA_STATES, "waiting_for_registry"),
         "spooling": any(bool(r.get("spooling")) for r in fresh),
@@ -191,7 +180,20 @@ def aggregate(reports: Mapping[int, dict[str, Any] | None], expected: int, now: 
     body["per_worker"] = [
         _worker_entry(pid, report, now) for pid, report in sorted(reports.items(), key=lambda item: item[0])
     ]
-    return body
+    return ServiceReadiness(_reasons(reports, expected, now), body)
+
+
+def _reasons(reports: Mapping[int, dict[str, Any] | None], expected: int, now: float) -> list[str]:
+    """Why the workers' reports do not make the gateway ready: one reason per missing, silent or unready worker."""
+    reasons = [] if len(reports) == expected else [f"{len(reports)} of {expected} workers running"]
+    for pid, report in sorted(reports.items(), key=lambda item: item[0]):
+        if report is None:
+            reasons.append(f"worker {pid}: no report yet")
+        elif (age := now - float(report.get("reported_at", 0))) > STALE_AFTER_S:
+            reasons.append(f"worker {pid}: no report for {age:.1f} s")
+        elif not body_is_ready(report):
+            reasons += [f"worker {pid}: {why}" for why in report.get("reasons") or ["not ready"]]
+    return reasons
 
 
 #: A worker's spool states, worst first.
@@ -222,7 +224,7 @@ class WorkerReports:
         self.expected = expected
         self.metrics_dir = metrics_dir
 
-    def readiness(self) -> dict[str, Any]:
+    def readiness(self) -> ServiceReadiness:
         pids = [pid for pid in self.pids() if pid is not None]
         return aggregate({pid: read_report(self.directory, pid) for pid in pids}, self.expected, time.time())
 

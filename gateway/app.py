@@ -4,9 +4,8 @@
 (gateway/admin.py), from this worker's live state or, with several workers, from the reports it writes.
 
 Order of checks on the webhook route, cheapest and least revealing first:
-1. Content-Length over the cap → 413 before a byte of the body is read (connection closed);
-2. a content type that is not JSON → 415;
-3. the body, counted while it streams (chunked bodies have no Content-Length) → 413 past the cap;
+1.-3. request hygiene (gateway/hygiene.py): Content-Length over the cap → 413 before a byte of the body is
+   read; a content type that is not JSON → 415; the body, counted while it streams → 413 past the cap;
 4. the signature over the raw bytes → 401 with a reason code;
 5. the verified body becomes one record (family, `other` or dead-letter topic) → 200 once the broker
    acknowledged it or the spool holds it durably; 503 + Retry-After when neither is possible.
@@ -32,32 +31,38 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope
 
+from common.health import ServiceReadiness, livez_route
 from common.isr_watch import IsrWatch
 from common.settings import KafkaSettings
-from gateway import admin, records, signature
+from gateway import admin, hygiene, records, signature
 from gateway.connections import TABLE_STATE_KEY, ConnectionLimits, ConnectionTable
 from gateway.metrics import GatewayMetrics
-from gateway.outcome import Outcome
+from gateway.outcome import PublishOutcome
 from gateway.producer import ProducerFactory
 from gateway.publisher import Publisher
-from gateway.records import Codec
+from gateway.records import RecordEncoder
 from gateway.settings import GatewaySettings
 from schemas.catalog import GATEWAY_TOPICS
-from schemas.codec import Codec as SchemaCodec
-from schemas.codec import build_codec, keep_registered, prepare_until_ready
+from schemas.codec import Codec, build_codec, keep_registered, prepare_until_ready
 from schemas.confluent import RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
 
-log = logging.getLogger("gateway.request")
+log = logging.getLogger(__name__)
 
 # A delivery published straight to its topic is the routine case: the metrics count it and its log line
 # is DEBUG (a JSON line on stderr per request cost ~9% of the gateway's CPU under load). Refusals, dead
 # letters, spooled deliveries and 503s stay at INFO.
 _ROUTINE_REASONS = frozenset({records.Route.FAMILY.value, records.Route.OTHER.value})
+# Why /readyz is not ready, by `Publisher.spool_state`.
+_SPOOL_REASONS = {
+    "full": "spool full: GATEWAY_SPOOL_MAX_BYTES reached",
+    "disk_full": "spool disk full",
+    "stopping": "shutting down",
+    "not_started": "starting",
+}
 
 
 @dataclass
@@ -91,34 +96,6 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def _header_map(scope: Scope) -> dict[str, str]:
-    """The request headers, decoded once: Starlette's Headers decodes and scans the raw list on every get,
-    and a request reads six of them. ASGI names are lower-case; the first of repeated headers wins, as with
-    Headers.get."""
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
-
-
-async def _read_capped(receive: Receive, limit: int) -> bytes | None:
-    """The body, or None as soon as it passes `limit` (the rest is never read).
-
-    Straight from the ASGI messages: Request.stream() is an async generator, and each one costs the
-    event loop's async-generator bookkeeping (a WeakSet entry and a finalizer) per request.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 class _Schemas:
     """Our writer schemas resolved (registered or looked up) once; encode then never needs the registry,
     so an outage while running changes nothing. Started while the registry is down, the gateway spools
@@ -126,8 +103,8 @@ class _Schemas:
     ids); a configuration error fails the start, or, found once the registry is back, stops the gateway
     accepting deliveries (503) until an operator acts."""
 
-    def __init__(self, codec: Codec, settings: SchemaSettings) -> None:
-        self.codec = codec if isinstance(codec, SchemaCodec) else None
+    def __init__(self, codec: RecordEncoder, settings: SchemaSettings) -> None:
+        self.codec = codec if isinstance(codec, Codec) else None
         self.settings = settings
         self.ready = self.codec is None
         self.failed = False  # the registry answered but our schemas cannot be resolved (configuration)
@@ -169,7 +146,7 @@ class _Worker:
 
     settings: GatewaySettings
     metrics: GatewayMetrics
-    codec: Codec
+    codec: RecordEncoder
     schemas: _Schemas
     publisher: Publisher
     isr: IsrWatch
@@ -181,7 +158,7 @@ class _Worker:
         settings: GatewaySettings,
         kafka: KafkaSettings,
         schema: SchemaSettings,
-        codec: Codec,
+        codec: RecordEncoder,
         producer_factory: ProducerFactory | None,
         metrics: GatewayMetrics,
     ) -> _Worker:
@@ -197,14 +174,17 @@ class _Worker:
             ConnectionTable(ConnectionLimits.from_settings(settings), metrics),
         )
 
-    def readiness(self) -> dict[str, Any]:
-        """The /readyz body: `status` is `ready` while deliveries can be taken (started, not stopping, room
-        in the spool, schemas not unresolvable)."""
+    def readiness(self) -> ServiceReadiness:
+        """Ready while deliveries can be taken (started, not stopping, room in the spool, schemas not
+        unresolvable); the details are the /readyz body's (docs/gateway.md)."""
         publisher, schemas = self.publisher, self.schemas
-        ready = publisher.accepting and not schemas.failed
         state = "resolved" if schemas.ready else "unresolvable" if schemas.failed else "waiting_for_registry"
-        return {
-            "status": "ready" if ready else "not_ready",
+        reasons: list[str] = []
+        if not publisher.accepting:
+            reasons.append(_SPOOL_REASONS.get(publisher.spool_state, f"spool {publisher.spool_state}"))
+        if schemas.failed:
+            reasons.append("schemas unresolvable: the registry refuses or lacks them (an operator must act)")
+        details = {
             "kafka": "up" if publisher.kafka_up else "down",
             "schemas": state,
             "spooling": publisher.spooling,
@@ -218,6 +198,7 @@ class _Worker:
             "kafka_refusals": publisher.refusals,
             **self.isr.readiness(),
         }
+        return ServiceReadiness(reasons, details)
 
     def exposition(self) -> bytes:
         """The metrics text (with several workers, of all of them: gateway/metrics.py)."""
@@ -259,7 +240,7 @@ class _Worker:
         while True:
             self.publisher.refresh_gauges()
             try:
-                admin.write_report(directory, pid, self.readiness(), time.time())
+                admin.write_report(directory, pid, self.readiness().body(), time.time())
             except OSError as exc:  # no report reads as not ready: say why once per interval
                 log.warning("cannot write the readiness report", extra={"error": str(exc)})
             await asyncio.sleep(admin.REPORT_INTERVAL_S)
@@ -288,21 +269,14 @@ class _Webhook:
 
     async def handle(self, request: Request) -> _Result:
         settings = self.settings
-        headers = _header_map(request.scope)
-        length = records.content_length_status(headers.get("content-length"), settings.max_body_bytes)
-        if length == "too_large":
-            return _Result(413, "rejected", "body_too_large", close=True)
-        if length == "invalid":
-            return _Result(400, "rejected", "bad_content_length", close=True)
-        if not records.content_type_ok(headers.get("content-type")):
-            return _Result(415, "rejected", "unsupported_media_type", close=True)
+        headers = hygiene.header_map(request.scope)
+        refused = hygiene.head_refusal(headers, settings.max_body_bytes)
+        if refused is not None:
+            return _Result(refused.status, "rejected", refused.reason, close=True)
         received_at = datetime.now(UTC)
-        try:
-            body = await _read_capped(request.receive, settings.max_body_bytes)
-        except ClientDisconnect:
-            return _Result(400, "rejected", "client_disconnected", close=True)
-        if body is None:
-            return _Result(413, "rejected", "body_too_large", close=True)
+        body = await hygiene.read_body(request.receive, settings.max_body_bytes)
+        if isinstance(body, hygiene.Refusal):
+            return _Result(body.status, "rejected", body.reason, close=True)
         verdict = signature.verify(
             headers,
             body,
@@ -315,7 +289,7 @@ class _Webhook:
             return _Result(401, "unauthorized", verdict.reason.value)
         if self.worker.schemas.failed:  # an operator must act; Pinwheel retries after Retry-After
             return _Result(503, "unavailable", "schemas_unresolvable", retry_after=settings.retry_after_s)
-        planned = records.plan(
+        planned = records.plan_record(
             body,
             request_headers=headers,
             webhook_id=verdict.webhook_id,
@@ -326,13 +300,13 @@ class _Webhook:
         )
         return await self.publish(planned, received_at)
 
-    async def publish(self, planned: records.Planned, received_at: datetime) -> _Result:
+    async def publish(self, planned: records.PlannedRecord, received_at: datetime) -> _Result:
         reason = planned.reason or planned.route.value
         elapsed = (datetime.now(UTC) - received_at).total_seconds()
         outcome = await self.worker.publisher.publish(planned.record, self.settings.publish_timeout_s - elapsed)
-        if outcome is Outcome.ACKED:
+        if outcome is PublishOutcome.ACKED:
             return _Result(200, "published", reason, planned.event_id, planned.event_type)
-        if outcome is Outcome.SPOOLED:
+        if outcome is PublishOutcome.SPOOLED:
             return _Result(200, "spooled", reason, planned.event_id, planned.event_type)
         retry_after = self.settings.retry_after_s
         return _Result(503, "unavailable", outcome.value, planned.event_id, planned.event_type, retry_after)
@@ -354,21 +328,12 @@ def _log_result(result: _Result, started: float) -> None:
         )
 
 
-def _health_routes(app: FastAPI) -> None:
-    """/livez only: /readyz and /metrics are on the admin listener (gateway/admin.py), not on this port."""
-
-    async def livez(request: Request) -> Response:
-        return _json(200, {"status": "alive"})
-
-    app.add_route("/livez", livez, methods=["GET"], include_in_schema=False)
-
-
 def create_app(
     settings: GatewaySettings,
     kafka: KafkaSettings | None = None,
     schema: SchemaSettings | None = None,
     *,
-    codec: Codec | None = None,
+    codec: RecordEncoder | None = None,
     producer_factory: ProducerFactory | None = None,
     metrics: GatewayMetrics | None = None,
     admin_socket: socket.socket | None = None,
@@ -405,7 +370,8 @@ def create_app(
     app.state.metrics = worker.metrics
     # Plain Starlette routes: no dependency injection or validation layer on the hot path.
     app.add_route(settings.route, _Webhook(worker).respond, methods=["POST"], include_in_schema=False)
-    _health_routes(app)
+    # /livez only (no uptime: this port faces the internet); /readyz and /metrics are on the admin listener.
+    app.router.routes.append(livez_route())
     return app
 
 

@@ -39,7 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 
-log = logging.getLogger("gateway.connections")
+log = logging.getLogger(__name__)
 
 TABLE_STATE_KEY = "gateway.connections"
 LIMIT_LOG_INTERVAL_S = 60.0

@@ -26,7 +26,7 @@ class KafkaRecord:
     timestamp_ms: int
     schema_id_pending: bool = False
     """`value` is in the single-object format because the schema registry was unreachable: it is re-framed
-    with the registry's schema id (`Codec.reframe`) before it is sent, so it waits in the spool until then."""
+    with the registry's schema id (`RecordEncoder.reframe`) before it is sent, so it waits in the spool until then."""
 
 
 _U16 = struct.Struct(">H")

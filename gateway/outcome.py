@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 
-class Outcome(StrEnum):
+class PublishOutcome(StrEnum):
     ACKED = "acked"  # the broker acknowledged it: 200
     SPOOLED = "spooled"  # durable in the spool: 200
     SPOOL_FULL = "spool_full"  # neither: answer 503

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 
-log = logging.getLogger("gateway.server")
+log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_INTERVAL_S = 1.0

@@ -1,7 +1,7 @@
 """The gateway's Kafka producer: its interface, its options, the one way a record is sent, its connection.
 
 `send` is the only call of `producer.send` in the gateway: the direct path (`gateway.sender`) and the spool
-drain (`gateway.drain`) both hand records over through it.
+drain (`gateway.spool.drain`) both hand records over through it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from gateway.kafka_record import KafkaRecord
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 
-log = logging.getLogger("gateway.publisher")
+log = logging.getLogger(__name__)
 
 # Errors that retrying or spooling cannot fix: the request is answered 503 (Pinwheel retries) rather
 # than parking a record in the spool that would block the drain forever.

@@ -4,8 +4,8 @@ Normal path: the record goes to the idempotent producer and the request waits fo
 acknowledgement (`gateway.sender`). When that does not come within the deadline (or the producer fails),
 the publisher *spills*: every record still in flight is appended to the spool in arrival order, and from
 then on new records go to the spool too, so a later event of an account can never overtake an earlier
-one. The drainer (`gateway.drain`) publishes the spools (this worker's and those adopted from dead workers,
-`gateway.spools`) in order once Kafka answers, and only when they are empty do requests go straight to the
+one. The drainer (`gateway.spool.drain`) publishes the spools (this worker's and those adopted from dead workers,
+`gateway.spool.worker_spools`) in order once Kafka answers, and only when they are empty do requests go straight to the
 producer again.
 
 A record kept while the schema registry was unreachable (`KafkaRecord.schema_id_pending`) goes to the
@@ -24,19 +24,20 @@ import logging
 import time
 
 from common.settings import KafkaSettings
-from gateway.drain import CONNECT_TIMEOUT_S, Drainer, Reframe
 from gateway.kafka_record import KafkaRecord
 from gateway.metrics import GatewayMetrics
-from gateway.outcome import Outcome
+from gateway.outcome import PublishOutcome
 from gateway.producer import KafkaLink, ProducerFactory, producer_options
 from gateway.sender import DirectSender, InFlight
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool, SpoolFullError
-from gateway.spools import WorkerSpools
+from gateway.spool.drain import CONNECT_TIMEOUT_S, Drainer, Reframe
+from gateway.spool.segments import Spool
+from gateway.spool.worker_spools import WorkerSpools
+from gateway.spool.writer import SpoolFullError
 
-__all__ = ["Outcome", "ProducerFactory", "Publisher", "producer_options"]
+__all__ = ["ProducerFactory", "Publisher", "producer_options"]
 
-log = logging.getLogger("gateway.publisher")
+log = logging.getLogger(__name__)
 
 ORPHAN_SCAN_INTERVAL_S = 10.0
 
@@ -56,7 +57,8 @@ class Publisher:
         producer_factory: ProducerFactory | None = None,
         reframe: Reframe | None = None,
     ) -> None:
-        """`reframe`: how records kept while the registry was unreachable get their schema id (`Codec.reframe`)."""
+        """`reframe`: how records kept while the registry was unreachable get their schema id
+        (`RecordEncoder.reframe`)."""
         self.settings = settings
         self.metrics = metrics
         self._link = (
@@ -188,7 +190,7 @@ class Publisher:
 
     # -- publishing -----------------------------------------------------------------------------
 
-    async def publish(self, record: KafkaRecord, timeout_s: float) -> Outcome:
+    async def publish(self, record: KafkaRecord, timeout_s: float) -> PublishOutcome:
         """Acknowledged by Kafka within `timeout_s`, else spooled; SPOOL_FULL/FAILED mean 503."""
         started = time.perf_counter()
         producer = self._link.producer
@@ -199,7 +201,7 @@ class Publisher:
             self.metrics.observe_publish("spool", time.perf_counter() - started)
             return outcome
         outcome = await self._sender.publish(producer, record, timeout_s)
-        path = "kafka" if outcome is Outcome.ACKED else "spool"
+        path = "kafka" if outcome is PublishOutcome.ACKED else "spool"
         self.metrics.observe_publish(path, time.perf_counter() - started)
         return outcome
 
@@ -223,23 +225,23 @@ class Publisher:
         if entry.settled.done():
             return
         if waiter.cancelled() or waiter.exception() is not None:
-            entry.settled.set_result(Outcome.SPOOL_FULL)
+            entry.settled.set_result(PublishOutcome.SPOOL_FULL)
         else:
             self.metrics.spooled.inc()
-            entry.settled.set_result(Outcome.SPOOLED)
+            entry.settled.set_result(PublishOutcome.SPOOLED)
 
     def _append(self, record: KafkaRecord) -> asyncio.Future[None]:
         self._drainer.wake.set()
         return self._spools.append(record)
 
-    async def _spooled(self, waiter: asyncio.Future[None]) -> Outcome:
+    async def _spooled(self, waiter: asyncio.Future[None]) -> PublishOutcome:
         try:
             await waiter
         except SpoolFullError:
-            return Outcome.SPOOL_FULL
+            return PublishOutcome.SPOOL_FULL
         self.metrics.spooled.inc()
         self._update_gauges()
-        return Outcome.SPOOLED
+        return PublishOutcome.SPOOLED
 
     # -- adoption of dead workers' spools -------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Request classification (pure): content checks, and a verified body → the Kafka record to publish.
+"""Request classification (pure): a verified body → the Kafka record to publish.
 
 A verified body always becomes exactly one record: its family topic, the `other` topic (an event type
 without a model), or the dead-letter topic (not JSON, not an object, failing its payload model, or not
@@ -22,7 +22,10 @@ from schemas.codec import SchemaNotResolved
 from schemas.envelope import PayloadError, build_dead_letter, build_family_record, dead_letter_key, record_headers
 
 
-class Codec(Protocol):
+class RecordEncoder(Protocol):
+    """What the gateway needs of a codec (`schemas.codec.Codec` is one): a record value in the configured format,
+    or in the single-object format while the registry has not given the schema id."""
+
     @property
     def content_format(self) -> str: ...
 
@@ -35,7 +38,7 @@ class Codec(Protocol):
         ...
 
     def reframe(self, topic: str, data: bytes) -> bytes:
-        """An `encode_portable` value in this codec's format (raises like `encode`)."""
+        """An `encode_portable` value in this encoder's format (raises like `encode`)."""
         ...
 
 
@@ -46,7 +49,7 @@ class Route(StrEnum):
 
 
 @dataclass(frozen=True)
-class Planned:
+class PlannedRecord:
     record: KafkaRecord
     route: Route
     event_id: str | None
@@ -64,25 +67,7 @@ DEAD_LETTER_REQUEST_HEADERS = (
 )
 
 
-def content_type_ok(value: str | None) -> bool:
-    """application/json or any +json type, with or without parameters (charset...)."""
-    if not value:
-        return False
-    media = value.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-
-
-def content_length_status(value: str | None, limit: int) -> str:
-    """'ok', 'absent' (chunked: count while reading), 'too_large' or 'invalid'."""
-    if value is None:
-        return "absent"
-    value = value.strip()
-    if not value.isascii() or not value.isdigit():
-        return "invalid"
-    return "too_large" if int(value) > limit else "ok"
-
-
-def _encode(codec: Codec, topic: str, datum: Mapping[str, Any]) -> tuple[bytes, bool]:
+def _encode(codec: RecordEncoder, topic: str, datum: Mapping[str, Any]) -> tuple[bytes, bool]:
     """The record value, and whether its schema id is still to be set (the registry did not answer yet)."""
     try:
         return codec.encode(topic, datum), False
@@ -90,7 +75,7 @@ def _encode(codec: Codec, topic: str, datum: Mapping[str, Any]) -> tuple[bytes, 
         return codec.encode_portable(topic, datum), True
 
 
-def plan(
+def plan_record(
     body: bytes,
     *,
     request_headers: Mapping[str, str],
@@ -98,8 +83,8 @@ def plan(
     pinwheel_version: str | None,
     sent_at: datetime,
     received_at: datetime,
-    codec: Codec,
-) -> Planned:
+    codec: RecordEncoder,
+) -> PlannedRecord:
     """The record for a verified body (never raises for any body).
 
     `request_headers` (lower-case names): the signature and timestamp headers are kept on the record as
@@ -130,7 +115,7 @@ def plan(
         route = Route.OTHER if family_record.family is Family.OTHER else Route.FAMILY
         headers = tuple(family_record.kafka_headers(codec.content_format))
         record = KafkaRecord(family_record.topic, family_record.key, value, headers, timestamp_ms, pending)
-        return Planned(record, route, family_record.event_id, family_record.event_type, None)
+        return PlannedRecord(record, route, family_record.event_id, family_record.event_type, None)
     return dead_letter(
         body,
         reason=reason,
@@ -156,8 +141,8 @@ def dead_letter(
     webhook_id: str | None,
     pinwheel_version: str | None,
     received_at: datetime,
-    codec: Codec,
-) -> Planned:
+    codec: RecordEncoder,
+) -> PlannedRecord:
     kept = [(name, request_headers[name]) for name in DEAD_LETTER_REQUEST_HEADERS if name in request_headers]
     datum = build_dead_letter(
         stage="gateway",
@@ -179,4 +164,4 @@ def dead_letter(
     key = dead_letter_key(event_id, body)
     headers = tuple(record_headers(codec.content_format, event_id, event_type, webhook_id, pinwheel_version))
     record = KafkaRecord(DEADLETTER_TOPIC, key, value, headers, int(received_at.timestamp() * 1000), pending)
-    return Planned(record, Route.DEAD_LETTER, event_id, event_type, reason)
+    return PlannedRecord(record, Route.DEAD_LETTER, event_id, event_type, reason)

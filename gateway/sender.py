@@ -19,17 +19,17 @@ from common.kafka_access import TopicOp, not_authorized
 from common.kafka_errors import Kind, classify_kafka_error
 from gateway.kafka_record import KafkaRecord
 from gateway.metrics import GatewayMetrics
-from gateway.outcome import Outcome
+from gateway.outcome import PublishOutcome
 from gateway.producer import PERMANENT_ERRORS, Producer, send
 
-log = logging.getLogger("gateway.publisher")
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
 class InFlight:
     seq: int
     record: KafkaRecord
-    settled: asyncio.Future[Outcome]
+    settled: asyncio.Future[PublishOutcome]
     task: asyncio.Task[None] | None = None
     queued: bool = False  # handed to the producer's accumulator (cancelling no longer unsends it)
     spilled: bool = False
@@ -56,10 +56,10 @@ class DirectSender:
         return len(self._inflight)
 
     @property
-    def unsettled(self) -> list[asyncio.Future[Outcome]]:
+    def unsettled(self) -> list[asyncio.Future[PublishOutcome]]:
         return [e.settled for e in self._inflight.values() if not e.settled.done()]
 
-    async def publish(self, producer: Producer, record: KafkaRecord, timeout_s: float) -> Outcome:
+    async def publish(self, producer: Producer, record: KafkaRecord, timeout_s: float) -> PublishOutcome:
         loop = asyncio.get_running_loop()
         entry = InFlight(next(self._seq), record, loop.create_future())
         self._inflight[entry.seq] = entry
@@ -93,7 +93,7 @@ class DirectSender:
                 self.refusals[topic] = reason
             log.error("record refused by kafka", extra={"error": type(exc).__name__, "topic": topic, "reason": reason})
             if not entry.settled.done():
-                entry.settled.set_result(Outcome.FAILED)
+                entry.settled.set_result(PublishOutcome.FAILED)
             return
         except Exception as exc:
             # The broker is not taking records: spool this one and everything behind it.
@@ -103,7 +103,7 @@ class DirectSender:
             return
         self.refusals.pop(entry.record.topic, None)
         if not entry.settled.done():
-            entry.settled.set_result(Outcome.ACKED)
+            entry.settled.set_result(PublishOutcome.ACKED)
 
     def take_unsettled(self) -> list[InFlight]:
         """Every unsettled record not taken before, in arrival order, marked as spilled; the ones not yet in

@@ -4,7 +4,7 @@ Replay never goes through the HTTP endpoint and never re-verifies a signature (t
 request before it dead-lettered it):
 
 - a **gateway** dead letter holds the exact request body and the request headers; its body is run again
-  through today's classification (`gateway.records.plan`, the gateway's own code) with its original
+  through today's classification (`gateway.records.plan_record`, the gateway's own code) with its original
   envelope (received_at = failed_at, x-timestamp, webhook id, Pinwheel-Version). Still invalid: counted,
   nothing published. Valid now: its family record is published, marked with a `replayed` header;
 - a **processor** dead letter holds the source record (topic, key, value, headers, timestamp): it is
@@ -154,7 +154,7 @@ def plan_replay(letter: DeadLetterRecord, codec: Codec) -> ReplayPlan:
     """What replaying `letter` would do today (pure: no I/O)."""
     if letter.stage == "gateway":
         request_headers = _header_text(letter.headers)
-        planned = records.plan(
+        planned = records.plan_record(
             letter.raw,
             request_headers=request_headers,
             webhook_id=request_headers.get(signature.WEBHOOK_ID_HEADER),

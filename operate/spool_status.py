@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gateway.kafka_record import decode_record
-from gateway.spool import FRAME_OVERHEAD, LOCK_FILE, SEGMENT_SUFFIX, read_cursor, scan_resyncing, worker_dirs
+from gateway.spool.cursor import read_cursor
+from gateway.spool.directories import LOCK_FILE, worker_dirs
+from gateway.spool.frames import FRAME_OVERHEAD, scan_resyncing
+from gateway.spool.segments import SEGMENT_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`pinwheel-connector processor`: the account pipeline as a service, with health and metrics.
 
 /livez answers while the loop runs; /readyz once every assigned partition is restored and running;
-/metrics is Prometheus text.
+/metrics is Prometheus text (the endpoints of common/health.py).
 """
 
 from __future__ import annotations
@@ -12,20 +12,20 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
-from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, generate_latest
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
 from common import gc_tuning, logs
 from common.backoff import Backoff
+from common.health import ServiceReadiness, livez_route, metrics_route, readyz_route, registry_exposition
 from common.isr_watch import IsrWatch
 from common.kafka_access import TopicOp
 from common.kafka_access import check_topics as check_access
@@ -194,12 +194,22 @@ def output_topics(engine: Engine) -> list[str]:
 
 
 def not_ready_reason(stats: EngineStats) -> str:
-    """Why /readyz says false: the dependency waited on (Kafka unreachable, the registry), else the partitions."""
+    """Why /readyz says not ready: the dependency waited on (Kafka unreachable, the registry), else the partitions."""
     if stats.waiting is not None:
         return stats.waiting
     if not stats.assigned:
         return "no partitions assigned yet (joining the consumer group)"
     return f"partitions restoring: {sorted(stats.assigned - stats.ready)}"
+
+
+def service_readiness(stats: EngineStats, min_isr: Mapping[str, object]) -> ServiceReadiness:
+    """Ready once every assigned partition is restored and running; the details name the partitions, the min-ISR
+    watch's answer and the dependency waited on."""
+    ready = bool(stats.assigned) and stats.assigned <= stats.ready
+    details: dict[str, object] = {"assigned": sorted(stats.assigned), "running": sorted(stats.ready), **min_isr}
+    if stats.waiting is not None:
+        details["waiting_on"] = stats.waiting
+    return ServiceReadiness([] if ready else [not_ready_reason(stats)], details)
 
 
 def health_app(engine: Engine, counters: PipelineCounters, started: float, lag: LagMonitor | None = None) -> FastAPI:
@@ -217,27 +227,13 @@ def health_app(engine: Engine, counters: PipelineCounters, started: float, lag: 
             await isr.stop()
 
     app = FastAPI(title="pinwheel processor", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-
-    @app.get("/livez")
-    async def livez() -> dict[str, object]:
-        return {"status": "ok", "uptime_s": round(time.monotonic() - started, 1)}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        stats = engine.stats
-        ready = bool(stats.assigned) and stats.assigned <= stats.ready
-        body: dict[str, object] = {"ready": ready}
-        if not ready:
-            body["reason"] = not_ready_reason(stats)
-        body |= {"assigned": sorted(stats.assigned), "running": sorted(stats.ready), **isr.readiness()}
-        if stats.waiting is not None:
-            body["waiting_on"] = stats.waiting
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
-
+    app.router.routes.extend(
+        [
+            livez_route(started),
+            readyz_route(lambda: service_readiness(engine.stats, isr.readiness())),
+            metrics_route(registry_exposition(registry)),
+        ]
+    )
     return app
 
 

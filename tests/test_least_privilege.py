@@ -224,7 +224,7 @@ def seed_replayable_dead_letters(broker: SecureBroker) -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(schemas.envelope, "PAYLOAD_MODELS", {**schemas.envelope.PAYLOAD_MODELS, **bug})
         planned = [
-            records.plan(body.encode(), request_headers={}, webhook_id=None, pinwheel_version="2023-11-22",
+            records.plan_record(body.encode(), request_headers={}, webhook_id=None, pinwheel_version="2023-11-22",
                          sent_at=now, received_at=now, codec=codec)
             for body in family.values()
         ]  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from common.health import ServiceReadiness
 from gateway.admin import STALE_AFTER_S, aggregate, read_report, remove_report, write_report
 
 NOW = 1_000_000.0
@@ -26,14 +27,26 @@ def report(status: str = "ready", **fields: Any) -> dict[str, Any]:
     return body | fields
 
 
+def status_and_reasons(readiness: ServiceReadiness) -> tuple[str, list[str]]:
+    body = readiness.body()
+    return body["status"], body["reasons"]
+
+
 def test_ready_only_when_every_running_worker_reported_ready_recently() -> None:
-    assert aggregate({1: report(), 2: report()}, 2, NOW)["status"] == "ready"
-    assert aggregate({1: report(), 2: report("not_ready")}, 2, NOW)["status"] == "not_ready"
-    assert aggregate({1: report(), 2: None}, 2, NOW)["status"] == "not_ready"  # a new worker, not reported yet
-    assert aggregate({1: report()}, 2, NOW)["status"] == "not_ready"  # the supervisor runs fewer than expected
+    assert status_and_reasons(aggregate({1: report(), 2: report()}, 2, NOW)) == ("ready", [])
+    unready = report("not_ready", reasons=["spool disk full"])
+    assert status_and_reasons(aggregate({1: report(), 2: unready}, 2, NOW)) == (
+        "not_ready",
+        ["worker 2: spool disk full"],
+    )
+    # a new worker, not reported yet
+    assert status_and_reasons(aggregate({1: report(), 2: None}, 2, NOW)) == ("not_ready", ["worker 2: no report yet"])
+    # the supervisor runs fewer than expected
+    assert status_and_reasons(aggregate({1: report()}, 2, NOW)) == ("not_ready", ["1 of 2 workers running"])
     stale = report(reported_at=NOW - STALE_AFTER_S - 0.1)  # a stuck worker's last word
-    body = aggregate({1: report(), 2: stale}, 2, NOW)
+    body = aggregate({1: report(), 2: stale}, 2, NOW).body()
     assert (body["status"], body["workers_ready"]) == ("not_ready", 1)
+    assert body["reasons"] == [f"worker 2: no report for {STALE_AFTER_S + 0.1:.1f} s"]
     assert [w["status"] for w in body["per_worker"]] == ["ready", "stale_report"]
 
 
@@ -45,7 +58,7 @@ def test_figures_summed_and_the_worst_state_reported() -> None:
         },
         2,
         NOW,
-    )
+    ).body()
     assert (body["spool_records"], body["spool_bytes"], body["spool_max_bytes"]) == (7, 700, 1024)
     assert (body["kafka"], body["spooling"], body["schemas"]) == ("down", True, "waiting_for_registry")
     assert (body["min_isr"], body["min_isr_reason"]) == ("under", "t partitions [0]")

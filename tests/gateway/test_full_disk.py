@@ -26,7 +26,8 @@ from common.topics import TopicSettings
 from connector.local_kafka import LocalKafka
 from gateway.kafka_record import KafkaRecord, encode_record
 from gateway.settings import GatewaySettings
-from gateway.spool import FRAME_OVERHEAD, Spool, frame, scan
+from gateway.spool.frames import FRAME_OVERHEAD, frame, scan
+from gateway.spool.segments import Spool
 from schemas.catalog import FAMILY_TOPICS, Family
 from tests.gateway.gateway_helpers import (
     SECRET,
@@ -154,6 +155,7 @@ async def test_a_full_disk_never_wedges_the_gateway(
                 for status, body in answers:
                     assert status == 503, body
                     assert body["spool"] == "disk_full", body
+                    assert body["reasons"] == ["spool disk full"], body
                     assert body["kafka"] == "down", body
                 # What the disk holds is whole frames only: a refused write left nothing behind.
                 segments = sorted((disk / "spool").rglob("*.seg"))

@@ -249,7 +249,8 @@ async def test_hygiene_size_cap_content_type_other_and_dead_letter(
 
 async def test_health_and_metrics(start_gateway: Callable[..., ThreadedServer], https: httpx.AsyncClient) -> None:
     server = start_gateway()
-    assert (await https.get(server.url + "/livez")).status_code == 200
+    live = await https.get(server.url + "/livez")
+    assert (live.status_code, live.json()) == (200, {"status": "alive"})  # no uptime on the internet-facing port
     # The internet-facing port serves the webhook and /livez only: readiness details and metrics are not
     # anybody's business there.
     for path in ("/readyz", "/metrics"):
@@ -259,7 +260,7 @@ async def test_health_and_metrics(start_gateway: Callable[..., ThreadedServer], 
         assert "spool" not in hidden.text
     ready = await https.get(server.admin_url + "/readyz")
     assert ready.status_code == 200
-    assert ready.json()["status"] == "ready"
+    assert (ready.json()["status"], ready.json()["reasons"]) == ("ready", [])
     assert ready.json()["kafka"] == "up"
     assert ready.json()["spool_records"] == 0
     body = event_body("income.added", str(uuid.uuid4()))
@@ -367,6 +368,7 @@ async def test_full_spool_is_the_designed_503(
     assert statuses[-1] == 503
     ready = await https.get(server.admin_url + "/readyz")
     assert ready.status_code == 503
+    assert ready.json()["reasons"] == ["spool full: GATEWAY_SPOOL_MAX_BYTES reached"]
     assert ready.json()["kafka"] == "down"
     assert ready.json()["spool_records"] == statuses.count(200)
 

@@ -16,9 +16,10 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from common.settings import KafkaSettings
 from gateway.kafka_record import KafkaRecord, encode_record
 from gateway.metrics import GatewayMetrics
-from gateway.publisher import Outcome, Publisher
+from gateway.outcome import PublishOutcome
+from gateway.publisher import Publisher
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool
+from gateway.spool.segments import Spool
 
 
 class ScriptedProducer:
@@ -93,18 +94,18 @@ async def test_timeout_spills_in_flight_in_order_then_drains_in_order(tmp_path: 
     publisher = await started(tmp_path, producer)
     try:
         early = [asyncio.create_task(publisher.publish(record(f"a{i}"), 0.2)) for i in range(5)]
-        assert await asyncio.gather(*early) == [Outcome.SPOOLED] * 5
+        assert await asyncio.gather(*early) == [PublishOutcome.SPOOLED] * 5
         assert publisher.spooling
         # While the spool holds events, new ones queue behind them, even with Kafka idle.
         later = [await publisher.publish(record(f"b{i}"), 0.2) for i in range(5)]
-        assert later == [Outcome.SPOOLED] * 5
+        assert later == [PublishOutcome.SPOOLED] * 5
         assert publisher.spool is not None
         names = [f"a{i}".encode() for i in range(5)] + [f"b{i}".encode() for i in range(5)]
         assert [p[-2:] for p in publisher.spool.iter_all()] == names  # payload ends with the value
         producer.recover()
         await wait_until(lambda: not publisher.spooling)
         assert publisher.pending_records == 0
-        assert await publisher.publish(record("c0"), 1) is Outcome.ACKED
+        assert await publisher.publish(record("c0"), 1) is PublishOutcome.ACKED
         assert first_occurrences(producer.landed) == [*names, b"c0"]
         assert len(producer.landed) == 16  # a0..a4 twice: once late from the producer, once from the spool
     finally:
@@ -123,10 +124,10 @@ async def test_spooled_total_counts_records_spilled_from_in_flight(tmp_path: Pat
     try:
         # Five requests in flight when the acknowledgement deadline passes: all five are spilled to the spool.
         spilled = [asyncio.create_task(publisher.publish(record(f"a{i}"), 0.2)) for i in range(5)]
-        assert await asyncio.gather(*spilled) == [Outcome.SPOOLED] * 5
+        assert await asyncio.gather(*spilled) == [PublishOutcome.SPOOLED] * 5
         assert spooled_total(metrics) == 5
         # Then two that go to the spool directly.
-        assert [await publisher.publish(record(f"b{i}"), 0.2) for i in range(2)] == [Outcome.SPOOLED] * 2
+        assert [await publisher.publish(record(f"b{i}"), 0.2) for i in range(2)] == [PublishOutcome.SPOOLED] * 2
         assert spooled_total(metrics) == 7 == publisher.pending_records
     finally:
         await publisher.stop()
@@ -136,7 +137,7 @@ async def test_a_damaged_spool_frame_loses_only_itself_and_is_counted(tmp_path: 
     producer = ScriptedProducer(reachable=False)
     publisher = await started(tmp_path, producer)
     names = [f"r{i:02d}" for i in range(100)]
-    assert [await publisher.publish(record(name), 0.5) for name in names] == [Outcome.SPOOLED] * 100
+    assert [await publisher.publish(record(name), 0.5) for name in names] == [PublishOutcome.SPOOLED] * 100
     await publisher.stop()
     segment = next((tmp_path / "spool" / "worker-0").glob("*.seg"))
     data = bytearray(segment.read_bytes())
@@ -167,7 +168,7 @@ async def test_orphaned_spool_of_a_dead_worker_is_drained_first(tmp_path: Path) 
         assert publisher.spool is not None
         assert publisher.spool.directory.name == "worker-0"
         await wait_until(lambda: not publisher.spooling)
-        assert await publisher.publish(record("n0"), 1) is Outcome.ACKED
+        assert await publisher.publish(record("n0"), 1) is PublishOutcome.ACKED
         assert producer.landed == [b"o0", b"o1", b"o2", b"n0"]
     finally:
         await publisher.stop()
@@ -177,12 +178,12 @@ async def test_orphaned_spool_of_a_dead_worker_is_drained_first(tmp_path: Path) 
 async def test_restart_drains_own_spool_before_new_events(tmp_path: Path) -> None:
     producer = ScriptedProducer(reachable=False)
     publisher = await started(tmp_path, producer)
-    assert [await publisher.publish(record(f"s{i}"), 0.5) for i in range(3)] == [Outcome.SPOOLED] * 3
+    assert [await publisher.publish(record(f"s{i}"), 0.5) for i in range(3)] == [PublishOutcome.SPOOLED] * 3
     await publisher.stop()
     producer = ScriptedProducer()
     publisher = await started(tmp_path, producer)
     try:
-        assert await publisher.publish(record("n0"), 1) in (Outcome.SPOOLED, Outcome.ACKED)
+        assert await publisher.publish(record("n0"), 1) in (PublishOutcome.SPOOLED, PublishOutcome.ACKED)
         await wait_until(lambda: not publisher.spooling)
         assert producer.landed == [b"s0", b"s1", b"s2", b"n0"]
     finally:
@@ -195,7 +196,7 @@ async def test_full_spool_answers_spool_full_and_readiness_drops(tmp_path: Path)
     try:
         big = KafkaRecord("t", None, b"x" * 100_000, (), 0)
         outcomes = [await publisher.publish(big, 0.5) for _ in range(12)]
-        assert outcomes == [Outcome.SPOOLED] * 10 + [Outcome.SPOOL_FULL] * 2
+        assert outcomes == [PublishOutcome.SPOOLED] * 10 + [PublishOutcome.SPOOL_FULL] * 2
         assert not publisher.accepting
     finally:
         await publisher.stop()
@@ -206,7 +207,7 @@ async def test_permanent_producer_error_is_not_spooled(tmp_path: Path) -> None:
     producer.fail_with = MessageSizeTooLargeError()
     publisher = await started(tmp_path, producer)
     try:
-        assert await publisher.publish(record("huge"), 1) is Outcome.FAILED
+        assert await publisher.publish(record("huge"), 1) is PublishOutcome.FAILED
         assert not publisher.spooling
         assert publisher.pending_records == 0
     finally:
@@ -216,7 +217,7 @@ async def test_permanent_producer_error_is_not_spooled(tmp_path: Path) -> None:
 async def test_stop_flushes_the_spool_when_kafka_is_back(tmp_path: Path) -> None:
     producer = ScriptedProducer(up=False)
     publisher = await started(tmp_path, producer)
-    assert await publisher.publish(record("x0"), 0.1) is Outcome.SPOOLED
+    assert await publisher.publish(record("x0"), 0.1) is PublishOutcome.SPOOLED
     producer.recover()
     await publisher.stop()
     assert publisher.pending_records == 0

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.kafka_record import decode_record, encode_record
-from gateway.records import Route, plan
+from gateway.records import Route, plan_record
 from schemas.catalog import DEADLETTER_TOPIC, FAMILY_TOPICS, Family
 from schemas.codec import Codec
 
@@ -20,7 +20,7 @@ HEADERS = {"x-timestamp": "1750802680", "x-pinwheel-signature": "v2=" + "0" * 64
 
 
 def planned(body: bytes) -> Any:
-    return plan(
+    return plan_record(
         body,
         request_headers=HEADERS,
         webhook_id="wh-1",
@@ -106,7 +106,7 @@ class FailingFamilyCodec:
 
 def test_a_body_the_writer_cannot_encode_is_dead_lettered_not_a_500(capture: list[dict[str, Any]]) -> None:
     body = capture[0]["body"].encode()
-    result = plan(
+    result = plan_record(
         body,
         request_headers=HEADERS,
         webhook_id=None,

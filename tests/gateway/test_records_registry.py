@@ -1,13 +1,13 @@
 """Classification while the schema registry has not given our ids: every record, dead letters included, is
 kept in the single-object format and marked as waiting for its schema id; once the ids resolve it becomes
-the Confluent record `plan` would have written. The dead-letter reason stays the event's own."""
+the Confluent record `plan_record` would have written. The dead-letter reason stays the event's own."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 
-from gateway.records import Planned, Route, plan
+from gateway.records import PlannedRecord, Route, plan_record
 from schemas.catalog import DEADLETTER_TOPIC
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
@@ -25,9 +25,9 @@ async def test_records_made_before_the_ids_resolve_reframe_to_what_plan_writes_a
     bodies = [event_body("income.added", account), event_body("account.added", account), b"not json"]
     try:
 
-        def planned() -> list[Planned]:
+        def planned() -> list[PlannedRecord]:
             return [
-                plan(body, request_headers={}, webhook_id="wh", pinwheel_version="v", sent_at=NOW,
+                plan_record(body, request_headers={}, webhook_id="wh", pinwheel_version="v", sent_at=NOW,
                      received_at=NOW, codec=codec)
                 for body in bodies
             ]  # fmt: skip

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from common.ports import free_port
-from gateway.records import content_length_status, content_type_ok
+from gateway.hygiene import content_length_status, content_type_ok
 from gateway.settings import GatewaySettings, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]

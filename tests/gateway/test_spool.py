@@ -15,18 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.kafka_record import KafkaRecord, decode_record, encode_record
-from gateway.spool import (
-    FRAME_OVERHEAD,
-    Spool,
-    SpoolFullError,
-    SpoolLockedError,
-    SpoolWriter,
-    claim_worker_dir,
-    frame,
-    scan,
-    scan_resyncing,
-    try_lock,
-)
+from gateway.spool.directories import SpoolLockedError, claim_worker_dir, try_lock
+from gateway.spool.frames import FRAME_OVERHEAD, frame, scan, scan_resyncing
+from gateway.spool.segments import Spool
+from gateway.spool.writer import SpoolFullError, SpoolWriter
 
 records = st.builds(
     KafkaRecord,
@@ -224,7 +216,7 @@ def test_lock_is_exclusive_and_dies_with_the_process(tmp_path: Path) -> None:
     assert try_lock(tmp_path / "w") is not None
     # A process killed with -9 leaves its directory claimable (flock is released by the kernel).
     code = (
-        "import os, signal, sys; from gateway.spool import claim_worker_dir; from pathlib import Path;"
+        "import os, signal, sys; from gateway.spool.directories import claim_worker_dir; from pathlib import Path;"
         "d, fd = claim_worker_dir(Path(sys.argv[1])); print(d.name, flush=True); os.kill(os.getpid(), 9)"
     )
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "root")], capture_output=True, text=True)
@@ -247,7 +239,7 @@ async def test_group_commit_orders_and_batches(tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=1) as executor:
         writer = SpoolWriter(spool, executor)
         payloads = [f"event-{i}".encode() for i in range(500)]
-        await asyncio.gather(*(writer.append(p) for p in payloads))
+        await asyncio.gather(*(writer.enqueue(p) for p in payloads))
         assert list(spool.iter_all()) == payloads
         assert len(calls) < 50  # concurrent appends share fsyncs
         assert sum(calls) == 500
@@ -257,5 +249,5 @@ async def test_writer_reports_full(tmp_path: Path) -> None:
     spool = open_spool(tmp_path / "w", max_bytes=1 << 20)
     with ThreadPoolExecutor(max_workers=1) as executor:
         writer = SpoolWriter(spool, executor)
-        results = await asyncio.gather(*(writer.append(b"y" * (300 * 1024)) for _ in range(5)), return_exceptions=True)
+        results = await asyncio.gather(*(writer.enqueue(b"y" * (300 * 1024)) for _ in range(5)), return_exceptions=True)
         assert [isinstance(r, SpoolFullError) for r in results] == [False, False, False, True, True]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.kafka_record import KafkaRecord, encode_record
-from gateway.spool import FRAME_OVERHEAD, Spool
+from gateway.spool.frames import FRAME_OVERHEAD
+from gateway.spool.segments import Spool
 
 
 def record(ts: int) -> bytes:

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from gateway.kafka_record import KafkaRecord, encode_record
-from gateway.spool import CURSOR_FILE, FRAME_OVERHEAD, Spool, frame, parse_cursor
+from gateway.spool.cursor import CURSOR_FILE, parse_cursor
+from gateway.spool.frames import FRAME_OVERHEAD, frame
+from gateway.spool.segments import Spool
 from tests.small_fs import fill, free_bytes, small_filesystem
 
 
@@ -108,7 +110,7 @@ def test_recovery_on_a_full_disk_repairs_in_place(disk: Path, caplog: pytest.Log
     fill(disk / "ballast")
     assert free_bytes(disk) < 4096
 
-    with caplog.at_level(logging.WARNING, logger="gateway.spool"):
+    with caplog.at_level(logging.WARNING, logger="gateway.spool.segments"):
         spool = open_spool(disk / "w")  # no room for a copy of anything: repaired in place
     assert list(spool.iter_all()) == payloads[:30] + payloads[31:]
     assert spool.pending_records == 59

@@ -1,6 +1,6 @@
 """A broker-free driver for the account pipeline (the idea of Kafka Streams' TopologyTestDriver).
 
-Records go in as the gateway makes them (its own `plan`: parse, validate, Avro-encode, headers), or as raw
+Records go in as the gateway makes them (its own `plan_record`: parse, validate, Avro-encode, headers), or as raw
 family-topic records, to an in-memory transactional broker (tests/processors/memory_kafka.py); the runtime's
 real `Engine` and `Task` run the real `AccountPipeline` over a real `TaskState` (RocksDB in a temporary
 directory) and commit through that broker. Each call waits until the engine committed past its input and
@@ -29,7 +29,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from common.settings import KafkaSettings
-from gateway.records import Route, plan
+from gateway.records import Route, plan_record
 from processors.logic.config import LogicConfig
 from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters
 from processors.runtime.engine import Engine
@@ -199,7 +199,7 @@ class PipelineDriver:
     ) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
         """(topic, key, value, headers) of the family record the gateway publishes for this body."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        planned = plan(
+        planned = plan_record(
             raw,
             request_headers={},
             webhook_id=webhook_id,

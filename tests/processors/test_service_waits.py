@@ -70,15 +70,22 @@ def test_the_processor_waits_for_kafka_and_runs_once_it_answers(
     child = start_processor(processor_env(f"127.0.0.1:{kafka_port}", app_id, tmp_path, health_port))
     forward = PortForward(kafka_port, bootstrap)
     try:
-        status, body = wait_for_answer(child, health_port, lambda status, body: "reason" in body, 30)
+        status, body = wait_for_answer(child, health_port, lambda status, body: bool(body.get("reasons")), 30)
         assert status == 503
-        assert body["ready"] is False
-        assert str(body["reason"]).startswith("kafka unreachable: ConnectionRefusedError"), body
+        assert body["status"] == "not_ready"
+        [reason] = body["reasons"]
+        assert str(reason).startswith("kafka unreachable: ConnectionRefusedError"), body
         time.sleep(2)  # a few attempts (0.5 s, 1 s, ...): one log line, the rest held back by the rate limit
         forward.start()  # Kafka appears on the port the processor was given
         status, body = wait_for_answer(child, health_port, lambda status, body: status == 200, 120)
-        assert body["ready"] is True
-        assert "reason" not in body
+        assert (body["status"], body["reasons"]) == ("ready", []), body
+        # The same health shell as the gateway's (common/health.py): /livez with the uptime, /metrics.
+        live = httpx.get(f"http://127.0.0.1:{health_port}/livez", timeout=2).json()
+        assert live["status"] == "alive", live
+        assert float(live["uptime_s"]) > 0, live
+        metrics = httpx.get(f"http://127.0.0.1:{health_port}/metrics", timeout=2)
+        assert metrics.headers["content-type"].startswith("text/plain"), metrics.headers
+        assert "processor_ready_partitions " in metrics.text
         err = stop(child)
     finally:
         stop(child)

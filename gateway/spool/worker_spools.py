@@ -1,9 +1,9 @@
 """The spools one worker drains: its own directory and those it adopted from dead workers.
 
-A worker claims the first `worker-<n>` directory no live process holds (a restarted worker takes over a
-dead one's), and adopts every other directory whose lock is free and which still holds records: those are
-drained first, oldest adoption first, then its own spool. All disk work runs on one thread, serialised with
-the appends (`SpoolWriter`'s group commit).
+A worker claims the first `worker-<n>` directory no live process holds (`gateway.spool.directories`: a
+restarted worker takes over a dead one's), and adopts every other directory whose lock is free and which
+still holds records: those are drained first, oldest adoption first, then its own spool. All disk work runs
+on one thread, serialised with the appends (`gateway.spool.writer`'s group commit).
 """
 
 from __future__ import annotations
@@ -18,18 +18,13 @@ from pathlib import Path
 from gateway.kafka_record import KafkaRecord, encode_record
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
-from gateway.spool import (
-    FRAME_OVERHEAD,
-    Position,
-    Spool,
-    SpoolWriteError,
-    SpoolWriter,
-    claim_worker_dir,
-    try_lock,
-    worker_dirs,
-)
+from gateway.spool.cursor import Position
+from gateway.spool.directories import claim_worker_dir, try_lock, worker_dirs
+from gateway.spool.frames import FRAME_OVERHEAD
+from gateway.spool.segments import Spool
+from gateway.spool.writer import SpoolWriteError, SpoolWriter
 
-log = logging.getLogger("gateway.publisher")
+log = logging.getLogger(__name__)
 
 DRAIN_BATCH_RECORDS = 500
 DRAIN_BATCH_BYTES = 4 * 1024 * 1024

@@ -1,243 +1,48 @@
-"""Durable local spool: where verified events wait while Kafka does not acknowledge them.
+"""The segment files of one spool directory (`Spool`): appending, recovery, reading and committing.
 
-Layout: `<spool_dir>/worker-<n>/` holds `LOCK` (flock'ed by the owning process), `cursor` (the
-position up to which records are published) and segment files `<20-digit id>.seg`. A segment is a
-sequence of frames:
-
-    u32 big-endian length | u32 big-endian crc32(payload) | payload
+A spool directory holds `LOCK` (`gateway.spool.directories`), `cursor` (`gateway.spool.cursor`) and segment files
+`<20-digit id>.seg`, each a sequence of frames (`gateway.spool.frames`).
 
 Appends are fsync'd before anyone is told they are durable. A write or fsync that fails (a full disk
 cuts a write short) is cut back off the segment (`ftruncate` to its last good size) and the append fails,
-so an `O_APPEND` write never lands behind a partial frame. A crash can only leave a torn last frame,
-which `scan` detects (short header, short payload or wrong checksum) so recovery truncates it rather than
-misreading it. A damaged frame with valid frames after it (disk damage, not a crash) is skipped by
-resynchronising on the next valid frame (`scan_resyncing`): its range is remembered and skipped on read,
-in place, and at most `QUARANTINE_MAX_BYTES` of it are copied to a file beside the segment; only it is
-lost. Reading finds damage the same way while running (the disk changed under us): the drain skips it
-and moves on, it never stops at a frame it cannot read. Nothing in recovery needs room for a copy of a
-segment, so a gateway starts on a full disk. Each payload is one record in `gateway.kafka_record`'s byte
-form.
+so an `O_APPEND` write never lands behind a partial frame. Recovery truncates a torn last frame (a crash
+mid-append). A damaged frame with valid frames after it (disk damage, not a crash) is skipped: its range is
+remembered and skipped on read, in place, and at most `QUARANTINE_MAX_BYTES` of it are copied to a file beside
+the segment; only it is lost. Reading finds damage the same way while running (the disk changed under us): the
+drain skips it and moves on, it never stops at a frame it cannot read. Nothing in recovery needs room for a copy
+of a segment, so a gateway starts on a full disk.
 
-The cursor file holds two 32-byte slots (sequence, segment, offset, crc32), overwritten in place
-alternately: a commit needs no new disk block (a full disk never stops the drain that would free it), and
-a write torn by a crash leaves the other slot, one commit older (its records are published again:
-at-least-once).
-
-The framing is pure; `Spool` is the thin, synchronous disk layer,
-and `SpoolWriter` batches concurrent appends into one write + fsync (group commit).
+`Spool` is the thin, synchronous disk layer; `gateway.spool.writer` is its async front.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
-import fcntl
 import logging
 import os
-import struct
 import zlib
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO
 
-from gateway.kafka_record import decode_record, timestamp_ms_at
+from gateway.kafka_record import timestamp_ms_at
+from gateway.spool.cursor import CURSOR_BYTES, CURSOR_FILE, NO_CURSOR, Position, cursor_slot, parse_cursor
+from gateway.spool.directories import SpoolLockedError, try_lock
+from gateway.spool.frames import FRAME_HEADER, FRAME_OVERHEAD, Damage, frame, resync, scan_resyncing
 
-log = logging.getLogger("gateway.spool")
-T = TypeVar("T")
+log = logging.getLogger(__name__)
 
-_FRAME = struct.Struct(">II")
-FRAME_OVERHEAD = _FRAME.size
-MAX_FRAME_BYTES = 64 * 1024 * 1024  # a longer length field can only be garbage
 SEGMENT_SUFFIX = ".seg"
 QUARANTINE_SUFFIX = ".quarantine"
 QUARANTINE_MAX_BYTES = 1024 * 1024  # of one damaged range kept for a post-mortem: recovery's extra space is bounded
-CURSOR_FILE = "cursor"
-LOCK_FILE = "LOCK"
-_CURSOR_SLOT = struct.Struct(">QQQI4x")  # sequence, segment id, offset, crc32 of the first 24 bytes
-CURSOR_BYTES = 2 * _CURSOR_SLOT.size
-
-
-class SpoolFullError(Exception):
-    """The spool cannot take the record; the caller answers 503 so Pinwheel retries later.
-
-    Raised as such when the spool reached its size limit (`GATEWAY_SPOOL_MAX_BYTES`)."""
-
-
-class SpoolWriteError(SpoolFullError):
-    """The disk refused the append (full, or an I/O error): nothing of it was kept; `reason` is the errno name."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def error_name(exc: BaseException) -> str:
     """`ENOSPC` for an OSError with an errno, else the exception's type name (never its message: paths)."""
     code = getattr(exc, "errno", None)
     return errno.errorcode.get(code, type(exc).__name__) if isinstance(code, int) else type(exc).__name__
-
-
-class SpoolLockedError(Exception):
-    """Another live process owns this spool directory."""
-
-
-# -- framing (pure) -----------------------------------------------------------------------------
-
-
-def frame(payload: bytes) -> bytes:
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def _frame_at(data: bytes, pos: int) -> int | None:
-    """The end of the valid frame (header, length in bounds, checksum) starting at `pos`, else None."""
-    if pos + FRAME_OVERHEAD > len(data):
-        return None
-    length, crc = _FRAME.unpack_from(data, pos)
-    begin, end = pos + FRAME_OVERHEAD, pos + FRAME_OVERHEAD + int(length)
-    if length > MAX_FRAME_BYTES or end > len(data):
-        return None
-    if zlib.crc32(memoryview(data)[begin:end]) != crc:
-        return None
-    return end
-
-
-def scan(data: bytes, start: int = 0) -> tuple[list[tuple[int, int]], int]:
-    """Frames in `data` from `start`: ([(payload_offset, payload_length)], end of the last good frame).
-
-    Stops at the first frame that is incomplete or fails its checksum: everything from the returned
-    end on is a torn tail (or corruption) and must never be read as records.
-    """
-    frames: list[tuple[int, int]] = []
-    pos = start
-    while (end := _frame_at(data, pos)) is not None:
-        frames.append((pos + FRAME_OVERHEAD, end - pos - FRAME_OVERHEAD))
-        pos = end
-    return frames, pos
-
-
-def resync(data: bytes, bad: int) -> int | None:
-    """Where the frames resume after a damaged one at `bad`, or None if none does (a torn tail).
-
-    The first offset after `bad` holding a frame whose checksum matches *and* whose payload decodes as a
-    record, so bytes inside the damaged frame that happen to look like a frame are not taken for one. The
-    damaged frame's own length field is not trusted: damaged, it could point past intact frames.
-    """
-
-    def resumes_at(pos: int) -> bool:
-        end = _frame_at(data, pos)
-        if end is None:
-            return False
-        try:
-            decode_record(data[pos + FRAME_OVERHEAD : end])
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return True
-
-    return next((pos for pos in range(bad + 1, len(data) - FRAME_OVERHEAD + 1) if resumes_at(pos)), None)
-
-
-@dataclass(frozen=True)
-class Damage:
-    """Bytes [start, end) of a segment that hold no valid frame, with valid frames after them."""
-
-    start: int
-    end: int
-
-
-def scan_resyncing(data: bytes, start: int = 0) -> tuple[list[tuple[int, int]], list[Damage], int]:
-    """Like `scan`, but past a damaged frame it resumes at the next valid one instead of stopping.
-
-    Returns the frames, the damaged ranges skipped, and the end of the last good frame: what follows
-    it has no valid frame at all, a torn tail (crash mid-append) that recovery truncates.
-    """
-    frames, pos = scan(data, start)
-    damaged: list[Damage] = []
-    while pos < len(data) and (resume := resync(data, pos)) is not None:
-        damaged.append(Damage(pos, resume))
-        more, pos = scan(data, resume)
-        frames += more
-    return frames, damaged, pos
-
-
-# -- directories and locks ----------------------------------------------------------------------
-
-
-def try_lock(directory: Path) -> int | None:
-    """Open and flock `directory/LOCK`; the fd (keep it open to hold the lock) or None if held.
-
-    flock locks die with their process, so a worker killed with -9 leaves its directory claimable.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def claim_worker_dir(root: Path) -> tuple[Path, int]:
-    """The first `worker-<n>` directory no live process holds, locked.
-
-    A restarted worker thus takes over the directory (and the spooled events) of a dead one.
-    """
-    for index in range(10_000):
-        directory = root / f"worker-{index}"
-        fd = try_lock(directory)
-        if fd is not None:
-            return directory, fd
-    raise SpoolLockedError(f"no free spool directory under {root}")
-
-
-def worker_dirs(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("worker-"))
-
-
-# -- the disk layer -----------------------------------------------------------------------------
-
-Position = tuple[int, int]  # (segment id, byte offset in it)
-NO_CURSOR: tuple[int, Position] = (0, (1, 0))
-
-
-def cursor_slot(sequence: int, position: Position) -> tuple[int, bytes]:
-    """(file offset, bytes) of the cursor write number `sequence`: slots alternate, so a torn write
-    leaves the previous one intact."""
-    head = _CURSOR_SLOT.pack(sequence, position[0], position[1], 0)[:24]
-    return _CURSOR_SLOT.size * (sequence % 2), _CURSOR_SLOT.pack(sequence, position[0], position[1], zlib.crc32(head))
-
-
-def parse_cursor(data: bytes) -> tuple[int, Position]:
-    """(sequence, position) of the newest valid slot; a cursor of the older text form (`"<id> <offset>"`,
-    replaced atomically) is read too; `NO_CURSOR` when there is neither."""
-    best: tuple[int, Position] | None = None
-    for offset in (0, _CURSOR_SLOT.size):
-        chunk = data[offset : offset + _CURSOR_SLOT.size]
-        if len(chunk) < _CURSOR_SLOT.size:
-            continue
-        sequence, seg_id, position, crc = _CURSOR_SLOT.unpack(chunk)
-        if sequence > 0 and crc == zlib.crc32(chunk[:24]) and (best is None or sequence > best[0]):
-            best = (sequence, (seg_id, position))
-    if best is not None:
-        return best
-    try:
-        seg_id, position = data.split(b"\n", 1)[0].split()
-        return 0, (int(seg_id), int(position))
-    except ValueError:
-        return NO_CURSOR
-
-
-def read_cursor(directory: Path) -> Position:
-    """The position up to which a spool directory's records are published ((1, 0) when it has none)."""
-    try:
-        return parse_cursor((directory / CURSOR_FILE).read_bytes())[1]
-    except FileNotFoundError:
-        return NO_CURSOR[1]
 
 
 @dataclass
@@ -545,7 +350,7 @@ class Spool:
                     header = fh.read(FRAME_OVERHEAD)
                     payload = None
                     if len(header) == FRAME_OVERHEAD:
-                        length, crc = _FRAME.unpack(header)
+                        length, crc = FRAME_HEADER.unpack(header)
                         if pos + FRAME_OVERHEAD + length <= segment.size:
                             payload = fh.read(length)
                             if len(payload) != length or zlib.crc32(payload) != crc:
@@ -628,68 +433,3 @@ class Spool:
             if not batch:
                 return
             yield from batch
-
-
-class SpoolWriter:
-    """Async front of a Spool: group commit of concurrent appends, all disk work on one thread."""
-
-    def __init__(self, spool: Spool, executor: ThreadPoolExecutor) -> None:
-        self.spool = spool
-        self._executor = executor
-        self._queue: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    def enqueue(self, payload: bytes) -> asyncio.Future[None]:
-        """Queue `payload` now (synchronously: call order is spool order); the future resolves once it
-        is fsync'd, or fails with SpoolFullError (SpoolWriteError when the disk refused it)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((payload, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return future
-
-    async def append(self, payload: bytes) -> None:
-        await self.enqueue(payload)
-
-    @property
-    def idle(self) -> bool:
-        return not self._queue and (self._flusher is None or self._flusher.done())
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run disk work on the spool thread (serialised with appends)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    async def run_read(self, spool: Spool, max_records: int, max_bytes: int) -> tuple[list[bytes], Position]:
-        return await self.run(spool.read, spool.cursor, max_records, max_bytes)
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            # Everything queued while the previous fsync ran goes into this one write + fsync.
-            batch, self._queue = self._queue, []
-            try:
-                taken = await loop.run_in_executor(self._executor, self.spool.append_many, [p for p, _ in batch])
-            except Exception as exc:  # disk full, I/O error: every waiter must hear of it (nothing was kept)
-                log.error("spool append failed", extra={"error": error_name(exc), "records": len(batch)})
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(SpoolWriteError(error_name(exc)))
-                continue
-            for index, (_, future) in enumerate(batch):
-                if future.done():
-                    continue
-                if index < taken:
-                    future.set_result(None)
-                else:
-                    future.set_exception(SpoolFullError())
-            if taken < len(batch):
-                # Order: nothing queued behind a refused record may be accepted before it.
-                rest, self._queue = self._queue, []
-                for _, future in rest:
-                    if not future.done():
-                        future.set_exception(SpoolFullError())
-
-    async def drain_queue(self) -> None:
-        if self._flusher is not None:
-            with contextlib.suppress(Exception):
-                await self._flusher

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from gateway.kafka_record import KafkaRecord, decode_record
 from gateway.metrics import GatewayMetrics
 from gateway.producer import KafkaLink, send
-from gateway.spool import error_name
-from gateway.spools import Batch, WorkerSpools
+from gateway.spool.segments import error_name
+from gateway.spool.worker_spools import Batch, WorkerSpools
 from schemas.confluent import RegistryUnavailable
 
-log = logging.getLogger("gateway.publisher")
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 
