@@ -69,6 +69,7 @@ def build_config(
         ssl_certfile=str(settings.tls_cert_file),
         ssl_keyfile=str(settings.tls_key_file),
         workers=settings.workers,
+        timeout_worker_healthcheck=settings.worker_healthcheck_timeout_s,
         log_config=logs.uvicorn_log_config(settings.log_level, ["gateway"]),
         access_log=False,
         server_header=False,

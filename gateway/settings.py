@@ -130,6 +130,14 @@ class GatewaySettings(BaseSettings):
         "connection closes.",
     )
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes (each with its producer and spool).")
+    worker_healthcheck_timeout_s: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="With several workers: the supervisor kills (SIGKILL) and replaces a worker that does not "
+        "answer its ping within this many seconds. uvicorn's own 5 s killed workers of a busy or CPU-throttled "
+        "host, even while they started, in a loop.",
+    )
     shutdown_timeout_s: float = Field(
         default=20.0,
         gt=0,

@@ -6,6 +6,7 @@ killed, so a new gateway binds the port and drains what they accepted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -235,3 +236,50 @@ async def test_workers_stop_with_their_supervisor_and_a_new_gateway_drains_their
     records = by_id(await tail.collect(lambda rs: set(sent) <= set(by_id(rs))))
     assert set(sent) <= set(records), f"missing {len(set(sent) - set(records))} of {len(sent)}"
     assert all(records[e].key == a.encode() for e, a in sent.items())
+
+
+@pytest.mark.parametrize(("timeout_s", "replaced"), [(None, False), (2, True)], ids=["default", "2s"])
+async def test_a_stalled_worker_is_waited_for_and_a_hung_one_replaced(
+    bootstrap: str, tls_pair: tuple[Path, Path], tmp_path: Path, timeout_s: int | None, replaced: bool
+) -> None:
+    """A worker that cannot answer its supervisor's ping for 8 s (SIGSTOP: as on a CPU-starved or throttled host)
+    keeps running with the default GATEWAY_WORKER_HEALTHCHECK_TIMEOUT_S; uvicorn's own 5 s killed it, and under
+    load killed starting workers in a loop. With 2 s it is a hung worker: killed and replaced."""
+    settings = gateway_settings(tls_pair, tmp_path / "spool", workers=2)
+    env = gateway_env(settings, bootstrap) | {"GATEWAY_WORKERS": "2"}
+    if timeout_s is not None:
+        env["GATEWAY_WORKER_HEALTHCHECK_TIMEOUT_S"] = str(timeout_s)
+    log = tmp_path / "gateway.log"
+    process = start_subprocess(env, log)
+    admin = admin_url(settings)
+    try:
+        deadline = time.monotonic() + 90
+        while read_log(log).count('"publisher started"') < 2:
+            assert process.poll() is None, tail_of(log)
+            assert time.monotonic() < deadline, tail_of(log)
+            await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(timeout=10) as http:
+            ready = await until_ready(http, admin, deadline=time.monotonic() + 60)
+            pids = sorted(worker["pid"] for worker in ready["per_worker"])
+            os.kill(pids[0], signal.SIGSTOP)
+            try:
+                await asyncio.sleep(8)  # the fault itself: a worker that does not run for 8 s
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pids[0], signal.SIGCONT)
+            back = await until_ready(http, admin, deadline=time.monotonic() + 60)
+        now = sorted(worker["pid"] for worker in back["per_worker"])
+        died = [line for line in read_log(log).splitlines() if "died" in line]
+        if replaced:  # (so short a deadline may take the other worker too on a busy machine: the bug itself)
+            assert pids[0] not in now, (pids, now)
+            assert any(f"[{pids[0]}] died" in line for line in died), died
+        else:
+            assert now == pids, (pids, now, tail_of(log))
+            assert died == [], died
+        assert process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
