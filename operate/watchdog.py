@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import uvicorn
-from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from starlette.applications import Starlette
 
 from common import logs
+from common.health import ServiceReadiness, livez_route, metrics_route, readyz_route, registry_exposition
 from operate.subscription import ACTIVE, PAUSED, SubscriptionReport, assess, required_events
 from operate.webhooks import InvalidRequest, PinwheelApiSettings, WebhookClient, WebhookError, check_endpoint_url
 from processors.readiness import ReadinessSettings
@@ -212,27 +212,19 @@ class WatchdogCollector(Collector):
         )
 
 
-def health_app(state: WatchdogState, settings: WatchdogSettings, started: float) -> FastAPI:
+def health_app(state: WatchdogState, settings: WatchdogSettings, started: float) -> Starlette:
+    """/livez, /readyz (ready once the last check succeeded; else the reason) and /metrics: common/health.py."""
     registry = CollectorRegistry()
     registry.register(WatchdogCollector(state, settings))
-    app = FastAPI(title="pinwheel watchdog", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.get("/livez")
-    async def livez() -> dict[str, object]:
-        return {"status": "ok", "uptime_s": round(time.monotonic() - started, 1)}
+    def readiness() -> ServiceReadiness:
+        if state.last_ok:
+            return ServiceReadiness()
+        return ServiceReadiness([state.last_error or "no check yet"])
 
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        body: dict[str, object] = {"ready": state.last_ok}
-        if not state.last_ok:
-            body["reason"] = state.last_error or "no check yet"
-        return JSONResponse(body, status_code=200 if state.last_ok else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
-
-    return app
+    return Starlette(
+        routes=[livez_route(started), readyz_route(readiness), metrics_route(registry_exposition(registry))]
+    )
 
 
 async def serve(

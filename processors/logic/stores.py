@@ -132,10 +132,6 @@ class InMemoryStore(Generic[V]):
     def keys(self) -> list[str]:
         return sorted(self._data)
 
-    def raw_items(self) -> dict[str, object]:
-        """A copy of the stored values (bytes when a serde is set): the changelog, as a test sees it."""
-        return dict(self._data)
-
 
 def in_memory_stores(*, serialized: bool = False) -> Stores:
     """Fresh in-memory stores; ``serialized=True`` stores bytes through the real serdes."""

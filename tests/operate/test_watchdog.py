@@ -194,7 +194,7 @@ async def test_status_url_and_events_as_metrics_and_what_each_alert_reads(
     assert value(m, "watchdog_subscription_found") == 0
     readyz = await running.get("/readyz")
     assert readyz.status_code == 503
-    assert "401" in readyz.json()["reason"]
+    assert "401" in readyz.json()["reasons"][0]
     metrics_text = (await running.get("/metrics")).text
     for secret in (API_SECRET, "sk-wrong-rotation-0000"):
         assert secret not in readyz.text
