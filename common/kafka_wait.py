@@ -24,9 +24,6 @@ from common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-#: How long a command waits for Kafka when neither --timeout nor KAFKA_STARTUP_TIMEOUT_S says.
-COMMAND_TIMEOUT_S = 30.0
-
 _CONN_PARAMETERS = frozenset(inspect.signature(create_conn).parameters) - {"host", "port"}
 
 

@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.metadata
-import logging
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings
+# Only light imports here: `--help`, `--version` and a usage error build the parser and nothing else. Each command
+# imports its code when it runs (tests/connector/test_cli_imports.py keeps it so).
+if TYPE_CHECKING:
+    from connector.local_kafka import LocalKafka, LocalKafkaCluster
 
-from common import logs
-from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, classify_kafka_error
-from common.kafka_wait import COMMAND_TIMEOUT_S, wait_for_kafka
-from common.settings import KafkaSettings, settings_error_text
-from common.topics import TopicMismatchError, TopicSettings, ensure_topics
-from connector.config_docs import configuration_markdown
-from connector.local_kafka import LocalKafka, LocalKafkaCluster, LocalKafkaError, LocalKafkaSettings, local_broker
-from connector.local_registry import LocalRegistry, LocalRegistryError, LocalRegistrySettings
-from connector.run import main as run_main
-from gateway.__main__ import main as gateway_main
-from operate.cli import add_commands, processor_reset_command, tail_command
-from operate.watchdog import watchdog_command
-from operate.webhooks import webhooks_command
-from processors.runtime.engine import MissingTopicsError
-from processors.service import run
-from processors.settings import ProcessorSettings
-from processors.topics import all_topics
-from schemas.settings import SchemaSettings
-from simulator.commands import simulate_command, verify_command
+from operate.cli import add_commands
+
+#: How long a command waits for Kafka when neither --timeout nor KAFKA_STARTUP_TIMEOUT_S says.
+COMMAND_TIMEOUT_S = 30.0
 
 
 def _kafka(args: argparse.Namespace) -> int:
+    from connector.local_kafka import LocalKafkaSettings, local_broker
+
     settings = LocalKafkaSettings()
     if args.secure:
         settings = settings.model_copy(update={"secure": True})
@@ -64,6 +52,8 @@ def secure_start_lines(broker: LocalKafka | LocalKafkaCluster) -> list[str]:
     password is in a 0600 file, never on the terminal.
     """
     scram, mtls = broker.client_env("sasl_ssl"), broker.client_env("mtls")
+    from connector.local_kafka import LocalKafkaCluster
+
     first = broker.nodes[0] if isinstance(broker, LocalKafkaCluster) else broker
     return [
         f"# secured local Kafka: TLS only, ACLs enforced (nothing is allowed without one); super users "
@@ -79,6 +69,8 @@ def secure_start_lines(broker: LocalKafka | LocalKafkaCluster) -> list[str]:
 
 
 def _registry(args: argparse.Namespace) -> int:
+    from connector.local_registry import LocalRegistry, LocalRegistryError, LocalRegistrySettings
+
     registry = LocalRegistry(LocalRegistrySettings())
     try:
         match args.action:
@@ -102,6 +94,12 @@ def _registry(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from common.settings import KafkaSettings
+    from common.topics import TopicMismatchError, ensure_topics
+    from processors.topics import all_topics
+
     settings = KafkaSettings()
     try:
         report = asyncio.run(ensure_topics(settings, all_topics(), create=args.action == "create"))
@@ -114,12 +112,18 @@ def _topics(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    from gateway.__main__ import main as gateway_main
+
     return gateway_main(["--self-signed"] if args.self_signed else [])
 
 
 def _processor(args: argparse.Namespace) -> int:
     if args.action == "reset":
+        from operate.cli import processor_reset_command
+
         return processor_reset_command(args)
+    from processors.runtime.engine import MissingTopicsError
+    from processors.service import run
 
     try:
         run()
@@ -130,31 +134,45 @@ def _processor(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
+    from connector.config_docs import configuration_markdown
+
     print(configuration_markdown(), end="")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
+    from connector.run import main as run_main
+
     return run_main(args)
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from simulator.commands import simulate_command
+
     return simulate_command(args)
 
 
 def _tail(args: argparse.Namespace) -> int:
+    from operate.cli import tail_command
+
     return tail_command(args)
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from simulator.commands import verify_command
+
     return verify_command(args)
 
 
 def _webhooks(args: argparse.Namespace) -> int:
+    from operate.webhooks import webhooks_command
+
     return webhooks_command(args)
 
 
 def _watchdog(args: argparse.Namespace) -> int:
+    from operate.watchdog import watchdog_command
+
     return watchdog_command()
 
 
@@ -181,18 +199,6 @@ def _kafka_timeout() -> argparse.ArgumentParser:
     return parent
 
 
-# The settings a Kafka command reads besides KAFKA_* (checked before it waits for Kafka).
-_COMMAND_SETTINGS: dict[str, tuple[type[BaseSettings], ...]] = {
-    "topics": (TopicSettings,),
-    "processor": (ProcessorSettings,),
-    "deadletter": (SchemaSettings,),
-    "tail": (SchemaSettings,),
-    "verify": (SchemaSettings,),
-    "verify-record": (SchemaSettings,),
-    "trace": (SchemaSettings,),
-}
-
-
 def _needs_kafka(args: argparse.Namespace) -> bool:
     if args.command == "processor":
         return bool(args.action == "reset")  # `processor` itself waits as a service does (KAFKA_STARTUP_TIMEOUT_S)
@@ -206,8 +212,28 @@ def _wait_for_kafka(args: argparse.Namespace) -> None:
     --timeout / KAFKA_STARTUP_TIMEOUT_S / 30 s. Raises KafkaUnreachable or KafkaMisconfigured (one line each).
 
     The command's other settings are read first: a bad one is reported at once, not after the wait."""
+    import asyncio
+
+    from pydantic_settings import BaseSettings
+
+    from common.kafka_wait import wait_for_kafka
+    from common.settings import KafkaSettings
+    from common.topics import TopicSettings
+    from processors.settings import ProcessorSettings
+    from schemas.settings import SchemaSettings
+
+    # The settings a Kafka command reads besides KAFKA_* (checked before it waits for Kafka).
+    command_settings: dict[str, tuple[type[BaseSettings], ...]] = {
+        "topics": (TopicSettings,),
+        "processor": (ProcessorSettings,),
+        "deadletter": (SchemaSettings,),
+        "tail": (SchemaSettings,),
+        "verify": (SchemaSettings,),
+        "verify-record": (SchemaSettings,),
+        "trace": (SchemaSettings,),
+    }
     kafka = KafkaSettings()
-    for settings_class in _COMMAND_SETTINGS.get(args.command, ()):
+    for settings_class in command_settings.get(args.command, ()):
         settings_class()
     timeout_s = args.timeout or kafka.startup_timeout_s or COMMAND_TIMEOUT_S
     asyncio.run(wait_for_kafka(kafka, timeout_s=timeout_s, log_every_s=None))  # quiet: the outcome is one line
@@ -371,32 +397,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _needs_kafka(args):
             _wait_for_kafka(args)
         code: int = args.func(args)
-    except LocalKafkaError as exc:
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return _failed(args, exc)
+    return code
+
+
+def _failed(args: argparse.Namespace, exc: Exception) -> int:
+    """How a command ended in an exception; the exception classes are imported here, not before the command runs."""
+    from pydantic import ValidationError
+
+    from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable
+    from common.settings import settings_error_text
+    from connector.local_kafka import LocalKafkaError
+
+    if isinstance(exc, LocalKafkaError):
         print(f"kafka: {exc}", file=sys.stderr)
         return 1
-    except ValidationError as exc:
+    if isinstance(exc, ValidationError):
         # Any command, any settings class: exit 2 naming the environment variable and the reason.
         if (text := settings_error_text(exc)) is None:
             return _crashed(args, exc)
         print(f"{args.command}: {text}", file=sys.stderr)
         return 2
-    except (KafkaUnreachable, KafkaMisconfigured) as exc:
+    if isinstance(exc, KafkaUnreachable | KafkaMisconfigured):
         print(f"{args.command}: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
-    except OSError as exc:
+    if isinstance(exc, OSError):
         if exc.filename is None:  # a socket's error: about Kafka, classified below
             return _unexpected(args, exc)
         print(f"{args.command}: cannot use {exc.filename}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        return _unexpected(args, exc)
-    return code
+    return _unexpected(args, exc)
 
 
 def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
     """Kafka gone (or refusing an operation) after the command started: one line; anything else: a bug."""
+    from common.kafka_errors import Kind, classify_kafka_error
+
     verdict = classify_kafka_error(exc)
     if verdict.kind is Kind.OTHER:
         return _crashed(args, exc)
@@ -406,6 +445,10 @@ def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
 
 def _crashed(args: argparse.Namespace, exc: BaseException) -> int:
     """An unexpected exception: one JSON record on stderr (type and stack, not the message: it may quote data)."""
+    import logging
+
+    from common import logs
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logs.JsonFormatter())
     logger = logging.getLogger("connector.crash")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from common.topics import TopicSettings
+from operate.acls_cli import COMPONENTS as COMPONENTS  # their home is the light argparse part (the CLI lists them)
 from processors.runtime.task import transactional_id_prefix
 from processors.settings import ProcessorSettings
 from processors.topics import all_topics, changelog_topics
@@ -96,21 +97,6 @@ class Acl:
             "permission_type": self.permission,
         }
 
-
-COMPONENTS: tuple[str, ...] = (
-    "gateway",
-    "processors",
-    "topics",
-    "tail",
-    "verify",
-    "deadletter-list",
-    "deadletter-show",
-    "deadletter-replay",
-    "processor-reset",
-)
-"""Every component that talks to Kafka: the two services, the topics job, and each operator command
-(`deadletter list|show|replay`, `processor reset`, `tail`, `verify`; `spool status`, `simulate`, `webhooks` and
-`config` never reach Kafka)."""
 
 DESCRIPTIONS: Mapping[str, str] = {
     "gateway": "`pinwheel-connector gateway`: idempotent producer of the family and dead-letter topics; its "
@@ -255,31 +241,6 @@ def acl_table(application_id: str | None = None) -> str:
 
 
 # -- the command ----------------------------------------------------------------------------------------
-
-
-def _principal(value: str) -> tuple[str, str]:
-    component, sep, principal = value.partition("=")
-    if not sep or component not in COMPONENTS or ":" not in principal:
-        raise argparse.ArgumentTypeError(
-            f"expected COMPONENT=User:NAME with COMPONENT one of {', '.join(COMPONENTS)}, got {value!r}"
-        )
-    return component, principal
-
-
-def add_acls_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    acl = sub.add_parser("acls", help="print the Kafka ACLs each component needs (kafka-acls command lines or JSON)")
-    acl.add_argument(
-        "--component", action="append", choices=COMPONENTS, help="only this component (repeatable; default: all)"
-    )
-    acl.add_argument(
-        "--principal", action="append", type=_principal, default=[], metavar="COMPONENT=User:NAME",
-        help="the principal of a component (repeatable; default User:pinwheel-COMPONENT)",
-    )  # fmt: skip
-    acl.add_argument(
-        "--application-id", default=None, help="the processors' application id (default PROCESSOR_APPLICATION_ID)"
-    )
-    acl.add_argument("--format", choices=["commands", "json"], default="commands", help="output format")
-    acl.set_defaults(func=acls_command)
 
 
 def acls_command(args: argparse.Namespace) -> int:

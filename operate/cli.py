@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -15,36 +14,17 @@ import string
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from common.progress import ProgressBar
-from common.settings import KafkaSettings
-from gateway.settings import GatewaySettings
-from operate.acls import add_acls_command
-from operate.deadletters import (
-    DeadLetterError,
-    DeadLetterFilter,
-    DeadLetterRecord,
-    Verdict,
-    find_dead_letter,
-    plan_replay,
-    read_dead_letters,
-    replay,
-)
-from operate.provenance import (
-    RecordUnavailable,
-    read_file,
-    read_from_kafka,
-    verify_stored,
-)
-from operate.reset import ResetRefused, plan_reset, reset
-from operate.spool_status import spool_status
-from operate.tail import resolve_topic, tail
-from operate.trace import TraceError, build_trace, collect
-from processors.settings import ProcessorSettings
+from operate.acls_cli import add_acls_command
 from schemas.catalog import FAMILY_TOPIC_NAMES
-from schemas.codec import Codec, build_codec
-from schemas.settings import SchemaSettings
+
+# Only light imports here: `connector/cli.py` builds its parser from this module (`--help` must stay fast); each
+# command imports what it uses when it runs.
+if TYPE_CHECKING:
+    from common.settings import KafkaSettings
+    from operate.deadletters import DeadLetterFilter, DeadLetterRecord
+    from schemas.codec import Codec
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -73,6 +53,8 @@ def _ref(value: str) -> tuple[int, int]:
 
 
 def _family_topic(value: str) -> str:
+    from operate.tail import resolve_topic
+
     try:
         topic = resolve_topic(value)
     except ValueError as exc:
@@ -167,6 +149,8 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser, waits: argparse.A
 
 
 def _selection(args: argparse.Namespace) -> DeadLetterFilter:
+    from operate.deadletters import DeadLetterFilter
+
     return DeadLetterFilter(
         stages=frozenset(args.stage or ()),
         reasons=frozenset(args.reason or ()),
@@ -178,6 +162,13 @@ def _selection(args: argparse.Namespace) -> DeadLetterFilter:
 
 
 def deadletter_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from common.settings import KafkaSettings
+    from operate.deadletters import DeadLetterError
+    from schemas.codec import build_codec
+    from schemas.settings import SchemaSettings
+
     kafka = KafkaSettings()
 
     async def run() -> int:
@@ -214,6 +205,8 @@ def _summary_row(letter: DeadLetterRecord) -> dict[str, Any]:
 
 
 async def _list(kafka: KafkaSettings, codec: Codec, selection: DeadLetterFilter, as_json: bool) -> int:
+    from operate.deadletters import read_dead_letters
+
     count = 0
     if not as_json:
         print(f"{'ref':<12} {'failed_at (UTC)':<20} {'stage':<9} {'reason':<20} {'event_type':<36} event_id")
@@ -264,6 +257,8 @@ def render_dead_letter(letter: DeadLetterRecord) -> str:
 
 
 async def _show(kafka: KafkaSettings, codec: Codec, partition: int, offset: int) -> int:
+    from operate.deadletters import find_dead_letter
+
     # Printed to the operator's terminal on request, never logged.
     print(render_dead_letter(await find_dead_letter(kafka, codec, partition, offset)))
     return 0
@@ -272,6 +267,9 @@ async def _show(kafka: KafkaSettings, codec: Codec, partition: int, offset: int)
 async def _replay(
     kafka: KafkaSettings, codec: Codec, selection: DeadLetterFilter, dry_run: bool, progress: bool
 ) -> int:
+    from common.progress import ProgressBar
+    from operate.deadletters import Verdict, plan_replay, read_dead_letters, replay
+
     reading = ProgressBar(0, "reading", enabled=progress)
 
     def total(n: int) -> None:
@@ -296,6 +294,12 @@ async def _replay(
 
 
 def processor_reset_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from common.settings import KafkaSettings
+    from operate.reset import ResetRefused, plan_reset, reset
+    from processors.settings import ProcessorSettings
+
     settings = ProcessorSettings()
     kafka = KafkaSettings()
     try:
@@ -330,6 +334,9 @@ def processor_reset_command(args: argparse.Namespace) -> int:
 
 
 def spool_command(args: argparse.Namespace) -> int:
+    from gateway.settings import GatewaySettings
+    from operate.spool_status import spool_status
+
     default = GatewaySettings.model_fields["spool_dir"].default
     spool_dir = Path(args.dir or os.environ.get("GATEWAY_SPOOL_DIR") or default)
     status = spool_status(spool_dir)
@@ -346,6 +353,8 @@ def spool_command(args: argparse.Namespace) -> int:
 def _secrets(path: Path | None) -> tuple[bytes, ...]:
     """The secrets of --secret-file, else the gateway's (GATEWAY_SECRETS / GATEWAY_SECRETS_FILE)."""
     if path is None:
+        from gateway.settings import GatewaySettings
+
         return GatewaySettings().secret_bytes()  # a missing secret is a settings error: one line, exit 2
     text = path.read_text(encoding="utf-8")
     return tuple(part.strip().encode() for part in text.replace("\n", ",").split(",") if part.strip())
@@ -353,6 +362,13 @@ def _secrets(path: Path | None) -> tuple[bytes, ...]:
 
 def verify_record_command(args: argparse.Namespace) -> int:
     """Exit 0 verified, 1 not verified, 2 a bad argument or a record that cannot be read."""
+    import asyncio
+
+    from common.settings import KafkaSettings
+    from operate.provenance import RecordUnavailable, read_file, read_from_kafka, verify_stored
+    from schemas.codec import build_codec
+    from schemas.settings import SchemaSettings
+
     by_kafka = [args.topic, args.partition, args.offset]
     if (args.file is None) == all(v is None for v in by_kafka) or (args.file is None and None in by_kafka):
         print("verify-record: give --topic, --partition and --offset, or --file", file=sys.stderr)
@@ -393,6 +409,13 @@ def verify_record_command(args: argparse.Namespace) -> int:
 
 def trace_command(args: argparse.Namespace) -> int:
     """Exit 0 when something was found, 1 when nothing in the window concerns the id."""
+    import asyncio
+
+    from common.settings import KafkaSettings
+    from operate.trace import TraceError, build_trace, collect
+    from schemas.codec import build_codec
+    from schemas.settings import SchemaSettings
+
     kafka = KafkaSettings()
 
     async def run() -> int:
@@ -418,6 +441,11 @@ def trace_command(args: argparse.Namespace) -> int:
 
 
 def tail_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from common.settings import KafkaSettings
+    from operate.tail import resolve_topic, tail
+
     try:
         topics = [resolve_topic(t) for t in args.topics]
     except ValueError as exc:
