@@ -57,12 +57,6 @@ from simulator.traffic import TrafficConfig, build_traffic, planned_deliveries
 TRANSACTION_STATE = "__transaction_state"
 CONSUMER_OFFSETS = "__consumer_offsets"
 INTERNAL_TOPICS = (CONSUMER_OFFSETS, TRANSACTION_STATE)
-OUTPUT_TOPICS = (
-    catalog.ACCOUNT_UPDATES_TOPIC,
-    catalog.ACCOUNT_STATE_TOPIC,
-    catalog.ACCOUNT_READINESS_TOPIC,
-    catalog.DEADLETTER_TOPIC,
-)
 SCAN_TIMEOUT_S = 60.0
 
 
@@ -307,7 +301,7 @@ async def run_mode(
     await provision(kafka, app, partitions)
     topics = {
         "input": list(catalog.FAMILY_TOPICS.values()),
-        "output": [*OUTPUT_TOPICS, *changelog_topics(app).values()],
+        "output": [*catalog.OUTPUT_TOPICS, *changelog_topics(app).values()],
         "internal": list(INTERNAL_TOPICS),
     }
     every = [*topics["input"], *topics["output"]]

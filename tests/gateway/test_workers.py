@@ -68,6 +68,15 @@ async def until(
     raise AssertionError(f"admin /readyz never matched: {last}")
 
 
+async def both_publishers_started(process: subprocess.Popen[bytes], log: Path, within_s: float = 90) -> None:
+    """Both workers' producers started (their log lines), or the gateway's last lines if not within `within_s`."""
+    deadline = time.monotonic() + within_s
+    while read_log(log).count('"publisher started"') < 2:
+        assert process.poll() is None, tail_of(log)
+        assert time.monotonic() < deadline, tail_of(log)
+        await asyncio.sleep(0.2)
+
+
 async def until_ready(http: httpx.AsyncClient, admin: str, deadline: float) -> dict[str, Any]:
     return await until(http, admin, lambda status, body: status == 200 and body["status"] == "ready", deadline)
 
@@ -178,11 +187,7 @@ async def test_workers_stop_with_their_supervisor_and_a_new_gateway_drains_their
     sent: dict[str, str] = {}
     workers: list[int] = []
     try:
-        deadline = time.monotonic() + 90
-        while read_log(log).count('"publisher started"') < 2:
-            assert process.poll() is None, tail_of(log)
-            assert time.monotonic() < deadline, tail_of(log)
-            await asyncio.sleep(0.2)
+        await both_publishers_started(process, log)
         for _ in range(20):
             account = str(uuid.uuid4())
             body = event_body("income.added", account)
@@ -253,11 +258,7 @@ async def test_a_stalled_worker_is_waited_for_and_a_hung_one_replaced(
     process = start_subprocess(env, log)
     admin = admin_url(settings)
     try:
-        deadline = time.monotonic() + 90
-        while read_log(log).count('"publisher started"') < 2:
-            assert process.poll() is None, tail_of(log)
-            assert time.monotonic() < deadline, tail_of(log)
-            await asyncio.sleep(0.2)
+        await both_publishers_started(process, log)
         async with httpx.AsyncClient(timeout=10) as http:
             ready = await until_ready(http, admin, deadline=time.monotonic() + 60)
             pids = sorted(worker["pid"] for worker in ready["per_worker"])
