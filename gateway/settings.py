@@ -1,7 +1,7 @@
 """Gateway settings (env prefix `GATEWAY_`); Kafka connection settings come from `KafkaSettings`.
 
-Every field has a description: docs/gateway.md's configuration table is generated from them
-(`gateway.settings.settings_table()`) and a test keeps the two in sync.
+Every field has a description: docs/configuration.md's table is generated from them (`pinwheel-connector config`)
+and a test keeps the two in sync.
 """
 
 from __future__ import annotations
@@ -189,17 +189,3 @@ class GatewaySettings(BaseSettings):
 
     def secret_bytes(self) -> tuple[bytes, ...]:
         return tuple(s.get_secret_value().encode() for s in self.secrets)
-
-
-def settings_table() -> str:
-    """The Markdown configuration table of docs/gateway.md, from the field descriptions."""
-    rows = ["| variable | default | description |", "| --- | --- | --- |"]
-    for name, field in GatewaySettings.model_fields.items():
-        if field.is_required():
-            default = "(required)"
-        elif field.default_factory is not None:
-            default = "(empty)"
-        else:
-            default = f"`{field.default}`"
-        rows.append(f"| `GATEWAY_{name.upper()}` | {default} | {field.description} |")
-    return "\n".join(rows)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from common.ports import free_port
 from gateway.hygiene import content_length_status, content_type_ok
-from gateway.settings import GatewaySettings, settings_table
+from gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -101,12 +101,9 @@ def test_a_connection_limit_at_the_fd_limit_exits_2_naming_the_variable(tls_pair
     assert "1024" in result.stderr
 
 
-def test_every_field_is_described_and_the_docs_table_is_current() -> None:
+def test_every_field_is_described() -> None:
+    """docs/configuration.md's table is made from the descriptions (tests/test_deployment.py keeps it current)."""
     assert all(field.description for field in GatewaySettings.model_fields.values())
-    text = (ROOT / "docs" / "gateway.md").read_text()
-    start = text.index("<!-- settings-table:start -->\n") + len("<!-- settings-table:start -->\n")
-    end = text.index("<!-- settings-table:end -->")
-    assert text[start:end].strip() == settings_table(), "regenerate with gateway.settings.settings_table()"
 
 
 @pytest.mark.parametrize(
