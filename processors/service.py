@@ -140,6 +140,12 @@ class _EngineCollector(Collector):
                 "the schema registry failed.",
                 stats.retries,
             ),
+            (
+                "processor_partitions_passed_over",
+                "Times a task went on without an input partition that had nothing fetched for "
+                "PROCESSOR_MAX_TASK_IDLE_MS (its other partitions then go out of event-time order).",
+                stats.passed_over,
+            ),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         outputs = CounterMetricFamily("processor_outputs", "Records emitted, by kind.", labels=["kind"])

@@ -77,6 +77,7 @@ class EngineStats:
     ready: set[int] = field(default_factory=set)
     refused_records: int = 0  # input records whose effects the broker refused (handed to `reject`)
     buffered: int = 0  # fetched input records waiting in the tasks' buffers (as of the last loop)
+    passed_over: int = 0  # times a task went ahead without an input partition idle for max_task_idle_ms
 
 
 class MissingTopicsError(RuntimeError):
@@ -326,8 +327,18 @@ class Engine:
                 done += 1
         finally:
             self.stats.processed += done
+            self._say_passed_over(group)
         if done >= limit:
             self._more_ready = True
+
+    def _say_passed_over(self, group: PartitionGroup[Record]) -> None:
+        for tp in group.take_passed_over():
+            self.stats.passed_over += 1
+            log.info(
+                "input partition passed over: nothing fetched from it for PROCESSOR_MAX_TASK_IDLE_MS; the task's "
+                "other partitions go ahead out of event-time order (timers still wait for it)",
+                extra={"topic": tp.topic, "partition": tp.partition, "idle_ms": self.settings.max_task_idle_ms},
+            )
 
     def _flow_control(self, consumer: GroupConsumer) -> None:
         """Pause an input partition while its task buffers a poll's worth of its records (a partition read far
@@ -362,6 +373,7 @@ class Engine:
                 self._process_ready(task, group, at_end)
                 return
             item = group.pop(at_end, now)
+            self._say_passed_over(group)
             if item is None:
                 return
             record = item[1]

@@ -37,7 +37,7 @@ BEGINNING_OF_TIME = -(2**63)
 class PartitionGroup(Generic[R]):
     """The input partitions of one task: buffers in offset order, each record with its event time (epoch µs)."""
 
-    __slots__ = ("_buffers", "_last", "_max_idle_s", "_rank", "_waiting_since")
+    __slots__ = ("_buffers", "_last", "_max_idle_s", "_newly_passed_over", "_passed_over", "_rank", "_waiting_since")
 
     def __init__(self, partitions: Sequence[TopicPartition], topic_rank: Mapping[str, int], max_idle_ms: int) -> None:
         self._buffers: dict[TopicPartition, deque[tuple[int, R]]] = {tp: deque() for tp in partitions}
@@ -45,6 +45,10 @@ class PartitionGroup(Generic[R]):
         self._last: dict[TopicPartition, int] = {}  # event time of the last record taken from a partition
         self._waiting_since: dict[TopicPartition, float] = {}  # empty partitions with more on the broker
         self._max_idle_s = max_idle_ms / 1000
+        # Empty partitions the others went ahead without (their idle bound elapsed), once per idle episode; the
+        # ones not yet taken by `take_passed_over`.
+        self._passed_over: set[TopicPartition] = set()
+        self._newly_passed_over: list[TopicPartition] = []
 
     @property
     def partitions(self) -> list[TopicPartition]:
@@ -56,6 +60,7 @@ class PartitionGroup(Generic[R]):
         buffer.extend(records)
         if buffer:
             self._waiting_since.pop(tp, None)
+            self._passed_over.discard(tp)
 
     def buffered(self, tp: TopicPartition) -> int:
         return len(self._buffers[tp])
@@ -73,6 +78,7 @@ class PartitionGroup(Generic[R]):
         best: TopicPartition | None = None
         best_key: tuple[int, tuple[int, str]] | None = None
         waiting = False
+        expired: list[TopicPartition] | None = None
         for tp, buffer in self._buffers.items():
             if buffer:
                 key = (buffer[0][0], self._rank[tp])
@@ -80,18 +86,33 @@ class PartitionGroup(Generic[R]):
                     best, best_key = tp, key
             elif at_end.get(tp, False):
                 self._waiting_since.pop(tp, None)
+                self._passed_over.discard(tp)
             else:
                 since = self._waiting_since.setdefault(tp, now_s)
-                waiting |= now_s - since < self._max_idle_s
+                if now_s - since < self._max_idle_s:
+                    waiting = True
+                elif tp not in self._passed_over:
+                    expired = [tp] if expired is None else [*expired, tp]
         if best is None:
             # Nothing to process: idling starts when some partition has records to hold back.
             self._waiting_since.clear()
+            self._passed_over.clear()
             return None
         if waiting:
             return None
+        if expired is not None:  # the others go ahead without these: out of event-time order, said once
+            self._passed_over.update(expired)
+            self._newly_passed_over.extend(expired)
         item = self._buffers[best].popleft()
         self._last[best] = item[0]
         return item
+
+    def take_passed_over(self) -> list[TopicPartition]:
+        """The partitions passed over since the last call (each once per idle episode), for the shell to say so."""
+        if not self._newly_passed_over:
+            return []
+        taken, self._newly_passed_over = self._newly_passed_over, []
+        return taken
 
     def watermark(self, at_end: Mapping[TopicPartition, bool]) -> int:
         """Every record with an earlier event time has been taken from every partition (or is not fetched yet
