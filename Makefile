@@ -37,7 +37,7 @@ run: $(STAMP)
 	$(CLI) run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not compose"
+	$(BIN)/python -m pytest -m "not slow and not compose" --durations=20
 
 # Containers: a Docker engine (docker/engine.sh installs and starts one as root on Debian, PINWHEEL_DOCKER_HOST
 # picks its socket), the base images built locally where no registry answers (docker/local-images.sh, cached).
