@@ -81,7 +81,7 @@ def _docker_broker(version: str) -> Iterator[Broker]:
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.network import Network
-    from testcontainers.core.waiting_utils import wait_for_logs
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
     image = kafka_image(version)
     port = free_port()
@@ -106,12 +106,12 @@ def _docker_broker(version: str) -> Iterator[Broker]:
         "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
     }
     with Network() as network:
-        container: Any = DockerContainer(image).with_network(network)
+        started = LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(120)
+        container: Any = DockerContainer(image).with_network(network).waiting_for(started)
         for key, value in env.items():
             container = container.with_env(key, value)
         container.ports["9092/tcp"] = ("127.0.0.1", port)  # loopback only (with_bind_ports binds every interface)
-        with container:
-            wait_for_logs(container, "Kafka Server started", timeout=120)
+        with container:  # started: its log said so (the wait strategy)
             bootstrap = f"127.0.0.1:{port}"
             _wait_for_coordinators(bootstrap)
             yield Broker(bootstrap, "docker", version, image=image)
