@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -217,6 +218,16 @@ def gateway_env(settings: Any, bootstrap: str, quiet: bool = False) -> dict[str,
         "PYTHONPATH": str(ROOT),
     }
     return env
+
+
+def stop_subprocess(process: subprocess.Popen[bytes], within_s: float = 30) -> None:
+    """SIGTERM (the gateway's graceful shutdown); SIGKILL if it has not exited within `within_s`."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(within_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 def start_subprocess(env: dict[str, str], log: Path, fd_limit: int | None = None) -> subprocess.Popen[bytes]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import ssl
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -37,6 +35,7 @@ from tests.gateway.gateway_helpers import (
     gateway_settings,
     signed_headers,
     start_subprocess,
+    stop_subprocess,
     tail_of,
     wait_up,
 )
@@ -191,11 +190,7 @@ async def test_a_full_disk_never_wedges_the_gateway(
                     await asyncio.sleep(0.5)
                 assert all(status == 200 and body["spool"] == "ok" for status, body in answers)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_subprocess(process)
     text = log.read_text()
     assert SECRET not in text
     assert "x" * 100 not in text  # payload bytes never logged
@@ -264,11 +259,7 @@ async def test_a_gateway_starts_on_a_full_disk_and_drains_what_it_has(
                 assert body["spool"] == "ok"
                 assert body["kafka"] == "up"
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_subprocess(process)
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     quarantined = [line for line in lines if line["message"] == "damaged spool frame quarantined"]
     assert len(quarantined) == 1, quarantined

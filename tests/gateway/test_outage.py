@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import ssl
-import subprocess
 import time
 import uuid
 from collections import defaultdict
@@ -40,6 +39,7 @@ from tests.gateway.gateway_helpers import (
     header,
     signed_headers,
     start_subprocess,
+    stop_subprocess,
     wait_drained,
     wait_up,
 )
@@ -181,11 +181,7 @@ async def test_broker_killed_under_load_loses_nothing_and_keeps_order(
             timeline["drained"] = time.monotonic() - started
             metrics = (await http.get(admin_url(settings) + "/metrics")).text
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_subprocess(process)
     assert len(acked) == 2200
     rate = 2000 / timeline["load_sent"]
     assert stats["spooled"] > 500, stats  # the outage really went through the spool
@@ -233,11 +229,7 @@ async def test_gateway_killed_with_spooled_events_loses_nothing(
             await wait_up(http, url, process, log)
             await wait_drained(http, admin_url(settings), 60)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_subprocess(process)
     # Graceful shutdown on SIGTERM (uvicorn re-raises the signal once it has shut down cleanly).
     assert process.returncode in (0, -signal.SIGTERM), log.read_text()[-3000:]
     records = await read_topic(private_broker.bootstrap, TOPIC, lambda rs: len(rs) >= len(acked), 30)

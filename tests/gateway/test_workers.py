@@ -35,6 +35,7 @@ from tests.gateway.gateway_helpers import (
     header,
     signed_headers,
     start_subprocess,
+    stop_subprocess,
     tail_of,
     wait_drained,
     wait_up,
@@ -133,11 +134,7 @@ async def test_two_workers_own_spools_shared_metrics_graceful_stop(
             back = await until_ready(http, admin, deadline=time.monotonic() + 60)
             assert pids[0] not in [worker["pid"] for worker in back["per_worker"]], back
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_subprocess(process, 60)
     assert process.returncode in (0, -signal.SIGTERM), read_log(log)[-3000:]
     assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["worker-0", "worker-1"]
     text = read_log(log)
@@ -279,8 +276,4 @@ async def test_a_stalled_worker_is_waited_for_and_a_hung_one_replaced(
             assert died == [], died
         assert process.poll() is None
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_subprocess(process, 60)
