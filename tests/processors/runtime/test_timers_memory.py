@@ -282,14 +282,19 @@ async def test_a_timer_waits_for_the_input_not_yet_fetched_up_to_its_time(deploy
     ]
 
 
-async def test_a_partition_with_nothing_buffered_is_waited_for_until_the_idle_time_then_passed_over(
-    deployment: Deployment,
-) -> None:
-    # `late` has nothing fetched at all (not even its first record): the watermark is the beginning of time.
+def late_unfetched(deployment: Deployment) -> None:
+    """Five records on each input, `late`'s 5 minutes after `early`'s; none of `late` fetchable yet."""
     for minute in range(0, 50, 10):
         deployment.produce(EARLY, b"tick", minute)
         deployment.produce(LATE, b"tick", minute + 5)
     deployment.broker.fetch_limit[LATE_TP] = 0
+
+
+async def test_a_partition_with_nothing_buffered_is_waited_for_until_the_idle_time_then_passed_over(
+    deployment: Deployment,
+) -> None:
+    # `late` has nothing fetched at all (not even its first record): the watermark is the beginning of time.
+    late_unfetched(deployment)
     seen = deployment.seen
     engine = deployment.engine(max_task_idle_ms=60_000, max_poll_records=100)
     async with running(engine):
@@ -314,10 +319,7 @@ async def test_a_partition_with_nothing_buffered_is_waited_for_until_the_idle_ti
 async def test_passing_over_an_idle_partition_is_said(deployment: Deployment, caplog: pytest.LogCaptureFixture) -> None:
     """Out of event-time order is a choice an operator should see: one line (and a count) per idle episode."""
     caplog.set_level(logging.INFO, logger="processors")
-    for minute in range(0, 50, 10):
-        deployment.produce(EARLY, b"tick", minute)
-        deployment.produce(LATE, b"tick", minute + 5)
-    deployment.broker.fetch_limit[LATE_TP] = 0
+    late_unfetched(deployment)
     seen = deployment.seen
     engine = deployment.engine(max_task_idle_ms=60_000, max_poll_records=100)
     async with running(engine):
