@@ -293,12 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--self-signed", action="store_true", help="create a self-signed TLS pair if missing")
     gateway.set_defaults(func=_gateway)
 
-    processor = sub.add_parser("processor", help="run the stream processors (PROCESSOR_* settings)")
-    processor.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=None,
-        help=f"reset: seconds to wait for Kafka (default KAFKA_STARTUP_TIMEOUT_S, else {COMMAND_TIMEOUT_S:g})",
+    processor = sub.add_parser(
+        "processor",
+        help="run the stream processors (PROCESSOR_* settings)",
+        parents=[waits],
+        epilog="--timeout is reset's: run waits for Kafka as a service does (KAFKA_STARTUP_TIMEOUT_S)",
     )
     processor.set_defaults(func=_processor)
 
