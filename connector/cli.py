@@ -134,9 +134,9 @@ def _processor(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from connector.config_docs import configuration_markdown
+    from connector.config_docs import configuration_markdown, store_table_markdown
 
-    print(configuration_markdown(), end="")
+    print(store_table_markdown() if args.stores else configuration_markdown(), end="")
     return 0
 
 
@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     processor.set_defaults(func=_processor)
 
     config = sub.add_parser("config", help="print the configuration table (every environment variable)")
+    config.add_argument(
+        "--stores", action="store_true", help="print the state stores' table instead (docs/processing.md, from STORES)"
+    )
     config.set_defaults(func=_config)
 
     run = sub.add_parser("run", help="the whole pipeline on a local Kafka, fed with simulated traffic (make run)")
