@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.settings import KafkaSettings
 from common.topics import TopicSpec, ensure_topics
@@ -25,6 +24,7 @@ from gateway.kafka_record import KafkaRecord
 from gateway.metrics import GatewayMetrics
 from gateway.producer import KafkaLink, send
 from tests.gateway.gateway_helpers import gateway_settings
+from tests.topic_reader import read_to_end
 
 pytestmark = pytest.mark.kafka
 
@@ -46,23 +46,6 @@ def record(topic: str, value: bytes) -> KafkaRecord:
     return KafkaRecord(topic=topic, key=b"k", value=value, headers=(), timestamp_ms=int(time.time() * 1000))
 
 
-async def topic_values(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        values: list[bytes] = []
-        while await consumer.position(tp) < end:
-            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                values += [bytes(r.value or b"") for r in records]
-        return values
-    finally:
-        await consumer.stop()
-
-
 async def test_stop_flushes_the_pending_sends_when_the_broker_is_up(
     private_broker: LocalKafka, tls_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -73,7 +56,7 @@ async def test_stop_flushes_the_pending_sends_when_the_broker_is_up(
     assert not any(asyncio.ensure_future(ack).done() for ack in acks)
     await link.close(10.0)
     assert [(await ack).offset for ack in acks] == [0, 1, 2]
-    assert await topic_values(private_broker.bootstrap, topic) == [b"v0", b"v1", b"v2"]
+    assert [r.value for r in await read_to_end(private_broker.bootstrap, topic)] == [b"v0", b"v1", b"v2"]
 
 
 async def test_stop_is_bounded_and_leaves_nothing_running_when_the_broker_is_gone(
@@ -99,7 +82,7 @@ async def test_stop_is_bounded_and_leaves_nothing_running_when_the_broker_is_gon
     seen = len(caplog.records)
 
     await asyncio.to_thread(private_broker.start)
-    assert await topic_values(private_broker.bootstrap, topic) == [b"acknowledged"]
+    assert [r.value for r in await read_to_end(private_broker.bootstrap, topic)] == [b"acknowledged"]
     gc.collect()  # an unretrieved exception is reported when its future is collected
     await asyncio.sleep(0)
     errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records[seen:] if r.levelno >= logging.ERROR]

@@ -10,17 +10,15 @@ from connector.config_docs import store_table_markdown
 from processors.logic.codec import INT_SERDE
 from processors.logic.stores import STORES, StoreSpec
 from processors.topics import changelog_topics
+from tests.generated_docs import embedded
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_documented_store_table_is_the_one_generated_from_stores() -> None:
-    doc = (ROOT / "docs" / "processing.md").read_text()
-    begin, end = "<!-- stores:begin -->\n", "<!-- stores:end -->"
-    assert begin in doc
-    assert end in doc
-    embedded = doc.split(begin, 1)[1].split(end, 1)[0]
-    assert embedded == store_table_markdown(), "regenerate with: pinwheel-connector config --stores"
+    assert embedded(ROOT / "docs" / "processing.md", "stores") == store_table_markdown(), (
+        "regenerate with: pinwheel-connector config --stores"
+    )
 
 
 def test_the_table_has_a_row_per_store_and_a_column_per_spec_field() -> None:
