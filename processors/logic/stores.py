@@ -11,9 +11,9 @@ derived from it. ``Stores`` is its typed face for the logic; its fields are chec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Generic, Protocol, TypeVar, get_origin, get_type_hints
+from typing import Any, Generic, Protocol, TypeVar, cast, get_origin, get_type_hints, runtime_checkable
 
 from processors.logic.account_table import AccountState
 from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SERDE, Serde
@@ -57,6 +57,7 @@ class KeyValueStore(Protocol[V]):
     def delete(self, key: str) -> None: ...
 
 
+@runtime_checkable
 class OrderedKeyValueStore(KeyValueStore[V], Protocol[V]):
     def range(self, start: str, end: str) -> Iterable[tuple[str, V]]:
         """Entries with ``start <= key < end`` in ascending byte order of the UTF-8 keys (RocksDB order).
@@ -77,11 +78,18 @@ class Stores:
     timers: OrderedKeyValueStore[int]
 
     @classmethod
-    def of(cls, stores: dict[str, Any]) -> Stores:
-        """The stores by name (``STORE_NAMES``, each exactly once)."""
+    def of(cls, stores: Mapping[str, KeyValueStore[Any]]) -> Stores:
+        """The stores by name (``STORE_NAMES``, each exactly once), an ``OrderedKeyValueStore`` where the spec is
+        ``ordered``."""
         if set(stores) != set(STORE_NAMES):
             raise ValueError(f"expected the stores {list(STORE_NAMES)}, got {sorted(stores)}")
-        return cls(**stores)
+        unordered = [
+            spec.name for spec in STORES if spec.ordered and not isinstance(stores[spec.name], OrderedKeyValueStore)
+        ]
+        if unordered:
+            raise TypeError(f"the stores {unordered} are declared ordered but have no range")
+        # Keyed by name, the mapping cannot tell mypy which field is ordered: the check above does.
+        return cls(**cast("Mapping[str, Any]", stores))
 
 
 def _check_stores() -> None:

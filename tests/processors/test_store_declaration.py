@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 import struct
 from pathlib import Path
 
@@ -51,6 +52,29 @@ def test_stores_of_refuses_a_missing_or_unknown_store() -> None:
     del stores["timers"]
     with pytest.raises(ValueError, match="expected the stores"):
         Stores.of(stores)
+
+
+class _NoRange:
+    """A store with get/put/delete only: not an ordered one."""
+
+    def get(self, key: str) -> object | None:
+        return None
+
+    def put(self, key: str, value: object) -> None:
+        pass
+
+    def delete(self, key: str) -> None:
+        pass
+
+
+def test_stores_of_refuses_an_ordered_store_without_range() -> None:
+    stores: dict[str, object] = {name: InMemoryStore[object]() for name in STORE_NAMES}
+    ordered = [spec.name for spec in STORES if spec.ordered]
+    plain = {name: _NoRange() for name in STORE_NAMES if name not in ordered}
+    accepted = Stores.of({**stores, **plain})  # an unordered store needs no range
+    assert all(getattr(accepted, name) is store for name, store in plain.items())
+    with pytest.raises(TypeError, match=re.escape(f"the stores {ordered} are declared ordered but have no range")):
+        Stores.of({**stores, **{name: _NoRange() for name in ordered}})
 
 
 SAMPLES: dict[str, object] = {
