@@ -10,8 +10,9 @@ committed offsets, read from outside with the admin client every 20 ms, cover al
 real processor (`pinwheel-connector processor`) and a passthrough on the same runtime (bench/passthrough.py),
 each as 1 and 2 OS processes in one group. CPU is the instances' own (all threads).
 
-`--in-process` runs the pipeline as one engine inside this process instead (one instance, no passthrough),
-so `python -m cProfile -m bench.processor_bench --in-process` profiles it.
+`--in-process` runs the pipeline as one engine inside this process instead (one instance, no passthrough,
+with the service's garbage-collector settings: common/gc_tuning.py), so
+`python -m cProfile -m bench.processor_bench --in-process` profiles it.
 
 Runs against KAFKA_BOOTSTRAP_SERVERS if set, else starts its own local broker. Prints markdown tables and
 draws docs/img/processors-throughput.png and docs/img/processors-cpu.png.
@@ -39,6 +40,7 @@ from bench import plot
 from bench.broker import run_with_broker
 from bench.instances import Instances, Kind, provision, start_instances, wait_settled
 from bench.report import table
+from common import gc_tuning
 from common.settings import KafkaSettings
 from common.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
@@ -241,6 +243,7 @@ async def run_in_process(
 ) -> Measurement:
     await provision(kafka, settings.application_id, partitions)
     held = await hold_inputs(kafka, inputs)
+    gc_tuning.tune_for_throughput()  # as the processor service runs (processors.service.run_until_signal)
     engine = build_engine(settings, kafka, SchemaSettings(), PipelineCounters())
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
