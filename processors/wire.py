@@ -22,6 +22,7 @@ from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome
 from processors.logic.outputs import AccountUpdate, ReadinessUpdate
 from schemas.deadletter import build_dead_letter, dead_letter_key
+from schemas.enums import MonitoringStatus, OpenEnum, PlatformAction, PlatformType
 from schemas.envelope import record_headers
 
 Headers = list[tuple[str, bytes]]
@@ -58,10 +59,21 @@ def outcome_datum(outcome: JobOutcome) -> dict[str, Any]:
     }
 
 
+def _symbol(enum: type[OpenEnum], value: str | None) -> str:
+    """The Avro symbol for a value the logic took from Pinwheel's payload: the value if `enum` knows it, else
+    ``unknown`` (a value Pinwheel added since; the real one is in the trigger's raw body). The state keeps the
+    real value: only its wire shape is limited to the schema's symbols."""
+    return enum(value or "unknown").value
+
+
+def _maybe_symbol(enum: type[OpenEnum], value: str | None) -> str | None:
+    return None if value is None else enum(value).value
+
+
 def _recommendation_datum(recommendation: Recommendation) -> dict[str, Any]:
     return {
-        "platform_type": recommendation.platform_type,
-        "action": recommendation.action,
+        "platform_type": _symbol(PlatformType, recommendation.platform_type),
+        "action": _symbol(PlatformAction, recommendation.action),
         "platform_id": recommendation.platform_id,
     }
 
@@ -107,7 +119,7 @@ def state_datum(state: AccountState) -> dict[str, Any]:
         "link_token_id": state.link_token_id,
         "connected": state.connected,
         "account_created_at": state.created_at_us,
-        "monitoring_status": state.monitoring_status,
+        "monitoring_status": _maybe_symbol(MonitoringStatus, state.monitoring_status),
         "monitoring_status_updated_at": state.monitoring_status_at_us,
         "additional_platforms": [_recommendation_datum(r) for r in state.additional_platforms],
         "additional_platforms_updated_at": state.additional_platforms_at_us,
@@ -139,7 +151,7 @@ def context_datum(state: AccountState) -> dict[str, Any]:
         "platform_id": state.platform_id,
         "platform_name": state.platform_name,
         "connected": state.connected,
-        "monitoring_status": state.monitoring_status,
+        "monitoring_status": _maybe_symbol(MonitoringStatus, state.monitoring_status),
         "account_created_at": state.created_at_us,
         "paystubs_synced": None if state.paystubs is None else state.paystubs.deepest_milestone,
         "shifts_synced": None if state.shifts is None else state.shifts.deepest_milestone,
