@@ -44,6 +44,7 @@ from schemas.catalog import changelog_topic
 from schemas.codec import Codec, build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
+from tests.processors.pipeline_driver import IndependentReader
 
 
 def job_body(event_type: str, account_id: str, outcome: str, at: datetime, job_id: str | None = None) -> dict[str, Any]:
@@ -572,3 +573,57 @@ async def test_a_skewed_backlog_times_out_no_job_whose_final_was_in_kafka(harnes
     changes = Counter(u["change"] for u in updates)
     assert changes["job_succeeded"] == 11, changes  # ten joined in time, one late-joined after its timeout
     assert len(updates) == expect, changes
+
+
+async def test_enum_values_pinwheel_adds_are_written_as_unknown_and_the_account_keeps_flowing(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """docs/wire-format.md, "Enums are open": a new monitoring status and a new platform type and action give
+    their updates (not dead letters), written as `unknown`; the account's next event flows too. Outputs are read
+    with fastavro and the .avsc files only (`IndependentReader`)."""
+    account = str(uuid.uuid4())
+    t0 = datetime.now(UTC)
+    added = account_added(account, t0)
+    added["payload"]["monitoring_status"] = "paused"
+    recommended = {
+        "event_id": str(uuid.uuid4()),
+        "event": "account.additional_connections_recommended",
+        "payload": {
+            "account_id": account,
+            "additional_platforms": [
+                {"platform_type": "gig_economy", "action": "login"},
+                {"platform_type": "payroll", "action": "connect_later"},
+            ],
+        },
+    }
+    income = job_body("income.added", account, "success", t0)
+    reader = IndependentReader()
+    key = {account.encode()}
+    async with running_processor(harness, tmp_path):
+        await harness.deliver([added, recommended])
+        first = await committed_records(harness, catalog.ACCOUNT_UPDATES_TOPIC, key, 2)
+        await harness.deliver([income])  # after both: its context carries the new status
+        updates = await committed_records(harness, catalog.ACCOUNT_UPDATES_TOPIC, key, 3)
+        # snapshots are coalesced per account and commit: read until the one after the third event
+        consumer = await harness.read_outputs(catalog.ACCOUNT_STATE_TOPIC)
+        states: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + 40
+            while not any(s["events_applied"] == 3 for s in states) and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    states += [reader.decode(r.value) for r in records if r.key in key]
+        finally:
+            await consumer.stop()
+    assert len(first) == 2
+    by_event = {u["update_id"]: u for u in (reader.decode(r.value) for r in updates)}
+    assert set(by_event) == {added["event_id"], recommended["event_id"], income["event_id"]}  # none dead-lettered
+    for update in by_event.values():
+        assert update["account"]["monitoring_status"] == "unknown"
+    assert by_event[income["event_id"]]["change"] == "job_succeeded"
+    last = max(states, key=lambda s: s["events_applied"])
+    assert last["events_applied"] == 3
+    assert last["monitoring_status"] == "unknown"
+    assert [(p["platform_type"], p["action"]) for p in last["additional_platforms"]] == [
+        ("unknown", "login"),
+        ("payroll", "unknown"),
+    ]
