@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -22,8 +22,9 @@ from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Output, ReadinessUpdate, RejectedEvent
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
-from processors.logic.stores import STORES, Stores
-from processors.runtime.state import TaskState
+from processors.logic.stores import STORES, TIMERS, Stores
+from processors.logic.timers import TIMER_OWNERS, TimerRules
+from processors.runtime.state import Derive, TaskState
 from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
 from processors.wire import (
     DeliveryIds,
@@ -132,6 +133,30 @@ def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
         for spec in STORES
     }
     return Stores.of(views), [view for view in views.values() if isinstance(view, CachedStoreView)]
+
+
+def timers_derivation(config: LogicConfig) -> Derive:
+    """The restore's hook (processors/runtime/state.py): the timers (store ``TIMERS``, not logged) that the
+    restored records of the stores owning them imply (``processors.logic.timers``), in bytes.
+
+    A tombstone, or an entry that implies no timer, deletes nothing: the timer it leaves behind, if any, is
+    found obsolete when it fires. So a record needs no read of the value it replaces."""
+    rules = TimerRules(config)
+    serdes = {spec.name: spec.serde for spec in STORES if spec.name in TIMER_OWNERS}
+    timer_serde = next(spec.serde for spec in STORES if spec.name == TIMERS)
+
+    def derive(store: str, records: Sequence[tuple[bytes, bytes | None]]) -> list[tuple[str, bytes, bytes]]:
+        serde = serdes.get(store)
+        if serde is None:
+            return []
+        decode, timer_of, encode_due = serde.from_bytes, rules.timer_of, timer_serde.to_bytes
+        derived = []
+        for key, value in records:
+            if value is not None and (timer := timer_of(store, key.decode(), decode(value))) is not None:
+                derived.append((TIMERS, timer.encode().encode(), encode_due(timer.due_us)))
+        return derived
+
+    return derive
 
 
 @dataclass

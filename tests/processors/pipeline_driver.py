@@ -31,7 +31,8 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from common.settings import KafkaSettings
 from gateway.records import Route, plan_record
 from processors.logic.config import LogicConfig
-from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters
+from processors.logic.stores import LOCAL_STORE_NAMES
+from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters, timers_derivation
 from processors.runtime.engine import Engine
 from processors.runtime.ports import Record, TopicPartition
 from processors.runtime.settings import RuntimeSettings
@@ -158,6 +159,8 @@ class PipelineDriver:
             max_fetch_bytes=1 << 20,
             max_request_bytes=1 << 20,
             clients=self.broker,
+            local_stores=LOCAL_STORE_NAMES,
+            derive=timers_derivation(self.config),
         )
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
