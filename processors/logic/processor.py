@@ -125,7 +125,7 @@ class AccountProcessor:
             return
         # The timers store is a queue: fired keys are deleted at its head, and a store scanning from ""
         # would step over every deletion not yet compacted away. No timer is due before `_next_due`, and
-        # after firing none before `end` (firing adds no timer), so both scans start there.
+        # after firing none before `end` (firing adds no timer due before `limit`), so both scans start there.
         start = due_prefix(self._next_due)
         end = due_prefix(limit)  # keys due at exactly `limit` sort after it: not yet due
         # Materialize first: firing deletes keys of the range being read.
@@ -133,7 +133,7 @@ class AccountProcessor:
             self._timers.delete(key)
             timer = TimerKey.decode(key, due)
             if timer.kind is TimerKind.DEDUPE:
-                self._expire(timer)
+                self._expire(timer.target, limit)
             else:
                 self._fire_timeout(timer.target, due, out)
         self._next_due = self._first_due(end)
@@ -319,16 +319,20 @@ class AccountProcessor:
 
     # -- timers --------------------------------------------------------------------------------------
 
-    def _expire(self, timer: TimerKey) -> None:
-        """A dedupe expiry: the entry is deleted if it is the one the timer was armed for. After a restore the
-        timers may hold an older one's (``processors.logic.timers``): an entry deleted and written anew since."""
-        event_id = timer.target
+    def _expire(self, event_id: str, limit_us: int) -> None:
+        """A dedupe timer of ``event_id`` fired: its entry is deleted if the entry's own expiry is due too
+        (before ``limit_us``, as the timer). A restored timer may be an older entry's
+        (``processors.logic.timers``): the entry deleted and written anew since, or a retention since changed.
+        Then the entry's expiry is armed (again: the restore derived it), so no entry outlives its retention."""
         received_us = self._dedupe.get(event_id)
-        if received_us is None or self._rules.dedupe_due(received_us) != timer.due_us:
-            self.counters["timer_obsolete"] += 1
-            return
-        self._dedupe.delete(event_id)
-        self.counters["dedupe_expired"] += 1
+        if received_us is not None:
+            timer = self._rules.dedupe_timer(event_id, received_us)
+            if timer.due_us < limit_us:
+                self._dedupe.delete(event_id)
+                self.counters["dedupe_expired"] += 1
+                return
+            self._add_timer(timer)
+        self.counters["timer_obsolete"] += 1
 
     def _fire_timeout(self, key: str, due_us: int, out: list[Output]) -> None:
         result = apply_timeout(self._jobs.get(key), deadline_us=due_us)

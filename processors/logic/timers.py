@@ -8,7 +8,8 @@ the processor writes it with its owners, the task's transactions commit it to th
 restore rebuilds it from the owners' changelog records (``timer_of``, for every record restored). A restored
 index can hold more than the owners imply (an owner changed or deleted by a changelog record after the local
 checkpoint leaves its old timer behind); never less. So a timer is checked against its owner when it fires, and
-an obsolete one is only deleted.
+an obsolete one is only deleted (a dedupe entry whose own expiry is not due yet gets its timer armed again:
+``AccountProcessor._expire``).
 
 Stream time (the ``CLOCK_KEY`` entry) is kept in the same store and is not derived: after a restore it is the
 local checkpoint's, or none (restored from scratch), then moved on by the next record or punctuation. It is

@@ -70,9 +70,9 @@ class Machines:
         self.broker = MemoryKafka()
         self.current: PipelineDriver | None = None
 
-    def start(self, machine: str) -> PipelineDriver:
+    def start(self, machine: str, config: LogicConfig = CONFIG) -> PipelineDriver:
         self.stop()
-        self.current = PipelineDriver(self.root / machine, CONFIG, broker=self.broker)
+        self.current = PipelineDriver(self.root / machine, config, broker=self.broker)
         return self.current
 
     def stop(self) -> None:
@@ -160,6 +160,18 @@ def test_a_restart_derives_the_timers_of_the_changelog_tail_and_drops_the_obsole
     assert timed_out(a.advance_to(T0 + WINDOW + MS)) == [still_open["event_id"]]  # not the closed one
     assert a.counters.logic["timer_obsolete"] == 4  # the closed job's
     assert timed_out(a.advance_to(T0 + timedelta(hours=3) + WINDOW + MS)) == [opened["event_id"]]  # from the tail
+
+
+def test_a_longer_retention_after_a_restart_still_expires_the_entries_of_the_old_one(machines: Machines) -> None:
+    a = machines.start("a")
+    event = account_event(T0)
+    a.pipe(event, T0)  # its timer, in a's checkpoint: due at T0 + 2 h
+    a = machines.start("a", LogicConfig(dedupe_retention=timedelta(hours=4)))
+    assert a.pipe(event, T0 + timedelta(hours=3)) == []  # the old timer fired: the entry is kept, 4 h now
+    assert a.counters.logic["timer_obsolete"] == 1
+    # ... and expires by the new retention: its timer was armed again when the old one fired.
+    assert len(on(a.pipe(event, T0 + timedelta(hours=4, minutes=2)), UPDATES)) == 1
+    assert a.counters.logic["dedupe_expired"] == 1
 
 
 def test_an_aborted_commit_loses_no_timer_and_fires_none_twice(machines: Machines) -> None:
