@@ -85,6 +85,7 @@ class TaskState:
         if overlap := set(self.local_stores) & set(self.changelogs):
             raise ValueError(f"stores both logged and local: {sorted(overlap)}")
         stores = [*self.changelogs, *self.local_stores]
+        self._local_prefixes = {store: _ns(store) for store in self.local_stores}
         self._dirty: dict[str, dict[bytes, bytes | None]] = {store: {} for store in stores}
         # The overlay's keys in order, kept as they are written: sorting them on every range() made a
         # range per event quadratic in the transaction's size.
@@ -246,11 +247,12 @@ class TaskState:
             else:
                 batch.put(prefix + key, value)
         if derive is not None and records:
-            local = set(self.local_stores)
+            prefixes = self._local_prefixes
             for derived_store, key, value in derive(store, records):
-                if derived_store not in local:
+                local = prefixes.get(derived_store)
+                if local is None:
                     raise ValueError(f"derived writes go to local stores only, not {derived_store!r}")
-                batch.put(_ns(derived_store) + key, value)
+                batch.put(local + key, value)
         if records:
             self._db.write(batch)
         return len(records)
