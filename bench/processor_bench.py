@@ -44,14 +44,15 @@ from common import gc_tuning
 from common.settings import KafkaSettings
 from common.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
-from processors.logic.stores import STORE_NAMES
-from processors.pipeline import PipelineCounters
+from processors.logic.config import LogicConfig
+from processors.logic.stores import LOCAL_STORE_NAMES
+from processors.pipeline import PipelineCounters, timers_derivation
 from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.restore import restore
 from processors.runtime.state import TaskState
 from processors.service import build_engine
 from processors.settings import ProcessorSettings
-from schemas.catalog import changelog_topic
+from processors.topics import changelog_topics
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
@@ -265,11 +266,12 @@ async def run_in_process(
 
 
 async def restore_speed(app_id: str, state_dir: Path, kafka: KafkaSettings, partitions: int) -> tuple[int, float]:
-    changelogs = {store: changelog_topic(app_id, store) for store in STORE_NAMES}
+    changelogs = changelog_topics(app_id)
+    derive = timers_derivation(LogicConfig())
     records, seconds = 0, 0.0
     for p in range(partitions):
-        state = TaskState(state_dir / str(p), app_id, p, changelogs)
-        stats = await restore(state, AiokafkaClients(kafka), 3600)
+        state = TaskState(state_dir / str(p), app_id, p, changelogs, LOCAL_STORE_NAMES)
+        stats = await restore(state, AiokafkaClients(kafka), 3600, derive)
         state.close()
         records += stats.records
         seconds += stats.seconds

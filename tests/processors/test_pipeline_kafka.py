@@ -307,6 +307,45 @@ async def test_a_catch_up_never_times_out_a_pending_whose_final_waits_unread(har
     assert changes[("job_timed_out", "identity")] == 1, changes
 
 
+async def test_timers_are_derived_on_a_new_machine_and_from_a_checkpoint_and_its_tail(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # The timers have no changelog: each restore derives them from the jobs (and dedupe) changelogs. Machine a
+    # opens two pendings (3 s windows) and stops; machine b (an empty state directory) closes one, opens a third
+    # and times the first out; back on a (its checkpoint, then b's records), the third times out, and neither
+    # the closed one nor the first (a's checkpoint still has their timers) times out again.
+    account = str(uuid.uuid4())
+    t0 = datetime.now(UTC)
+    first = job_body("employment.added", account, "pending", t0)
+    closed = job_body("identity.added", account, "pending", t0)
+    final = job_body("identity.added", account, "success", t0 + timedelta(seconds=1), job_id=closed["payload"]["id"])
+    third = job_body("income.added", account, "pending", t0 + timedelta(seconds=1))
+    window = {"pending_timeout_h": 3 / 3600, "timeout_grace_s": 0}
+    clock = Clock(t0)
+    engines: list[Engine] = []
+    async with running_processor(harness, tmp_path / "a", clock, **window):
+        await harness.deliver([first, closed], received_at=t0)
+        assert len(await harness.updates_for({account}, expect=2, settle_s=0.5)) == 2
+    async with running_processor(harness, tmp_path / "b", clock, engines.append, **window):
+        await harness.deliver([final, third], received_at=t0 + timedelta(seconds=1))
+        assert len(await harness.updates_for({account}, expect=4, settle_s=0.5)) == 4
+        clock.advance(3.5)  # past the first's deadline (t0 + 3 s), not the third's (t0 + 4 s)
+        assert len(await harness.updates_for({account}, expect=5, settle_s=0.5)) == 5
+    clock.advance(10)
+    async with running_processor(harness, tmp_path / "a", clock, engines.append, **window):
+        updates = await harness.updates_for({account}, expect=6, settle_s=2.0)
+    timed_out = [u["update_id"] for u in updates if u["change"] == "job_timed_out"]
+    assert timed_out == [f"{first['event_id']}:timed_out", f"{third['event_id']}:timed_out"]
+    assert len(updates) == 6
+    assert all(engine.stats.restored_records > 0 for engine in engines)  # each restored the other's records
+    consumer = AIOKafkaConsumer(bootstrap_servers=harness.bootstrap)
+    await consumer.start()
+    try:
+        assert changelog_topic(harness.app_id, "timers") not in await consumer.topics()
+    finally:
+        await consumer.stop()
+
+
 def _partition_of(account: str) -> int:
     every = list(range(TopicSettings().partitions))
     return int(DefaultPartitioner()(account.encode(), every, every))
