@@ -92,8 +92,10 @@ def _kind(broker: Broker) -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses a session broker is marked `kafka`: `-m kafka` selects the Kafka integration tests; those
     on the secured broker (always the local JVM one) also `secure`, so `make test-docker` need not run them again.
-    Under xdist (`--dist loadgroup`) the `secure` ones all run on one worker: the secured broker's token endpoint
-    lives in the process that started it, so it is not shared (tests/shared_session.py) but started once."""
+
+    Under xdist (`--dist loadgroup`) a group runs on one worker: the `secure` tests (the secured broker's token
+    endpoint lives in the process that started it, so it is started once, not shared: tests/shared_session.py),
+    and the tests of a module that share a module-scoped fixture (a private broker, a built wheel: set up once)."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if {"kafka", "secure_kafka"} & fixtures:
@@ -101,6 +103,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "secure_kafka" in fixtures:
             item.add_marker(pytest.mark.secure)
             item.add_marker(pytest.mark.xdist_group("secure_kafka"))
+        elif _module_scoped(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
+
+
+def _module_scoped(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(d.scope in ("module", "package", "class") for defs in definitions for d in defs)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
