@@ -3,7 +3,10 @@ tests/shared_session.py), and per-test unique topics."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -12,8 +15,12 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from connector.local_kafka import LocalKafka, LocalKafkaSettings
+from common.ports import free_port
+from common.settings import KafkaSettings
+from common.topics import ensure_topics
+from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaSettings
 from connector.local_registry import LocalRegistry, LocalRegistrySettings
+from processors.topics import all_topics
 from simulator.traffic import load_capture
 from tests.kafka_broker import Broker, select_broker
 from tests.schema_registry import Registry, select_registry
@@ -127,6 +134,23 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 @pytest.fixture(scope="session")
 def bootstrap(kafka: Broker) -> str:
     return kafka.bootstrap
+
+
+@pytest.fixture(scope="module")
+def private_broker(kafka: Any, request: pytest.FixtureRequest) -> Iterator[LocalKafka]:
+    """A broker of the test module's own, with every topic: for tests that stop and start it (outages), and for
+    those that count everything written to a topic the pipeline names (no other test may write there meanwhile:
+    xdist's workers run tests at once on the session broker)."""
+    # `kafka` first: the session broker has fetched the jars this one reuses.
+    data_dir = Path(tempfile.mkdtemp(prefix=f"pinwheel-{request.module.__name__.rpartition('.')[2]}-"))
+    broker = LocalKafka(LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=data_dir), progress=lambda _: None)
+    broker.start()
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), all_topics()))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
