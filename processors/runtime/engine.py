@@ -151,8 +151,7 @@ class Engine:
         self._tasks: dict[int, Task] = {}
         self._pending: set[int] = set()  # assigned, not yet initialised
         self._isolation: dict[int, Isolation] = {}
-        self._written_topics = sorted({*changelogs.values(), *output_topics})
-        self._required_topics = {*input_topics, *self._written_topics}
+        self._required_topics = {*input_topics, *changelogs.values(), *output_topics}
         self._missing_topics_hint = missing_topics_hint
         self._topics_missing_since: float | None = None
         self._retry_start_at = 0.0  # after a failed task start (broker down): back off, do not spin
@@ -568,7 +567,7 @@ class Engine:
         )
         try:
             producer = await self.clients.transactional_producer(
-                self.settings.application_id, partition, self.max_request_bytes, self._written_topics
+                self.settings.application_id, partition, self.max_request_bytes
             )
         except BaseException:
             state.close()

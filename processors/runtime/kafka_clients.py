@@ -97,9 +97,9 @@ class AiokafkaClients:
         )
 
     async def transactional_producer(
-        self, application_id: str, partition: int, max_request_bytes: int, topics: Sequence[str] = ()
+        self, application_id: str, partition: int, max_request_bytes: int
     ) -> AiokafkaTransactionalProducer:
-        return await start_producer(self.kafka, application_id, partition, max_request_bytes, topics)
+        return await start_producer(self.kafka, application_id, partition, max_request_bytes)
 
     @asynccontextmanager
     async def restore_consumer(
@@ -295,25 +295,13 @@ class KeyPartitioner:
         self._by_key: dict[tuple[str, bytes | None], int] = {}
         self._max_keys = max_keys
 
-    async def prepare(self, topics: Sequence[str]) -> None:
-        """Fetch the topics' metadata now, in one request (the producer's sends need it too)."""
-        client = self.producer.client
-        for topic in topics:
-            client.add_topic(topic)
-        for topic in topics:
-            await self._topic_partitions(topic)
-
-    async def _topic_partitions(self, topic: str) -> list[int]:
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
-        return partitions
-
     async def partition_for(self, topic: str, key: bytes | None) -> int:
         cached = self._by_key.get((topic, key))
         if cached is not None:
             return cached
-        partitions = await self._topic_partitions(topic)
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         partition = int(_PARTITIONER(key, partitions, partitions))
         if key is not None:
             if len(self._by_key) >= self._max_keys:
@@ -378,14 +366,10 @@ BATCH_BYTES = 512 * 1024
 
 
 async def start_producer(
-    kafka: KafkaSettings, application_id: str, partition: int, max_request_bytes: int, topics: Sequence[str] = ()
+    kafka: KafkaSettings, application_id: str, partition: int, max_request_bytes: int
 ) -> AiokafkaTransactionalProducer:
     """The task's transactional producer; `start` fences any previous owner of the partition. It sends records of
-    up to `max_request_bytes` (the largest record any output topic takes).
-
-    The metadata of `topics` is fetched before it returns: otherwise the first transaction fetches it topic by
-    topic as it sends, and its partitions join the transaction a few at a time, each AddPartitionsToTxn and
-    produce request waiting for the previous one."""
+    up to `max_request_bytes` (the largest record any output topic takes)."""
     producer = AIOKafkaProducer(
         **kafka.client_kwargs(),
         client_id=f"{kafka.client_id_prefix}-{application_id}-{partition}",
@@ -402,9 +386,7 @@ async def start_producer(
     )
     try:
         await producer.start()
-        started = AiokafkaTransactionalProducer(producer)
-        await started.partitioner.prepare(topics)
     except BaseException:
         await producer.stop()  # a failed start leaves the client open ("Unclosed AIOKafkaProducer")
         raise
-    return started
+    return AiokafkaTransactionalProducer(producer)

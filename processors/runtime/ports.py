@@ -194,10 +194,9 @@ class KafkaClients(Protocol):
         ...
 
     async def transactional_producer(
-        self, application_id: str, partition: int, max_request_bytes: int, topics: Sequence[str] = ()
+        self, application_id: str, partition: int, max_request_bytes: int
     ) -> TransactionalProducer:
-        """Started: any previous owner of the task's transactional id is fenced, its open transaction ended; ready
-        to write `topics` (the task's outputs and changelogs) without asking the broker about them first."""
+        """Started: any previous owner of the task's transactional id is fenced, its open transaction ended."""
         ...
 
     def restore_consumer(

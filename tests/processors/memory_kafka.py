@@ -203,7 +203,7 @@ class MemoryKafka:
         return MemoryConsumer(self, group_id)
 
     async def transactional_producer(
-        self, application_id: str, partition: int, max_request_bytes: int, topics: Sequence[str] = ()
+        self, application_id: str, partition: int, max_request_bytes: int
     ) -> MemoryProducer:
         return self.start_producer(transactional_id(application_id, partition))
 
