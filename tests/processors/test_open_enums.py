@@ -9,12 +9,8 @@ files only).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from schemas import catalog
 from tests.processors.pipeline_driver import Output, PipelineDriver, on, utc
@@ -22,13 +18,6 @@ from tests.processors.pipeline_driver import Output, PipelineDriver, on, utc
 T0 = utc(2025, 6, 24, 12, 0)
 ACCOUNT = "3f1c9a52-6b0e-4d8e-9c1a-7a2b4c5d6e70"
 UPDATES, STATE, DEAD = catalog.ACCOUNT_UPDATES_TOPIC, catalog.ACCOUNT_STATE_TOPIC, catalog.DEADLETTER_TOPIC
-
-
-@pytest.fixture
-def driver(tmp_path: Path) -> Iterator[PipelineDriver]:
-    d = PipelineDriver(tmp_path / "state")
-    yield d
-    d.close()
 
 
 def monitoring_status(status: str, at: datetime) -> dict[str, Any]:

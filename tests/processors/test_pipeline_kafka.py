@@ -45,6 +45,7 @@ from schemas.codec import Codec, build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
 from tests.processors.pipeline_driver import IndependentReader
+from tests.sample_data import account_added
 
 
 def job_body(event_type: str, account_id: str, outcome: str, at: datetime, job_id: str | None = None) -> dict[str, Any]:
@@ -62,22 +63,6 @@ def job_body(event_type: str, account_id: str, outcome: str, at: datetime, job_i
             "error_code": "timeout" if outcome == "error" else None,
             "error_type": "platform" if outcome == "error" else None,
             "params": {},
-        },
-    }
-
-
-def account_added(account_id: str, at: datetime) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event": "account.added",
-        "payload": {
-            "account_id": account_id,
-            "link_token_id": str(uuid.uuid4()),
-            "platform_id": str(uuid.uuid4()),
-            "platform_name": "Workday",
-            "created_at": at.isoformat(),
-            "connected": True,
-            "monitoring_status": "active",
         },
     }
 

@@ -21,6 +21,7 @@ from schemas import catalog
 from schemas.catalog import changelog_topic
 from tests.processors.memory_kafka import MemoryKafka
 from tests.processors.pipeline_driver import APP_ID, Output, PipelineDriver, on, utc
+from tests.sample_data import account_added
 
 T0 = utc(2025, 6, 24, 12, 0)
 ACCOUNT = "0f4b7f0e-3c1d-4d7a-9a43-5b8f1e2d3c4a"
@@ -42,19 +43,6 @@ def job(event_type: str, outcome: str, at: datetime, job_id: str) -> dict[str, A
 
 def final(of: dict[str, Any], at: datetime) -> dict[str, Any]:
     return job(of["event"], "success", at, of["payload"]["id"])
-
-
-def account_event(at: datetime) -> dict[str, Any]:
-    payload = {
-        "account_id": ACCOUNT,
-        "link_token_id": str(uuid.uuid4()),
-        "platform_id": str(uuid.uuid4()),
-        "platform_name": "Workday",
-        "created_at": at.isoformat(),
-        "connected": True,
-        "monitoring_status": "active",
-    }
-    return {"event_id": str(uuid.uuid4()), "event": "account.added", "payload": payload}
 
 
 def timed_out(outputs: list[Output]) -> list[str]:
@@ -94,7 +82,7 @@ def machines(tmp_path: Path) -> Iterator[Machines]:
 
 def test_the_timers_have_no_changelog_and_dedupe_writes_one_record_per_distinct_event(machines: Machines) -> None:
     driver = machines.start("a")
-    first, second = account_event(T0), account_event(T0 + MS)
+    first, second = account_added(ACCOUNT, T0), account_added(ACCOUNT, T0 + MS)
     driver.pipe(first, T0)
     driver.pipe(first, T0 + timedelta(seconds=1))  # a redelivery in a later transaction
     # A redelivery in the same transaction: both records on the broker before the engine commits either.
@@ -119,7 +107,7 @@ def test_the_timers_have_no_changelog_and_dedupe_writes_one_record_per_distinct_
 def test_a_new_machine_derives_every_timer_from_the_changelogs(machines: Machines) -> None:
     a = machines.start("a")
     early, late = pending("income.added", T0), pending("employment.added", T0 + timedelta(hours=2))
-    event = account_event(T0)
+    event = account_added(ACCOUNT, T0)
     a.pipe(early, T0)
     a.pipe(late, T0 + timedelta(hours=2))
     a.pipe(event, T0 + timedelta(hours=2))
@@ -137,7 +125,7 @@ def test_a_new_machine_derives_every_timer_from_the_changelogs(machines: Machine
 def test_a_restart_derives_the_timers_of_the_changelog_tail_and_drops_the_obsolete_ones(machines: Machines) -> None:
     a = machines.start("a")
     closed, still_open = pending("income.added", T0), pending("employment.added", T0)
-    expired = account_event(T0)
+    expired = account_added(ACCOUNT, T0)
     for body in (closed, still_open, expired):
         a.pipe(body, T0)
     # Machine b takes over (from scratch): it closes a job, opens another, expires the event and sees it again.
@@ -164,7 +152,7 @@ def test_a_restart_derives_the_timers_of_the_changelog_tail_and_drops_the_obsole
 
 def test_a_longer_retention_after_a_restart_still_expires_the_entries_of_the_old_one(machines: Machines) -> None:
     a = machines.start("a")
-    event = account_event(T0)
+    event = account_added(ACCOUNT, T0)
     a.pipe(event, T0)  # its timer, in a's checkpoint: due at T0 + 2 h
     a = machines.start("a", LogicConfig(dedupe_retention=timedelta(hours=4)))
     assert a.pipe(event, T0 + timedelta(hours=3)) == []  # the old timer fired: the entry is kept, 4 h now
@@ -197,10 +185,10 @@ def test_a_restored_stream_time_is_never_ahead_of_the_lost_one(machines: Machine
     a = machines.start("a")
     job_pending = pending("income.added", T0)
     a.pipe(job_pending, T0)
-    topic, key, value, headers = a.gateway_record(account_event(T0), T0 + timedelta(days=2))  # clock jumped
+    topic, key, value, headers = a.gateway_record(account_added(ACCOUNT, T0), T0 + timedelta(days=2))  # clock jumped
     a.pipe_record(topic, key, value, headers, logged_at=T0 + timedelta(minutes=1))
     assert a.counters.logic["clock_ahead"] == 1
     b = machines.start("b")  # from scratch
-    assert timed_out(b.pipe(account_event(T0), T0 + timedelta(minutes=2))) == []
+    assert timed_out(b.pipe(account_added(ACCOUNT, T0), T0 + timedelta(minutes=2))) == []
     assert timed_out(b.advance_to(T0 + timedelta(hours=2))) == []
     assert timed_out(b.advance_to(T0 + WINDOW + MS)) == [job_pending["event_id"]]
