@@ -120,10 +120,11 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _link_token(value: object) -> str | None:
-    """A link token id in canonical form; None for what is not a UUID: refresh jobs send "an undefined link
-    token" (`""`, `"undefined"`...), which identifies nothing and must not overwrite the known one (and the
-    outputs type the field as a UUID). The gateway's model reads it the same way (`schemas.models.uuid_or_none`)."""
+def _uuid(value: object) -> str | None:
+    """An id the outputs type as a UUID, in canonical form; None for what is not a UUID, which must not
+    overwrite the known one. Refresh jobs send "an undefined link token" (`""`, `"undefined"`...), and an
+    `end_user_id` is the customer's own id, any text. The gateway's model reads both the same way
+    (`schemas.models.uuid_or_none`); the exact value stays in the event's raw body."""
     parsed = uuid_or_none(value) if isinstance(value, str) else None
     return None if parsed is None else str(parsed)
 
@@ -142,7 +143,7 @@ def apply_account_added(state: AccountState, payload: Mapping[str, Any], created
     return state._replace(
         platform_id=_str(payload.get("platform_id")) or state.platform_id,
         platform_name=_str(payload.get("platform_name")) or state.platform_name,
-        link_token_id=_link_token(payload.get("link_token_id")) or state.link_token_id,
+        link_token_id=_uuid(payload.get("link_token_id")) or state.link_token_id,
         connected=connected if isinstance(connected, bool) else state.connected,
         created_at_us=created_us if state.created_at_us is None else min(state.created_at_us, created_us),
         monitoring_status=status if take_status else state.monitoring_status,
@@ -284,7 +285,7 @@ def touch(
         last_event_sent_at_us=sent_at_us,
         last_change=change,
         updated_at_us=at_us if state.updated_at_us is None else max(state.updated_at_us, at_us),
-        end_user_id=end_user_id or state.end_user_id,
+        end_user_id=_uuid(end_user_id) or state.end_user_id,
     )
 
 

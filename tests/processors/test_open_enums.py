@@ -82,3 +82,23 @@ def test_a_recommendation_of_a_new_platform_type_or_action_is_written_as_unknown
     update, state = update_and_state(driver.pipe(monitoring_status("degraded", later), later))
     assert update["account"]["monitoring_status"] == "degraded"
     assert [(p["platform_type"], p["action"]) for p in state["additional_platforms"]] == written
+
+
+def test_an_end_user_id_of_the_customers_own_gives_updates_readable_downstream(driver: PipelineDriver) -> None:
+    # Pinwheel's end_user_id is the customer's own user id (any text); the outputs type it `uuid`, so a value that
+    # is not one is null there (exact in the trigger's raw_body) and never overwrites a known one.
+    body = recommended(("payroll", "login"))
+    body["payload"]["end_user_id"] = "customer-user-42"
+    update, state = update_and_state(driver.pipe(body, T0))
+    assert update["account"]["end_user_id"] is None
+    assert state["end_user_id"] is None
+    known = str(uuid.uuid4())
+    later = T0 + timedelta(minutes=1)
+    body = monitoring_status("active", later)
+    body["payload"]["end_user_id"] = known
+    _, state = update_and_state(driver.pipe(body, later))
+    assert str(state["end_user_id"]) == known
+    body = monitoring_status("degraded", later)
+    body["payload"]["end_user_id"] = "customer-user-42"
+    _, state = update_and_state(driver.pipe(body, later))
+    assert str(state["end_user_id"]) == known
