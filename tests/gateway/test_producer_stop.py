@@ -85,6 +85,12 @@ async def test_stop_is_bounded_and_leaves_nothing_running_when_the_broker_is_gon
     assert [r.value for r in await read_to_end(private_broker.bootstrap, topic)] == [b"acknowledged"]
     gc.collect()  # an unretrieved exception is reported when its future is collected
     await asyncio.sleep(0)
-    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records[seen:] if r.levelno >= logging.ERROR]
+    # What an abandoned producer leaves behind would show here: a future's exception never retrieved (asyncio) or
+    # a sender still at work (aiokafka.producer). Not the reader's own fetcher retrying on the restarted broker.
+    errors = [
+        f"{r.name}: {r.getMessage()}"
+        for r in caplog.records[seen:]
+        if r.levelno >= logging.ERROR and (r.name == "asyncio" or r.name.startswith("aiokafka.producer"))
+    ]
     assert not errors, errors
     print(f"\n[gateway stop] {stopped_in:.1f} s with the broker gone (timeout 2 s)")
