@@ -35,7 +35,8 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class Producer(Protocol):
-    """What the gateway uses of `AIOKafkaProducer` (tests script it)."""
+    """What the gateway uses of `AIOKafkaProducer`: the seam through which it publishes (`ProducerFactory`
+    builds one; aiokafka's in production)."""
 
     async def start(self) -> None: ...
 
