@@ -1,8 +1,12 @@
-"""Shared fixtures: the real broker for this test session, and per-test unique topics."""
+"""Shared fixtures: the real broker for this test session (one for all the xdist workers of a run:
+tests/shared_session.py), and per-test unique topics."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -11,21 +15,28 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from common.ports import free_port
+from common.settings import KafkaSettings
+from common.topics import ensure_topics
+from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaSettings
+from connector.local_registry import LocalRegistry, LocalRegistrySettings
+from processors.topics import all_topics
 from simulator.traffic import load_capture
 from tests.kafka_broker import Broker, select_broker
 from tests.schema_registry import Registry, select_registry
 from tests.secure_kafka import SecureBroker, secure_broker
+from tests.shared_session import finish_owned, shared, shared_root
 
-_USED: list[Broker] = []
-_REGISTRIES: list[Registry] = []
+_USED: list[str] = []  # the summary's lines naming the broker and registry the run used (from every worker)
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[Broker]:
-    """The real Kafka broker (see tests/kafka_broker.py for how it is chosen)."""
-    with select_broker() as broker:
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """The real Kafka broker (see tests/kafka_broker.py for how it is chosen), one for all the workers of a run."""
+    root = shared_root(tmp_path_factory.getbasetemp())
+    with shared("kafka", root, select_broker, _dump_broker, _load_broker) as broker:
         print(f"\n[tests] Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}", file=sys.stderr)
-        _USED.append(broker)
+        _USED.append(f"Kafka broker: Apache Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}")
         yield broker
 
 
@@ -40,43 +51,106 @@ def secure_kafka() -> Iterator[SecureBroker]:
 
 
 @pytest.fixture(scope="session")
-def schema_registry() -> Iterator[Registry]:
-    """The real schema registry (see tests/schema_registry.py for how it is chosen)."""
-    with select_registry() as registry:
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The real schema registry (see tests/schema_registry.py for how it is chosen), one for all the workers."""
+    root = shared_root(tmp_path_factory.getbasetemp())
+    with shared("registry", root, select_registry, _dump_registry, _load_registry) as registry:
         print(f"\n[tests] schema registry ({registry.kind}) at {registry.url}", file=sys.stderr)
-        _REGISTRIES.append(registry)
+        version = registry.local.settings.version if registry.local else "unknown"
+        _USED.append(f"Schema registry: Apicurio Registry {version} ({registry.kind}) at {registry.url}")
         yield registry
+
+
+def _dump_broker(broker: Broker) -> dict[str, Any]:
+    local = broker.local.settings.model_dump(mode="json") if broker.local else None
+    return {"bootstrap": broker.bootstrap, "kind": broker.kind, "version": broker.version, "image": broker.image,
+            "local": local}  # fmt: skip
+
+
+def _load_broker(record: dict[str, Any]) -> Broker:
+    local = LocalKafka(LocalKafkaSettings(**record["local"])) if record["local"] else None
+    return Broker(record["bootstrap"], record["kind"], record["version"], local=local, image=record["image"])
+
+
+def _dump_registry(registry: Registry) -> dict[str, Any]:
+    local = registry.local.settings.model_dump(mode="json") if registry.local else None
+    return {"url": registry.url, "kind": registry.kind, "local": local}
+
+
+def _load_registry(record: dict[str, Any]) -> Registry:
+    local = LocalRegistry(LocalRegistrySettings(**record["local"])) if record["local"] else None
+    return Registry(record["url"], record["kind"], local)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears down what a stopped session (-x) left set up
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker stops the broker (or registry) it started once no other worker of the run uses it, and tells the
+    controller which it used (`pytest_testnodedown`)."""
+    finish_owned()
+    if (output := getattr(session.config, "workeroutput", None)) is not None:
+        output["pinwheel_used"] = _USED
 
 
 def _kind(broker: Broker) -> str:
     return f"{broker.kind}: {broker.image}" if broker.image else broker.kind
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses a session broker is marked `kafka`: `-m kafka` selects the Kafka integration tests; those
-    on the secured broker (always the local JVM one) also `secure`, so `make test-docker` need not run them again."""
+    on the secured broker (always the local JVM one) also `secure`, so `make test-docker` need not run them again.
+
+    Under xdist (`--dist loadgroup`) a group runs on one worker: the `secure` tests (the secured broker's token
+    endpoint lives in the process that started it, so it is started once, not shared: tests/shared_session.py),
+    and the tests of a module that share a module-scoped fixture (a private broker, a built wheel: set up once)."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if {"kafka", "secure_kafka"} & fixtures:
             item.add_marker(pytest.mark.kafka)
         if "secure_kafka" in fixtures:
             item.add_marker(pytest.mark.secure)
+            item.add_marker(pytest.mark.xdist_group("secure_kafka"))
+        elif _module_scoped(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
+
+
+def _module_scoped(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(d.scope in ("module", "package", "class") for defs in definitions for d in defs)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Which broker (and registry) the run used, so a report of 'passed on Kafka X' can be checked."""
-    for broker in _USED:
-        terminalreporter.write_line(
-            f"Kafka broker: Apache Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}"
-        )
-    for registry in _REGISTRIES:
-        version = registry.local.settings.version if registry.local else "unknown"
-        terminalreporter.write_line(f"Schema registry: Apicurio Registry {version} ({registry.kind}) at {registry.url}")
+    for line in dict.fromkeys(_USED):  # once each: the workers of a run share them
+        terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's controller, as each worker ends: the lines of the workers
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    _USED.extend(getattr(node, "workeroutput", {}).get("pinwheel_used", []))
 
 
 @pytest.fixture(scope="session")
 def bootstrap(kafka: Broker) -> str:
     return kafka.bootstrap
+
+
+@pytest.fixture(scope="module")
+def private_broker(kafka: Any, request: pytest.FixtureRequest) -> Iterator[LocalKafka]:
+    """A broker of the test module's own, with every topic: for tests that stop and start it (outages), and for
+    those that count everything written to a topic the pipeline names (no other test may write there meanwhile:
+    xdist's workers run tests at once on the session broker)."""
+    # `kafka` first: the session broker has fetched the jars this one reuses.
+    data_dir = Path(tempfile.mkdtemp(prefix=f"pinwheel-{request.module.__name__.rpartition('.')[2]}-"))
+    broker = LocalKafka(LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=data_dir), progress=lambda _: None)
+    broker.start()
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), all_topics()))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
