@@ -11,7 +11,7 @@ CLI := $(BIN)/pinwheel-connector
 
 help:
 	@echo "make run      - the whole pipeline on a local Kafka, fed with signed traffic"
-	@echo "make test     - the tests but the slow and compose ones, against a real Kafka it picks (JOBS=3 workers)"
+	@echo "make test     - the tests but the slow and compose ones, against a real Kafka it picks (JOBS=2 workers)"
 	@echo "make kafka    - start the local Kafka broker (make kafka-stop to stop it)"
 	@echo "make registry - start a local Apicurio schema registry (make registry-stop to stop it)"
 	@echo "make lint     - ruff check + ruff format --check + lint-imports;  make typecheck - mypy --strict"
@@ -38,7 +38,7 @@ run: $(STAMP)
 
 # `make test` runs on JOBS pytest-xdist worker processes sharing one broker and one registry
 # (tests/shared_session.py); `make test JOBS=1` runs in one process, as before (docs/development.md).
-JOBS ?= 3
+JOBS ?= 2
 XDIST = $(if $(filter 0 1,$(JOBS)),-p no:xdist,-n $(JOBS) --dist loadgroup)
 
 test: $(STAMP)

@@ -3,10 +3,7 @@ tests/shared_session.py), and per-test unique topics."""
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -15,12 +12,8 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from common.ports import free_port
-from common.settings import KafkaSettings
-from common.topics import ensure_topics
-from connector.local_kafka import NODE_PORT_SPAN, LocalKafka, LocalKafkaSettings
+from connector.local_kafka import LocalKafka, LocalKafkaSettings
 from connector.local_registry import LocalRegistry, LocalRegistrySettings
-from processors.topics import all_topics
 from simulator.traffic import load_capture
 from tests.kafka_broker import Broker, select_broker
 from tests.schema_registry import Registry, select_registry
@@ -100,9 +93,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses a session broker is marked `kafka`: `-m kafka` selects the Kafka integration tests; those
     on the secured broker (always the local JVM one) also `secure`, so `make test-docker` need not run them again.
 
-    Under xdist (`--dist loadgroup`) a group runs on one worker: the `secure` tests (the secured broker's token
-    endpoint lives in the process that started it, so it is started once, not shared: tests/shared_session.py),
-    and the tests of a module that share a module-scoped fixture (a private broker, a built wheel: set up once)."""
+    Under xdist (`--dist loadgroup`) the tests of one group run one after the other on one worker:
+    - `secure_kafka`: the tests on the secured broker (its token endpoint lives in the process that started it,
+      so it is started once, not shared: tests/shared_session.py);
+    - `private_broker`: the tests on the gateway tests' own broker, which they stop and start (one JVM per run);
+    - `session_topics`: the tests on the session broker that use the pipeline's fixed topic names (they run a
+      processor group that takes every event there, or count or replay everything written there), unless their
+      module is marked `own_topics` (it names every topic, group and transactional id of its own);
+    - a module's tests that share a module-scoped fixture (a built wheel, a broker of its own): set up once."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if {"kafka", "secure_kafka"} & fixtures:
@@ -110,6 +108,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "secure_kafka" in fixtures:
             item.add_marker(pytest.mark.secure)
             item.add_marker(pytest.mark.xdist_group("secure_kafka"))
+        elif "private_broker_once" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("private_broker"))
+        elif "kafka" in fixtures and item.get_closest_marker("own_topics") is None:
+            item.add_marker(pytest.mark.xdist_group("session_topics"))
         elif _module_scoped(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
 
@@ -134,23 +136,6 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 @pytest.fixture(scope="session")
 def bootstrap(kafka: Broker) -> str:
     return kafka.bootstrap
-
-
-@pytest.fixture(scope="module")
-def private_broker(kafka: Any, request: pytest.FixtureRequest) -> Iterator[LocalKafka]:
-    """A broker of the test module's own, with every topic: for tests that stop and start it (outages), and for
-    those that count everything written to a topic the pipeline names (no other test may write there meanwhile:
-    xdist's workers run tests at once on the session broker)."""
-    # `kafka` first: the session broker has fetched the jars this one reuses.
-    data_dir = Path(tempfile.mkdtemp(prefix=f"pinwheel-{request.module.__name__.rpartition('.')[2]}-"))
-    broker = LocalKafka(LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=data_dir), progress=lambda _: None)
-    broker.start()
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), all_topics()))
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

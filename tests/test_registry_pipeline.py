@@ -29,7 +29,6 @@ from common.offsets import start_at_end
 from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from connector.local_kafka import LocalKafka
 from connector.local_registry import LocalRegistry, local_registry_on_free_port
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
@@ -48,14 +47,6 @@ from tests.simulator.sim_helpers import deliver_and_collect
 from tests.threaded_gateway import ThreadedServer
 
 pytestmark = pytest.mark.kafka
-
-
-# The downstream reader decodes every record written to the output topics meanwhile, with this test's registry:
-# on a broker of its own, where no other test (xdist runs several at once on the session broker) writes.
-@pytest.fixture(scope="module")
-def bootstrap(private_broker: LocalKafka) -> str:
-    return private_broker.bootstrap
-
 
 SECRET = "registry-e2e-secret-do-not-log"
 OUTPUTS = [ACCOUNT_UPDATES_TOPIC, ACCOUNT_STATE_TOPIC, DEADLETTER_TOPIC]

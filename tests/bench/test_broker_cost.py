@@ -5,22 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from bench.broker_cost import CONSUMER_OFFSETS, encode_traffic, run_mode
 from bench.cost import total
 from common.settings import KafkaSettings
 from common.topics import TopicSettings
-from connector.local_kafka import LocalKafka
 from processors.topics import changelog_topics
 from schemas import catalog
-
-
-# The bench counts everything written to the pipeline's topics and the transaction log: on a broker of its own,
-# where no other test (xdist runs several at once on the session broker) writes meanwhile.
-@pytest.fixture(scope="module")
-def bootstrap(private_broker: LocalKafka) -> str:
-    return private_broker.bootstrap
 
 
 async def test_counts_add_up(bootstrap: str, tmp_path: Path) -> None:

@@ -25,10 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.settings import KafkaSettings
-from connector.local_kafka import LocalKafka
 from gateway.app import create_app
 from gateway.signature import sign
-from schemas.catalog import DEADLETTER_TOPIC, GATEWAY_TOPICS, KNOWN_EVENT_TYPES
+from schemas.catalog import DEADLETTER_TOPIC, KNOWN_EVENT_TYPES
 from schemas.codec import Codec
 from tests.gateway.gateway_helpers import SECRET, WEBHOOK_ID, TopicTail, gateway_settings
 from tests.threaded_gateway import ThreadedServer
@@ -55,18 +54,6 @@ class Ledger:
 
     def note(self, status: int) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
-
-
-# This module counts everything written to the gateway's topics: on a broker of its own, where no other test
-# (xdist runs several at once on the session broker) writes meanwhile.
-@pytest.fixture(scope="module")
-def bootstrap(private_broker: LocalKafka) -> str:
-    return private_broker.bootstrap
-
-
-@pytest.fixture(scope="module")
-def gateway_topics(private_broker: LocalKafka) -> list[str]:
-    return list(GATEWAY_TOPICS)  # created with the broker
 
 
 class LoopThread:

@@ -42,8 +42,7 @@ import httpx
 import pytest
 
 from common.ports import free_port
-from connector.local_kafka import LocalKafka
-from schemas.catalog import DEADLETTER_TOPIC, GATEWAY_TOPICS
+from schemas.catalog import DEADLETTER_TOPIC
 from tests.gateway.gateway_helpers import (
     SECRET,
     RawConnection,
@@ -61,19 +60,6 @@ from tests.gateway.gateway_helpers import (
 )
 
 pytestmark = pytest.mark.kafka
-
-
-# This module counts everything written to the gateway's topics: on a broker of its own, where no other test
-# (xdist runs several at once on the session broker) writes meanwhile.
-@pytest.fixture(scope="module")
-def bootstrap(private_broker: LocalKafka) -> str:
-    return private_broker.bootstrap
-
-
-@pytest.fixture(scope="module")
-def gateway_topics(private_broker: LocalKafka) -> list[str]:
-    return list(GATEWAY_TOPICS)  # created with the broker
-
 
 SENDERS = 32
 EVENTS = 3000

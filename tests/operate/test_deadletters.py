@@ -21,7 +21,6 @@ import pytest
 from pydantic import BaseModel
 
 import schemas.envelope
-from connector.local_kafka import LocalKafka
 from schemas import catalog
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
@@ -29,13 +28,6 @@ from tests.gateway.gateway_helpers import VERSION, WEBHOOK_ID, event_body, signe
 from tests.operate.ops_helpers import App, caught_up, header, read_topic
 
 FAMILY = catalog.FAMILY_TOPICS[catalog.Family.INCOME_EMPLOYMENT]
-
-
-# `deadletter replay --since` takes every dead letter of the topic since then: on a broker of its own, where no
-# other test (xdist runs several at once on the session broker) writes meanwhile.
-@pytest.fixture(scope="module")
-def bootstrap(private_broker: LocalKafka) -> str:
-    return private_broker.bootstrap
 
 
 class NeverValid(BaseModel):

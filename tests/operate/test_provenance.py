@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from connector.cli import main
-from connector.local_kafka import LocalKafka
 from schemas.catalog import ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS, Family
 from schemas.codec import Codec
 from tests.live_pipeline import SECRET, Live, Written, live_pipeline
@@ -27,13 +26,6 @@ from tests.live_pipeline import SECRET, Live, Written, live_pipeline
 pytestmark = pytest.mark.kafka
 
 INCOME_TOPIC = FAMILY_TOPICS[Family.INCOME_EMPLOYMENT]
-
-
-# `trace` follows an event through every processor group that took it, and another test's pipeline takes ours
-# too: on a broker of its own, where no other test (xdist runs several at once on the session broker) runs.
-@pytest.fixture(scope="module")
-def bootstrap(private_broker: LocalKafka) -> str:
-    return private_broker.bootstrap
 
 
 @pytest.fixture

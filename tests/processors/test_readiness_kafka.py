@@ -15,10 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from common.settings import KafkaSettings
-from connector.local_kafka import LocalKafka
 from processors.pipeline import PipelineCounters
 from processors.readiness import ReadinessSettings
 from processors.service import build_engine, serve_engine
@@ -26,13 +23,6 @@ from processors.settings import ProcessorSettings
 from schemas import catalog
 from schemas.settings import SchemaSettings
 from tests.processors.test_pipeline_kafka import Harness, account_added, job_body, start_harness
-
-
-# Every processor group on the shared family topics takes this test's events and writes their readiness to the
-# shared output topic: on a broker of its own, where no other test's processors run (xdist runs several at once).
-@pytest.fixture(scope="module")
-def bootstrap(private_broker: LocalKafka) -> str:
-    return private_broker.bootstrap
 
 
 async def readiness_for(harness: Harness, accounts: set[str], expect: int, settle_s: float = 3.0) -> list[Any]:
