@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from connector.local_kafka import LocalKafka, LocalKafkaSettings
 from connector.local_registry import LocalRegistry, LocalRegistrySettings
 from simulator.traffic import load_capture
+from tests import xdist_groups
 from tests.kafka_broker import Broker, select_broker
 from tests.schema_registry import Registry, select_registry
 from tests.secure_kafka import SecureBroker, secure_broker
@@ -114,6 +115,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("session_topics"))
         elif _module_scoped(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
+    xdist_groups.record(items)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    xdist_groups.configure(config)
+
+
+def pytest_unconfigure() -> None:
+    xdist_groups.unconfigure()
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's controller: `--dist loadgroup` by the groups the workers recorded
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return xdist_groups.GroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
 
 
 def _module_scoped(item: pytest.Item) -> bool:
