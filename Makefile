@@ -11,7 +11,7 @@ CLI := $(BIN)/pinwheel-connector
 
 help:
 	@echo "make run      - the whole pipeline on a local Kafka, fed with signed traffic"
-	@echo "make test     - the tests but the slow and compose ones, against a real Kafka it picks"
+	@echo "make test     - the tests but the slow and compose ones, against a real Kafka it picks (JOBS=2 workers)"
 	@echo "make kafka    - start the local Kafka broker (make kafka-stop to stop it)"
 	@echo "make registry - start a local Apicurio schema registry (make registry-stop to stop it)"
 	@echo "make lint     - ruff check + ruff format --check + lint-imports;  make typecheck - mypy --strict"
@@ -36,8 +36,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(CLI) run
 
+# `make test` runs on JOBS pytest-xdist worker processes sharing one broker and one registry
+# (tests/shared_session.py); `make test JOBS=1` runs in one process, as before (docs/development.md).
+JOBS ?= 2
+XDIST = $(if $(filter 0 1,$(JOBS)),-p no:xdist,-n $(JOBS) --dist loadgroup)
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not compose" --durations=20
+	$(BIN)/python -m pytest -m "not slow and not compose" --durations=20 $(XDIST)
 
 # Containers: a Docker engine (docker/engine.sh installs and starts one as root on Debian, PINWHEEL_DOCKER_HOST
 # picks its socket), the base images built locally where no registry answers (docker/local-images.sh, cached).
@@ -55,7 +60,7 @@ compose-test: $(STAMP)
 
 test-docker: $(STAMP)
 	@$(ENGINE) && PINWHEEL_TEST_BROKER=docker PINWHEEL_TEST_KAFKA_IMAGE=$$KAFKA_IMAGE \
-		$(BIN)/python -m pytest -m "kafka and not slow and not secure"
+		$(BIN)/python -m pytest -m "kafka and not slow and not secure" -p no:xdist
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real broker for this test session, and per-test unique topics."""
+"""Shared fixtures: the real broker for this test session (one for all the xdist workers of a run:
+tests/shared_session.py), and per-test unique topics."""
 
 from __future__ import annotations
 
@@ -11,21 +12,25 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from connector.local_kafka import LocalKafka, LocalKafkaSettings
+from connector.local_registry import LocalRegistry, LocalRegistrySettings
 from simulator.traffic import load_capture
+from tests import xdist_groups
 from tests.kafka_broker import Broker, select_broker
 from tests.schema_registry import Registry, select_registry
 from tests.secure_kafka import SecureBroker, secure_broker
+from tests.shared_session import finish_owned, shared, shared_root
 
-_USED: list[Broker] = []
-_REGISTRIES: list[Registry] = []
+_USED: list[str] = []  # the summary's lines naming the broker and registry the run used (from every worker)
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[Broker]:
-    """The real Kafka broker (see tests/kafka_broker.py for how it is chosen)."""
-    with select_broker() as broker:
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """The real Kafka broker (see tests/kafka_broker.py for how it is chosen), one for all the workers of a run."""
+    root = shared_root(tmp_path_factory.getbasetemp())
+    with shared("kafka", root, select_broker, _dump_broker, _load_broker) as broker:
         print(f"\n[tests] Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}", file=sys.stderr)
-        _USED.append(broker)
+        _USED.append(f"Kafka broker: Apache Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}")
         yield broker
 
 
@@ -40,38 +45,107 @@ def secure_kafka() -> Iterator[SecureBroker]:
 
 
 @pytest.fixture(scope="session")
-def schema_registry() -> Iterator[Registry]:
-    """The real schema registry (see tests/schema_registry.py for how it is chosen)."""
-    with select_registry() as registry:
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """The real schema registry (see tests/schema_registry.py for how it is chosen), one for all the workers."""
+    root = shared_root(tmp_path_factory.getbasetemp())
+    with shared("registry", root, select_registry, _dump_registry, _load_registry) as registry:
         print(f"\n[tests] schema registry ({registry.kind}) at {registry.url}", file=sys.stderr)
-        _REGISTRIES.append(registry)
+        version = registry.local.settings.version if registry.local else "unknown"
+        _USED.append(f"Schema registry: Apicurio Registry {version} ({registry.kind}) at {registry.url}")
         yield registry
+
+
+def _dump_broker(broker: Broker) -> dict[str, Any]:
+    local = broker.local.settings.model_dump(mode="json") if broker.local else None
+    return {"bootstrap": broker.bootstrap, "kind": broker.kind, "version": broker.version, "image": broker.image,
+            "local": local}  # fmt: skip
+
+
+def _load_broker(record: dict[str, Any]) -> Broker:
+    local = LocalKafka(LocalKafkaSettings(**record["local"])) if record["local"] else None
+    return Broker(record["bootstrap"], record["kind"], record["version"], local=local, image=record["image"])
+
+
+def _dump_registry(registry: Registry) -> dict[str, Any]:
+    local = registry.local.settings.model_dump(mode="json") if registry.local else None
+    return {"url": registry.url, "kind": registry.kind, "local": local}
+
+
+def _load_registry(record: dict[str, Any]) -> Registry:
+    local = LocalRegistry(LocalRegistrySettings(**record["local"])) if record["local"] else None
+    return Registry(record["url"], record["kind"], local)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own, which tears down what a stopped session (-x) left set up
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker stops the broker (or registry) it started once no other worker of the run uses it, and tells the
+    controller which it used (`pytest_testnodedown`)."""
+    finish_owned()
+    if (output := getattr(session.config, "workeroutput", None)) is not None:
+        output["pinwheel_used"] = _USED
 
 
 def _kind(broker: Broker) -> str:
     return f"{broker.kind}: {broker.image}" if broker.image else broker.kind
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses a session broker is marked `kafka`: `-m kafka` selects the Kafka integration tests; those
-    on the secured broker (always the local JVM one) also `secure`, so `make test-docker` need not run them again."""
+    on the secured broker (always the local JVM one) also `secure`, so `make test-docker` need not run them again.
+
+    Under xdist (`--dist loadgroup`) the tests of one group run one after the other on one worker:
+    - `secure_kafka`: the tests on the secured broker (its token endpoint lives in the process that started it,
+      so it is started once, not shared: tests/shared_session.py);
+    - `private_broker`: the tests on the gateway tests' own broker, which they stop and start (one JVM per run);
+    - `session_topics`: the tests on the session broker that use the pipeline's fixed topic names (they run a
+      processor group that takes every event there, or count or replay everything written there), unless their
+      module is marked `own_topics` (it names every topic, group and transactional id of its own);
+    - a module's tests that share a module-scoped fixture (a built wheel, a broker of its own): set up once."""
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if {"kafka", "secure_kafka"} & fixtures:
             item.add_marker(pytest.mark.kafka)
         if "secure_kafka" in fixtures:
             item.add_marker(pytest.mark.secure)
+            item.add_marker(pytest.mark.xdist_group("secure_kafka"))
+        elif "private_broker_once" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("private_broker"))
+        elif "kafka" in fixtures and item.get_closest_marker("own_topics") is None:
+            item.add_marker(pytest.mark.xdist_group("session_topics"))
+        elif _module_scoped(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
+    xdist_groups.record(items)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    xdist_groups.configure(config)
+
+
+def pytest_unconfigure() -> None:
+    xdist_groups.unconfigure()
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's controller: `--dist loadgroup` by the groups the workers recorded
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return xdist_groups.GroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
+def _module_scoped(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(d.scope in ("module", "package", "class") for defs in definitions for d in defs)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Which broker (and registry) the run used, so a report of 'passed on Kafka X' can be checked."""
-    for broker in _USED:
-        terminalreporter.write_line(
-            f"Kafka broker: Apache Kafka {broker.version} ({_kind(broker)}) at {broker.bootstrap}"
-        )
-    for registry in _REGISTRIES:
-        version = registry.local.settings.version if registry.local else "unknown"
-        terminalreporter.write_line(f"Schema registry: Apicurio Registry {version} ({registry.kind}) at {registry.url}")
+    for line in dict.fromkeys(_USED):  # once each: the workers of a run share them
+        terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's controller, as each worker ends: the lines of the workers
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    _USED.extend(getattr(node, "workeroutput", {}).get("pinwheel_used", []))
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ import pytest
 
 from tests.kafka_broker import _choice, docker_available
 
+pytestmark = pytest.mark.own_topics  # every topic, group and transactional id it uses is its own (tests/conftest.py)
+
 
 def test_forced_choice_wins_and_a_bad_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PINWHEEL_TEST_BOOTSTRAP_SERVERS", "127.0.0.1:1")

@@ -8,8 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+pytestmark = pytest.mark.own_topics  # every topic, group and transactional id it uses is its own (tests/conftest.py)
 
 
 async def _consume_all(bootstrap: str, topic: str, expect: int, **kwargs: Any) -> list[Any]:

@@ -27,6 +27,8 @@ from common.ports import free_port
 from common.settings import KafkaSettings
 from gateway.tls import ensure_self_signed
 
+pytestmark = pytest.mark.own_topics  # every topic, group and transactional id it uses is its own (tests/conftest.py)
+
 
 @pytest.mark.parametrize(
     "exc",

@@ -30,6 +30,8 @@ from common.topics import (
 from connector.local_kafka import LocalKafkaCluster, LocalKafkaSettings
 from processors.topics import all_topics, changelog_topics
 
+pytestmark = pytest.mark.own_topics  # every topic, group and transactional id it uses is its own (tests/conftest.py)
+
 
 @pytest.fixture
 async def cleanup(bootstrap: str) -> AsyncIterator[list[str]]:

@@ -15,6 +15,8 @@ import pytest
 
 from common.ports import free_port
 
+pytestmark = pytest.mark.own_topics  # every topic, group and transactional id it uses is its own (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 COMMANDS = [

@@ -31,7 +31,7 @@ from processors.runtime.task import OutRecord, Task, TaskFailed
 from tests.processors.counting_app import Counter
 from tests.topic_reader import read_to_end
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.own_topics]  # its broker is its own (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

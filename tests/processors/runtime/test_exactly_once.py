@@ -30,6 +30,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
+pytestmark = pytest.mark.own_topics  # every topic, group and transactional id it uses is its own (tests/conftest.py)
+
 APP = Path(__file__).resolve().parents[1] / "counting_app.py"
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -22,6 +22,8 @@ from processors.runtime.ports import (
 )
 from tests.processors.memory_kafka import MemoryKafka
 
+pytestmark = pytest.mark.own_topics  # every topic, group and transactional id it uses is its own (tests/conftest.py)
+
 
 async def scenario(clients: KafkaClients, topic: str, refused_topic: str | None) -> None:
     app, group = f"port-{uuid.uuid4().hex[:8]}", f"port-group-{uuid.uuid4().hex[:8]}"

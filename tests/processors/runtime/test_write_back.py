@@ -19,6 +19,8 @@ from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord, Task, TaskContext
 from tests.topic_reader import read_to_end
 
+pytestmark = pytest.mark.own_topics  # every topic, group and transactional id it uses is its own (tests/conftest.py)
+
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[TaskState]:
