@@ -3,7 +3,8 @@
 pytest-xdist's own `--dist loadgroup` reads the `xdist_group` marks in each worker and appends the group to the
 test's node id, which its controller then groups by. pytest 9 builds a node id from a structured id, so that
 assignment no longer changes it: every test was scheduled on its own, and grouped tests ran on several workers at
-once. Here the workers write the group of each marked test to a file, in a directory the controller made for
+once (pytest-dev/pytest-xdist#1386, open; when a release with the fix is pinned, this module can go). Here the
+workers write the group of each marked test to a file, in a directory the controller made for
 the run (its path in `GROUPS_DIR_ENV`, which the workers inherit), and the controller's scheduler reads them when it
 splits the collection into units of work.
 """
