@@ -9,6 +9,7 @@ bounded id lists, which keep the most recent ids in processing order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any, Final, NamedTuple
 
 from processors.logic.join import JobOutcome
@@ -120,12 +121,25 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _link_token(value: object) -> str | None:
-    """A link token id in canonical form; None for what is not a UUID: refresh jobs send "an undefined link
-    token" (`""`, `"undefined"`...), which identifies nothing and must not overwrite the known one (and the
-    outputs type the field as a UUID). The gateway's model reads it the same way (`schemas.models.uuid_or_none`)."""
+def _uuid(value: object) -> str | None:
+    """An id the outputs type as a UUID (end user, platform, link token), in canonical form (lowercase, dashed,
+    as account and job ids are); None for what is not a UUID. Refresh jobs send "an undefined link token" (`""`,
+    `"undefined"`...), which identifies nothing and must not overwrite the known one; the gateway's model reads
+    ids the same way (`schemas.models.uuid_or_none`). Canonical ids are also what ``pinwheel.account_state.v1``
+    gives back (its `uuid` fields), so the state survives that topic (processors/wire.py ``account_state_of``)."""
     parsed = uuid_or_none(value) if isinstance(value, str) else None
     return None if parsed is None else str(parsed)
+
+
+def _pay_date(value: object) -> str | None:
+    """A pay date as canonical ISO text (those compare as dates), None for what is not a date: the outputs type
+    it as a date, so the state keeps only what they can carry."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        return None
 
 
 def _newer(at_us: int, current_us: int | None) -> bool:
@@ -140,9 +154,9 @@ def apply_account_added(state: AccountState, payload: Mapping[str, Any], created
     status = _str(payload.get("monitoring_status"))
     take_status = status is not None and _newer(created_us, state.monitoring_status_at_us)
     return state._replace(
-        platform_id=_str(payload.get("platform_id")) or state.platform_id,
+        platform_id=_uuid(payload.get("platform_id")) or state.platform_id,
         platform_name=_str(payload.get("platform_name")) or state.platform_name,
-        link_token_id=_link_token(payload.get("link_token_id")) or state.link_token_id,
+        link_token_id=_uuid(payload.get("link_token_id")) or state.link_token_id,
         connected=connected if isinstance(connected, bool) else state.connected,
         created_at_us=created_us if state.created_at_us is None else min(state.created_at_us, created_us),
         monitoring_status=status if take_status else state.monitoring_status,
@@ -163,7 +177,7 @@ def apply_recommendations(state: AccountState, payload: Mapping[str, Any], at_us
     if not isinstance(raw, list) or not _newer(at_us, state.additional_platforms_at_us):
         return state
     recommendations = tuple(
-        Recommendation(_str(item.get("platform_type")), _str(item.get("action")), _str(item.get("platform_id")))
+        Recommendation(_str(item.get("platform_type")), _str(item.get("action")), _uuid(item.get("platform_id")))
         for item in raw
         if isinstance(item, Mapping)
     )
@@ -230,8 +244,8 @@ def apply_sync(
     raw_params = payload.get("params")
     params: Mapping[str, Any] = raw_params if isinstance(raw_params, Mapping) else {}
     changes: dict[str, Any] = {
-        "pay_date_from": _date_min(progress.pay_date_from, _str(params.get("from_pay_date"))),
-        "pay_date_to": _date_max(progress.pay_date_to, _str(params.get("to_pay_date"))),
+        "pay_date_from": _date_min(progress.pay_date_from, _pay_date(params.get("from_pay_date"))),
+        "pay_date_to": _date_max(progress.pay_date_to, _pay_date(params.get("to_pay_date"))),
         "last_job_id": job_id or progress.last_job_id,
     }
     if milestone is not None:
@@ -284,7 +298,7 @@ def touch(
         last_event_sent_at_us=sent_at_us,
         last_change=change,
         updated_at_us=at_us if state.updated_at_us is None else max(state.updated_at_us, at_us),
-        end_user_id=end_user_id or state.end_user_id,
+        end_user_id=_uuid(end_user_id) or state.end_user_id,
     )
 
 
