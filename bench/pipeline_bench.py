@@ -24,11 +24,11 @@ from aiokafka.structs import ConsumerRecord
 from bench.processor_bench import InputRecord, encode_inputs
 from common import gc_tuning
 from processors.logic.config import LogicConfig
-from processors.logic.stores import STORE_NAMES
+from processors.logic.stores import LOCAL_STORE_NAMES, LOGGED_STORE_NAMES
 from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters
 from processors.runtime.state import TaskState
 from processors.runtime.task import RecordingContext
-from schemas.catalog import changelog_topic
+from processors.topics import changelog_topics
 from schemas.codec import Codec
 
 
@@ -56,8 +56,7 @@ def run_once(records: list[ConsumerRecord[bytes, bytes]], batch: int, profile: c
     """CPU seconds to process `records` in commits of `batch`, on fresh state."""
     codec = Codec()
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
-        changelogs = {store: changelog_topic("bench", store) for store in STORE_NAMES}
-        ctx = RecordingContext(TaskState(Path(tmp), "bench", 0, changelogs))
+        ctx = RecordingContext(TaskState(Path(tmp), "bench", 0, changelog_topics("bench"), LOCAL_STORE_NAMES))
         pipeline = AccountPipeline(ctx, codec, LogicConfig(), PipelineCounters())
         position = 0
         start = time.process_time()
@@ -69,7 +68,7 @@ def run_once(records: list[ConsumerRecord[bytes, bytes]], batch: int, profile: c
             pipeline.end_of_batch()
             writes = sum(1 for _ in ctx.state.pending_writes())  # what the commit hands the producer
             position += writes
-            ctx.state.committed(dict.fromkeys(STORE_NAMES, position))
+            ctx.state.committed(dict.fromkeys(LOGGED_STORE_NAMES, position))
             ctx.emitted.clear()
         if profile is not None:
             profile.disable()

@@ -10,8 +10,9 @@ committed offsets, read from outside with the admin client every 20 ms, cover al
 real processor (`pinwheel-connector processor`) and a passthrough on the same runtime (bench/passthrough.py),
 each as 1 and 2 OS processes in one group. CPU is the instances' own (all threads).
 
-`--in-process` runs the pipeline as one engine inside this process instead (one instance, no passthrough),
-so `python -m cProfile -m bench.processor_bench --in-process` profiles it.
+`--in-process` runs the pipeline as one engine inside this process instead (one instance, no passthrough,
+with the service's garbage-collector settings: common/gc_tuning.py), so
+`python -m cProfile -m bench.processor_bench --in-process` profiles it.
 
 Runs against KAFKA_BOOTSTRAP_SERVERS if set, else starts its own local broker. Prints markdown tables and
 draws docs/img/processors-throughput.png and docs/img/processors-cpu.png.
@@ -39,17 +40,19 @@ from bench import plot
 from bench.broker import run_with_broker
 from bench.instances import Instances, Kind, provision, start_instances, wait_settled
 from bench.report import table
+from common import gc_tuning
 from common.settings import KafkaSettings
 from common.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
-from processors.logic.stores import STORE_NAMES
-from processors.pipeline import PipelineCounters
+from processors.logic.config import LogicConfig
+from processors.logic.stores import LOCAL_STORE_NAMES
+from processors.pipeline import PipelineCounters, timers_derivation
 from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.restore import restore
 from processors.runtime.state import TaskState
 from processors.service import build_engine
 from processors.settings import ProcessorSettings
-from schemas.catalog import changelog_topic
+from processors.topics import changelog_topics
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
@@ -241,6 +244,7 @@ async def run_in_process(
 ) -> Measurement:
     await provision(kafka, settings.application_id, partitions)
     held = await hold_inputs(kafka, inputs)
+    gc_tuning.tune_for_throughput()  # as the processor service runs (processors.service.run_until_signal)
     engine = build_engine(settings, kafka, SchemaSettings(), PipelineCounters())
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
@@ -262,11 +266,12 @@ async def run_in_process(
 
 
 async def restore_speed(app_id: str, state_dir: Path, kafka: KafkaSettings, partitions: int) -> tuple[int, float]:
-    changelogs = {store: changelog_topic(app_id, store) for store in STORE_NAMES}
+    changelogs = changelog_topics(app_id)
+    derive = timers_derivation(LogicConfig())
     records, seconds = 0, 0.0
     for p in range(partitions):
-        state = TaskState(state_dir / str(p), app_id, p, changelogs)
-        stats = await restore(state, AiokafkaClients(kafka), 3600)
+        state = TaskState(state_dir / str(p), app_id, p, changelogs, LOCAL_STORE_NAMES)
+        stats = await restore(state, AiokafkaClients(kafka), 3600, derive)
         state.close()
         records += stats.records
         seconds += stats.seconds

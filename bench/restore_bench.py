@@ -1,6 +1,6 @@
 """Restore speed and local state size: an instance's dedupe changelogs of N keys restored into empty stores.
 
-    python -m bench.restore_bench [--keys 1000000] [--partitions 6] [--rounds 3]
+    python -m bench.restore_bench [--keys 1000000] [--partitions 6] [--rounds 3] [--timers per-record]
 
 Writes N dedupe records (random event ids, as Pinwheel's are: UUID4 text; the value the processors store,
 an 8-byte epoch µs) in transactions, spread over the partitions of a compacted changelog topic, then
@@ -9,6 +9,11 @@ restores every partition into an empty local store at once, as an instance start
 Reports the changelog records restored per second (median) and the stores' size on disk once RocksDB has
 flushed them (the files of the state directories after close), per million keys, with the process's peak
 RSS growth and CPU time.
+
+The timers store has no changelog: a restore derives each dedupe entry's expiry timer. `--timers` says how:
+`per-record` (what the processors do: the pipeline's hook, for every record as it is restored), `rebuild`
+(the alternative: restore the dedupe store, then scan it and write every timer) or `none` (the dedupe store
+alone, as before the timers were derived).
 
 Runs against KAFKA_BOOTSTRAP_SERVERS if set, else starts its own local broker.
 """
@@ -31,9 +36,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bench.broker import run_with_broker
 from common.settings import KafkaSettings
 from processors.logic.codec import INT_SERDE
+from processors.logic.config import LogicConfig
+from processors.logic.stores import DEDUPE, LOCAL_STORE_NAMES, TIMERS
+from processors.pipeline import timers_derivation
 from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.restore import restore
-from processors.runtime.state import TaskState
+from processors.runtime.state import Derive, TaskState
+
+TIMERS_MODES = ("per-record", "rebuild", "none")
 
 
 def _say(message: str) -> None:
@@ -71,12 +81,35 @@ async def fill_changelog(kafka: KafkaSettings, topic: str, keys: list[bytes], pa
         await producer.stop()
 
 
+def rebuild_timers(state: TaskState, derive: Derive, chunk: int = 20_000) -> int:
+    """The alternative to deriving per record: scan the restored dedupe store and write every timer."""
+    derived = 0
+    entries: list[tuple[bytes, bytes | None]] = []
+    for key, value in state.range(DEDUPE, b"", b"\xff"):
+        entries.append((key, value))
+        if len(entries) == chunk:
+            derived += state.apply_restored(TIMERS, [(k, v) for _s, k, v in derive(DEDUPE, entries)])
+            entries = []
+    if entries:
+        derived += state.apply_restored(TIMERS, [(k, v) for _s, k, v in derive(DEDUPE, entries)])
+    return derived
+
+
+async def restore_one(state: TaskState, kafka: KafkaSettings, mode: str, derive: Derive) -> int:
+    stats = await restore(state, AiokafkaClients(kafka), 3600, derive if mode == "per-record" else None)
+    if mode == "rebuild":
+        await asyncio.sleep(0)  # the other tasks' restores go on meanwhile, as in an instance
+        rebuild_timers(state, derive)
+    return stats.records
+
+
 def disk_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    derive = timers_derivation(LogicConfig())
     topic = f"bench-restore-{uuid.uuid4().hex[:6]}-dedupe-changelog"
     _say(f"writing {args.keys:,} dedupe keys to {topic}")
     await fill_changelog(kafka, topic, event_ids(args.keys), args.partitions)
@@ -84,15 +117,21 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
     for round_ in range(1, args.rounds + 1):
         path = work / f"state-{round_}"
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        states = [TaskState(path / str(p), "bench-restore", p, {"dedupe": topic}) for p in range(args.partitions)]
+        states = [
+            TaskState(path / str(p), "bench-restore", p, {DEDUPE: topic}, LOCAL_STORE_NAMES)
+            for p in range(args.partitions)
+        ]
         started, cpu_before = time.monotonic(), time.process_time()
-        stats = await asyncio.gather(*(restore(state, AiokafkaClients(kafka), 3600) for state in states))
+        restored = await asyncio.gather(*(restore_one(state, kafka, args.timers, derive) for state in states))
         seconds = time.monotonic() - started
         cpu.append(time.process_time() - cpu_before)
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
+        timers = sum(1 for state in states for _ in state.range(TIMERS, b"", b"~"))
         for state in states:
             state.close()
-        records = sum(s.records for s in stats)
+        records = sum(restored)
+        if timers != (0 if args.timers == "none" else args.keys):
+            raise RuntimeError(f"{timers:,} timers derived from {records:,} dedupe records ({args.timers})")
         if records != args.keys:
             raise RuntimeError(f"restored {records:,} records, expected {args.keys:,}")
         rates.append(records / seconds)
@@ -104,12 +143,12 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     print()
     print(
-        "| changelog records | partitions | restore, records per second (median; rounds) | CPU s "
+        "| changelog records | partitions | timers | restore, records per second (median; rounds) | CPU s "
         "| local state per million dedupe keys |"
     )
-    print("| --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
     print(
-        f"| {args.keys:,} | {args.partitions} | **{statistics.median(rates):,.0f}** "
+        f"| {args.keys:,} | {args.partitions} | {args.timers} | **{statistics.median(rates):,.0f}** "
         f"({', '.join(f'{r:,.0f}' for r in rates)}) | {statistics.median(cpu):.2f} | "
         f"**{statistics.median(sizes):.1f} MiB** on disk (peak RSS +{max(rss):.0f} MiB while restoring) |"
     )
@@ -120,6 +159,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--timers", choices=TIMERS_MODES, default=TIMERS_MODES[0], help="how the timers are derived")
     args = parser.parse_args()
     run_with_broker("pinwheel-restore-", _say, lambda bootstrap, work: run(args, bootstrap, work))
 

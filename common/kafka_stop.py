@@ -9,7 +9,8 @@ each future it fails then is logged as "Future exception was never retrieved". P
 failed (their futures retrieved: nobody is waiting for them any more), and its client closed.
 
 This reaches into aiokafka's internals (`_sender`, `_message_accumulator`, `_txn_manager`; pyproject.toml bounds
-aiokafka below its next minor release); tests/processors/runtime/test_abandoned_producer.py holds it to the behaviour.
+aiokafka below its next minor release); tests/processors/runtime/test_abandoned_producer.py (a transactional producer)
+and tests/gateway/test_producer_stop.py (the gateway's idempotent one) hold it to the behaviour.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _retrieve_failures(accumulator: Any, txn_manager: Any) -> None:
         batches = [b for queue in accumulator._batches.values() for b in queue] + list(accumulator._pending_batches)
         for batch in batches:
             futures += [batch.future, batch._drain_waiter, *(f for f, _ in batch._msg_futures)]
-    if txn_manager is not None:
+    if txn_manager is not None and txn_manager._transaction_waiter is not None:  # None: idempotent, no transaction
         futures.append(txn_manager._transaction_waiter)
     for future in futures:
         if future.done() and not future.cancelled():

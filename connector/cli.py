@@ -134,9 +134,9 @@ def _processor(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from connector.config_docs import configuration_markdown
+    from connector.config_docs import configuration_markdown, store_table_markdown
 
-    print(configuration_markdown(), end="")
+    print(store_table_markdown() if args.stores else configuration_markdown(), end="")
     return 0
 
 
@@ -293,16 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--self-signed", action="store_true", help="create a self-signed TLS pair if missing")
     gateway.set_defaults(func=_gateway)
 
-    processor = sub.add_parser("processor", help="run the stream processors (PROCESSOR_* settings)")
-    processor.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=None,
-        help=f"reset: seconds to wait for Kafka (default KAFKA_STARTUP_TIMEOUT_S, else {COMMAND_TIMEOUT_S:g})",
+    processor = sub.add_parser(
+        "processor",
+        help="run the stream processors (PROCESSOR_* settings)",
+        parents=[waits],
+        epilog="--timeout is reset's: run waits for Kafka as a service does (KAFKA_STARTUP_TIMEOUT_S)",
     )
     processor.set_defaults(func=_processor)
 
     config = sub.add_parser("config", help="print the configuration table (every environment variable)")
+    config.add_argument(
+        "--stores", action="store_true", help="print the state stores' table instead (docs/processing.md, from STORES)"
+    )
     config.set_defaults(func=_config)
 
     run = sub.add_parser("run", help="the whole pipeline on a local Kafka, fed with simulated traffic (make run)")

@@ -1,10 +1,15 @@
-"""One configuration table for every service, generated from the settings classes themselves.
+"""The documentation's generated tables: one configuration table for every service, generated from the settings
+classes themselves, and the state stores' table, generated from their declaration (`STORES`).
 
-docs/configuration.md embeds the output of `pinwheel-connector config`; a test fails when the two drift apart. A bad
-setting is reported by `common.settings.settings_error_text`.
+docs/configuration.md embeds the output of `pinwheel-connector config`, docs/processing.md that of
+`pinwheel-connector config --stores`; tests fail when they drift apart. A bad setting is reported by
+`common.settings.settings_error_text`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import fields
 
 from pydantic_settings import BaseSettings
 
@@ -16,8 +21,10 @@ from connector.run import RunSettings
 from gateway.settings import GatewaySettings
 from operate.watchdog import WatchdogSettings
 from operate.webhooks import PinwheelApiSettings
+from processors.logic.stores import STORES, StoreSpec
 from processors.readiness import ReadinessSettings
 from processors.settings import ProcessorSettings
+from processors.topics import changelog_topics
 from schemas.settings import SchemaSettings
 from simulator.settings import SimulatorSettings
 
@@ -59,3 +66,28 @@ def configuration_markdown() -> str:
             rows.append(f"| `{env}` | {_default(cls, name)} | {description} |")
         parts.append("\n".join(rows))
     return "\n\n".join(parts) + "\n"
+
+
+def store_table_markdown(stores: Sequence[StoreSpec] = STORES) -> str:
+    """One row per store, one column per field of its spec (a new field is a new column), its changelog topic
+    (as `processors.topics.changelog_topics` names it) after its name."""
+    names = [field.name for field in fields(type(stores[0]) if stores else StoreSpec)]
+    changelogs = changelog_topics("<application_id>")
+    columns = [names[0], "changelog topic", *names[1:]]
+    rows = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for spec in stores:
+        cells = [_cell(getattr(spec, name)) for name in names]
+        changelog = changelogs.get(spec.name)
+        cells.insert(1, "(none)" if changelog is None else f"`{changelog}`")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "(none)"
+    name = getattr(value, "name", None)
+    text = name if not isinstance(value, str) and isinstance(name, str) else value  # a serde, an enum: its name
+    return f"`{text}`".replace("|", "\\|")

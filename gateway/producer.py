@@ -7,7 +7,6 @@ drain (`gateway.spool.drain`) both hand records over through it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 
 from common.kafka_errors import RECORD_REFUSED_ERRORS
+from common.kafka_stop import stop_producer
 from common.settings import KafkaSettings
 from gateway.kafka_record import KafkaRecord
 from gateway.metrics import GatewayMetrics
@@ -102,8 +102,7 @@ class KafkaLink:
         try:
             await asyncio.wait_for(producer.start(), timeout_s)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):  # shutting down: release its connections and tasks
-                await asyncio.wait_for(producer.stop(), 2.0)
+            await stop_producer(producer, 2.0)  # shutting down: release its connections and tasks
             raise
         except Exception as exc:
             self.answering = False
@@ -111,8 +110,7 @@ class KafkaLink:
             if not self._reported_down:
                 log.warning("kafka unavailable; spooling", extra={"error": type(exc).__name__})
                 self._reported_down = True
-            with contextlib.suppress(Exception):  # bounded: a half-started client may never finish stopping
-                await asyncio.wait_for(producer.stop(), 2.0)
+            await stop_producer(producer, 2.0)  # bounded: a half-started client may never finish stopping
             return False
         if self._reported_down:
             log.info("kafka reachable again")
@@ -122,10 +120,8 @@ class KafkaLink:
         return True
 
     async def close(self, timeout_s: float) -> None:
-        """Stop the producer, flushing what it holds within `timeout_s`."""
+        """Stop the producer, flushing what it holds within `timeout_s`; past it, abandon it (`stop_producer`:
+        nothing of it keeps running, what it held fails, it is logged)."""
         if self.producer is None:
             return
-        try:
-            await asyncio.wait_for(self.producer.stop(), timeout_s)
-        except Exception as exc:
-            log.warning("producer did not flush in time", extra={"error": type(exc).__name__})
+        await stop_producer(self.producer, timeout_s)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
@@ -20,10 +20,12 @@ from aiokafka.structs import ConsumerRecord
 from processors.logic.codec import Serde
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
+from processors.logic.keys import TimerKind, timer_key_bytes
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Output, ReadinessUpdate, RejectedEvent
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
-from processors.logic.stores import STORES, Stores
-from processors.runtime.state import TaskState
+from processors.logic.stores import DEDUPE, STORES, TIMERS, Stores
+from processors.logic.timers import TIMER_OWNERS, TimerRules
+from processors.runtime.state import Derive, TaskState
 from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
 from processors.wire import (
     DeliveryIds,
@@ -132,6 +134,38 @@ def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
         for spec in STORES
     }
     return Stores.of(views), [view for view in views.values() if isinstance(view, CachedStoreView)]
+
+
+def timers_derivation(config: LogicConfig) -> Derive:
+    """The restore's hook (processors/runtime/state.py): the timers (store ``TIMERS``, not logged) that the
+    restored records of the stores owning them imply (``processors.logic.timers``), in bytes.
+
+    A tombstone, or an entry that implies no timer, deletes nothing: the timer it leaves behind, if any, is
+    found obsolete when it fires. So a record needs no read of the value it replaces."""
+    rules = TimerRules(config)
+    serdes = {spec.name: spec.serde for spec in STORES if spec.name in TIMER_OWNERS}
+    encode_due = next(spec.serde for spec in STORES if spec.name == TIMERS).to_bytes
+
+    def derive(store: str, records: Sequence[tuple[bytes, bytes | None]]) -> list[tuple[str, bytes, bytes]]:
+        serde = serdes.get(store)
+        if serde is None:
+            return []
+        decode = serde.from_bytes
+        derived = []
+        if store == DEDUPE:  # most of a changelog: its key bytes are the timer's target, as they are
+            dedupe_due, kind = rules.dedupe_due, TimerKind.DEDUPE
+            for key, value in records:
+                if value is not None:
+                    due = dedupe_due(decode(value))
+                    derived.append((TIMERS, timer_key_bytes(due, kind, key), encode_due(due)))
+            return derived
+        timer_of = rules.timer_of
+        for key, value in records:
+            if value is not None and (timer := timer_of(store, key.decode(), decode(value))) is not None:
+                derived.append((TIMERS, timer.encode().encode(), encode_due(timer.due_us)))
+        return derived
+
+    return derive
 
 
 @dataclass

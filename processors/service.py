@@ -34,7 +34,8 @@ from common.kafka_wait import wait_for_kafka
 from common.settings import KafkaSettings
 from processors.lag import LagMonitor
 from processors.logic.readiness import ReadinessRule
-from processors.pipeline import AccountPipeline, PipelineCounters
+from processors.logic.stores import LOCAL_STORE_NAMES
+from processors.pipeline import AccountPipeline, PipelineCounters, timers_derivation
 from processors.readiness import ReadinessSettings
 from processors.runtime.engine import Engine, EngineStats, MissingTopicsError
 from processors.runtime.task import TaskContext, TaskProcessor
@@ -114,6 +115,8 @@ def build_engine(
         retriable=(RegistryUnavailable,),
         max_fetch_bytes=MAX_MESSAGE_BYTES,
         max_request_bytes=DEADLETTER_MAX_MESSAGE_BYTES,
+        local_stores=LOCAL_STORE_NAMES,
+        derive=timers_derivation(config),
     )
 
 

@@ -11,7 +11,7 @@ are), union branches named up front, and the headers that say which Pinwheel del
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -24,6 +24,7 @@ from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome
 from processors.logic.outputs import AccountUpdate, ReadinessUpdate
 from schemas.deadletter import build_dead_letter, dead_letter_key
+from schemas.enums import MonitoringStatus, OpenEnum, PlatformAction, PlatformType
 from schemas.envelope import record_headers
 
 Headers = list[tuple[str, bytes]]
@@ -62,10 +63,26 @@ def outcome_datum(outcome: JobOutcome) -> dict[str, Any]:
     }
 
 
+def _open_enum(enum: type[OpenEnum]) -> Callable[[str | None], str]:
+    """The Avro symbol of a value the logic took from Pinwheel's payload: the value if `enum` knows it, else
+    ``unknown``, as `enum` itself reads it (a value Pinwheel added since; the real one is in the trigger's raw
+    body). The state keeps the real value: only its wire shape is limited to the schema's symbols. A lookup
+    table, not a call of `enum` per value (an Enum call costs as much as the rest of an account update's
+    context)."""
+    symbols = {member.value: member.value for member in enum}
+    unknown = enum("unknown").value
+    return lambda value: symbols.get(value or unknown, unknown)
+
+
+_monitoring_status = _open_enum(MonitoringStatus)
+_platform_type = _open_enum(PlatformType)
+_platform_action = _open_enum(PlatformAction)
+
+
 def _recommendation_datum(recommendation: Recommendation) -> dict[str, Any]:
     return {
-        "platform_type": recommendation.platform_type,
-        "action": recommendation.action,
+        "platform_type": _platform_type(recommendation.platform_type),
+        "action": _platform_action(recommendation.action),
         "platform_id": recommendation.platform_id,
     }
 
@@ -112,7 +129,7 @@ def state_datum(state: AccountState) -> dict[str, Any]:
         "link_token_id": state.link_token_id,
         "connected": state.connected,
         "account_created_at": state.created_at_us,
-        "monitoring_status": state.monitoring_status,
+        "monitoring_status": None if state.monitoring_status is None else _monitoring_status(state.monitoring_status),
         "monitoring_status_updated_at": state.monitoring_status_at_us,
         "additional_platforms": [_recommendation_datum(r) for r in state.additional_platforms],
         "additional_platforms_updated_at": state.additional_platforms_at_us,
@@ -266,7 +283,7 @@ def context_datum(state: AccountState) -> dict[str, Any]:
         "platform_id": state.platform_id,
         "platform_name": state.platform_name,
         "connected": state.connected,
-        "monitoring_status": state.monitoring_status,
+        "monitoring_status": None if state.monitoring_status is None else _monitoring_status(state.monitoring_status),
         "account_created_at": state.created_at_us,
         "paystubs_synced": None if state.paystubs is None else state.paystubs.deepest_milestone,
         "shifts_synced": None if state.shifts is None else state.shifts.deepest_milestone,

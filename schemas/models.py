@@ -107,7 +107,10 @@ class Payload(PinwheelModel):
     """Base of every payload: all carry the account, and real deliveries add end_user_id."""
 
     account_id: UUID
-    end_user_id: UUID | None = None
+    # Pinwheel's end_user_id is the customer's own user id (any text of 1-255 characters, "returned in all
+    # webhook events"), typed `uuid` by the v1/v2 schemas: a value that is not a UUID is null in the typed
+    # field (exactly as sent in `raw_body`) rather than costing the event.
+    end_user_id: LenientUuid = None
 
 
 class AccountAdded(Payload):

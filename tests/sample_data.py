@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 DOC_SAMPLES_DIR = Path(__file__).parent / "fixtures" / "doc-samples"
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
@@ -26,3 +29,20 @@ def doc_samples() -> list[str]:
 def doc_samples_as_json() -> list[str]:
     """The documented samples with the trailing-comma typo mended, as compact `json.dumps` text."""
     return [json.dumps(json.loads(_TRAILING_COMMA.sub(r"\1", text))) for text in doc_samples()]
+
+
+def account_added(account_id: str, at: datetime) -> dict[str, Any]:
+    """An `account.added` body of a connected Workday account, with a new event id."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "event": "account.added",
+        "payload": {
+            "account_id": account_id,
+            "link_token_id": str(uuid.uuid4()),
+            "platform_id": str(uuid.uuid4()),
+            "platform_name": "Workday",
+            "created_at": at.isoformat(),
+            "connected": True,
+            "monitoring_status": "active",
+        },
+    }

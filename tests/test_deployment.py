@@ -16,6 +16,7 @@ from common.settings import env_names
 from connector.cli import build_parser
 from connector.config_docs import configuration_markdown, settings_classes
 from connector.local_kafka import LocalKafkaSettings
+from tests.generated_docs import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_SERVICES = ("topics", "gateway", "processor")
@@ -253,9 +254,6 @@ def test_dockerfile_installs_the_locked_dependencies_then_the_wheel_alone() -> N
 
 def test_configuration_table_is_current() -> None:
     """docs/configuration.md holds the table (the README links to it): the output of `pinwheel-connector config`."""
-    doc = (ROOT / "docs" / "configuration.md").read_text()
-    begin, end = "<!-- config:begin -->\n", "<!-- config:end -->"
-    assert begin in doc
-    assert end in doc
-    embedded = doc.split(begin, 1)[1].split(end, 1)[0]
-    assert embedded == configuration_markdown(), "regenerate with: pinwheel-connector config"
+    assert embedded(ROOT / "docs" / "configuration.md", "config") == configuration_markdown(), (
+        "regenerate with: pinwheel-connector config"
+    )

@@ -4,7 +4,7 @@ Simulator → HTTPS gateway → broker → processors → outputs, checked two w
 `verify`, and a downstream reader that shares nothing with our code, built only from confluent-kafka's
 DeserializingConsumer + AvroDeserializer + SchemaRegistryClient, which must decode every output record.
 
-The outage test stops the registry for 30 s under traffic and restarts it on the same port on empty
+The outage test stops the registry for 12 s under traffic and restarts it on the same port on empty
 (in-memory) storage; a processor instance is replaced during the outage, so one starts while the
 registry is down. Nothing may be lost, dead-lettered or duplicated, and both services recover alone.
 """
@@ -12,6 +12,7 @@ registry is down. Nothing may be lost, dead-lettered or duplicated, and both ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 import uuid
@@ -49,6 +50,7 @@ pytestmark = pytest.mark.kafka
 
 SECRET = "registry-e2e-secret-do-not-log"
 OUTPUTS = [ACCOUNT_UPDATES_TOPIC, ACCOUNT_STATE_TOPIC, DEADLETTER_TOPIC]
+OUTAGE_S = 12.0  # the registry's outage: a dozen rechecks (registry_recheck_s=1) of the waiting processor
 
 
 def confluent_read(
@@ -163,6 +165,21 @@ async def _readyz(port: int) -> tuple[int, dict[str, Any]]:
         return response.status_code, response.json()
 
 
+async def _waiting_on_registry(port: int, service: asyncio.Task[None], timeout_s: float) -> tuple[int, dict[str, Any]]:
+    """/readyz of a processor started while the registry is down, polled until it says what it waits on (its
+    health server comes up first, then its wait); fails at once should the processor end instead."""
+    deadline = time.monotonic() + timeout_s
+    answer: tuple[int, dict[str, Any]] = (0, {})
+    while time.monotonic() < deadline:
+        assert not service.done(), "the processor ended while the registry was down"
+        with contextlib.suppress(httpx.HTTPError):
+            answer = await _readyz(port)
+            if answer[0] == 503 and answer[1].get("waiting_on"):
+                return answer
+        await asyncio.sleep(0.2)
+    return answer
+
+
 async def _metric(port: int, name: str) -> float:
     async with httpx.AsyncClient() as client:
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
@@ -202,8 +219,8 @@ async def test_registry_outage_loses_misfiles_and_duplicates_nothing(
     first = pipe.processor_settings()
     stop_first = asyncio.Event()
     processor = asyncio.create_task(serve(first, pipe.kafka, pipe.schema, stop=stop_first))
-    # Traffic over ~45 s, with retries as Pinwheel makes them (scaled down): the outage falls in the middle.
-    sim = pipe.sim(accounts=60, spread_s=45.0, seed=21)
+    # Traffic over ~24 s, with retries as Pinwheel makes them (scaled down): the outage falls in the middle.
+    sim = pipe.sim(accounts=60, spread_s=24.0, seed=21)
     base = datetime.now(UTC)
     events = plan_traffic(sim, base)
     collector = await UpdateCollector(pipe.kafka, {e.event_id for e in events}, from_end=True).start()
@@ -213,7 +230,7 @@ async def test_registry_outage_loses_misfiles_and_duplicates_nothing(
     try:
         await wait_ready(first.health_port, service=processor)
         traffic = asyncio.create_task(simulate(sim, secret=SECRET, events=events, started_at=base))
-        await asyncio.sleep(8)
+        await asyncio.sleep(4)
 
         await asyncio.to_thread(registry.stop)
         outage_started = time.monotonic()
@@ -222,12 +239,12 @@ async def test_registry_outage_loses_misfiles_and_duplicates_nothing(
         await asyncio.wait_for(processor, 60)
         stopped_s = time.monotonic() - outage_started
         replacement = asyncio.create_task(serve(second, pipe.kafka, pipe.schema, stop=stop_second))
-        await asyncio.sleep(10)
-        status, body = await _readyz(second.health_port)
-        assert status == 503
+        status, body = await _waiting_on_registry(second.health_port, replacement, timeout_s=30)
+        assert status == 503, body
         assert "registry" in str(body.get("waiting_on", "")).lower() or "Connect" in str(body.get("waiting_on"))
         assert await _metric(second.health_port, "processor_waiting_on_dependency") == 1
-        await asyncio.sleep(max(0.0, 30 - (time.monotonic() - outage_started)))
+        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))
+        assert not replacement.done(), "the replacement processor must wait for the registry, not end"
 
         restarting = time.monotonic()
         await asyncio.to_thread(registry.start)  # same port, empty storage

@@ -123,10 +123,11 @@ def _str(value: object) -> str | None:
 
 def _uuid(value: object) -> str | None:
     """An id the outputs type as a UUID (end user, platform, link token), in canonical form (lowercase, dashed,
-    as account and job ids are); None for what is not a UUID. Refresh jobs send "an undefined link token" (`""`,
-    `"undefined"`...), which identifies nothing and must not overwrite the known one; the gateway's model reads
-    ids the same way (`schemas.models.uuid_or_none`). Canonical ids are also what ``pinwheel.account_state.v1``
-    gives back (its `uuid` fields), so the state survives that topic (processors/wire.py ``account_state_of``)."""
+    as account and job ids are); None for what is not a UUID, which must not overwrite the known one. Refresh
+    jobs send "an undefined link token" (`""`, `"undefined"`...), and an `end_user_id` is the customer's own id,
+    any text. The gateway's model reads ids the same way (`schemas.models.uuid_or_none`); the exact value stays
+    in the event's raw body. Canonical ids are also what ``pinwheel.account_state.v1`` gives back (its `uuid`
+    fields), so the state survives that topic (processors/wire.py ``account_state_of``)."""
     parsed = uuid_or_none(value) if isinstance(value, str) else None
     return None if parsed is None else str(parsed)
 

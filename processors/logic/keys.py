@@ -30,6 +30,17 @@ def due_prefix(due_us: int) -> str:
     return f"{min(max(due_us, 0), _MAX_DUE):016d}"
 
 
+def timer_key_bytes(due_us: int, kind: TimerKind, target: bytes) -> bytes:
+    """``TimerKey(due_us, kind, target).encode()`` as UTF-8, from the target's UTF-8 bytes: for the restore,
+    which derives a timer per changelog record and would otherwise decode and encode every key."""
+    if not 0 <= due_us <= _MAX_DUE:
+        due_us = min(max(due_us, 0), _MAX_DUE)
+    return b"%016d|%s|%s" % (due_us, _KIND_BYTES[kind], target)
+
+
+_KIND_BYTES: Final = {kind: kind.value.encode() for kind in TimerKind}
+
+
 class TimerKey(NamedTuple):
     due_us: int
     kind: TimerKind

@@ -39,6 +39,7 @@ from processors.logic.keys import (
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, Output, ReadinessUpdate, RejectedEvent
 from processors.logic.readiness import assess
 from processors.logic.stores import Stores
+from processors.logic.timers import TimerRules
 from processors.logic.timeutil import opt_from_us, span_us, to_us
 from schemas import catalog
 
@@ -57,14 +58,13 @@ _ACCOUNT_CHANGES: Final = {
 class AccountProcessor:
     __slots__ = (
         "_accounts",
-        "_bucket_us",
         "_clock",
         "_dedupe",
         "_jobs",
         "_max_ids",
         "_next_due",
-        "_retention_us",
         "_rule",
+        "_rules",
         "_skew_us",
         "_timers",
         "_window_us",
@@ -78,8 +78,7 @@ class AccountProcessor:
         self._jobs = stores.jobs
         self._accounts = stores.accounts
         self._timers = stores.timers
-        self._retention_us = span_us(config.dedupe_retention)
-        self._bucket_us = span_us(config.dedupe_bucket)
+        self._rules = TimerRules(config)
         self._window_us = span_us(config.pending_timeout + config.timeout_grace)
         self._max_ids = config.max_sync_ids
         self._skew_us = span_us(config.max_clock_skew)
@@ -106,8 +105,9 @@ class AccountProcessor:
             return due
         return _NEVER
 
-    def _add_timer(self, due_us: int, kind: TimerKind, target: str) -> None:
-        self._timers.put(TimerKey(due_us, kind, target).encode(), due_us)
+    def _add_timer(self, timer: TimerKey) -> None:
+        due_us = timer.due_us
+        self._timers.put(timer.encode(), due_us)
         if self._next_due != _UNLOADED and due_us < self._next_due:
             self._next_due = due_us
 
@@ -125,7 +125,7 @@ class AccountProcessor:
             return
         # The timers store is a queue: fired keys are deleted at its head, and a store scanning from ""
         # would step over every deletion not yet compacted away. No timer is due before `_next_due`, and
-        # after firing none before `end` (firing adds no timer), so both scans start there.
+        # after firing none before `end` (firing adds no timer due before `limit`), so both scans start there.
         start = due_prefix(self._next_due)
         end = due_prefix(limit)  # keys due at exactly `limit` sort after it: not yet due
         # Materialize first: firing deletes keys of the range being read.
@@ -133,8 +133,7 @@ class AccountProcessor:
             self._timers.delete(key)
             timer = TimerKey.decode(key, due)
             if timer.kind is TimerKind.DEDUPE:
-                self._dedupe.delete(timer.target)
-                self.counters["dedupe_expired"] += 1
+                self._expire(timer.target, limit)
             else:
                 self._fire_timeout(timer.target, due, out)
         self._next_due = self._first_due(end)
@@ -175,8 +174,7 @@ class AccountProcessor:
             self._dead_letter(event, "missing_outcome", f"{event.event_type} carries no outcome", out)
             return out
         dedupe.put(event_id, received_us)
-        bucket = self._bucket_us
-        self._add_timer(-(-(received_us + self._retention_us) // bucket) * bucket, TimerKind.DEDUPE, event_id)
+        self._add_timer(self._rules.dedupe_timer(event_id, received_us))
         if event.account_id is None:
             # account_updates and account_state are keyed by account: nothing to say about this event there.
             self.counters["no_account"] += 1
@@ -234,13 +232,13 @@ class AccountProcessor:
             change = Change.JOB_STALE
         else:
             self._jobs.put(key, after)
-            old_deadline = None if before is None or before.open is None else before.open.deadline_us
-            new_deadline = None if after.open is None else after.open.deadline_us
-            if old_deadline != new_deadline:
-                if old_deadline is not None:
-                    self._timers.delete(TimerKey(old_deadline, TimerKind.JOB, key).encode())
-                if new_deadline is not None:
-                    self._add_timer(new_deadline, TimerKind.JOB, key)
+            old_timer = None if before is None else TimerRules.job_timer(key, before)
+            new_timer = TimerRules.job_timer(key, after)
+            if old_timer != new_timer:
+                if old_timer is not None:
+                    self._timers.delete(old_timer.encode())
+                if new_timer is not None:
+                    self._add_timer(new_timer)
             if outcome == catalog.PENDING:
                 change = Change.JOB_PENDING
             elif outcome == catalog.ERROR:
@@ -321,10 +319,25 @@ class AccountProcessor:
 
     # -- timers --------------------------------------------------------------------------------------
 
+    def _expire(self, event_id: str, limit_us: int) -> None:
+        """A dedupe timer of ``event_id`` fired: its entry is deleted if the entry's own expiry is due too
+        (before ``limit_us``, as the timer). A restored timer may be an older entry's
+        (``processors.logic.timers``): the entry deleted and written anew since, or a retention since changed.
+        Then the entry's expiry is armed (again: the restore derived it), so no entry outlives its retention."""
+        received_us = self._dedupe.get(event_id)
+        if received_us is not None:
+            timer = self._rules.dedupe_timer(event_id, received_us)
+            if timer.due_us < limit_us:
+                self._dedupe.delete(event_id)
+                self.counters["dedupe_expired"] += 1
+                return
+            self._add_timer(timer)
+        self.counters["timer_obsolete"] += 1
+
     def _fire_timeout(self, key: str, due_us: int, out: list[Output]) -> None:
         result = apply_timeout(self._jobs.get(key), deadline_us=due_us)
         if result is None or result.outcome is None or result.state.timed_out is None:
-            self.counters["timer_obsolete"] += 1  # defensive: timers are deleted when their job moves on
+            self.counters["timer_obsolete"] += 1  # a restored timer of a job that moved on (processors.logic.timers)
             return
         self.counters["timed_out"] += 1
         self._jobs.put(key, result.state)

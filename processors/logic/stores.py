@@ -1,19 +1,21 @@
 """The key-value stores the logic works through, declared once (``STORES``), and an in-memory implementation.
 
-The runtime backs each store with RocksDB and a compacted changelog topic; values cross that boundary with
-the serdes of ``processors.logic.codec``. Keys are ``str`` (UTF-8 on the wire). Only the timers store needs
-ordered iteration, and it is declared explicitly.
+The runtime backs each store with RocksDB and, unless the store is declared ``logged=False``, a compacted
+changelog topic; values cross that boundary with the serdes of ``processors.logic.codec``. Keys are ``str``
+(UTF-8 on the wire). Only the timers store needs ordered iteration, and it is declared explicitly. The timers
+store is not logged: it is derived, on restore, from the stores that own the timers (``processors.logic.timers``).
 
 ``STORES`` is the one declaration of the stores: the pipeline's store views, the changelog topics (their names
-by ``schemas.catalog.changelog_topic``), their provisioning, restore, ``processor reset`` and the ACLs are all
-derived from it. ``Stores`` is its typed face for the logic; its fields are checked against ``STORES`` at import.
+by ``schemas.catalog.changelog_topic``; one per logged store), their provisioning, restore, ``processor reset``
+and the ACLs are all derived from it. ``Stores`` is its typed face for the logic; its fields are checked against
+``STORES`` at import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Generic, Protocol, TypeVar, get_origin, get_type_hints
+from typing import Any, Final, Generic, Protocol, TypeVar, cast, get_origin, get_type_hints, runtime_checkable
 
 from processors.logic.account_table import AccountState
 from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SERDE, Serde
@@ -26,27 +28,38 @@ V = TypeVar("V")
 class StoreSpec:
     """One state store: its name (also its changelog's, ``<application_id>-<name>-changelog``), the serde of its
     values, whether the pipeline keeps decoded values between commits (``cached``: for costly values on hot
-    keys) and whether the logic iterates it in key order (``ordered``: ``range``)."""
+    keys), whether the logic iterates it in key order (``ordered``: ``range``) and whether it has a changelog
+    (``logged``; an unlogged store lives in the local store only, committed with the task's transactions, and is
+    derived again on restore from the logged stores: ``processors.logic.timers``)."""
 
     name: str
     serde: Serde[Any]
     cached: bool = False
     ordered: bool = False
+    logged: bool = True
 
     def __post_init__(self) -> None:
         if self.cached and self.ordered:
             raise ValueError(f"store {self.name}: a cached store cannot be iterated in order")
 
 
+DEDUPE: Final = "dedupe"
+JOBS: Final = "jobs"
+TIMERS: Final = "timers"
+
 STORES: tuple[StoreSpec, ...] = (
-    StoreSpec("dedupe", INT_SERDE),  # event_id -> first received_at (epoch µs)
-    StoreSpec("jobs", JOB_STATE_SERDE, cached=True),  # "<account_key>|<event_type>" -> join state
+    StoreSpec(DEDUPE, INT_SERDE),  # event_id -> first received_at (epoch µs)
+    StoreSpec(JOBS, JOB_STATE_SERDE, cached=True),  # "<account_key>|<event_type>" -> join state
     StoreSpec("accounts", ACCOUNT_STATE_SERDE, cached=True),  # account_key -> AccountState
-    StoreSpec("timers", INT_SERDE, ordered=True),  # "<due:016d>|<kind>|<target>" -> due; "~clock" -> stream time
+    # "<due:016d>|<kind>|<target>" -> due, derived from dedupe and jobs on restore; "~clock" -> stream time
+    StoreSpec(TIMERS, INT_SERDE, ordered=True, logged=False),
 )
 """The processors' state stores, declared once."""
 
 STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES)
+#: The stores with a changelog topic, and those kept (and derived on restore) locally only.
+LOGGED_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if spec.logged)
+LOCAL_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if not spec.logged)
 
 
 class KeyValueStore(Protocol[V]):
@@ -57,6 +70,7 @@ class KeyValueStore(Protocol[V]):
     def delete(self, key: str) -> None: ...
 
 
+@runtime_checkable
 class OrderedKeyValueStore(KeyValueStore[V], Protocol[V]):
     def range(self, start: str, end: str) -> Iterable[tuple[str, V]]:
         """Entries with ``start <= key < end`` in ascending byte order of the UTF-8 keys (RocksDB order).
@@ -77,11 +91,18 @@ class Stores:
     timers: OrderedKeyValueStore[int]
 
     @classmethod
-    def of(cls, stores: dict[str, Any]) -> Stores:
-        """The stores by name (``STORE_NAMES``, each exactly once)."""
+    def of(cls, stores: Mapping[str, KeyValueStore[Any]]) -> Stores:
+        """The stores by name (``STORE_NAMES``, each exactly once), an ``OrderedKeyValueStore`` where the spec is
+        ``ordered``."""
         if set(stores) != set(STORE_NAMES):
             raise ValueError(f"expected the stores {list(STORE_NAMES)}, got {sorted(stores)}")
-        return cls(**stores)
+        unordered = [
+            spec.name for spec in STORES if spec.ordered and not isinstance(stores[spec.name], OrderedKeyValueStore)
+        ]
+        if unordered:
+            raise TypeError(f"the stores {unordered} are declared ordered but have no range")
+        # Keyed by name, the mapping cannot tell mypy which field is ordered: the check above does.
+        return cls(**cast("Mapping[str, Any]", stores))
 
 
 def _check_stores() -> None:

@@ -43,7 +43,7 @@ from processors.runtime.ports import GroupConsumer, KafkaClients, NotAssignedErr
 from processors.runtime.restore import restore
 from processors.runtime.retry import RetryLater
 from processors.runtime.settings import RuntimeSettings
-from processors.runtime.state import TaskState
+from processors.runtime.state import Derive, TaskState
 from processors.runtime.task import (
     BatchFailed,
     ProcessorFactory,
@@ -116,9 +116,15 @@ class Engine:
         max_fetch_bytes: int,
         max_request_bytes: int,
         clients: KafkaClients | None = None,
+        local_stores: Sequence[str] = (),
+        derive: Derive | None = None,
     ) -> None:
         """`max_fetch_bytes`: the largest record the input topics hold (what one partition fetch may return);
         `max_request_bytes`: the largest record a processor may write (the producers' request limit).
+
+        `changelogs` names the tasks' logged stores (store -> changelog topic); `local_stores` the stores kept
+        in the local state only, which the restore derives from the changelog records it replays (`derive`,
+        processors/runtime/state.py).
 
         `before_batch(records)` runs before records are processed (and until it succeeds, with none, at
         start): async work such as fetching schemas. RetryLater, or one of `retriable`, raised by it or by a
@@ -133,6 +139,8 @@ class Engine:
         self.kafka = kafka
         self.input_topics = list(input_topics)
         self.changelogs = changelogs
+        self.local_stores = tuple(local_stores)
+        self.derive = derive
         self.factory = factory
         self.before_batch = before_batch
         self.retriable: tuple[type[Exception], ...] = (RetryLater, *retriable)
@@ -555,6 +563,7 @@ class Engine:
             self.settings.application_id,
             partition,
             self.changelogs,
+            self.local_stores,
         )
         try:
             producer = await self.clients.transactional_producer(
@@ -566,7 +575,7 @@ class Engine:
         task = Task(partition, state, producer, self.settings.application_id, self.settings.commit_timeout_s)
         try:
             task.restoring()
-            stats = await restore(state, self.clients, self.settings.max_checkpoint_age_h * 3600)
+            stats = await restore(state, self.clients, self.settings.max_checkpoint_age_h * 3600, self.derive)
             self.stats.restored_records += stats.records
             log.info(
                 "task ready",

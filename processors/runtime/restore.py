@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from processors.runtime.ports import KafkaClients, TopicPartition
-from processors.runtime.state import TaskState
+from processors.runtime.state import Derive, TaskState
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,13 @@ class RestoreStats:
     from_scratch: bool
 
 
-async def restore(state: TaskState, clients: KafkaClients, max_checkpoint_age_s: float) -> RestoreStats:
-    """Replay committed changelog records after the local checkpoint (or all of them, if unusable).
+async def restore(
+    state: TaskState, clients: KafkaClients, max_checkpoint_age_s: float, derive: Derive | None = None
+) -> RestoreStats:
+    """Replay committed changelog records after the local checkpoint (or all of them, if unusable); `derive`
+    makes the writes to the local stores (no changelog) that each replayed record implies, as it is replayed.
+    The local stores are as of the checkpoint (committed with it), or empty after a wipe: with the derived
+    writes, they cover every record the logged stores hold.
 
     Must run after the task's transactional producer has been initialised: that completes any
     transaction a previous owner left open, so the changelogs' last stable offset is final.
@@ -48,7 +53,8 @@ async def restore(state: TaskState, clients: KafkaClients, max_checkpoint_age_s:
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=20_000)
             for tp, records in batch.items():
-                count += state.apply_restored(store_of[tp], ((cast(bytes, r.key), r.value) for r in records))
+                store = store_of[tp]
+                count += state.apply_restored(store, [(cast(bytes, r.key), r.value) for r in records], derive)
             for tp in list(remaining):
                 if await consumer.position(tp) >= end[store_of[tp]]:
                     remaining.discard(tp)

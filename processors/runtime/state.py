@@ -7,6 +7,10 @@ transaction has committed, RocksDB, together with the changelog positions they c
 RocksDB write batch). So the local store is never ahead of what Kafka committed; at worst it is behind, and
 a restore from its checkpoint catches it up. (A read cache of committed values was measured, 2026-12-01, and
 did not pay: docs/benchmarks.md.)
+
+A store may also be local only (``local_stores``: no changelog): its writes go through the overlay and reach
+RocksDB with the rest of a committed transaction, but never a changelog. Such a store must be derivable from the
+logged ones: the restore rebuilds it through a ``Derive`` hook, and a lost or rolled-back local copy is no loss.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import shutil
 import time
 from bisect import bisect_left, insort
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -24,6 +28,12 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
 _CHECKPOINT = b"\xff\xffcheckpoint"
 _TOMBSTONE = None
+
+
+#: The writes to local stores that changelog records of one logged store imply: called by the restore with the
+#: store's name and a batch of its records in offset order, (key, value or None for a tombstone); returns
+#: (local store, key, value) to put, applied with the batch.
+Derive = Callable[[str, Sequence[tuple[bytes, bytes | None]]], Iterable[tuple[str, bytes, bytes]]]
 
 
 def _ns(store: str) -> bytes:
@@ -56,17 +66,30 @@ class Checkpoint:
 
 
 class TaskState:
-    """Stores of one task, namespaced in one RocksDB, with a transaction overlay."""
+    """Stores of one task, namespaced in one RocksDB, with a transaction overlay: the logged ones (`changelogs`:
+    store -> its changelog topic) and the local ones (`local_stores`)."""
 
-    def __init__(self, path: Path, application_id: str, partition: int, changelogs: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        application_id: str,
+        partition: int,
+        changelogs: Mapping[str, str],
+        local_stores: Sequence[str] = (),
+    ) -> None:
         self.path = path
         self.application_id = application_id
         self.partition = partition
         self.changelogs = dict(changelogs)
-        self._dirty: dict[str, dict[bytes, bytes | None]] = {store: {} for store in changelogs}
+        self.local_stores = tuple(local_stores)
+        if overlap := set(self.local_stores) & set(self.changelogs):
+            raise ValueError(f"stores both logged and local: {sorted(overlap)}")
+        stores = [*self.changelogs, *self.local_stores]
+        self._local_prefixes = {store: _ns(store) for store in self.local_stores}
+        self._dirty: dict[str, dict[bytes, bytes | None]] = {store: {} for store in stores}
         # The overlay's keys in order, kept as they are written: sorting them on every range() made a
         # range per event quadratic in the transaction's size.
-        self._dirty_keys: dict[str, list[bytes]] = {store: [] for store in changelogs}
+        self._dirty_keys: dict[str, list[bytes]] = {store: [] for store in stores}
         self._db = self._open()
 
     def _open(self) -> Rdict:
@@ -136,13 +159,16 @@ class TaskState:
     # -- the transaction overlay -------------------------------------------------------------------
 
     def pending_writes(self) -> Iterator[tuple[str, bytes, bytes | None]]:
-        """(store, key, value or None for a delete): what the open transaction must write to changelogs."""
-        for store, dirty in self._dirty.items():
-            for key, value in dirty.items():
+        """(store, key, value or None for a delete): what the open transaction must write to changelogs (the
+        logged stores' writes: a local store's reach RocksDB with them, in `committed`)."""
+        for store in self.changelogs:
+            for key, value in self._dirty[store].items():
                 yield store, key, value
 
     def has_pending_writes(self) -> bool:
-        return any(self._dirty.values())
+        """Whether the open transaction has changelog writes. Writes to local stores alone (stream time moved by
+        a punctuation) need no transaction: they wait in the overlay for the next one, or are lost with it."""
+        return any(self._dirty[store] for store in self.changelogs)
 
     def discard(self) -> None:
         """The transaction aborted: forget its writes."""
@@ -208,20 +234,28 @@ class TaskState:
                 return None
         return dict(checkpoint.positions)
 
-    def apply_restored(self, store: str, records: Iterator[tuple[bytes, bytes | None]]) -> int:
-        """Write changelog records straight into the local store (restore path); returns the count."""
+    def apply_restored(
+        self, store: str, records: Sequence[tuple[bytes, bytes | None]], derive: Derive | None = None
+    ) -> int:
+        """Write changelog records straight into the local store (restore path), with what `derive` makes of
+        them in the local stores (one write batch); returns the count of records."""
         prefix = _ns(store)
         batch = WriteBatch(raw_mode=True)
-        count = 0
         for key, value in records:
             if value is None:
                 batch.delete(prefix + key)
             else:
                 batch.put(prefix + key, value)
-            count += 1
-        if count:
+        if derive is not None and records:
+            prefixes = self._local_prefixes
+            for derived_store, key, value in derive(store, records):
+                local = prefixes.get(derived_store)
+                if local is None:
+                    raise ValueError(f"derived writes go to local stores only, not {derived_store!r}")
+                batch.put(local + key, value)
+        if records:
             self._db.write(batch)
-        return count
+        return len(records)
 
     def set_positions(self, positions: Mapping[str, int]) -> None:
         batch = WriteBatch(raw_mode=True)

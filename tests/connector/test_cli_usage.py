@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+from connector.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,3 +51,25 @@ def test_a_file_a_command_cannot_read_is_one_line(bootstrap: str, tmp_path: Path
     result = run_cli("verify", "--ledger", str(tmp_path), "--timeout", "30", env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap})
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [f"verify: cannot use {tmp_path}: Is a directory"]
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: str = "") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every (sub)command's parser, by its words: `topics`, `deadletter list`, ..."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _commands(sub, f"{prefix}{name} ")
+
+
+def test_every_command_that_waits_for_kafka_takes_the_one_timeout_option() -> None:
+    """`processor --timeout` is the option of the other Kafka commands: same help, same values, same default."""
+    timeouts = {
+        command: (action.help, action.type, action.default)
+        for command, sub in _commands(build_parser())
+        for action in sub._actions
+        if "--timeout" in action.option_strings
+    }
+    assert {"topics", "processor", "tail", "deadletter list", "verify"} <= set(timeouts)
+    assert len(set(timeouts.values())) == 1, timeouts
+    assert build_parser().parse_args(["processor", "reset", "--timeout", "2.5"]).timeout == 2.5

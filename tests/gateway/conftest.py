@@ -31,11 +31,12 @@ async def gateway_topics(bootstrap: str) -> list[str]:
     return list(GATEWAY_TOPICS)
 
 
-@pytest.fixture(scope="module")
-def private_broker(kafka: Any, request: pytest.FixtureRequest) -> Iterator[LocalKafka]:
-    """A broker of the test module's own, which its tests stop and start (outages), with every topic."""
+@pytest.fixture(scope="package")
+def private_broker_once(kafka: Any) -> Iterator[LocalKafka]:
+    """One broker of the gateway tests' own (started once for the package: a JVM start is many seconds), which
+    their tests stop and start (outages), with every topic."""
     # `kafka` first: the session broker has fetched the jars this one reuses.
-    data_dir = Path(tempfile.mkdtemp(prefix=f"pinwheel-{request.module.__name__.rpartition('.')[2]}-"))
+    data_dir = Path(tempfile.mkdtemp(prefix="pinwheel-gateway-private-"))
     broker = LocalKafka(LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=data_dir), progress=lambda _: None)
     broker.start()
     asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), all_topics()))
@@ -44,6 +45,15 @@ def private_broker(kafka: Any, request: pytest.FixtureRequest) -> Iterator[Local
     finally:
         broker.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def private_broker(private_broker_once: LocalKafka) -> LocalKafka:
+    """The private broker, running when the test begins (one that failed while the broker was down left it down;
+    `start` of a running broker only checks that it answers). Its topics hold earlier tests' records too: tests
+    look for their own event ids."""
+    private_broker_once.start()
+    return private_broker_once
 
 
 @pytest.fixture

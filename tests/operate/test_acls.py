@@ -20,6 +20,7 @@ from processors.service import topic_needs
 from processors.settings import ProcessorSettings
 from processors.topics import all_topics, changelog_topics
 from schemas import catalog
+from tests.generated_docs import embedded
 from tests.secure_kafka import acl_binding
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,9 +106,4 @@ def test_a_bad_principal_or_component_exits_2_naming_it() -> None:
 
 
 def test_the_operations_doc_table_is_the_model() -> None:
-    text = (ROOT / "docs" / "operations.md").read_text()
-    begin, end = "<!-- acls:begin -->\n", "<!-- acls:end -->"
-    assert begin in text
-    assert end in text
-    embedded = text.split(begin, 1)[1].split(end, 1)[0]
-    assert embedded == acl_table(), "regenerate with operate.acls.acl_table()"
+    assert embedded(ROOT / "docs" / "operations.md", "acls") == acl_table(), "regenerate with operate.acls.acl_table()"

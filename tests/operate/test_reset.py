@@ -13,7 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from processors.logic.stores import STORE_NAMES
+from processors.topics import changelog_topics
 from schemas import catalog
 from schemas.catalog import changelog_topic
 from schemas.codec import build_codec
@@ -70,7 +70,7 @@ async def changelog_ends(bootstrap: str, app_id: str) -> dict[TopicPartition, in
         await consumer._client.force_metadata_update()
         tps = [
             TopicPartition(topic, p)
-            for topic in (changelog_topic(app_id, store) for store in STORE_NAMES)
+            for topic in changelog_topics(app_id).values()
             for p in sorted(consumer.partitions_for_topic(topic) or ())
         ]
         return dict(await consumer.end_offsets(tps))

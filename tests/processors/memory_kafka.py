@@ -109,6 +109,9 @@ class MemoryKafka:
     def create_topic(self, name: str, partitions: int) -> None:
         self._logs.setdefault(name, [[] for _ in range(partitions)])
 
+    def topic_names(self) -> set[str]:
+        return set(self._logs)
+
     def delete_topic(self, name: str) -> None:
         del self._logs[name]
 
@@ -143,6 +146,12 @@ class MemoryKafka:
     def fail_commits(self, count: int) -> None:
         """The next `count` transaction commits fail (nothing of them is committed)."""
         self.commit_failures = count
+
+    def on_new_event_loop(self) -> None:
+        """Engines of another event loop take over (a test driver's restart): what they wait on, made anew (an
+        asyncio event that was waited on belongs to its loop)."""
+        self._rebalance_lock = asyncio.Lock()
+        self._changed = asyncio.Event()
 
     def request_rebalance(self, group: str) -> None:
         self._generation[group] = self._generation.get(group, 0) + 1

@@ -7,6 +7,8 @@ directory) and commit through that broker. Each call waits until the engine comm
 returns what that added to the output topics (read_committed). Failures take the runtime's own paths: a
 `RecordFailed`, a `BatchFailed` or a refused output is isolated to its record, which goes to `reject`.
 The timers' wall clock is the driver's: it starts at the epoch and moves only with `advance_to`.
+Several drivers may run one after the other over one broker (`broker=`: a restart, a rebalance to another
+machine), each with its own state directory or a previous one's (its local checkpoint).
 
 Outputs are decoded by `IndependentReader`: fastavro straight from the .avsc files, with the writer chosen by
 the single-object fingerprint — none of the connector's codec (whose encoder is cavro where installed: the reader
@@ -19,7 +21,7 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +33,8 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from common.settings import KafkaSettings
 from gateway.records import Route, plan_record
 from processors.logic.config import LogicConfig
-from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters
+from processors.logic.stores import LOCAL_STORE_NAMES
+from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters, timers_derivation
 from processors.runtime.engine import Engine
 from processors.runtime.ports import Record, TopicPartition
 from processors.runtime.settings import RuntimeSettings
@@ -126,20 +129,33 @@ class _Watched:
 
 
 class PipelineDriver:
-    def __init__(self, state_dir: Path, config: LogicConfig | None = None, codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        config: LogicConfig | None = None,
+        codec: Codec | None = None,
+        *,
+        broker: MemoryKafka | None = None,
+    ) -> None:
+        """`broker`: a previous driver's (closed first), whose topics, group offsets and transactional ids this
+        one takes over; its outputs so far are not this driver's."""
         self.codec = codec or Codec()
         self.config = config or LogicConfig()
         self.counters = PipelineCounters()
         self.reader = IndependentReader()
-        self.broker = MemoryKafka()
+        self.broker = broker or MemoryKafka()
         self.clock = DriverClock()
+        if broker is not None:
+            broker.on_new_event_loop()
+            if isinstance(broker.clock, DriverClock):  # the wall clock goes on where the previous driver left it
+                self.clock.now_s = broker.clock.now_s
         self.broker.clock = self.clock  # type: ignore[assignment]
         for topic in (*catalog.FAMILY_TOPICS.values(), *OUTPUT_TOPICS):
             self.broker.create_topic(topic, 1)
         changelogs = changelog_topics(APP_ID)
         for topic in changelogs.values():
             self.broker.create_topic(topic, 1)
-        self._read = dict.fromkeys(OUTPUT_TOPICS, 0)
+        self._read = {topic: len(self.broker.committed_records(topic)) for topic in OUTPUT_TOPICS}
         self._processor: _Watched | None = None
 
         def factory(ctx: TaskContext) -> TaskProcessor:
@@ -158,6 +174,8 @@ class PipelineDriver:
             max_fetch_bytes=1 << 20,
             max_request_bytes=1 << 20,
             clients=self.broker,
+            local_stores=LOCAL_STORE_NAMES,
+            derive=timers_derivation(self.config),
         )
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -173,6 +191,10 @@ class PipelineDriver:
 
     def _wait(self, coroutine: Coroutine[Any, Any, None]) -> None:
         self._loop.run_until_complete(asyncio.wait_for(coroutine, TIMEOUT_S))
+
+    def until(self, condition: Callable[[], bool]) -> None:
+        """Run the engine until `condition` holds (and no commit is under way)."""
+        self._until(condition)
 
     def _until(self, condition: Any) -> None:
         async def poll() -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,13 +25,6 @@ from tests.sample_data import doc_samples_as_json
 T0 = utc(2025, 6, 24, 12, 0)
 ACCOUNT = "7d8fa0e2-8f4c-4a57-9e2b-2a3c0f7d6a11"
 UPDATES, STATE, DEAD = catalog.ACCOUNT_UPDATES_TOPIC, catalog.ACCOUNT_STATE_TOPIC, catalog.DEADLETTER_TOPIC
-
-
-@pytest.fixture
-def driver(tmp_path: Path) -> Iterator[PipelineDriver]:
-    d = PipelineDriver(tmp_path / "state")
-    yield d
-    d.close()
 
 
 def job(event_type: str, outcome: str, at: datetime, *, job_id: str | None = None, **payload: Any) -> dict[str, Any]:

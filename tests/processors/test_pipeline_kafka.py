@@ -44,6 +44,8 @@ from schemas.catalog import changelog_topic
 from schemas.codec import Codec, build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
+from tests.processors.pipeline_driver import IndependentReader
+from tests.sample_data import account_added
 
 
 def job_body(event_type: str, account_id: str, outcome: str, at: datetime, job_id: str | None = None) -> dict[str, Any]:
@@ -61,22 +63,6 @@ def job_body(event_type: str, account_id: str, outcome: str, at: datetime, job_i
             "error_code": "timeout" if outcome == "error" else None,
             "error_type": "platform" if outcome == "error" else None,
             "params": {},
-        },
-    }
-
-
-def account_added(account_id: str, at: datetime) -> dict[str, Any]:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "event": "account.added",
-        "payload": {
-            "account_id": account_id,
-            "link_token_id": str(uuid.uuid4()),
-            "platform_id": str(uuid.uuid4()),
-            "platform_name": "Workday",
-            "created_at": at.isoformat(),
-            "connected": True,
-            "monitoring_status": "active",
         },
     }
 
@@ -304,6 +290,45 @@ async def test_a_catch_up_never_times_out_a_pending_whose_final_waits_unread(har
     assert changes[("job_succeeded", "employment")] == 1, changes
     # Once caught up, the clock does time out what never resolved.
     assert changes[("job_timed_out", "identity")] == 1, changes
+
+
+async def test_timers_are_derived_on_a_new_machine_and_from_a_checkpoint_and_its_tail(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # The timers have no changelog: each restore derives them from the jobs (and dedupe) changelogs. Machine a
+    # opens two pendings (3 s windows) and stops; machine b (an empty state directory) closes one, opens a third
+    # and times the first out; back on a (its checkpoint, then b's records), the third times out, and neither
+    # the closed one nor the first (a's checkpoint still has their timers) times out again.
+    account = str(uuid.uuid4())
+    t0 = datetime.now(UTC)
+    first = job_body("employment.added", account, "pending", t0)
+    closed = job_body("identity.added", account, "pending", t0)
+    final = job_body("identity.added", account, "success", t0 + timedelta(seconds=1), job_id=closed["payload"]["id"])
+    third = job_body("income.added", account, "pending", t0 + timedelta(seconds=1))
+    window = {"pending_timeout_h": 3 / 3600, "timeout_grace_s": 0}
+    clock = Clock(t0)
+    engines: list[Engine] = []
+    async with running_processor(harness, tmp_path / "a", clock, **window):
+        await harness.deliver([first, closed], received_at=t0)
+        assert len(await harness.updates_for({account}, expect=2, settle_s=0.5)) == 2
+    async with running_processor(harness, tmp_path / "b", clock, engines.append, **window):
+        await harness.deliver([final, third], received_at=t0 + timedelta(seconds=1))
+        assert len(await harness.updates_for({account}, expect=4, settle_s=0.5)) == 4
+        clock.advance(3.5)  # past the first's deadline (t0 + 3 s), not the third's (t0 + 4 s)
+        assert len(await harness.updates_for({account}, expect=5, settle_s=0.5)) == 5
+    clock.advance(10)
+    async with running_processor(harness, tmp_path / "a", clock, engines.append, **window):
+        updates = await harness.updates_for({account}, expect=6, settle_s=2.0)
+    timed_out = [u["update_id"] for u in updates if u["change"] == "job_timed_out"]
+    assert timed_out == [f"{first['event_id']}:timed_out", f"{third['event_id']}:timed_out"]
+    assert len(updates) == 6
+    assert all(engine.stats.restored_records > 0 for engine in engines)  # each restored the other's records
+    consumer = AIOKafkaConsumer(bootstrap_servers=harness.bootstrap)
+    await consumer.start()
+    try:
+        assert changelog_topic(harness.app_id, "timers") not in await consumer.topics()
+    finally:
+        await consumer.stop()
 
 
 def _partition_of(account: str) -> int:
@@ -572,3 +597,57 @@ async def test_a_skewed_backlog_times_out_no_job_whose_final_was_in_kafka(harnes
     changes = Counter(u["change"] for u in updates)
     assert changes["job_succeeded"] == 11, changes  # ten joined in time, one late-joined after its timeout
     assert len(updates) == expect, changes
+
+
+async def test_enum_values_pinwheel_adds_are_written_as_unknown_and_the_account_keeps_flowing(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """docs/wire-format.md, "Enums are open": a new monitoring status and a new platform type and action give
+    their updates (not dead letters), written as `unknown`; the account's next event flows too. Outputs are read
+    with fastavro and the .avsc files only (`IndependentReader`)."""
+    account = str(uuid.uuid4())
+    t0 = datetime.now(UTC)
+    added = account_added(account, t0)
+    added["payload"]["monitoring_status"] = "paused"
+    recommended = {
+        "event_id": str(uuid.uuid4()),
+        "event": "account.additional_connections_recommended",
+        "payload": {
+            "account_id": account,
+            "additional_platforms": [
+                {"platform_type": "gig_economy", "action": "login"},
+                {"platform_type": "payroll", "action": "connect_later"},
+            ],
+        },
+    }
+    income = job_body("income.added", account, "success", t0)
+    reader = IndependentReader()
+    key = {account.encode()}
+    async with running_processor(harness, tmp_path):
+        await harness.deliver([added, recommended])
+        first = await committed_records(harness, catalog.ACCOUNT_UPDATES_TOPIC, key, 2)
+        await harness.deliver([income])  # after both: its context carries the new status
+        updates = await committed_records(harness, catalog.ACCOUNT_UPDATES_TOPIC, key, 3)
+        # snapshots are coalesced per account and commit: read until the one after the third event
+        consumer = await harness.read_outputs(catalog.ACCOUNT_STATE_TOPIC)
+        states: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + 40
+            while not any(s["events_applied"] == 3 for s in states) and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=300)).values():
+                    states += [reader.decode(r.value) for r in records if r.key in key]
+        finally:
+            await consumer.stop()
+    assert len(first) == 2
+    by_event = {u["update_id"]: u for u in (reader.decode(r.value) for r in updates)}
+    assert set(by_event) == {added["event_id"], recommended["event_id"], income["event_id"]}  # none dead-lettered
+    for update in by_event.values():
+        assert update["account"]["monitoring_status"] == "unknown"
+    assert by_event[income["event_id"]]["change"] == "job_succeeded"
+    last = max(states, key=lambda s: s["events_applied"])
+    assert last["events_applied"] == 3
+    assert last["monitoring_status"] == "unknown"
+    assert [(p["platform_type"], p["action"]) for p in last["additional_platforms"]] == [
+        ("unknown", "login"),
+        ("payroll", "unknown"),
+    ]

@@ -18,9 +18,7 @@ import orjson
 from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from processors.logic.stores import STORE_NAMES
-from processors.topics import all_topics
-from schemas.catalog import changelog_topic
+from processors.topics import all_topics, changelog_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +84,7 @@ def test_missing_changelog_topics_stop_the_processor_at_once_naming_them(
     assert child.returncode == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("processor: topics missing: ")
-    for store in STORE_NAMES:
-        assert changelog_topic(app_id, store) in last
+    for changelog in changelog_topics(app_id).values():
+        assert changelog in last
     assert "pinwheel-connector topics create" in last
     assert len(err.splitlines()) < 20  # a clear message, not a flood

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 import struct
 from pathlib import Path
 
@@ -17,7 +18,16 @@ from operate.reset import _changelog_specs
 from processors.logic.account_table import AccountState
 from processors.logic.codec import INT_SERDE
 from processors.logic.join import JobState
-from processors.logic.stores import STORE_NAMES, STORES, InMemoryStore, Stores, StoreSpec, in_memory_stores
+from processors.logic.stores import (
+    LOCAL_STORE_NAMES,
+    LOGGED_STORE_NAMES,
+    STORE_NAMES,
+    STORES,
+    InMemoryStore,
+    Stores,
+    StoreSpec,
+    in_memory_stores,
+)
 from processors.pipeline import CachedStoreView, PipelineCounters, StoreView, task_stores
 from processors.runtime.state import TaskState
 from processors.service import build_engine, topic_needs
@@ -29,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = "app-x"
 # The expected names spelled out once here: the derived lists must be exactly these, in this order.
 NAMES = ("dedupe", "jobs", "accounts", "timers")
-CHANGELOGS = [f"{APP}-{name}-changelog" for name in NAMES]
+LOGGED = ("dedupe", "jobs", "accounts")  # the timers are derived on restore: no changelog
+CHANGELOGS = [f"{APP}-{name}-changelog" for name in LOGGED]
 
 
 def test_the_declaration_is_the_four_stores_and_the_typed_stores_follow_it() -> None:
@@ -37,6 +48,8 @@ def test_the_declaration_is_the_four_stores_and_the_typed_stores_follow_it() -> 
     assert tuple(f.name for f in dataclasses.fields(Stores)) == STORE_NAMES
     assert [spec.name for spec in STORES if spec.ordered] == ["timers"]
     assert [spec.name for spec in STORES if spec.cached] == ["jobs", "accounts"]
+    assert [spec.name for spec in STORES if not spec.logged] == ["timers"]
+    assert (LOGGED_STORE_NAMES, LOCAL_STORE_NAMES) == (LOGGED, ("timers",))
 
 
 def test_a_store_cannot_be_both_cached_and_ordered() -> None:
@@ -51,6 +64,29 @@ def test_stores_of_refuses_a_missing_or_unknown_store() -> None:
     del stores["timers"]
     with pytest.raises(ValueError, match="expected the stores"):
         Stores.of(stores)
+
+
+class _NoRange:
+    """A store with get/put/delete only: not an ordered one."""
+
+    def get(self, key: str) -> object | None:
+        return None
+
+    def put(self, key: str, value: object) -> None:
+        pass
+
+    def delete(self, key: str) -> None:
+        pass
+
+
+def test_stores_of_refuses_an_ordered_store_without_range() -> None:
+    stores: dict[str, object] = {name: InMemoryStore[object]() for name in STORE_NAMES}
+    ordered = [spec.name for spec in STORES if spec.ordered]
+    plain = {name: _NoRange() for name in STORE_NAMES if name not in ordered}
+    accepted = Stores.of({**stores, **plain})  # an unordered store needs no range
+    assert all(getattr(accepted, name) is store for name, store in plain.items())
+    with pytest.raises(TypeError, match=re.escape(f"the stores {ordered} are declared ordered but have no range")):
+        Stores.of({**stores, **{name: _NoRange() for name in ordered}})
 
 
 SAMPLES: dict[str, object] = {
@@ -77,7 +113,7 @@ def test_serialized_in_memory_stores_keep_each_value_in_its_specs_serde() -> Non
 
 
 def test_the_task_views_are_one_per_spec_over_the_runtime_state(tmp_path: Path) -> None:
-    state = TaskState(tmp_path, APP, 0, changelog_topics(APP))
+    state = TaskState(tmp_path, APP, 0, changelog_topics(APP), LOCAL_STORE_NAMES)
     try:
         stores, cached = task_stores(state)
         for spec in STORES:
@@ -93,7 +129,7 @@ def test_the_task_views_are_one_per_spec_over_the_runtime_state(tmp_path: Path) 
 
 
 def test_every_changelog_list_is_the_one_derived_from_the_stores() -> None:
-    assert changelog_topics(APP) == dict(zip(NAMES, CHANGELOGS, strict=True))
+    assert changelog_topics(APP) == dict(zip(LOGGED, CHANGELOGS, strict=True))
     specs = all_topics(TopicSettings(processor_application_id=APP))
     changelog_specs = [spec for spec in specs if spec.name.endswith("-changelog")]
     assert [spec.name for spec in changelog_specs] == CHANGELOGS
@@ -101,7 +137,8 @@ def test_every_changelog_list_is_the_one_derived_from_the_stores() -> None:
     settings = ProcessorSettings(application_id=APP)
     assert [name for name in topic_needs(settings) if name.endswith("-changelog")] == CHANGELOGS
     engine = build_engine(settings, KafkaSettings(), SchemaSettings(), PipelineCounters())
-    assert engine.changelogs == dict(zip(NAMES, CHANGELOGS, strict=True))  # what restore reads and tasks write
+    assert engine.changelogs == dict(zip(LOGGED, CHANGELOGS, strict=True))  # what restore reads and tasks write
+    assert engine.local_stores == ("timers",)  # what restore derives
     assert [spec.name for spec in _changelog_specs(APP, 3)] == CHANGELOGS  # what `processor reset` recreates
     granted = {acl.resource_name for acl in component_acls("processors", "User:p", APP)}
     assert {name for name in granted if name.endswith("-changelog")} == set(CHANGELOGS)  # the processors' ACLs

@@ -171,3 +171,23 @@ def test_dead_letter_from_a_payload_error() -> None:
     assert decoded == datum
     assert dead_letter_key("e1", raw) == b"e1"
     assert dead_letter_key(None, raw) == hashlib.sha256(raw).hexdigest().encode()
+
+
+@pytest.mark.parametrize("end_user_id", ["customer-user-42", "  padded  ", "x" * 255])
+def test_an_end_user_id_of_the_customers_own_is_kept_not_refused(end_user_id: str) -> None:
+    # Pinwheel's end_user_id is "User ID provided by you" (any text of 1-255 characters, returned in every webhook
+    # event); the schemas type it `uuid`: a value that is not one is null in the typed payload, exact in raw_body.
+    for event_type in ("account.added", "paystubs.added", "income.added", "shifts.added"):
+        body = capture_body(event_type)
+        payload = body["payload"]
+        assert isinstance(payload, dict)
+        payload["end_user_id"] = end_user_id
+        raw = json.dumps(body).encode()
+        record = build(raw)
+        assert record.topic != "pinwheel.other.v1"
+        _, datum = record.value["payload"]
+        assert datum["end_user_id"] is None
+        assert record.value["raw_body"] == raw
+        codec = Codec()
+        event = read_family_record(codec.decode(record.topic, codec.encode(record.topic, record.value)))
+        assert json.loads(event.raw_body)["payload"]["end_user_id"] == end_user_id

@@ -10,6 +10,7 @@ from processors.logic.keys import (
     account_of_join_key,
     due_prefix,
     join_key,
+    timer_key_bytes,
 )
 
 
@@ -19,6 +20,14 @@ def test_timer_keys_read_back_what_was_built() -> None:
         TimerKey(0, TimerKind.JOB, join_key("acct|1", "income.added")),
     ):
         assert TimerKey.decode(timer.encode(), timer.due_us) == timer
+
+
+def test_the_restores_byte_keys_are_the_encoded_timer_keys() -> None:
+    for due in (-5, 0, 7, 1_750_000_000_000_000, 10**16 + 3):  # clamped at both ends, like `encode`
+        for kind in TimerKind:
+            for target in ("evt|with|bars", "acct-é|income.added", ""):
+                expected = TimerKey(due, kind, target).encode().encode()
+                assert timer_key_bytes(due, kind, target.encode()) == expected
 
 
 def test_key_order_is_due_order_and_the_clock_sorts_after_every_timer() -> None:

@@ -222,6 +222,8 @@ def test_monitoring_status_is_last_writer_wins_on_payload_time(proc: AccountProc
     state = only_update(proc.process(account_event("a1", "account.added", added, received=13))).account
     assert (state.platform_name, state.connected, state.monitoring_status) == ("Workday", True, "degraded")
     assert status("m2", "user_action_required", 20, 14) == "user_action_required"
+    # A status Pinwheel adds later is kept as sent: only the wire writes it as `unknown` (processors/wire.py).
+    assert status("m3", "paused", 30, 15) == "paused"
 
 
 def test_connections_recommended_replace_the_list(proc: AccountProcessor) -> None:

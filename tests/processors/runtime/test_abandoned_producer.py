@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.ports import free_port
 from common.settings import KafkaSettings
@@ -30,6 +29,7 @@ from processors.runtime.kafka_clients import start_producer
 from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord, Task, TaskFailed
 from tests.processors.counting_app import Counter
+from tests.topic_reader import read_to_end
 
 pytestmark = pytest.mark.kafka
 
@@ -52,23 +52,6 @@ def task_for(app: str, producer: Any, path: Path) -> Task:
     task.restoring()
     task.run(lambda ctx: Counter(ctx, "unused"))  # the test emits its outputs itself
     return task
-
-
-async def committed_values(bootstrap: str, topic: str) -> list[bytes]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        values: list[bytes] = []
-        while await consumer.position(tp) < end:
-            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                values += [bytes(r.value or b"") for r in records]
-        return values
-    finally:
-        await consumer.stop()
 
 
 async def test_a_task_closed_while_its_broker_is_down_leaves_nothing_running(
@@ -104,7 +87,7 @@ async def test_a_task_closed_while_its_broker_is_down_leaves_nothing_running(
     await asyncio.sleep(3)
     gc.collect()  # an unretrieved exception is reported when its future is collected
     await asyncio.sleep(0)
-    assert await committed_values(private_broker.bootstrap, topic) == [b"one", b"three"]
+    assert [r.value for r in await read_to_end(private_broker.bootstrap, topic)] == [b"one", b"three"]
     errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records[seen:] if r.levelno >= logging.ERROR]
     assert not errors, errors
     print(f"\n[abandon] task closed {closed_in:.1f} s after a failed commit with the broker down")

@@ -1,5 +1,8 @@
 """The processing runtime against the real broker: exactly-once through crashes, rebalances and lost state.
 
+Restore after deleted local state and the replay of a batch whose end fails are engine logic: they run broker-free
+in test_engine_memory.py; here a real broker's restore is the take-over of a killed instance's partitions.
+
 The application under test (counting_app.py) counts per key in changelog-backed state and emits
 `<count>:<value>`, so a read_committed consumer of its output can tell any loss (a gap or a missing
 value), any duplicate (a repeated count or value) and any state rollback (counts restarting).
@@ -10,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -183,26 +185,6 @@ def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         process.wait(10)
 
 
-async def test_counts_exactly_once_and_restores_deleted_state(pipeline: Pipeline) -> None:
-    await pipeline.produce(3_000, keys=12)
-    app = pipeline.spawn("a")
-    try:
-        await pipeline.wait_caught_up(60)
-    finally:
-        _stop(app)
-    assert await pipeline.assert_exactly_once() == 3_000
-
-    # Local state deleted between runs: the counts must continue from the changelog, not restart at 1.
-    shutil.rmtree(pipeline.state_root / "a")
-    await pipeline.produce(1_000, keys=12, start=3_000)
-    app = pipeline.spawn("a")
-    try:
-        await pipeline.wait_caught_up(60)
-    finally:
-        _stop(app)
-    assert await pipeline.assert_exactly_once() == 4_000
-
-
 async def test_commits_larger_than_a_broker_message(pipeline: Pipeline) -> None:
     # ~2 MB per partition per commit (the output topic takes 1 MiB per record batch), and one record per
     # 100 larger than a producer batch on its own.
@@ -226,28 +208,6 @@ async def test_a_failure_mid_batch_commits_nothing_of_that_batch(pipeline: Pipel
         _stop(app)
     # Had the half-processed batch been committed, the failing key's count would skip a number.
     assert await pipeline.assert_exactly_once() == 2_000
-
-
-async def test_a_batch_whose_outputs_fail_is_replayed_and_only_its_culprit_rejected(pipeline: Pipeline) -> None:
-    # The processor's end of batch fails for a batch holding one given record (an output covering the batch
-    # could not be made). Crashing would loop on restart; the runtime replays the batch one record per
-    # transaction, rejects the record behind the failure and counts everything else exactly once.
-    await pipeline.produce(1_000, keys=6)
-    app = pipeline.spawn("a", "--fail-batch-at", "v000500")
-    try:
-        await pipeline.wait_caught_up(120)
-        assert app.poll() is None, "the processor must keep running"
-    finally:
-        _stop(app)
-    outputs = await pipeline.outputs()
-    (key,) = [k for k, values in pipeline.sent.items() if b"v000500" in values]
-    rejected = [v for v in outputs[key] if v.startswith(b"rejected:")]
-    assert len(rejected) == 1
-    # Without the rejected record, its key counts on as if it never came; every other key exactly once.
-    pipeline.sent[key] = [v for v in pipeline.sent[key] if v != b"v000500"]
-    outputs[key] = [v for v in outputs[key] if not v.startswith(b"rejected:")]
-    for k, values in outputs.items():
-        assert values == [b"%d:%s" % (i + 1, v) for i, v in enumerate(pipeline.sent[k])], k
 
 
 async def test_exactly_once_through_repeated_kill_9(pipeline: Pipeline) -> None:
@@ -335,28 +295,28 @@ async def test_an_output_the_broker_refuses_is_dead_lettered_never_committed_wit
     # batch with it). Before the fix the transaction committed the input offsets anyway: outputs vanished.
     limit = 64_000
     await _topic_config(pipeline.bootstrap, pipeline.names["output"], {"max.message.bytes": str(limit)})
-    await pipeline.produce(1_200, keys=6, pad=lambda i: 100_000 if i % 40 == 17 else 50)
+    await pipeline.produce(400, keys=6, pad=lambda i: 100_000 if i % 40 == 17 else 50)
     app = pipeline.spawn("a")
     try:
         await pipeline.wait_caught_up(120)
     finally:
         _stop(app)
-    assert await _assert_exactly_once_or_rejected(pipeline, limit) == 30
+    assert await _assert_exactly_once_or_rejected(pipeline, limit) == 10
 
 
 async def test_a_limit_lowered_at_runtime_loses_nothing(pipeline: Pipeline) -> None:
-    await pipeline.produce(600, keys=6, pad=50)
+    await pipeline.produce(300, keys=6, pad=50)
     app = pipeline.spawn("a")
     try:
         await pipeline.wait_caught_up(60)
         # An operator lowers the output topic's limit under the running processor.
         limit = 4_000
         await _topic_config(pipeline.bootstrap, pipeline.names["output"], {"max.message.bytes": str(limit)})
-        await pipeline.produce(400, keys=6, start=600, pad=lambda i: 6_000 if i % 20 == 5 else 50)
+        await pipeline.produce(200, keys=6, start=300, pad=lambda i: 6_000 if i % 20 == 5 else 50)
         await pipeline.wait_caught_up(180)
     finally:
         _stop(app)
-    assert await _assert_exactly_once_or_rejected(pipeline, limit) == 20
+    assert await _assert_exactly_once_or_rejected(pipeline, limit) == 10
 
 
 async def test_records_of_one_partition_are_processed_in_offset_order_whatever_their_timestamps(

@@ -4,13 +4,11 @@ aborted transaction leaves nothing behind. The changelog is read back with a pla
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from rocksdict import AccessType, Options, Rdict
 
@@ -19,6 +17,7 @@ from processors.runtime.kafka_clients import start_producer
 from processors.runtime.ordering import END_OF_TIME
 from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord, Task, TaskContext
+from tests.topic_reader import read_to_end
 
 
 @pytest.fixture
@@ -127,22 +126,7 @@ def record(topic: str, offset: int, key: bytes, value: bytes) -> ConsumerRecord[
 
 
 async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        got: list[tuple[bytes | None, bytes | None]] = []
-        deadline = time.monotonic() + 30
-        while await consumer.position(tp) < end:
-            assert time.monotonic() < deadline, "could not read the changelog to its end"
-            for records in (await consumer.getmany(tp, timeout_ms=300)).values():
-                got.extend((r.key, r.value) for r in records)
-        return got
-    finally:
-        await consumer.stop()
+    return [(r.key, r.value) for r in await read_to_end(bootstrap, topic)]
 
 
 async def test_the_commit_flushes_the_last_write_of_each_key_and_tombstones(
