@@ -17,6 +17,7 @@ import pytest
 
 from processors.logic.config import LogicConfig
 from processors.logic.stores import DEDUPE, JOBS, TIMERS
+from processors.topics import changelog_topics
 from schemas import catalog
 from schemas.catalog import changelog_topic
 from tests.processors.memory_kafka import MemoryKafka
@@ -69,7 +70,7 @@ class Machines:
             self.current = None
 
     def changelog(self, store: str) -> list[tuple[str, bytes | None]]:
-        topic = changelog_topic(APP_ID, store)
+        topic = changelog_topics(APP_ID)[store]  # the accounts': the state topic
         return [(r.key.decode(), r.value) for r in self.broker.committed_records(topic) if r.key is not None]
 
 
@@ -96,8 +97,8 @@ def test_the_timers_have_no_changelog_and_dedupe_writes_one_record_per_distinct_
     assert [key for key, _ in machines.changelog(DEDUPE)] == ids  # one per distinct event, none for a duplicate
     assert changelog_topic(APP_ID, TIMERS) not in machines.broker.topic_names()
     assert {topic for topic in machines.broker.topic_names() if topic.endswith("-changelog")} == {
-        changelog_topic(APP_ID, store) for store in (DEDUPE, JOBS, "accounts")
-    }
+        changelog_topic(APP_ID, store) for store in (DEDUPE, JOBS)
+    }  # the accounts' changelog is the state topic
     # Expiry (2 h, the minute rounded up): each entry's delete is a tombstone, so compaction drops the key.
     driver.advance_to(T0 + timedelta(hours=2, minutes=2))
     assert driver.counters.logic["dedupe_expired"] == 3
