@@ -144,8 +144,11 @@ async def live_keys(kafka: KafkaSettings, topic: str) -> dict[int, set[bytes]]:
         if not tps:
             raise ResetRefused(f"{topic} is missing; nothing was changed")
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        for tp in tps:  # the initial positions first: a seek racing with their resolution can be lost
+            await consumer.position(tp)
         end = await consumer.end_offsets(tps)
+        for tp, offset in (await consumer.beginning_offsets(tps)).items():
+            consumer.seek(tp, offset)
         keys: dict[int, set[bytes]] = {tp.partition: set() for tp in tps}
         remaining = {tp for tp in tps if end[tp] > await consumer.position(tp)}
         while remaining:

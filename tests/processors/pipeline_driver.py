@@ -307,6 +307,32 @@ class PipelineDriver:
         return outputs
 
 
+class Machines:
+    """Drivers one after the other over one broker: each machine has its state directory (a restart on the same
+    machine restores from its checkpoint and the changelogs' tail, on another one from scratch)."""
+
+    def __init__(self, root: Path, config: LogicConfig | None = None) -> None:
+        self.root = root
+        self.config = config or LogicConfig()
+        self.broker = MemoryKafka()
+        self.current: PipelineDriver | None = None
+
+    def start(self, machine: str, config: LogicConfig | None = None) -> PipelineDriver:
+        self.stop()
+        self.current = PipelineDriver(self.root / machine, config or self.config, broker=self.broker)
+        return self.current
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+    def changelog(self, store: str) -> list[tuple[str, bytes | None]]:
+        """The committed records of `store`'s changelog (the accounts': the state topic)."""
+        topic = changelog_topics(APP_ID)[store]
+        return [(r.key.decode(), r.value) for r in self.broker.committed_records(topic) if r.key is not None]
+
+
 def on(outputs: list[Output], topic: str) -> list[Output]:
     return [out for out in outputs if out.topic == topic]
 

@@ -17,11 +17,9 @@ import pytest
 
 from processors.logic.config import LogicConfig
 from processors.logic.stores import DEDUPE, JOBS, TIMERS
-from processors.topics import changelog_topics
 from schemas import catalog
 from schemas.catalog import changelog_topic
-from tests.processors.memory_kafka import MemoryKafka
-from tests.processors.pipeline_driver import APP_ID, Output, PipelineDriver, on, utc
+from tests.processors.pipeline_driver import APP_ID, Machines, Output, on, utc
 from tests.sample_data import account_added
 
 T0 = utc(2025, 6, 24, 12, 0)
@@ -31,6 +29,13 @@ UPDATES = catalog.ACCOUNT_UPDATES_TOPIC
 CONFIG = LogicConfig(dedupe_retention=timedelta(hours=2))
 WINDOW = CONFIG.pending_timeout + CONFIG.timeout_grace
 MS = timedelta(milliseconds=1)
+
+
+@pytest.fixture
+def machines(tmp_path: Path) -> Iterator[Machines]:
+    m = Machines(tmp_path, CONFIG)
+    yield m
+    m.stop()
 
 
 def pending(event_type: str, at: datetime) -> dict[str, Any]:
@@ -49,36 +54,6 @@ def final(of: dict[str, Any], at: datetime) -> dict[str, Any]:
 def timed_out(outputs: list[Output]) -> list[str]:
     """The event ids of the pendings that timed out in `outputs`."""
     return [o.headers["event_id"] for o in on(outputs, UPDATES) if o.value["change"] == "job_timed_out"]
-
-
-class Machines:
-    """Drivers one after the other over one broker: each machine has its state directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.broker = MemoryKafka()
-        self.current: PipelineDriver | None = None
-
-    def start(self, machine: str, config: LogicConfig = CONFIG) -> PipelineDriver:
-        self.stop()
-        self.current = PipelineDriver(self.root / machine, config, broker=self.broker)
-        return self.current
-
-    def stop(self) -> None:
-        if self.current is not None:
-            self.current.close()
-            self.current = None
-
-    def changelog(self, store: str) -> list[tuple[str, bytes | None]]:
-        topic = changelog_topics(APP_ID)[store]  # the accounts': the state topic
-        return [(r.key.decode(), r.value) for r in self.broker.committed_records(topic) if r.key is not None]
-
-
-@pytest.fixture
-def machines(tmp_path: Path) -> Iterator[Machines]:
-    m = Machines(tmp_path)
-    yield m
-    m.stop()
 
 
 def test_the_timers_have_no_changelog_and_dedupe_writes_one_record_per_distinct_event(machines: Machines) -> None:
