@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
+from schemas.catalog import ACCOUNT_STATE_TOPIC
 from simulator.traffic import load_capture
 from tests.kafka_broker import Broker, select_broker
 from tests.schema_registry import Registry, select_registry
@@ -123,3 +125,30 @@ def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def capture() -> list[dict[str, Any]]:
     """The 12 real deliveries captured from Pinwheel's sandbox ({path, headers, body})."""
     return load_capture()
+
+
+@pytest.fixture(autouse=True)
+async def state_topic_emptied(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After each test on the session's broker, the records of the state topic are deleted. The state topic is the
+    accounts store's changelog (processors/logic/stores.py), and one topic on the session's broker serves every
+    test's processors, each its own deployment (application id): what a processor of one test wrote would be
+    restored by the next test's, which a deployment never sees (its state topic is its own). Among them the
+    accounts of the real capture, in most tests' traffic, and records in the Confluent wire format, which decode
+    only with the registry that framed them."""
+    yield
+    if "bootstrap" not in request.fixturenames:
+        return
+    bootstrap = request.getfixturevalue("bootstrap")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await consumer.start()
+    await admin.start()
+    try:
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(ACCOUNT_STATE_TOPIC, p) for p in consumer.partitions_for_topic(ACCOUNT_STATE_TOPIC) or ()]
+        if tps:
+            ends = await consumer.end_offsets(tps)
+            await admin.delete_records({tp: RecordsToDelete(before_offset=end) for tp, end in ends.items() if end})
+    finally:
+        await admin.close()
+        await consumer.stop()

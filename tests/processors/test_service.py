@@ -60,7 +60,9 @@ def test_info_lines_are_written_while_the_health_server_runs(
             with contextlib.suppress(httpx.TransportError):
                 ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
             time.sleep(0.3)
-        assert ready, "the processor never became ready"
+        if not ready:
+            child.kill()
+            raise AssertionError(f"the processor never became ready: {child.communicate()[1][-3000:]}")
         child.send_signal(signal.SIGTERM)
         _, err = child.communicate(timeout=60)
     finally:
