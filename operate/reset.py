@@ -132,17 +132,15 @@ def _changelog_specs(group: str, partitions: int) -> list[TopicSpec]:
     return [replace(declared[name], partitions=partitions) for name in own_changelog_topics(group).values()]
 
 
-async def live_keys(kafka: KafkaSettings, topic: str) -> dict[int, set[bytes]]:
-    """The keys of a compacted topic whose latest committed record is not a tombstone, per partition."""
+async def live_keys(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, set[bytes]]:
+    """The keys of a compacted topic (of `partitions` partitions) whose latest committed record is not a
+    tombstone, per partition."""
     consumer = AIOKafkaConsumer(
         **kafka.client_kwargs(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
     )
     try:
         await consumer.start()
-        await consumer.topics()  # metadata of every topic: partitions_for_topic answers from it
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not tps:
-            raise ResetRefused(f"{topic} is missing; nothing was changed")
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         for tp in tps:  # the initial positions first: a seek racing with their resolution can be lost
             await consumer.position(tp)
@@ -181,6 +179,12 @@ async def write_tombstones(kafka: KafkaSettings, topic: str, keys: dict[int, set
     finally:
         await producer.stop()
     return len(sent)
+
+
+async def shared_changelog_partitions(admin: AIOKafkaAdminClient) -> dict[str, int]:
+    """The partition count of each shared changelog (the state topic)."""
+    access = await topic_access(admin, list(SHARED_CHANGELOGS))
+    return {name: access[name].partitions for name in SHARED_CHANGELOGS}
 
 
 async def check_permissions(admin: AIOKafkaAdminClient, group: str) -> list[str]:
@@ -225,6 +229,7 @@ async def plan_reset(settings: ProcessorSettings, kafka: KafkaSettings) -> Reset
     try:
         await admin.start()
         existing = set(await check_permissions(admin, group))
+        shared = await shared_changelog_partitions(admin)
         await _refuse_if_alive(admin, group)
         tps, _ = await _family_partitions(kafka)
         offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
@@ -238,8 +243,8 @@ async def plan_reset(settings: ProcessorSettings, kafka: KafkaSettings) -> Reset
     finally:
         await consumer.stop()
     tombstones = {}
-    for topic in SHARED_CHANGELOGS:
-        tombstones[topic] = sum(len(keys) for keys in (await live_keys(kafka, topic)).values())
+    for topic, partitions in shared.items():
+        tombstones[topic] = sum(len(keys) for keys in (await live_keys(kafka, topic, partitions)).values())
     state_dir = settings.state_dir / settings.application_id
     plan = ResetPlan(
         application_id=group,
@@ -270,6 +275,7 @@ async def reset(settings: ProcessorSettings, kafka: KafkaSettings, plan: ResetPl
     try:
         await admin.start()
         await _refuse_if_alive(admin, group)
+        shared = await shared_changelog_partitions(admin)
         if plan.changelogs:
             await admin.delete_topics(plan.changelogs)
             await _wait_deleted(admin, plan.changelogs)
@@ -280,8 +286,8 @@ async def reset(settings: ProcessorSettings, kafka: KafkaSettings, plan: ResetPl
     # configuration: the processors must not start without them.
     _, counts = await _family_partitions(kafka)
     done += await ensure_topics(kafka, _changelog_specs(group, max(counts.values())))
-    for topic in SHARED_CHANGELOGS:  # read again: what the topic holds now, not at the plan
-        count = await write_tombstones(kafka, topic, await live_keys(kafka, topic))
+    for topic, partitions in shared.items():  # read again: what the topic holds now, not at the plan
+        count = await write_tombstones(kafka, topic, await live_keys(kafka, topic, partitions))
         done.append(f"wrote {count} tombstones to {topic}")
     if plan.state_dir.exists():
         shutil.rmtree(plan.state_dir)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from common.settings import KafkaSettings
+from common.topics import ensure_topics
+from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_STATE_TOPIC
 from simulator.traffic import load_capture
 from tests.kafka_broker import Broker, select_broker
@@ -127,28 +131,29 @@ def capture() -> list[dict[str, Any]]:
     return load_capture()
 
 
-@pytest.fixture(autouse=True)
-async def state_topic_emptied(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """After each test on the session's broker, the records of the state topic are deleted. The state topic is the
-    accounts store's changelog (processors/logic/stores.py), and one topic on the session's broker serves every
-    test's processors, each its own deployment (application id): what a processor of one test wrote would be
-    restored by the next test's, which a deployment never sees (its state topic is its own). Among them the
-    accounts of the real capture, in most tests' traffic, and records in the Confluent wire format, which decode
-    only with the registry that framed them."""
+@pytest.fixture
+async def state_topic_recreated(bootstrap: str) -> AsyncIterator[None]:
+    """For a test whose processors write in the Confluent wire format: the state topic is deleted at its end and
+    created again, empty, as declared. The state topic is the accounts store's changelog (processors/logic/
+    stores.py), and one topic on the session's broker serves every test's processors: a later test's processor
+    would restore these records, which decode only with the registry that framed them (without one it stops,
+    rightly: ChangelogUnreadable). A compacted topic takes no DeleteRecords, hence the new topic."""
     yield
-    if "bootstrap" not in request.fixturenames:
-        return
-    bootstrap = request.getfixturevalue("bootstrap")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await consumer.start()
     await admin.start()
     try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(ACCOUNT_STATE_TOPIC, p) for p in consumer.partitions_for_topic(ACCOUNT_STATE_TOPIC) or ()]
-        if tps:
-            ends = await consumer.end_offsets(tps)
-            await admin.delete_records({tp: RecordsToDelete(before_offset=end) for tp, end in ends.items() if end})
+        await admin.delete_topics([ACCOUNT_STATE_TOPIC])
+        deadline = time.monotonic() + 60
+        while ACCOUNT_STATE_TOPIC in await admin.list_topics():  # deletion is asynchronous in the broker
+            assert time.monotonic() < deadline, f"{ACCOUNT_STATE_TOPIC} was never deleted"
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
-        await consumer.stop()
+    [spec] = [spec for spec in all_topics() if spec.name == ACCOUNT_STATE_TOPIC]
+    while True:  # the name may be taken a little longer
+        try:
+            await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [spec])
+            return
+        except Exception:
+            assert time.monotonic() < deadline, f"{ACCOUNT_STATE_TOPIC} could not be created again"
+            await asyncio.sleep(0.5)

@@ -53,7 +53,7 @@ from tests.schema_registry import Registry, downstream_deserializer, watermarks
 from tests.simulator.sim_helpers import deliver_and_collect
 from tests.threaded_gateway import ThreadedServer
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("state_topic_recreated")]
 
 SECRET = "registry-e2e-secret-do-not-log"
 OUTPUTS = [ACCOUNT_UPDATES_TOPIC, ACCOUNT_STATE_TOPIC, DEADLETTER_TOPIC]
