@@ -1,14 +1,16 @@
 """The key-value stores the logic works through, declared once (``STORES``), and an in-memory implementation.
 
 The runtime backs each store with RocksDB and, unless the store is declared ``logged=False``, a compacted
-changelog topic; values cross that boundary with the serdes of ``processors.logic.codec``. Keys are ``str``
-(UTF-8 on the wire). Only the timers store needs ordered iteration, and it is declared explicitly. The timers
-store is not logged: it is derived, on restore, from the stores that own the timers (``processors.logic.timers``).
+changelog topic: its own, or the output topic its spec names (``changelog``: the accounts store's is the state
+topic, restored through the pipeline's codec); values cross the local boundary with the serdes of
+``processors.logic.codec``. Keys are ``str`` (UTF-8 on the wire). Only the timers store needs ordered
+iteration, and it is declared explicitly. The timers store is not logged: it is derived, on restore, from the
+stores that own the timers (``processors.logic.timers``).
 
 ``STORES`` is the one declaration of the stores: the pipeline's store views, the changelog topics (their names
-by ``schemas.catalog.changelog_topic``; one per logged store), their provisioning, restore, ``processor reset``
-and the ACLs are all derived from it. ``Stores`` is its typed face for the logic; its fields are checked against
-``STORES`` at import.
+by ``schemas.catalog.changelog_topic`` or ``changelog``; one per logged store), their provisioning, restore,
+``processor reset`` and the ACLs are all derived from it. ``Stores`` is its typed face for the logic; its
+fields are checked against ``STORES`` at import.
 """
 
 from __future__ import annotations
