@@ -50,7 +50,7 @@ from bench.cost import (
 from bench.instances import provision, start_instances, wait_settled
 from bench.processor_bench import InputRecord, committed_offsets, encode_deliveries
 from common.settings import KafkaSettings
-from processors.topics import changelog_topics
+from processors.topics import own_changelog_topics
 from schemas import catalog
 from simulator.traffic import TrafficConfig, build_traffic, planned_deliveries
 
@@ -301,7 +301,7 @@ async def run_mode(
     await provision(kafka, app, partitions)
     topics = {
         "input": list(catalog.FAMILY_TOPICS.values()),
-        "output": [*catalog.OUTPUT_TOPICS, *changelog_topics(app).values()],
+        "output": [*catalog.OUTPUT_TOPICS, *own_changelog_topics(app).values()],
         "internal": list(INTERNAL_TOPICS),
     }
     every = [*topics["input"], *topics["output"]]

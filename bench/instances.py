@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
 
 from common.offsets import start_at_end
 from common.ports import free_port
@@ -126,8 +127,29 @@ async def wait_settled(instances: Instances, partitions: int, timeout_s: float =
     raise RuntimeError(f"the processor group did not settle within {timeout_s:.0f}s")
 
 
+async def _delete_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 60.0) -> None:
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            return
+        await admin.delete_topics([topic])
+        deadline = time.monotonic() + timeout_s
+        while topic in await admin.list_topics():  # deletion is asynchronous in the broker
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{topic} still exists {timeout_s:.0f} s after its deletion")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
 async def provision(kafka: KafkaSettings, app_id: str, partitions: int, extra: Sequence[TopicSpec] = ()) -> None:
-    """Every topic (changelogs named after `app_id`), and group `app_id` starting at the end of the family topics."""
+    """Every topic (changelogs named after `app_id`), and group `app_id` starting at the end of the family topics.
+
+    The state topic is emptied first (deleted, created again): it is the accounts store's changelog, so a run's
+    instance would otherwise restore the accounts of every earlier run on this broker (the same simulated
+    accounts, already ready: no readiness records, larger states), which a deployment never sees."""
+    await _delete_topic(kafka, catalog.ACCOUNT_STATE_TOPIC)
     specs = all_topics(TopicSettings(processor_application_id=app_id, partitions=partitions))
     await ensure_topics(kafka, [*specs, *extra])
     await start_at_end(kafka, app_id, list(catalog.FAMILY_TOPICS.values()))

@@ -45,8 +45,8 @@ from common.settings import KafkaSettings
 from common.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
 from processors.logic.config import LogicConfig
-from processors.logic.stores import LOCAL_STORE_NAMES
-from processors.pipeline import PipelineCounters, timers_derivation
+from processors.logic.stores import LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES
+from processors.pipeline import PipelineCounters, state_topic_translation, timers_derivation
 from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.restore import restore
 from processors.runtime.state import TaskState
@@ -268,10 +268,11 @@ async def run_in_process(
 async def restore_speed(app_id: str, state_dir: Path, kafka: KafkaSettings, partitions: int) -> tuple[int, float]:
     changelogs = changelog_topics(app_id)
     derive = timers_derivation(LogicConfig())
+    translate = state_topic_translation(build_codec())
     records, seconds = 0, 0.0
     for p in range(partitions):
-        state = TaskState(state_dir / str(p), app_id, p, changelogs, LOCAL_STORE_NAMES)
-        stats = await restore(state, AiokafkaClients(kafka), 3600, derive)
+        state = TaskState(state_dir / str(p), app_id, p, changelogs, LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES)
+        stats = await restore(state, AiokafkaClients(kafka), 3600, derive, translate)
         state.close()
         records += stats.records
         seconds += stats.seconds

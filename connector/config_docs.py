@@ -70,8 +70,8 @@ def configuration_markdown() -> str:
 
 def store_table_markdown(stores: Sequence[StoreSpec] = STORES) -> str:
     """One row per store, one column per field of its spec (a new field is a new column), its changelog topic
-    (as `processors.topics.changelog_topics` names it) after its name."""
-    names = [field.name for field in fields(type(stores[0]) if stores else StoreSpec)]
+    (as `processors.topics.changelog_topics` names it, the spec's `changelog` field resolved) after its name."""
+    names = [field.name for field in fields(type(stores[0]) if stores else StoreSpec) if field.name != "changelog"]
     changelogs = changelog_topics("<application_id>")
     columns = [names[0], "changelog topic", *names[1:]]
     rows = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]

@@ -27,7 +27,7 @@ from common.topics import TopicSettings
 from operate.acls_cli import COMPONENTS as COMPONENTS  # their home is the light argparse part (the CLI lists them)
 from processors.runtime.task import transactional_id_prefix
 from processors.settings import ProcessorSettings
-from processors.topics import all_topics, changelog_topics
+from processors.topics import all_topics, changelog_topics, own_changelog_topics
 from schemas import catalog
 
 
@@ -129,7 +129,10 @@ def _topics(principal: str, names: Iterable[str], *operations: Operation) -> lis
 def component_acls(component: str, principal: str, application_id: str) -> list[Acl]:
     """The ACLs `component` needs when it logs in as `principal` (the processors' names use `application_id`)."""
     family = list(catalog.FAMILY_TOPICS.values())
-    changelogs = list(changelog_topics(application_id).values())
+    changelogs = list(own_changelog_topics(application_id).values())
+    # The output topics that are also a store's changelog (the state topic): read back by the restore, and by a
+    # reset, which writes a tombstone for each of its accounts.
+    output_logged = [topic for topic in changelog_topics(application_id).values() if topic not in changelogs]
     group = Acl(principal, ResourceType.GROUP, application_id, PatternType.LITERAL, Operation.READ)
     match component:
         case "gateway":
@@ -141,6 +144,7 @@ def component_acls(component: str, principal: str, application_id: str) -> list[
                 *_topics(principal, family, Operation.READ),
                 *_topics(principal, changelogs, Operation.READ, Operation.WRITE, Operation.DESCRIBE_CONFIGS),
                 *_topics(principal, catalog.OUTPUT_TOPICS, Operation.WRITE, Operation.DESCRIBE_CONFIGS),
+                *_topics(principal, output_logged, Operation.READ),
                 Acl(
                     principal,
                     ResourceType.TRANSACTIONAL_ID,
@@ -169,6 +173,7 @@ def component_acls(component: str, principal: str, application_id: str) -> list[
                 group,
                 *_topics(principal, family, Operation.READ),
                 *_topics(principal, changelogs, Operation.DELETE, Operation.CREATE),
+                *_topics(principal, output_logged, Operation.READ, Operation.WRITE),
             ]
     raise ValueError(f"unknown component {component!r}: one of {', '.join(COMPONENTS)}")
 

@@ -100,7 +100,9 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser, waits: argparse.A
 
     processor.add_argument(
         "action", nargs="?", choices=["run", "reset"], default="run",
-        help="run (default) or reset: rebuild state and outputs from the family topics (see docs/operations.md)",
+        help="run (default) or reset: rebuild state and outputs from the family topics: deletes the application's "
+        "changelogs, tombstones every account of pinwheel.account_state.v1 (the accounts store's changelog, shared "
+        "with downstream: never deleted) and rewinds the group (see docs/operations.md)",
     )  # fmt: skip
     processor.add_argument("--dry-run", action="store_true", help="reset: show what would be done")
     processor.add_argument("--yes", action="store_true", help="reset: do it without asking")

@@ -1,10 +1,13 @@
 """`pinwheel-connector processor reset`: rebuild the processors' state and outputs from the family topics.
 
 Like Kafka Streams' application reset tool, for this pipeline: with every processor instance stopped,
-delete the changelog topics and recreate them empty, delete the local state directory, and set the
-consumer group's offsets on the family topics to the earliest retained records. The next start restores
+delete the application's changelog topics and recreate them empty, write a tombstone to
+`pinwheel.account_state.v1` for every account it holds (that topic is the accounts store's changelog, and
+shared with downstream: it is emptied of accounts, never deleted), delete the local state directory, and set
+the consumer group's offsets on the family topics to the earliest retained records. The next start restores
 nothing and reprocesses everything retained; downstream sees the updates again, with the same
-deterministic update_ids (docs/operations.md).
+deterministic update_ids, and each account's state deleted, then written again as it is rebuilt
+(docs/operations.md).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupAuthorizationFailedError
 from aiokafka.structs import OffsetAndMetadata
@@ -30,9 +33,13 @@ from common.kafka_access import (
 )
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, TopicSpec, ensure_topics, topic_errors
+from processors.logic.stores import STORES
 from processors.settings import ProcessorSettings
-from processors.topics import all_topics, changelog_topics
+from processors.topics import all_topics, own_changelog_topics
 from schemas.catalog import FAMILY_TOPICS
+
+#: The contract topics that are a store's changelog (the state topic): emptied by tombstones, not deleted.
+SHARED_CHANGELOGS: tuple[str, ...] = tuple(spec.changelog for spec in STORES if spec.changelog is not None)
 
 
 class ResetRefused(RuntimeError):
@@ -43,6 +50,7 @@ class ResetRefused(RuntimeError):
 class ResetPlan:
     application_id: str
     changelogs: list[str]  # existing changelog topics (deleted, then recreated empty)
+    tombstones: dict[str, int]  # shared changelog (the state topic) -> keys it holds a value for (tombstoned)
     state_dir: Path
     state_dir_exists: bool
     committed: dict[TopicPartition, int | None]  # the group's offsets now (None: none committed)
@@ -56,6 +64,11 @@ class ResetPlan:
     def describe(self) -> str:
         lines = [f"processor reset of application {self.application_id!r}:"]
         lines += [f"  delete and recreate (empty) changelog {name}" for name in self.changelogs]
+        lines += [
+            f"  write a tombstone to {name} for each of its {count} accounts (the accounts store's changelog; "
+            "downstream sees each account deleted, then written again as it is rebuilt)"
+            for name, count in self.tombstones.items()
+        ]
         if self.state_dir_exists:
             lines.append(f"  delete the local state directory {self.state_dir}")
         else:
@@ -116,23 +129,83 @@ def _changelog_specs(group: str, partitions: int) -> list[TopicSpec]:
     """The changelogs as `reset` recreates them: the family topics' partition count (co-partitioning) and their
     declared configuration."""
     declared = {spec.name: spec for spec in all_topics(TopicSettings(processor_application_id=group))}
-    return [replace(declared[name], partitions=partitions) for name in changelog_topics(group).values()]
+    return [replace(declared[name], partitions=partitions) for name in own_changelog_topics(group).values()]
+
+
+async def live_keys(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, set[bytes]]:
+    """The keys of a compacted topic (of `partitions` partitions) whose latest committed record is not a
+    tombstone, per partition."""
+    consumer = AIOKafkaConsumer(
+        **kafka.client_kwargs(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    try:
+        await consumer.start()
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        for tp in tps:  # the initial positions first: a seek racing with their resolution can be lost
+            await consumer.position(tp)
+        end = await consumer.end_offsets(tps)
+        for tp, offset in (await consumer.beginning_offsets(tps)).items():
+            consumer.seek(tp, offset)
+        keys: dict[int, set[bytes]] = {tp.partition: set() for tp in tps}
+        remaining = {tp for tp in tps if end[tp] > await consumer.position(tp)}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.key is None:
+                        continue
+                    if record.value is None:
+                        keys[tp.partition].discard(record.key)
+                    else:
+                        keys[tp.partition].add(record.key)
+            remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
+        return keys
+    finally:
+        await consumer.stop()
+
+
+async def write_tombstones(kafka: KafkaSettings, topic: str, keys: dict[int, set[bytes]]) -> int:
+    """A tombstone for each key, in its partition (idempotent, acks=all); returns how many."""
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), enable_idempotence=True, acks="all")
+    try:
+        await producer.start()
+        sent = [
+            await producer.send(topic, None, key=key, partition=partition)
+            for partition, partition_keys in sorted(keys.items())
+            for key in sorted(partition_keys)
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    return len(sent)
+
+
+async def shared_changelog_partitions(admin: AIOKafkaAdminClient) -> dict[str, int]:
+    """The partition count of each shared changelog (the state topic)."""
+    access = await topic_access(admin, list(SHARED_CHANGELOGS))
+    return {name: access[name].partitions for name in SHARED_CHANGELOGS}
 
 
 async def check_permissions(admin: AIOKafkaAdminClient, group: str) -> list[str]:
     """Every permission the reset takes, checked before anything is changed (a reset stopped halfway, its
     changelogs deleted and not recreated, leaves the application unable to start): Read on the family
     topics, Delete on the existing changelogs (Metadata's authorized operations), Create on every changelog
-    (CreateTopics with validate_only) and Read on the group. Raises KafkaMisconfigured naming the first one
-    refused; returns the changelogs that exist."""
-    changelogs = list(changelog_topics(group).values())
+    (CreateTopics with validate_only), Read and Write on the state topic (its tombstones) and Read on the group.
+    Raises KafkaMisconfigured naming the first one refused; returns the changelogs that exist."""
+    changelogs = list(own_changelog_topics(group).values())
     family = list(FAMILY_TOPICS.values())
-    access = await topic_access(admin, [*family, *changelogs])
+    access = await topic_access(admin, [*family, *changelogs, *SHARED_CHANGELOGS])
     missing = require(
-        access, {**dict.fromkeys(family, (TopicOp.READ,)), **dict.fromkeys(changelogs, (TopicOp.DELETE,))}
+        access,
+        {
+            **dict.fromkeys(family, (TopicOp.READ,)),
+            **dict.fromkeys(changelogs, (TopicOp.DELETE,)),
+            **dict.fromkeys(SHARED_CHANGELOGS, (TopicOp.READ, TopicOp.WRITE)),
+        },
     )
-    if missing_family := [name for name in family if name in missing]:
-        raise ResetRefused(f"family topics missing: {', '.join(missing_family)}; nothing was changed")
+    if missing_topics := [name for name in (*family, *SHARED_CHANGELOGS) if name in missing]:
+        raise ResetRefused(f"topics missing: {', '.join(missing_topics)}; nothing was changed")
     specs = _changelog_specs(group, max(access[name].partitions for name in family))
     trial = [NewTopic(s.name, s.partitions, s.durability(1)[0], topic_configs=s.declared_config(1)) for s in specs]
     if refused := [name for name, code, _ in topic_errors(await admin.create_topics(trial, validate_only=True))
@@ -156,6 +229,7 @@ async def plan_reset(settings: ProcessorSettings, kafka: KafkaSettings) -> Reset
     try:
         await admin.start()
         existing = set(await check_permissions(admin, group))
+        shared = await shared_changelog_partitions(admin)
         await _refuse_if_alive(admin, group)
         tps, _ = await _family_partitions(kafka)
         offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
@@ -168,10 +242,14 @@ async def plan_reset(settings: ProcessorSettings, kafka: KafkaSettings) -> Reset
         end = await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
+    tombstones = {}
+    for topic, partitions in shared.items():
+        tombstones[topic] = sum(len(keys) for keys in (await live_keys(kafka, topic, partitions)).values())
     state_dir = settings.state_dir / settings.application_id
     plan = ResetPlan(
         application_id=group,
-        changelogs=[t for t in changelog_topics(group).values() if t in existing],
+        changelogs=[t for t in own_changelog_topics(group).values() if t in existing],
+        tombstones=tombstones,
         state_dir=state_dir,
         state_dir_exists=state_dir.exists(),
         committed={tp: (o.offset if o.offset >= 0 else None) for tp, o in offsets.items()},
@@ -197,6 +275,7 @@ async def reset(settings: ProcessorSettings, kafka: KafkaSettings, plan: ResetPl
     try:
         await admin.start()
         await _refuse_if_alive(admin, group)
+        shared = await shared_changelog_partitions(admin)
         if plan.changelogs:
             await admin.delete_topics(plan.changelogs)
             await _wait_deleted(admin, plan.changelogs)
@@ -207,6 +286,9 @@ async def reset(settings: ProcessorSettings, kafka: KafkaSettings, plan: ResetPl
     # configuration: the processors must not start without them.
     _, counts = await _family_partitions(kafka)
     done += await ensure_topics(kafka, _changelog_specs(group, max(counts.values())))
+    for topic, partitions in shared.items():  # read again: what the topic holds now, not at the plan
+        count = await write_tombstones(kafka, topic, await live_keys(kafka, topic, partitions))
+        done.append(f"wrote {count} tombstones to {topic}")
     if plan.state_dir.exists():
         shutil.rmtree(plan.state_dir)
         done.append(f"deleted {plan.state_dir}")

@@ -17,19 +17,21 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 from aiokafka.structs import ConsumerRecord
 
-from processors.logic.codec import Serde
+from processors.logic.codec import ACCOUNT_STATE_SERDE, Serde
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.keys import TimerKind, timer_key_bytes
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Output, ReadinessUpdate, RejectedEvent
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
-from processors.logic.stores import DEDUPE, STORES, TIMERS, Stores
+from processors.logic.stores import ACCOUNTS, DEDUPE, STORES, TIMERS, Stores
 from processors.logic.timers import TIMER_OWNERS, TimerRules
+from processors.runtime.restore import ChangelogUnreadable, Translate
 from processors.runtime.state import Derive, TaskState
 from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
 from processors.wire import (
     DeliveryIds,
     Headers,
+    account_state_of,
     dead_letter_record,
     output_headers,
     readiness_datum,
@@ -168,6 +170,45 @@ def timers_derivation(config: LogicConfig) -> Derive:
     return derive
 
 
+def state_topic_translation(codec: Codec) -> Translate:
+    """The restore's hook (processors/runtime/restore.py) for the accounts store, whose changelog is
+    ``pinwheel.account_state.v1`` (``StoreSpec.changelog``): each record decoded by `codec` (either wire format;
+    the writer schemas of Confluent-framed ones fetched first, so a registry outage raises RegistryUnavailable
+    and the restore waits for it) and read back by ``account_state_of``; a tombstone deletes the account.
+
+    A record that does not decode for another reason, has no key, or whose key is not its account's id was not
+    written by this pipeline: ChangelogUnreadable (the store would be wrong without it)."""
+    to_bytes = ACCOUNT_STATE_SERDE.to_bytes
+    topic = catalog.ACCOUNT_STATE_TOPIC
+
+    async def translate(store: str, records: Sequence[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes | None]]:
+        if store != ACCOUNTS:
+            raise ChangelogUnreadable(f"no translation for the store {store!r}")
+        await codec.resolve(value for _, value in records)
+        translated: list[tuple[bytes, bytes | None]] = []
+        for key, value in records:
+            if not key:
+                raise ChangelogUnreadable(f"a {topic} record without a key")
+            if value is None:
+                translated.append((key, None))
+                continue
+            try:
+                state = account_state_of(codec.decode(topic, value))
+            except RegistryError:
+                raise
+            except (DecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ChangelogUnreadable(f"the {topic} record of key {key!r} is unreadable: {exc}") from exc
+            if state.account_id.encode() != key:
+                raise ChangelogUnreadable(
+                    f"the {topic} record of key {key!r} holds the account {state.account_id!r}: not written by "
+                    "this pipeline"
+                )
+            translated.append((key, to_bytes(state)))
+        return translated
+
+    return translate
+
+
 @dataclass
 class PipelineCounters:
     """Shared by all tasks of the process; read by the metrics endpoint."""
@@ -296,7 +337,9 @@ class AccountPipeline:
                 self._snapshots.clear()
                 log.error("state snapshot encoding failed", extra={"error": type(exc).__name__})
                 raise BatchFailed("encode_error", f"account state: {type(exc).__name__}") from exc
-            self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, headers))
+            # The accounts store's changelog (StoreSpec.changelog): in the task's partition, so that the restore of
+            # partition p finds it in partition p.
+            self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, headers, self.ctx.partition))
         self.counters.outputs["account_state"] += len(self._snapshots)
         self._snapshots.clear()
         self.counters.logic.update(self.logic.counters)

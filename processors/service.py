@@ -27,15 +27,15 @@ from common import gc_tuning, logs
 from common.backoff import Backoff
 from common.health import ServiceReadiness, livez_route, metrics_route, readyz_route, registry_exposition
 from common.isr_watch import IsrWatch
-from common.kafka_access import TopicOp
+from common.kafka_access import TopicAccess, TopicOp, topic_access
 from common.kafka_access import check_topics as check_access
 from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, Verdict, classify_kafka_error
 from common.kafka_wait import wait_for_kafka
 from common.settings import KafkaSettings
 from processors.lag import LagMonitor
 from processors.logic.readiness import ReadinessRule
-from processors.logic.stores import LOCAL_STORE_NAMES
-from processors.pipeline import AccountPipeline, PipelineCounters, timers_derivation
+from processors.logic.stores import LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES, STORES
+from processors.pipeline import AccountPipeline, PipelineCounters, state_topic_translation, timers_derivation
 from processors.readiness import ReadinessSettings
 from processors.runtime.engine import Engine, EngineStats, MissingTopicsError
 from processors.runtime.task import TaskContext, TaskProcessor
@@ -60,26 +60,55 @@ MISSING_TOPICS_HINT = (
 def topic_needs(settings: ProcessorSettings) -> dict[str, tuple[TopicOp, ...]]:
     """Every topic the account pipeline uses and what it does with it: reads the families, restores (reads) and
     writes the changelogs, writes the outputs (DescribeConfigs, for /readyz's min-ISR watch, is not required)."""
-    changelogs = changelog_topics(settings.application_id).values()
-    return {
+    needs: dict[str, tuple[TopicOp, ...]] = {
         **dict.fromkeys(catalog.FAMILY_TOPICS.values(), (TopicOp.READ,)),
-        **dict.fromkeys(changelogs, (TopicOp.READ, TopicOp.WRITE)),
         **dict.fromkeys(OUTPUT_TOPICS, (TopicOp.WRITE,)),
     }
+    for changelog in changelog_topics(settings.application_id).values():  # the state topic among them
+        needs[changelog] = (TopicOp.READ, TopicOp.WRITE)
+    return needs
 
 
 async def check_topics(settings: ProcessorSettings, kafka: KafkaSettings) -> None:
     """Raise MissingTopicsError naming every missing topic (a run without them only logs errors forever), and
     KafkaMisconfigured naming a topic the principal may not describe, read or write as the pipeline must:
-    such a run would fail at its first commit, after minutes of restoring, or hide the topic as "missing"."""
+    such a run would fail at its first commit, after minutes of restoring, or hide the topic as "missing";
+    KafkaMisconfigured too when the state topic is not partitioned as the family topics (`partition_mismatch`)."""
     admin = AIOKafkaAdminClient(**kafka.client_kwargs(), client_id=f"{kafka.client_id_prefix}-processor-check")
+    access: Mapping[str, TopicAccess] = {}
     try:
         await admin.start()
         missing = await check_access(admin, topic_needs(settings))
+        if not missing:
+            access = await topic_access(admin, [*catalog.FAMILY_TOPICS.values(), *OUTPUT_LOGGED_TOPICS])
     finally:
         await admin.close()
     if missing:
         raise MissingTopicsError(missing, MISSING_TOPICS_HINT)
+    if refusal := partition_mismatch({name: a.partitions for name, a in access.items()}):
+        raise KafkaMisconfigured(refusal)
+
+
+#: The output topics that are also a store's changelog (`StoreSpec.changelog`): restored partition by partition.
+OUTPUT_LOGGED_TOPICS: tuple[str, ...] = tuple(spec.changelog for spec in STORES if spec.changelog is not None)
+
+
+def partition_mismatch(partitions: Mapping[str, int]) -> str | None:
+    """Why the pipeline cannot run on these topics (name -> partition count), or None: a store's changelog that
+    is an output topic (the state topic) must have the family topics' partition count, since partition p of it is
+    what the restore of task p reads. A topic the connector did not create (a user's, pre-created) may differ."""
+    families = {name: partitions[name] for name in catalog.FAMILY_TOPICS.values() if name in partitions}
+    if not families:
+        return None
+    family, count = max(families.items(), key=lambda item: item[1])
+    for topic in OUTPUT_LOGGED_TOPICS:
+        if topic in partitions and partitions[topic] != count:
+            return (
+                f"{topic} has {partitions[topic]} partitions but {family} has {count}: the accounts store is "
+                f"restored from partition p of {topic} for input partition p, so both must have the same count "
+                f"(recreate {topic} with {count} partitions, or the family topics with {partitions[topic]})"
+            )
+    return None
 
 
 def build_engine(
@@ -117,6 +146,8 @@ def build_engine(
         max_request_bytes=DEADLETTER_MAX_MESSAGE_BYTES,
         local_stores=LOCAL_STORE_NAMES,
         derive=timers_derivation(config),
+        output_logged=OUTPUT_LOGGED_STORE_NAMES,
+        translate=state_topic_translation(codec),
     )
 
 
@@ -199,7 +230,7 @@ def _lag_metrics(monitor: LagMonitor) -> Iterator[GaugeMetricFamily]:
 
 def output_topics(engine: Engine) -> list[str]:
     """Every topic the processors write: their outputs and their changelogs."""
-    return [*OUTPUT_TOPICS, *engine.changelogs.values()]
+    return list(dict.fromkeys([*OUTPUT_TOPICS, *engine.changelogs.values()]))
 
 
 def not_ready_reason(stats: EngineStats) -> str:

@@ -11,14 +11,15 @@ are), union branches named up front, and the headers that say which Pinwheel del
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from aiokafka.structs import ConsumerRecord
 
-from processors.logic.account_table import AccountState, Recommendation, SyncProgress
+from processors.logic.account_table import AccountState, Readiness, Recommendation, SyncProgress
 from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome
 from processors.logic.outputs import AccountUpdate, ReadinessUpdate
@@ -32,6 +33,7 @@ Headers = list[tuple[str, bytes]]
 # record, id lists included, to find its branch before writing it.
 _JOB_OUTCOME = "pinwheel.JobOutcome"
 _SYNC_PROGRESS = "pinwheel.SyncProgress"
+_READINESS = "pinwheel.Readiness"
 
 # -- datums ------------------------------------------------------------------------------------------------
 
@@ -57,6 +59,7 @@ def outcome_datum(outcome: JobOutcome) -> dict[str, Any]:
         "resolved_at": outcome.resolved_at_us,
         "time_to_resolve_ms": outcome.time_to_resolve_ms,
         "deliveries_seen": outcome.deliveries_seen,
+        "as_of": outcome.as_of_us,
     }
 
 
@@ -101,6 +104,7 @@ def sync_datum(progress: SyncProgress) -> dict[str, Any]:
         "ninety_days_synced_at": progress.ninety_days_synced_at_us,
         "fully_synced_at": progress.fully_synced_at_us,
         "sync_status": progress.sync_status,
+        "sync_status_at": progress.sync_status_at_us,
         "batches": progress.batches,
         "reported_count": progress.reported_count,
         "added_count": progress.added_count,
@@ -141,7 +145,129 @@ def state_datum(state: AccountState) -> dict[str, Any]:
         "last_event_sent_at": state.last_event_sent_at_us,
         "last_change": state.last_change,
         "updated_at": state.updated_at_us,
+        "readiness": None if state.readiness is None else (_READINESS, readiness_state_datum(state.readiness)),
     }
+
+
+def readiness_state_datum(readiness: Readiness) -> dict[str, Any]:
+    return {
+        "status": readiness.status,
+        "reason": readiness.reason,
+        "blocked_by": readiness.blocked_by,
+        "met": dict(readiness.met),
+        "first_seen": readiness.first_seen_us,
+        "decided_at": readiness.decided_at_us,
+    }
+
+
+# -- the account state, read back ----------------------------------------------------------------------------
+#
+# The inverse of ``state_datum`` over a record as ``Codec.decode`` gives it (fastavro's logical types: times as
+# aware datetimes, uuids as UUIDs, dates as dates). Lossless for the states the logic makes from what the
+# gateway accepts (tests/processors/test_state_datum.py). A record written before AccountState v2 lacks the
+# times that order job outcomes and sync statuses and the readiness: see ``account_state_of``.
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _us(value: datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
+
+
+def _text(value: UUID | str | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _iso(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _outcome_of(datum: Mapping[str, Any]) -> JobOutcome:
+    pending_since, resolved_at = _us(datum["pending_since"]), _us(datum["resolved_at"])
+    as_of = _us(datum["as_of"])
+    if as_of is None:  # written before v2: the latest time the record has, so a newer delivery still wins
+        as_of = max((t for t in (pending_since, resolved_at) if t is not None), default=0)
+    return JobOutcome(
+        datum["job"],
+        _text(datum["job_id"]),
+        datum["outcome"],
+        datum["error_code"],
+        datum["error_type"],
+        pending_since,
+        resolved_at,
+        datum["deliveries_seen"],
+        as_of,
+    )
+
+
+def _sync_of(datum: Mapping[str, Any] | None) -> SyncProgress | None:
+    if datum is None:
+        return None
+    return SyncProgress(
+        seven_days_synced_at_us=_us(datum["seven_days_synced_at"]),
+        thirty_days_synced_at_us=_us(datum["thirty_days_synced_at"]),
+        ninety_days_synced_at_us=_us(datum["ninety_days_synced_at"]),
+        fully_synced_at_us=_us(datum["fully_synced_at"]),
+        sync_status=datum["sync_status"],
+        sync_status_at_us=_us(datum["sync_status_at"]),
+        batches=datum["batches"],
+        reported_count=datum["reported_count"],
+        added_count=datum["added_count"],
+        deleted_count=datum["deleted_count"],
+        pay_date_from=_iso(datum["pay_date_from"]),
+        pay_date_to=_iso(datum["pay_date_to"]),
+        added_ids=tuple(datum["added_ids"]),
+        deleted_ids=tuple(datum["deleted_ids"]),
+        ids_truncated=datum["ids_truncated"],
+        last_job_id=datum["last_job_id"],
+    )
+
+
+def _readiness_of(datum: Mapping[str, Any] | None) -> Readiness | None:
+    if datum is None:
+        return None
+    return Readiness(
+        datum["status"],
+        datum["reason"],
+        datum["blocked_by"],
+        {requirement: (at - _EPOCH) // _MICROSECOND for requirement, at in datum["met"].items()},
+        _us(datum["first_seen"]),
+        _us(datum["decided_at"]),
+    )
+
+
+def account_state_of(datum: Mapping[str, Any]) -> AccountState:
+    """The ``AccountState`` of a ``pinwheel.account_state.v1`` record decoded by ``Codec.decode`` (the inverse of
+    ``state_datum``). A record written before AccountState v2 reads with the defaults of the fields v2 added:
+    no readiness (the rule judges the account again at its next event), no sync status time (the next batch's
+    status is taken), and each job outcome ordered by the latest time the record has."""
+    return AccountState(
+        account_id=str(datum["account_id"]),
+        end_user_id=_text(datum["end_user_id"]),
+        platform_id=_text(datum["platform_id"]),
+        platform_name=datum["platform_name"],
+        link_token_id=_text(datum["link_token_id"]),
+        connected=datum["connected"],
+        created_at_us=_us(datum["account_created_at"]),
+        monitoring_status=datum["monitoring_status"],
+        monitoring_status_at_us=_us(datum["monitoring_status_updated_at"]),
+        additional_platforms=tuple(
+            Recommendation(r["platform_type"], r["action"], _text(r["platform_id"]))
+            for r in datum["additional_platforms"]
+        ),
+        additional_platforms_at_us=_us(datum["additional_platforms_updated_at"]),
+        jobs={job: _outcome_of(outcome) for job, outcome in datum["jobs"].items()},
+        paystubs=_sync_of(datum["paystubs"]),
+        shifts=_sync_of(datum["shifts"]),
+        version=datum["events_applied"],
+        last_event_id=datum["last_event_id"],
+        last_event_type=datum["last_event_type"],
+        last_event_sent_at_us=_us(datum["last_event_sent_at"]),
+        last_change=datum["last_change"],
+        updated_at_us=_us(datum["updated_at"]),
+        readiness=_readiness_of(datum["readiness"]),
+    )
 
 
 def context_datum(state: AccountState) -> dict[str, Any]:

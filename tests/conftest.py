@@ -3,7 +3,9 @@ tests/shared_session.py), and per-test unique topics."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -12,8 +14,12 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from common.settings import KafkaSettings
+from common.topics import ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaSettings
 from connector.local_registry import LocalRegistry, LocalRegistrySettings
+from processors.topics import all_topics
+from schemas.catalog import ACCOUNT_STATE_TOPIC
 from simulator.traffic import load_capture
 from tests import xdist_groups
 from tests.kafka_broker import Broker, select_broker
@@ -197,3 +203,31 @@ def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def capture() -> list[dict[str, Any]]:
     """The 12 real deliveries captured from Pinwheel's sandbox ({path, headers, body})."""
     return load_capture()
+
+
+@pytest.fixture
+async def state_topic_recreated(bootstrap: str) -> AsyncIterator[None]:
+    """For a test whose processors write in the Confluent wire format: the state topic is deleted at its end and
+    created again, empty, as declared. The state topic is the accounts store's changelog (processors/logic/
+    stores.py), and one topic on the session's broker serves every test's processors: a later test's processor
+    would restore these records, which decode only with the registry that framed them (without one it stops,
+    rightly: ChangelogUnreadable). A compacted topic takes no DeleteRecords, hence the new topic."""
+    yield
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([ACCOUNT_STATE_TOPIC])
+        deadline = time.monotonic() + 60
+        while ACCOUNT_STATE_TOPIC in await admin.list_topics():  # deletion is asynchronous in the broker
+            assert time.monotonic() < deadline, f"{ACCOUNT_STATE_TOPIC} was never deleted"
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    [spec] = [spec for spec in all_topics() if spec.name == ACCOUNT_STATE_TOPIC]
+    while True:  # the name may be taken a little longer
+        try:
+            await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [spec])
+            return
+        except Exception:
+            assert time.monotonic() < deadline, f"{ACCOUNT_STATE_TOPIC} could not be created again"
+            await asyncio.sleep(0.5)

@@ -26,7 +26,7 @@ from connector.local_registry import local_registry_on_free_port
 from gateway.tls import ensure_self_signed
 from processors.topics import all_topics
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("state_topic_recreated")]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.offsets import start_at_end
 from common.ports import free_port
@@ -32,10 +33,16 @@ from common.topics import TopicSettings, ensure_topics
 from connector.local_registry import LocalRegistry, local_registry_on_free_port
 from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
+from processors.logic.account_table import AccountState
+from processors.logic.codec import ACCOUNT_STATE_SERDE
+from processors.logic.stores import ACCOUNTS, LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES
+from processors.runtime.state import TaskState
 from processors.service import serve
 from processors.settings import ProcessorSettings
-from processors.topics import all_topics
+from processors.topics import all_topics, changelog_topics
+from processors.wire import account_state_of
 from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
+from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
 from simulator.ledger import read_ledger
 from simulator.settings import SimulatorSettings
@@ -46,7 +53,7 @@ from tests.schema_registry import Registry, downstream_deserializer, watermarks
 from tests.simulator.sim_helpers import deliver_and_collect
 from tests.threaded_gateway import ThreadedServer
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("state_topic_recreated")]
 
 SECRET = "registry-e2e-secret-do-not-log"
 OUTPUTS = [ACCOUNT_UPDATES_TOPIC, ACCOUNT_STATE_TOPIC, DEADLETTER_TOPIC]
@@ -206,8 +213,71 @@ async def test_confluent_format_end_to_end(schema_registry: Registry, pipeline_f
     end = await asyncio.to_thread(watermarks, bootstrap, OUTPUTS, end=True)
     decoded = await asyncio.to_thread(confluent_read, bootstrap, schema_registry.url, start, end)
     assert _our_updates(decoded, events) == report.found > 0
+    ids = {e.event_id for e in events}
     assert decoded.get(ACCOUNT_STATE_TOPIC)
     assert not decoded.get(DEADLETTER_TOPIC)
+
+    # A new machine (an empty state directory) restores the accounts store from the state topic, whose records
+    # are Confluent-framed: a fresh codec fetches their writer schemas from the registry. Its store then holds, for
+    # each account of this run, what the account's latest state record says.
+    restored = settings.model_copy(update={"state_dir": pipe.tmp / "state-b", "health_port": free_port()})
+    stop_b = asyncio.Event()
+    processor_b = asyncio.create_task(serve(restored, pipe.kafka, pipe.schema, stop=stop_b))
+    try:
+        await wait_ready(restored.health_port, service=processor_b)
+    finally:
+        stop_b.set()
+        await asyncio.wait_for(processor_b, 60)
+    accounts = {u["account_id"] for u in decoded[ACCOUNT_UPDATES_TOPIC] if base_event_id(u["update_id"]) in ids}
+    latest = await _latest_states(bootstrap, pipe.schema, {str(a).encode() for a in accounts}, start, end)
+    assert latest.keys() == {str(a).encode() for a in accounts}
+    for key, (partition, expected) in latest.items():
+        state = TaskState(
+            restored.state_dir / pipe.app_id / str(partition),
+            pipe.app_id,
+            partition,
+            changelog_topics(pipe.app_id),
+            LOCAL_STORE_NAMES,
+            OUTPUT_LOGGED_STORE_NAMES,
+        )
+        try:
+            raw = state.get(ACCOUNTS, key)
+        finally:
+            state.close()
+        assert raw is not None, key
+        assert ACCOUNT_STATE_SERDE.from_bytes(raw) == expected
+
+
+async def _latest_states(
+    bootstrap: str,
+    schema: SchemaSettings,
+    keys: set[bytes],
+    start: dict[tuple[str, int], int],
+    end: dict[tuple[str, int], int],
+) -> dict[bytes, tuple[int, AccountState]]:
+    """The partition and the state of the latest committed state record of each of `keys` between `start` and
+    `end`, decoded by a codec of our own (the registry's writer schemas) and read back as the restore does."""
+    codec = build_codec(schema)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    await consumer.start()
+    latest: dict[bytes, tuple[int, AccountState]] = {}
+    try:
+        tps = {TopicPartition(t, p): offset for (t, p), offset in start.items() if t == ACCOUNT_STATE_TOPIC}
+        consumer.assign(list(tps))
+        for tp, offset in tps.items():
+            consumer.seek(tp, offset)
+        remaining = {tp for tp in tps if end[(tp.topic, tp.partition)] > tps[tp]}
+        while remaining:
+            for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                for r in records:
+                    if r.key in keys and r.offset < end[(tp.topic, tp.partition)]:
+                        datum = await codec.decode_resolved(ACCOUNT_STATE_TOPIC, r.value)
+                        latest[r.key] = (tp.partition, account_state_of(datum))
+            remaining = {tp for tp in remaining if await consumer.position(tp) < end[(tp.topic, tp.partition)]}
+    finally:
+        await consumer.stop()
+        await codec.close()
+    return latest
 
 
 async def test_registry_outage_loses_misfiles_and_duplicates_nothing(

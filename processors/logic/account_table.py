@@ -9,6 +9,7 @@ bounded id lists, which keep the most recent ids in processing order.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import Any, Final, NamedTuple
 
 from processors.logic.join import JobOutcome
@@ -121,12 +122,25 @@ def _str(value: object) -> str | None:
 
 
 def _uuid(value: object) -> str | None:
-    """An id the outputs type as a UUID, in canonical form; None for what is not a UUID, which must not
-    overwrite the known one. Refresh jobs send "an undefined link token" (`""`, `"undefined"`...), and an
-    `end_user_id` is the customer's own id, any text. The gateway's model reads both the same way
-    (`schemas.models.uuid_or_none`); the exact value stays in the event's raw body."""
+    """An id the outputs type as a UUID (end user, platform, link token), in canonical form (lowercase, dashed,
+    as account and job ids are); None for what is not a UUID, which must not overwrite the known one. Refresh
+    jobs send "an undefined link token" (`""`, `"undefined"`...), and an `end_user_id` is the customer's own id,
+    any text. The gateway's model reads ids the same way (`schemas.models.uuid_or_none`); the exact value stays
+    in the event's raw body. Canonical ids are also what ``pinwheel.account_state.v1`` gives back (its `uuid`
+    fields), so the state survives that topic (processors/wire.py ``account_state_of``)."""
     parsed = uuid_or_none(value) if isinstance(value, str) else None
     return None if parsed is None else str(parsed)
+
+
+def _pay_date(value: object) -> str | None:
+    """A pay date as canonical ISO text (those compare as dates), None for what is not a date: the outputs type
+    it as a date, so the state keeps only what they can carry."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        return None
 
 
 def _newer(at_us: int, current_us: int | None) -> bool:
@@ -141,7 +155,7 @@ def apply_account_added(state: AccountState, payload: Mapping[str, Any], created
     status = _str(payload.get("monitoring_status"))
     take_status = status is not None and _newer(created_us, state.monitoring_status_at_us)
     return state._replace(
-        platform_id=_str(payload.get("platform_id")) or state.platform_id,
+        platform_id=_uuid(payload.get("platform_id")) or state.platform_id,
         platform_name=_str(payload.get("platform_name")) or state.platform_name,
         link_token_id=_uuid(payload.get("link_token_id")) or state.link_token_id,
         connected=connected if isinstance(connected, bool) else state.connected,
@@ -164,7 +178,7 @@ def apply_recommendations(state: AccountState, payload: Mapping[str, Any], at_us
     if not isinstance(raw, list) or not _newer(at_us, state.additional_platforms_at_us):
         return state
     recommendations = tuple(
-        Recommendation(_str(item.get("platform_type")), _str(item.get("action")), _str(item.get("platform_id")))
+        Recommendation(_str(item.get("platform_type")), _str(item.get("action")), _uuid(item.get("platform_id")))
         for item in raw
         if isinstance(item, Mapping)
     )
@@ -231,8 +245,8 @@ def apply_sync(
     raw_params = payload.get("params")
     params: Mapping[str, Any] = raw_params if isinstance(raw_params, Mapping) else {}
     changes: dict[str, Any] = {
-        "pay_date_from": _date_min(progress.pay_date_from, _str(params.get("from_pay_date"))),
-        "pay_date_to": _date_max(progress.pay_date_to, _str(params.get("to_pay_date"))),
+        "pay_date_from": _date_min(progress.pay_date_from, _pay_date(params.get("from_pay_date"))),
+        "pay_date_to": _date_max(progress.pay_date_to, _pay_date(params.get("to_pay_date"))),
         "last_job_id": job_id or progress.last_job_id,
     }
     if milestone is not None:

@@ -1,14 +1,16 @@
 """The key-value stores the logic works through, declared once (``STORES``), and an in-memory implementation.
 
 The runtime backs each store with RocksDB and, unless the store is declared ``logged=False``, a compacted
-changelog topic; values cross that boundary with the serdes of ``processors.logic.codec``. Keys are ``str``
-(UTF-8 on the wire). Only the timers store needs ordered iteration, and it is declared explicitly. The timers
-store is not logged: it is derived, on restore, from the stores that own the timers (``processors.logic.timers``).
+changelog topic: its own, or the output topic its spec names (``changelog``: the accounts store's is the state
+topic, restored through the pipeline's codec); values cross the local boundary with the serdes of
+``processors.logic.codec``. Keys are ``str`` (UTF-8 on the wire). Only the timers store needs ordered
+iteration, and it is declared explicitly. The timers store is not logged: it is derived, on restore, from the
+stores that own the timers (``processors.logic.timers``).
 
 ``STORES`` is the one declaration of the stores: the pipeline's store views, the changelog topics (their names
-by ``schemas.catalog.changelog_topic``; one per logged store), their provisioning, restore, ``processor reset``
-and the ACLs are all derived from it. ``Stores`` is its typed face for the logic; its fields are checked against
-``STORES`` at import.
+by ``schemas.catalog.changelog_topic`` or ``changelog``; one per logged store), their provisioning, restore,
+``processor reset`` and the ACLs are all derived from it. ``Stores`` is its typed face for the logic; its
+fields are checked against ``STORES`` at import.
 """
 
 from __future__ import annotations
@@ -20,37 +22,49 @@ from typing import Any, Final, Generic, Protocol, TypeVar, cast, get_origin, get
 from processors.logic.account_table import AccountState
 from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SERDE, Serde
 from processors.logic.join import JobState
+from schemas.catalog import ACCOUNT_STATE_TOPIC
 
 V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
 class StoreSpec:
-    """One state store: its name (also its changelog's, ``<application_id>-<name>-changelog``), the serde of its
-    values, whether the pipeline keeps decoded values between commits (``cached``: for costly values on hot
-    keys), whether the logic iterates it in key order (``ordered``: ``range``) and whether it has a changelog
-    (``logged``; an unlogged store lives in the local store only, committed with the task's transactions, and is
-    derived again on restore from the logged stores: ``processors.logic.timers``)."""
+    """One state store: its name (also its changelog's, ``<application_id>-<name>-changelog``, unless
+    ``changelog`` names another topic), the serde of its values, whether the pipeline keeps decoded values
+    between commits (``cached``: for costly values on hot keys), whether the logic iterates it in key order
+    (``ordered``: ``range``) and whether it has a changelog (``logged``; an unlogged store lives in the local
+    store only, committed with the task's transactions, and is derived again on restore from the logged stores:
+    ``processors.logic.timers``).
+
+    ``changelog``: an output topic of the pipeline that *is* the store's changelog (as Kafka Streams reuses a
+    source topic): every write of the store is also a record the pipeline writes there, with the same key, in
+    the task's partition, so nothing else is written for it; the restore reads it back through the pipeline's
+    codec. None: the store has a changelog of its own, ``<application_id>-<name>-changelog``."""
 
     name: str
     serde: Serde[Any]
     cached: bool = False
     ordered: bool = False
     logged: bool = True
+    changelog: str | None = None
 
     def __post_init__(self) -> None:
         if self.cached and self.ordered:
             raise ValueError(f"store {self.name}: a cached store cannot be iterated in order")
+        if self.changelog is not None and not self.logged:
+            raise ValueError(f"store {self.name}: an unlogged store has no changelog")
 
 
 DEDUPE: Final = "dedupe"
 JOBS: Final = "jobs"
+ACCOUNTS: Final = "accounts"
 TIMERS: Final = "timers"
 
 STORES: tuple[StoreSpec, ...] = (
     StoreSpec(DEDUPE, INT_SERDE),  # event_id -> first received_at (epoch µs)
     StoreSpec(JOBS, JOB_STATE_SERDE, cached=True),  # "<account_key>|<event_type>" -> join state
-    StoreSpec("accounts", ACCOUNT_STATE_SERDE, cached=True),  # account_key -> AccountState
+    # account_key -> AccountState; its changelog is the contract's state topic (processors/pipeline.py writes it)
+    StoreSpec(ACCOUNTS, ACCOUNT_STATE_SERDE, cached=True, changelog=ACCOUNT_STATE_TOPIC),
     # "<due:016d>|<kind>|<target>" -> due, derived from dedupe and jobs on restore; "~clock" -> stream time
     StoreSpec(TIMERS, INT_SERDE, ordered=True, logged=False),
 )
@@ -60,6 +74,8 @@ STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES)
 #: The stores with a changelog topic, and those kept (and derived on restore) locally only.
 LOGGED_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if spec.logged)
 LOCAL_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if not spec.logged)
+#: The stores whose changelog is an output topic the pipeline writes (``StoreSpec.changelog``).
+OUTPUT_LOGGED_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if spec.changelog is not None)
 
 
 class KeyValueStore(Protocol[V]):

@@ -40,7 +40,7 @@ from processors.runtime.isolation import Isolation
 from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.ordering import PartitionGroup
 from processors.runtime.ports import GroupConsumer, KafkaClients, NotAssignedError, Record, TopicPartition
-from processors.runtime.restore import restore
+from processors.runtime.restore import ChangelogUnreadable, Translate, restore
 from processors.runtime.retry import RetryLater
 from processors.runtime.settings import RuntimeSettings
 from processors.runtime.state import Derive, TaskState
@@ -118,13 +118,18 @@ class Engine:
         clients: KafkaClients | None = None,
         local_stores: Sequence[str] = (),
         derive: Derive | None = None,
+        output_logged: Sequence[str] = (),
+        translate: Translate | None = None,
     ) -> None:
         """`max_fetch_bytes`: the largest record the input topics hold (what one partition fetch may return);
         `max_request_bytes`: the largest record a processor may write (the producers' request limit).
 
         `changelogs` names the tasks' logged stores (store -> changelog topic); `local_stores` the stores kept
         in the local state only, which the restore derives from the changelog records it replays (`derive`,
-        processors/runtime/state.py).
+        processors/runtime/state.py); `output_logged` the logged stores whose changelog is an output topic the
+        processor writes itself (in the task's partition), which the restore reads back through `translate`
+        (processors/runtime/restore.py). An unreadable record there stops the engine (ChangelogUnreadable); a
+        `retriable` error of `translate` (the registry down) makes the task's start wait and try again.
 
         `before_batch(records)` runs before records are processed (and until it succeeds, with none, at
         start): async work such as fetching schemas. RetryLater, or one of `retriable`, raised by it or by a
@@ -141,6 +146,8 @@ class Engine:
         self.changelogs = changelogs
         self.local_stores = tuple(local_stores)
         self.derive = derive
+        self.output_logged = tuple(output_logged)
+        self.translate = translate
         self.factory = factory
         self.before_batch = before_batch
         self.retriable: tuple[type[Exception], ...] = (RetryLater, *retriable)
@@ -526,6 +533,15 @@ class Engine:
         failed = False
         for partition, result in zip(pending, results, strict=True):
             if isinstance(result, BaseException):
+                if isinstance(result, ChangelogUnreadable):  # restoring without it would build a wrong state
+                    raise result
+                if isinstance(result, self.retriable):  # a dependency of the restore is down: wait for it
+                    self.stats.waiting = str(result)
+                    delay = self._backoff.next_delay()
+                    log.warning("task start waits", extra={"partition": partition, "error": str(result)})
+                    self._retry_start_at = max(self._retry_start_at, self._monotonic() + delay)
+                    failed = True
+                    continue
                 verdict = classify_kafka_error(result)
                 if verdict.kind is Kind.MISCONFIGURED:  # not allowed (transactional id ACL, ...): retrying repeats it
                     tid = transactional_id(self.settings.application_id, partition)
@@ -564,6 +580,7 @@ class Engine:
             partition,
             self.changelogs,
             self.local_stores,
+            self.output_logged,
         )
         try:
             producer = await self.clients.transactional_producer(
@@ -575,7 +592,9 @@ class Engine:
         task = Task(partition, state, producer, self.settings.application_id, self.settings.commit_timeout_s)
         try:
             task.restoring()
-            stats = await restore(state, self.clients, self.settings.max_checkpoint_age_h * 3600, self.derive)
+            stats = await restore(
+                state, self.clients, self.settings.max_checkpoint_age_h * 3600, self.derive, self.translate
+            )
             self.stats.restored_records += stats.records
             log.info(
                 "task ready",

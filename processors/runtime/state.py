@@ -11,6 +11,11 @@ did not pay: docs/benchmarks.md.)
 A store may also be local only (``local_stores``: no changelog): its writes go through the overlay and reach
 RocksDB with the rest of a committed transaction, but never a changelog. Such a store must be derivable from the
 logged ones: the restore rebuilds it through a ``Derive`` hook, and a lost or rolled-back local copy is no loss.
+
+A logged store's changelog may also be an output topic that the processor writes itself (``output_logged``: as
+Kafka Streams reuses a source topic): every write of the store is a record the processor emits there, with the
+same key, in the task's partition. The task then writes nothing else for it (the processor's record is the
+changelog record), and the restore reads that topic back through a ``Translate`` hook (processors/runtime/restore.py).
 """
 
 from __future__ import annotations
@@ -76,14 +81,20 @@ class TaskState:
         partition: int,
         changelogs: Mapping[str, str],
         local_stores: Sequence[str] = (),
+        output_logged: Sequence[str] = (),
     ) -> None:
         self.path = path
         self.application_id = application_id
         self.partition = partition
         self.changelogs = dict(changelogs)
         self.local_stores = tuple(local_stores)
+        self.output_logged = tuple(output_logged)
         if overlap := set(self.local_stores) & set(self.changelogs):
             raise ValueError(f"stores both logged and local: {sorted(overlap)}")
+        if unlogged := set(self.output_logged) - set(self.changelogs):
+            raise ValueError(f"stores whose changelog the processor writes need a changelog: {sorted(unlogged)}")
+        # The stores whose changelog records the task writes (the others' the processor writes itself).
+        self._task_logged = tuple(store for store in self.changelogs if store not in self.output_logged)
         stores = [*self.changelogs, *self.local_stores]
         self._local_prefixes = {store: _ns(store) for store in self.local_stores}
         self._dirty: dict[str, dict[bytes, bytes | None]] = {store: {} for store in stores}
@@ -160,10 +171,15 @@ class TaskState:
 
     def pending_writes(self) -> Iterator[tuple[str, bytes, bytes | None]]:
         """(store, key, value or None for a delete): what the open transaction must write to changelogs (the
-        logged stores' writes: a local store's reach RocksDB with them, in `committed`)."""
-        for store in self.changelogs:
+        logged stores' writes: a local store's reach RocksDB with them, in `committed`; an `output_logged`
+        store's changelog records are the processor's own outputs: `written_keys`)."""
+        for store in self._task_logged:
             for key, value in self._dirty[store].items():
                 yield store, key, value
+
+    def written_keys(self, store: str) -> Iterable[bytes]:
+        """The keys the open transaction wrote (or deleted) in `store`."""
+        return self._dirty[store].keys()
 
     def has_pending_writes(self) -> bool:
         """Whether the open transaction has changelog writes. Writes to local stores alone (stream time moved by

@@ -252,28 +252,46 @@ class Task:
     async def _transaction(self) -> None:
         """Steps 2 to 6."""
         await self.producer.begin_transaction()
-        last_offsets, changelog_tps = await self._produce()
+        positions = await self._produce()
         if self.next_offsets:
             await self.producer.send_offsets_to_transaction(dict(self.next_offsets), self.group_id)
         await self.producer.commit_transaction()
-        self._checkpoint({store: last_offsets[tp] + 1 for store, tp in changelog_tps.items()})
+        self._checkpoint(positions)
 
-    async def _produce(self) -> tuple[dict[tuple[str, int], int], dict[str, tuple[str, int]]]:
-        """Step 3: the last offset written to each topic-partition, and each written store's changelog partition."""
+    async def _produce(self) -> dict[str, int]:
+        """Step 3: the changelog positions the transaction reaches (the next offset of each written store's
+        changelog partition), the changelog records of the stores the processor logs itself among its outputs."""
         records = []
         for out in self.outputs:
             partition = out.partition
             if partition is None:
                 partition = await self.producer.partition_for(out.topic, out.key)
             records.append(OutgoingRecord(out.topic, partition, out.key, out.value, out.headers))
-        changelog_tps = {}
+        self._check_output_logged(records)
         for store, key, value in self.state.pending_writes():
-            topic = self.state.changelogs[store]
-            changelog_tps[store] = (topic, self.partition)
-            records.append(OutgoingRecord(topic, self.partition, key, value, ()))
+            records.append(OutgoingRecord(self.state.changelogs[store], self.partition, key, value, ()))
         # Every record must be acknowledged before the transaction commits: a client may fail a refused batch
         # alone, and committing would then publish the offsets (and the other records) without it.
-        return await self.producer.send_and_wait(records), changelog_tps
+        last_offsets = await self.producer.send_and_wait(records)
+        positions = {}
+        for store, topic in self.state.changelogs.items():
+            last = last_offsets.get((topic, self.partition))
+            if last is not None:
+                positions[store] = last + 1
+        return positions
+
+    def _check_output_logged(self, records: Sequence[OutgoingRecord]) -> None:
+        """A store whose changelog the processor writes (`TaskState.output_logged`): every key the transaction
+        changed must be among its records there, in this task's partition, or the local store would hold what
+        its changelog lacks."""
+        for store in self.state.output_logged:
+            topic = self.state.changelogs[store]
+            logged = {r.key for r in records if r.topic == topic and r.partition == self.partition}
+            if missing := [key for key in self.state.written_keys(store) if key not in logged]:
+                raise TaskFailed(
+                    f"task {self.partition}: store {store!r} changed {len(missing)} keys the processor did not write "
+                    f"to its changelog {topic} partition {self.partition}"
+                )
 
     def _checkpoint(self, changelog_positions: dict[str, int]) -> None:
         """Step 6."""

@@ -9,7 +9,7 @@ from bench.broker_cost import CONSUMER_OFFSETS, encode_traffic, run_mode
 from bench.cost import total
 from common.settings import KafkaSettings
 from common.topics import TopicSettings
-from processors.topics import changelog_topics
+from processors.topics import own_changelog_topics
 from schemas import catalog
 
 
@@ -26,7 +26,7 @@ async def test_counts_add_up(bootstrap: str, tmp_path: Path) -> None:
     assert all(c.offsets == c.committed and c.markers == 0 for c in result.input_costs)
     # The outputs: every topic the processors write, its changelogs under the run's placeholder name.
     names = [c.topic for c in result.costs]
-    assert names == [*catalog.OUTPUT_TOPICS, *changelog_topics("<app>").values()]
+    assert names == [*catalog.OUTPUT_TOPICS, *own_changelog_topics("<app>").values()]  # the state topic once
     costs = {c.topic: c for c in result.costs}
     assert costs[catalog.ACCOUNT_UPDATES_TOPIC].committed > 0
     assert costs["<app>-dedupe-changelog"].committed > 0

@@ -13,7 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from processors.topics import changelog_topics
+from processors.topics import own_changelog_topics
 from schemas import catalog
 from schemas.catalog import changelog_topic
 from schemas.codec import build_codec
@@ -60,7 +60,8 @@ async def deliver(bootstrap: str, bodies: list[dict[str, Any]], start: datetime)
 
 async def latest_states(bootstrap: str, accounts: set[str]) -> dict[str, dict[str, Any]]:
     records = await read_topic(bootstrap, catalog.ACCOUNT_STATE_TOPIC, lambda r: r.key.decode() in accounts)
-    return {r.key.decode(): CODEC.decode(catalog.ACCOUNT_STATE_TOPIC, r.value) for r in records}  # last one wins
+    latest = {r.key.decode(): r.value for r in records}  # last one wins
+    return {key: CODEC.decode(catalog.ACCOUNT_STATE_TOPIC, value) for key, value in latest.items() if value}
 
 
 async def changelog_ends(bootstrap: str, app_id: str) -> dict[TopicPartition, int]:
@@ -70,7 +71,7 @@ async def changelog_ends(bootstrap: str, app_id: str) -> dict[TopicPartition, in
         await consumer._client.force_metadata_update()
         tps = [
             TopicPartition(topic, p)
-            for topic in changelog_topics(app_id).values()
+            for topic in own_changelog_topics(app_id).values()  # not the state topic: emptied by tombstones
             for p in sorted(consumer.partitions_for_topic(topic) or ())
         ]
         return dict(await consumer.end_offsets(tps))
@@ -108,13 +109,21 @@ async def test_reset_then_rebuild_gives_the_same_account_states(app: App) -> Non
 
     dry = await app.cli("processor", "reset", "--dry-run")
     assert "dry run: nothing changed" in dry
-    assert f"delete and recreate (empty) changelog {changelog_topic(app.app_id, 'accounts')}" in dry
+    assert f"delete and recreate (empty) changelog {changelog_topic(app.app_id, 'jobs')}" in dry
+    assert f"write a tombstone to {catalog.ACCOUNT_STATE_TOPIC} for each of its " in dry
+    assert changelog_topic(app.app_id, "accounts") not in dry  # its changelog is the state topic
     assert await changelog_ends(app.bootstrap, app.app_id) == ends
     assert (app.state_dir / app.app_id).is_dir()
 
     done = await app.cli("processor", "reset", "--yes")
     assert f"deleted {changelog_topic(app.app_id, 'dedupe')}" in done
     assert set((await changelog_ends(app.bootstrap, app.app_id)).values()) == {0}  # recreated empty
+    assert f"tombstones to {catalog.ACCOUNT_STATE_TOPIC}" in done
+    # The state topic (the accounts store's changelog, shared downstream) is not deleted: each account's latest
+    # record is now a tombstone, so the next start restores none of the old states.
+    states = await read_topic(app.bootstrap, catalog.ACCOUNT_STATE_TOPIC, lambda r: r.key.decode() in accounts)
+    latest = {r.key.decode(): r.value for r in states}
+    assert latest == dict.fromkeys(accounts)
     assert not (app.state_dir / app.app_id).exists()
     admin = AIOKafkaAdminClient(bootstrap_servers=app.bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=app.bootstrap)

@@ -3,6 +3,10 @@
 It counts records per key in a changelog-backed store and emits `<count>:<value>` for each record, so
 exactly-once is checkable from the output alone: per key the counts must be 1, 2, 3, ... with every
 input value exactly once. Run as a subprocess so tests can kill it with SIGKILL.
+
+With `--output-logged` the output topic is the store's changelog (`TaskState.output_logged`, as the account
+state topic is the accounts store's): each output goes to the task's partition, nothing else is written for the
+store, and the restore reads the counts back from the outputs.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
 
 from common.settings import KafkaSettings
 from processors.runtime.engine import Engine
+from processors.runtime.restore import ChangelogUnreadable
 from processors.runtime.task import BatchFailed, OutRecord, TaskContext, TaskProcessor
 from processors.settings import ProcessorSettings
 from schemas.topics import DEADLETTER_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
@@ -25,10 +31,16 @@ from schemas.topics import DEADLETTER_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
 
 class Counter:
     def __init__(
-        self, ctx: TaskContext, output: str, fail_at: bytes | None = None, fail_batch_at: bytes | None = None
+        self,
+        ctx: TaskContext,
+        output: str,
+        fail_at: bytes | None = None,
+        fail_batch_at: bytes | None = None,
+        output_logged: bool = False,
     ) -> None:
         self.ctx = ctx
         self.output = output
+        self.partition = ctx.partition if output_logged else None
         self.fail_at = fail_at
         self.fail_batch_at = fail_batch_at
         self.batch_poisoned = False
@@ -44,7 +56,7 @@ class Counter:
             # A bug half-way through a record: state written, output not. None of it may be committed.
             raise RuntimeError("injected processing failure")
         self.batch_poisoned |= record.value == self.fail_batch_at
-        self.ctx.emit(OutRecord(self.output, record.key, b"%d:%s" % (count, record.value)))
+        self.ctx.emit(OutRecord(self.output, record.key, b"%d:%s" % (count, record.value), (), self.partition))
 
     def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
         pass
@@ -73,6 +85,7 @@ def main() -> None:
     parser.add_argument("--instance-id", default=None)
     parser.add_argument("--fail-at", default=None, help="raise while processing the record with this value")
     parser.add_argument("--fail-batch-at", default=None, help="fail the end of a batch holding this value")
+    parser.add_argument("--output-logged", action="store_true", help="the output topic is the store's changelog")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = ProcessorSettings(
@@ -86,16 +99,30 @@ def main() -> None:
 
     def factory(ctx: TaskContext) -> TaskProcessor:
         fail_batch_at = args.fail_batch_at.encode() if args.fail_batch_at else None
-        return Counter(ctx, args.output, args.fail_at.encode() if args.fail_at else None, fail_batch_at)
+        fail_at = args.fail_at.encode() if args.fail_at else None
+        return Counter(ctx, args.output, fail_at, fail_batch_at, args.output_logged)
+
+    async def counts_of_outputs(
+        store: str, records: Sequence[tuple[bytes, bytes | None]]
+    ) -> list[tuple[bytes, bytes | None]]:
+        counts = []
+        for key, value in records:
+            count, colon, _ = (value or b"").partition(b":")
+            if not colon or not count.isdigit():
+                raise ChangelogUnreadable(f"not a count: {value!r}")
+            counts.append((key, count))
+        return counts
 
     engine = Engine(
         settings,
         KafkaSettings(bootstrap_servers=args.bootstrap),
         [args.input],
-        {"counts": args.changelog},
+        {"counts": args.output if args.output_logged else args.changelog},
         factory,
         max_fetch_bytes=MAX_MESSAGE_BYTES,
         max_request_bytes=DEADLETTER_MAX_MESSAGE_BYTES,
+        output_logged=("counts",) if args.output_logged else (),
+        translate=counts_of_outputs,
     )
 
     async def run() -> None:

@@ -33,13 +33,19 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from common.settings import KafkaSettings
 from gateway.records import Route, plan_record
 from processors.logic.config import LogicConfig
-from processors.logic.stores import LOCAL_STORE_NAMES
-from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters, timers_derivation
+from processors.logic.stores import LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES
+from processors.pipeline import (
+    LOG_APPEND_TIME,
+    AccountPipeline,
+    PipelineCounters,
+    state_topic_translation,
+    timers_derivation,
+)
 from processors.runtime.engine import Engine
 from processors.runtime.ports import Record, TopicPartition
 from processors.runtime.settings import RuntimeSettings
 from processors.runtime.task import TaskContext, TaskProcessor
-from processors.topics import changelog_topics
+from processors.topics import changelog_topics, own_changelog_topics
 from schemas import catalog
 from schemas.codec import Codec
 from tests.processors.memory_kafka import MemoryKafka
@@ -153,7 +159,7 @@ class PipelineDriver:
         for topic in (*catalog.FAMILY_TOPICS.values(), *OUTPUT_TOPICS):
             self.broker.create_topic(topic, 1)
         changelogs = changelog_topics(APP_ID)
-        for topic in changelogs.values():
+        for topic in own_changelog_topics(APP_ID).values():
             self.broker.create_topic(topic, 1)
         self._read = {topic: len(self.broker.committed_records(topic)) for topic in OUTPUT_TOPICS}
         self._processor: _Watched | None = None
@@ -176,6 +182,8 @@ class PipelineDriver:
             clients=self.broker,
             local_stores=LOCAL_STORE_NAMES,
             derive=timers_derivation(self.config),
+            output_logged=OUTPUT_LOGGED_STORE_NAMES,
+            translate=state_topic_translation(self.codec),
         )
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -297,6 +305,32 @@ class PipelineDriver:
                 for r in records[seen:]
             ]
         return outputs
+
+
+class Machines:
+    """Drivers one after the other over one broker: each machine has its state directory (a restart on the same
+    machine restores from its checkpoint and the changelogs' tail, on another one from scratch)."""
+
+    def __init__(self, root: Path, config: LogicConfig | None = None) -> None:
+        self.root = root
+        self.config = config or LogicConfig()
+        self.broker = MemoryKafka()
+        self.current: PipelineDriver | None = None
+
+    def start(self, machine: str, config: LogicConfig | None = None) -> PipelineDriver:
+        self.stop()
+        self.current = PipelineDriver(self.root / machine, config or self.config, broker=self.broker)
+        return self.current
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+    def changelog(self, store: str) -> list[tuple[str, bytes | None]]:
+        """The committed records of `store`'s changelog (the accounts': the state topic)."""
+        topic = changelog_topics(APP_ID)[store]
+        return [(r.key.decode(), r.value) for r in self.broker.committed_records(topic) if r.key is not None]
 
 
 def on(outputs: list[Output], topic: str) -> list[Output]:

@@ -444,7 +444,7 @@ async def test_a_changelog_deleted_under_the_running_processor_stops_it_naming_t
     # Before: a task that can neither commit nor restore retried (and logged) forever.
     monkeypatch.setattr(engine_module, "MISSING_TOPICS_GRACE_S", 1.0)
     account = str(uuid.uuid4())
-    changelog = changelog_topic(harness.app_id, "accounts")
+    changelog = changelog_topic(harness.app_id, "dedupe")  # an account.added writes dedupe (and the state topic)
     settings = ProcessorSettings.model_validate(
         {"application_id": harness.app_id, "state_dir": tmp_path, "health_port": 0, "commit_timeout_s": 3}
     )

@@ -35,7 +35,7 @@ from tests.health import wait_ready
 from tests.registry_proxy import CuttableProxy
 from tests.schema_registry import Registry
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("state_topic_recreated")]
 
 ACCOUNT_ADDED = Path(__file__).resolve().parent.parent / "fixtures" / "doc-samples" / "01-account.added.json"
 

@@ -14,11 +14,17 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
+from common.kafka_errors import KafkaMisconfigured
 from common.ports import free_port
 from common.settings import KafkaSettings
-from common.topics import TopicSettings, ensure_topics
-from processors.topics import all_topics, changelog_topics
+from common.topics import TopicSettings, TopicSpec, ensure_topics
+from processors import service
+from processors.service import check_topics, partition_mismatch
+from processors.settings import ProcessorSettings
+from processors.topics import all_topics, own_changelog_topics
+from schemas import catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,7 +60,9 @@ def test_info_lines_are_written_while_the_health_server_runs(
             with contextlib.suppress(httpx.TransportError):
                 ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
             time.sleep(0.3)
-        assert ready, "the processor never became ready"
+        if not ready:
+            child.kill()
+            raise AssertionError(f"the processor never became ready: {child.communicate()[1][-3000:]}")
         child.send_signal(signal.SIGTERM)
         _, err = child.communicate(timeout=60)
     finally:
@@ -84,7 +92,29 @@ def test_missing_changelog_topics_stop_the_processor_at_once_naming_them(
     assert child.returncode == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("processor: topics missing: ")
-    for changelog in changelog_topics(app_id).values():
+    for changelog in own_changelog_topics(app_id).values():  # the state topic exists: the contract's
         assert changelog in last
     assert "pinwheel-connector topics create" in last
     assert len(err.splitlines()) < 20  # a clear message, not a flood
+
+
+def test_a_state_topic_partitioned_unlike_the_family_topics_is_refused_naming_both() -> None:
+    families = dict.fromkeys(catalog.FAMILY_TOPICS.values(), 6)
+    assert partition_mismatch({**families, catalog.ACCOUNT_STATE_TOPIC: 6}) is None
+    refusal = partition_mismatch({**families, catalog.ACCOUNT_STATE_TOPIC: 3})
+    assert refusal is not None
+    assert f"{catalog.ACCOUNT_STATE_TOPIC} has 3 partitions" in refusal
+    assert f"{next(iter(catalog.FAMILY_TOPICS.values()))} has 6" in refusal
+
+
+async def test_the_processor_refuses_to_start_on_a_state_topic_of_another_partition_count(
+    bootstrap: str, unique: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broker's state topic is every test's: a pre-created topic of 2 partitions stands for it (a user's).
+    app_id, state = unique("svc-partitions"), unique("user-state")
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    await ensure_topics(kafka, all_topics(TopicSettings(processor_application_id=app_id)))
+    await ensure_topics(kafka, [TopicSpec(state, 2, {"cleanup.policy": "compact"}, None, 1, 1)])
+    monkeypatch.setattr(service, "OUTPUT_LOGGED_TOPICS", (state,))
+    with pytest.raises(KafkaMisconfigured, match=f"{state} has 2 partitions but .* has {TopicSettings().partitions}"):
+        await check_topics(ProcessorSettings(application_id=app_id), kafka)

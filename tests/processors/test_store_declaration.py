@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from common.kafka_access import TopicOp
 from common.settings import KafkaSettings
 from common.topics import TopicSettings
-from operate.acls import component_acls
-from operate.reset import _changelog_specs
+from operate.acls import Operation, component_acls
+from operate.reset import SHARED_CHANGELOGS, _changelog_specs
 from processors.logic.account_table import AccountState
 from processors.logic.codec import INT_SERDE
 from processors.logic.join import JobState
@@ -32,7 +33,7 @@ from processors.pipeline import CachedStoreView, PipelineCounters, StoreView, ta
 from processors.runtime.state import TaskState
 from processors.service import build_engine, topic_needs
 from processors.settings import ProcessorSettings
-from processors.topics import all_topics, changelog_topics
+from processors.topics import all_topics, changelog_topics, own_changelog_topics
 from schemas.settings import SchemaSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +41,10 @@ APP = "app-x"
 # The expected names spelled out once here: the derived lists must be exactly these, in this order.
 NAMES = ("dedupe", "jobs", "accounts", "timers")
 LOGGED = ("dedupe", "jobs", "accounts")  # the timers are derived on restore: no changelog
-CHANGELOGS = [f"{APP}-{name}-changelog" for name in LOGGED]
+OWN = ("dedupe", "jobs")  # the accounts' changelog is the contract's state topic
+CHANGELOGS = [f"{APP}-{name}-changelog" for name in OWN]
+STATE_TOPIC = "pinwheel.account_state.v1"
+RESTORED_FROM = dict(zip(LOGGED, [*CHANGELOGS, STATE_TOPIC], strict=True))
 
 
 def test_the_declaration_is_the_four_stores_and_the_typed_stores_follow_it() -> None:
@@ -129,19 +133,36 @@ def test_the_task_views_are_one_per_spec_over_the_runtime_state(tmp_path: Path) 
 
 
 def test_every_changelog_list_is_the_one_derived_from_the_stores() -> None:
-    assert changelog_topics(APP) == dict(zip(LOGGED, CHANGELOGS, strict=True))
+    assert changelog_topics(APP) == RESTORED_FROM
+    assert own_changelog_topics(APP) == dict(zip(OWN, CHANGELOGS, strict=True))
     specs = all_topics(TopicSettings(processor_application_id=APP))
     changelog_specs = [spec for spec in specs if spec.name.endswith("-changelog")]
-    assert [spec.name for spec in changelog_specs] == CHANGELOGS
+    assert [spec.name for spec in changelog_specs] == CHANGELOGS  # provisioned: the state topic is not one
+    assert [spec.name for spec in specs].count(STATE_TOPIC) == 1  # provisioned once, as a contract topic
     assert all(spec.config["cleanup.policy"] == "compact" for spec in changelog_specs)
     settings = ProcessorSettings(application_id=APP)
-    assert [name for name in topic_needs(settings) if name.endswith("-changelog")] == CHANGELOGS
+    needs = topic_needs(settings)
+    assert [name for name in needs if name.endswith("-changelog")] == CHANGELOGS
+    assert set(needs[STATE_TOPIC]) == {TopicOp.READ, TopicOp.WRITE}  # written as an output, read by the restore
     engine = build_engine(settings, KafkaSettings(), SchemaSettings(), PipelineCounters())
-    assert engine.changelogs == dict(zip(LOGGED, CHANGELOGS, strict=True))  # what restore reads and tasks write
+    assert engine.changelogs == RESTORED_FROM  # what restore reads and tasks (or, the state, the pipeline) write
+    assert engine.output_logged == ("accounts",)  # written by the pipeline, restored through its codec
     assert engine.local_stores == ("timers",)  # what restore derives
     assert [spec.name for spec in _changelog_specs(APP, 3)] == CHANGELOGS  # what `processor reset` recreates
-    granted = {acl.resource_name for acl in component_acls("processors", "User:p", APP)}
+    assert SHARED_CHANGELOGS == (STATE_TOPIC,)  # what `processor reset` writes tombstones to, never deletes
+    acls = component_acls("processors", "User:p", APP)
+    granted = {acl.resource_name for acl in acls}
     assert {name for name in granted if name.endswith("-changelog")} == set(CHANGELOGS)  # the processors' ACLs
+    assert {acl.operation for acl in acls if acl.resource_name == STATE_TOPIC} == {
+        Operation.READ,
+        Operation.WRITE,
+        Operation.DESCRIBE_CONFIGS,
+    }
+
+
+def test_a_store_cannot_name_a_changelog_and_be_unlogged() -> None:
+    with pytest.raises(ValueError, match="unlogged store has no changelog"):
+        StoreSpec("x", STORES[0].serde, logged=False, changelog=STATE_TOPIC)
 
 
 # A store name as a string literal outside its declaration, with why it is not one: (path, literal) -> reason.

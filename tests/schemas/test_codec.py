@@ -49,6 +49,7 @@ def account_state() -> dict[str, object]:
                 "resolved_at": NOW,
                 "time_to_resolve_ms": 0,
                 "deliveries_seen": 2,
+                "as_of": NOW,  # v2 of AccountState and AccountUpdate
             }
         },
         "paystubs_synced": "fully",
@@ -59,6 +60,7 @@ def account_state() -> dict[str, object]:
             "ninety_days_synced_at": None,
             "fully_synced_at": NOW,
             "sync_status": "complete",
+            "sync_status_at": NOW,
             "batches": 4,
             "reported_count": 27,
             "added_count": 27,
@@ -78,6 +80,14 @@ def account_state() -> dict[str, object]:
         "last_event_sent_at": NOW,
         "events_applied": 3,
         "updated_at": NOW,
+        "readiness": {
+            "status": "account_ready",
+            "reason": None,
+            "blocked_by": None,
+            "met": {"paystubs.added": NOW},
+            "first_seen": NOW,
+            "decided_at": NOW,
+        },
     }
 
 

@@ -3,18 +3,23 @@ compatibility, lookup-only mode, cached ids, and the registry's failures kept ap
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from fastavro import schemaless_writer
 
-from schemas.catalog import ACCOUNT_UPDATES_TOPIC
+from processors.logic.account_table import AccountState, Readiness
+from processors.logic.join import JobOutcome
+from processors.wire import account_state_of, state_datum
+from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC
 from schemas.codec import CONFLUENT, Codec, SchemaNotResolved, SchemaSettings, build_codec
-from schemas.confluent import RegistryUnavailable, SchemaNotRegistered, client_config
+from schemas.confluent import RegistryClient, RegistryUnavailable, SchemaNotRegistered, client_config
 from schemas.envelope import build_family_record
-from schemas.store import TOPIC_RECORDS
+from schemas.store import TOPIC_RECORDS, load_store
 from tests.schema_registry import Registry
 from tests.schemas.schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT
 
@@ -191,3 +196,45 @@ def test_bad_registry_settings_are_refused(env: dict[str, str], message: str, mo
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=message):
         SchemaSettings()
+
+
+async def test_an_upgrade_registers_v2_of_the_state_and_reads_the_state_records_written_with_v1(
+    schema_registry: Registry,
+) -> None:
+    # A deployment of the release before AccountState v2: its subjects hold v1 (BACKWARD), its state topic v1
+    # records. This release registers v2 under the same subjects, and reads those records back whole.
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    state_topic, updates_topic = f"{prefix}-{ACCOUNT_STATE_TOPIC}", f"{prefix}-{ACCOUNT_UPDATES_TOPIC}"
+    versions = {v.fullname: v for v in load_store().all_versions() if v.version == 1}
+    v1_state = versions[TOPIC_RECORDS[ACCOUNT_STATE_TOPIC]]
+    before = RegistryClient(SchemaSettings(registry_url=schema_registry.url))
+    v1_id = await before.writer_id(f"{state_topic}-value", v1_state.text)
+    await before.writer_id(f"{updates_topic}-value", versions[TOPIC_RECORDS[ACCOUNT_UPDATES_TOPIC]].text)
+    await before.close()
+    state = AccountState(
+        "934f6406-c332-4c05-a3e8-6a90765c842d",
+        jobs={"paystubs": JobOutcome("paystubs", None, "pending", None, None, 5, None, 1, 5)},
+        version=1,
+        last_event_id="e1",
+        last_event_type="paystubs.added",
+        last_event_sent_at_us=4,
+        updated_at_us=6,
+        readiness=Readiness(first_seen_us=5),
+    )
+    body = io.BytesIO()
+    schemaless_writer(body, v1_state.parsed, state_datum(state))  # the writer ignores the fields v1 does not have
+    written = b"\x00" + v1_id.to_bytes(4, "big") + body.getvalue()
+
+    new = _codec(schema_registry, prefix)
+    await new.prepare([state_topic, updates_topic])  # the registry accepts v2 of both subjects (BACKWARD)
+    url = schema_registry.url
+    for topic in (state_topic, updates_topic):
+        assert len(_get(f"{url}/subjects/{topic}-value/versions").json()) == 2
+    v2_id = _subject_id(url, f"{state_topic}-value")
+    assert v2_id != v1_id
+    assert new.encode(state_topic, state_datum(state))[1:5] == v2_id.to_bytes(4, "big")
+    read = account_state_of(await new.decode_resolved(state_topic, written))
+    # v1 has no readiness; the outcome's as_of is its latest time (pending_since here, as the logic sets it).
+    assert read == state._replace(readiness=None)
+    assert account_state_of(new.decode(state_topic, new.encode(state_topic, state_datum(state)))) == state
+    await new.close()

@@ -19,6 +19,7 @@ from processors.wire import update_datum
 from schemas import catalog
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
+from schemas.store import load_store
 from simulator.verify import AvscDecoder, UpdateView
 
 AVSC = Path(__file__).resolve().parents[2] / "schemas" / "avro"
@@ -70,7 +71,7 @@ def test_confluent_records_fetch_their_schema_once_by_id() -> None:
 
     def fetch(schema_id: int) -> str:
         fetched.append(schema_id)
-        return (AVSC / "AccountUpdate.v1.avsc").read_text()
+        return load_store().current("pinwheel.AccountUpdate").text  # what the codec writes
 
     decoder = AvscDecoder("AccountUpdate", AVSC, fetch_schema=fetch)
     for datum in real_updates():

@@ -62,6 +62,7 @@ def test_pending_then_success_emits_pending_then_one_joined_outcome(proc: Accoun
         "resolved_at": to_us(at(90)),
         "time_to_resolve_ms": 90 * 60_000,
         "deliveries_seen": 2,
+        "as_of": to_us(at(90)),  # the payload time of the latest delivery (v2 of AccountUpdate and AccountState)
     }
     assert final.account.jobs["direct_deposit_switch"] == outcome
     assert proc.on_time(at(10 * DAY)) == []  # the closed job never times out
@@ -228,13 +229,40 @@ def test_monitoring_status_is_last_writer_wins_on_payload_time(proc: AccountProc
 def test_connections_recommended_replace_the_list(proc: AccountProcessor) -> None:
     payload = {
         "account_id": "a",
-        "additional_platforms": [{"platform_type": "time_and_attendance", "action": "login", "platform_id": "p"}],
+        "additional_platforms": [{"platform_type": "time_and_attendance", "action": "login", "platform_id": PLATFORM}],
     }
     update = only_update(
         proc.process(account_event("r1", "account.additional_connections_recommended", payload, received=0))
     )
     assert update.change is Change.CONNECTIONS_RECOMMENDED
-    assert update.account.additional_platforms == (Recommendation("time_and_attendance", "login", "p"),)
+    assert update.account.additional_platforms == (Recommendation("time_and_attendance", "login", PLATFORM),)
+
+
+PLATFORM = "6a927ef1-6c91-43c9-abbe-6728dc8ef877"
+
+
+def test_ids_and_pay_dates_are_kept_in_the_form_the_state_topic_gives_back(proc: AccountProcessor) -> None:
+    # The state's uuid fields and dates as pinwheel.account_state.v1 reads them back (canonical): what the
+    # gateway accepts as a UUID or a date in another spelling, and None for what it is not.
+    login = {
+        "account_id": "a",
+        "end_user_id": PLATFORM.upper(),
+        "platform_id": PLATFORM.replace("-", ""),
+        "link_token_id": "undefined",
+    }
+    added = only_update(proc.process(account_event("l1", "account.added", login, received=0))).account
+    assert (added.end_user_id, added.platform_id, added.link_token_id) == (PLATFORM, PLATFORM, None)
+    recommended = {"account_id": "a", "end_user_id": "user-1", "additional_platforms": [{"platform_id": "p"}]}
+    update = only_update(
+        proc.process(account_event("r1", "account.additional_connections_recommended", recommended, received=1))
+    )
+    assert update.account.end_user_id == PLATFORM  # a non-UUID does not overwrite the known one
+    assert update.account.additional_platforms == (Recommendation(None, None, None),)
+    params = {"count": 1, "from_pay_date": "20240301", "to_pay_date": "not a date", "sync_status": "complete"}
+    batch = job_event("p1", "success", occurred=2, event_type="paystubs.added", account="a", params=params)
+    paystubs = only_update(proc.process(batch)).account.paystubs
+    assert paystubs is not None
+    assert (paystubs.pay_date_from, paystubs.pay_date_to) == ("2024-03-01", None)
 
 
 def test_paystubs_batches_and_milestones(proc: AccountProcessor) -> None:

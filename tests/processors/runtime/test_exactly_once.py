@@ -212,12 +212,21 @@ async def test_a_failure_mid_batch_commits_nothing_of_that_batch(pipeline: Pipel
     assert await pipeline.assert_exactly_once() == 2_000
 
 
-async def test_exactly_once_through_repeated_kill_9(pipeline: Pipeline) -> None:
+@pytest.mark.parametrize(
+    "changelog",
+    [
+        pytest.param((), id="own-changelog"),
+        # The output topic is the store's changelog (as the state topic is the accounts store's): each restore
+        # after a kill reads the counts back from the committed outputs of its partition.
+        pytest.param(("--output-logged",), id="output-as-changelog"),
+    ],
+)
+async def test_exactly_once_through_repeated_kill_9(pipeline: Pipeline, changelog: tuple[str, ...]) -> None:
     total = 20_000
     producing = asyncio.create_task(pipeline.produce(total, keys=40, per_second=1000))
     rng = random.Random(7)
     kills = 0
-    app = pipeline.spawn("a")
+    app = pipeline.spawn("a", *changelog)
     try:
         started = time.monotonic()
         while not producing.done() and time.monotonic() - started < 60:
@@ -225,7 +234,7 @@ async def test_exactly_once_through_repeated_kill_9(pipeline: Pipeline) -> None:
             app.send_signal(signal.SIGKILL)
             app.wait()
             kills += 1
-            app = pipeline.spawn("a")
+            app = pipeline.spawn("a", *changelog)
         await producing
         await pipeline.wait_caught_up(120)
     finally:

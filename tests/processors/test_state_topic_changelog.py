@@ -1,0 +1,245 @@
+"""The accounts store's changelog is the contract's state topic, `pinwheel.account_state.v1` (`StoreSpec.changelog`):
+each account snapshot is written once, there, in the task's partition, and the restore reads it back through the
+pipeline's codec. Broker-free: the real Engine, AccountPipeline and RocksDB state over the in-memory broker
+(`PipelineDriver`, `Machines`), and `restore` itself over that broker for what it refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from processors.logic.account_table import AccountState
+from processors.logic.codec import ACCOUNT_STATE_SERDE
+from processors.logic.config import LogicConfig
+from processors.logic.stores import ACCOUNTS, LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES
+from processors.pipeline import (
+    LOG_APPEND_TIME,
+    AccountPipeline,
+    PipelineCounters,
+    state_topic_translation,
+    timers_derivation,
+)
+from processors.runtime.restore import ChangelogUnreadable, RestoreStats, restore
+from processors.runtime.state import TaskState
+from processors.runtime.task import RecordingContext
+from processors.topics import changelog_topics
+from processors.wire import state_datum
+from schemas import catalog
+from schemas.catalog import changelog_topic
+from schemas.codec import Codec
+from schemas.confluent import RegistryClient, RegistryUnavailable
+from schemas.envelope import build_family_record
+from schemas.settings import SchemaSettings
+from tests.processors.memory_kafka import MemoryKafka, MemoryRecord
+from tests.processors.pipeline_driver import APP_ID, Machines, Output, PipelineDriver, on
+from tests.processors.test_timers_restore import ACCOUNT, T0, final, pending  # the jobs' account
+from tests.sample_data import account_added
+
+STATE = catalog.ACCOUNT_STATE_TOPIC
+UPDATES = catalog.ACCOUNT_UPDATES_TOPIC
+OTHER = "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d"
+CONFIG = LogicConfig(pending_timeout=timedelta(hours=1), timeout_grace=timedelta(0))
+
+
+def _deliveries() -> list[tuple[dict[str, Any], datetime]]:
+    """An account added, two jobs pending (one closed later), the other account, the account again."""
+    start = T0
+    job_a, job_b = pending("income.added", start), pending("employment.added", start + timedelta(minutes=1))
+    return [
+        (account_added(ACCOUNT, start), start),
+        (job_a, start),
+        (job_b, start + timedelta(minutes=1)),
+        (account_added(OTHER, start + timedelta(minutes=2)), start + timedelta(minutes=2)),
+        (final(job_a, start + timedelta(minutes=3)), start + timedelta(minutes=3)),
+        (account_added(ACCOUNT, start + timedelta(minutes=4)), start + timedelta(minutes=4)),  # a new event id
+        (pending("identity.added", start + timedelta(minutes=5)), start + timedelta(minutes=5)),
+    ]
+
+
+def _run(root: Path, plan: str, deliveries: list[tuple[dict[str, Any], datetime]]) -> tuple[list[Output], Machines]:
+    """Each delivery on the machine `plan` names (a letter per delivery), then the wall clock past every
+    pending's window on the last one: every output committed, in order."""
+    machines = Machines(root, CONFIG)
+    outputs: list[Output] = []
+    current = None
+    for machine, (body, at) in zip(plan, deliveries, strict=True):
+        if machine != current:
+            driver = machines.start(machine)
+            current = machine
+        outputs += driver.pipe(body, at)
+    outputs += driver.advance_to(T0 + timedelta(hours=2))
+    return outputs, machines
+
+
+def _downstream(outputs: list[Output]) -> list[tuple[str, str | None, dict[str, Any]]]:
+    return [(o.topic, o.key, o.value) for o in outputs if o.topic != catalog.DEADLETTER_TOPIC]
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        pytest.param("abbbbbb", id="from-scratch"),  # b restores everything a wrote, from the state topic
+        pytest.param("aabbbaa", id="checkpoint-and-tail"),  # back on a: its checkpoint, then b's snapshots
+    ],
+)
+def test_a_restore_from_the_state_topic_gives_the_same_outputs_as_one_uninterrupted_run(
+    tmp_path: Path, plan: str
+) -> None:
+    deliveries = _deliveries()
+    reference, single = _run(tmp_path / "single", "a" * len(deliveries), deliveries)
+    single.stop()
+    outputs, machines = _run(tmp_path / "split", plan, deliveries)
+    try:
+        assert _downstream(outputs) == _downstream(reference)
+        assert machines.current is not None
+        assert machines.current.engine.stats.restored_records > 0
+        # The accounts store has no changelog of its own: its changelog records are the state snapshots.
+        assert changelog_topic(APP_ID, ACCOUNTS) not in machines.broker.topic_names()
+        snapshots = [(o.key, o.value) for o in outputs if o.topic == STATE]
+        assert len(snapshots) == len(machines.changelog(ACCOUNTS))
+        # The account's version went on from the restored one: one per update of the account, timeouts included.
+        updates = [o for o in on(outputs, UPDATES) if o.key == ACCOUNT]
+        assert [o.value["events_applied"] for o in on(outputs, STATE) if o.key == ACCOUNT][-1] == len(updates) == 8
+        timed_out = [o for o in on(outputs, UPDATES) if o.value["change"] == "job_timed_out"]
+        assert len(timed_out) == 2  # job b (pending on a, restored on b or a) and the last one
+    finally:
+        machines.stop()
+
+
+def test_the_snapshot_goes_to_the_tasks_own_partition(tmp_path: Path) -> None:
+    codec = Codec()
+    state = TaskState(tmp_path, APP_ID, 5, changelog_topics(APP_ID), LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES)
+    try:
+        ctx = RecordingContext(state, partition=5)
+        pipeline = AccountPipeline(ctx, codec, LogicConfig(), PipelineCounters())
+        family = build_family_record(
+            orjson.dumps(account_added(ACCOUNT, T0)), webhook_id="wh", pinwheel_version="v", sent_at=T0, received_at=T0
+        )
+        value = codec.encode(family.topic, family.value)
+        at_ms = int(T0.timestamp() * 1000)
+        pipeline.process(MemoryRecord(family.topic, 5, 0, at_ms, LOG_APPEND_TIME, family.key, value, ()))
+        pipeline.end_of_batch()
+        [snapshot] = [out for out in ctx.emitted if out.topic == STATE]
+        assert (snapshot.partition, snapshot.key) == (5, ACCOUNT.encode())  # not the key's partition: the task's
+        # The task writes nothing else for the accounts store: that record is its changelog record.
+        assert [store for store, _, _ in state.pending_writes()] == ["dedupe"]
+        assert list(state.written_keys(ACCOUNTS)) == [ACCOUNT.encode()]
+    finally:
+        state.close()
+
+
+# -- restore itself, over the in-memory broker ----------------------------------------------------------------
+
+
+def _broker() -> MemoryKafka:
+    broker = MemoryKafka()
+    for topic in changelog_topics(APP_ID).values():
+        broker.create_topic(topic, 1)
+    return broker
+
+
+def _restore(broker: MemoryKafka, path: Path, codec: Codec) -> tuple[TaskState, RestoreStats]:
+    state = TaskState(path, APP_ID, 0, changelog_topics(APP_ID), LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES)
+    derive, translate = timers_derivation(LogicConfig()), state_topic_translation(codec)
+    try:
+        stats = asyncio.run(restore(state, broker, 3600, derive, translate))
+    except BaseException:
+        state.close()
+        raise
+    return state, stats
+
+
+def _account(account_id: str, version: int) -> AccountState:
+    at_us = 1_750_000_000_000_000 + version
+    return AccountState(
+        account_id,
+        connected=True,
+        platform_name="Workday",
+        version=version,
+        last_event_id=f"event-{version}",
+        last_event_type="account.added",
+        last_event_sent_at_us=at_us,
+        last_change="account_added",
+        updated_at_us=at_us,
+    )
+
+
+def test_the_restore_takes_each_accounts_latest_snapshot_and_a_tombstone_deletes(tmp_path: Path) -> None:
+    codec, broker = Codec(), _broker()
+    for account, version in ((ACCOUNT, 1), (OTHER, 1), (ACCOUNT, 2)):
+        value = codec.encode(STATE, state_datum(_account(account, version)))
+        broker.produce(STATE, 0, account.encode(), value, 0)
+    broker.produce(STATE, 0, OTHER.encode(), None, 0)
+    state, stats = _restore(broker, tmp_path, codec)
+    try:
+        assert stats.records == 4
+        raw = state.get(ACCOUNTS, ACCOUNT.encode())
+        assert raw is not None
+        assert ACCOUNT_STATE_SERDE.from_bytes(raw) == _account(ACCOUNT, 2)
+        assert state.get(ACCOUNTS, OTHER.encode()) is None
+        assert state.checkpoint_positions()[ACCOUNTS] == 4  # the state topic's offset
+    finally:
+        state.close()
+    # From that checkpoint, only the tail is read.
+    broker.produce(STATE, 0, OTHER.encode(), codec.encode(STATE, state_datum(_account(OTHER, 3))), 0)
+    state, stats = _restore(broker, tmp_path, codec)
+    try:
+        assert (stats.from_scratch, stats.records) == (False, 1)
+        raw = state.get(ACCOUNTS, OTHER.encode())
+        assert raw is not None
+        assert ACCOUNT_STATE_SERDE.from_bytes(raw) == _account(OTHER, 3)
+    finally:
+        state.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error"),
+    [
+        pytest.param(ACCOUNT.encode(), b"\xc3\x01not avro", "unreadable", id="undecodable"),
+        pytest.param(OTHER.encode(), None, "holds the account", id="another-key"),
+        pytest.param(None, None, "without a key", id="no-key"),
+    ],
+)
+def test_a_state_record_the_pipeline_did_not_write_stops_the_restore(
+    tmp_path: Path, key: bytes | None, value: bytes | None, error: str
+) -> None:
+    codec, broker = Codec(), _broker()
+    good = codec.encode(STATE, state_datum(_account(ACCOUNT, 1)))
+    broker.produce(STATE, 0, ACCOUNT.encode(), good, 0)
+    broker.produce(STATE, 0, key, good if value is None and key is not None else value or b"", 0)
+    with pytest.raises(ChangelogUnreadable, match=error) as raised:
+        _restore(broker, tmp_path, codec)
+    assert f"{STATE} partition 0" in str(raised.value)
+    state = TaskState(tmp_path, APP_ID, 0, changelog_topics(APP_ID), LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES)
+    try:
+        assert state.checkpoint() is None  # not marked restored: the next start restores again
+    finally:
+        state.close()
+
+
+def test_a_confluent_record_waits_for_the_registry_rather_than_restore_without_it(tmp_path: Path) -> None:
+    codec, broker = Codec(), _broker()
+    body = codec.encode(STATE, state_datum(_account(ACCOUNT, 1)))[10:]  # the Avro body of a single-object record
+    broker.produce(STATE, 0, ACCOUNT.encode(), b"\x00\x00\x00\x00\x63" + body, 0)  # schema id 99
+    settings = SchemaSettings(registry_url="http://127.0.0.1:9", registry_timeout_s=1.0)
+    unreachable = Codec(registry=RegistryClient(settings))
+    with pytest.raises(RegistryUnavailable):
+        _restore(broker, tmp_path, unreachable)
+    state = TaskState(tmp_path, APP_ID, 0, changelog_topics(APP_ID), LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES)
+    try:
+        assert state.checkpoint() is None
+    finally:
+        state.close()
+
+
+def test_an_unreadable_state_record_stops_the_engine_naming_it(tmp_path: Path) -> None:
+    broker = _broker()
+    broker.produce(STATE, 0, ACCOUNT.encode(), b"\xc3\x01not avro", 0)
+    with pytest.raises(ChangelogUnreadable, match=f"{STATE} partition 0 between offsets 0 and 0"):
+        PipelineDriver(tmp_path, broker=broker)  # the task never starts: the engine's run ends with the error
