@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from common.ports import free_port
+from connector.local_kafka import LocalKafka
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
+from schemas.catalog import GATEWAY_TOPICS
 
 SECRET = "whsec-test-3f1c9a7e-do-not-log"
 OTHER_SECRET = "whsec-rotated-8d2b6f04-do-not-log"
@@ -279,3 +282,21 @@ async def wait_up(http: httpx.AsyncClient, url: str, process: subprocess.Popen[b
                 return
         await asyncio.sleep(0.2)
     raise AssertionError("gateway subprocess did not come up")
+
+
+def on_private_broker() -> tuple[Any, Any]:
+    """`bootstrap, gateway_topics = on_private_broker()` in a test module: its tests run on the private broker
+    (started if an earlier test left it down) instead of the session broker. For a module that counts everything
+    written to the gateway's topics: the private broker's tests run one after the other (one xdist group,
+    tests/conftest.py), while on the session broker other tests write to the same topics meanwhile."""
+
+    @pytest.fixture(scope="module", name="bootstrap")
+    def private_bootstrap(private_broker_once: LocalKafka) -> str:
+        private_broker_once.start()
+        return private_broker_once.bootstrap
+
+    @pytest.fixture(scope="module", name="gateway_topics")
+    def private_gateway_topics(private_broker_once: LocalKafka) -> list[str]:
+        return list(GATEWAY_TOPICS)  # created with the broker
+
+    return private_bootstrap, private_gateway_topics

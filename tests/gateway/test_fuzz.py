@@ -29,7 +29,7 @@ from gateway.app import create_app
 from gateway.signature import sign
 from schemas.catalog import DEADLETTER_TOPIC, KNOWN_EVENT_TYPES
 from schemas.codec import Codec
-from tests.gateway.gateway_helpers import SECRET, WEBHOOK_ID, TopicTail, gateway_settings
+from tests.gateway.gateway_helpers import SECRET, WEBHOOK_ID, TopicTail, gateway_settings, on_private_broker
 from tests.threaded_gateway import ThreadedServer
 
 pytestmark = [
@@ -38,6 +38,11 @@ pytestmark = [
     # generates; hypothesis takes that for the strategy using `random`.
     pytest.mark.filterwarnings("ignore:Do not use the `random` module:hypothesis.errors.HypothesisDeprecationWarning"),
 ]
+
+
+# It counts everything written to the gateway's topics: on the gateway tests' own broker (tests/gateway/conftest.py).
+bootstrap, gateway_topics = on_private_broker()
+
 
 T = TypeVar("T")
 CODEC = Codec()

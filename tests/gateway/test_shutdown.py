@@ -52,6 +52,7 @@ from tests.gateway.gateway_helpers import (
     gateway_env,
     gateway_settings,
     header,
+    on_private_broker,
     signed_headers,
     start_subprocess,
     tail_of,
@@ -60,6 +61,11 @@ from tests.gateway.gateway_helpers import (
 )
 
 pytestmark = pytest.mark.kafka
+
+
+# It counts everything written to the gateway's topics: on the gateway tests' own broker (tests/gateway/conftest.py).
+bootstrap, gateway_topics = on_private_broker()
+
 
 SENDERS = 32
 EVENTS = 3000
