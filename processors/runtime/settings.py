@@ -26,7 +26,14 @@ class RuntimeSettings(BaseSettings):
         "instance gets its partitions back without waiting for a rebalance.",
     )
     state_dir: Path = Field(default=Path("var/state"), description="Local RocksDB stores (a cache of the changelogs).")
-    commit_interval_ms: int = Field(default=100, ge=10, le=60_000, description="How often each task commits.")
+    commit_interval_ms: int = Field(
+        default=100,
+        ge=10,
+        le=60_000,
+        description="How often each task commits: the floor of the end-to-end latency, and at a low pace what "
+        "the cluster is paid for (each commit writes a marker into every partition it touched: at a Pinwheel-like "
+        "pace, 1000 uses about half the offsets of 100, the broker's own topics included; docs/benchmarks.md).",
+    )
     commit_max_records: int = Field(
         default=5_000, ge=1, description="Commit a task early once it has buffered this many output records."
     )
