@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from fastavro import schemaless_writer
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from processors.logic.account_table import AccountState, Readiness, Recommendation, SyncProgress
 from processors.logic.join import JobOutcome
@@ -21,6 +20,7 @@ from processors.wire import account_state_of, state_datum
 from schemas.catalog import ACCOUNT_STATE_TOPIC
 from schemas.codec import Codec, encoders
 from schemas.store import load_store
+from tests.processors.state_strategies import account_states
 
 STATE = load_store().current("pinwheel.AccountState")
 
@@ -44,77 +44,7 @@ def _symbols(*path: str) -> list[str]:
     return [s for s in node["symbols"] if s != "unknown"]
 
 
-us = st.integers(0, 10**16 - 1)  # up to the year 2286, as timestamp-micros
-opt_us = st.none() | us
-text = st.text(max_size=12)
-opt_text = st.none() | text
-uuid = st.uuids().map(str)  # canonical lowercase, as the gateway keys and the logic keeps them
-opt_uuid = st.none() | uuid
-iso_date = st.dates().map(lambda d: d.isoformat())
-ids = st.lists(text, max_size=5, unique=True).map(tuple)
-
-outcomes = st.builds(
-    JobOutcome,
-    text,
-    opt_uuid,
-    st.sampled_from(_symbols("jobs", "outcome")),
-    opt_text,
-    opt_text,
-    opt_us,
-    opt_us,
-    st.integers(1, 1000),
-    us,
-)
-syncs = st.builds(
-    SyncProgress,
-    opt_us,
-    opt_us,
-    opt_us,
-    opt_us,
-    opt_text,
-    opt_us,
-    st.integers(0, 10**6),
-    st.integers(0, 10**6),
-    st.integers(0, 10**6),
-    st.integers(0, 10**6),
-    st.none() | iso_date,
-    st.none() | iso_date,
-    ids,
-    ids,
-    st.booleans(),
-    opt_text,
-)
-readiness = st.builds(Readiness, opt_text, opt_text, opt_text, st.dictionaries(text, us, max_size=3), opt_us, opt_us)
-recommendations = st.builds(
-    Recommendation,
-    st.sampled_from(_symbols("additional_platforms", "platform_type")),
-    st.sampled_from(_symbols("additional_platforms", "action")),
-    opt_uuid,
-)
-accounts = st.builds(
-    AccountState,
-    uuid,
-    opt_uuid,
-    opt_uuid,
-    opt_text,
-    opt_uuid,
-    st.none() | st.booleans(),
-    opt_us,
-    st.none() | st.sampled_from(_symbols("monitoring_status")),
-    opt_us,
-    st.lists(recommendations, max_size=3).map(tuple),
-    opt_us,
-    st.dictionaries(text, outcomes, max_size=4),
-    st.none() | syncs,
-    st.none() | syncs,
-    st.integers(0, 10**9),
-    text,  # the logic sets the last event of every state it stores
-    text,
-    us,
-    opt_text,
-    us,
-    st.none() | readiness,
-)
+accounts = account_states(_symbols)
 
 CODECS = {kind: Codec(encoder=kind) for kind in encoders()}
 

@@ -15,76 +15,16 @@ from processors.logic import (
     Serde,
     StateCodecError,
 )
-from processors.logic.account_table import AccountState, Readiness, Recommendation, SyncProgress
+from processors.logic.account_table import AccountState
 from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome, JobState, OpenJob
 from processors.wire import state_datum
-
-us = st.integers(0, 10**16 - 1)
-opt_us = st.none() | us
-text = st.text(max_size=12)
-opt_text = st.none() | text
+from tests.processors.state_strategies import account_states, opt_text, opt_us, text, us
 
 envelopes = st.builds(EventEnvelope, text, text, text, opt_us, us)
 open_jobs = st.builds(OpenJob, opt_text, us, us, st.integers(1, 10**6), us, envelopes, text)
 job_states = st.builds(JobState, st.none() | open_jobs, opt_us, st.none() | open_jobs)
-outcomes = st.builds(
-    JobOutcome,
-    text,
-    opt_text,
-    st.sampled_from(["success", "error", "pending", "timed_out"]),
-    opt_text,
-    opt_text,
-    opt_us,
-    opt_us,
-    st.integers(1, 1000),
-    us,
-)
-ids = st.lists(text, max_size=5, unique=True).map(tuple)
-syncs = st.builds(
-    SyncProgress,
-    opt_us,
-    opt_us,
-    opt_us,
-    opt_us,
-    opt_text,
-    opt_us,
-    st.integers(0, 10**6),
-    st.integers(0, 10**6),
-    st.integers(0, 10**6),
-    st.integers(0, 10**6),
-    opt_text,
-    opt_text,
-    ids,
-    ids,
-    st.booleans(),
-    opt_text,
-)
-readiness = st.builds(Readiness, opt_text, opt_text, opt_text, st.dictionaries(text, us, max_size=3), opt_us, opt_us)
-accounts = st.builds(
-    AccountState,
-    text,
-    opt_text,
-    opt_text,
-    opt_text,
-    opt_text,
-    st.none() | st.booleans(),
-    opt_us,
-    opt_text,
-    opt_us,
-    st.lists(st.builds(Recommendation, opt_text, opt_text, opt_text), max_size=3).map(tuple),
-    opt_us,
-    st.dictionaries(text, outcomes, max_size=4),
-    st.none() | syncs,
-    st.none() | syncs,
-    st.integers(0, 10**9),
-    opt_text,
-    opt_text,
-    opt_us,
-    opt_text,
-    opt_us,
-    st.none() | readiness,
-)
+accounts = account_states()
 
 
 @given(st.integers(-(2**63), 2**63 - 1))
