@@ -330,7 +330,7 @@ class AccountPipeline:
             store.flush()
         for key, (snapshot, headers) in self._snapshots.items():
             try:
-                value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.account))
+                value = self.codec.encode_plain(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.account))
             except RegistryError:
                 raise
             except Exception as exc:  # a state its schema cannot carry: the runtime finds the record that made it
@@ -354,7 +354,7 @@ class AccountPipeline:
         update_headers: dict[str, Headers] = {}
         for output in outputs:
             if isinstance(output, AccountUpdate):
-                value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, update_datum(output))
+                value = self.codec.encode_plain(catalog.ACCOUNT_UPDATES_TOPIC, update_datum(output))
                 headers = self._headers(output.trigger.event_id, output.trigger.event_type, delivery)
                 self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, output.key.encode(), value, headers))
                 self.counters.outputs[f"account_update:{output.change.value}"] += 1
@@ -364,7 +364,7 @@ class AccountPipeline:
                 headers = update_headers.get(output.key) or self._headers(None, None, None)
                 self._snapshots[output.key] = (output, headers)
             elif isinstance(output, ReadinessUpdate):
-                value = self.codec.encode(catalog.ACCOUNT_READINESS_TOPIC, readiness_datum(output))
+                value = self.codec.encode_plain(catalog.ACCOUNT_READINESS_TOPIC, readiness_datum(output))
                 headers = update_headers.get(output.key) or self._headers(
                     output.trigger.event_id, output.trigger.event_type, delivery
                 )

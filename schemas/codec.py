@@ -189,6 +189,24 @@ def encoders() -> tuple[str, ...]:
 
 _BUILT: dict[tuple[str, str], Encoder] = {}
 
+# The logical types whose Avro value a datum can carry as it is: a uuid as its text, a timestamp-micros as its
+# int. Without them the encoder calls no logical-type code (cavro calls back into Python for each uuid).
+_PLAIN_LOGICAL_TYPES: Final = frozenset({"uuid", "timestamp-micros"})
+
+
+def _without_logical_types(node: Any) -> Any:
+    """A schema (JSON value) whose uuid and timestamp-micros types are their underlying string and long: it
+    writes the same bytes for a datum that carries these values as text and ints (and refuses other values)."""
+    if isinstance(node, dict):
+        return {
+            key: _without_logical_types(value)
+            for key, value in node.items()
+            if not (key == "logicalType" and value in _PLAIN_LOGICAL_TYPES)
+        }
+    if isinstance(node, list):
+        return [_without_logical_types(item) for item in node]
+    return node
+
 
 def _encoder(kind: str, schema_text: str, parsed: dict[str, Any]) -> Encoder:
     """One encoder per schema and kind, however many codecs write it (built once: cavro compiles the schema)."""
@@ -224,6 +242,7 @@ class Codec:
         self._topics = {**TOPIC_RECORDS, **(topics or {})}
         self._writers: dict[str, _Writer] = {}
         self._portable: dict[str, _Writer] = {}  # single-object writers, also with a registry (`encode_portable`)
+        self._plain: dict[str, tuple[_Writer, _Writer]] = {}  # topic → (its writer, that writer's `encode_plain`)
         self._by_id: dict[int, dict[str, Any]] = {}
         self._projections: dict[tuple[str, frozenset[str]], dict[str, Any]] = {}
         self._prefixes: dict[tuple[str, int, frozenset[str]], tuple[dict[str, Any], Reader | None]] = {}
@@ -345,6 +364,21 @@ class Codec:
     def encode(self, topic: str, datum: Mapping[str, Any]) -> bytes:
         """`datum` in this codec's format; with a registry, SchemaNotResolved until `prepare` resolved `topic`."""
         return _write(self._writer(topic), datum)
+
+    def encode_plain(self, topic: str, datum: Mapping[str, Any]) -> bytes:
+        """`encode` of a datum whose uuids are text and whose timestamp-micros are epoch microseconds (ints): the
+        same bytes, written without the logical types' conversions (the processors' datums, processors/wire.py).
+        A UUID or a datetime in such a field is refused (InvalidValue), never written differently."""
+        return _write(self._plain_writer(topic), datum)
+
+    def _plain_writer(self, topic: str) -> _Writer:
+        writer = self._writer(topic)
+        plain = self._plain.get(topic)
+        if plain is None or plain[0] is not writer:  # built once per writer (a registry's new id makes a new one)
+            text = json.dumps(_without_logical_types(json.loads(self._store.current(self.record_name(topic)).text)))
+            encoder = _encoder(self.encoder_kind, text, parse(json.loads(text)))
+            plain = self._plain[topic] = (writer, _Writer(writer.schema, writer.prefix, encoder))
+        return plain[1]
 
     def encode_portable(self, topic: str, datum: Mapping[str, Any]) -> bytes:
         """`datum` in the single-object format whatever this codec writes: needs no registry. For a record

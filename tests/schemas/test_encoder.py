@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import Mapping
 from typing import Any
+from uuid import UUID
 
 import pytest
 from fastavro import schemaless_writer
@@ -116,3 +117,69 @@ def test_a_refusal_quotes_no_value(codec: Codec, field: str) -> None:
     assert str(secret) not in str(refused.value)
     assert refused.value.__cause__ is None
     assert refused.value.__context__ is None  # a traceback of it prints no writer message either
+
+
+_UPDATE_TOPIC = "pinwheel.account_updates.v1"
+_ACCOUNT_ID = "87bbfdce-7cc1-4aba-80ca-847e6d5c65f4"
+_PLAIN_UPDATE: dict[str, Any] = {  # as processors/wire.py makes it: uuids as text, times as epoch µs
+    "update_id": "4a11a915-7cf2-4e6d-823e-af0fbd8077c8",
+    "account_id": _ACCOUNT_ID,
+    "change": "job_succeeded",
+    "trigger": {
+        "event_id": "4a11a915-7cf2-4e6d-823e-af0fbd8077c8",
+        "event_type": "identity.added",
+        "family": "income_employment",
+        "sent_at": 1796626758982334,
+        "received_at": -1,
+    },
+    "outcome": (
+        "pinwheel.JobOutcome",
+        {
+            "job": "identity",
+            "job_id": "307e4150-0f91-4fad-99f5-9da127e795bd",
+            "outcome": "success",
+            "error_code": None,
+            "error_type": "x",
+            "pending_since": None,
+            "resolved_at": 1796626758945425,
+            "time_to_resolve_ms": 12,
+            "deliveries_seen": 1,
+            "as_of": 1796626758945425,
+        },
+    ),
+    "account": {
+        "account_id": _ACCOUNT_ID,
+        "end_user_id": "not a uuid: uuid text is written unchecked",
+        "link_token_id": None,
+        "platform_id": None,
+        "platform_name": "Acme",
+        "connected": True,
+        "monitoring_status": "active",
+        "account_created_at": 0,
+        "paystubs_synced": None,
+        "shifts_synced": "fully",
+        "events_applied": 1,
+        "updated_at": 1796626758982334,
+    },
+}
+
+
+def test_encode_plain_writes_the_bytes_of_encode(codec: Codec) -> None:
+    """The processors' datums carry uuids as text and times as ints: written without the logical types'
+    conversions, the bytes are those of `encode` and of fastavro."""
+    written = codec.encode_plain(_UPDATE_TOPIC, _PLAIN_UPDATE)
+    assert written == codec.encode(_UPDATE_TOPIC, _PLAIN_UPDATE)
+    assert written[10:] == _fastavro(_UPDATE_TOPIC, _PLAIN_UPDATE)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("account_id", UUID(_ACCOUNT_ID)), ("trigger", {**_PLAIN_UPDATE["trigger"], "sent_at": SENT_AT})],
+    ids=["uuid", "datetime"],
+)
+def test_encode_plain_refuses_a_logical_value(codec: Codec, field: str, value: Any) -> None:
+    """A UUID or a datetime where `encode_plain` takes text and ints is refused, never written differently."""
+    datum = {**_PLAIN_UPDATE, field: value}
+    codec.encode(_UPDATE_TOPIC, datum)  # `encode` converts it
+    with pytest.raises(InvalidValue):
+        codec.encode_plain(_UPDATE_TOPIC, datum)
