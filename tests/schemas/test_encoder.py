@@ -19,7 +19,7 @@ import pytest
 from fastavro import schemaless_writer
 from hypothesis import given, settings
 
-from schemas.codec import CAVRO, FASTAVRO, Codec, InvalidValue, encoders
+from schemas.codec import CAVRO, FASTAVRO, Codec, InvalidValue, avro_long, avro_string, encoders
 from schemas.deadletter import build_dead_letter
 from schemas.envelope import build_family_record
 from tests.schemas.schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT, SampleDelivery
@@ -183,3 +183,27 @@ def test_encode_plain_refuses_a_logical_value(codec: Codec, field: str, value: A
     codec.encode(_UPDATE_TOPIC, datum)  # `encode` converts it
     with pytest.raises(InvalidValue):
         codec.encode_plain(_UPDATE_TOPIC, datum)
+
+
+@pytest.mark.parametrize("value", [0, 1, -1, 63, -64, 64, -65, 8191, 2**31, -(2**63), 2**63 - 1])
+def test_avro_long_writes_fastavros_bytes(value: int) -> None:
+    out = io.BytesIO()
+    schemaless_writer(out, "long", value)
+    assert avro_long(value) == out.getvalue()
+    out = io.BytesIO()
+    schemaless_writer(out, "string", f"é{value}")
+    assert avro_string(f"é{value}") == out.getvalue()
+
+
+def test_a_record_written_in_parts_is_the_record_written_whole(codec: Codec) -> None:
+    """Runs of fields and a named type's value, one after the other, make the body `encode_plain` writes."""
+    fields = [field["name"] for field in codec.reader_schema(_UPDATE_TOPIC)["fields"]]
+    assert fields[4] == "outcome"
+    body = b"".join(codec.plain_fields_encoder(_UPDATE_TOPIC, run)(_PLAIN_UPDATE) for run in (fields[:1], fields[1:4]))
+    body += b"\x02" + codec.plain_type_encoder(_UPDATE_TOPIC, "pinwheel.JobOutcome")(_PLAIN_UPDATE["outcome"][1])
+    body += codec.plain_fields_encoder(_UPDATE_TOPIC, fields[5:])(_PLAIN_UPDATE)
+    assert codec.framed(_UPDATE_TOPIC, body) == codec.encode_plain(_UPDATE_TOPIC, _PLAIN_UPDATE)
+    with pytest.raises(ValueError, match="consecutive"):
+        codec.plain_fields_encoder(_UPDATE_TOPIC, [fields[0], fields[2]])
+    with pytest.raises(KeyError):
+        codec.plain_type_encoder(_UPDATE_TOPIC, "pinwheel.NoSuchType")
