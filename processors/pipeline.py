@@ -31,12 +31,11 @@ from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskCo
 from processors.wire import (
     DeliveryIds,
     Headers,
+    WireEncoder,
     account_state_of,
     dead_letter_record,
     output_headers,
     readiness_datum,
-    state_datum,
-    update_datum,
 )
 from schemas import catalog
 from schemas.codec import Codec, DecodeError, RegistryError
@@ -264,6 +263,7 @@ class AccountPipeline:
         self.logic = AccountProcessor(config, stores)
         # Only the last snapshot of an account per commit matters on a compacted topic.
         self._snapshots: dict[str, tuple[AccountStateSnapshot, Headers]] = {}
+        self._wire = WireEncoder(codec)
         # Records read by `event_time` (the runtime buffers them), until `process` or `reject` takes them.
         self._read_ahead: dict[tuple[str, int], tuple[dict[str, Any], Event] | _Unreadable] = {}
         self._last_time = 0
@@ -330,7 +330,7 @@ class AccountPipeline:
             store.flush()
         for key, (snapshot, headers) in self._snapshots.items():
             try:
-                value = self.codec.encode(catalog.ACCOUNT_STATE_TOPIC, state_datum(snapshot.account))
+                value = self._wire.state(snapshot.account)
             except RegistryError:
                 raise
             except Exception as exc:  # a state its schema cannot carry: the runtime finds the record that made it
@@ -354,7 +354,7 @@ class AccountPipeline:
         update_headers: dict[str, Headers] = {}
         for output in outputs:
             if isinstance(output, AccountUpdate):
-                value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, update_datum(output))
+                value = self._wire.update(output)
                 headers = self._headers(output.trigger.event_id, output.trigger.event_type, delivery)
                 self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, output.key.encode(), value, headers))
                 self.counters.outputs[f"account_update:{output.change.value}"] += 1
@@ -364,7 +364,7 @@ class AccountPipeline:
                 headers = update_headers.get(output.key) or self._headers(None, None, None)
                 self._snapshots[output.key] = (output, headers)
             elif isinstance(output, ReadinessUpdate):
-                value = self.codec.encode(catalog.ACCOUNT_READINESS_TOPIC, readiness_datum(output))
+                value = self.codec.encode_plain(catalog.ACCOUNT_READINESS_TOPIC, readiness_datum(output))
                 headers = update_headers.get(output.key) or self._headers(
                     output.trigger.event_id, output.trigger.event_type, delivery
                 )

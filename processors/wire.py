@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +24,8 @@ from processors.logic.account_table import AccountState, Readiness, Recommendati
 from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome
 from processors.logic.outputs import AccountUpdate, ReadinessUpdate
+from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC
+from schemas.codec import Codec, avro_long, avro_string
 from schemas.deadletter import build_dead_letter, dead_letter_key
 from schemas.enums import MonitoringStatus, OpenEnum, PlatformAction, PlatformType
 from schemas.envelope import record_headers
@@ -122,6 +125,17 @@ def state_datum(state: AccountState) -> dict[str, Any]:
     """The record of ``pinwheel.account_state.v1``: the whole state of the account."""
     paystubs, shifts = state.paystubs, state.shifts
     return {
+        **_state_fields(state),
+        "jobs": {job: outcome_datum(outcome) for job, outcome in state.jobs.items()},
+        "paystubs": None if paystubs is None else (_SYNC_PROGRESS, sync_datum(paystubs)),
+        "shifts": None if shifts is None else (_SYNC_PROGRESS, sync_datum(shifts)),
+    }
+
+
+def _state_fields(state: AccountState) -> dict[str, Any]:
+    """The fields of `state_datum` but its job outcomes and sync progress (`WireEncoder` writes those apart)."""
+    paystubs, shifts = state.paystubs, state.shifts
+    return {
         "account_id": state.account_id,
         "end_user_id": state.end_user_id,
         "platform_id": state.platform_id,
@@ -133,11 +147,8 @@ def state_datum(state: AccountState) -> dict[str, Any]:
         "monitoring_status_updated_at": state.monitoring_status_at_us,
         "additional_platforms": [_recommendation_datum(r) for r in state.additional_platforms],
         "additional_platforms_updated_at": state.additional_platforms_at_us,
-        "jobs": {job: outcome_datum(outcome) for job, outcome in state.jobs.items()},
         "paystubs_synced": None if paystubs is None else paystubs.deepest_milestone,
         "shifts_synced": None if shifts is None else shifts.deepest_milestone,
-        "paystubs": None if paystubs is None else (_SYNC_PROGRESS, sync_datum(paystubs)),
-        "shifts": None if shifts is None else (_SYNC_PROGRESS, sync_datum(shifts)),
         "version": state.version,
         "events_applied": state.version,
         "last_event_id": state.last_event_id,
@@ -147,6 +158,153 @@ def state_datum(state: AccountState) -> dict[str, Any]:
         "updated_at": state.updated_at_us,
         "readiness": None if state.readiness is None else (_READINESS, readiness_state_datum(state.readiness)),
     }
+
+
+_Part = Callable[[Any, dict[str, Any]], bytes]
+"""One part of a record's Avro body: from the value written (a state, an update) and its fields' datum."""
+
+
+class WireEncoder:
+    """``Codec.encode_plain`` of ``state_datum(state)`` and ``update_datum(update)``: the same bytes, for less work.
+
+    A state record carries every job outcome and the sync progress (with its ids) of the account, most of them
+    those of the account's previous record, and an update's outcome is the one its account's state carries next:
+    an outcome or a progress (immutable values) is encoded once and its bytes kept, by value, for the records
+    that follow; the other fields are encoded in the runs between them. A record's Avro body is its fields'
+    bodies one after the other (a map: its entry count, the entries, then 0; a union: its branch, then the
+    value), so the parts make the body `encode_plain` writes. Held by one task (not thread-safe); each cache
+    (`max_cached` values: a few MB, a progress holding its ids) is dropped whole when full. A record laid out
+    otherwise than these parts expect is written whole.
+    """
+
+    def __init__(self, codec: Codec, max_cached: int = 10_000) -> None:
+        self._codec = codec
+        self._max_cached = max_cached
+        self._jobs: dict[JobOutcome, bytes] = {}
+        self._syncs: dict[SyncProgress, bytes] = {}
+        self._keys: dict[str, bytes] = {}
+        self._state_parts: list[_Part] | None = None
+        self._update_parts: list[_Part] | None = None
+        state = {field["name"]: field["type"] for field in codec.reader_schema(ACCOUNT_STATE_TOPIC)["fields"]}
+        jobs = state.get("jobs")
+        if not (isinstance(jobs, dict) and jobs.get("type") == "map" and _type_name(jobs["values"]) == _JOB_OUTCOME):
+            return
+        if not all(_nullable(state.get(name)) == _SYNC_PROGRESS for name in ("paystubs", "shifts")):
+            return
+        self._job = codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _JOB_OUTCOME)
+        self._sync = codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _SYNC_PROGRESS)
+        self._state_parts = _layout(
+            codec,
+            ACCOUNT_STATE_TOPIC,
+            {"jobs": self._jobs_part, "paystubs": self._sync_part("paystubs"), "shifts": self._sync_part("shifts")},
+        )
+        update = {field["name"]: field["type"] for field in codec.reader_schema(ACCOUNT_UPDATES_TOPIC)["fields"]}
+        # The same encoder object: the same definition of JobOutcome (`Codec` builds one per schema text).
+        if (
+            _nullable(update.get("outcome")) == _JOB_OUTCOME
+            and codec.plain_type_encoder(ACCOUNT_UPDATES_TOPIC, _JOB_OUTCOME) is self._job
+        ):
+            self._update_parts = _layout(codec, ACCOUNT_UPDATES_TOPIC, {"outcome": self._outcome_part})
+
+    @property
+    def writes_in_parts(self) -> bool:
+        """Whether the schemas are laid out as the parts expect (else every record is written whole)."""
+        return self._state_parts is not None and self._update_parts is not None
+
+    def state(self, state: AccountState) -> bytes:
+        """The record of ``pinwheel.account_state.v1`` (``state_datum``)."""
+        parts = self._state_parts
+        if parts is None:
+            return self._codec.encode_plain(ACCOUNT_STATE_TOPIC, state_datum(state))
+        fields = _state_fields(state)
+        return self._codec.framed(ACCOUNT_STATE_TOPIC, b"".join([part(state, fields) for part in parts]))
+
+    def update(self, update: AccountUpdate) -> bytes:
+        """The record of ``pinwheel.account_updates.v1`` (``update_datum``)."""
+        parts = self._update_parts
+        if parts is None:
+            return self._codec.encode_plain(ACCOUNT_UPDATES_TOPIC, update_datum(update))
+        fields = _update_fields(update)
+        return self._codec.framed(ACCOUNT_UPDATES_TOPIC, b"".join([part(update, fields) for part in parts]))
+
+    def _job_bytes(self, outcome: JobOutcome) -> bytes:
+        cache = self._jobs
+        value = cache.get(outcome)
+        if value is None:
+            if len(cache) > self._max_cached:
+                cache.clear()
+                self._keys.clear()
+            value = cache[outcome] = self._job(outcome_datum(outcome))
+        return value
+
+    def _outcome_part(self, update: AccountUpdate, fields: dict[str, Any]) -> bytes:
+        outcome = update.outcome
+        return b"\x00" if outcome is None else b"\x02" + self._job_bytes(outcome)  # the union's branch 0 or 1
+
+    def _jobs_part(self, state: AccountState, fields: dict[str, Any]) -> bytes:
+        jobs = state.jobs
+        if not jobs:
+            return b"\x00"
+        keys, job_bytes = self._keys, self._job_bytes
+        parts = [avro_long(len(jobs))]
+        for job, outcome in jobs.items():
+            value = job_bytes(outcome)  # first: a full cache is dropped with the keys
+            key = keys.get(job)
+            if key is None:
+                key = keys[job] = avro_string(job)
+            parts.append(key)
+            parts.append(value)
+        parts.append(b"\x00")
+        return b"".join(parts)
+
+    def _sync_part(self, name: str) -> _Part:
+        read = attrgetter(name)
+
+        def part(state: AccountState, fields: dict[str, Any]) -> bytes:
+            progress: SyncProgress | None = read(state)
+            if progress is None:
+                return b"\x00"  # the union's branch 0, null
+            cache = self._syncs
+            value = cache.get(progress)
+            if value is None:
+                if len(cache) > self._max_cached:
+                    cache.clear()
+                value = cache[progress] = self._sync(sync_datum(progress))
+            return b"\x02" + value  # the union's branch 1, SyncProgress
+
+        return part
+
+
+def _type_name(avro_type: Any) -> str | None:
+    return avro_type if isinstance(avro_type, str) else avro_type.get("name") if isinstance(avro_type, dict) else None
+
+
+def _nullable(avro_type: Any) -> str | None:
+    """The named type of a ``["null", <named type>]`` union, else None."""
+    if isinstance(avro_type, list) and len(avro_type) == 2 and avro_type[0] == "null":
+        return _type_name(avro_type[1])
+    return None
+
+
+def _layout(codec: Codec, topic: str, special: Mapping[str, _Part]) -> list[_Part]:
+    """The parts of `topic`'s record body: the `special` fields' own, and each run of fields between them."""
+    parts: list[_Part] = []
+    run: list[str] = []
+    for field in codec.reader_schema(topic)["fields"]:
+        if field["name"] not in special:
+            run.append(field["name"])
+            continue
+        if run:
+            parts.append(_fields_part(codec.plain_fields_encoder(topic, run)))
+            run = []
+        parts.append(special[field["name"]])
+    if run:
+        parts.append(_fields_part(codec.plain_fields_encoder(topic, run)))
+    return parts
+
+
+def _fields_part(encode: Callable[[dict[str, Any]], bytes]) -> _Part:
+    return lambda value, fields: encode(fields)
 
 
 def readiness_state_datum(readiness: Readiness) -> dict[str, Any]:
@@ -295,11 +453,18 @@ def context_datum(state: AccountState) -> dict[str, Any]:
 def update_datum(update: AccountUpdate) -> dict[str, Any]:
     """The record of ``pinwheel.account_updates.v1``."""
     return {
+        **_update_fields(update),
+        "outcome": None if update.outcome is None else (_JOB_OUTCOME, outcome_datum(update.outcome)),
+    }
+
+
+def _update_fields(update: AccountUpdate) -> dict[str, Any]:
+    """The fields of `update_datum` but its outcome (`WireEncoder` writes it apart)."""
+    return {
         "update_id": update.update_id,
         "account_id": update.account_id,
         "change": update.change.value,
         "trigger": envelope_datum(update.trigger),
-        "outcome": None if update.outcome is None else (_JOB_OUTCOME, outcome_datum(update.outcome)),
         "account": context_datum(update.account),
     }
 

@@ -28,12 +28,13 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 from uuid import UUID
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.schema import expand_schema
 
 from schemas.confluent import RegistryClient, RegistryError, RegistryUnavailable
 from schemas.settings import SchemaSettings
@@ -48,6 +49,8 @@ __all__ = [
     "RegistryError",
     "SchemaNotResolved",
     "SchemaSettings",
+    "avro_long",
+    "avro_string",
     "build_codec",
     "encoders",
 ]
@@ -189,6 +192,71 @@ def encoders() -> tuple[str, ...]:
 
 _BUILT: dict[tuple[str, str], Encoder] = {}
 
+# The logical types whose Avro value a datum can carry as it is: a uuid as its text, a timestamp-micros as its
+# int. Without them the encoder calls no logical-type code (cavro calls back into Python for each uuid).
+_PLAIN_LOGICAL_TYPES: Final = frozenset({"uuid", "timestamp-micros"})
+
+
+def _without_logical_types(node: Any) -> Any:
+    """A schema (JSON value) whose uuid and timestamp-micros types are their underlying string and long: it
+    writes the same bytes for a datum that carries these values as text and ints (and refuses other values)."""
+    if isinstance(node, dict):
+        return {
+            key: _without_logical_types(value)
+            for key, value in node.items()
+            if not (key == "logicalType" and value in _PLAIN_LOGICAL_TYPES)
+        }
+    if isinstance(node, list):
+        return [_without_logical_types(item) for item in node]
+    return node
+
+
+_NAMED: Final = ("record", "enum", "fixed", "error")  # a tuple: `in` compares a dict type without hashing it
+
+
+def _defined_once(node: Any, defined: set[str]) -> Any:
+    """An expanded schema (every named type written out, under its full name) with each named type defined
+    where it first occurs and referred to by name after: what a parser takes."""
+    if isinstance(node, dict):
+        if node.get("type") in _NAMED and isinstance(node.get("name"), str):
+            if node["name"] in defined:
+                return node["name"]
+            defined.add(node["name"])
+        return {key: _defined_once(value, defined) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_defined_once(item, defined) for item in node]
+    return node
+
+
+def _named_type(node: Any, full_name: str) -> dict[str, Any] | None:
+    """The first definition of `full_name` in an expanded schema."""
+    if isinstance(node, dict):
+        if node.get("type") in _NAMED and node.get("name") == full_name:
+            return node
+        node = list(node.values())
+    if isinstance(node, list):
+        for item in node:
+            found = _named_type(item, full_name)
+            if found is not None:
+                return found
+    return None
+
+
+def avro_long(value: int) -> bytes:
+    """An Avro `long` (zig-zag varint): for the block counts and lengths of bodies written in parts."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def avro_string(value: str) -> bytes:
+    data = value.encode()
+    return avro_long(len(data)) + data
+
 
 def _encoder(kind: str, schema_text: str, parsed: dict[str, Any]) -> Encoder:
     """One encoder per schema and kind, however many codecs write it (built once: cavro compiles the schema)."""
@@ -224,6 +292,10 @@ class Codec:
         self._topics = {**TOPIC_RECORDS, **(topics or {})}
         self._writers: dict[str, _Writer] = {}
         self._portable: dict[str, _Writer] = {}  # single-object writers, also with a registry (`encode_portable`)
+        self._plain: dict[str, tuple[_Writer, _Writer]] = {}  # topic → (its writer, that writer's `encode_plain`)
+        self._parts: dict[
+            tuple[str, str, tuple[str, ...]], Encoder
+        ] = {}  # `plain_fields_encoder`, `plain_type_encoder`
         self._by_id: dict[int, dict[str, Any]] = {}
         self._projections: dict[tuple[str, frozenset[str]], dict[str, Any]] = {}
         self._prefixes: dict[tuple[str, int, frozenset[str]], tuple[dict[str, Any], Reader | None]] = {}
@@ -345,6 +417,64 @@ class Codec:
     def encode(self, topic: str, datum: Mapping[str, Any]) -> bytes:
         """`datum` in this codec's format; with a registry, SchemaNotResolved until `prepare` resolved `topic`."""
         return _write(self._writer(topic), datum)
+
+    def encode_plain(self, topic: str, datum: Mapping[str, Any]) -> bytes:
+        """`encode` of a datum whose uuids are text and whose timestamp-micros are epoch microseconds (ints): the
+        same bytes, written without the logical types' conversions (the processors' datums, processors/wire.py).
+        A UUID or a datetime in such a field is refused (InvalidValue), never written differently."""
+        return _write(self._plain_writer(topic), datum)
+
+    def _plain_writer(self, topic: str) -> _Writer:
+        writer = self._writer(topic)
+        plain = self._plain.get(topic)
+        if plain is None or plain[0] is not writer:  # built once per writer (a registry's new id makes a new one)
+            text = json.dumps(_without_logical_types(json.loads(self._store.current(self.record_name(topic)).text)))
+            encoder = _encoder(self.encoder_kind, text, parse(json.loads(text)))
+            plain = self._plain[topic] = (writer, _Writer(writer.schema, writer.prefix, encoder))
+        return plain[1]
+
+    def framed(self, topic: str, body: bytes) -> bytes:
+        """The record of `topic` whose Avro body is `body` (written in parts by the encoders below), in this
+        codec's format (raises like `encode`)."""
+        return self._writer(topic).prefix + body
+
+    def plain_fields_encoder(self, topic: str, names: Sequence[str]) -> Encoder:
+        """The Avro body of consecutive fields `names` of `topic`'s record (its current schema, the one `encode`
+        writes), from a datum holding them (others are ignored), as `encode_plain` writes them. A record's body
+        is its fields' bodies one after the other: a body written in parts is the body written whole."""
+        key = (topic, "fields", tuple(names))
+        encoder = self._parts.get(key)
+        if encoder is None:
+            schema = self._expanded_plain(topic)
+            order = [field["name"] for field in schema["fields"]]
+            start = order.index(names[0]) if names and names[0] in order else -1
+            if start < 0 or order[start : start + len(names)] != list(names):
+                raise ValueError(f"{list(names)} are not consecutive fields of {topic} records")
+            part = {**schema, "fields": schema["fields"][start : start + len(names)]}
+            encoder = self._parts[key] = self._built(_defined_once(part, set()))
+        return encoder
+
+    def plain_type_encoder(self, topic: str, full_name: str) -> Encoder:
+        """The Avro body of a value of the named type `full_name` of `topic`'s record, as `encode_plain` writes
+        it (a part of a body written in parts)."""
+        key = (topic, "type", (full_name,))
+        encoder = self._parts.get(key)
+        if encoder is None:
+            schema = self._expanded_plain(topic)
+            named = _named_type(schema, full_name)
+            if named is None:
+                raise KeyError(f"{topic} records have no type {full_name}")
+            encoder = self._parts[key] = self._built(_defined_once(named, set()))
+        return encoder
+
+    def _expanded_plain(self, topic: str) -> dict[str, Any]:
+        """`topic`'s current schema without the logical types `encode_plain` skips, every named type written out."""
+        text = self._store.current(self.record_name(topic)).text
+        return cast(dict[str, Any], expand_schema(_without_logical_types(json.loads(text))))
+
+    def _built(self, schema: dict[str, Any]) -> Encoder:
+        text = json.dumps(schema)
+        return _encoder(self.encoder_kind, text, parse(json.loads(text)))
 
     def encode_portable(self, topic: str, datum: Mapping[str, Any]) -> bytes:
         """`datum` in the single-object format whatever this codec writes: needs no registry. For a record

@@ -17,7 +17,17 @@ text = st.text(max_size=12)
 opt_text = st.none() | text
 _ids = st.lists(text, max_size=5, unique=True).map(tuple)
 _counts = st.integers(0, 10**6)
+uuids = st.uuids().map(str)  # canonical lowercase, as the gateway keys and the logic keeps them
 _readiness = st.builds(Readiness, opt_text, opt_text, opt_text, st.dictionaries(text, us, max_size=3), opt_us, opt_us)
+
+
+def job_outcomes(symbols: Callable[..., list[str]] | None = None) -> st.SearchStrategy[JobOutcome]:
+    """Any job outcome (``symbols`` None), or one as the logic makes it (see `account_states`)."""
+    if symbols is None:
+        job_id, outcome = opt_text, st.sampled_from(["success", "error", "pending", "timed_out"])
+    else:
+        job_id, outcome = st.none() | uuids, st.sampled_from(symbols("jobs", "outcome"))
+    return st.builds(JobOutcome, text, job_id, outcome, opt_text, opt_text, opt_us, opt_us, st.integers(1, 1000), us)
 
 
 def account_states(symbols: Callable[..., list[str]] | None = None) -> st.SearchStrategy[AccountState]:
@@ -30,9 +40,8 @@ def account_states(symbols: Callable[..., list[str]] | None = None) -> st.Search
         def enum(*_: str) -> st.SearchStrategy[str | None]:
             return opt_text
 
-        outcome = st.sampled_from(["success", "error", "pending", "timed_out"])
     else:
-        uuid = st.uuids().map(str)  # canonical lowercase, as the gateway keys and the logic keeps them
+        uuid = uuids
         opt_uuid = st.none() | uuid
         opt_date = st.none() | st.dates().map(lambda d: d.isoformat())
         last_text, last_us = text, us
@@ -40,10 +49,7 @@ def account_states(symbols: Callable[..., list[str]] | None = None) -> st.Search
         def enum(*path: str) -> st.SearchStrategy[str | None]:
             return st.sampled_from(symbols(*path))
 
-        outcome = st.sampled_from(symbols("jobs", "outcome"))
-    outcomes = st.builds(
-        JobOutcome, text, opt_uuid, outcome, opt_text, opt_text, opt_us, opt_us, st.integers(1, 1000), us
-    )
+    outcomes = job_outcomes(symbols)
     syncs = st.builds(
         SyncProgress,
         *(opt_us, opt_us, opt_us, opt_us, opt_text, opt_us),

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from processors import pipeline as pipeline_module
 from processors.logic.processor import AccountProcessor
 from processors.logic.stores import STORE_NAMES, Stores
+from processors.wire import WireEncoder
 from schemas import catalog
 from tests.processors.pipeline_driver import Output, PipelineDriver, on, utc
 from tests.sample_data import doc_samples_as_json
@@ -234,17 +234,15 @@ def test_a_state_snapshot_that_cannot_be_encoded_keeps_its_record_without_effect
     driver: PipelineDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     body = job("income.added", "success", T0)
-    real = pipeline_module.state_datum
+    real = WireEncoder.state
 
-    def unencodable(state: Any) -> Any:
-        datum = real(state)
-        datum["events_applied"] = 2**64  # more than an Avro long holds
-        return datum
+    def unencodable(self: WireEncoder, state: Any) -> bytes:
+        return real(self, state._replace(version=2**64))  # events_applied: more than an Avro long holds
 
-    monkeypatch.setattr(pipeline_module, "state_datum", unencodable)
+    monkeypatch.setattr(WireEncoder, "state", unencodable)
     letter = _dead(driver.pipe(body, T0), "encode_error")
     assert letter["error"] == "account state: InvalidValue"  # the encoder's error type, never the value
-    monkeypatch.setattr(pipeline_module, "state_datum", real)
+    monkeypatch.setattr(WireEncoder, "state", real)
     outputs = driver.pipe(body, T0)  # not remembered as seen: its replay is processed
     assert len(on(outputs, UPDATES)) == 1
     assert only(outputs, STATE).value["events_applied"] == 1

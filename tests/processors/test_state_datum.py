@@ -13,14 +13,17 @@ from typing import Any
 import pytest
 from fastavro import schemaless_writer
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processors.logic.account_table import AccountState, Readiness, Recommendation, SyncProgress
+from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome
-from processors.wire import account_state_of, state_datum
-from schemas.catalog import ACCOUNT_STATE_TOPIC
-from schemas.codec import Codec, encoders
+from processors.logic.outputs import AccountUpdate, Change
+from processors.wire import WireEncoder, account_state_of, state_datum, update_datum
+from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC
+from schemas.codec import FASTAVRO, Codec, encoders
 from schemas.store import load_store
-from tests.processors.state_strategies import account_states
+from tests.processors.state_strategies import account_states, job_outcomes, text, us, uuids
 
 STATE = load_store().current("pinwheel.AccountState")
 
@@ -45,6 +48,7 @@ def _symbols(*path: str) -> list[str]:
 
 
 accounts = account_states(_symbols)
+outcomes = job_outcomes(_symbols)
 
 CODECS = {kind: Codec(encoder=kind) for kind in encoders()}
 
@@ -58,6 +62,44 @@ def test_account_state_survives_its_topic(encoder: str, state: AccountState) -> 
     assert decoded == state
     assert all(type(v) is JobOutcome for v in decoded.jobs.values())
     assert all(type(r) is Recommendation for r in decoded.additional_platforms)
+
+
+WIRE_ENCODERS = {kind: WireEncoder(codec, max_cached=3) for kind, codec in CODECS.items()}
+REFERENCE = Codec(encoder=FASTAVRO)
+
+
+@pytest.mark.parametrize("encoder", list(CODECS))
+@settings(max_examples=100, deadline=None)
+@given(states=st.lists(accounts, min_size=1, max_size=3))
+def test_the_wire_encoder_writes_the_state_record_of_the_whole_datum(encoder: str, states: list[AccountState]) -> None:
+    """Written in parts, outcomes and sync progress from its caches (small here: dropped when full), a state's
+    record is the one its whole datum makes, byte for byte, and fastavro's."""
+    codec, wire = CODECS[encoder], WIRE_ENCODERS[encoder]
+    assert wire.writes_in_parts
+    for state in [*states, *states]:  # the second time, from the cached parts
+        written = wire.state(state)
+        assert written == codec.encode_plain(ACCOUNT_STATE_TOPIC, state_datum(state))
+        assert written == REFERENCE.encode(ACCOUNT_STATE_TOPIC, state_datum(state))
+
+
+envelopes = st.builds(EventEnvelope, uuids, text, st.sampled_from(["account", "paystubs", "other"]), us, us)
+updates = st.builds(
+    AccountUpdate, text, uuids, st.sampled_from(list(Change)), envelopes, st.none() | outcomes, accounts
+)
+
+
+@pytest.mark.parametrize("encoder", list(CODECS))
+@settings(max_examples=100, deadline=None)
+@given(batch=st.lists(updates, min_size=1, max_size=3))
+def test_the_wire_encoder_writes_the_update_record_of_the_whole_datum(encoder: str, batch: list[AccountUpdate]) -> None:
+    """An update's outcome comes from the cache its account's state shares: the record is the whole datum's."""
+    codec, wire = CODECS[encoder], WIRE_ENCODERS[encoder]
+    for update in batch:
+        wire.state(update.account._replace(jobs={"j": update.outcome} if update.outcome else {}))  # cached first
+    for update in [*batch, *batch]:
+        written = wire.update(update)
+        assert written == codec.encode_plain(ACCOUNT_UPDATES_TOPIC, update_datum(update))
+        assert written == REFERENCE.encode(ACCOUNT_UPDATES_TOPIC, update_datum(update))
 
 
 def test_a_record_written_before_v2_reads_with_the_defaults_of_what_v2_added() -> None:

@@ -13,12 +13,13 @@ import io
 import json
 from collections.abc import Mapping
 from typing import Any
+from uuid import UUID
 
 import pytest
 from fastavro import schemaless_writer
 from hypothesis import given, settings
 
-from schemas.codec import CAVRO, FASTAVRO, Codec, InvalidValue, encoders
+from schemas.codec import CAVRO, FASTAVRO, Codec, InvalidValue, avro_long, avro_string, encoders
 from schemas.deadletter import build_dead_letter
 from schemas.envelope import build_family_record
 from tests.schemas.schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT, SampleDelivery
@@ -116,3 +117,93 @@ def test_a_refusal_quotes_no_value(codec: Codec, field: str) -> None:
     assert str(secret) not in str(refused.value)
     assert refused.value.__cause__ is None
     assert refused.value.__context__ is None  # a traceback of it prints no writer message either
+
+
+_UPDATE_TOPIC = "pinwheel.account_updates.v1"
+_ACCOUNT_ID = "87bbfdce-7cc1-4aba-80ca-847e6d5c65f4"
+_PLAIN_UPDATE: dict[str, Any] = {  # as processors/wire.py makes it: uuids as text, times as epoch µs
+    "update_id": "4a11a915-7cf2-4e6d-823e-af0fbd8077c8",
+    "account_id": _ACCOUNT_ID,
+    "change": "job_succeeded",
+    "trigger": {
+        "event_id": "4a11a915-7cf2-4e6d-823e-af0fbd8077c8",
+        "event_type": "identity.added",
+        "family": "income_employment",
+        "sent_at": 1796626758982334,
+        "received_at": -1,
+    },
+    "outcome": (
+        "pinwheel.JobOutcome",
+        {
+            "job": "identity",
+            "job_id": "307e4150-0f91-4fad-99f5-9da127e795bd",
+            "outcome": "success",
+            "error_code": None,
+            "error_type": "x",
+            "pending_since": None,
+            "resolved_at": 1796626758945425,
+            "time_to_resolve_ms": 12,
+            "deliveries_seen": 1,
+            "as_of": 1796626758945425,
+        },
+    ),
+    "account": {
+        "account_id": _ACCOUNT_ID,
+        "end_user_id": "not a uuid: uuid text is written unchecked",
+        "link_token_id": None,
+        "platform_id": None,
+        "platform_name": "Acme",
+        "connected": True,
+        "monitoring_status": "active",
+        "account_created_at": 0,
+        "paystubs_synced": None,
+        "shifts_synced": "fully",
+        "events_applied": 1,
+        "updated_at": 1796626758982334,
+    },
+}
+
+
+def test_encode_plain_writes_the_bytes_of_encode(codec: Codec) -> None:
+    """The processors' datums carry uuids as text and times as ints: written without the logical types'
+    conversions, the bytes are those of `encode` and of fastavro."""
+    written = codec.encode_plain(_UPDATE_TOPIC, _PLAIN_UPDATE)
+    assert written == codec.encode(_UPDATE_TOPIC, _PLAIN_UPDATE)
+    assert written[10:] == _fastavro(_UPDATE_TOPIC, _PLAIN_UPDATE)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("account_id", UUID(_ACCOUNT_ID)), ("trigger", {**_PLAIN_UPDATE["trigger"], "sent_at": SENT_AT})],
+    ids=["uuid", "datetime"],
+)
+def test_encode_plain_refuses_a_logical_value(codec: Codec, field: str, value: Any) -> None:
+    """A UUID or a datetime where `encode_plain` takes text and ints is refused, never written differently."""
+    datum = {**_PLAIN_UPDATE, field: value}
+    codec.encode(_UPDATE_TOPIC, datum)  # `encode` converts it
+    with pytest.raises(InvalidValue):
+        codec.encode_plain(_UPDATE_TOPIC, datum)
+
+
+@pytest.mark.parametrize("value", [0, 1, -1, 63, -64, 64, -65, 8191, 2**31, -(2**63), 2**63 - 1])
+def test_avro_long_writes_fastavros_bytes(value: int) -> None:
+    out = io.BytesIO()
+    schemaless_writer(out, "long", value)
+    assert avro_long(value) == out.getvalue()
+    out = io.BytesIO()
+    schemaless_writer(out, "string", f"é{value}")
+    assert avro_string(f"é{value}") == out.getvalue()
+
+
+def test_a_record_written_in_parts_is_the_record_written_whole(codec: Codec) -> None:
+    """Runs of fields and a named type's value, one after the other, make the body `encode_plain` writes."""
+    fields = [field["name"] for field in codec.reader_schema(_UPDATE_TOPIC)["fields"]]
+    assert fields[4] == "outcome"
+    body = b"".join(codec.plain_fields_encoder(_UPDATE_TOPIC, run)(_PLAIN_UPDATE) for run in (fields[:1], fields[1:4]))
+    body += b"\x02" + codec.plain_type_encoder(_UPDATE_TOPIC, "pinwheel.JobOutcome")(_PLAIN_UPDATE["outcome"][1])
+    body += codec.plain_fields_encoder(_UPDATE_TOPIC, fields[5:])(_PLAIN_UPDATE)
+    assert codec.framed(_UPDATE_TOPIC, body) == codec.encode_plain(_UPDATE_TOPIC, _PLAIN_UPDATE)
+    with pytest.raises(ValueError, match="consecutive"):
+        codec.plain_fields_encoder(_UPDATE_TOPIC, [fields[0], fields[2]])
+    with pytest.raises(KeyError):
+        codec.plain_type_encoder(_UPDATE_TOPIC, "pinwheel.NoSuchType")
