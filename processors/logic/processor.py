@@ -17,11 +17,12 @@ from processors.logic.account_table import (
     SYNC_BATCHES,
     SYNC_MILESTONES,
     AccountState,
+    SyncProgress,
     apply_account_added,
     apply_monitoring_status,
     apply_recommendations,
-    apply_sync,
     merge_outcome,
+    sync_progress,
     touch,
 )
 from processors.logic.config import LogicConfig
@@ -250,11 +251,12 @@ class AccountProcessor:
             if kind is JoinKind.LATE_JOINED:
                 self.counters["late_joined"] += 1
         state = self._account(event)
+        synced = None
         if outcome == catalog.SUCCESS and (event_type in SYNC_BATCHES or event_type in SYNC_MILESTONES):
-            state = apply_sync(state, event_type, event.payload, event.job_id, occurred_us, self._max_ids)
+            synced = sync_progress(state, event_type, event.payload, event.job_id, occurred_us, self._max_ids)
         job_outcome = result.outcome
         jobs = None if job_outcome is None else merge_outcome(state.jobs, job_outcome)
-        self._emit(event, envelope, change, job_outcome, state, received_us, occurred_us, out, jobs)
+        self._emit(event, envelope, change, job_outcome, state, received_us, occurred_us, out, jobs, synced)
 
     def _process_account_event(self, event: Event, received_us: int, out: list[Output]) -> None:
         change = _ACCOUNT_CHANGES.get(event.event_type, Change.EVENT_RECORDED)
@@ -280,6 +282,7 @@ class AccountProcessor:
         occurred_us: int,
         out: list[Output],
         jobs: Mapping[str, JobOutcome] | None = None,
+        synced: tuple[str, SyncProgress] | None = None,
     ) -> None:
         end_user = event.payload.get("end_user_id")
         state = touch(
@@ -291,6 +294,7 @@ class AccountProcessor:
             at_us=received_us,
             end_user_id=end_user if isinstance(end_user, str) and end_user else None,
             jobs=jobs,
+            synced=synced,
         )
         state, readiness = self._judge(envelope.event_id, envelope, state, occurred_us)
         self._accounts.put(state.account_id, state)
