@@ -21,7 +21,14 @@ from processors.logic.codec import ACCOUNT_STATE_SERDE, Serde
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.keys import TimerKind, timer_key_bytes
-from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Output, ReadinessUpdate, RejectedEvent
+from processors.logic.outputs import (
+    AccountStateSnapshot,
+    AccountUpdate,
+    Change,
+    Output,
+    ReadinessUpdate,
+    RejectedEvent,
+)
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
 from processors.logic.stores import ACCOUNTS, DEDUPE, STORES, TIMERS, Stores
 from processors.logic.timers import TIMER_OWNERS, TimerRules
@@ -51,6 +58,8 @@ ENVELOPE_FIELDS = frozenset(
     {"event_id", "event_type", "webhook_id", "pinwheel_version", "sent_at", "received_at", "raw_body"}
 )
 TOPIC_FAMILY = {topic: family.value for family, topic in catalog.FAMILY_TOPICS.items()}
+#: The outputs counter of each change (built once: an enum's ``value`` is a descriptor call).
+_UPDATE_COUNTERS = {change: f"account_update:{change.value}" for change in Change}
 
 
 class StoreView(Generic[V]):
@@ -352,17 +361,21 @@ class AccountPipeline:
         self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None, delivery: DeliveryIds | None
     ) -> None:
         update_headers: dict[str, Headers] = {}
+        counts = self.counters.outputs
         for output in outputs:
             if isinstance(output, AccountUpdate):
                 value = self.codec.encode(catalog.ACCOUNT_UPDATES_TOPIC, update_datum(output))
-                headers = self._headers(output.trigger.event_id, output.trigger.event_type, delivery)
-                self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, output.key.encode(), value, headers))
-                self.counters.outputs[f"account_update:{output.change.value}"] += 1
-                update_headers[output.key] = headers
+                trigger = output.trigger
+                headers = self._headers(trigger.event_id, trigger.event_type, delivery)
+                key = output.account_id  # the update's key
+                self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, key.encode(), value, headers))
+                counts[_UPDATE_COUNTERS[output.change]] += 1
+                update_headers[key] = headers
             elif isinstance(output, AccountStateSnapshot):
                 # A snapshot carries the headers of the update that produced it: the last event applied.
-                headers = update_headers.get(output.key) or self._headers(None, None, None)
-                self._snapshots[output.key] = (output, headers)
+                key = output.account.account_id  # the snapshot's key
+                headers = update_headers.get(key) or self._headers(None, None, None)
+                self._snapshots[key] = (output, headers)
             elif isinstance(output, ReadinessUpdate):
                 value = self.codec.encode(catalog.ACCOUNT_READINESS_TOPIC, readiness_datum(output))
                 headers = update_headers.get(output.key) or self._headers(
