@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date
+from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 from processors.logic.events import is_canonical_uuid
@@ -140,8 +141,12 @@ def _uuid(value: object) -> str | None:
 def _pay_date(value: object) -> str | None:
     """A pay date as canonical ISO text (those compare as dates), None for what is not a date: the outputs type
     it as a date, so the state keeps only what they can carry."""
-    if not isinstance(value, str):
-        return None
+    return _pay_date_text(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _pay_date_text(value: str) -> str | None:
+    # Cached: pay periods repeat across batches and accounts, and parsing a date costs more than the lookup.
     try:
         return date.fromisoformat(value).isoformat()
     except ValueError:
@@ -205,7 +210,7 @@ def _ids(items: object) -> list[str]:
         return []
     ids: list[str] = []
     for item in items:
-        if isinstance(item, Mapping):
+        if type(item) is dict or isinstance(item, Mapping):  # parsed JSON: a dict, checked without the ABC
             value = item.get("id")
             if isinstance(value, str) and value:
                 ids.append(value)

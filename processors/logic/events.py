@@ -154,7 +154,7 @@ def event_from_payload(
         raise InvalidEvent("missing_event_id", "event_id must be a non-empty string")
     if not isinstance(event_type, str) or not event_type:
         raise InvalidEvent("missing_event_type", "event must be a non-empty string")
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):  # parsed JSON: a dict, without the ABC
         raise InvalidEvent("invalid_payload", "payload must be an object")
     get = payload.get
     raw_outcome = get("outcome")

@@ -241,9 +241,10 @@ class AccountProcessor:
             change = Change.JOB_STALE
         else:
             self._jobs.put(key, after)
-            old_timer = None if before is None else TimerRules.job_timer(key, before)
-            new_timer = TimerRules.job_timer(key, after)
-            if old_timer != new_timer:
+            # The timers of one join key differ by their due time only: compared first, built only if they do.
+            if (None if before is None else TimerRules.job_due(before)) != TimerRules.job_due(after):
+                old_timer = None if before is None else TimerRules.job_timer(key, before)
+                new_timer = TimerRules.job_timer(key, after)
                 if old_timer is not None:
                     self._timers.delete(old_timer.encode())
                 if new_timer is not None:
