@@ -222,11 +222,13 @@ def _merge_ids(current: tuple[str, ...], new: Sequence[str], cap: int) -> tuple[
     if not new:
         return current, False
     fresh = dict.fromkeys(new)
-    merged = [i for i in current if i not in fresh]
-    merged.extend(fresh)
+    if fresh.keys().isdisjoint(current):  # the usual case: new ids only, appended without a loop in Python
+        merged = current + tuple(fresh)
+    else:
+        merged = (*(i for i in current if i not in fresh), *fresh)
     if len(merged) > cap:
-        return tuple(merged[len(merged) - cap :]), True
-    return tuple(merged), False
+        return merged[len(merged) - cap :], True
+    return merged, False
 
 
 def _date_min(a: str | None, b: str | None) -> str | None:
