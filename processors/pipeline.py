@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from aiokafka.structs import ConsumerRecord
 
@@ -88,6 +88,10 @@ class StoreView(Generic[V]):
             yield key.decode(), decode(value)
 
 
+#: What a cached view holds for a key it has not read yet (None is a known absence).
+_UNCACHED: Final[Any] = object()
+
+
 class CachedStoreView(StoreView[V]):
     """A StoreView that keeps decoded values and serializes each changed key once per flush.
 
@@ -106,11 +110,11 @@ class CachedStoreView(StoreView[V]):
         self._max_cached = max_cached
 
     def get(self, key: str) -> V | None:
-        try:
-            return self._cache[key]
-        except KeyError:
+        # A sentinel, not KeyError: a miss (the first read of a key) is frequent, and raising costs more than it.
+        value = self._cache.get(key, _UNCACHED)
+        if value is _UNCACHED:
             value = self._cache[key] = super().get(key)
-            return value
+        return value
 
     def put(self, key: str, value: V) -> None:
         self._cache[key] = value

@@ -118,7 +118,9 @@ class AccountProcessor:
     def _advance(self, now_us: int, out: list[Output], watermark_us: int) -> None:
         """Move stream time forward (never back) and fire every timer due strictly before it and before
         ``watermark_us``: the runtime's word that every input record of an earlier time has been processed."""
-        clock = self._load_clock()
+        clock = self._clock
+        if clock == _UNLOADED:
+            clock = self._load_clock()
         if clock is None or now_us > clock:
             clock = self._clock = now_us
             self._timers.put(CLOCK_KEY, now_us)
