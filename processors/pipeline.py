@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from aiokafka.structs import ConsumerRecord
 
@@ -21,7 +21,14 @@ from processors.logic.codec import ACCOUNT_STATE_SERDE, Serde
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.keys import TimerKind, timer_key_bytes
-from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Output, ReadinessUpdate, RejectedEvent
+from processors.logic.outputs import (
+    AccountStateSnapshot,
+    AccountUpdate,
+    Change,
+    Output,
+    ReadinessUpdate,
+    RejectedEvent,
+)
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
 from processors.logic.stores import ACCOUNTS, DEDUPE, STORES, TIMERS, Stores
 from processors.logic.timers import TIMER_OWNERS, TimerRules
@@ -50,6 +57,8 @@ ENVELOPE_FIELDS = frozenset(
     {"event_id", "event_type", "webhook_id", "pinwheel_version", "sent_at", "received_at", "raw_body"}
 )
 TOPIC_FAMILY = {topic: family.value for family, topic in catalog.FAMILY_TOPICS.items()}
+#: The outputs counter of each change (built once: an enum's ``value`` is a descriptor call).
+_UPDATE_COUNTERS = {change: f"account_update:{change.value}" for change in Change}
 
 
 class StoreView(Generic[V]):
@@ -78,6 +87,10 @@ class StoreView(Generic[V]):
             yield key.decode(), decode(value)
 
 
+#: What a cached view holds for a key it has not read yet (None is a known absence).
+_UNCACHED: Final[Any] = object()
+
+
 class CachedStoreView(StoreView[V]):
     """A StoreView that keeps decoded values and serializes each changed key once per flush.
 
@@ -96,11 +109,11 @@ class CachedStoreView(StoreView[V]):
         self._max_cached = max_cached
 
     def get(self, key: str) -> V | None:
-        try:
-            return self._cache[key]
-        except KeyError:
+        # A sentinel, not KeyError: a miss (the first read of a key) is frequent, and raising costs more than it.
+        value = self._cache.get(key, _UNCACHED)
+        if value is _UNCACHED:
             value = self._cache[key] = super().get(key)
-            return value
+        return value
 
     def put(self, key: str, value: V) -> None:
         self._cache[key] = value
@@ -352,17 +365,21 @@ class AccountPipeline:
         self, outputs: list[Output], record: ConsumerRecord[bytes, bytes] | None, delivery: DeliveryIds | None
     ) -> None:
         update_headers: dict[str, Headers] = {}
+        counts = self.counters.outputs
         for output in outputs:
             if isinstance(output, AccountUpdate):
                 value = self._wire.update(output)
-                headers = self._headers(output.trigger.event_id, output.trigger.event_type, delivery)
-                self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, output.key.encode(), value, headers))
-                self.counters.outputs[f"account_update:{output.change.value}"] += 1
-                update_headers[output.key] = headers
+                trigger = output.trigger
+                headers = self._headers(trigger.event_id, trigger.event_type, delivery)
+                key = output.account_id  # the update's key
+                self.ctx.emit(OutRecord(catalog.ACCOUNT_UPDATES_TOPIC, key.encode(), value, headers))
+                counts[_UPDATE_COUNTERS[output.change]] += 1
+                update_headers[key] = headers
             elif isinstance(output, AccountStateSnapshot):
                 # A snapshot carries the headers of the update that produced it: the last event applied.
-                headers = update_headers.get(output.key) or self._headers(None, None, None)
-                self._snapshots[output.key] = (output, headers)
+                key = output.account.account_id  # the snapshot's key
+                headers = update_headers.get(key) or self._headers(None, None, None)
+                self._snapshots[key] = (output, headers)
             elif isinstance(output, ReadinessUpdate):
                 value = self.codec.encode_plain(catalog.ACCOUNT_READINESS_TOPIC, readiness_datum(output))
                 headers = update_headers.get(output.key) or self._headers(

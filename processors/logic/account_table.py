@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import date
+from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
+from processors.logic.events import is_canonical_uuid
 from processors.logic.join import JobOutcome
 from schemas import catalog
 from schemas.models import uuid_or_none
@@ -128,15 +130,23 @@ def _uuid(value: object) -> str | None:
     any text. The gateway's model reads ids the same way (`schemas.models.uuid_or_none`); the exact value stays
     in the event's raw body. Canonical ids are also what ``pinwheel.account_state.v1`` gives back (its `uuid`
     fields), so the state survives that topic (processors/wire.py ``account_state_of``)."""
-    parsed = uuid_or_none(value) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    if is_canonical_uuid(value):
+        return value  # already what str(UUID(value)) gives, at a fraction of the cost
+    parsed = uuid_or_none(value)
     return None if parsed is None else str(parsed)
 
 
 def _pay_date(value: object) -> str | None:
     """A pay date as canonical ISO text (those compare as dates), None for what is not a date: the outputs type
     it as a date, so the state keeps only what they can carry."""
-    if not isinstance(value, str):
-        return None
+    return _pay_date_text(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _pay_date_text(value: str) -> str | None:
+    # Cached: pay periods repeat across batches and accounts, and parsing a date costs more than the lookup.
     try:
         return date.fromisoformat(value).isoformat()
     except ValueError:
@@ -200,7 +210,7 @@ def _ids(items: object) -> list[str]:
         return []
     ids: list[str] = []
     for item in items:
-        if isinstance(item, Mapping):
+        if type(item) is dict or isinstance(item, Mapping):  # parsed JSON: a dict, checked without the ABC
             value = item.get("id")
             if isinstance(value, str) and value:
                 ids.append(value)
@@ -212,11 +222,13 @@ def _merge_ids(current: tuple[str, ...], new: Sequence[str], cap: int) -> tuple[
     if not new:
         return current, False
     fresh = dict.fromkeys(new)
-    merged = [i for i in current if i not in fresh]
-    merged.extend(fresh)
+    if fresh.keys().isdisjoint(current):  # the usual case: new ids only, appended without a loop in Python
+        merged = current + tuple(fresh)
+    else:
+        merged = (*(i for i in current if i not in fresh), *fresh)
     if len(merged) > cap:
-        return tuple(merged[len(merged) - cap :]), True
-    return tuple(merged), False
+        return merged[len(merged) - cap :], True
+    return merged, False
 
 
 def _date_min(a: str | None, b: str | None) -> str | None:
@@ -236,23 +248,38 @@ def apply_sync(
     max_ids: int,
 ) -> AccountState:
     """A successful paystubs/shifts batch (``*.added``) or milestone (``*_synced``) event."""
+    synced = sync_progress(state, event_type, payload, job_id, occurred_us, max_ids)
+    if synced is None:
+        return state
+    dataset, progress = synced
+    return state._replace(paystubs=progress) if dataset == "paystubs" else state._replace(shifts=progress)
+
+
+def sync_progress(
+    state: AccountState,
+    event_type: str,
+    payload: Mapping[str, Any],
+    job_id: str | None,
+    occurred_us: int,
+    max_ids: int,
+) -> tuple[str, SyncProgress] | None:
+    """``apply_sync``'s change: the dataset (``paystubs`` or ``shifts``) and its new progress, None for an event
+    of neither; for the processor, which folds it into the update's one copy of the state (``touch``)."""
     batch_dataset = SYNC_BATCHES.get(event_type)
     milestone = SYNC_MILESTONES.get(event_type)
     dataset = batch_dataset if batch_dataset is not None else milestone[0] if milestone is not None else None
     if dataset is None:
-        return state
-    progress = (state.paystubs if dataset == "paystubs" else state.shifts) or SyncProgress()
+        return None
+    progress = (state.paystubs if dataset == "paystubs" else state.shifts) or _NO_PROGRESS
     raw_params = payload.get("params")
-    params: Mapping[str, Any] = raw_params if isinstance(raw_params, Mapping) else {}
-    changes: dict[str, Any] = {
-        "pay_date_from": _date_min(progress.pay_date_from, _pay_date(params.get("from_pay_date"))),
-        "pay_date_to": _date_max(progress.pay_date_to, _pay_date(params.get("to_pay_date"))),
-        "last_job_id": job_id or progress.last_job_id,
-    }
+    params: Mapping[str, Any] = raw_params if isinstance(raw_params, Mapping) else _NO_PARAMS
+    values = list(progress)
+    values[_PAY_DATE_FROM] = _date_min(progress.pay_date_from, _pay_date(params.get("from_pay_date")))
+    values[_PAY_DATE_TO] = _date_max(progress.pay_date_to, _pay_date(params.get("to_pay_date")))
+    values[_LAST_JOB_ID] = job_id or progress.last_job_id
     if milestone is not None:
-        field = milestone[1]
-        reached: int | None = getattr(progress, field)
-        changes[field] = occurred_us if reached is None else min(reached, occurred_us)
+        reached: int | None = getattr(progress, milestone[1])
+        values[_MILESTONE_INDEX[milestone[1]]] = occurred_us if reached is None else min(reached, occurred_us)
     else:
         added = _ids(payload.get("added"))
         deleted = _ids(payload.get("deleted"))
@@ -261,19 +288,80 @@ def apply_sync(
         count = params.get("count")
         status = _str(params.get("sync_status"))
         take_status = status is not None and _newer(occurred_us, progress.sync_status_at_us)
-        changes.update(
-            batches=progress.batches + 1,
-            reported_count=_saturated(progress.reported_count + (count if type(count) is int else 0)),
-            added_count=progress.added_count + len(added),
-            deleted_count=progress.deleted_count + len(deleted),
-            added_ids=added_ids,
-            deleted_ids=deleted_ids,
-            ids_truncated=progress.ids_truncated or cut_added or cut_deleted,
-            sync_status=status if take_status else progress.sync_status,
-            sync_status_at_us=occurred_us if take_status else progress.sync_status_at_us,
-        )
-    updated = progress._replace(**changes)
-    return state._replace(paystubs=updated) if dataset == "paystubs" else state._replace(shifts=updated)
+        values[_BATCHES] = progress.batches + 1
+        values[_REPORTED_COUNT] = _saturated(progress.reported_count + (count if type(count) is int else 0))
+        values[_ADDED_COUNT] = progress.added_count + len(added)
+        values[_DELETED_COUNT] = progress.deleted_count + len(deleted)
+        values[_ADDED_IDS] = added_ids
+        values[_DELETED_IDS] = deleted_ids
+        values[_IDS_TRUNCATED] = progress.ids_truncated or cut_added or cut_deleted
+        if take_status:
+            values[_SYNC_STATUS] = status
+            values[_SYNC_STATUS_AT_US] = occurred_us
+    return dataset, SyncProgress._make(values)
+
+
+# Field indexes of SyncProgress and AccountState: an update copies the fields into a list, sets the changed
+# ones and makes one tuple of it (a namedtuple's ``_replace`` costs several times that).
+_NO_PROGRESS: Final = SyncProgress()
+_NO_PARAMS: Final[Mapping[str, Any]] = {}
+(
+    _PAY_DATE_FROM,
+    _PAY_DATE_TO,
+    _LAST_JOB_ID,
+    _BATCHES,
+    _REPORTED_COUNT,
+    _ADDED_COUNT,
+    _DELETED_COUNT,
+    _ADDED_IDS,
+    _DELETED_IDS,
+    _IDS_TRUNCATED,
+    _SYNC_STATUS,
+    _SYNC_STATUS_AT_US,
+) = (
+    SyncProgress._fields.index(name)
+    for name in (
+        "pay_date_from",
+        "pay_date_to",
+        "last_job_id",
+        "batches",
+        "reported_count",
+        "added_count",
+        "deleted_count",
+        "added_ids",
+        "deleted_ids",
+        "ids_truncated",
+        "sync_status",
+        "sync_status_at_us",
+    )
+)
+_MILESTONE_INDEX: Final = {field: SyncProgress._fields.index(field) for _dataset, field in SYNC_MILESTONES.values()}
+(
+    _END_USER_ID,
+    _JOBS,
+    _PAYSTUBS,
+    _SHIFTS,
+    _VERSION,
+    _LAST_EVENT_ID,
+    _LAST_EVENT_TYPE,
+    _LAST_EVENT_SENT_AT_US,
+    _LAST_CHANGE,
+    _UPDATED_AT_US,
+) = (
+    AccountState._fields.index(name)
+    for name in (
+        "end_user_id",
+        "jobs",
+        "paystubs",
+        "shifts",
+        "version",
+        "last_event_id",
+        "last_event_type",
+        "last_event_sent_at_us",
+        "last_change",
+        "updated_at_us",
+    )
+)
 
 
 def touch(
@@ -286,21 +374,28 @@ def touch(
     at_us: int,
     end_user_id: str | None,
     jobs: Mapping[str, JobOutcome] | None = None,
+    synced: tuple[str, SyncProgress] | None = None,
 ) -> AccountState:
     """Every account update bumps the version: the snapshot sequence of an account is strictly ordered.
 
-    ``jobs`` folds the job outcome into the same copy (one tuple per event on the hot path).
+    ``jobs`` (the job outcome merged) and ``synced`` (``sync_progress``'s change) fold into the same copy: one
+    tuple per event on the hot path.
     """
-    return state._replace(
-        jobs=state.jobs if jobs is None else jobs,
-        version=state.version + 1,
-        last_event_id=event_id,
-        last_event_type=event_type,
-        last_event_sent_at_us=sent_at_us,
-        last_change=change,
-        updated_at_us=at_us if state.updated_at_us is None else max(state.updated_at_us, at_us),
-        end_user_id=_uuid(end_user_id) or state.end_user_id,
-    )
+    values = list(state)
+    if jobs is not None:
+        values[_JOBS] = jobs
+    if synced is not None:
+        values[_PAYSTUBS if synced[0] == "paystubs" else _SHIFTS] = synced[1]
+    values[_VERSION] = state.version + 1
+    values[_LAST_EVENT_ID] = event_id
+    values[_LAST_EVENT_TYPE] = event_type
+    values[_LAST_EVENT_SENT_AT_US] = sent_at_us
+    values[_LAST_CHANGE] = change
+    updated = state.updated_at_us
+    values[_UPDATED_AT_US] = at_us if updated is None or at_us > updated else updated
+    if end_user_id is not None:
+        values[_END_USER_ID] = _uuid(end_user_id) or state.end_user_id
+    return AccountState._make(values)
 
 
 #: The range of an Avro long: a sum of reported counts saturates there instead of making a state that the

@@ -39,6 +39,7 @@ def timer_key_bytes(due_us: int, kind: TimerKind, target: bytes) -> bytes:
 
 
 _KIND_BYTES: Final = {kind: kind.value.encode() for kind in TimerKind}
+_KIND_TEXT: Final = {kind: kind.value for kind in TimerKind}  # an enum's `value` is a descriptor call
 
 
 class TimerKey(NamedTuple):
@@ -47,7 +48,10 @@ class TimerKey(NamedTuple):
     target: str
 
     def encode(self) -> str:
-        return f"{due_prefix(self.due_us)}|{self.kind.value}|{self.target}"
+        due_us = self.due_us
+        if not 0 <= due_us <= _MAX_DUE:
+            due_us = min(max(due_us, 0), _MAX_DUE)
+        return f"{due_us:016d}|{_KIND_TEXT[self.kind]}|{self.target}"
 
     @classmethod
     def decode(cls, key: str, due_us: int) -> TimerKey:

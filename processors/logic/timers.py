@@ -50,10 +50,16 @@ class TimerRules:
         return TimerKey(self.dedupe_due(received_us), TimerKind.DEDUPE, event_id)
 
     @staticmethod
+    def job_due(state: JobState) -> int | None:
+        """When a job's open pending times out, if it has one: the due time of its ``job_timer``."""
+        current = state.open
+        return None if current is None else current.deadline_us
+
+    @staticmethod
     def job_timer(join_key: str, state: JobState) -> TimerKey | None:
         """The timeout of a job's open pending, if it has one."""
-        current = state.open
-        return None if current is None else TimerKey(current.deadline_us, TimerKind.JOB, join_key)
+        due = TimerRules.job_due(state)
+        return None if due is None else TimerKey(due, TimerKind.JOB, join_key)
 
     def timer_of(self, store: str, key: str, value: Any) -> TimerKey | None:
         """The timer the entry ``key`` -> ``value`` of ``store`` implies (its decoded value); None when it
