@@ -167,6 +167,7 @@ class Task:
         self.outputs: list[OutRecord] = []
         self.next_offsets: dict[TopicPartition, int] = {}
         self.uncommitted_records = 0
+        self._tps: dict[str, TopicPartition] = {}
 
     @property
     def phase(self) -> TaskPhase:
@@ -196,13 +197,23 @@ class Task:
 
     def process(self, records: list[Record], watermark_us: int) -> None:
         for record in records:
-            self.processor.process(record, watermark_us)
-            self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        self.uncommitted_records += len(records)
+            self.process_one(record, watermark_us)
+
+    def process_one(self, record: Record, watermark_us: int) -> None:
+        self.processor.process(record, watermark_us)
+        self.next_offsets[self._tp(record)] = record.offset + 1
+        self.uncommitted_records += 1
+
+    def _tp(self, record: Record) -> TopicPartition:
+        """The record's partition, one tuple per input topic rather than one per record."""
+        tp = self._tps.get(record.topic)
+        if tp is None or tp.partition != record.partition:
+            tp = self._tps[record.topic] = TopicPartition(record.topic, record.partition)
+        return tp
 
     def reject(self, record: Record, reason: str, error: str) -> None:
         self.processor.reject(record, reason, error)
-        self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        self.next_offsets[self._tp(record)] = record.offset + 1
         self.uncommitted_records += 1
 
     def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
