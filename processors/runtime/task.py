@@ -272,12 +272,15 @@ class Task:
     async def _produce(self) -> dict[str, int]:
         """Step 3: the changelog positions the transaction reaches (the next offset of each written store's
         changelog partition), the changelog records of the stores the processor logs itself among its outputs."""
-        records = []
-        for out in self.outputs:
-            partition = out.partition
-            if partition is None:
-                partition = await self.producer.partition_for(out.topic, out.key)
-            records.append(OutgoingRecord(out.topic, partition, out.key, out.value, out.headers))
+        outputs = self.outputs
+        keyed = [(out.topic, out.key) for out in outputs if out.partition is None]
+        placed = iter(await self.producer.partitions_for(keyed) if keyed else ())
+        records = [
+            OutgoingRecord(
+                out.topic, next(placed) if out.partition is None else out.partition, out.key, out.value, out.headers
+            )
+            for out in outputs
+        ]
         self._check_output_logged(records)
         for store, key, value in self.state.pending_writes():
             records.append(OutgoingRecord(self.state.changelogs[store], self.partition, key, value, ()))
