@@ -336,9 +336,10 @@ class Engine:
         limit = self.settings.max_poll_records
         done = 0
         try:
-            while done < limit and (item := group.pop(at_end, now)) is not None:
+            process = task.process_one
+            for time, record, watermark in group.take(at_end, now, limit):
                 # The record itself is not processed yet: nothing due at or after its time may fire first.
-                task.process([item[1]], min(item[0], group.watermark(at_end)))
+                process(record, time if time < watermark else watermark)
                 done += 1
         finally:
             self.stats.processed += done
@@ -387,15 +388,15 @@ class Engine:
                 log.info("isolation over", extra={"partition": partition, "refused": len(isolation.refused)})
                 self._process_ready(task, group, at_end)
                 return
-            item = group.pop(at_end, now)
+            item = next(group.take(at_end, now, 1), None)
             self._say_passed_over(group)
             if item is None:
                 return
-            record = item[1]
+            time, record, watermark = item
             rejection = isolation.rejection(record)
             try:
                 if rejection is None:
-                    task.process([record], min(item[0], group.watermark(at_end)))
+                    task.process_one(record, min(time, watermark))
                 else:
                     task.reject(record, *rejection)
                     self.stats.refused_records += 1

@@ -250,8 +250,8 @@ class AiokafkaTransactionalProducer:
         self.producer = producer
         self.partitioner = KeyPartitioner(producer)
 
-    async def partition_for(self, topic: str, key: bytes | None) -> int:
-        return await self.partitioner.partition_for(topic, key)
+    async def partitions_for(self, keyed: Sequence[tuple[str, bytes | None]]) -> list[int]:
+        return await self.partitioner.partitions_for(keyed)
 
     async def begin_transaction(self) -> None:
         with _port_errors():
@@ -260,8 +260,10 @@ class AiokafkaTransactionalProducer:
     async def send_and_wait(self, records: Sequence[OutgoingRecord]) -> dict[tuple[str, int], int]:
         with _port_errors():
             writer = BatchWriter(self.producer)
+            append = writer.append
             for record in records:
-                await writer.append(record.topic, record.partition, record.key, record.value, record.headers)
+                if not append(record):
+                    await writer.append_to_new_batch(record)
             return await writer.acknowledged()
 
     async def send_offsets_to_transaction(self, offsets: Mapping[TopicPartition, int], group_id: str) -> None:
@@ -295,10 +297,18 @@ class KeyPartitioner:
         self._by_key: dict[tuple[str, bytes | None], int] = {}
         self._max_keys = max_keys
 
-    async def partition_for(self, topic: str, key: bytes | None) -> int:
-        cached = self._by_key.get((topic, key))
-        if cached is not None:
-            return cached
+    async def partitions_for(self, keyed: Sequence[tuple[str, bytes | None]]) -> list[int]:
+        """The partition of each (topic, key); the topics' partition lists are awaited only when first needed."""
+        by_key = self._by_key
+        placed = []
+        for topic_key in keyed:
+            partition = by_key.get(topic_key)
+            if partition is None:
+                partition = await self._partition_for(*topic_key)
+            placed.append(partition)
+        return placed
+
+    async def _partition_for(self, topic: str, key: bytes | None) -> int:
         partitions = self._partitions.get(topic)
         if partitions is None:
             partitions = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
@@ -322,21 +332,36 @@ class BatchWriter:
         self._open: dict[tuple[str, int], Any] = {}
         self._sent: dict[tuple[str, int], list[tuple[asyncio.Future[Any], int]]] = {}
 
-    async def append(
-        self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> None:
-        tp = (topic, partition)
+    def append(self, record: OutgoingRecord) -> bool:
+        """Add the record to its partition's open batch; False when that batch is full (`append_to_new_batch`)."""
+        tp = (record.topic, record.partition)
         batch = self._open.get(tp)
         if batch is None:
             batch = self._open[tp] = self.producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-            await self._send(tp)
-            batch = self._open[tp] = self.producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-                # Larger than a batch: the plain send path gives it a batch of its own.
-                del self._open[tp]
-                future = await self.producer.send(topic, value, key=key, partition=partition, headers=list(headers))
-                self._sent.setdefault(tp, []).append((future, 1))
+        headers = record.headers
+        return (
+            batch.append(
+                key=record.key,
+                value=record.value,
+                timestamp=None,
+                headers=headers if type(headers) is list else list(headers),  # the builder takes lists only
+            )
+            is not None
+        )
+
+    async def append_to_new_batch(self, record: OutgoingRecord) -> None:
+        """The record's batch was full: send it, and start another with the record."""
+        tp = (record.topic, record.partition)
+        await self._send(tp)
+        headers = list(record.headers)
+        batch = self._open[tp] = self.producer.create_batch()
+        if batch.append(key=record.key, value=record.value, timestamp=None, headers=headers) is None:
+            # Larger than a batch: the plain send path gives it a batch of its own.
+            del self._open[tp]
+            future = await self.producer.send(
+                record.topic, record.value, key=record.key, partition=record.partition, headers=headers
+            )
+            self._sent.setdefault(tp, []).append((future, 1))
 
     async def _send(self, tp: tuple[str, int]) -> None:
         batch = self._open.pop(tp)

@@ -21,7 +21,7 @@ Pure bookkeeping: the engine tells it what was fetched, which partitions are rea
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from processors.runtime.ports import TopicPartition
@@ -75,24 +75,76 @@ class PartitionGroup(Generic[R]):
         `now_s`: a monotonic clock, for the idle bound. An empty partition with more on the broker (or not
         known to have none) holds the others back for up to `max_idle_ms`, then is passed over (the
         watermark still holds timers back for it)."""
+        for time, record, _watermark in self.take(at_end, now_s, 1):
+            return time, record
+        return None
+
+    def take(self, at_end: Mapping[TopicPartition, bool], now_s: float, limit: int) -> Iterator[tuple[int, R, int]]:
+        """Up to `limit` records, each as `pop` takes it, with the watermark once it is taken (`watermark(at_end)`
+        right after): (event time, record, watermark). `at_end` and `now_s` hold for the whole take.
+
+        One pass over the partitions picks the next record; the records after it in the same partition follow
+        without another pass for as long as they come before every other partition's next record: nothing else
+        changed meanwhile (the other buffers, what is at its end, the time)."""
+        taken = 0
+        while taken < limit:
+            scan = self._scan(at_end, now_s)
+            if scan is None:
+                return
+            best, others, bound_time, bound_rank = scan
+            buffer = self._buffers[best]
+            rank = self._rank[best]
+            best_at_end = at_end.get(best, False)
+            while True:
+                time, record = buffer.popleft()
+                self._last[best] = time
+                taken += 1
+                # Its mark is now its next record's time, or none when read to its end, or the time just taken.
+                own = buffer[0][0] if buffer else END_OF_TIME if best_at_end else time
+                yield time, record, own if own < others else others
+                if taken >= limit or not buffer:
+                    break  # an emptied partition may now wait for the broker: a new pass decides
+                head = buffer[0][0]
+                if head > bound_time or (head == bound_time and rank > bound_rank):
+                    break
+
+    def _scan(
+        self, at_end: Mapping[TopicPartition, bool], now_s: float
+    ) -> tuple[TopicPartition, int, int, tuple[int, str]] | None:
+        """The partition of the next record (None: none, or the task must wait); the watermark of the other
+        partitions; and the key (time, rank) of the next record among the other buffered ones (after all: none)."""
         best: TopicPartition | None = None
         best_key: tuple[int, tuple[int, str]] | None = None
+        bound_key: tuple[int, tuple[int, str]] = (END_OF_TIME, (2**31, ""))
         waiting = False
         expired: list[TopicPartition] | None = None
+        # The lowest partition mark (as `watermark` counts it), its partition, and the next lowest.
+        low, low_tp, second = END_OF_TIME, None, END_OF_TIME
         for tp, buffer in self._buffers.items():
             if buffer:
-                key = (buffer[0][0], self._rank[tp])
+                mark = buffer[0][0]
+                key = (mark, self._rank[tp])
                 if best_key is None or key < best_key:
+                    if best_key is not None:
+                        bound_key = best_key
                     best, best_key = tp, key
+                elif key < bound_key:
+                    bound_key = key
             elif at_end.get(tp, False):
                 self._waiting_since.pop(tp, None)
                 self._passed_over.discard(tp)
+                continue
             else:
                 since = self._waiting_since.setdefault(tp, now_s)
                 if now_s - since < self._max_idle_s:
                     waiting = True
                 elif tp not in self._passed_over:
                     expired = [tp] if expired is None else [*expired, tp]
+                mark = self._last.get(tp, BEGINNING_OF_TIME)
+            if mark < low:
+                low, low_tp, second = mark, tp, low
+            elif mark < second:
+                second = mark
         if best is None:
             # Nothing to process: idling starts when some partition has records to hold back.
             self._waiting_since.clear()
@@ -103,9 +155,7 @@ class PartitionGroup(Generic[R]):
         if expired is not None:  # the others go ahead without these: out of event-time order, said once
             self._passed_over.update(expired)
             self._newly_passed_over.extend(expired)
-        item = self._buffers[best].popleft()
-        self._last[best] = item[0]
-        return item
+        return best, second if low_tp is best else low, bound_key[0], bound_key[1]
 
     def take_passed_over(self) -> list[TopicPartition]:
         """The partitions passed over since the last call (each once per idle episode), for the shell to say so."""

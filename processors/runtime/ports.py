@@ -127,8 +127,8 @@ class TransactionalProducer(Protocol):
     Every transactional operation raises `ProducerFencedError` when it was fenced, and sending raises
     `RecordRefusedError` when the broker refused a record for what it is."""
 
-    async def partition_for(self, topic: str, key: bytes | None) -> int:
-        """The partition the default (murmur2) partitioner picks for `key`, as a plain send would."""
+    async def partitions_for(self, keyed: Sequence[tuple[str, bytes | None]]) -> list[int]:
+        """The partition the default (murmur2) partitioner picks for each (topic, key), as a plain send would."""
         ...
 
     async def begin_transaction(self) -> None: ...

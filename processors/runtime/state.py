@@ -96,11 +96,12 @@ class TaskState:
         # The stores whose changelog records the task writes (the others' the processor writes itself).
         self._task_logged = tuple(store for store in self.changelogs if store not in self.output_logged)
         stores = [*self.changelogs, *self.local_stores]
-        self._local_prefixes = {store: _ns(store) for store in self.local_stores}
+        self._prefixes = {store: _ns(store) for store in stores}
+        self._local_prefixes = {store: self._prefixes[store] for store in self.local_stores}
         self._dirty: dict[str, dict[bytes, bytes | None]] = {store: {} for store in stores}
-        # The overlay's keys in order, kept as they are written: sorting them on every range() made a
-        # range per event quadratic in the transaction's size.
-        self._dirty_keys: dict[str, list[bytes]] = {store: [] for store in stores}
+        # The overlay's keys in order, of the stores read by `range` (from their first range on), kept as they
+        # are written: sorting them on every range() made a range per event quadratic in the transaction's size.
+        self._dirty_keys: dict[str, list[bytes]] = {}
         self._db = self._open()
 
     def _open(self) -> Rdict:
@@ -122,7 +123,7 @@ class TaskState:
         dirty = self._dirty[store]
         if key in dirty:
             return dirty[key]
-        value: bytes | None = self._db.get(_ns(store) + key)
+        value: bytes | None = self._db.get(self._prefixes[store] + key)
         return value
 
     def put(self, store: str, key: bytes, value: bytes) -> None:
@@ -133,8 +134,8 @@ class TaskState:
 
     def _write(self, store: str, key: bytes, value: bytes | None) -> None:
         dirty = self._dirty[store]
-        if key not in dirty:
-            insort(self._dirty_keys[store], key)
+        if key not in dirty and (keys := self._dirty_keys.get(store)) is not None:
+            insort(keys, key)
         dirty[key] = value
 
     def range(self, store: str, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -142,10 +143,12 @@ class TaskState:
 
         Lazy: a caller that wants only the first entry (the next timer) reads only that far.
         """
-        prefix = _ns(store)
+        prefix = self._prefixes[store]
         cut = len(prefix)
         dirty = self._dirty[store]
-        keys = self._dirty_keys[store]
+        keys = self._dirty_keys.get(store)
+        if keys is None:
+            keys = self._dirty_keys[store] = sorted(dirty)
         overlay = keys[bisect_left(keys, start) : bisect_left(keys, end)]  # a copy: callers may write meanwhile
         i = 0
         for raw_key, stored in self._db.items(from_key=prefix + start):
@@ -197,7 +200,7 @@ class TaskState:
         """The transaction committed: apply its writes locally, with the changelog positions they reach."""
         batch = WriteBatch(raw_mode=True)
         for store, dirty in self._dirty.items():
-            prefix = _ns(store)
+            prefix = self._prefixes[store]
             for key, value in dirty.items():
                 if value is None:
                     batch.delete(prefix + key)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from processors.runtime.lifecycle import Lifecycle, TaskPhase
 from processors.runtime.ports import (
@@ -29,8 +29,11 @@ from processors.runtime.state import TaskState
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OutRecord:
+class OutRecord(NamedTuple):
+    """A record a processor emits (its partition, when None, is the key's as a plain send would pick it).
+
+    A named tuple, immutable as a frozen dataclass but built three times faster, once per output record."""
+
     topic: str
     key: bytes | None
     value: bytes | None
@@ -167,6 +170,7 @@ class Task:
         self.outputs: list[OutRecord] = []
         self.next_offsets: dict[TopicPartition, int] = {}
         self.uncommitted_records = 0
+        self._tps: dict[str, TopicPartition] = {}
 
     @property
     def phase(self) -> TaskPhase:
@@ -196,13 +200,23 @@ class Task:
 
     def process(self, records: list[Record], watermark_us: int) -> None:
         for record in records:
-            self.processor.process(record, watermark_us)
-            self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        self.uncommitted_records += len(records)
+            self.process_one(record, watermark_us)
+
+    def process_one(self, record: Record, watermark_us: int) -> None:
+        self.processor.process(record, watermark_us)
+        self.next_offsets[self._tp(record)] = record.offset + 1
+        self.uncommitted_records += 1
+
+    def _tp(self, record: Record) -> TopicPartition:
+        """The record's partition, one tuple per input topic rather than one per record."""
+        tp = self._tps.get(record.topic)
+        if tp is None or tp.partition != record.partition:
+            tp = self._tps[record.topic] = TopicPartition(record.topic, record.partition)
+        return tp
 
     def reject(self, record: Record, reason: str, error: str) -> None:
         self.processor.reject(record, reason, error)
-        self.next_offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        self.next_offsets[self._tp(record)] = record.offset + 1
         self.uncommitted_records += 1
 
     def punctuate(self, wall_clock_ms: int, watermark_us: int) -> None:
@@ -261,12 +275,15 @@ class Task:
     async def _produce(self) -> dict[str, int]:
         """Step 3: the changelog positions the transaction reaches (the next offset of each written store's
         changelog partition), the changelog records of the stores the processor logs itself among its outputs."""
-        records = []
-        for out in self.outputs:
-            partition = out.partition
-            if partition is None:
-                partition = await self.producer.partition_for(out.topic, out.key)
-            records.append(OutgoingRecord(out.topic, partition, out.key, out.value, out.headers))
+        outputs = self.outputs
+        keyed = [(out.topic, out.key) for out in outputs if out.partition is None]
+        placed = iter(await self.producer.partitions_for(keyed) if keyed else ())
+        records = [
+            OutgoingRecord(
+                out.topic, next(placed) if out.partition is None else out.partition, out.key, out.value, out.headers
+            )
+            for out in outputs
+        ]
         self._check_output_logged(records)
         for store, key, value in self.state.pending_writes():
             records.append(OutgoingRecord(self.state.changelogs[store], self.partition, key, value, ()))

@@ -281,9 +281,12 @@ class MemoryProducer:
         if self.broker._epochs[self.tid] != self.epoch:
             raise ProducerFencedError(f"producer {self.tid} epoch {self.epoch} fenced")
 
-    async def partition_for(self, topic: str, key: bytes | None) -> int:
-        assert key is not None, "the runtime's outputs are keyed"
-        return (murmur2(key) & 0x7FFFFFFF) % self.broker.partitions(topic)
+    async def partitions_for(self, keyed: Sequence[tuple[str, bytes | None]]) -> list[int]:
+        placed = []
+        for topic, key in keyed:
+            assert key is not None, "the runtime's outputs are keyed"
+            placed.append((murmur2(key) & 0x7FFFFFFF) % self.broker.partitions(topic))
+        return placed
 
     async def begin_transaction(self) -> None:
         self._check()

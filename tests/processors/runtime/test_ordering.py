@@ -4,6 +4,8 @@ against the real broker is tested in tests/processors/test_pipeline_kafka.py).""
 from __future__ import annotations
 
 from aiokafka import TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processors.runtime.ordering import BEGINNING_OF_TIME, END_OF_TIME, PartitionGroup
 
@@ -52,3 +54,40 @@ def test_the_watermark_is_the_lowest_time_some_partition_has_not_been_read_past(
     # processed from the account topic since.
     assert g.watermark({A: False, J: False}) == 20
     assert g.watermark({A: False, J: True}) == 500
+
+
+P = TopicPartition("payments", 0)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([A, J, P]),  # a fetch of this partition, then takes until the group waits
+            st.lists(st.integers(0, 50), max_size=4),
+            st.fixed_dictionaries({A: st.booleans(), J: st.booleans(), P: st.booleans()}),
+            st.floats(0, 3),
+            st.integers(1, 5),  # records per take
+        ),
+        max_size=40,
+    )
+)
+def test_take_is_pop_then_the_watermark_record_by_record(
+    steps: list[tuple[TopicPartition, list[int], dict[TopicPartition, bool], float, int]],
+) -> None:
+    one, two = PartitionGroup([A, J, P], RANK, 1_000), PartitionGroup([A, J, P], RANK, 1_000)
+    now = 0.0
+    for tp, times, at_end, dt, limit in steps:
+        now += dt
+        fetched = [(t, f"{tp.topic}{t}") for t in times]
+        one.add(tp, fetched)
+        two.add(tp, fetched)
+        while taken := list(one.take(at_end, now, limit)):
+            assert len(taken) <= limit
+            for item in taken:
+                popped = two.pop(at_end, now)
+                assert popped is not None
+                assert item == (*popped, two.watermark(at_end))
+            assert one.take_passed_over() == two.take_passed_over()
+        assert two.pop(at_end, now) is None
+        assert one.take_passed_over() == two.take_passed_over()
