@@ -16,8 +16,9 @@ registry lost them (a registry restarted on empty storage).
 The encoder is cavro when it is installed (the `speed` extra: a Cython writer, about 2x fastavro's on our
 records), fastavro's writer otherwise: cavro has no wheel for every Python we support. Both write the same
 bytes and refuse the same values (tests/schemas/test_encoder.py runs its tests with each).
-`decode_fields` (the processors' read of a family record's envelope) uses a reader of the same kind, compiled
-once per writer schema; `decode` is fastavro's.
+`decode_fields` (the processors' read of a family record's envelope) and `decode_plain` (`decode` with the values
+`encode_plain` takes, for records of the current schema) use a reader of the same kind, compiled once per
+schema; `decode` is fastavro's.
 """
 
 from __future__ import annotations
