@@ -184,13 +184,14 @@ def timers_derivation(config: LogicConfig) -> Derive:
 
 def state_topic_translation(codec: Codec) -> Translate:
     """The restore's hook (processors/runtime/restore.py) for the accounts store, whose changelog is
-    ``pinwheel.account_state.v1`` (``StoreSpec.changelog``): each record decoded by `codec` (either wire format;
-    the writer schemas of Confluent-framed ones fetched first, so a registry outage raises RegistryUnavailable
-    and the restore waits for it) and read back by ``account_state_of``; a tombstone deletes the account.
+    ``pinwheel.account_state.v1`` (``StoreSpec.changelog``): each record decoded by `codec` (``decode_plain``:
+    uuids as text and times as ints, as the state keeps them; either wire format; the writer schemas of
+    Confluent-framed ones fetched first, so a registry outage raises RegistryUnavailable and the restore waits
+    for it) and read back by ``account_state_of``; a tombstone deletes the account.
 
     A record that does not decode for another reason, has no key, or whose key is not its account's id was not
     written by this pipeline: ChangelogUnreadable (the store would be wrong without it)."""
-    to_bytes = ACCOUNT_STATE_SERDE.to_bytes
+    to_bytes, decode = ACCOUNT_STATE_SERDE.to_bytes, codec.decode_plain
     topic = catalog.ACCOUNT_STATE_TOPIC
 
     async def translate(store: str, records: Sequence[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes | None]]:
@@ -205,7 +206,7 @@ def state_topic_translation(codec: Codec) -> Translate:
                 translated.append((key, None))
                 continue
             try:
-                state = account_state_of(codec.decode(topic, value))
+                state = account_state_of(decode(topic, value))
             except RegistryError:
                 raise
             except (DecodeError, KeyError, TypeError, ValueError) as exc:

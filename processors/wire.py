@@ -320,17 +320,26 @@ def readiness_state_datum(readiness: Readiness) -> dict[str, Any]:
 
 # -- the account state, read back ----------------------------------------------------------------------------
 #
-# The inverse of ``state_datum`` over a record as ``Codec.decode`` gives it (fastavro's logical types: times as
-# aware datetimes, uuids as UUIDs, dates as dates). Lossless for the states the logic makes from what the
-# gateway accepts (tests/processors/test_state_datum.py). A record written before AccountState v2 lacks the
-# times that order job outcomes and sync statuses and the readiness: see ``account_state_of``.
+# The inverse of ``state_datum`` over a record as ``Codec.decode_plain`` gives it (uuids as text, times as epoch
+# microseconds, as ``state_datum`` has them) or as ``Codec.decode`` does (fastavro's logical types: times as
+# aware datetimes, uuids as UUIDs; ``decode_plain`` too for a record of an older writer schema); dates are dates
+# in both. Lossless for the states the logic makes from what the gateway accepts
+# (tests/processors/test_state_datum.py). A record written before AccountState v2 lacks the times that order
+# job outcomes and sync statuses and the readiness: see ``account_state_of``.
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def _us(value: datetime | None) -> int | None:
-    return None if value is None else (value - _EPOCH) // _MICROSECOND
+def _us(value: int | datetime | None) -> int | None:
+    """Epoch microseconds, from themselves (a plain datum's) or from an aware datetime."""
+    if value is None or isinstance(value, int):
+        return value
+    return _micros(value)
+
+
+def _micros(value: int | datetime) -> int:
+    return value if isinstance(value, int) else (value - _EPOCH) // _MICROSECOND
 
 
 def _text(value: UUID | str | None) -> str | None:
@@ -389,17 +398,18 @@ def _readiness_of(datum: Mapping[str, Any] | None) -> Readiness | None:
         datum["status"],
         datum["reason"],
         datum["blocked_by"],
-        {requirement: (at - _EPOCH) // _MICROSECOND for requirement, at in datum["met"].items()},
+        {requirement: _micros(at) for requirement, at in datum["met"].items()},
         _us(datum["first_seen"]),
         _us(datum["decided_at"]),
     )
 
 
 def account_state_of(datum: Mapping[str, Any]) -> AccountState:
-    """The ``AccountState`` of a ``pinwheel.account_state.v1`` record decoded by ``Codec.decode`` (the inverse of
-    ``state_datum``). A record written before AccountState v2 reads with the defaults of the fields v2 added:
-    no readiness (the rule judges the account again at its next event), no sync status time (the next batch's
-    status is taken), and each job outcome ordered by the latest time the record has."""
+    """The ``AccountState`` of a ``pinwheel.account_state.v1`` record decoded by ``Codec.decode_plain`` or
+    ``Codec.decode`` (the inverse of ``state_datum``). A record written before AccountState v2 reads with the
+    defaults of the fields v2 added: no readiness (the rule judges the account again at its next event), no sync
+    status time (the next batch's status is taken), and each job outcome ordered by the latest time the record
+    has."""
     return AccountState(
         account_id=str(datum["account_id"]),
         end_user_id=_text(datum["end_user_id"]),

@@ -16,8 +16,9 @@ registry lost them (a registry restarted on empty storage).
 The encoder is cavro when it is installed (the `speed` extra: a Cython writer, about 2x fastavro's on our
 records), fastavro's writer otherwise: cavro has no wheel for every Python we support. Both write the same
 bytes and refuse the same values (tests/schemas/test_encoder.py runs its tests with each).
-`decode_fields` (the processors' read of a family record's envelope) uses a reader of the same kind, compiled
-once per writer schema; `decode` is fastavro's.
+`decode_fields` (the processors' read of a family record's envelope) and `decode_plain` (`decode` with the values
+`encode_plain` takes, for records of the current schema) use a reader of the same kind, compiled once per
+schema; `decode` is fastavro's.
 """
 
 from __future__ import annotations
@@ -242,6 +243,16 @@ def _named_type(node: Any, full_name: str) -> dict[str, Any] | None:
     return None
 
 
+def _has_union_of_records(node: Any) -> bool:
+    """Whether an expanded schema has a union of more than one record."""
+    if isinstance(node, list):
+        records = [t for t in node if isinstance(t, dict) and t.get("type") in ("record", "error")]
+        return len(records) > 1 or any(_has_union_of_records(t) for t in node)
+    if isinstance(node, dict):
+        return any(_has_union_of_records(v) for v in node.values())
+    return False
+
+
 def avro_long(value: int) -> bytes:
     """An Avro `long` (zig-zag varint): for the block counts and lengths of bodies written in parts."""
     n = (value << 1) ^ (value >> 63)
@@ -293,6 +304,7 @@ class Codec:
         self._writers: dict[str, _Writer] = {}
         self._portable: dict[str, _Writer] = {}  # single-object writers, also with a registry (`encode_portable`)
         self._plain: dict[str, tuple[_Writer, _Writer]] = {}  # topic → (its writer, that writer's `encode_plain`)
+        self._plain_readers: dict[str, tuple[dict[str, Any], Reader]] = {}  # topic → (its schema, `decode_plain`'s)
         self._parts: dict[
             tuple[str, str, tuple[str, ...]], Encoder
         ] = {}  # `plain_fields_encoder`, `plain_type_encoder`
@@ -428,10 +440,14 @@ class Codec:
         writer = self._writer(topic)
         plain = self._plain.get(topic)
         if plain is None or plain[0] is not writer:  # built once per writer (a registry's new id makes a new one)
-            text = json.dumps(_without_logical_types(json.loads(self._store.current(self.record_name(topic)).text)))
+            text = self._plain_text(topic)
             encoder = _encoder(self.encoder_kind, text, parse(json.loads(text)))
             plain = self._plain[topic] = (writer, _Writer(writer.schema, writer.prefix, encoder))
         return plain[1]
+
+    def _plain_text(self, topic: str) -> str:
+        """`topic`'s current schema without the logical types the plain datums carry as their Avro values."""
+        return json.dumps(_without_logical_types(json.loads(self._store.current(self.record_name(topic)).text)))
 
     def framed(self, topic: str, body: bytes) -> bytes:
         """The record of `topic` whose Avro body is `body` (written in parts by the encoders below), in this
@@ -535,6 +551,37 @@ class Codec:
         if body.tell() != len(data) - offset:
             raise DecodeError(f"{len(data) - offset - body.tell()} trailing bytes after the {topic} record")
         return cast(dict[str, Any], datum)
+
+    def decode_plain(self, topic: str, data: bytes) -> dict[str, Any]:
+        """`decode`, with the values `encode_plain` takes: uuids as text, timestamp-micros as epoch microseconds.
+
+        A record written with the topic's current schema (our own records: the common case) is read by a reader
+        of the codec's encoder kind (cavro's when installed, as `decode_fields`) compiled from that schema
+        without these logical types: it makes no UUID or datetime only to have them turned back into text and
+        ints. Bytes after such a record are left unread (neither reader says where a
+        record ends). A record of an older writer schema is resolved by `decode` as ever, and its uuids and
+        times are the logical types' values (UUIDs, aware datetimes): readers of both take either (see
+        processors/wire.py `account_state_of`). Raises like `decode`; a schema with a union of several
+        records (which `decode` reads as `(name, record)`) is refused (ValueError).
+        """
+        writer, offset = self.writer_schema(data)
+        built = self._plain_readers.get(topic)
+        if built is None:
+            schema = self.reader_schema(topic)
+            if _has_union_of_records(expand_schema(json.loads(self._store.current(self.record_name(topic)).text))):
+                raise ValueError(f"{topic} records have a union of several records: decode_plain cannot read them")
+            built = (schema, _READERS[self.encoder_kind](self._plain_text(topic)))
+            with self._lock:
+                self._plain_readers[topic] = built
+        if writer is not built[0]:
+            return self.decode(topic, data)
+        try:
+            datum = built[1](data[offset:])
+        except Exception as exc:  # the readers raise many types; callers need one
+            raise DecodeError(f"cannot decode {topic} record: {type(exc).__name__}") from exc
+        if not isinstance(datum, dict):
+            raise DecodeError(f"cannot decode {topic} record: not a record")
+        return datum
 
     def decode_fields(self, topic: str, data: bytes, fields: frozenset[str]) -> dict[str, Any]:
         """Decode only `fields` of a record (other fields may come along; callers read theirs).

@@ -19,7 +19,7 @@ import pytest
 from fastavro import schemaless_writer
 from hypothesis import given, settings
 
-from schemas.codec import CAVRO, FASTAVRO, Codec, InvalidValue, avro_long, avro_string, encoders
+from schemas.codec import CAVRO, FASTAVRO, Codec, DecodeError, InvalidValue, avro_long, avro_string, encoders
 from schemas.deadletter import build_dead_letter
 from schemas.envelope import build_family_record
 from tests.schemas.schema_fixtures import ALL_DELIVERIES, RECEIVED_AT, SENT_AT, SampleDelivery
@@ -183,6 +183,35 @@ def test_encode_plain_refuses_a_logical_value(codec: Codec, field: str, value: A
     codec.encode(_UPDATE_TOPIC, datum)  # `encode` converts it
     with pytest.raises(InvalidValue):
         codec.encode_plain(_UPDATE_TOPIC, datum)
+
+
+def test_decode_plain_reads_back_the_datum_encode_plain_wrote(codec: Codec) -> None:
+    """Its uuids as text and its times as ints, where `decode` gives UUIDs and datetimes (each encoder's reader);
+    a union of one record reads as the record, as `decode` reads it."""
+    written = codec.encode_plain(_UPDATE_TOPIC, _PLAIN_UPDATE)
+    outcome = _PLAIN_UPDATE["outcome"][1]
+    assert codec.decode_plain(_UPDATE_TOPIC, written) == {**_PLAIN_UPDATE, "outcome": outcome}  # text as written
+    account = {**_PLAIN_UPDATE["account"], "end_user_id": _ACCOUNT_ID}  # `decode` reads only uuid text as a UUID
+    written = codec.encode_plain(_UPDATE_TOPIC, {**_PLAIN_UPDATE, "account": account})
+    assert codec.decode_plain(_UPDATE_TOPIC, written) == {**_PLAIN_UPDATE, "account": account, "outcome": outcome}
+    decoded = codec.decode(_UPDATE_TOPIC, written)
+    assert decoded["account_id"] == UUID(_ACCOUNT_ID)
+    assert decoded["outcome"]["resolved_at"].timestamp() * 10**6 == outcome["resolved_at"]
+
+
+def test_decode_plain_refuses_what_it_cannot_read(codec: Codec) -> None:
+    """Bytes that are not a record of the topic raise DecodeError, as `decode`; a schema with a union of several
+    records (a family record's payload), which `decode` reads as `(name, record)`, is refused."""
+    written = codec.encode_plain(_UPDATE_TOPIC, _PLAIN_UPDATE)
+    with pytest.raises(DecodeError):
+        codec.decode_plain(_UPDATE_TOPIC, written[:14])
+    with pytest.raises(DecodeError):
+        codec.decode_plain(_UPDATE_TOPIC, b"\x07" + written[1:])
+    record = build_family_record(
+        ALL_DELIVERIES[0].body, webhook_id="w", pinwheel_version="v", sent_at=SENT_AT, received_at=RECEIVED_AT
+    )
+    with pytest.raises(ValueError, match="union of several records"):
+        codec.decode_plain(record.topic, codec.encode(record.topic, record.value))
 
 
 @pytest.mark.parametrize("value", [0, 1, -1, 63, -64, 64, -65, 8191, 2**31, -(2**63), 2**63 - 1])
