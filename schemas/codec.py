@@ -31,6 +31,7 @@ import random
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 from uuid import UUID
 
@@ -198,6 +199,20 @@ _BUILT: dict[tuple[str, str], Encoder] = {}
 _PLAIN_LOGICAL_TYPES: Final = frozenset({"uuid", "timestamp-micros"})
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
+
+
+def _plain_value(value: Any) -> Any:
+    """A top-level value as the plain readers give it: a UUID as its text, an aware datetime (what fastavro reads
+    a timestamp-micros as) as its epoch microseconds; any other value as it is."""
+    if isinstance(value, datetime):
+        return (value - _EPOCH) // _ONE_US
+    if isinstance(value, UUID):
+        return str(value)
+    return value
+
+
 def _without_logical_types(node: Any) -> Any:
     """A schema (JSON value) whose uuid and timestamp-micros types are their underlying string and long: it
     writes the same bytes for a datum that carries these values as text and ints (and refuses other values)."""
@@ -310,7 +325,7 @@ class Codec:
         ] = {}  # `plain_fields_encoder`, `plain_type_encoder`
         self._by_id: dict[int, dict[str, Any]] = {}
         self._projections: dict[tuple[str, frozenset[str]], dict[str, Any]] = {}
-        self._prefixes: dict[tuple[str, int, frozenset[str]], tuple[dict[str, Any], Reader | None]] = {}
+        self._prefixes: dict[tuple[str, int, frozenset[str], bool], tuple[dict[str, Any], Reader | None]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -583,33 +598,41 @@ class Codec:
             raise DecodeError(f"cannot decode {topic} record: not a record")
         return datum
 
-    def decode_fields(self, topic: str, data: bytes, fields: frozenset[str]) -> dict[str, Any]:
+    def decode_fields(self, topic: str, data: bytes, fields: frozenset[str], *, plain: bool = False) -> dict[str, Any]:
         """Decode only `fields` of a record (other fields may come along; callers read theirs).
 
         The processors read the envelope and the raw body of family records this way; decoding the typed
         payload they do not use would cost as much again. When the fields lead the writer's field order
         (our family schemas put them first), only that prefix of the body is read: Avro binary has no
         framing, so the bytes after it are simply left unread. Otherwise a projection reader skips the rest.
+
+        With `plain`, `fields` come as `decode_plain` gives them: a uuid as its text, a timestamp-micros as epoch
+        microseconds (int). The prefix reader is then compiled without these logical types (no UUID or datetime
+        is made); a record read by projection (an older writer schema) has such values of `fields` turned into
+        text and ints (`fields` of these types only, not such values nested in a record).
         """
         writer, offset = self.writer_schema(data)
-        prefix = self._prefix(topic, writer, fields)
+        prefix = self._prefix(topic, writer, fields, plain)
         try:
             if prefix is not None:
                 datum = prefix(data[offset:])
             else:
                 body = io.BytesIO(memoryview(data)[offset:])
                 datum = schemaless_reader(body, writer, self._projection(topic, fields))
+                if plain and isinstance(datum, dict):
+                    datum = {name: _plain_value(value) for name, value in datum.items()}
         except Exception as exc:  # the readers raise many types; callers need one
             raise DecodeError(f"cannot decode {topic} record: {type(exc).__name__}") from exc
         if not isinstance(datum, dict):
             raise DecodeError(f"cannot decode {topic} record: not a record")
         return datum
 
-    def _prefix(self, topic: str, writer: dict[str, Any], fields: frozenset[str]) -> Reader | None:
+    def _prefix(self, topic: str, writer: dict[str, Any], fields: frozenset[str], plain: bool) -> Reader | None:
         """A reader of the writer schema cut after the last of `fields`, when that is shorter and reads each of
         them exactly as the topic's current schema would (same type); else None. It is compiled by the codec's
-        encoder kind (cavro's reads the envelope of a family record in about a third of fastavro's time)."""
-        key = (topic, id(writer), fields)
+        encoder kind (cavro's reads the envelope of a family record in about a third of fastavro's time), without
+        the logical types `decode_plain` skips when `plain`."""
+        key = (topic, id(writer), fields, plain)
         try:
             return self._prefixes[key][1]
         except KeyError:
@@ -620,9 +643,10 @@ class Codec:
         if all(name in written and writer["fields"][written[name]]["type"] == current.get(name) for name in fields):
             end = 1 + max(written[name] for name in fields)
             if end < len(written):
-                plain = {k: v for k, v in writer.items() if not k.startswith("__")}  # fastavro's parse markers
+                written_schema = {k: v for k, v in writer.items() if not k.startswith("__")}  # no parse markers
                 try:
-                    text = json.dumps({**plain, "fields": writer["fields"][:end]})
+                    cut = {**written_schema, "fields": writer["fields"][:end]}
+                    text = json.dumps(_without_logical_types(cut) if plain else cut)
                     prefix = _READERS[self.encoder_kind](text)
                 except Exception:  # the prefix uses a type defined further on: read it all
                     prefix = None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 import json
 import struct
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from fastavro import schemaless_reader
+from fastavro import schemaless_reader, schemaless_writer
 
 from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.codec import SINGLE_OBJECT, Codec, DecodeError, SchemaSettings, encoders
@@ -24,6 +24,7 @@ RECORDS = [
     for d in ALL_DELIVERIES
 ]
 NOW = datetime(2025, 6, 24, 22, 5, tzinfo=UTC)
+RECEIVED_AT_US = int(RECEIVED_AT.timestamp()) * 10**6 + RECEIVED_AT.microsecond
 
 
 def account_state() -> dict[str, object]:
@@ -231,3 +232,42 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCHEMA_REGISTRY_URL", "http://registry:8081")
     assert SchemaSettings().registry_url == "http://registry:8081"
     assert all(field.description for field in SchemaSettings.model_fields.values())
+
+
+def _older_writer_record(codec: Codec, topic: str, datum: dict[str, object]) -> bytes:
+    """`datum` written with the oldest shipped version of `topic`'s record (the single-object format)."""
+    store = load_store()
+    oldest = store.versions(codec.record_name(topic))[0]
+    out = io.BytesIO()
+    schemaless_writer(out, oldest.parsed, datum)
+    return b"\xc3\x01" + oldest.fingerprint + out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        frozenset({"event_id", "event_type", "webhook_id", "pinwheel_version", "sent_at", "received_at", "raw_body"}),
+        # Up to the oldest version's last field: its records are read by projection, the current ones by a prefix.
+        frozenset({"raw_body", "envelope_extra_json", "received_at"}),
+    ],
+    ids=["envelope", "oldest_by_projection"],
+)
+@pytest.mark.parametrize("kind", encoders())
+def test_decode_fields_plain_reads_the_full_read_as_text_and_ints(kind: str, fields: frozenset[str]) -> None:
+    """The plain read of every family record (the fixture deliveries, written with the current schema and with
+    the oldest shipped one) is the full read with its times as epoch µs: the same values, no datetime made."""
+    codec = Codec(encoder=kind)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for record in RECORDS:
+        for data in (codec.encode(record.topic, record.value), _older_writer_record(codec, record.topic, record.value)):
+            full = codec.decode_fields(record.topic, data, fields)
+            plain = codec.decode_fields(record.topic, data, fields, plain=True)
+            for name in fields:
+                value = full[name]
+                expected = (value - epoch) // timedelta(microseconds=1) if isinstance(value, datetime) else value
+                assert type(plain[name]) is type(expected), (record.event_type, name)
+                assert plain[name] == expected, (record.event_type, name)
+            assert plain["received_at"] == RECEIVED_AT_US
+    data = codec.encode(RECORDS[0].topic, RECORDS[0].value)
+    with pytest.raises(DecodeError, match="cannot decode"):  # truncated inside the fields read
+        codec.decode_fields(RECORDS[0].topic, data[:14], fields, plain=True)
