@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def processors_path() -> None:
         for record in records:
-            event_of(codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS), record)
+            event_of(codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS, plain=True), record)
 
     def full_decode() -> None:
         for record in records:

@@ -21,12 +21,13 @@ from processors.logic.config import LogicConfig
 from processors.logic.events import event_from_payload
 from processors.logic.processor import AccountProcessor
 from processors.logic.stores import in_memory_stores
+from processors.logic.timeutil import to_us
 from schemas import catalog
 
 _JOBS = ("direct_deposit_switch.added", "income.added", "employment.added", "identity.added")
 
 
-def _payloads(count: int, seed: int = 7) -> Iterator[tuple[str, str, dict[str, Any], datetime]]:
+def _payloads(count: int, seed: int = 7) -> Iterator[tuple[str, str, dict[str, Any], int]]:
     rng = random.Random(seed)
     t0 = datetime(2025, 6, 24, tzinfo=UTC)
     accounts = [f"{n:08d}-0000-4000-8000-000000000000" for n in range(2000)]
@@ -51,9 +52,9 @@ def _payloads(count: int, seed: int = 7) -> Iterator[tuple[str, str, dict[str, A
             if event_type.endswith("s.added"):
                 base["added"] = [{"id": f"{n}-{i}"} for i in range(3)]
                 base["deleted"] = []
-        yield f"evt-{n}", event_type, base, now
+        yield f"evt-{n}", event_type, base, to_us(now)
         if rng.random() < 0.02:
-            yield f"evt-{n}", event_type, base, now + timedelta(seconds=30)
+            yield f"evt-{n}", event_type, base, to_us(now + timedelta(seconds=30))
 
 
 def _run(count: int, serialized: bool, batch: int = 500) -> tuple[int, float, float]:
@@ -64,7 +65,8 @@ def _run(count: int, serialized: bool, batch: int = 500) -> tuple[int, float, fl
     while chunk := list(islice(rows, batch)):
         start = time.process_time()
         events = [
-            event_from_payload(event_id=i, event_type=t, payload=p, received_at=r, sent_at=r) for i, t, p, r in chunk
+            event_from_payload(event_id=i, event_type=t, payload=p, received_at_us=r, sent_at_us=r)
+            for i, t, p, r in chunk
         ]
         built = time.process_time()
         for event in events:

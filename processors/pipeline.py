@@ -235,26 +235,28 @@ class PipelineCounters:
 LOG_APPEND_TIME = 1
 
 
-def _log_append_time(record: ConsumerRecord[bytes, bytes]) -> datetime | None:
-    """When the broker appended the record, on topics whose timestamps the broker sets (family topics)."""
+def _log_append_us(record: ConsumerRecord[bytes, bytes]) -> int | None:
+    """When the broker appended the record (epoch µs), on topics whose timestamps the broker sets (family topics)."""
     if record.timestamp_type != LOG_APPEND_TIME:
         return None
-    return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    timestamp: int = record.timestamp
+    return timestamp * 1000
 
 
 def event_of(datum: dict[str, Any], record: ConsumerRecord[bytes, bytes]) -> Event:
-    """The logic's ``Event`` of a family record: its decoded envelope (``ENVELOPE_FIELDS``) and the payload of
-    its raw body, read by the gateway's own rules. Raises ``PayloadError``, ``InvalidEvent`` (with a dead-letter
+    """The logic's ``Event`` of a family record: its envelope (``ENVELOPE_FIELDS``, read by
+    ``Codec.decode_fields(..., plain=True)``: times as epoch µs) and the payload of its raw body, read by the
+    gateway's own rules. Raises ``PayloadError``, ``InvalidEvent`` (with a dead-letter
     reason) or KeyError/TypeError/ValueError (a record no gateway of ours wrote)."""
     body = parse_body(datum["raw_body"])
     return event_from_payload(
         event_id=datum["event_id"],
         event_type=datum["event_type"],
         payload=body.payload,
-        received_at=datum["received_at"],
-        sent_at=datum["sent_at"],
+        received_at_us=datum["received_at"],
+        sent_at_us=datum["sent_at"],
         family=TOPIC_FAMILY.get(record.topic),
-        logged_at=_log_append_time(record),
+        logged_at_us=_log_append_us(record),
     )
 
 
@@ -296,7 +298,7 @@ class AccountPipeline:
     def _read(self, record: ConsumerRecord[bytes, bytes]) -> tuple[dict[str, Any], Event] | _Unreadable:
         datum = None
         try:
-            datum = self.codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS)
+            datum = self.codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS, plain=True)
             return datum, event_of(datum, record)
         except DecodeError as exc:
             return _Unreadable(None, "decode_error", str(exc))

@@ -34,7 +34,8 @@ class InvalidEvent(ValueError):
 
 
 class Event(NamedTuple):
-    """One webhook delivery, normalized. Times are aware UTC datetimes.
+    """One webhook delivery, normalized. The delivery's times are epoch µs (what the records carry and the logic
+    computes with); the payload's own time, parsed from its text, is an aware UTC datetime.
 
     A NamedTuple, not a frozen dataclass: one is built per record, and a tuple is built several times faster.
     """
@@ -44,14 +45,14 @@ class Event(NamedTuple):
     #: The partition key: account_id, else end_user_id, else company_connection_id, else event_id.
     account_key: str
     account_id: str | None
-    #: When the gateway read the request: the event time of stream processing.
-    received_at: datetime
+    #: When the gateway read the request (epoch µs): the event time of stream processing.
+    received_at_us: int
     #: The payload's own time: ``timestamp`` (jobs), ``updated_at`` (monitoring status),
     #: ``created_at`` (account.added).
     occurred_at: datetime | None = None
     family: str = catalog.Family.OTHER.value
-    #: ``x-timestamp`` of the delivery attempt.
-    sent_at: datetime | None = None
+    #: ``x-timestamp`` of the delivery attempt (epoch µs).
+    sent_at_us: int | None = None
     job_id: str | None = None
     job_name: str | None = None
     #: One of ``catalog.JOB_OUTCOMES`` (checked when the event is built), None for other events.
@@ -59,9 +60,9 @@ class Event(NamedTuple):
     error_code: str | None = None
     error_type: str | None = None
     payload: Mapping[str, Any] = _NO_PAYLOAD
-    #: When the broker appended the record (topics with broker-set timestamps): bounds how far this event
-    #: may move stream time, whatever clock stamped ``received_at``.
-    logged_at: datetime | None = None
+    #: When the broker appended the record (epoch µs; topics with broker-set timestamps): bounds how far this
+    #: event may move stream time, whatever clock stamped ``received_at_us``.
+    logged_at_us: int | None = None
 
     @property
     def is_job(self) -> bool:
@@ -79,14 +80,7 @@ class EventEnvelope(NamedTuple):
 
     @classmethod
     def of(cls, event: Event, received_at_us: int) -> EventEnvelope:
-        sent = event.sent_at
-        return cls(
-            event.event_id,
-            event.event_type,
-            event.family,
-            None if sent is None else to_us(sent),
-            received_at_us,
-        )
+        return cls(event.event_id, event.event_type, event.family, event.sent_at_us, received_at_us)
 
 
 def _opt_str(value: object) -> str | None:
@@ -131,12 +125,11 @@ def parse_timestamp(value: object) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def _aware_utc(name: str, value: datetime) -> datetime:
-    if value.tzinfo is UTC:  # as decoded records give them: astimezone would return the same object
-        return value
+def _epoch_us(name: str, value: datetime) -> int:
+    """Epoch µs of an aware datetime; a naive one is refused (never guess a zone)."""
     if value.tzinfo is None:
         raise InvalidEvent("naive_datetime", f"{name} must be timezone-aware")
-    return value.astimezone(UTC)
+    return to_us(value)
 
 
 def event_from_payload(
@@ -144,12 +137,13 @@ def event_from_payload(
     event_id: str,
     event_type: str,
     payload: Mapping[str, Any],
-    received_at: datetime,
-    sent_at: datetime | None = None,
+    received_at_us: int,
+    sent_at_us: int | None = None,
     family: str | None = None,
-    logged_at: datetime | None = None,
+    logged_at_us: int | None = None,
 ) -> Event:
-    """Normalize one decoded delivery. Raises ``InvalidEvent`` for what no processor could use."""
+    """Normalize one decoded delivery (its times in epoch µs, as the records carry them). Raises ``InvalidEvent``
+    for what no processor could use."""
     if not isinstance(event_id, str) or not event_id:
         raise InvalidEvent("missing_event_id", "event_id must be a non-empty string")
     if not isinstance(event_type, str) or not event_type:
@@ -168,17 +162,17 @@ def event_from_payload(
         # The partition key rule takes a present account_id first, whatever the family: no second reading.
         account_id if account_id is not None else catalog.partition_key(event_type, event_id, payload),
         account_id,
-        _aware_utc("received_at", received_at),
+        received_at_us,
         parse_timestamp(get(catalog.occurred_at_field(event_type))),
         family if family is not None else catalog.family_of(event_type).value,
-        None if sent_at is None else _aware_utc("sent_at", sent_at),
+        sent_at_us,
         _job_id(payload) if catalog.is_job(event_type, raw_outcome) else None,
         _opt_str(get("name")),
         raw_outcome,
         _opt_str(get("error_code")),
         _opt_str(get("error_type")),
         payload,
-        None if logged_at is None else _aware_utc("logged_at", logged_at),
+        logged_at_us,
     )
 
 
@@ -190,7 +184,7 @@ def event_from_webhook(
     family: str | None = None,
 ) -> Event:
     """An ``Event`` from a raw webhook body ``{"event", "event_id", "payload"}`` (tests, simulator), read by the
-    gateway's rules (``schemas.envelope.parse_body``)."""
+    gateway's rules (``schemas.envelope.parse_body``); its times aware datetimes (a naive one is refused)."""
     try:
         parsed = parse_body(body) if isinstance(body, bytes | str) else read_body(body)
     except PayloadError as exc:
@@ -199,7 +193,7 @@ def event_from_webhook(
         event_id=parsed.event_id,
         event_type=parsed.event_type,
         payload=parsed.payload,
-        received_at=received_at,
-        sent_at=sent_at,
+        received_at_us=_epoch_us("received_at", received_at),
+        sent_at_us=None if sent_at is None else _epoch_us("sent_at", sent_at),
         family=family,
     )

@@ -154,11 +154,11 @@ class AccountProcessor:
     def event_time(self, event: Event) -> int:
         """The epoch µs ``event`` moves stream time to: its ``received_at``, but no further than the broker's
         append time plus ``max_clock_skew``. The runtime orders a task's records by it."""
-        return self._event_time(event, to_us(event.received_at))
+        return self._event_time(event, event.received_at_us)
 
     def _event_time(self, event: Event, received_us: int) -> int:
-        logged = event.logged_at
-        if logged is not None and received_us > (ceiling := to_us(logged) + self._skew_us):
+        logged = event.logged_at_us
+        if logged is not None and received_us > (ceiling := logged + self._skew_us):
             return ceiling
         return received_us
 
@@ -167,7 +167,7 @@ class AccountProcessor:
     def process(self, event: Event, watermark_us: int = NO_WATERMARK) -> list[Output]:
         """Handle one event; first fire the timers due before its event time and before ``watermark_us``
         (default: none held back, the calls being the only input)."""
-        received_us = to_us(event.received_at)
+        received_us = event.received_at_us
         out: list[Output] = []
         stream_us = self._event_time(event, received_us)
         if stream_us != received_us:

@@ -1,8 +1,9 @@
 """Time as integer epoch microseconds.
 
-State and timers keep time as ``int`` microseconds: comparisons and arithmetic are cheap, the
-serialized form is exact, and no timezone can leak in. Conversion to ``datetime`` happens only at the
-edges (``Event`` in; the outputs are written as epoch µs, what Avro ``timestamp-micros`` stores).
+State, timers and an ``Event``'s delivery times keep time as ``int`` microseconds: comparisons and arithmetic are
+cheap, the serialized form is exact, and no timezone can leak in. The records carry these times as epoch µs (Avro
+``timestamp-micros``, read and written plain), so ``datetime`` appears only where a time is text or a clock: the
+payload's own timestamps, webhook bodies built by tests and the simulator, and punctuation.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from processors.logic import Event, event_from_payload
+from processors.logic.timeutil import to_us
 
 T0 = datetime(2025, 6, 24, 12, 0, tzinfo=UTC)
 
@@ -41,9 +42,11 @@ def job_event(
         event_id=event_id,
         event_type=event_type,
         payload=payload,
-        received_at=at(occurred if received is None else received),
+        received_at_us=to_us(at(occurred if received is None else received)),
     )
 
 
 def account_event(event_id: str, event_type: str, payload: dict[str, Any], *, received: float) -> Event:
-    return event_from_payload(event_id=event_id, event_type=event_type, payload=payload, received_at=at(received))
+    return event_from_payload(
+        event_id=event_id, event_type=event_type, payload=payload, received_at_us=to_us(at(received))
+    )

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from processors.logic import InvalidEvent, event_from_payload, event_from_webhook
+from processors.logic.timeutil import to_us
 from schemas.catalog import partition_key
 
 RECEIVED = datetime(2025, 6, 24, 22, 5, tzinfo=UTC)
@@ -104,8 +105,16 @@ def test_invalid_bodies(body: bytes, reason: str) -> None:
 
 
 def test_naive_receive_time_is_refused_and_aware_is_normalized() -> None:
+    body = b'{"event": "x", "event_id": "e", "payload": {}}'
     with pytest.raises(InvalidEvent):
-        event_from_payload(event_id="e", event_type="x", payload={}, received_at=datetime(2025, 1, 1))
+        event_from_webhook(body, datetime(2025, 1, 1))
+    with pytest.raises(InvalidEvent):
+        event_from_webhook(body, RECEIVED, sent_at=datetime(2025, 1, 1))
     local = datetime(2025, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
-    event = event_from_payload(event_id="e", event_type="x", payload={}, received_at=local, sent_at=local)
-    assert event.received_at == event.sent_at == datetime(2025, 1, 1, tzinfo=UTC)
+    event = event_from_webhook(body, local, sent_at=local)
+    assert event.received_at_us == event.sent_at_us == to_us(datetime(2025, 1, 1, tzinfo=UTC)) == 1_735_689_600_000_000
+
+
+def test_the_delivery_times_are_taken_in_epoch_us_as_records_carry_them() -> None:
+    event = event_from_payload(event_id="e", event_type="x", payload={}, received_at_us=7, sent_at_us=5, logged_at_us=6)
+    assert (event.received_at_us, event.sent_at_us, event.logged_at_us) == (7, 5, 6)
