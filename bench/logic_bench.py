@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -47,7 +48,9 @@ def _payloads(count: int, seed: int = 7) -> Iterator[tuple[str, str, dict[str, A
             event_type = rng.choice((*_JOBS, "paystubs.added", "shifts.added"))
             finals = (catalog.SUCCESS, catalog.SUCCESS, catalog.ERROR)
             outcome = catalog.PENDING if rng.random() < 0.1 else rng.choice(finals)
-            base.update(id=f"job-{n}", name=event_type.split(".")[0], timestamp=now.isoformat(), outcome=outcome)
+            base.update(
+                id=str(uuid.UUID(int=n)), name=event_type.split(".")[0], timestamp=now.isoformat(), outcome=outcome
+            )
             base.update(error_code=None, error_type=None, params={"count": 3, "sync_status": "in_progress"})
             if event_type.endswith("s.added"):
                 base["added"] = [{"id": f"{n}-{i}"} for i in range(3)]
