@@ -26,10 +26,11 @@ from processors.logic.stores import DEDUPE, LOCAL_STORE_NAMES
 from processors.pipeline import timers_derivation
 from processors.runtime import state as state_module
 from processors.runtime.state import TaskState
+from processors.topics import changelog_topics
 
 
 def _open(path: Path) -> TaskState:
-    return TaskState(path, "bench-lookup", 0, {DEDUPE: "bench-dedupe-changelog"}, LOCAL_STORE_NAMES)
+    return TaskState(path, "bench-lookup", 0, {DEDUPE: changelog_topics("bench-lookup")[DEDUPE]}, LOCAL_STORE_NAMES)
 
 
 def fill(path: Path, keys: list[bytes], chunk: int = 10_000) -> None:
