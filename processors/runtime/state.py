@@ -38,6 +38,9 @@ _TOMBSTONE = None
 #: miss: a dedupe lookup of a new event id, the first read of an account or a job. A filter answers most misses
 #: without an index or data block search (about 1 % false positives at 10 bits).
 BLOOM_BITS_PER_KEY = 10
+#: The memtable's whole-key Bloom filter, as a share of its size (0 for none): the same misses among the writes
+#: not flushed yet (a running task's recent ones) skip the memtable's skip-list search.
+MEMTABLE_BLOOM_RATIO = 0.02
 
 
 #: The writes to local stores that changelog records of one logged store imply: called by the restore with the
@@ -54,6 +57,9 @@ def _options() -> Options:
             BLOOM_BITS_PER_KEY, False
         )  # a full filter per SST file (True: the retired per-block one)
         options.set_block_based_table_factory(table)
+    if MEMTABLE_BLOOM_RATIO:
+        options.set_memtable_whole_key_filtering(True)
+        options.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO)
     return options
 
 
