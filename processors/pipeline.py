@@ -342,6 +342,7 @@ class AccountPipeline:
         self._dead_letter(record, DeliveryIds.of(None, record), reason, error)
 
     def end_of_batch(self) -> None:
+        self.logic.flush()
         for store in self._cached:
             store.flush()
         for key, (snapshot, headers) in self._snapshots.items():

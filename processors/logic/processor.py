@@ -2,7 +2,9 @@
 
 The runtime owns one instance per partition task and calls ``process`` for each record in offset order and
 ``on_time`` on punctuation. All state is in ``Stores``; the instance only caches what it can re-read (stream
-time, next timer due), so after the runtime restores or rolls back the stores it must build a new instance.
+time, next timer due), so after the runtime restores or rolls back the stores it must build a new instance. It
+holds back one write: stream time reaches the timers store at ``flush`` (the runtime's commit), its latest value
+once instead of on every record; until then only this instance reads it, from its cache.
 Deterministic: outputs depend only on the sequence of calls and their arguments (no wall clock, no random).
 """
 
@@ -63,6 +65,7 @@ class AccountProcessor:
     __slots__ = (
         "_accounts",
         "_clock",
+        "_clock_moved",
         "_dedupe",
         "_jobs",
         "_max_ids",
@@ -88,6 +91,7 @@ class AccountProcessor:
         self._skew_us = span_us(config.max_clock_skew)
         self._rule = config.readiness
         self._clock: int | None = _UNLOADED
+        self._clock_moved = False  # the cached stream time is ahead of the store's: `flush` writes it
         self._next_due = _UNLOADED
         #: Observability only (never affects outputs): duplicate, dead_letter, stale_pending, timed_out, ...
         self.counters: Counter[str] = Counter()
@@ -103,6 +107,15 @@ class AccountProcessor:
         if self._clock == _UNLOADED:
             self._clock = self._timers.get(CLOCK_KEY)
         return self._clock
+
+    def flush(self) -> None:
+        """Write back what the instance holds: stream time, if it moved. Before every commit of the stores (a
+        new instance, built on the committed stores, reads stream time from there)."""
+        if self._clock_moved:
+            clock = self._clock
+            assert clock is not None  # moved: loaded, and set
+            self._timers.put(CLOCK_KEY, clock)
+            self._clock_moved = False
 
     def _first_due(self, start: str = "") -> int:
         for _key, due in self._timers.range(start, TIMERS_END):
@@ -123,7 +136,7 @@ class AccountProcessor:
             clock = self._load_clock()
         if clock is None or now_us > clock:
             clock = self._clock = now_us
-            self._timers.put(CLOCK_KEY, now_us)
+            self._clock_moved = True
         if self._next_due == _UNLOADED:
             self._next_due = self._first_due()
         limit = min(clock, watermark_us)

@@ -223,6 +223,7 @@ def _run(
     received = 0
     for step, (op, n, delta) in enumerate(ops):
         if step in restarts:
+            proc.flush()  # the last commit before a rebalance (an abort's writes are lost with the overlay)
             proc = AccountProcessor(config, stores)  # what the runtime does after a rebalance or abort
         received = max(0, received + delta)
         if op == "tick":

@@ -17,6 +17,7 @@ from processors.logic import (
     in_memory_stores,
 )
 from processors.logic.account_table import Recommendation
+from processors.logic.keys import CLOCK_KEY
 from processors.logic.timeutil import to_us
 from processors.wire import outcome_datum
 from tests.processors.logic.logic_helpers import account_event, at, job_event
@@ -334,6 +335,7 @@ def test_stream_time_never_goes_back_and_survives_a_restart() -> None:
     proc.process(job_event("p1", "pending", occurred=0, received=100))
     proc.process(job_event("e2", "success", occurred=0, event_type="income.added", received=50))
     assert proc.stream_time == at(100)
+    proc.flush()  # the runtime's commit
     restarted = AccountProcessor(LogicConfig(), stores)
     assert restarted.stream_time == at(100)
     assert updates(restarted.on_time(at(25 * 60 + 1)))[0].update_id == "p1:timed_out"
@@ -349,3 +351,22 @@ def test_the_watermark_holds_timers_back_whatever_stream_time_says(proc: Account
     assert proc.on_time(at(30 * 60), watermark_us=deadline_us) == []
     fired = proc.on_time(at(30 * 60), watermark_us=deadline_us + 1)
     assert [u.update_id for u in updates(fired)] == ["p1:timed_out"]
+
+
+def test_stream_time_reaches_the_store_at_flush_its_latest_value_once() -> None:
+    stores = in_memory_stores(serialized=True)
+    proc = AccountProcessor(LogicConfig(), stores)
+    proc.process(job_event("p1", "pending", occurred=0, received=100))
+    proc.process(job_event("e2", "success", occurred=0, event_type="income.added", received=200))
+    assert stores.timers.get(CLOCK_KEY) is None  # held back: only this instance reads it before the commit
+    assert proc.stream_time == at(200)
+    proc.flush()
+    assert stores.timers.get(CLOCK_KEY) == to_us(at(200))
+    proc.process(job_event("e3", "success", occurred=0, event_type="income.added", received=150))  # not later
+    proc.on_time(at(300))
+    proc.on_time(at(250))  # never back
+    proc.flush()
+    assert stores.timers.get(CLOCK_KEY) == to_us(at(300))
+    stores.timers.delete(CLOCK_KEY)
+    proc.flush()  # nothing moved since the last flush: nothing written
+    assert stores.timers.get(CLOCK_KEY) is None

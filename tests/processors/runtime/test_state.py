@@ -93,3 +93,26 @@ def test_a_crash_leaves_the_store_at_a_checkpoint_it_matches(tmp_path: Path) -> 
         assert present == expected  # no batch after the checkpoint, none missing before it
     finally:
         state.close()
+
+
+def _filter_policy(path: Path) -> str:
+    """The filter policy of the options RocksDB last opened the store with (its newest OPTIONS file)."""
+    newest = max(path.glob("OPTIONS-*"), key=lambda f: int(f.name.split("-")[1]))
+    return next(line.split("=", 1)[1].strip() for line in newest.read_text().splitlines() if "filter_policy=" in line)
+
+
+def test_the_bloom_filter_is_on_when_an_existing_store_is_opened_again(tmp_path: Path) -> None:
+    # rocksdict opens an existing database's column families with its own default options unless told: the
+    # store would then read without its files' filters (every dedupe miss searching each file).
+    state = TaskState(tmp_path, "app", 0, {"s": "app-s-changelog"})
+    state.put("s", b"k", b"v")
+    state.committed({"s": 1})
+    state.close()
+    assert _filter_policy(tmp_path) == "bloomfilter"
+    again = TaskState(tmp_path, "app", 0, {"s": "app-s-changelog"})
+    try:
+        assert _filter_policy(tmp_path) == "bloomfilter"
+        assert again.get("s", b"k") == b"v"
+        assert again.checkpoint_positions() == {"s": 1}
+    finally:
+        again.close()
