@@ -239,22 +239,6 @@ def _date_max(a: str | None, b: str | None) -> str | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def apply_sync(
-    state: AccountState,
-    event_type: str,
-    payload: Mapping[str, Any],
-    job_id: str | None,
-    occurred_us: int,
-    max_ids: int,
-) -> AccountState:
-    """A successful paystubs/shifts batch (``*.added``) or milestone (``*_synced``) event."""
-    synced = sync_progress(state, event_type, payload, job_id, occurred_us, max_ids)
-    if synced is None:
-        return state
-    dataset, progress = synced
-    return state._replace(paystubs=progress) if dataset == "paystubs" else state._replace(shifts=progress)
-
-
 def sync_progress(
     state: AccountState,
     event_type: str,
@@ -263,8 +247,9 @@ def sync_progress(
     occurred_us: int,
     max_ids: int,
 ) -> tuple[str, SyncProgress] | None:
-    """``apply_sync``'s change: the dataset (``paystubs`` or ``shifts``) and its new progress, None for an event
-    of neither; for the processor, which folds it into the update's one copy of the state (``touch``)."""
+    """A successful paystubs/shifts batch (``*.added``) or milestone (``*_synced``) event: the dataset
+    (``paystubs`` or ``shifts``) and its new progress, None for an event of neither; the processor folds it into
+    the update's one copy of the state (``touch``)."""
     batch_dataset = SYNC_BATCHES.get(event_type)
     milestone = SYNC_MILESTONES.get(event_type)
     dataset = batch_dataset if batch_dataset is not None else milestone[0] if milestone is not None else None
