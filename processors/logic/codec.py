@@ -66,12 +66,6 @@ def int_from_bytes(data: bytes) -> int:
 # -- job state -----------------------------------------------------------------------------------------
 
 
-def _open_to_list(job: OpenJob | None) -> list[Any] | None:
-    if job is None:
-        return None
-    return [*job[:5], tuple(job.first), job.job]
-
-
 def _open_from_list(raw: list[Any] | None) -> OpenJob | None:
     if raw is None:
         return None
@@ -79,16 +73,14 @@ def _open_from_list(raw: list[Any] | None) -> OpenJob | None:
     return OpenJob(job_id, since, last, deliveries, deadline, EventEnvelope(*first), job)
 
 
-def _job_to_list(state: JobState) -> list[Any]:
-    return [_open_to_list(state.open), state.closed_through_us, _open_to_list(state.timed_out)]
-
-
 def _job_from_list(raw: list[Any]) -> JobState:
     return JobState(_open_from_list(raw[0]), raw[1], _open_from_list(raw[2]))
 
 
 def account_jobs_to_bytes(jobs: AccountJobs) -> bytes:
-    return b"\x01" + orjson.dumps({event_type: _job_to_list(state) for event_type, state in jobs.items()})
+    # A named tuple is written as the array of its fields (orjson calls `default` for it): JobState, OpenJob and
+    # the EventEnvelope inside it, each positional, in field order.
+    return b"\x01" + orjson.dumps(jobs, default=tuple)
 
 
 def account_jobs_from_bytes(data: bytes) -> AccountJobs:
