@@ -77,6 +77,13 @@ def _job_from_list(raw: list[Any]) -> JobState:
     return JobState(_open_from_list(raw[0]), raw[1], _open_from_list(raw[2]))
 
 
+def legacy_job_state_from_bytes(data: bytes) -> JobState:
+    """One job's state as the jobs store's own changelog held it before the jobs rode on the state topic
+    (version 1: ``[open, closed_through_us, timed_out]``): for ``processor migrate-jobs``."""
+    _version(data)
+    return _job_from_list(orjson.loads(data[1:]))
+
+
 def account_jobs_to_bytes(jobs: AccountJobs) -> bytes:
     # A named tuple is written as the array of its fields (orjson calls `default` for it): JobState, OpenJob and
     # the EventEnvelope inside it, each positional, in field order.
