@@ -232,6 +232,8 @@ def state_topic_translation(codec: Codec) -> Translate:
     def _jobs_of(records: Sequence[ChangelogRecord]) -> list[tuple[bytes, bytes | None]]:
         translated: list[tuple[bytes, bytes | None]] = []
         for key, value, headers in records:
+            if not key:
+                continue  # refused by the accounts store's translation, which reads the same records
             if value is None:
                 translated.append((key, None))
                 continue

@@ -44,9 +44,9 @@ class StoreSpec:
 
     ``changelog_header``: with ``changelog``, the store's values travel in this header of the topic's records,
     whose values are another store's (the jobs of an account ride on its state records): the same keys, and
-    the header's value is the store's value in its serde's bytes. Every write of the store is then a record of
-    that topic with the header; a record without it leaves the store's value as it was (the store has none for
-    the key), a tombstone deletes it too."""
+    the header's value is the store's value in its serde's bytes. Every record of that topic carries the header
+    when the store has a value for its key, so compaction keeps the latest with the record; a record without it
+    says nothing of the store, a tombstone deletes the key in both."""
 
     name: str
     serde: Serde[Any]
