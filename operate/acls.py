@@ -25,9 +25,10 @@ from enum import StrEnum
 
 from common.topics import TopicSettings
 from operate.acls_cli import COMPONENTS as COMPONENTS  # their home is the light argparse part (the CLI lists them)
+from processors.logic.stores import OUTPUT_LOGGED_TOPICS
 from processors.runtime.task import transactional_id_prefix
 from processors.settings import ProcessorSettings
-from processors.topics import all_topics, changelog_topics, own_changelog_topics
+from processors.topics import all_topics, own_changelog_topics
 from schemas import catalog
 
 
@@ -132,7 +133,7 @@ def component_acls(component: str, principal: str, application_id: str) -> list[
     changelogs = list(own_changelog_topics(application_id).values())
     # The output topics that are also a store's changelog (the state topic): read back by the restore, and by a
     # reset, which writes a tombstone for each of its accounts.
-    output_logged = [topic for topic in changelog_topics(application_id).values() if topic not in changelogs]
+    output_logged = list(OUTPUT_LOGGED_TOPICS)
     group = Acl(principal, ResourceType.GROUP, application_id, PatternType.LITERAL, Operation.READ)
     match component:
         case "gateway":

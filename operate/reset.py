@@ -33,13 +33,13 @@ from common.kafka_access import (
 )
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, TopicSpec, ensure_topics, topic_errors
-from processors.logic.stores import STORES
+from processors.logic.stores import OUTPUT_LOGGED_TOPICS
 from processors.settings import ProcessorSettings
 from processors.topics import all_topics, own_changelog_topics
 from schemas.catalog import FAMILY_TOPICS
 
 #: The contract topics that are a store's changelog (the state topic): emptied by tombstones, not deleted.
-SHARED_CHANGELOGS: tuple[str, ...] = tuple(spec.changelog for spec in STORES if spec.changelog is not None)
+SHARED_CHANGELOGS: tuple[str, ...] = OUTPUT_LOGGED_TOPICS
 
 
 class ResetRefused(RuntimeError):

@@ -17,7 +17,7 @@ from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from aiokafka.structs import ConsumerRecord
 
-from processors.logic.codec import ACCOUNT_STATE_SERDE, Serde
+from processors.logic.codec import ACCOUNT_JOBS_SERDE, ACCOUNT_STATE_SERDE, Serde, StateCodecError
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, InvalidEvent, event_from_payload
 from processors.logic.keys import TimerKind, timer_key_bytes
@@ -30,9 +30,9 @@ from processors.logic.outputs import (
     RejectedEvent,
 )
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
-from processors.logic.stores import ACCOUNTS, DEDUPE, STORES, TIMERS, Stores
+from processors.logic.stores import ACCOUNTS, DEDUPE, JOBS, JOBS_HEADER, STORES, TIMERS, Stores
 from processors.logic.timers import TIMER_OWNERS, TimerRules
-from processors.runtime.restore import ChangelogUnreadable, Translate
+from processors.runtime.restore import ChangelogRecord, ChangelogUnreadable, Translate
 from processors.runtime.state import Derive, TaskState
 from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
 from processors.wire import (
@@ -152,7 +152,8 @@ def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
 
 def timers_derivation(config: LogicConfig) -> Derive:
     """The restore's hook (processors/runtime/state.py): the timers (store ``TIMERS``, not logged) that the
-    restored records of the stores owning them imply (``processors.logic.timers``), in bytes.
+    restored records of the stores owning them imply (``processors.logic.timers``), in bytes. The records of an
+    output-logged store (jobs) come as the store keeps them (``state_topic_translation``).
 
     A tombstone, or an entry that implies no timer, deletes nothing: the timer it leaves behind, if any, is
     found obsolete when it fires. So a record needs no read of the value it replaces."""
@@ -173,33 +174,42 @@ def timers_derivation(config: LogicConfig) -> Derive:
                     due = dedupe_due(decode(value))
                     derived.append((TIMERS, timer_key_bytes(due, kind, key), encode_due(due)))
             return derived
-        timer_of = rules.timer_of
+        timers_of = rules.timers_of
         for key, value in records:
-            if value is not None and (timer := timer_of(store, key.decode(), decode(value))) is not None:
-                derived.append((TIMERS, timer.encode().encode(), encode_due(timer.due_us)))
+            if value is not None:
+                for timer in timers_of(store, key.decode(), decode(value)):
+                    derived.append((TIMERS, timer.encode().encode(), encode_due(timer.due_us)))
         return derived
 
     return derive
 
 
 def state_topic_translation(codec: Codec) -> Translate:
-    """The restore's hook (processors/runtime/restore.py) for the accounts store, whose changelog is
-    ``pinwheel.account_state.v1`` (``StoreSpec.changelog``): each record decoded by `codec` (``decode_plain``:
-    uuids as text and times as ints, as the state keeps them; either wire format; the writer schemas of
-    Confluent-framed ones fetched first, so a registry outage raises RegistryUnavailable and the restore waits
-    for it) and read back by ``account_state_of``; a tombstone deletes the account.
+    """The restore's hook (processors/runtime/restore.py) for the stores whose changelog is
+    ``pinwheel.account_state.v1`` (``StoreSpec.changelog``).
 
-    A record that does not decode for another reason, has no key, or whose key is not its account's id was not
-    written by this pipeline: ChangelogUnreadable (the store would be wrong without it)."""
+    The accounts store: each record decoded by `codec` (``decode_plain``: uuids as text and times as ints, as
+    the state keeps them; either wire format; the writer schemas of Confluent-framed ones fetched first, so a
+    registry outage raises RegistryUnavailable and the restore waits for it) and read back by
+    ``account_state_of``; a tombstone deletes the account. A record that does not decode for another reason, has
+    no key, or whose key is not its account's id was not written by this pipeline.
+
+    The jobs store: the ``JOBS_HEADER`` of each record, the account's jobs as the store keeps them (checked by
+    decoding them); a record without it says nothing of the jobs, a tombstone deletes them.
+
+    What the store would be wrong without raises ChangelogUnreadable."""
     to_bytes, decode = ACCOUNT_STATE_SERDE.to_bytes, codec.decode_plain
+    read_jobs = ACCOUNT_JOBS_SERDE.from_bytes
     topic = catalog.ACCOUNT_STATE_TOPIC
 
-    async def translate(store: str, records: Sequence[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes | None]]:
+    async def translate(store: str, records: Sequence[ChangelogRecord]) -> list[tuple[bytes, bytes | None]]:
+        if store == JOBS:
+            return _jobs_of(records)
         if store != ACCOUNTS:
             raise ChangelogUnreadable(f"no translation for the store {store!r}")
-        await codec.resolve(value for _, value in records)
+        await codec.resolve(value for _, value, _ in records)
         translated: list[tuple[bytes, bytes | None]] = []
-        for key, value in records:
+        for key, value, _ in records:
             if not key:
                 raise ChangelogUnreadable(f"a {topic} record without a key")
             if value is None:
@@ -217,6 +227,26 @@ def state_topic_translation(codec: Codec) -> Translate:
                     "this pipeline"
                 )
             translated.append((key, to_bytes(state)))
+        return translated
+
+    def _jobs_of(records: Sequence[ChangelogRecord]) -> list[tuple[bytes, bytes | None]]:
+        translated: list[tuple[bytes, bytes | None]] = []
+        for key, value, headers in records:
+            if not key:
+                continue  # refused by the accounts store's translation, which reads the same records
+            if value is None:
+                translated.append((key, None))
+                continue
+            jobs = next((v for name, v in headers if name == JOBS_HEADER), None)
+            if jobs is None:
+                continue
+            try:
+                read_jobs(jobs)
+            except (StateCodecError, ValueError, TypeError, IndexError) as exc:
+                raise ChangelogUnreadable(
+                    f"the {JOBS_HEADER} header of the {topic} record of key {key!r}: {exc}"
+                ) from exc
+            translated.append((key, jobs))
         return translated
 
     return translate
@@ -345,7 +375,13 @@ class AccountPipeline:
         self.logic.flush()
         for store in self._cached:
             store.flush()
+        state = self.ctx.state
         for key, (snapshot, headers) in self._snapshots.items():
+            key_bytes = key.encode()
+            # The jobs store's changelog (StoreSpec.changelog_header): the account's jobs, on every state record
+            # of an account that has any, since compaction keeps only its latest record.
+            if (jobs := state.get(JOBS, key_bytes)) is not None:
+                headers = [*headers, (JOBS_HEADER, jobs)]
             try:
                 value = self._wire.state(snapshot.account)
             except RegistryError:
@@ -356,7 +392,7 @@ class AccountPipeline:
                 raise BatchFailed("encode_error", f"account state: {type(exc).__name__}") from exc
             # The accounts store's changelog (StoreSpec.changelog): in the task's partition, so that the restore of
             # partition p finds it in partition p.
-            self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key.encode(), value, headers, self.ctx.partition))
+            self.ctx.emit(OutRecord(catalog.ACCOUNT_STATE_TOPIC, key_bytes, value, headers, self.ctx.partition))
         self.counters.outputs["account_state"] += len(self._snapshots)
         self._snapshots.clear()
         self.counters.logic.update(self.logic.counters)

@@ -34,7 +34,7 @@ from common.kafka_wait import wait_for_kafka
 from common.settings import KafkaSettings
 from processors.lag import LagMonitor
 from processors.logic.readiness import ReadinessRule
-from processors.logic.stores import LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES, STORES
+from processors.logic.stores import LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES, OUTPUT_LOGGED_TOPICS
 from processors.pipeline import AccountPipeline, PipelineCounters, state_topic_translation, timers_derivation
 from processors.readiness import ReadinessSettings
 from processors.runtime.engine import Engine, EngineStats, MissingTopicsError
@@ -87,10 +87,6 @@ async def check_topics(settings: ProcessorSettings, kafka: KafkaSettings) -> Non
         raise MissingTopicsError(missing, MISSING_TOPICS_HINT)
     if refusal := partition_mismatch({name: a.partitions for name, a in access.items()}):
         raise KafkaMisconfigured(refusal)
-
-
-#: The output topics that are also a store's changelog (`StoreSpec.changelog`): restored partition by partition.
-OUTPUT_LOGGED_TOPICS: tuple[str, ...] = tuple(spec.changelog for spec in STORES if spec.changelog is not None)
 
 
 def partition_mismatch(partitions: Mapping[str, int]) -> str | None:

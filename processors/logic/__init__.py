@@ -6,9 +6,9 @@ No Kafka, no disk, no asyncio: the runtime in ``processors/runtime`` feeds ``Eve
 
 from processors.logic.account_table import AccountState, Recommendation, SyncProgress
 from processors.logic.codec import (
+    ACCOUNT_JOBS_SERDE,
     ACCOUNT_STATE_SERDE,
     INT_SERDE,
-    JOB_STATE_SERDE,
     Serde,
     StateCodecError,
 )
@@ -20,7 +20,7 @@ from processors.logic.events import (
     event_from_payload,
     event_from_webhook,
 )
-from processors.logic.join import JobOutcome, JobState
+from processors.logic.join import AccountJobs, JobOutcome, JobState
 from processors.logic.outputs import (
     AccountStateSnapshot,
     AccountUpdate,
@@ -40,9 +40,10 @@ from processors.logic.stores import (
 )
 
 __all__ = [
+    "ACCOUNT_JOBS_SERDE",
     "ACCOUNT_STATE_SERDE",
     "INT_SERDE",
-    "JOB_STATE_SERDE",
+    "AccountJobs",
     "AccountProcessor",
     "AccountState",
     "AccountStateSnapshot",

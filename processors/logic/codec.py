@@ -2,7 +2,8 @@
 
 Layout: one version byte, then the body.
 - ``int`` (dedupe first-seen time, timer due time, stream clock): version 1, 8-byte big-endian signed.
-- ``JobState``, ``AccountState``: version 1, orjson of positional arrays in field order (compact, fast).
+- ``AccountJobs`` (an account's ``JobState`` by event type), ``AccountState``: version 1, orjson of positional
+  arrays in field order (compact, fast); the jobs an object of them by event type.
 
 Evolution rule: a new field is appended with a default, so version 1 decoders of older data keep working
 (a missing trailing element takes the default); any other change bumps the version byte and keeps a decoder
@@ -21,7 +22,7 @@ import orjson
 
 from processors.logic.account_table import AccountState, Readiness, Recommendation, SyncProgress
 from processors.logic.events import EventEnvelope
-from processors.logic.join import JobOutcome, JobState, OpenJob
+from processors.logic.join import AccountJobs, JobOutcome, JobState, OpenJob
 
 T = TypeVar("T")
 
@@ -65,12 +66,6 @@ def int_from_bytes(data: bytes) -> int:
 # -- job state -----------------------------------------------------------------------------------------
 
 
-def _open_to_list(job: OpenJob | None) -> list[Any] | None:
-    if job is None:
-        return None
-    return [*job[:5], tuple(job.first), job.job]
-
-
 def _open_from_list(raw: list[Any] | None) -> OpenJob | None:
     if raw is None:
         return None
@@ -78,15 +73,29 @@ def _open_from_list(raw: list[Any] | None) -> OpenJob | None:
     return OpenJob(job_id, since, last, deliveries, deadline, EventEnvelope(*first), job)
 
 
-def job_state_to_bytes(state: JobState) -> bytes:
-    body = [_open_to_list(state.open), state.closed_through_us, _open_to_list(state.timed_out)]
-    return b"\x01" + orjson.dumps(body)
-
-
-def job_state_from_bytes(data: bytes) -> JobState:
-    _version(data)
-    raw = orjson.loads(data[1:])
+def _job_from_list(raw: list[Any]) -> JobState:
     return JobState(_open_from_list(raw[0]), raw[1], _open_from_list(raw[2]))
+
+
+def legacy_job_state_from_bytes(data: bytes) -> JobState:
+    """One job's state as the jobs store's own changelog held it before the jobs rode on the state topic
+    (version 1: ``[open, closed_through_us, timed_out]``): for ``processor migrate-jobs``."""
+    _version(data)
+    return _job_from_list(orjson.loads(data[1:]))
+
+
+def account_jobs_to_bytes(jobs: AccountJobs) -> bytes:
+    # A named tuple is written as the array of its fields (orjson calls `default` for it): JobState, OpenJob and
+    # the EventEnvelope inside it, each positional, in field order.
+    return b"\x01" + orjson.dumps(jobs, default=tuple)
+
+
+def account_jobs_from_bytes(data: bytes) -> AccountJobs:
+    _version(data)
+    raw: dict[str, list[Any]] = orjson.loads(data[1:])
+    if not isinstance(raw, dict):
+        raise StateCodecError(f"account jobs must be an object, got {type(raw).__name__}")
+    return {event_type: _job_from_list(state) for event_type, state in raw.items()}
 
 
 # -- account state -------------------------------------------------------------------------------------
@@ -132,7 +141,7 @@ def account_state_from_bytes(data: bytes) -> AccountState:
 
 
 INT_SERDE: Final[Serde[int]] = Serde("int", int_to_bytes, int_from_bytes)
-JOB_STATE_SERDE: Final[Serde[JobState]] = Serde("job_state", job_state_to_bytes, job_state_from_bytes)
+ACCOUNT_JOBS_SERDE: Final[Serde[AccountJobs]] = Serde("account_jobs", account_jobs_to_bytes, account_jobs_from_bytes)
 ACCOUNT_STATE_SERDE: Final[Serde[AccountState]] = Serde(
     "account_state", account_state_to_bytes, account_state_from_bytes
 )

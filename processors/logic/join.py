@@ -7,6 +7,7 @@ See docs/processing.md "Pending/final join" for the rules; the comments here say
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -54,6 +55,11 @@ class JobState(NamedTuple):
     closed_through_us: int | None = None
     #: The last timed-out job, kept so that a late final still joins with it (within its window).
     timed_out: OpenJob | None = None
+
+
+#: The join states of one account: ``JobState`` by event type (the join key's second part). One value per
+#: account, so that the account's state records can carry them (``processors.logic.stores``).
+AccountJobs = Mapping[str, JobState]
 
 
 class JoinKind(StrEnum):

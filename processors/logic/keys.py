@@ -63,5 +63,7 @@ def join_key(account_id: str, event_type: str) -> str:
     return f"{account_id}|{event_type}"
 
 
-def account_of_join_key(key: str) -> str:
-    return key.rpartition("|")[0]
+def split_join_key(key: str) -> tuple[str, str]:
+    """(account_id, event_type) of a join key."""
+    account_id, _, event_type = key.rpartition("|")
+    return account_id, event_type

@@ -29,15 +29,15 @@ from processors.logic.account_table import (
 )
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, EventEnvelope
-from processors.logic.join import JobOutcome, JoinKind, apply_final, apply_pending, apply_timeout
+from processors.logic.join import AccountJobs, JobOutcome, JoinKind, apply_final, apply_pending, apply_timeout
 from processors.logic.keys import (
     CLOCK_KEY,
     TIMERS_END,
     TimerKey,
     TimerKind,
-    account_of_join_key,
     due_prefix,
     join_key,
+    split_join_key,
 )
 from processors.logic.outputs import AccountStateSnapshot, AccountUpdate, Change, Output, ReadinessUpdate, RejectedEvent
 from processors.logic.readiness import assess
@@ -47,6 +47,7 @@ from processors.logic.timeutil import opt_from_us, span_us, to_us
 from schemas import catalog
 
 _NEVER: Final = 10**16
+_NO_JOBS: Final[AccountJobs] = {}
 #: A watermark that holds no timer back: the calls are the whole input, in order (tests, drivers, benches).
 NO_WATERMARK: Final = 2**63 - 1
 _UNLOADED: Final = -1
@@ -226,8 +227,8 @@ class AccountProcessor:
         job = event.job_name or event_type
         account_id = event.account_id
         assert account_id is not None
-        key = join_key(account_id, event_type)
-        before = self._jobs.get(key)
+        account_jobs = self._jobs.get(account_id) or _NO_JOBS
+        before = account_jobs.get(event_type)
         envelope = EventEnvelope.of(event, received_us)
         if outcome == catalog.PENDING:
             result = apply_pending(
@@ -255,9 +256,10 @@ class AccountProcessor:
             self.counters["stale_pending"] += 1
             change = Change.JOB_STALE
         else:
-            self._jobs.put(key, after)
+            self._jobs.put(account_id, {**account_jobs, event_type: after})
             # The timers of one join key differ by their due time only: compared first, built only if they do.
             if (None if before is None else TimerRules.job_due(before)) != TimerRules.job_due(after):
+                key = join_key(account_id, event_type)
                 old_timer = None if before is None else TimerRules.job_timer(key, before)
                 new_timer = TimerRules.job_timer(key, after)
                 if old_timer is not None:
@@ -363,14 +365,15 @@ class AccountProcessor:
         self.counters["timer_obsolete"] += 1
 
     def _fire_timeout(self, key: str, due_us: int, out: list[Output]) -> None:
-        result = apply_timeout(self._jobs.get(key), deadline_us=due_us)
+        account_id, event_type = split_join_key(key)  # jobs exist only for events with an account_id (= account key)
+        jobs = self._jobs.get(account_id) or _NO_JOBS
+        result = apply_timeout(jobs.get(event_type), deadline_us=due_us)
         if result is None or result.outcome is None or result.state.timed_out is None:
             self.counters["timer_obsolete"] += 1  # a restored timer of a job that moved on (processors.logic.timers)
             return
         self.counters["timed_out"] += 1
-        self._jobs.put(key, result.state)
+        self._jobs.put(account_id, {**jobs, event_type: result.state})
         first = result.state.timed_out.first
-        account_id = account_of_join_key(key)  # jobs exist only for events with an account_id (= account key)
         state = self._accounts.get(account_id) or AccountState(account_id)
         state = touch(
             state,

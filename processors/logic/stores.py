@@ -2,7 +2,8 @@
 
 The runtime backs each store with RocksDB and, unless the store is declared ``logged=False``, a compacted
 changelog topic: its own, or the output topic its spec names (``changelog``: the accounts store's is the state
-topic, restored through the pipeline's codec); values cross the local boundary with the serdes of
+topic, restored through the pipeline's codec; the jobs store's is the same topic, each account's jobs in a header
+of its state records); values cross the local boundary with the serdes of
 ``processors.logic.codec``. Keys are ``str`` (UTF-8 on the wire). Only the timers store needs ordered
 iteration, and it is declared explicitly. The timers store is not logged: it is derived, on restore, from the
 stores that own the timers (``processors.logic.timers``).
@@ -20,8 +21,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Final, Generic, Protocol, TypeVar, cast, get_origin, get_type_hints, runtime_checkable
 
 from processors.logic.account_table import AccountState
-from processors.logic.codec import ACCOUNT_STATE_SERDE, INT_SERDE, JOB_STATE_SERDE, Serde
-from processors.logic.join import JobState
+from processors.logic.codec import ACCOUNT_JOBS_SERDE, ACCOUNT_STATE_SERDE, INT_SERDE, Serde
+from processors.logic.join import AccountJobs
 from schemas.catalog import ACCOUNT_STATE_TOPIC
 
 V = TypeVar("V")
@@ -39,7 +40,13 @@ class StoreSpec:
     ``changelog``: an output topic of the pipeline that *is* the store's changelog (as Kafka Streams reuses a
     source topic): every write of the store is also a record the pipeline writes there, with the same key, in
     the task's partition, so nothing else is written for it; the restore reads it back through the pipeline's
-    codec. None: the store has a changelog of its own, ``<application_id>-<name>-changelog``."""
+    codec. None: the store has a changelog of its own, ``<application_id>-<name>-changelog``.
+
+    ``changelog_header``: with ``changelog``, the store's values travel in this header of the topic's records,
+    whose values are another store's (the jobs of an account ride on its state records): the same keys, and
+    the header's value is the store's value in its serde's bytes. Every record of that topic carries the header
+    when the store has a value for its key, so compaction keeps the latest with the record; a record without it
+    says nothing of the store, a tombstone deletes the key in both."""
 
     name: str
     serde: Serde[Any]
@@ -47,13 +54,19 @@ class StoreSpec:
     ordered: bool = False
     logged: bool = True
     changelog: str | None = None
+    changelog_header: str | None = None
 
     def __post_init__(self) -> None:
         if self.cached and self.ordered:
             raise ValueError(f"store {self.name}: a cached store cannot be iterated in order")
         if self.changelog is not None and not self.logged:
             raise ValueError(f"store {self.name}: an unlogged store has no changelog")
+        if self.changelog_header is not None and self.changelog is None:
+            raise ValueError(f"store {self.name}: a changelog header needs the topic it rides on (changelog)")
 
+
+#: The header of the state topic's records that carries the account's jobs (``StoreSpec.changelog_header``).
+JOBS_HEADER: Final = "pinwheel_jobs"
 
 DEDUPE: Final = "dedupe"
 JOBS: Final = "jobs"
@@ -62,7 +75,8 @@ TIMERS: Final = "timers"
 
 STORES: tuple[StoreSpec, ...] = (
     StoreSpec(DEDUPE, INT_SERDE),  # event_id -> first received_at (epoch µs)
-    StoreSpec(JOBS, JOB_STATE_SERDE, cached=True),  # "<account_key>|<event_type>" -> join state
+    # account_key -> {event_type: join state}; its changelog is the state topic, a header of the account's records
+    StoreSpec(JOBS, ACCOUNT_JOBS_SERDE, cached=True, changelog=ACCOUNT_STATE_TOPIC, changelog_header=JOBS_HEADER),
     # account_key -> AccountState; its changelog is the contract's state topic (processors/pipeline.py writes it)
     StoreSpec(ACCOUNTS, ACCOUNT_STATE_SERDE, cached=True, changelog=ACCOUNT_STATE_TOPIC),
     # "<due:016d>|<kind>|<target>" -> due, derived from dedupe and jobs on restore; "~clock" -> stream time
@@ -76,6 +90,8 @@ LOGGED_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if spec
 LOCAL_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if not spec.logged)
 #: The stores whose changelog is an output topic the pipeline writes (``StoreSpec.changelog``).
 OUTPUT_LOGGED_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if spec.changelog is not None)
+#: The output topics that are a store's changelog (the state topic), each once: several stores may share one.
+OUTPUT_LOGGED_TOPICS: tuple[str, ...] = tuple(dict.fromkeys(spec.changelog for spec in STORES if spec.changelog))
 
 
 class KeyValueStore(Protocol[V]):
@@ -102,7 +118,7 @@ class Stores:
     ``OrderedKeyValueStore`` where the spec is ``ordered`` (checked at import: ``_check_stores``)."""
 
     dedupe: KeyValueStore[int]
-    jobs: KeyValueStore[JobState]
+    jobs: KeyValueStore[AccountJobs]
     accounts: KeyValueStore[AccountState]
     timers: OrderedKeyValueStore[int]
 

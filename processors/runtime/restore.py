@@ -7,15 +7,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from processors.runtime.ports import KafkaClients, TopicPartition
+from processors.runtime.ports import KafkaClients, Record, TopicPartition
 from processors.runtime.state import Derive, TaskState
+
+#: A changelog record as a `Translate` reads it: (key, value or None for a tombstone, headers).
+ChangelogRecord = tuple[bytes, bytes | None, Sequence[tuple[str, bytes]]]
 
 #: How the records of a changelog that the processor writes itself (an output topic: `TaskState.output_logged`)
 #: become the store's values: called by the restore with the store's name and a batch of its records in offset
-#: order, (key, value or None for a tombstone); returns them as the store keeps them (None deletes), in the same
-#: order. It raises ChangelogUnreadable for a record it cannot take, and may raise one of the engine's
-#: `retriable` errors (a dependency it needs is down: the restore is tried again, never completed without it).
-Translate = Callable[[str, Sequence[tuple[bytes, bytes | None]]], Awaitable[Sequence[tuple[bytes, bytes | None]]]]
+#: order; returns (key, value or None to delete) for the store, in the same order (a record that says nothing of
+#: the store is left out: several stores may share a topic, each reading its part). It raises ChangelogUnreadable
+#: for a record it cannot take, and may raise one of the engine's `retriable` errors (a dependency it needs is
+#: down: the restore is tried again, never completed without it).
+Translate = Callable[[str, Sequence[ChangelogRecord]], Awaitable[Sequence[tuple[bytes, bytes | None]]]]
 
 
 class ChangelogUnreadable(RuntimeError):
@@ -57,9 +61,14 @@ async def restore(
     translated = set(state.output_logged)
     if translated and translate is None:
         raise ValueError(f"the stores {sorted(translated)} are restored from outputs: a translate hook is needed")
-    async with clients.restore_consumer(state.partition, list(partitions.values())) as consumer:
-        beginning_tp = await consumer.beginning_offsets(list(partitions.values()))
-        end_tp = await consumer.end_offsets(list(partitions.values()))
+    # Stores may share a changelog (an output topic carrying several stores' values): each is read once.
+    stores_of: dict[TopicPartition, list[str]] = {}
+    for store, tp in partitions.items():
+        stores_of.setdefault(tp, []).append(store)
+    tps = list(stores_of)
+    async with clients.restore_consumer(state.partition, tps) as consumer:
+        beginning_tp = await consumer.beginning_offsets(tps)
+        end_tp = await consumer.end_offsets(tps)
         beginning = {store: beginning_tp[tp] for store, tp in partitions.items()}
         end = {store: end_tp[tp] for store, tp in partitions.items()}
         start = state.usable_checkpoint(beginning, end, max_checkpoint_age_s)
@@ -67,30 +76,47 @@ async def restore(
         if start is None:
             state.wipe()
             start = beginning
-        store_of = {tp: store for store, tp in partitions.items()}
         remaining = set()
-        for store, tp in partitions.items():
-            consumer.seek(tp, start[store])
-            if start[store] < end[store]:
+        for tp, stores in stores_of.items():
+            first = min(start[store] for store in stores)
+            consumer.seek(tp, first)
+            if first < end_tp[tp]:
                 remaining.add(tp)
         count = 0
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=200, max_records=20_000)
             for tp, records in batch.items():
-                store = store_of[tp]
-                pairs: Sequence[tuple[bytes, bytes | None]] = [(cast(bytes, r.key), r.value) for r in records]
-                if store in translated:
-                    assert translate is not None
-                    try:
-                        pairs = await translate(store, pairs)
-                    except ChangelogUnreadable as exc:
-                        raise ChangelogUnreadable(
-                            f"store {store!r}: a record of {tp.topic} partition {tp.partition} between offsets "
-                            f"{records[0].offset} and {records[-1].offset}: {exc}"
-                        ) from exc
-                count += state.apply_restored(store, pairs, derive)
+                count += len(records)
+                for store in stores_of[tp]:
+                    mine = records
+                    if records[0].offset < start[store]:  # a store sharing the topic whose checkpoint is further
+                        mine = [r for r in records if r.offset >= start[store]]
+                    if mine:
+                        await _apply(state, store, tp, mine, derive, translate if store in translated else None)
             for tp in list(remaining):
-                if await consumer.position(tp) >= end[store_of[tp]]:
+                if await consumer.position(tp) >= end_tp[tp]:
                     remaining.discard(tp)
         state.set_positions(end)
         return RestoreStats(state.partition, count, time.monotonic() - started, from_scratch)
+
+
+async def _apply(
+    state: TaskState,
+    store: str,
+    tp: TopicPartition,
+    records: Sequence[Record],
+    derive: Derive | None,
+    translate: Translate | None,
+) -> None:
+    """Apply one batch of `store`'s changelog records."""
+    if translate is None:
+        state.apply_restored(store, [(cast(bytes, r.key), r.value) for r in records], derive)
+        return
+    try:
+        pairs = await translate(store, [(cast(bytes, r.key), r.value, r.headers) for r in records])
+    except ChangelogUnreadable as exc:
+        raise ChangelogUnreadable(
+            f"store {store!r}: a record of {tp.topic} partition {tp.partition} between offsets "
+            f"{records[0].offset} and {records[-1].offset}: {exc}"
+        ) from exc
+    state.apply_restored(store, pairs, derive)

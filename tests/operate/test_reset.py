@@ -109,9 +109,10 @@ async def test_reset_then_rebuild_gives_the_same_account_states(app: App) -> Non
 
     dry = await app.cli("processor", "reset", "--dry-run")
     assert "dry run: nothing changed" in dry
-    assert f"delete and recreate (empty) changelog {changelog_topic(app.app_id, 'jobs')}" in dry
+    assert f"delete and recreate (empty) changelog {changelog_topic(app.app_id, 'dedupe')}" in dry
     assert f"write a tombstone to {catalog.ACCOUNT_STATE_TOPIC} for each of its " in dry
-    assert changelog_topic(app.app_id, "accounts") not in dry  # its changelog is the state topic
+    assert changelog_topic(app.app_id, "accounts") not in dry  # their changelog is the state topic
+    assert changelog_topic(app.app_id, "jobs") not in dry
     assert await changelog_ends(app.bootstrap, app.app_id) == ends
     assert (app.state_dir / app.app_id).is_dir()
 

@@ -23,7 +23,7 @@ from aiokafka.structs import ConsumerRecord
 
 from common.settings import KafkaSettings
 from processors.runtime.engine import Engine
-from processors.runtime.restore import ChangelogUnreadable
+from processors.runtime.restore import ChangelogRecord, ChangelogUnreadable
 from processors.runtime.task import BatchFailed, OutRecord, TaskContext, TaskProcessor
 from processors.settings import ProcessorSettings
 from schemas.topics import DEADLETTER_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES
@@ -102,11 +102,9 @@ def main() -> None:
         fail_at = args.fail_at.encode() if args.fail_at else None
         return Counter(ctx, args.output, fail_at, fail_batch_at, args.output_logged)
 
-    async def counts_of_outputs(
-        store: str, records: Sequence[tuple[bytes, bytes | None]]
-    ) -> list[tuple[bytes, bytes | None]]:
+    async def counts_of_outputs(store: str, records: Sequence[ChangelogRecord]) -> list[tuple[bytes, bytes | None]]:
         counts = []
-        for key, value in records:
+        for key, value, _ in records:
             count, colon, _ = (value or b"").partition(b":")
             if not colon or not count.isdigit():
                 raise ChangelogUnreadable(f"not a count: {value!r}")

@@ -17,7 +17,7 @@ import pytest
 from processors.logic.account_table import AccountState
 from processors.logic.codec import ACCOUNT_STATE_SERDE
 from processors.logic.config import LogicConfig
-from processors.logic.stores import ACCOUNTS, LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES
+from processors.logic.stores import ACCOUNTS, JOBS, LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES, TIMERS
 from processors.pipeline import (
     LOG_APPEND_TIME,
     AccountPipeline,
@@ -134,6 +134,48 @@ def test_the_snapshot_goes_to_the_tasks_own_partition(tmp_path: Path) -> None:
         state.close()
 
 
+def _jobs_headers(machines: Machines) -> list[tuple[str, dict[str, Any] | None]]:
+    """(account, the `pinwheel_jobs` header read as plain JSON, or None) of every committed state record."""
+    out = []
+    for record in machines.broker.committed_records(STATE):
+        raw = dict(record.headers).get("pinwheel_jobs")
+        assert raw is None or raw[:1] == b"\x01"  # the serde's version byte
+        out.append((record.key.decode() if record.key else "", None if raw is None else orjson.loads(raw[1:])))
+    return out
+
+
+def test_the_jobs_ride_on_the_state_records_and_have_no_changelog_of_their_own(tmp_path: Path) -> None:
+    machines = Machines(tmp_path, CONFIG)
+    try:
+        driver = machines.start("a")
+        job_a = pending("income.added", T0)
+        driver.pipe(account_added(OTHER, T0), T0)  # an account without jobs: no header
+        driver.pipe(job_a, T0)
+        driver.pipe(pending("employment.added", T0), T0 + timedelta(seconds=1))
+        driver.pipe(final(job_a, T0 + timedelta(minutes=1)), T0 + timedelta(minutes=1))
+        headers = _jobs_headers(machines)
+        assert [(key, jobs is None) for key, jobs in headers] == [
+            (OTHER, True),
+            (ACCOUNT, False),
+            (ACCOUNT, False),
+            (ACCOUNT, False),
+        ]
+        # Each record carries all of the account's jobs: [open, closed_through, timed_out] by event type.
+        assert [sorted(jobs) for _, jobs in headers[1:] if jobs is not None] == [
+            ["income.added"],
+            ["employment.added", "income.added"],
+            ["employment.added", "income.added"],
+        ]
+        last = headers[-1][1]
+        assert last is not None
+        assert last["income.added"][0] is None  # closed by its final
+        assert last["income.added"][1] is not None
+        assert last["employment.added"][0] is not None  # still open
+        assert not [t for t in machines.broker.topic_names() if t.endswith("-jobs-changelog")]
+    finally:
+        machines.stop()
+
+
 # -- restore itself, over the in-memory broker ----------------------------------------------------------------
 
 
@@ -196,6 +238,49 @@ def test_the_restore_takes_each_accounts_latest_snapshot_and_a_tombstone_deletes
         assert ACCOUNT_STATE_SERDE.from_bytes(raw) == _account(OTHER, 3)
     finally:
         state.close()
+
+
+def _jobs(deadline_us: int | None, closed_us: int | None) -> bytes:
+    """An account's jobs as the store keeps them, built by hand: one income job, open until `deadline_us`."""
+    first = ["e1", "income.added", "income_employment", None, 1]
+    open_job = None if deadline_us is None else [None, 1, 1, 1, deadline_us, first, "income"]
+    return b"\x01" + orjson.dumps({"income.added": [open_job, closed_us, None]})
+
+
+def test_the_restore_takes_the_jobs_from_the_state_records_headers(tmp_path: Path) -> None:
+    codec, broker = Codec(), _broker()
+    state_of = {account: codec.encode(STATE, state_datum(_account(account, 1))) for account in (ACCOUNT, OTHER)}
+    broker.produce(STATE, 0, ACCOUNT.encode(), state_of[ACCOUNT], 0, headers=[("pinwheel_jobs", _jobs(7_000, None))])
+    broker.produce(STATE, 0, OTHER.encode(), state_of[OTHER], 0, headers=[("pinwheel_jobs", _jobs(9_000, None))])
+    broker.produce(STATE, 0, ACCOUNT.encode(), state_of[ACCOUNT], 0)  # no header: the jobs stay as they were
+    broker.produce(STATE, 0, OTHER.encode(), None, 0)  # a tombstone: the jobs go with the account
+    state, stats = _restore(broker, tmp_path, codec)
+    try:
+        assert stats.records == 4  # each record read once, for both stores
+        assert state.get(JOBS, ACCOUNT.encode()) == _jobs(7_000, None)
+        assert state.get(JOBS, OTHER.encode()) is None
+        # The open job's timeout is derived from the header; the deleted account's stays, obsolete when it fires.
+        timers = [key.decode() for key, _ in state.range(TIMERS, b"0", b"~")]
+        assert timers == [f"{7_000:016d}|j|{ACCOUNT}|income.added", f"{9_000:016d}|j|{OTHER}|income.added"]
+        assert state.checkpoint_positions()[JOBS] == state.checkpoint_positions()[ACCOUNTS] == 4
+    finally:
+        state.close()
+    # From that checkpoint, only the tail: the job closed.
+    broker.produce(STATE, 0, ACCOUNT.encode(), state_of[ACCOUNT], 0, headers=[("pinwheel_jobs", _jobs(None, 8))])
+    state, stats = _restore(broker, tmp_path, codec)
+    try:
+        assert (stats.from_scratch, stats.records) == (False, 1)
+        assert state.get(JOBS, ACCOUNT.encode()) == _jobs(None, 8)
+    finally:
+        state.close()
+
+
+def test_a_jobs_header_that_does_not_decode_stops_the_restore(tmp_path: Path) -> None:
+    codec, broker = Codec(), _broker()
+    value = codec.encode(STATE, state_datum(_account(ACCOUNT, 1)))
+    broker.produce(STATE, 0, ACCOUNT.encode(), value, 0, headers=[("pinwheel_jobs", b"\x01{not json")])
+    with pytest.raises(ChangelogUnreadable, match=f"store 'jobs': a record of {STATE} partition 0.*pinwheel_jobs"):
+        _restore(broker, tmp_path, codec)
 
 
 @pytest.mark.parametrize(

@@ -41,10 +41,10 @@ APP = "app-x"
 # The expected names spelled out once here: the derived lists must be exactly these, in this order.
 NAMES = ("dedupe", "jobs", "accounts", "timers")
 LOGGED = ("dedupe", "jobs", "accounts")  # the timers are derived on restore: no changelog
-OWN = ("dedupe", "jobs")  # the accounts' changelog is the contract's state topic
+OWN = ("dedupe",)  # the accounts' and the jobs' changelog is the contract's state topic
 CHANGELOGS = [f"{APP}-{name}-changelog" for name in OWN]
 STATE_TOPIC = "pinwheel.account_state.v1"
-RESTORED_FROM = dict(zip(LOGGED, [*CHANGELOGS, STATE_TOPIC], strict=True))
+RESTORED_FROM = dict(zip(LOGGED, [*CHANGELOGS, STATE_TOPIC, STATE_TOPIC], strict=True))
 
 
 def test_the_declaration_is_the_four_stores_and_the_typed_stores_follow_it() -> None:
@@ -95,7 +95,7 @@ def test_stores_of_refuses_an_ordered_store_without_range() -> None:
 
 SAMPLES: dict[str, object] = {
     "dedupe": 1_767_225_600_000_000,
-    "jobs": JobState(closed_through_us=5),
+    "jobs": {"income.added": JobState(closed_through_us=5)},
     "accounts": AccountState("acc-1", platform_name="Acme"),
     "timers": 7,
 }
@@ -146,7 +146,7 @@ def test_every_changelog_list_is_the_one_derived_from_the_stores() -> None:
     assert set(needs[STATE_TOPIC]) == {TopicOp.READ, TopicOp.WRITE}  # written as an output, read by the restore
     engine = build_engine(settings, KafkaSettings(), SchemaSettings(), PipelineCounters())
     assert engine.changelogs == RESTORED_FROM  # what restore reads and tasks (or, the state, the pipeline) write
-    assert engine.output_logged == ("accounts",)  # written by the pipeline, restored through its codec
+    assert engine.output_logged == ("jobs", "accounts")  # written by the pipeline, restored through its codec
     assert engine.local_stores == ("timers",)  # what restore derives
     assert [spec.name for spec in _changelog_specs(APP, 3)] == CHANGELOGS  # what `processor reset` recreates
     assert SHARED_CHANGELOGS == (STATE_TOPIC,)  # what `processor reset` writes tombstones to, never deletes
@@ -163,6 +163,11 @@ def test_every_changelog_list_is_the_one_derived_from_the_stores() -> None:
 def test_a_store_cannot_name_a_changelog_and_be_unlogged() -> None:
     with pytest.raises(ValueError, match="unlogged store has no changelog"):
         StoreSpec("x", STORES[0].serde, logged=False, changelog=STATE_TOPIC)
+
+
+def test_a_changelog_header_needs_the_topic_it_rides_on() -> None:
+    with pytest.raises(ValueError, match="changelog header needs the topic it rides on"):
+        StoreSpec("x", STORES[0].serde, changelog_header="h")
 
 
 # A store name as a string literal outside its declaration, with why it is not one: (path, literal) -> reason.

@@ -72,8 +72,8 @@ def test_the_timers_have_no_changelog_and_dedupe_writes_one_record_per_distinct_
     assert [key for key, _ in machines.changelog(DEDUPE)] == ids  # one per distinct event, none for a duplicate
     assert changelog_topic(APP_ID, TIMERS) not in machines.broker.topic_names()
     assert {topic for topic in machines.broker.topic_names() if topic.endswith("-changelog")} == {
-        changelog_topic(APP_ID, store) for store in (DEDUPE, JOBS)
-    }  # the accounts' changelog is the state topic
+        changelog_topic(APP_ID, DEDUPE)
+    }  # the accounts' and the jobs' changelog is the state topic
     # Expiry (2 h, the minute rounded up): each entry's delete is a tombstone, so compaction drops the key.
     driver.advance_to(T0 + timedelta(hours=2, minutes=2))
     assert driver.counters.logic["dedupe_expired"] == 3
@@ -111,7 +111,7 @@ def test_a_restart_derives_the_timers_of_the_changelog_tail_and_drops_the_obsole
     b.advance_to(T0 + timedelta(hours=2, minutes=2))  # the event's dedupe entry expires: a tombstone
     b.pipe(opened, T0 + timedelta(hours=3))
     assert len(on(b.pipe(expired, T0 + timedelta(hours=3)), UPDATES)) == 1  # new again: a new entry
-    tail = sum(len(machines.changelog(store)) for store in (DEDUPE, JOBS, "accounts"))
+    tail = sum(len(machines.changelog(store)) for store in (DEDUPE, JOBS))  # the jobs': the state topic
     # Back on machine a: its checkpoint (the closed job's timer, the event's first expiry), then b's records.
     a = machines.start("a")
     assert 0 < a.engine.stats.restored_records < tail  # from its checkpoint: the tail only

@@ -7,9 +7,9 @@ from processors.logic.keys import (
     TIMERS_END,
     TimerKey,
     TimerKind,
-    account_of_join_key,
     due_prefix,
     join_key,
+    split_join_key,
     timer_key_bytes,
 )
 
@@ -40,4 +40,4 @@ def test_key_order_is_due_order_and_the_clock_sorts_after_every_timer() -> None:
 
 
 def test_the_account_of_a_join_key_keeps_bars_in_the_account_id() -> None:
-    assert account_of_join_key(join_key("a|b", "paystubs.added")) == "a|b"
+    assert split_join_key(join_key("a|b", "paystubs.added")) == ("a|b", "paystubs.added")
