@@ -26,8 +26,12 @@ simulate` (32 in flight) instead. This process only reads `pinwheel.account_upda
    instance's first seconds are slower (its first transactions' produce requests wait up to a second for
    their acks on this machine); `--warm-up 0` measures them within the run.
 
-Each run also reports the CPU seconds that the generator, the gateway, the processors and the broker spent
-while the traffic was sent. Prints markdown tables and draws docs/img/e2e-latency-cdf.png.
+Each run also splits the latency at the update's own timestamp (CreateTime: set when the processor's commit
+built the batch, at the start of its produce): receipt → produce (the gateway's publish, the processor's fetch,
+the wait for the next commit) and produce → visible (the rest of the transaction, its markers, this reader's
+fetch); each percentile of each part on its own, so they do not add up. It also reports the CPU seconds
+that the generator, the gateway, the processors and the broker spent while the traffic was sent. Prints
+markdown tables and draws docs/img/e2e-latency-cdf.png.
 """
 
 from __future__ import annotations
@@ -82,11 +86,23 @@ def _say(message: str) -> None:
 class Seen:
     view: UpdateView
     visible_at: float  # epoch seconds when the consumer's fetch returned it
+    produced_at: float  # the update record's timestamp (CreateTime): when its commit's produce built its batch
 
     @property
     def latency_s(self) -> float:
         assert self.view.received_at is not None
         return self.visible_at - self.view.received_at.timestamp()
+
+    @property
+    def to_produce_s(self) -> float:
+        """Receipt → the commit's produce: gateway publish, the processor's fetch, the wait for the next commit."""
+        assert self.view.received_at is not None
+        return self.produced_at - self.view.received_at.timestamp()
+
+    @property
+    def after_produce_s(self) -> float:
+        """The commit's produce → visible: the rest of the transaction, its markers, this reader's fetch."""
+        return self.visible_at - self.produced_at
 
 
 class UpdateWatcher:
@@ -114,7 +130,7 @@ class UpdateWatcher:
         for records in batch.values():
             for record in records:
                 datum = await self.codec.decode_resolved(ACCOUNT_UPDATES_TOPIC, record.value)
-                self.seen.append(Seen(UpdateView.from_datum(datum), now))
+                self.seen.append(Seen(UpdateView.from_datum(datum), now, record.timestamp / 1000))
 
     def views(self) -> list[UpdateView]:
         return [s.view for s in self.seen]
@@ -365,6 +381,10 @@ def summarize(result: PhaseResult, target_rate: float) -> dict[str, Any]:
         "updates": len(mine),
         "updates_per_s": len(visible) / (visible[-1] - visible[0]),
         "latency_ms": latency_ms(latencies),
+        "split_ms": {
+            "to_produce": latency_ms(sorted(s.to_produce_s * 1000 for s in mine)),
+            "after_produce": latency_ms(sorted(s.after_produce_s * 1000 for s in mine)),
+        },
         "warm_up_latency_ms": None if result.warm_up is None else latency_ms(sorted_latencies_ms(result.warm_up)),
         "lost": result.lost,
         "duplicated": result.duplicated,
@@ -432,6 +452,14 @@ def report(result: dict[str, Any]) -> None:
     print()
     print(table(header, rows))
     for r in result["runs"]:
+        print(
+            f"\n{r['instances']} instance(s), where the time goes (each percentile on its own): receipt → the "
+            "commit's produce (the update's CreateTime) "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in r["split_ms"]["to_produce"].items())
+            + " ms; produce → visible "
+            + ", ".join(f"{k} {v:,.0f}" for k, v in r["split_ms"]["after_produce"].items())
+            + " ms"
+        )
         if (first := r["warm_up_latency_ms"]) is not None:
             print(
                 f"\nwarm-up ({r['instances']} fresh instance(s), {result['warm_up_s']:g} s, not in the table): "
