@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter, itemgetter
 from typing import Any, Final, NamedTuple
@@ -681,9 +680,10 @@ def readiness_datum(update: ReadinessUpdate) -> dict[str, Any]:
 # -- headers -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryIds:
-    """The Pinwheel delivery of the record being processed: what output headers say they come from."""
+class DeliveryIds(NamedTuple):
+    """The Pinwheel delivery of the record being processed: what output headers say they come from.
+
+    A NamedTuple, not a frozen dataclass: one is built per record, and a tuple is built several times faster."""
 
     event_id: str | None
     event_type: str | None
@@ -698,8 +698,15 @@ class DeliveryIds:
             for name, value in record.headers or ():
                 with contextlib.suppress(UnicodeDecodeError):
                     datum.setdefault(name, value.decode())
-        ids = [datum.get(name) for name in ("event_id", "event_type", "webhook_id", "pinwheel_version")]
-        return cls(*(value if isinstance(value, str) else None for value in ids))
+        get = datum.get
+        event_id, event_type = get("event_id"), get("event_type")
+        webhook_id, version = get("webhook_id"), get("pinwheel_version")
+        return cls(
+            event_id if isinstance(event_id, str) else None,
+            event_type if isinstance(event_type, str) else None,
+            webhook_id if isinstance(webhook_id, str) else None,
+            version if isinstance(version, str) else None,
+        )
 
 
 def output_headers(
@@ -708,10 +715,9 @@ def output_headers(
     """The headers of every output record: the ids of the event it comes from. `webhook_id` and
     `pinwheel_version` are those of the delivery being processed, so they are given only when that
     delivery is the event (not for a timeout, whose event is a pending read long before)."""
-    ids: tuple[str | None, str | None] = (None, None)
     if delivery is not None and delivery.event_id == event_id:
-        ids = (delivery.webhook_id, delivery.pinwheel_version)
-    return record_headers(content_format, event_id, event_type, *ids)
+        return record_headers(content_format, event_id, event_type, delivery.webhook_id, delivery.pinwheel_version)
+    return record_headers(content_format, event_id, event_type)
 
 
 # -- dead letters ------------------------------------------------------------------------------------------
