@@ -341,10 +341,10 @@ class WireEncoder:
         jobs = state.jobs
         if not jobs:
             return b"\x00"
-        keys, job_bytes = self._keys, self._job_bytes
+        cached, keys, job_bytes = self._jobs, self._keys, self._job_bytes
         parts = [avro_long(len(jobs))]
         for job, outcome in jobs.items():
-            value = job_bytes(outcome)  # first: a full cache is dropped with the keys
+            value = cached.get(outcome) or job_bytes(outcome)  # first: a full cache is dropped with the keys
             key = keys.get(job)
             if key is None:
                 key = keys[job] = avro_string(job)
