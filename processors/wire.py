@@ -11,11 +11,10 @@ are), union branches named up front, and the headers that say which Pinwheel del
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from operator import attrgetter
-from typing import Any
+from operator import attrgetter, itemgetter
+from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 from aiokafka.structs import ConsumerRecord
@@ -37,6 +36,7 @@ Headers = list[tuple[str, bytes]]
 _JOB_OUTCOME = "pinwheel.JobOutcome"
 _SYNC_PROGRESS = "pinwheel.SyncProgress"
 _READINESS = "pinwheel.Readiness"
+_CONTEXT = "pinwheel.AccountContext"
 
 # -- datums ------------------------------------------------------------------------------------------------
 
@@ -134,7 +134,11 @@ def state_datum(state: AccountState) -> dict[str, Any]:
 
 def _state_fields(state: AccountState) -> dict[str, Any]:
     """The fields of `state_datum` but its job outcomes and sync progress (`WireEncoder` writes those apart)."""
-    paystubs, shifts = state.paystubs, state.shifts
+    return {**_identity_fields(state), **_progress_fields(state)}
+
+
+def _identity_fields(state: AccountState) -> dict[str, Any]:
+    """The fields of `state_datum` that `_IDENTITY_KEY` determines: they change rarely (`WireEncoder` caches them)."""
     return {
         "account_id": state.account_id,
         "end_user_id": state.end_user_id,
@@ -147,6 +151,29 @@ def _state_fields(state: AccountState) -> dict[str, Any]:
         "monitoring_status_updated_at": state.monitoring_status_at_us,
         "additional_platforms": [_recommendation_datum(r) for r in state.additional_platforms],
         "additional_platforms_updated_at": state.additional_platforms_at_us,
+    }
+
+
+#: The state's values `_identity_fields` reads (a tuple: the key of their bytes in `WireEncoder`'s cache).
+_IDENTITY_KEY = attrgetter(
+    "account_id",
+    "end_user_id",
+    "platform_id",
+    "platform_name",
+    "link_token_id",
+    "connected",
+    "created_at_us",
+    "monitoring_status",
+    "monitoring_status_at_us",
+    "additional_platforms",
+    "additional_platforms_at_us",
+)
+
+
+def _progress_fields(state: AccountState) -> dict[str, Any]:
+    """The other fields of `_state_fields`: those of every event."""
+    paystubs, shifts = state.paystubs, state.shifts
+    return {
         "paystubs_synced": None if paystubs is None else paystubs.deepest_milestone,
         "shifts_synced": None if shifts is None else shifts.deepest_milestone,
         "version": state.version,
@@ -160,8 +187,29 @@ def _state_fields(state: AccountState) -> dict[str, Any]:
     }
 
 
+#: The names of `_identity_fields`.
+_IDENTITY_FIELDS: Final = frozenset(_identity_fields(AccountState("")))
+
 _Part = Callable[[Any, dict[str, Any]], bytes]
 """One part of a record's Avro body: from the value written (a state, an update) and its fields' datum."""
+
+
+class _CachedRun(NamedTuple):
+    """Fields whose bytes `WireEncoder` keeps by value, a run of them at a time: their values change rarely."""
+
+    fields: frozenset[str]
+    key: Callable[[Any, dict[str, Any]], Hashable]
+    """From the value written and its fields' datum: what determines `fields` (hashable)."""
+    datum: Callable[[Any, dict[str, Any]], Mapping[str, Any]]
+    """`fields` (others may come along), when they are not cached."""
+
+
+_SYNC_MILESTONES: Final = ("paystubs_synced", "shifts_synced")
+_milestones_of = itemgetter(*_SYNC_MILESTONES)
+#: The deepest sync milestones, fields of both a state and an update's context: a few values in all.
+_MILESTONES: Final = _CachedRun(
+    frozenset(_SYNC_MILESTONES), lambda _, fields: _milestones_of(fields), lambda _, fields: fields
+)
 
 
 class WireEncoder:
@@ -172,9 +220,11 @@ class WireEncoder:
     an outcome or a progress (immutable values) is encoded once and its bytes kept, by value, for the records
     that follow; the other fields are encoded in the runs between them. A record's Avro body is its fields'
     bodies one after the other (a map: its entry count, the entries, then 0; a union: its branch, then the
-    value), so the parts make the body `encode_plain` writes. Held by one task (not thread-safe); each cache
-    (`max_cached` values: a few MB, a progress holding its ids) is dropped whole when full. A record laid out
-    otherwise than these parts expect is written whole.
+    value), so the parts make the body `encode_plain` writes. The runs of a state's fields that change rarely
+    (the account's identity, its sync milestones) are kept by value too, so a state record encodes only the
+    fields of its event. Held by one task (not thread-safe); each cache (`max_cached` values: a few MB, a
+    progress holding its ids) is dropped whole when full. A record laid out otherwise than these parts expect is
+    written whole.
     """
 
     def __init__(self, codec: Codec, max_cached: int = 10_000) -> None:
@@ -193,18 +243,64 @@ class WireEncoder:
             return
         self._job = codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _JOB_OUTCOME)
         self._sync = codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _SYNC_PROGRESS)
-        self._state_parts = _layout(
+        self._state_parts, uncached = _layout(
             codec,
             ACCOUNT_STATE_TOPIC,
+            _field_names(codec.reader_schema(ACCOUNT_STATE_TOPIC)),
             {"jobs": self._jobs_part, "paystubs": self._sync_part("paystubs"), "shifts": self._sync_part("shifts")},
+            [
+                _CachedRun(
+                    _IDENTITY_FIELDS, lambda state, _: _IDENTITY_KEY(state), lambda state, _: _identity_fields(state)
+                ),
+                _MILESTONES,
+            ],
+            max_cached,
         )
+        # The identity's fields are read from the state when they are not cached; else they are those of every state.
+        self._state_fields = _state_fields if uncached & _IDENTITY_FIELDS else _progress_fields
         update = {field["name"]: field["type"] for field in codec.reader_schema(ACCOUNT_UPDATES_TOPIC)["fields"]}
         # The same encoder object: the same definition of JobOutcome (`Codec` builds one per schema text).
         if (
             _nullable(update.get("outcome")) == _JOB_OUTCOME
             and codec.plain_type_encoder(ACCOUNT_UPDATES_TOPIC, _JOB_OUTCOME) is self._job
         ):
-            self._update_parts = _layout(codec, ACCOUNT_UPDATES_TOPIC, {"outcome": self._outcome_part})
+            special: dict[str, _Part] = {"outcome": self._outcome_part}
+            self._update_fields = _update_fields
+            context = update.get("account")
+            if isinstance(context, dict) and context.get("type") == "record" and context.get("name") == _CONTEXT:
+                special["account"] = self._context_part(codec, _field_names(context))
+                self._update_fields = _update_head
+            self._update_parts, _ = _layout(
+                codec, ACCOUNT_UPDATES_TOPIC, _field_names(codec.reader_schema(ACCOUNT_UPDATES_TOPIC)), special
+            )
+
+    def _context_part(self, codec: Codec, names: list[str]) -> _Part:
+        """The update's ``account`` (``context_datum``), in parts as a record is: the fields of its account's
+        identity and its sync milestones kept by value."""
+        parts, uncached = _layout(
+            codec,
+            ACCOUNT_UPDATES_TOPIC,
+            names,
+            {},
+            [
+                _CachedRun(
+                    _CONTEXT_IDENTITY_FIELDS,
+                    lambda state, _: _CONTEXT_KEY(state),
+                    lambda state, _: _context_identity(state),
+                ),
+                _MILESTONES,
+            ],
+            self._max_cached,
+            _CONTEXT,
+        )
+        datum = context_datum if uncached & _CONTEXT_IDENTITY_FIELDS else _context_progress
+
+        def part(update: AccountUpdate, fields: dict[str, Any]) -> bytes:
+            state = update.account
+            context = datum(state)
+            return b"".join([write(state, context) for write in parts])
+
+        return part
 
     @property
     def writes_in_parts(self) -> bool:
@@ -216,7 +312,7 @@ class WireEncoder:
         parts = self._state_parts
         if parts is None:
             return self._codec.encode_plain(ACCOUNT_STATE_TOPIC, state_datum(state))
-        fields = _state_fields(state)
+        fields = self._state_fields(state)
         return self._codec.framed(ACCOUNT_STATE_TOPIC, b"".join([part(state, fields) for part in parts]))
 
     def update(self, update: AccountUpdate) -> bytes:
@@ -224,7 +320,7 @@ class WireEncoder:
         parts = self._update_parts
         if parts is None:
             return self._codec.encode_plain(ACCOUNT_UPDATES_TOPIC, update_datum(update))
-        fields = _update_fields(update)
+        fields = self._update_fields(update)
         return self._codec.framed(ACCOUNT_UPDATES_TOPIC, b"".join([part(update, fields) for part in parts]))
 
     def _job_bytes(self, outcome: JobOutcome) -> bytes:
@@ -245,10 +341,10 @@ class WireEncoder:
         jobs = state.jobs
         if not jobs:
             return b"\x00"
-        keys, job_bytes = self._keys, self._job_bytes
+        cached, keys, job_bytes = self._jobs, self._keys, self._job_bytes
         parts = [avro_long(len(jobs))]
         for job, outcome in jobs.items():
-            value = job_bytes(outcome)  # first: a full cache is dropped with the keys
+            value = cached.get(outcome) or job_bytes(outcome)  # first: a full cache is dropped with the keys
             key = keys.get(job)
             if key is None:
                 key = keys[job] = avro_string(job)
@@ -286,25 +382,69 @@ def _nullable(avro_type: Any) -> str | None:
     return None
 
 
-def _layout(codec: Codec, topic: str, special: Mapping[str, _Part]) -> list[_Part]:
-    """The parts of `topic`'s record body: the `special` fields' own, and each run of fields between them."""
+def _field_names(record_type: Any) -> list[str]:
+    return [field["name"] for field in record_type["fields"]]
+
+
+def _layout(
+    codec: Codec,
+    topic: str,
+    names: Sequence[str],
+    special: Mapping[str, _Part],
+    cached: Sequence[_CachedRun] = (),
+    max_cached: int = 0,
+    record: str | None = None,
+) -> tuple[list[_Part], set[str]]:
+    """The parts of the body of `topic`'s record (or of its nested record type `record`), whose fields are `names`:
+    the `special` fields' own, and the runs of fields between them, a run of fields of one of `cached` kept by
+    value (at most `max_cached` values each); and the fields written by the runs not cached (the parts read those
+    from the fields' datum every time)."""
     parts: list[_Part] = []
-    run: list[str] = []
-    for field in codec.reader_schema(topic)["fields"]:
-        if field["name"] not in special:
-            run.append(field["name"])
+    uncached: set[str] = set()
+
+    def group(name: str) -> int:
+        """-1: a field of no cached run; else the index of its `cached` run."""
+        return next((i for i, run in enumerate(cached) if name in run.fields), -1)
+
+    runs: list[tuple[int, list[str]]] = []  # consecutive fields of one group
+    for name in names:
+        if name in special:
+            runs.append((-2, [name]))
+        elif runs and runs[-1][0] == group(name):
+            runs[-1][1].append(name)
+        else:
+            runs.append((group(name), [name]))
+    for index, run in runs:
+        if index == -2:
+            parts.append(special[run[0]])
             continue
-        if run:
-            parts.append(_fields_part(codec.plain_fields_encoder(topic, run)))
-            run = []
-        parts.append(special[field["name"]])
-    if run:
-        parts.append(_fields_part(codec.plain_fields_encoder(topic, run)))
-    return parts
+        encode = codec.plain_fields_encoder(topic, run, record)
+        if index == -1:
+            parts.append(_fields_part(encode))
+            uncached.update(run)
+        else:
+            parts.append(_cached_fields_part(encode, cached[index], max_cached))
+    return parts, uncached
 
 
-def _fields_part(encode: Callable[[dict[str, Any]], bytes]) -> _Part:
+def _fields_part(encode: Callable[[Mapping[str, Any]], bytes]) -> _Part:
     return lambda value, fields: encode(fields)
+
+
+def _cached_fields_part(encode: Callable[[Mapping[str, Any]], bytes], run: _CachedRun, max_cached: int) -> _Part:
+    cache: dict[Hashable, bytes] = {}
+    _, key_of, datum_of = run
+
+    def part(value: Any, fields: dict[str, Any]) -> bytes:
+        key = key_of(value, fields)
+        data = cache.get(key)
+        if data is None:
+            if len(cache) > max_cached:
+                cache.clear()
+            data = cache[key] = encode(datum_of(value, fields))
+        return data
+
+    return part
 
 
 def readiness_state_datum(readiness: Readiness) -> dict[str, Any]:
@@ -444,6 +584,11 @@ def context_datum(state: AccountState) -> dict[str, Any]:
     Encoding cost grows with every nullable field (fastavro resolves each union branch by validation),
     and the full state is one topic away on ``pinwheel.account_state.v1``.
     """
+    return {**_context_identity(state), **_context_progress(state)}
+
+
+def _context_identity(state: AccountState) -> dict[str, Any]:
+    """The fields of `context_datum` that `_CONTEXT_KEY` determines: they change rarely (`WireEncoder` caches them)."""
     return {
         "account_id": state.account_id,
         "end_user_id": state.end_user_id,
@@ -453,11 +598,35 @@ def context_datum(state: AccountState) -> dict[str, Any]:
         "connected": state.connected,
         "monitoring_status": None if state.monitoring_status is None else _monitoring_status(state.monitoring_status),
         "account_created_at": state.created_at_us,
-        "paystubs_synced": None if state.paystubs is None else state.paystubs.deepest_milestone,
-        "shifts_synced": None if state.shifts is None else state.shifts.deepest_milestone,
+    }
+
+
+#: The state's values `_context_identity` reads (a tuple: the key of their bytes in `WireEncoder`'s cache).
+_CONTEXT_KEY = attrgetter(
+    "account_id",
+    "end_user_id",
+    "link_token_id",
+    "platform_id",
+    "platform_name",
+    "connected",
+    "monitoring_status",
+    "created_at_us",
+)
+
+
+def _context_progress(state: AccountState) -> dict[str, Any]:
+    """The other fields of `context_datum`: those of every update."""
+    paystubs, shifts = state.paystubs, state.shifts
+    return {
+        "paystubs_synced": None if paystubs is None else paystubs.deepest_milestone,
+        "shifts_synced": None if shifts is None else shifts.deepest_milestone,
         "events_applied": state.version,
         "updated_at": state.updated_at_us,
     }
+
+
+#: The names of `_context_identity`.
+_CONTEXT_IDENTITY_FIELDS: Final = frozenset(_context_identity(AccountState("")))
 
 
 def update_datum(update: AccountUpdate) -> dict[str, Any]:
@@ -470,12 +639,18 @@ def update_datum(update: AccountUpdate) -> dict[str, Any]:
 
 def _update_fields(update: AccountUpdate) -> dict[str, Any]:
     """The fields of `update_datum` but its outcome (`WireEncoder` writes it apart)."""
+    fields = _update_head(update)
+    fields["account"] = context_datum(update.account)
+    return fields
+
+
+def _update_head(update: AccountUpdate) -> dict[str, Any]:
+    """The fields of `_update_fields` but its account's context (`WireEncoder` writes it apart too)."""
     return {
         "update_id": update.update_id,
         "account_id": update.account_id,
         "change": update.change.value,
         "trigger": envelope_datum(update.trigger),
-        "account": context_datum(update.account),
     }
 
 
@@ -505,9 +680,10 @@ def readiness_datum(update: ReadinessUpdate) -> dict[str, Any]:
 # -- headers -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DeliveryIds:
-    """The Pinwheel delivery of the record being processed: what output headers say they come from."""
+class DeliveryIds(NamedTuple):
+    """The Pinwheel delivery of the record being processed: what output headers say they come from.
+
+    A NamedTuple, not a frozen dataclass: one is built per record, and a tuple is built several times faster."""
 
     event_id: str | None
     event_type: str | None
@@ -522,8 +698,15 @@ class DeliveryIds:
             for name, value in record.headers or ():
                 with contextlib.suppress(UnicodeDecodeError):
                     datum.setdefault(name, value.decode())
-        ids = [datum.get(name) for name in ("event_id", "event_type", "webhook_id", "pinwheel_version")]
-        return cls(*(value if isinstance(value, str) else None for value in ids))
+        get = datum.get
+        event_id, event_type = get("event_id"), get("event_type")
+        webhook_id, version = get("webhook_id"), get("pinwheel_version")
+        return cls(
+            event_id if isinstance(event_id, str) else None,
+            event_type if isinstance(event_type, str) else None,
+            webhook_id if isinstance(webhook_id, str) else None,
+            version if isinstance(version, str) else None,
+        )
 
 
 def output_headers(
@@ -532,10 +715,9 @@ def output_headers(
     """The headers of every output record: the ids of the event it comes from. `webhook_id` and
     `pinwheel_version` are those of the delivery being processed, so they are given only when that
     delivery is the event (not for a timeout, whose event is a pending read long before)."""
-    ids: tuple[str | None, str | None] = (None, None)
     if delivery is not None and delivery.event_id == event_id:
-        ids = (delivery.webhook_id, delivery.pinwheel_version)
-    return record_headers(content_format, event_id, event_type, *ids)
+        return record_headers(content_format, event_id, event_type, delivery.webhook_id, delivery.pinwheel_version)
+    return record_headers(content_format, event_id, event_type)
 
 
 # -- dead letters ------------------------------------------------------------------------------------------

@@ -469,14 +469,20 @@ class Codec:
         codec's format (raises like `encode`)."""
         return self._writer(topic).prefix + body
 
-    def plain_fields_encoder(self, topic: str, names: Sequence[str]) -> Encoder:
+    def plain_fields_encoder(self, topic: str, names: Sequence[str], record: str | None = None) -> Encoder:
         """The Avro body of consecutive fields `names` of `topic`'s record (its current schema, the one `encode`
-        writes), from a datum holding them (others are ignored), as `encode_plain` writes them. A record's body
-        is its fields' bodies one after the other: a body written in parts is the body written whole."""
-        key = (topic, "fields", tuple(names))
+        writes), or of the record type `record` (a full name) nested in it, from a datum holding them (others are
+        ignored), as `encode_plain` writes them. A record's body is its fields' bodies one after the other: a body
+        written in parts is the body written whole."""
+        key = (topic, "fields" if record is None else f"fields of {record}", tuple(names))
         encoder = self._parts.get(key)
         if encoder is None:
             schema = self._expanded_plain(topic)
+            if record is not None:
+                nested = _named_type(schema, record)
+                if nested is None or nested.get("type") != "record":
+                    raise KeyError(f"{topic} records have no record type {record}")
+                schema = nested
             order = [field["name"] for field in schema["fields"]]
             start = order.index(names[0]) if names and names[0] in order else -1
             if start < 0 or order[start : start + len(names)] != list(names):

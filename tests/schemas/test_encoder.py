@@ -236,3 +236,21 @@ def test_a_record_written_in_parts_is_the_record_written_whole(codec: Codec) -> 
         codec.plain_fields_encoder(_UPDATE_TOPIC, [fields[0], fields[2]])
     with pytest.raises(KeyError):
         codec.plain_type_encoder(_UPDATE_TOPIC, "pinwheel.NoSuchType")
+
+
+def test_a_nested_record_written_in_parts_is_the_record_written_whole(codec: Codec) -> None:
+    """Runs of a nested record's fields make its body: the update's body with its ``account`` so written."""
+    fields = [field["name"] for field in codec.reader_schema(_UPDATE_TOPIC)["fields"]]
+    assert fields[-1] == "account"
+    context = "pinwheel.AccountContext"
+    names = [field["name"] for field in codec.reader_schema(_UPDATE_TOPIC)["fields"][-1]["type"]["fields"]]
+    body = codec.plain_fields_encoder(_UPDATE_TOPIC, fields[:-1])(_PLAIN_UPDATE)
+    runs = (names[:3], names[3:8], names[8:])
+    body += b"".join(codec.plain_fields_encoder(_UPDATE_TOPIC, run, context)(_PLAIN_UPDATE["account"]) for run in runs)
+    assert codec.framed(_UPDATE_TOPIC, body) == codec.encode_plain(_UPDATE_TOPIC, _PLAIN_UPDATE)
+    with pytest.raises(ValueError, match="consecutive"):
+        codec.plain_fields_encoder(_UPDATE_TOPIC, [names[0], names[2]], context)
+    with pytest.raises(KeyError):
+        codec.plain_fields_encoder(_UPDATE_TOPIC, names[:1], "pinwheel.NoSuchType")
+    with pytest.raises(KeyError):  # a named type, not a record
+        codec.plain_fields_encoder(_UPDATE_TOPIC, names[:1], "pinwheel.AccountChange")
