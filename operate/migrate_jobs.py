@@ -16,11 +16,11 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from common.settings import KafkaSettings
-from operate.reset import live_members
+from operate.reset import live_members, read_to_end
 from processors.logic.codec import ACCOUNT_JOBS_SERDE, legacy_job_state_from_bytes
 from processors.logic.join import JobState
 from processors.logic.keys import split_join_key
@@ -91,30 +91,12 @@ async def _partitions(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> dict
 
 async def latest_records(kafka: KafkaSettings, topic: str, partitions: int) -> dict[bytes, Latest]:
     """The latest committed record of every key of `topic` (read_committed, up to the end offsets)."""
-    consumer = AIOKafkaConsumer(
-        **kafka.client_kwargs(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
-    )
     latest: dict[bytes, Latest] = {}
-    try:
-        await consumer.start()
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        for tp in tps:  # the initial positions first: a seek racing with their resolution can be lost
-            await consumer.position(tp)
-        end = await consumer.end_offsets(tps)
-        for tp, offset in (await consumer.beginning_offsets(tps)).items():
-            consumer.seek(tp, offset)
-        remaining = {tp for tp in tps if end[tp] > await consumer.position(tp)}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=500)
-            for tp, records in batch.items():
-                for record in records:
-                    if record.key is not None:
-                        latest[record.key] = Latest(tp.partition, record.value, tuple(record.headers))
-            remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
-        return latest
-    finally:
-        await consumer.stop()
+    async for partition, records in read_to_end(kafka, topic, partitions):
+        for record in records:
+            if record.key is not None:
+                latest[record.key] = Latest(partition, record.value, tuple(record.headers))
+    return latest
 
 
 async def migrate_jobs(settings: ProcessorSettings, kafka: KafkaSettings, dry_run: bool = False) -> list[str]:

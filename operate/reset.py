@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupAuthorizationFailedError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from common.kafka_access import (
     GROUP_AUTHORIZATION_FAILED,
@@ -132,9 +133,11 @@ def _changelog_specs(group: str, partitions: int) -> list[TopicSpec]:
     return [replace(declared[name], partitions=partitions) for name in own_changelog_topics(group).values()]
 
 
-async def live_keys(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, set[bytes]]:
-    """The keys of a compacted topic (of `partitions` partitions) whose latest committed record is not a
-    tombstone, per partition."""
+async def read_to_end(
+    kafka: KafkaSettings, topic: str, partitions: int
+) -> AsyncIterator[tuple[int, list[ConsumerRecord[bytes, bytes]]]]:
+    """The committed records of `topic` (of `partitions` partitions), from the beginning to the end offsets it
+    has when the read starts, in batches: (partition, records in offset order)."""
     consumer = AIOKafkaConsumer(
         **kafka.client_kwargs(), group_id=None, enable_auto_commit=False, isolation_level="read_committed"
     )
@@ -147,22 +150,29 @@ async def live_keys(kafka: KafkaSettings, topic: str, partitions: int) -> dict[i
         end = await consumer.end_offsets(tps)
         for tp, offset in (await consumer.beginning_offsets(tps)).items():
             consumer.seek(tp, offset)
-        keys: dict[int, set[bytes]] = {tp.partition: set() for tp in tps}
         remaining = {tp for tp in tps if end[tp] > await consumer.position(tp)}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=500)
             for tp, records in batch.items():
-                for record in records:
-                    if record.key is None:
-                        continue
-                    if record.value is None:
-                        keys[tp.partition].discard(record.key)
-                    else:
-                        keys[tp.partition].add(record.key)
+                yield tp.partition, records
             remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
-        return keys
     finally:
         await consumer.stop()
+
+
+async def live_keys(kafka: KafkaSettings, topic: str, partitions: int) -> dict[int, set[bytes]]:
+    """The keys of a compacted topic (of `partitions` partitions) whose latest committed record is not a
+    tombstone, per partition."""
+    keys: dict[int, set[bytes]] = {p: set() for p in range(partitions)}
+    async for partition, records in read_to_end(kafka, topic, partitions):
+        for record in records:
+            if record.key is None:
+                continue
+            if record.value is None:
+                keys[partition].discard(record.key)
+            else:
+                keys[partition].add(record.key)
+    return keys
 
 
 async def write_tombstones(kafka: KafkaSettings, topic: str, keys: dict[int, set[bytes]]) -> int:
