@@ -154,8 +154,9 @@ def _identity_fields(state: AccountState) -> dict[str, Any]:
     }
 
 
-#: The state's values `_identity_fields` reads (a tuple: the key of their bytes in `WireEncoder`'s cache).
-_IDENTITY_KEY = attrgetter(
+#: The state's values `_identity_fields` reads: their tuple (`_IDENTITY_KEY`) is the key of those fields' bytes in
+#: `WireEncoder`'s cache, so it must name every one (tests/processors/test_wire_cache_keys.py checks it).
+IDENTITY_ATTRS: Final = (
     "account_id",
     "end_user_id",
     "platform_id",
@@ -168,6 +169,7 @@ _IDENTITY_KEY = attrgetter(
     "additional_platforms",
     "additional_platforms_at_us",
 )
+_IDENTITY_KEY = attrgetter(*IDENTITY_ATTRS)
 
 
 def _progress_fields(state: AccountState) -> dict[str, Any]:
@@ -601,8 +603,8 @@ def _context_identity(state: AccountState) -> dict[str, Any]:
     }
 
 
-#: The state's values `_context_identity` reads (a tuple: the key of their bytes in `WireEncoder`'s cache).
-_CONTEXT_KEY = attrgetter(
+#: The state's values `_context_identity` reads, as `IDENTITY_ATTRS` for `_identity_fields`.
+CONTEXT_ATTRS: Final = (
     "account_id",
     "end_user_id",
     "link_token_id",
@@ -612,6 +614,7 @@ _CONTEXT_KEY = attrgetter(
     "monitoring_status",
     "created_at_us",
 )
+_CONTEXT_KEY = attrgetter(*CONTEXT_ATTRS)
 
 
 def _context_progress(state: AccountState) -> dict[str, Any]:
