@@ -24,11 +24,9 @@ from aiokafka.structs import ConsumerRecord
 from bench.processor_bench import InputRecord, encode_inputs
 from common import gc_tuning
 from processors.logic.config import LogicConfig
-from processors.logic.stores import LOCAL_STORE_NAMES, LOGGED_STORE_NAMES
-from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters
-from processors.runtime.state import TaskState
+from processors.logic.stores import LOGGED_STORE_NAMES
+from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters, pipeline_task_state
 from processors.runtime.task import RecordingContext
-from processors.topics import changelog_topics
 from schemas.codec import Codec
 
 
@@ -56,7 +54,7 @@ def run_once(records: list[ConsumerRecord[bytes, bytes]], batch: int, profile: c
     """CPU seconds to process `records` in commits of `batch`, on fresh state."""
     codec = Codec()
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
-        ctx = RecordingContext(TaskState(Path(tmp), "bench", 0, changelog_topics("bench"), LOCAL_STORE_NAMES))
+        ctx = RecordingContext(pipeline_task_state(Path(tmp), "bench", 0))
         pipeline = AccountPipeline(ctx, codec, LogicConfig(), PipelineCounters())
         position = 0
         start = time.process_time()

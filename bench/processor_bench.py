@@ -45,14 +45,12 @@ from common.settings import KafkaSettings
 from common.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
 from processors.logic.config import LogicConfig
-from processors.logic.stores import LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES
-from processors.pipeline import PipelineCounters, state_topic_translation, timers_derivation
+from processors.pipeline import PipelineCounters, pipeline_task_state, state_topic_translation, timers_derivation
 from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.restore import restore
 from processors.runtime.state import TaskState
 from processors.service import build_engine
 from processors.settings import ProcessorSettings
-from processors.topics import changelog_topics
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
@@ -266,12 +264,11 @@ async def run_in_process(
 
 
 async def restore_speed(app_id: str, state_dir: Path, kafka: KafkaSettings, partitions: int) -> tuple[int, float]:
-    changelogs = changelog_topics(app_id)
     derive = timers_derivation(LogicConfig())
     translate = state_topic_translation(build_codec())
     records, seconds = 0, 0.0
     for p in range(partitions):
-        state = TaskState(state_dir / str(p), app_id, p, changelogs, LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES)
+        state = pipeline_task_state(state_dir / str(p), app_id, p)
         stats = await restore(state, AiokafkaClients(kafka), 3600, derive, translate)
         state.close()
         records += stats.records

@@ -1,16 +1,17 @@
-"""Restore speed and local state size: an instance's dedupe changelogs (or state topic) of N keys restored into
+"""Restore speed and local state size: an instance's dedupe logs (or state topic) of N keys restored into
 empty stores.
 
     python -m bench.restore_bench [--keys 1000000] [--partitions 6] [--rounds 3] [--timers per-record]
-        [--store dedupe|accounts]
+        [--store dedupe|accounts] [--entries-per-record 20]
 
-Writes N dedupe records (random event ids, as Pinwheel's are: UUID4 text; the value the processors store,
-an 8-byte epoch µs) in transactions, spread over the partitions of a compacted changelog topic, then
-restores every partition into an empty local store at once, as an instance starting its tasks does
-(`processors.runtime.restore`, read_committed, one task per partition, concurrently), `--rounds` times.
-Reports the changelog records restored per second (median) and the stores' size on disk once RocksDB has
-flushed them (the files of the state directories after close), per million keys, with the process's peak
-RSS growth and CPU time.
+Writes N dedupe entries (random event ids, as Pinwheel's are: UUID4 text; the value the processors store,
+an 8-byte epoch µs) in transactions, spread over the partitions of the store's log, `--entries-per-record` in
+each record as a transaction of the processors writes them (processors/runtime/entrylog.py: a handful at
+Pinwheel's pace, hundreds at full speed), then restores every partition into an empty local store at once, as
+an instance starting its tasks does (`processors.runtime.restore`, read_committed, one task per partition,
+concurrently), `--rounds` times. Reports the keys restored per second (median: dedupe entries, or state
+records) and the stores' size on disk once RocksDB has flushed them (the files of the state directories after
+close), per million keys, with the process's peak RSS growth and CPU time.
 
 The timers store has no changelog: a restore derives each dedupe entry's expiry timer. `--timers` says how:
 `per-record` (what the processors do: the pipeline's hook, for every record as it is restored), `rebuild`
@@ -49,6 +50,7 @@ from processors.logic.config import LogicConfig
 from processors.logic.join import JobOutcome
 from processors.logic.stores import ACCOUNTS, DEDUPE, LOCAL_STORE_NAMES, TIMERS
 from processors.pipeline import state_topic_translation, timers_derivation
+from processors.runtime.entrylog import encode_entries
 from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.restore import restore
 from processors.runtime.state import Derive, TaskState
@@ -106,13 +108,20 @@ def account_states(count: int, seed: int = 1) -> list[AccountState]:
 
 
 async def fill_changelog(
-    kafka: KafkaSettings, topic: str, keys: list[bytes], partitions: int = 1, values: list[bytes] | None = None
+    kafka: KafkaSettings,
+    topic: str,
+    keys: list[bytes],
+    partitions: int = 1,
+    values: list[bytes] | None = None,
+    entries_per_record: int = 0,
 ) -> None:
-    """`keys` spread over `partitions`, each with its value in `values` (default: a dedupe entry's)."""
+    """`keys` spread over `partitions`, each with its value in `values` (default: a dedupe entry's); with
+    `entries_per_record`, as the records of an entry log holding that many entries each."""
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
+    policy = "delete" if entries_per_record else "compact"
     try:
-        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs={"cleanup.policy": policy})])
     finally:
         await admin.close()
     producer = AIOKafkaProducer(
@@ -126,11 +135,20 @@ async def fill_changelog(
     try:
         for start in range(0, len(keys), 100_000):
             await producer.begin_transaction()
-            for i, key in enumerate(keys[start : start + 100_000], start):
-                value = dedupe_value if values is None else values[i]
-                await producer.send(topic, value, key=key, partition=i % partitions)
+            chunk = keys[start : start + 100_000]
+            if entries_per_record:
+                for p in range(partitions):
+                    mine = chunk[p::partitions]
+                    for at in range(0, len(mine), entries_per_record):
+                        entries = [(key, dedupe_value) for key in mine[at : at + entries_per_record]]
+                        for value in encode_entries(entries):
+                            await producer.send(topic, value, partition=p)
+            else:
+                for i, key in enumerate(chunk, start):
+                    value = dedupe_value if values is None else values[i]
+                    await producer.send(topic, value, key=key, partition=i % partitions)
             await producer.commit_transaction()
-            _say(f"  {min(start + 100_000, len(keys)):,}/{len(keys):,} changelog records written")
+            _say(f"  {min(start + 100_000, len(keys)):,}/{len(keys):,} keys written")
     finally:
         await producer.stop()
 
@@ -168,7 +186,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     derive = timers_derivation(LogicConfig())
     accounts = args.store == ACCOUNTS
-    topic = f"bench-restore-{uuid.uuid4().hex[:6]}-{'account-state' if accounts else 'dedupe-changelog'}"
+    topic = f"bench-restore-{uuid.uuid4().hex[:6]}-{'account-state' if accounts else 'dedupe-log'}"
     _say(f"writing {args.keys:,} {args.store} keys to {topic}")
     if accounts:
         generated, wire = account_states(args.keys), WireEncoder(build_codec())
@@ -177,7 +195,9 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
         await fill_changelog(kafka, topic, keys, args.partitions, values)
         del keys, values
     else:
-        await fill_changelog(kafka, topic, event_ids(args.keys), args.partitions)
+        await fill_changelog(
+            kafka, topic, event_ids(args.keys), args.partitions, entries_per_record=args.entries_per_record
+        )
     timers_mode = "none" if accounts else args.timers
     rates, sizes, rss, cpu = [], [], [], []
     for round_ in range(1, args.rounds + 1):
@@ -186,7 +206,7 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
         states = [
             TaskState(path / str(p), "bench-restore", p, {ACCOUNTS: topic}, (), (ACCOUNTS,))
             if accounts
-            else TaskState(path / str(p), "bench-restore", p, {DEDUPE: topic}, LOCAL_STORE_NAMES)
+            else TaskState(path / str(p), "bench-restore", p, {DEDUPE: topic}, LOCAL_STORE_NAMES, expiring=(DEDUPE,))
             for p in range(args.partitions)
         ]
         started, cpu_before = time.monotonic(), time.process_time()
@@ -195,23 +215,25 @@ async def run(args: argparse.Namespace, bootstrap: str, work: Path) -> None:
         cpu.append(time.process_time() - cpu_before)
         rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before)
         timers = 0 if accounts else sum(1 for state in states for _ in state.range(TIMERS, b"", b"~"))
+        store = ACCOUNTS if accounts else DEDUPE
+        held = sum(1 for state in states for _ in state.range(store, b"", b"\xff"))
         for state in states:
             state.close()
         records = sum(restored)
         if timers != (0 if timers_mode == "none" else args.keys):
-            raise RuntimeError(f"{timers:,} timers derived from {records:,} dedupe records ({timers_mode})")
-        if records != args.keys:
-            raise RuntimeError(f"restored {records:,} records, expected {args.keys:,}")
-        rates.append(records / seconds)
+            raise RuntimeError(f"{timers:,} timers derived from {held:,} dedupe entries ({timers_mode})")
+        if held != args.keys:
+            raise RuntimeError(f"restored {held:,} keys ({records:,} records), expected {args.keys:,}")
+        rates.append(held / seconds)
         sizes.append(disk_mib(path) * 1_000_000 / args.keys)
         _say(
-            f"round {round_}: {records:,} records in {seconds:.2f} s = {rates[-1]:,.0f}/s "
+            f"round {round_}: {held:,} keys ({records:,} records) in {seconds:.2f} s = {rates[-1]:,.0f}/s "
             f"({cpu[-1]:.2f} CPU s); {sizes[-1]:.1f} MiB per million keys"
         )
         shutil.rmtree(path, ignore_errors=True)
     print()
     print(
-        "| store | changelog records | partitions | timers | restore, records per second (median; rounds) | CPU s "
+        "| store | keys | partitions | timers | restore, keys per second (median; rounds) | CPU s "
         "| local state per million keys |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -229,6 +251,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timers", choices=TIMERS_MODES, default=TIMERS_MODES[0], help="how the timers are derived")
     parser.add_argument("--store", choices=(DEDUPE, ACCOUNTS), default=DEDUPE, help="the store restored")
+    parser.add_argument("--entries-per-record", type=int, default=20, help="dedupe entries in a record of its log")
     args = parser.parse_args()
     run_with_broker("pinwheel-restore-", _say, lambda bootstrap, work: run(args, bootstrap, work))
 

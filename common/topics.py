@@ -47,7 +47,12 @@ class TopicSettings(BaseSettings):
         ge=1,
         description="min.insync.replicas of every topic; empty means replication factor - 1 (at least 1).",
     )
-    retention_days: int = Field(default=30, ge=1, description="Retention of the family, update and dead-letter topics.")
+    retention_days: int = Field(
+        default=30,
+        ge=1,
+        description="Retention of the family, update and dead-letter topics, and of the processors' dedupe log "
+        "(at least PROCESSOR_DEDUPE_RETENTION_H).",
+    )
     processor_application_id: str = Field(
         default="pinwheel-processor",
         description="The processors' application id; names their changelog topics and consumer group.",

@@ -122,10 +122,10 @@ def _processor(args: argparse.Namespace) -> int:
         from operate.cli import processor_reset_command
 
         return processor_reset_command(args)
-    if args.action == "migrate-jobs":
-        from operate.cli import processor_migrate_jobs_command
+    if args.action in ("migrate", "migrate-jobs"):
+        from operate.cli import processor_migrate_command
 
-        return processor_migrate_jobs_command(args)
+        return processor_migrate_command(args)
     from processors.runtime.engine import MissingTopicsError
     from processors.service import run
 
@@ -206,7 +206,7 @@ def _kafka_timeout() -> argparse.ArgumentParser:
 def _needs_kafka(args: argparse.Namespace) -> bool:
     if args.command == "processor":
         return bool(
-            args.action in ("reset", "migrate-jobs")
+            args.action in ("reset", "migrate", "migrate-jobs")
         )  # `processor` itself waits as a service does (KAFKA_STARTUP_TIMEOUT_S)
     if args.command == "verify-record":
         return args.file is None  # a record read from a file needs no Kafka

@@ -99,13 +99,14 @@ def add_commands(sub: Any, processor: argparse.ArgumentParser, waits: argparse.A
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     processor.add_argument(
-        "action", nargs="?", choices=["run", "reset", "migrate-jobs"], default="run",
+        "action", nargs="?", choices=["run", "reset", "migrate", "migrate-jobs"], default="run",
         help="run (default); reset: rebuild state and outputs from the family topics: deletes the application's "
         "changelogs, tombstones every account of pinwheel.account_state.v1 (the accounts' and jobs' changelog, "
-        "shared with downstream: never deleted) and rewinds the group; migrate-jobs: once, after upgrading from a "
-        "version with <application_id>-jobs-changelog, carry its jobs onto the state topic (see docs/operations.md)",
+        "shared with downstream: never deleted) and rewinds the group; migrate (or its old name migrate-jobs): once, "
+        "after upgrading from a version with <application_id>-dedupe-changelog or -jobs-changelog, carry their "
+        "entries onto the new changelogs (see docs/operations.md)",
     )  # fmt: skip
-    processor.add_argument("--dry-run", action="store_true", help="reset, migrate-jobs: show what would be done")
+    processor.add_argument("--dry-run", action="store_true", help="reset, migrate: show what would be done")
     processor.add_argument("--yes", action="store_true", help="reset: do it without asking")
 
     spool = sub.add_parser("spool", help="the gateway's spool (read-only; safe while the gateway runs)")
@@ -333,17 +334,17 @@ def processor_reset_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def processor_migrate_jobs_command(args: argparse.Namespace) -> int:
+def processor_migrate_command(args: argparse.Namespace) -> int:
     import asyncio
 
     from common.settings import KafkaSettings
-    from operate.migrate_jobs import MigrationRefused, migrate_jobs
+    from operate.migrate import MigrationRefused, migrate
     from processors.settings import ProcessorSettings
 
     try:
-        lines = asyncio.run(migrate_jobs(ProcessorSettings(), KafkaSettings(), dry_run=args.dry_run))
+        lines = asyncio.run(migrate(ProcessorSettings(), KafkaSettings(), dry_run=args.dry_run))
     except MigrationRefused as exc:
-        print(f"processor migrate-jobs: {exc}", file=sys.stderr)
+        print(f"processor {args.action}: {exc}", file=sys.stderr)
         return 1
     print("\n".join(lines))
     return 0

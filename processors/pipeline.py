@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from aiokafka.structs import ConsumerRecord
@@ -30,11 +31,23 @@ from processors.logic.outputs import (
     RejectedEvent,
 )
 from processors.logic.processor import NO_WATERMARK, AccountProcessor
-from processors.logic.stores import ACCOUNTS, DEDUPE, JOBS, JOBS_HEADER, STORES, TIMERS, Stores
+from processors.logic.stores import (
+    ACCOUNTS,
+    DEDUPE,
+    EXPIRING_STORE_NAMES,
+    JOBS,
+    JOBS_HEADER,
+    LOCAL_STORE_NAMES,
+    OUTPUT_LOGGED_STORE_NAMES,
+    STORES,
+    TIMERS,
+    Stores,
+)
 from processors.logic.timers import TIMER_OWNERS, TimerRules
 from processors.runtime.restore import ChangelogRecord, ChangelogUnreadable, Translate
 from processors.runtime.state import Derive, TaskState
 from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
+from processors.topics import changelog_topics
 from processors.wire import (
     DeliveryIds,
     Headers,
@@ -148,6 +161,20 @@ def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
         for spec in STORES
     }
     return Stores.of(views), [view for view in views.values() if isinstance(view, CachedStoreView)]
+
+
+def pipeline_task_state(path: Path, application_id: str, partition: int) -> TaskState:
+    """The local state of one task of the pipeline, its stores as ``STORES`` declares them (what the engine
+    opens for the service: processors/service.py)."""
+    return TaskState(
+        path,
+        application_id,
+        partition,
+        changelog_topics(application_id),
+        LOCAL_STORE_NAMES,
+        OUTPUT_LOGGED_STORE_NAMES,
+        EXPIRING_STORE_NAMES,
+    )
 
 
 def timers_derivation(config: LogicConfig) -> Derive:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 
 import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -34,13 +35,18 @@ from common.kafka_wait import wait_for_kafka
 from common.settings import KafkaSettings
 from processors.lag import LagMonitor
 from processors.logic.readiness import ReadinessRule
-from processors.logic.stores import LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES, OUTPUT_LOGGED_TOPICS
+from processors.logic.stores import (
+    EXPIRING_STORE_NAMES,
+    LOCAL_STORE_NAMES,
+    OUTPUT_LOGGED_STORE_NAMES,
+    OUTPUT_LOGGED_TOPICS,
+)
 from processors.pipeline import AccountPipeline, PipelineCounters, state_topic_translation, timers_derivation
 from processors.readiness import ReadinessSettings
 from processors.runtime.engine import Engine, EngineStats, MissingTopicsError
 from processors.runtime.task import TaskContext, TaskProcessor
 from processors.settings import ProcessorSettings
-from processors.topics import changelog_topics
+from processors.topics import changelog_topics, entry_log_topics
 from schemas import catalog
 from schemas.catalog import OUTPUT_TOPICS
 from schemas.codec import Codec, build_codec, keep_registered
@@ -73,20 +79,64 @@ async def check_topics(settings: ProcessorSettings, kafka: KafkaSettings) -> Non
     """Raise MissingTopicsError naming every missing topic (a run without them only logs errors forever), and
     KafkaMisconfigured naming a topic the principal may not describe, read or write as the pipeline must:
     such a run would fail at its first commit, after minutes of restoring, or hide the topic as "missing";
-    KafkaMisconfigured too when the state topic is not partitioned as the family topics (`partition_mismatch`)."""
+    KafkaMisconfigured too when the state topic is not partitioned as the family topics (`partition_mismatch`), or
+    when a store's time-retained log keeps less than the store needs (`log_retention_refusal`; checked where the
+    principal may describe the topic's configuration)."""
     admin = AIOKafkaAdminClient(**kafka.client_kwargs(), client_id=f"{kafka.client_id_prefix}-processor-check")
     access: Mapping[str, TopicAccess] = {}
+    logs: dict[str, dict[str, str | None]] = {}
     try:
         await admin.start()
         missing = await check_access(admin, topic_needs(settings))
         if not missing:
             access = await topic_access(admin, [*catalog.FAMILY_TOPICS.values(), *OUTPUT_LOGGED_TOPICS])
+            logs = await _topic_configs(admin, entry_log_topics(settings.application_id))
     finally:
         await admin.close()
     if missing:
         raise MissingTopicsError(missing, MISSING_TOPICS_HINT)
     if refusal := partition_mismatch({name: a.partitions for name, a in access.items()}):
         raise KafkaMisconfigured(refusal)
+    for topic, configs in logs.items():
+        if refusal := log_retention_refusal(topic, configs, settings.dedupe_retention_h):
+            raise KafkaMisconfigured(refusal)
+
+
+async def _topic_configs(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, dict[str, str | None]]:
+    """Topic -> its cleanup.policy and retention.ms, for the topics whose configuration the principal may read."""
+    if not topics:
+        return {}
+    wanted = {"cleanup.policy": None, "retention.ms": None}
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name, configs=dict(wanted)) for name in topics]
+    )
+    found: dict[str, dict[str, str | None]] = {}
+    for response in responses:
+        for resource in response.resources:  # (error_code, error_message, type, name, entries)
+            if resource[0] == 0:
+                found[resource[3]] = {entry[0]: entry[1] for entry in resource[4] if entry[0] in wanted}
+            else:
+                log.warning("topic configuration not readable", extra={"topic": resource[3], "error": resource[0]})
+    return found
+
+
+def log_retention_refusal(topic: str, configs: Mapping[str, str | None], dedupe_retention_h: float) -> str | None:
+    """Why the dedupe store's log (`StoreSpec.expiring`) cannot back it, or None: the log must keep every record
+    at least as long as the store keeps an entry (else a restore forgets event ids still remembered, and lets
+    their duplicates through), and never compact it (its records have no key)."""
+    policy = configs.get("cleanup.policy") or "delete"
+    if "compact" in policy.split(","):
+        return f"{topic} has cleanup.policy={policy}: it is a log kept by time, set cleanup.policy=delete"
+    retention = configs.get("retention.ms")
+    if retention is None or int(retention) < 0:
+        return None
+    if int(retention) < dedupe_retention_h * 3_600_000:
+        return (
+            f"{topic} keeps records for retention.ms={retention} ({int(retention) / 3_600_000:g} h), less than "
+            f"PROCESSOR_DEDUPE_RETENTION_H ({dedupe_retention_h:g} h): raise its retention.ms (or "
+            "TOPICS_RETENTION_DAYS when creating it), or lower PROCESSOR_DEDUPE_RETENTION_H"
+        )
+    return None
 
 
 def partition_mismatch(partitions: Mapping[str, int]) -> str | None:
@@ -144,6 +194,7 @@ def build_engine(
         derive=timers_derivation(config),
         output_logged=OUTPUT_LOGGED_STORE_NAMES,
         translate=state_topic_translation(codec),
+        expiring=EXPIRING_STORE_NAMES,
     )
 
 

@@ -52,6 +52,12 @@ def changelog_topic(application_id: str, store: str) -> str:
     return f"{application_id}-{store}-changelog"
 
 
+def entry_log_topic(application_id: str, store: str) -> str:
+    """The time-retained log backing a processors' store whose entries expire by time (one record per
+    transaction holding the entries it put: `processors.logic.stores.StoreSpec.expiring`)."""
+    return f"{application_id}-{store}-log"
+
+
 ACCOUNT_ADDED = "account.added"
 ACCOUNT_CONNECTIONS_RECOMMENDED = "account.additional_connections_recommended"
 ACCOUNT_MONITORING_STATUS_UPDATED = "account.monitoring_status.updated"

@@ -22,8 +22,10 @@ DEADLETTER_MAX_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES
 ACCOUNT_PARTITIONED = "account-keyed"
 
 
-def topic_specs(s: TopicSettings, changelogs: Iterable[str]) -> list[TopicSpec]:
-    """Every topic the connector reads or writes, `changelogs` being the processors' changelog topics."""
+def topic_specs(s: TopicSettings, changelogs: Iterable[str], logs: Iterable[str] = ()) -> list[TopicSpec]:
+    """Every topic the connector reads or writes, `changelogs` being the processors' compacted changelog topics
+    and `logs` their time-retained ones (a store whose entries expire: kept as long as the family topics, which
+    the dedupe retention may not exceed: `processors.settings`)."""
     retention = {"cleanup.policy": "delete", "retention.ms": str(s.retention_days * DAY_MS)}
     # A 1 MiB body (the gateway's cap) encodes to up to about twice that (raw bytes + typed payload).
     large = {**retention, "max.message.bytes": str(MAX_MESSAGE_BYTES)}
@@ -41,6 +43,7 @@ def topic_specs(s: TopicSettings, changelogs: Iterable[str]) -> list[TopicSpec]:
         TopicSpec(changelog, s.partitions, dict(compacted), ACCOUNT_PARTITIONED, rf, min_isr)
         for changelog in changelogs
     ]
+    specs += [TopicSpec(log, s.partitions, dict(retention), ACCOUNT_PARTITIONED, rf, min_isr) for log in logs]
     specs += [
         TopicSpec(catalog.ACCOUNT_UPDATES_TOPIC, s.partitions, dict(retention), None, rf, min_isr),
         TopicSpec(catalog.ACCOUNT_STATE_TOPIC, s.partitions, dict(compacted), None, rf, min_isr),

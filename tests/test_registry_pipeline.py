@@ -35,11 +35,11 @@ from gateway.settings import GatewaySettings
 from gateway.tls import ensure_self_signed
 from processors.logic.account_table import AccountState
 from processors.logic.codec import ACCOUNT_STATE_SERDE
-from processors.logic.stores import ACCOUNTS, LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES
-from processors.runtime.state import TaskState
+from processors.logic.stores import ACCOUNTS
+from processors.pipeline import pipeline_task_state
 from processors.service import serve
 from processors.settings import ProcessorSettings
-from processors.topics import all_topics, changelog_topics
+from processors.topics import all_topics
 from processors.wire import account_state_of
 from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC, DEADLETTER_TOPIC, FAMILY_TOPICS
 from schemas.codec import build_codec
@@ -232,14 +232,7 @@ async def test_confluent_format_end_to_end(schema_registry: Registry, pipeline_f
     latest = await _latest_states(bootstrap, pipe.schema, {str(a).encode() for a in accounts}, start, end)
     assert latest.keys() == {str(a).encode() for a in accounts}
     for key, (partition, expected) in latest.items():
-        state = TaskState(
-            restored.state_dir / pipe.app_id / str(partition),
-            pipe.app_id,
-            partition,
-            changelog_topics(pipe.app_id),
-            LOCAL_STORE_NAMES,
-            OUTPUT_LOGGED_STORE_NAMES,
-        )
+        state = pipeline_task_state(restored.state_dir / pipe.app_id / str(partition), pipe.app_id, partition)
         try:
             raw = state.get(ACCOUNTS, key)
         finally:

@@ -1,7 +1,8 @@
 """The key-value stores the logic works through, declared once (``STORES``), and an in-memory implementation.
 
-The runtime backs each store with RocksDB and, unless the store is declared ``logged=False``, a compacted
-changelog topic: its own, or the output topic its spec names (``changelog``: the accounts store's is the state
+The runtime backs each store with RocksDB and, unless the store is declared ``logged=False``, a changelog
+topic: its own (compacted, or for an ``expiring`` store a time-retained log of the entries each transaction put:
+the dedupe store's), or the output topic its spec names (``changelog``: the accounts store's is the state
 topic, restored through the pipeline's codec; the jobs store's is the same topic, each account's jobs in a header
 of its state records); values cross the local boundary with the serdes of
 ``processors.logic.codec``. Keys are ``str`` (UTF-8 on the wire). Only the timers store needs ordered
@@ -46,7 +47,14 @@ class StoreSpec:
     whose values are another store's (the jobs of an account ride on its state records): the same keys, and
     the header's value is the store's value in its serde's bytes. Every record of that topic carries the header
     when the store has a value for its key, so compaction keeps the latest with the record; a record without it
-    says nothing of the store, a tombstone deletes the key in both."""
+    says nothing of the store, a tombstone deletes the key in both.
+
+    ``expiring``: the store's entries leave it by time only (the logic deletes each when its timer is due, and
+    never otherwise). Its changelog is then a log of its own, ``<application_id>-<name>-log``, kept by time
+    retention instead of compaction: each transaction writes one record holding every entry it put
+    (``processors.runtime.entrylog``), and a delete writes nothing, so an entry costs a share of one record and
+    no tombstone. A restore brings back every entry the log still holds; those already due are expired again
+    by their derived timers."""
 
     name: str
     serde: Serde[Any]
@@ -55,6 +63,7 @@ class StoreSpec:
     logged: bool = True
     changelog: str | None = None
     changelog_header: str | None = None
+    expiring: bool = False
 
     def __post_init__(self) -> None:
         if self.cached and self.ordered:
@@ -63,6 +72,8 @@ class StoreSpec:
             raise ValueError(f"store {self.name}: an unlogged store has no changelog")
         if self.changelog_header is not None and self.changelog is None:
             raise ValueError(f"store {self.name}: a changelog header needs the topic it rides on (changelog)")
+        if self.expiring and (self.changelog is not None or not self.logged):
+            raise ValueError(f"store {self.name}: an expiring store is logged to a log of its own")
 
 
 #: The header of the state topic's records that carries the account's jobs (``StoreSpec.changelog_header``).
@@ -74,7 +85,8 @@ ACCOUNTS: Final = "accounts"
 TIMERS: Final = "timers"
 
 STORES: tuple[StoreSpec, ...] = (
-    StoreSpec(DEDUPE, INT_SERDE),  # event_id -> first received_at (epoch µs)
+    # event_id -> first received_at (epoch µs); expired by its timers: logged one record per transaction
+    StoreSpec(DEDUPE, INT_SERDE, expiring=True),
     # account_key -> {event_type: join state}; its changelog is the state topic, a header of the account's records
     StoreSpec(JOBS, ACCOUNT_JOBS_SERDE, cached=True, changelog=ACCOUNT_STATE_TOPIC, changelog_header=JOBS_HEADER),
     # account_key -> AccountState; its changelog is the contract's state topic (processors/pipeline.py writes it)
@@ -88,6 +100,8 @@ STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES)
 #: The stores with a changelog topic, and those kept (and derived on restore) locally only.
 LOGGED_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if spec.logged)
 LOCAL_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if not spec.logged)
+#: The stores whose changelog is a time-retained log of the entries put (``StoreSpec.expiring``).
+EXPIRING_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if spec.expiring)
 #: The stores whose changelog is an output topic the pipeline writes (``StoreSpec.changelog``).
 OUTPUT_LOGGED_STORE_NAMES: tuple[str, ...] = tuple(spec.name for spec in STORES if spec.changelog is not None)
 #: The output topics that are a store's changelog (the state topic), each once: several stores may share one.

@@ -120,6 +120,7 @@ class Engine:
         derive: Derive | None = None,
         output_logged: Sequence[str] = (),
         translate: Translate | None = None,
+        expiring: Sequence[str] = (),
     ) -> None:
         """`max_fetch_bytes`: the largest record the input topics hold (what one partition fetch may return);
         `max_request_bytes`: the largest record a processor may write (the producers' request limit).
@@ -130,6 +131,8 @@ class Engine:
         processor writes itself (in the task's partition), which the restore reads back through `translate`
         (processors/runtime/restore.py). An unreadable record there stops the engine (ChangelogUnreadable); a
         `retriable` error of `translate` (the registry down) makes the task's start wait and try again.
+        `expiring` the logged stores whose entries leave them by time only, logged one record per transaction to
+        a time-retained log (processors/runtime/entrylog.py).
 
         `before_batch(records)` runs before records are processed (and until it succeeds, with none, at
         start): async work such as fetching schemas. RetryLater, or one of `retriable`, raised by it or by a
@@ -148,6 +151,7 @@ class Engine:
         self.derive = derive
         self.output_logged = tuple(output_logged)
         self.translate = translate
+        self.expiring = tuple(expiring)
         self.factory = factory
         self.before_batch = before_batch
         self.retriable: tuple[type[Exception], ...] = (RetryLater, *retriable)
@@ -582,6 +586,7 @@ class Engine:
             self.changelogs,
             self.local_stores,
             self.output_logged,
+            self.expiring,
         )
         try:
             producer = await self.clients.transactional_producer(

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from processors.runtime.entrylog import EntryLogError, decode_entries
 from processors.runtime.ports import KafkaClients, Record, TopicPartition
 from processors.runtime.state import Derive, TaskState
 
@@ -109,6 +110,20 @@ async def _apply(
     translate: Translate | None,
 ) -> None:
     """Apply one batch of `store`'s changelog records."""
+    if store in state.expiring:
+        entries: list[tuple[bytes, bytes | None]] = []
+        for record in records:
+            try:
+                if record.value is None:
+                    raise EntryLogError("a record without a value")
+                entries += decode_entries(record.value)
+            except EntryLogError as exc:
+                raise ChangelogUnreadable(
+                    f"store {store!r}: the record of {tp.topic} partition {tp.partition} at offset {record.offset}: "
+                    f"{exc}"
+                ) from exc
+        state.apply_restored(store, entries, derive)
+        return
     if translate is None:
         state.apply_restored(store, [(cast(bytes, r.key), r.value) for r in records], derive)
         return

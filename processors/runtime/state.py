@@ -16,6 +16,11 @@ A logged store's changelog may also be an output topic that the processor writes
 Kafka Streams reuses a source topic): every write of the store is a record the processor emits there, with the
 same key, in the task's partition. The task then writes nothing else for it (the processor's record is the
 changelog record), and the restore reads that topic back through a ``Translate`` hook (processors/runtime/restore.py).
+
+A logged store may also be ``expiring``: its entries leave it by time only, so its changelog is a log kept by
+time retention (processors/runtime/entrylog.py): a transaction writes there one record holding every entry it
+put, and its deletes (expiries) reach RocksDB only. The store's restore then brings back entries already expired,
+which the derived timers expire again.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from typing import cast
 
 import orjson
 from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOptions
+
+from processors.runtime.entrylog import encode_entries
 
 _CHECKPOINT = b"\xff\xffcheckpoint"
 _TOMBSTONE = None
@@ -104,6 +111,7 @@ class TaskState:
         changelogs: Mapping[str, str],
         local_stores: Sequence[str] = (),
         output_logged: Sequence[str] = (),
+        expiring: Sequence[str] = (),
     ) -> None:
         self.path = path
         self.application_id = application_id
@@ -111,10 +119,13 @@ class TaskState:
         self.changelogs = dict(changelogs)
         self.local_stores = tuple(local_stores)
         self.output_logged = tuple(output_logged)
+        self.expiring = tuple(expiring)
         if overlap := set(self.local_stores) & set(self.changelogs):
             raise ValueError(f"stores both logged and local: {sorted(overlap)}")
         if unlogged := set(self.output_logged) - set(self.changelogs):
             raise ValueError(f"stores whose changelog the processor writes need a changelog: {sorted(unlogged)}")
+        if wrong := set(self.expiring) - (set(self.changelogs) - set(self.output_logged)):
+            raise ValueError(f"an expiring store needs a changelog of its own: {sorted(wrong)}")
         # The stores whose changelog records the task writes (the others' the processor writes itself).
         self._task_logged = tuple(store for store in self.changelogs if store not in self.output_logged)
         stores = [*self.changelogs, *self.local_stores]
@@ -196,13 +207,21 @@ class TaskState:
 
     # -- the transaction overlay -------------------------------------------------------------------
 
-    def pending_writes(self) -> Iterator[tuple[str, bytes, bytes | None]]:
-        """(store, key, value or None for a delete): what the open transaction must write to changelogs (the
+    def pending_writes(self) -> Iterator[tuple[str, bytes | None, bytes | None]]:
+        """(store, key, value or None for a delete): the changelog records the open transaction must write (the
         logged stores' writes: a local store's reach RocksDB with them, in `committed`; an `output_logged`
-        store's changelog records are the processor's own outputs: `written_keys`)."""
+        store's changelog records are the processor's own outputs: `written_keys`). An `expiring` store's are
+        records without a key holding the entries put (processors/runtime/entrylog.py); its deletes are local."""
+        expiring = self.expiring
         for store in self._task_logged:
-            for key, value in self._dirty[store].items():
-                yield store, key, value
+            dirty = self._dirty[store]
+            if store in expiring:
+                puts = ((key, value) for key, value in dirty.items() if value is not None)
+                for record in encode_entries(puts):
+                    yield store, None, record
+            else:
+                for key, value in dirty.items():
+                    yield store, key, value
 
     def written_keys(self, store: str) -> Iterable[bytes]:
         """The keys the open transaction wrote (or deleted) in `store`."""
@@ -210,8 +229,14 @@ class TaskState:
 
     def has_pending_writes(self) -> bool:
         """Whether the open transaction has changelog writes. Writes to local stores alone (stream time moved by
-        a punctuation) need no transaction: they wait in the overlay for the next one, or are lost with it."""
-        return any(self._dirty[store] for store in self.changelogs)
+        a punctuation) need no transaction: they wait in the overlay for the next one, or are lost with it; so do
+        an expiring store's deletes."""
+        expiring = self.expiring
+        for store in self.changelogs:
+            dirty = self._dirty[store]
+            if dirty and (store not in expiring or any(value is not None for value in dirty.values())):
+                return True
+        return False
 
     def discard(self) -> None:
         """The transaction aborted: forget its writes."""

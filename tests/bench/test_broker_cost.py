@@ -29,7 +29,7 @@ async def test_counts_add_up(bootstrap: str, tmp_path: Path) -> None:
     assert names == [*catalog.OUTPUT_TOPICS, *own_changelog_topics("<app>").values()]  # the state topic once
     costs = {c.topic: c for c in result.costs}
     assert costs[catalog.ACCOUNT_UPDATES_TOPIC].committed > 0
-    assert costs["<app>-dedupe-changelog"].committed > 0
+    assert costs["<app>-dedupe-log"].committed > 0
     assert result.committed_transactions > 0
     assert result.aborted_transactions == 0
     for c in result.costs:

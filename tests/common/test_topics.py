@@ -132,7 +132,7 @@ def test_every_declared_topic_carries_the_override(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TOPICS_MIN_INSYNC_REPLICAS", "3")
     specs = all_topics(TopicSettings())
     assert {s.durability(3)[1][MIN_ISR] for s in specs} == {"3"}
-    assert any(s.name.endswith("-changelog") for s in specs)
+    assert any(s.name.endswith("-log") for s in specs)  # the processors' own (the dedupe log)
 
 
 # -- against a real local 3-node KRaft cluster (started once for this module) ------------------------
@@ -212,7 +212,7 @@ async def test_cluster_topics_are_created_durable(cluster: LocalKafkaCluster, un
     await ensure_topics(settings, specs)
     names = [s.name for s in specs]
     # The application's own changelogs; the accounts store's is the contract's state topic, provisioned as such.
-    assert {name for name in names if name.endswith("-changelog")} == set(own_changelog_topics(app).values())
+    assert {name for name in names if name.startswith(f"{app}-")} == set(own_changelog_topics(app).values())
     assert set(changelog_topics(app).values()) <= set(names)
     replication, configs = await _described(cluster.bootstrap, names)
     assert replication == dict.fromkeys(names, 3)

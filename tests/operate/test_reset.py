@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from processors.topics import own_changelog_topics
 from schemas import catalog
-from schemas.catalog import changelog_topic
+from schemas.catalog import changelog_topic, entry_log_topic
 from schemas.codec import build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
@@ -109,7 +109,7 @@ async def test_reset_then_rebuild_gives_the_same_account_states(app: App) -> Non
 
     dry = await app.cli("processor", "reset", "--dry-run")
     assert "dry run: nothing changed" in dry
-    assert f"delete and recreate (empty) changelog {changelog_topic(app.app_id, 'dedupe')}" in dry
+    assert f"delete and recreate (empty) changelog {entry_log_topic(app.app_id, 'dedupe')}" in dry
     assert f"write a tombstone to {catalog.ACCOUNT_STATE_TOPIC} for each of its " in dry
     assert changelog_topic(app.app_id, "accounts") not in dry  # their changelog is the state topic
     assert changelog_topic(app.app_id, "jobs") not in dry
@@ -117,7 +117,7 @@ async def test_reset_then_rebuild_gives_the_same_account_states(app: App) -> Non
     assert (app.state_dir / app.app_id).is_dir()
 
     done = await app.cli("processor", "reset", "--yes")
-    assert f"deleted {changelog_topic(app.app_id, 'dedupe')}" in done
+    assert f"deleted {entry_log_topic(app.app_id, 'dedupe')}" in done
     assert set((await changelog_ends(app.bootstrap, app.app_id)).values()) == {0}  # recreated empty
     assert f"tombstones to {catalog.ACCOUNT_STATE_TOPIC}" in done
     # The state topic (the accounts store's changelog, shared downstream) is not deleted: each account's latest

@@ -33,7 +33,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from common.settings import KafkaSettings
 from gateway.records import Route, plan_record
 from processors.logic.config import LogicConfig
-from processors.logic.stores import LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES
+from processors.logic.stores import DEDUPE, EXPIRING_STORE_NAMES, LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES
 from processors.pipeline import (
     LOG_APPEND_TIME,
     AccountPipeline,
@@ -184,6 +184,7 @@ class PipelineDriver:
             derive=timers_derivation(self.config),
             output_logged=OUTPUT_LOGGED_STORE_NAMES,
             translate=state_topic_translation(self.codec),
+            expiring=EXPIRING_STORE_NAMES,
         )
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -328,9 +329,36 @@ class Machines:
             self.current = None
 
     def changelog(self, store: str) -> list[tuple[str, bytes | None]]:
-        """The committed records of `store`'s changelog (the accounts': the state topic)."""
+        """The committed records of `store`'s changelog (the accounts': the state topic; the dedupe store's, a
+        log of records each holding the entries of one transaction: its entries, read here on their own)."""
         topic = changelog_topics(APP_ID)[store]
-        return [(r.key.decode(), r.value) for r in self.broker.committed_records(topic) if r.key is not None]
+        records = self.broker.committed_records(topic)
+        if store == DEDUPE:
+            return [entry for r in records for entry in log_entries(r.value)]
+        return [(r.key.decode(), r.value) for r in records if r.key is not None]
+
+    def changelog_records(self, store: str) -> int:
+        """How many records `store`'s changelog holds (committed)."""
+        return len(self.broker.committed_records(changelog_topics(APP_ID)[store]))
+
+
+def log_entries(value: bytes | None) -> list[tuple[str, bytes | None]]:
+    """The entries of one record of an entry log (docs/processing.md, "The dedupe store's log"): a format byte 1, then each entry as a
+    4-byte big-endian length and the key, a length and the value. Written here from the documented format, not
+    with the processors' own reader."""
+    assert value is not None
+    assert value[0] == 1, value
+    entries: list[tuple[str, bytes | None]] = []
+    at = 1
+    while at < len(value):
+        key_length = int.from_bytes(value[at : at + 4], "big")
+        key = value[at + 4 : at + 4 + key_length].decode()
+        at += 4 + key_length
+        value_length = int.from_bytes(value[at : at + 4], "big")
+        entries.append((key, value[at + 4 : at + 4 + value_length]))
+        at += 4 + value_length
+    assert at == len(value)
+    return entries
 
 
 def on(outputs: list[Output], topic: str) -> list[Output]:

@@ -40,7 +40,7 @@ from processors.service import build_engine, serve_engine
 from processors.settings import ProcessorSettings
 from processors.topics import all_topics
 from schemas import catalog
-from schemas.catalog import changelog_topic
+from schemas.catalog import changelog_topic, entry_log_topic
 from schemas.codec import Codec, build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
@@ -444,7 +444,7 @@ async def test_a_changelog_deleted_under_the_running_processor_stops_it_naming_t
     # Before: a task that can neither commit nor restore retried (and logged) forever.
     monkeypatch.setattr(engine_module, "MISSING_TOPICS_GRACE_S", 1.0)
     account = str(uuid.uuid4())
-    changelog = changelog_topic(harness.app_id, "dedupe")  # an account.added writes dedupe (and the state topic)
+    changelog = entry_log_topic(harness.app_id, "dedupe")  # an account.added writes dedupe (and the state topic)
     settings = ProcessorSettings.model_validate(
         {"application_id": harness.app_id, "state_dir": tmp_path, "health_port": 0, "commit_timeout_s": 3}
     )

@@ -118,3 +118,20 @@ async def test_the_processor_refuses_to_start_on_a_state_topic_of_another_partit
     monkeypatch.setattr(service, "OUTPUT_LOGGED_TOPICS", (state,))
     with pytest.raises(KafkaMisconfigured, match=f"{state} has 2 partitions but .* has {TopicSettings().partitions}"):
         await check_topics(ProcessorSettings(application_id=app_id), kafka)
+
+
+async def test_the_processor_refuses_to_start_on_a_dedupe_log_that_keeps_less_than_the_dedupe_retention(
+    bootstrap: str, unique: Callable[[str], str]
+) -> None:
+    # The log as `topics create` makes it with TOPICS_RETENTION_DAYS=1 keeps 24 h; the store keeps ids for 168 h.
+    # (The other topics are every test's, with the default retention.)
+    app_id = unique("svc-retention")
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    log = own_changelog_topics(app_id)["dedupe"]
+    short = {spec.name: spec for spec in all_topics(TopicSettings(processor_application_id=app_id, retention_days=1))}
+    specs = all_topics(TopicSettings(processor_application_id=app_id))
+    await ensure_topics(kafka, [short[spec.name] if spec.name == log else spec for spec in specs])
+    with pytest.raises(KafkaMisconfigured, match=f"{log} keeps records for retention.ms=86400000") as refused:
+        await check_topics(ProcessorSettings(application_id=app_id), kafka)
+    assert "PROCESSOR_DEDUPE_RETENTION_H (168 h)" in str(refused.value)
+    await check_topics(ProcessorSettings(application_id=app_id, dedupe_retention_h=24), kafka)  # within it: starts

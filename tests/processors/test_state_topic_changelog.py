@@ -17,11 +17,12 @@ import pytest
 from processors.logic.account_table import AccountState
 from processors.logic.codec import ACCOUNT_STATE_SERDE
 from processors.logic.config import LogicConfig
-from processors.logic.stores import ACCOUNTS, JOBS, LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES, TIMERS
+from processors.logic.stores import ACCOUNTS, JOBS, TIMERS
 from processors.pipeline import (
     LOG_APPEND_TIME,
     AccountPipeline,
     PipelineCounters,
+    pipeline_task_state,
     state_topic_translation,
     timers_derivation,
 )
@@ -114,7 +115,7 @@ def test_a_restore_from_the_state_topic_gives_the_same_outputs_as_one_uninterrup
 
 def test_the_snapshot_goes_to_the_tasks_own_partition(tmp_path: Path) -> None:
     codec = Codec()
-    state = TaskState(tmp_path, APP_ID, 5, changelog_topics(APP_ID), LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES)
+    state = pipeline_task_state(tmp_path, APP_ID, 5)
     try:
         ctx = RecordingContext(state, partition=5)
         pipeline = AccountPipeline(ctx, codec, LogicConfig(), PipelineCounters())
@@ -187,7 +188,7 @@ def _broker() -> MemoryKafka:
 
 
 def _restore(broker: MemoryKafka, path: Path, codec: Codec) -> tuple[TaskState, RestoreStats]:
-    state = TaskState(path, APP_ID, 0, changelog_topics(APP_ID), LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES)
+    state = pipeline_task_state(path, APP_ID, 0)
     derive, translate = timers_derivation(LogicConfig()), state_topic_translation(codec)
     try:
         stats = asyncio.run(restore(state, broker, 3600, derive, translate))
@@ -301,7 +302,7 @@ def test_a_state_record_the_pipeline_did_not_write_stops_the_restore(
     with pytest.raises(ChangelogUnreadable, match=error) as raised:
         _restore(broker, tmp_path, codec)
     assert f"{STATE} partition 0" in str(raised.value)
-    state = TaskState(tmp_path, APP_ID, 0, changelog_topics(APP_ID), LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES)
+    state = pipeline_task_state(tmp_path, APP_ID, 0)
     try:
         assert state.checkpoint() is None  # not marked restored: the next start restores again
     finally:
@@ -316,7 +317,7 @@ def test_a_confluent_record_waits_for_the_registry_rather_than_restore_without_i
     unreachable = Codec(registry=RegistryClient(settings))
     with pytest.raises(RegistryUnavailable):
         _restore(broker, tmp_path, unreachable)
-    state = TaskState(tmp_path, APP_ID, 0, changelog_topics(APP_ID), LOCAL_STORE_NAMES, OUTPUT_LOGGED_STORE_NAMES)
+    state = pipeline_task_state(tmp_path, APP_ID, 0)
     try:
         assert state.checkpoint() is None
     finally:

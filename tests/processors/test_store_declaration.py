@@ -29,8 +29,7 @@ from processors.logic.stores import (
     StoreSpec,
     in_memory_stores,
 )
-from processors.pipeline import CachedStoreView, PipelineCounters, StoreView, task_stores
-from processors.runtime.state import TaskState
+from processors.pipeline import CachedStoreView, PipelineCounters, StoreView, pipeline_task_state, task_stores
 from processors.service import build_engine, topic_needs
 from processors.settings import ProcessorSettings
 from processors.topics import all_topics, changelog_topics, own_changelog_topics
@@ -42,7 +41,7 @@ APP = "app-x"
 NAMES = ("dedupe", "jobs", "accounts", "timers")
 LOGGED = ("dedupe", "jobs", "accounts")  # the timers are derived on restore: no changelog
 OWN = ("dedupe",)  # the accounts' and the jobs' changelog is the contract's state topic
-CHANGELOGS = [f"{APP}-{name}-changelog" for name in OWN]
+CHANGELOGS = [f"{APP}-{name}-log" for name in OWN]  # the dedupe store's: expiring, a log kept by time
 STATE_TOPIC = "pinwheel.account_state.v1"
 RESTORED_FROM = dict(zip(LOGGED, [*CHANGELOGS, STATE_TOPIC, STATE_TOPIC], strict=True))
 
@@ -117,7 +116,7 @@ def test_serialized_in_memory_stores_keep_each_value_in_its_specs_serde() -> Non
 
 
 def test_the_task_views_are_one_per_spec_over_the_runtime_state(tmp_path: Path) -> None:
-    state = TaskState(tmp_path, APP, 0, changelog_topics(APP), LOCAL_STORE_NAMES)
+    state = pipeline_task_state(tmp_path, APP, 0)
     try:
         stores, cached = task_stores(state)
         for spec in STORES:
@@ -136,23 +135,25 @@ def test_every_changelog_list_is_the_one_derived_from_the_stores() -> None:
     assert changelog_topics(APP) == RESTORED_FROM
     assert own_changelog_topics(APP) == dict(zip(OWN, CHANGELOGS, strict=True))
     specs = all_topics(TopicSettings(processor_application_id=APP))
-    changelog_specs = [spec for spec in specs if spec.name.endswith("-changelog")]
+    changelog_specs = [spec for spec in specs if spec.name.startswith(f"{APP}-")]
     assert [spec.name for spec in changelog_specs] == CHANGELOGS  # provisioned: the state topic is not one
     assert [spec.name for spec in specs].count(STATE_TOPIC) == 1  # provisioned once, as a contract topic
-    assert all(spec.config["cleanup.policy"] == "compact" for spec in changelog_specs)
+    assert all(spec.config["cleanup.policy"] == "delete" for spec in changelog_specs)  # kept by time
+    assert all(spec.config["retention.ms"] == str(30 * 24 * 3_600_000) for spec in changelog_specs)
     settings = ProcessorSettings(application_id=APP)
     needs = topic_needs(settings)
-    assert [name for name in needs if name.endswith("-changelog")] == CHANGELOGS
+    assert [name for name in needs if name.startswith(f"{APP}-")] == CHANGELOGS
     assert set(needs[STATE_TOPIC]) == {TopicOp.READ, TopicOp.WRITE}  # written as an output, read by the restore
     engine = build_engine(settings, KafkaSettings(), SchemaSettings(), PipelineCounters())
     assert engine.changelogs == RESTORED_FROM  # what restore reads and tasks (or, the state, the pipeline) write
     assert engine.output_logged == ("jobs", "accounts")  # written by the pipeline, restored through its codec
     assert engine.local_stores == ("timers",)  # what restore derives
+    assert engine.expiring == ("dedupe",)  # logged one record per transaction, deletes kept local
     assert [spec.name for spec in _changelog_specs(APP, 3)] == CHANGELOGS  # what `processor reset` recreates
     assert SHARED_CHANGELOGS == (STATE_TOPIC,)  # what `processor reset` writes tombstones to, never deletes
     acls = component_acls("processors", "User:p", APP)
     granted = {acl.resource_name for acl in acls}
-    assert {name for name in granted if name.endswith("-changelog")} == set(CHANGELOGS)  # the processors' ACLs
+    assert {name for name in granted if name.endswith(("-changelog", "-log"))} == set(CHANGELOGS)  # the processors' ACLs
     assert {acl.operation for acl in acls if acl.resource_name == STATE_TOPIC} == {
         Operation.READ,
         Operation.WRITE,
@@ -180,7 +181,6 @@ NOT_STORE_NAMES = {
     ("connector/run.py", "accounts"): "the demo's --accounts option",
     ("bench/processor_bench.py", "dedupe"): "a RocksDB micro-benchmark of one store of its own",
     ("bench/restore_bench.py", "dedupe"): "a restore benchmark of a changelog of its own",
-    ("bench/restore_bench.py", "-dedupe-changelog"): "a restore benchmark of a changelog of its own",
 }
 PACKAGES = ("common", "schemas", "gateway", "processors", "simulator", "operate", "connector", "bench", "chaos")
 DECLARATION = "processors/logic/stores.py"
@@ -191,7 +191,7 @@ def _literals(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             value = node.value
-            if value in NAMES or any(value.endswith(f"-{name}-changelog") for name in NAMES):
+            if value in NAMES or any(value.endswith((f"-{name}-changelog", f"-{name}-log")) for name in NAMES):
                 found.add(value)
     return found
 

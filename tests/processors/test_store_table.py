@@ -49,6 +49,6 @@ class _SpecWithMore(StoreSpec):
 def test_a_field_added_to_the_spec_is_a_column_and_a_store_without_changelog_says_so() -> None:
     table = store_table_markdown([_SpecWithMore("scratch", INT_SERDE, retention_h=24, logged=False)])
     header, _, row = table.splitlines()
-    assert header.endswith(" | logged | changelog_header | retention_h |")
+    assert header.endswith(" | logged | changelog_header | expiring | retention_h |")
     assert row.startswith("| `scratch` | (none) | `int` | ")  # not a store of STORES: no changelog
-    assert row.endswith(" | no | (none) | `24` |")
+    assert row.endswith(" | no | (none) | no | `24` |")

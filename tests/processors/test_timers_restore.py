@@ -18,7 +18,7 @@ import pytest
 from processors.logic.config import LogicConfig
 from processors.logic.stores import DEDUPE, JOBS, TIMERS
 from schemas import catalog
-from schemas.catalog import changelog_topic
+from schemas.catalog import changelog_topic, entry_log_topic
 from tests.processors.pipeline_driver import APP_ID, Machines, Output, on, utc
 from tests.sample_data import account_added
 
@@ -56,7 +56,7 @@ def timed_out(outputs: list[Output]) -> list[str]:
     return [o.headers["event_id"] for o in on(outputs, UPDATES) if o.value["change"] == "job_timed_out"]
 
 
-def test_the_timers_have_no_changelog_and_dedupe_writes_one_record_per_distinct_event(machines: Machines) -> None:
+def test_the_timers_have_no_changelog_and_dedupe_logs_each_distinct_event_once(machines: Machines) -> None:
     driver = machines.start("a")
     first, second = account_added(ACCOUNT, T0), account_added(ACCOUNT, T0 + MS)
     driver.pipe(first, T0)
@@ -69,15 +69,30 @@ def test_the_timers_have_no_changelog_and_dedupe_writes_one_record_per_distinct_
     assert len(on(driver.pipe(third, T0 + timedelta(seconds=4)), UPDATES)) == 2  # the second's and the third's
     assert driver.counters.logic["duplicate"] == 2
     ids = [first["event_id"], second["event_id"], third["event_id"]]
-    assert [key for key, _ in machines.changelog(DEDUPE)] == ids  # one per distinct event, none for a duplicate
+    assert [key for key, _ in machines.changelog(DEDUPE)] == ids  # one entry per distinct event, none for a duplicate
+    logged = machines.changelog_records(DEDUPE)
+    assert logged <= 3  # one record per transaction that saw a new event
     assert changelog_topic(APP_ID, TIMERS) not in machines.broker.topic_names()
-    assert {topic for topic in machines.broker.topic_names() if topic.endswith("-changelog")} == {
-        changelog_topic(APP_ID, DEDUPE)
+    assert {topic for topic in machines.broker.topic_names() if topic.startswith(APP_ID)} == {
+        entry_log_topic(APP_ID, DEDUPE)
     }  # the accounts' and the jobs' changelog is the state topic
-    # Expiry (2 h, the minute rounded up): each entry's delete is a tombstone, so compaction drops the key.
+    # Expiry (2 h, the minute rounded up) deletes the entries locally and writes nothing: the log is kept by time.
     driver.advance_to(T0 + timedelta(hours=2, minutes=2))
     assert driver.counters.logic["dedupe_expired"] == 3
-    assert sorted(machines.changelog(DEDUPE)[3:]) == sorted((event_id, None) for event_id in ids)
+    driver.pipe(account_added(ACCOUNT, T0 + timedelta(hours=3)), T0 + timedelta(hours=3))  # a commit after it
+    assert machines.changelog_records(DEDUPE) == logged + 1  # the new event's entry alone
+    assert [key for key, _ in machines.changelog(DEDUPE)][:3] == ids
+
+
+def test_a_new_machine_restores_expired_entries_and_expires_them_again(machines: Machines) -> None:
+    a = machines.start("a")
+    event = account_added(ACCOUNT, T0)
+    a.pipe(event, T0)
+    a.advance_to(T0 + timedelta(hours=2, minutes=2))  # expired on a: deleted locally, still in the log
+    assert a.counters.logic["dedupe_expired"] == 1
+    b = machines.start("b")  # from scratch: the log brings the entry back, with its timer, already due
+    assert len(on(b.pipe(event, T0 + timedelta(hours=2, minutes=3)), UPDATES)) == 1  # new again, not a duplicate
+    assert b.counters.logic["dedupe_expired"] == 1
 
 
 def test_a_new_machine_derives_every_timer_from_the_changelogs(machines: Machines) -> None:
@@ -108,21 +123,22 @@ def test_a_restart_derives_the_timers_of_the_changelog_tail_and_drops_the_obsole
     b = machines.start("b")
     b.pipe(final(closed, T0 + timedelta(hours=1)), T0 + timedelta(hours=1))
     opened = pending("identity.added", T0 + timedelta(hours=3))
-    b.advance_to(T0 + timedelta(hours=2, minutes=2))  # the event's dedupe entry expires: a tombstone
+    b.advance_to(T0 + timedelta(hours=2, minutes=2))  # the event's dedupe entry expires (locally)
     b.pipe(opened, T0 + timedelta(hours=3))
     assert len(on(b.pipe(expired, T0 + timedelta(hours=3)), UPDATES)) == 1  # new again: a new entry
     tail = sum(len(machines.changelog(store)) for store in (DEDUPE, JOBS))  # the jobs': the state topic
     # Back on machine a: its checkpoint (the closed job's timer, the event's first expiry), then b's records.
     a = machines.start("a")
     assert 0 < a.engine.stats.restored_records < tail  # from its checkpoint: the tail only
-    # The three entries of a's checkpoint expired on b (due at T0 + 2 h); their timers, a's, fire with the next
-    # record. The event's entry is b's new one: its old timer is obsolete, the entry stays, the event is still a
-    # duplicate. The final's entry, from the tail (due at T0 + 3 h), expires.
+    # The three entries of a's checkpoint expired on b (due at T0 + 2 h), locally: b's log says nothing of it, so
+    # a's timers, fired with the next record, expire two of them again. The event's entry is b's new one: its old
+    # timer is obsolete, the entry stays, the event is still a duplicate. The final's entry, from the tail (due at
+    # T0 + 3 h), expires.
     assert a.pipe(expired, T0 + timedelta(hours=3, minutes=10)) == []
-    assert a.counters.logic["timer_obsolete"] == 3
-    assert a.counters.logic["dedupe_expired"] == 1
+    assert a.counters.logic["timer_obsolete"] == 1
+    assert a.counters.logic["dedupe_expired"] == 3
     assert timed_out(a.advance_to(T0 + WINDOW + MS)) == [still_open["event_id"]]  # not the closed one
-    assert a.counters.logic["timer_obsolete"] == 4  # the closed job's
+    assert a.counters.logic["timer_obsolete"] == 2  # the closed job's
     assert timed_out(a.advance_to(T0 + timedelta(hours=3) + WINDOW + MS)) == [opened["event_id"]]  # from the tail
 
 

@@ -1,6 +1,7 @@
-"""`pinwheel-connector processor migrate-jobs`: the jobs of an old `<app>-jobs-changelog` reach the state topic, so
-that the processors, restarted, join a final with the pending the old version saw. The plan itself (pure), then
-the command against the real broker and the real processors."""
+"""`pinwheel-connector processor migrate`: the jobs of an old `<app>-jobs-changelog` reach the state topic, so
+that the processors, restarted, join a final with the pending the old version saw; the event ids of an old
+`<app>-dedupe-changelog` reach the dedupe log, so that a redelivery of an event the old version saw is still a
+duplicate. The plans themselves (pure), then the command against the real broker and the real processors."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
-from operate.migrate_jobs import Latest, plan_migration
+from common.topics import TopicSettings
+from operate.migrate import Latest, plan_dedupe_migration, plan_migration
 from schemas import catalog
-from schemas.catalog import changelog_topic
+from schemas.catalog import changelog_topic, entry_log_topic
 from tests.operate.ops_helpers import App, caught_up, read_topic
 from tests.operate.test_reset import CODEC, FAMILIES, deliver, job
 from tests.sample_data import account_added
@@ -65,7 +68,7 @@ async def test_after_the_migration_a_final_joins_the_pending_the_old_version_saw
     await deliver(app.bootstrap, [account_added(account, now)], now)
     async with app.running():  # the account's state record, with no jobs
         await caught_up(app.bootstrap, app.app_id, FAMILIES)
-    assert "nothing to migrate" in await app.cli("processor", "migrate-jobs")  # no old changelog
+    assert "no jobs to migrate" in await app.cli("processor", "migrate-jobs")  # no old changelog: its old name
 
     # What the old version left: its jobs changelog, holding the account's pending job.
     old_topic = changelog_topic(app.app_id, "jobs")
@@ -83,10 +86,10 @@ async def test_after_the_migration_a_final_joins_the_pending_the_old_version_saw
     finally:
         await producer.stop()
 
-    dry = await app.cli("processor", "migrate-jobs", "--dry-run")
+    dry = await app.cli("processor", "migrate", "--dry-run")
     assert "1 jobs of 1 accounts" in dry
     assert "dry run: nothing written" in dry
-    done = await app.cli("processor", "migrate-jobs")
+    done = await app.cli("processor", "migrate")
     assert "wrote 1 state records" in done
     [migrated] = [r for r in await read_topic(app.bootstrap, STATE, lambda r: r.key == account.encode())][-1:]
     assert orjson.loads(dict(migrated.headers)["pinwheel_jobs"][1:])["employment.added"][0][0] == job_id
@@ -99,6 +102,65 @@ async def test_after_the_migration_a_final_joins_the_pending_the_old_version_saw
     [joined] = [CODEC.decode(catalog.ACCOUNT_UPDATES_TOPIC, r.value) for r in updates][-1:]
     assert joined["outcome"]["outcome"] == "success"
     assert joined["outcome"]["pending_since"] is not None  # joined with the old version's pending
-    again = await app.cli("processor", "migrate-jobs")
+    again = await app.cli("processor", "migrate")
     assert "1 accounts carry their jobs already" in again
     assert "nothing to write" in again
+
+
+def _old_entry(at: datetime) -> bytes:
+    """A dedupe entry's value, the event's first receipt, as the old changelog held it (by hand: version byte 1,
+    then epoch µs as 8 bytes big-endian)."""
+    return b"\x01" + int(at.timestamp() * 1e6).to_bytes(8, "big", signed=True)
+
+
+def test_the_dedupe_plan_carries_the_live_entries_the_log_lacks() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    old = {
+        b"e1": Latest(0, _old_entry(at), ()),
+        b"e2": Latest(1, _old_entry(at), ()),
+        b"e3": Latest(1, None, ()),  # expired: a tombstone
+        b"e4": Latest(0, _old_entry(at), ()),  # in the log already (written since the upgrade, or migrated)
+    }
+    assert plan_dedupe_migration(old, {0: {b"e4"}}) == {0: [(b"e1", _old_entry(at))], 1: [(b"e2", _old_entry(at))]}
+    assert plan_dedupe_migration(old, {0: {b"e1", b"e4"}, 1: {b"e2"}}) == {}
+
+
+async def test_after_the_migration_a_redelivery_of_an_event_the_old_version_saw_is_a_duplicate(app: App) -> None:
+    now = datetime.now(UTC)
+    account = str(uuid.uuid4())
+    seen = account_added(account, now - timedelta(minutes=5))
+    await deliver(app.bootstrap, [account_added(str(uuid.uuid4()), now)], now)
+    async with app.running():  # the new version's topics, its dedupe log among them
+        await caught_up(app.bootstrap, app.app_id, FAMILIES)
+    assert "no dedupe entries to migrate" in await app.cli("processor", "migrate")
+
+    # What the old version left: its compacted dedupe changelog, co-partitioned with the family topics, holding
+    # the id of an event it processed in the partition of the event's account (the task that saw it).
+    old_topic = changelog_topic(app.app_id, "dedupe")
+    partitions = TopicSettings().partitions
+    admin = AIOKafkaAdminClient(bootstrap_servers=app.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(old_topic, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        await admin.close()
+    partition = DefaultPartitioner()(account.encode(), list(range(partitions)), list(range(partitions)))
+    producer = AIOKafkaProducer(bootstrap_servers=app.bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        entry = _old_entry(now - timedelta(minutes=5))
+        await producer.send_and_wait(old_topic, entry, key=seen["event_id"].encode(), partition=partition)
+    finally:
+        await producer.stop()
+
+    assert "1 event ids to carry onto" in await app.cli("processor", "migrate", "--dry-run")
+    done = await app.cli("processor", "migrate")
+    assert f"1 event ids to carry onto {entry_log_topic(app.app_id, 'dedupe')}" in done
+    assert "wrote 1 records" in done
+    await deliver(app.bootstrap, [seen], now + timedelta(seconds=1))  # a late redelivery
+    async with app.running():  # restored from its checkpoint and the tail: the migrated entry
+        await caught_up(app.bootstrap, app.app_id, FAMILIES)
+    updates = await read_topic(app.bootstrap, catalog.ACCOUNT_UPDATES_TOPIC, lambda r: r.key == account.encode())
+    assert updates == []  # a duplicate: nothing published for it
+    again = await app.cli("processor", "migrate")
+    assert "0 event ids to carry onto" in again
