@@ -23,6 +23,10 @@ ChangelogRecord = tuple[bytes, bytes | None, Sequence[tuple[str, bytes]]]
 Translate = Callable[[str, Sequence[ChangelogRecord]], Awaitable[Sequence[tuple[bytes, bytes | None]]]]
 
 
+#: The entries of an expiring store's log applied to the local store in one write batch, at most (about).
+_ENTRIES_PER_WRITE = 20_000
+
+
 class ChangelogUnreadable(RuntimeError):
     """A changelog record the restore cannot turn into a store value: the store would be wrong without it, so
     the task does not start (the engine stops, naming the record)."""
@@ -110,7 +114,7 @@ async def _apply(
     translate: Translate | None,
 ) -> None:
     """Apply one batch of `store`'s changelog records."""
-    if store in state.expiring:
+    if store in state.expiring:  # each record holds many entries: applied some 20,000 at a time
         entries: list[tuple[bytes, bytes | None]] = []
         for record in records:
             try:
@@ -122,6 +126,9 @@ async def _apply(
                     f"store {store!r}: the record of {tp.topic} partition {tp.partition} at offset {record.offset}: "
                     f"{exc}"
                 ) from exc
+            if len(entries) >= _ENTRIES_PER_WRITE:
+                state.apply_restored(store, entries, derive)
+                entries = []
         state.apply_restored(store, entries, derive)
         return
     if translate is None:
