@@ -46,7 +46,7 @@ from gateway import records
 from gateway.signature import sign
 from gateway.tls import ensure_self_signed
 from operate.acls import COMPONENTS, Acl, Operation, acls, acls_json, component_acls
-from processors.topics import all_topics
+from processors.topics import all_topics, own_changelog_topics
 from schemas import catalog
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
@@ -107,7 +107,7 @@ class Case:
         return (
             self.component == "topics"
             and acl.operation == Operation.CREATE
-            and not acl.resource_name.endswith("-changelog")
+            and acl.resource_name not in own_changelog_topics(APP_ID).values()
         )
 
     @property
@@ -203,7 +203,9 @@ def world(secure_kafka: SecureBroker, tmp_path_factory: pytest.TempPathFactory) 
     assert created.code == 0, created.output
     seed_replayable_dead_letters(secure_kafka)
     processors = [case.app_id for case in CASES if case.component == "processors"]
-    changelogs = [t for app_id in processors for t in declared_topics(app_id) if t.topic.endswith("-changelog")]
+    changelogs = [
+        t for app_id in processors for t in declared_topics(app_id) if t.topic in own_changelog_topics(app_id).values()
+    ]
     create_topics(secure_kafka, changelogs)
     return world
 

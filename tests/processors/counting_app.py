@@ -7,6 +7,10 @@ input value exactly once. Run as a subprocess so tests can kill it with SIGKILL.
 With `--output-logged` the output topic is the store's changelog (`TaskState.output_logged`, as the account
 state topic is the accounts store's): each output goes to the task's partition, nothing else is written for the
 store, and the restore reads the counts back from the outputs.
+
+With `--expiring` the store is logged as an expiring store's (`TaskState.expiring`): one record per transaction
+holding every count it put, on a log that is not compacted (`--changelog` must name one); its restore reads
+them all, the later counts of a key over the earlier.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ def main() -> None:
     parser.add_argument("--fail-at", default=None, help="raise while processing the record with this value")
     parser.add_argument("--fail-batch-at", default=None, help="fail the end of a batch holding this value")
     parser.add_argument("--output-logged", action="store_true", help="the output topic is the store's changelog")
+    parser.add_argument("--expiring", action="store_true", help="the store is logged one record per transaction")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     settings = ProcessorSettings(
@@ -121,6 +126,7 @@ def main() -> None:
         max_request_bytes=DEADLETTER_MAX_MESSAGE_BYTES,
         output_logged=("counts",) if args.output_logged else (),
         translate=counts_of_outputs,
+        expiring=("counts",) if args.expiring else (),
     )
 
     async def run() -> None:

@@ -343,9 +343,9 @@ class Machines:
 
 
 def log_entries(value: bytes | None) -> list[tuple[str, bytes | None]]:
-    """The entries of one record of an entry log (docs/processing.md, "The dedupe store's log"): a format byte 1, then each entry as a
-    4-byte big-endian length and the key, a length and the value. Written here from the documented format, not
-    with the processors' own reader."""
+    """The entries of one record of an entry log (docs/processing.md, "The dedupe store's log"): a format byte 1,
+    then each entry as a 4-byte big-endian length and the key, a length and the value. Written here from the
+    documented format, not with the processors' own reader."""
     assert value is not None
     assert value[0] == 1, value
     entries: list[tuple[str, bytes | None]] = []
