@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The processors' hot path compiled in place by mypyc (setup.py lists it), rebuilt when a source changes.
+COMPILED := $(VENV)/.compiled
 CLI := $(BIN)/pinwheel-connector
 
 .PHONY: help install run test lint typecheck kafka kafka-stop registry registry-stop topics bench bench-cost bench-peers chaos chaos-cluster \
@@ -28,12 +30,19 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "[setup] creating $(VENV) and installing the pinned dependencies (constraints.txt: make lock)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@PINWHEEL_COMPILE=0 $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+$(COMPILED): $(STAMP) setup.py $(shell find processors schemas -name '*.py')
+	@echo "[setup] compiling the processors' hot path with mypyc (setup.py; about a minute)"
+	@PINWHEEL_COMPILE=1 $(BIN)/python setup.py -q build_ext --inplace >$(VENV)/compile.log 2>&1 \
+		|| { tail -40 $(VENV)/compile.log; echo "[setup] compiling failed: $(VENV)/compile.log"; exit 1; }
+	@find common processors schemas -name '*.so' -exec touch {} +  # newer than their sources (tests/conftest.py checks)
+	@touch $(COMPILED)
 
-run: $(STAMP)
+install: $(COMPILED)
+
+run: $(COMPILED)
 	$(CLI) run
 
 # `make test` runs on JOBS pytest-xdist worker processes sharing one broker and one registry
@@ -41,7 +50,7 @@ run: $(STAMP)
 JOBS ?= 2
 XDIST = $(if $(filter 0 1,$(JOBS)),-p no:xdist,-n $(JOBS) --dist loadgroup)
 
-test: $(STAMP)
+test: $(COMPILED)
 	$(BIN)/python -m pytest -m "not slow and not compose" --durations=20 $(XDIST)
 
 # Containers: a Docker engine (docker/engine.sh installs and starts one as root on Debian, PINWHEEL_DOCKER_HOST
@@ -58,7 +67,7 @@ docker-images: $(STAMP)
 compose-test: $(STAMP)
 	@$(ENGINE) && $(BIN)/python -m pytest -m compose -s tests/compose
 
-test-docker: $(STAMP)
+test-docker: $(COMPILED)
 	@$(ENGINE) && PINWHEEL_TEST_BROKER=docker PINWHEEL_TEST_KAFKA_IMAGE=$$KAFKA_IMAGE \
 		$(BIN)/python -m pytest -m "kafka and not slow and not secure" -p no:xdist
 
@@ -85,7 +94,7 @@ registry-stop: $(STAMP)
 topics: $(STAMP)
 	$(CLI) topics create
 
-bench: $(STAMP)
+bench: $(COMPILED)
 	$(BIN)/python -m bench.codec_bench
 	$(BIN)/python -m bench.event_bench
 	$(BIN)/python -m bench.gateway_bench
@@ -95,7 +104,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.e2e_bench
 	$(BIN)/python -m bench.broker_cost
 
-bench-cost: $(STAMP)
+bench-cost: $(COMPILED)
 	$(BIN)/python -m bench.broker_cost
 
 PEERS_VENV := .venv-peers
@@ -110,13 +119,13 @@ $(PEERS_STAMP): pyproject.toml
 	@$(PEERS_VENV)/bin/python -m pip install -q -r $(PEERS_VENV)/requirements.txt
 	@touch $(PEERS_STAMP)
 
-bench-peers: $(STAMP) $(PEERS_STAMP)
+bench-peers: $(COMPILED) $(PEERS_STAMP)
 	$(BIN)/python -m bench.peers --peers-python $(PEERS_VENV)/bin/python
 
-chaos: $(STAMP)
+chaos: $(COMPILED)
 	$(BIN)/python -m chaos
 
-chaos-cluster: $(STAMP)
+chaos-cluster: $(COMPILED)
 	$(BIN)/python -m chaos --cluster
 
 # Re-pin the dependencies (after changing pyproject.toml; commit both files), for every platform and Python the
@@ -140,4 +149,5 @@ wheel-test: $(STAMP)
 clean:
 	-$(CLI) kafka stop
 	-$(CLI) registry stop
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
+	rm -f *.so && find common processors schemas -name '*.so' -delete
+	rm -rf $(VENV) build var .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

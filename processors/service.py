@@ -33,6 +33,7 @@ from common.kafka_access import check_topics as check_access
 from common.kafka_errors import KafkaMisconfigured, KafkaUnreachable, Kind, Verdict, classify_kafka_error
 from common.kafka_wait import wait_for_kafka
 from common.settings import KafkaSettings
+from processors import pipeline
 from processors.lag import LagMonitor
 from processors.logic.readiness import ReadinessRule
 from processors.logic.stores import (
@@ -198,6 +199,11 @@ def build_engine(
     )
 
 
+def hot_path_compiled() -> bool:
+    """Whether the pipeline runs as mypyc's extensions (setup.py) rather than as its Python source."""
+    return not (pipeline.__file__ or "").endswith(".py")
+
+
 class _EngineCollector(Collector):
     """Reads the engine's and pipeline's counters at scrape time (nothing on the hot path)."""
 
@@ -247,6 +253,11 @@ class _EngineCollector(Collector):
             value=int(stats.waiting is not None),
         )
         yield GaugeMetricFamily("processor_assigned_partitions", "Partitions assigned.", value=len(stats.assigned))
+        yield GaugeMetricFamily(
+            "processor_compiled",
+            "1 when the pipeline runs compiled by mypyc (setup.py), 0 when it runs as Python source (slower).",
+            value=int(hot_path_compiled()),
+        )
         yield GaugeMetricFamily(
             "processor_ready_partitions", "Partitions restored and running.", value=len(stats.ready)
         )
@@ -422,6 +433,7 @@ async def serve_engine(
             "application_id": settings.application_id,
             "instance": settings.instance_id,
             "kafka": engine.kafka.describe(),
+            "compiled": hot_path_compiled(),
         },
     )
     try:

@@ -18,6 +18,7 @@ from common.settings import KafkaSettings
 from common.topics import ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaSettings
 from connector.local_registry import LocalRegistry, LocalRegistrySettings
+from processors import pipeline
 from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_STATE_TOPIC
 from simulator.traffic import load_capture
@@ -124,7 +125,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     xdist_groups.record(items)
 
 
+_ROOT = Path(__file__).resolve().parents[1]
+_PRODUCT = ("common", "connector", "gateway", "operate", "processors", "schemas", "simulator")
+
+
+def _stale_extensions() -> list[str]:
+    """mypyc's extensions (setup.py) older than their source: Python would import them, not the edited source."""
+    stale = []
+    for package in _PRODUCT:
+        for extension in (_ROOT / package).rglob("*.so"):
+            source = extension.with_name(extension.name.split(".", 1)[0] + ".py")
+            if source.exists() and source.stat().st_mtime > extension.stat().st_mtime:
+                stale.append(str(source.relative_to(_ROOT)))
+    return stale
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if stale := _stale_extensions():
+        pytest.exit(f"compiled extensions older than their source ({', '.join(stale)}): run `make install`", 2)
     xdist_groups.configure(config)
 
 
@@ -147,6 +165,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Which broker (and registry) the run used, so a report of 'passed on Kafka X' can be checked."""
     for line in dict.fromkeys(_USED):  # once each: the workers of a run share them
         terminalreporter.write_line(line)
+    compiled = pipeline.__file__ is not None and not pipeline.__file__.endswith(".py")
+    terminalreporter.write_line(f"Processors' hot path: {'compiled (mypyc, setup.py)' if compiled else 'pure Python'}")
 
 
 @pytest.hookimpl(optionalhook=True)  # xdist's controller, as each worker ends: the lines of the workers

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import email
+import os
 import re
 import subprocess
 import sys
@@ -25,11 +26,13 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("dist")
-    # The dev venv's setuptools, no build isolation: nothing is downloaded.
+    # The dev venv's setuptools, no build isolation: nothing is downloaded. The pure-Python wheel (setup.py's
+    # PINWHEEL_COMPILE=0): the compiled one holds the same files and the extensions beside them (the Dockerfile's).
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
         check=True,
         capture_output=True,
+        env={**os.environ, "PINWHEEL_COMPILE": "0"},
     )
     (path,) = out.glob("pinwheel_kafka_connector-*.whl")
     return zipfile.ZipFile(path)

@@ -57,9 +57,11 @@ def _release(directory: Path) -> tuple[int, ...]:
 
 
 def build_wheel(out: Path) -> Path:
-    """The wheel of this checkout, built with the dev venv's setuptools (no build isolation: no download)."""
+    """The pure-Python wheel of this checkout (one for every Python: setup.py's PINWHEEL_COMPILE=0), built with the
+    dev venv's setuptools (no build isolation: no download)."""
     shutil.rmtree(out, ignore_errors=True)
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)])
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out)]
+    _run([*pip_wheel, str(ROOT)], env={**os.environ, "PINWHEEL_COMPILE": "0"})
     (wheel,) = out.glob("pinwheel_kafka_connector-*.whl")
     return wheel
 
@@ -129,8 +131,8 @@ def check(python: Path, wheel: Path, work: Path, pytest_args: list[str]) -> bool
     return result.returncode == 0
 
 
-def _run(command: list[str]) -> None:
-    subprocess.run(command, check=True)
+def _run(command: list[str], env: dict[str, str] | None = None) -> None:
+    subprocess.run(command, check=True, env=env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -40,6 +41,7 @@ from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSpec, ensure_topics
 from connector.run import Service
+from processors import pipeline
 from schemas import catalog
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
@@ -186,8 +188,23 @@ async def one(
     return run
 
 
+def pipeline_builds(peers_python: str) -> dict[str, str]:
+    """How this process and the peers' interpreter import the shared pipeline: compiled (mypyc, setup.py) or
+    its Python source. The comparison holds only when both run the same build of it."""
+    probe = "import processors.pipeline as p; print('compiled' if not p.__file__.endswith('.py') else 'source')"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    peers = subprocess.run([peers_python, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    ours = "source" if (pipeline.__file__ or "").endswith(".py") else "compiled"
+    return {"ours": ours, "peers": peers.stdout.strip()}
+
+
 async def bench(args: argparse.Namespace, bootstrap: str, work: Path) -> dict[str, object]:
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    builds = pipeline_builds(args.peers_python) if set(args.systems) - {"pinwheel"} else {}
+    if builds:
+        _say(f"the shared pipeline: {builds['ours']} here, {builds['peers']} in the peers' Python")
+        if builds["ours"] != builds["peers"]:
+            raise SystemExit("the peers would run another build of the shared pipeline: not the same logic")
     await provision(kafka, f"peers-setup-{uuid.uuid4().hex[:6]}", args.partitions)
     _say(f"encoding {args.events:,} simulated deliveries as family records")
     inputs = await encode_inputs(args.events)

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import orjson
 
@@ -34,8 +33,7 @@ class StateCodecError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Serde(Generic[T]):
+class Serde(NamedTuple, Generic[T]):
     """How the runtime's store turns one value type into changelog bytes and back."""
 
     name: str

@@ -11,8 +11,8 @@ from processors.runtime.entrylog import EntryLogError, decode_entries
 from processors.runtime.ports import KafkaClients, Record, TopicPartition
 from processors.runtime.state import Derive, TaskState
 
-#: A changelog record as a `Translate` reads it: (key, value or None for a tombstone, headers).
-ChangelogRecord = tuple[bytes, bytes | None, Sequence[tuple[str, bytes]]]
+#: A changelog record as a `Translate` reads it: (key or None, value or None for a tombstone, headers).
+ChangelogRecord = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 
 #: How the records of a changelog that the processor writes itself (an output topic: `TaskState.output_logged`)
 #: become the store's values: called by the restore with the store's name and a batch of its records in offset
@@ -135,7 +135,7 @@ async def _apply(
         state.apply_restored(store, [(cast(bytes, r.key), r.value) for r in records], derive)
         return
     try:
-        pairs = await translate(store, [(cast(bytes, r.key), r.value, r.headers) for r in records])
+        pairs = await translate(store, [(r.key, r.value, r.headers) for r in records])
     except ChangelogUnreadable as exc:
         raise ChangelogUnreadable(
             f"store {store!r}: a record of {tp.topic} partition {tp.partition} between offsets "

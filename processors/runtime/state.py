@@ -29,7 +29,7 @@ import shutil
 import time
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import cast
 
@@ -85,7 +85,7 @@ class Checkpoint:
     written_at: float
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.__dict__)
+        return orjson.dumps(asdict(self))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Checkpoint:

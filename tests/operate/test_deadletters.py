@@ -26,6 +26,7 @@ from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
 from tests.gateway.gateway_helpers import VERSION, WEBHOOK_ID, event_body, signed_headers
 from tests.operate.ops_helpers import App, caught_up, header, read_topic
+from tests.processors.faulty import event_id_of, inject_bug
 
 FAMILY = catalog.FAMILY_TOPICS[catalog.Family.INCOME_EMPLOYMENT]
 
@@ -109,8 +110,6 @@ async def test_processor_dead_letters_are_reinjected_from_their_source_record(
     import orjson
     from aiokafka import AIOKafkaProducer
 
-    import processors.pipeline
-    from processors.logic.events import InvalidEvent
     from schemas.envelope import build_family_record
 
     codec = build_codec(SchemaSettings())
@@ -118,12 +117,6 @@ async def test_processor_dead_letters_are_reinjected_from_their_source_record(
     accounts = [str(uuid.uuid4()) for _ in range(3)]
     bodies = [json.loads(event_body("income.added", account)) for account in accounts]
     event_ids = {body["event_id"] for body in bodies}
-    real = processors.pipeline.event_from_payload
-
-    def buggy(**kwargs: Any) -> Any:
-        if kwargs["event_id"] in event_ids:
-            raise InvalidEvent("invalid_timestamp", "the bug")
-        return real(**kwargs)
 
     producer = AIOKafkaProducer(bootstrap_servers=app.bootstrap, acks="all")
     await producer.start()
@@ -142,7 +135,7 @@ async def test_processor_dead_letters_are_reinjected_from_their_source_record(
     finally:
         await producer.stop()
 
-    monkeypatch.setattr(processors.pipeline, "event_from_payload", buggy)
+    inject_bug(monkeypatch, lambda record: "invalid_timestamp" if event_id_of(record) in event_ids else None)
     async with app.running():
         await caught_up(app.bootstrap, app.app_id, [FAMILY])
     monkeypatch.undo()

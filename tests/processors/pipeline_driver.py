@@ -44,6 +44,7 @@ from processors.pipeline import (
 from processors.runtime.engine import Engine
 from processors.runtime.ports import Record, TopicPartition
 from processors.runtime.settings import RuntimeSettings
+from processors.runtime.state import TaskState
 from processors.runtime.task import TaskContext, TaskProcessor
 from processors.topics import changelog_topics, own_changelog_topics
 from schemas import catalog
@@ -190,6 +191,11 @@ class PipelineDriver:
         self._stop = asyncio.Event()
         self._run = self._loop.create_task(self.engine.run(self._stop))
         self._until(lambda: self._processor is not None)
+
+    def task_state(self) -> TaskState:
+        """The local store of the task's partition, as the running task holds it."""
+        assert self._processor is not None
+        return self._processor.inner.ctx.state
 
     def close(self) -> None:
         self._stop.set()

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from processors.logic.processor import AccountProcessor
-from processors.logic.stores import STORE_NAMES, Stores
-from processors.wire import WireEncoder
+from processors.logic.account_table import AccountState
+from processors.logic.codec import ACCOUNT_STATE_SERDE
+from processors.logic.stores import ACCOUNTS, JOBS, STORE_NAMES, Stores
 from schemas import catalog
 from tests.processors.pipeline_driver import Output, PipelineDriver, on, utc
 from tests.sample_data import doc_samples_as_json
@@ -213,36 +213,26 @@ def test_a_record_without_event_id_is_dead_lettered(driver: PipelineDriver) -> N
     _dead(outputs, "missing_event_id")
 
 
-def test_a_failure_in_the_logic_keeps_the_record_without_its_effects(
-    driver: PipelineDriver, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failure_in_the_logic_keeps_the_record_without_its_effects(driver: PipelineDriver) -> None:
+    # The account's jobs in the local store are damaged (what a bad disk leaves): the logic fails reading them,
+    # after it has remembered the event as seen; that write must be dropped with the record's other effects.
     body = job("income.added", "success", T0)
-    real = AccountProcessor.process
-
-    def failing(self: AccountProcessor, event: Any, watermark_us: int) -> Any:
-        real(self, event, watermark_us)  # writes state, then fails: the writes must be dropped
-        raise RuntimeError("bug")
-
-    monkeypatch.setattr(AccountProcessor, "process", failing)
+    driver.task_state().apply_restored(JOBS, [(ACCOUNT.encode(), b"\x01[damaged")])
     letter = _dead(driver.pipe(body, T0), "processing_error")
-    assert letter["error"] == "RuntimeError"
-    monkeypatch.setattr(AccountProcessor, "process", real)
+    assert letter["error"] == "JSONDecodeError"
+    driver.task_state().apply_restored(JOBS, [(ACCOUNT.encode(), None)])  # the store mended
     assert len(driver.pipe(body, T0)) == 2  # not remembered as seen: its replay is processed
 
 
-def test_a_state_snapshot_that_cannot_be_encoded_keeps_its_record_without_effects(
-    driver: PipelineDriver, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_state_snapshot_that_cannot_be_encoded_keeps_its_record_without_effects(driver: PipelineDriver) -> None:
+    # A stored state holding a time beyond what an Avro long holds, in a field the state topic carries and the
+    # update does not: the update is written, the snapshot cannot be.
     body = job("income.added", "success", T0)
-    real = WireEncoder.state
-
-    def unencodable(self: WireEncoder, state: Any) -> bytes:
-        return real(self, state._replace(version=2**64))  # events_applied: more than an Avro long holds
-
-    monkeypatch.setattr(WireEncoder, "state", unencodable)
+    at_limit = AccountState(ACCOUNT, monitoring_status_at_us=2**63)
+    driver.task_state().apply_restored(ACCOUNTS, [(ACCOUNT.encode(), ACCOUNT_STATE_SERDE.to_bytes(at_limit))])
     letter = _dead(driver.pipe(body, T0), "encode_error")
     assert letter["error"] == "account state: InvalidValue"  # the encoder's error type, never the value
-    monkeypatch.setattr(WireEncoder, "state", real)
+    driver.task_state().apply_restored(ACCOUNTS, [(ACCOUNT.encode(), None)])
     outputs = driver.pipe(body, T0)  # not remembered as seen: its replay is processed
     assert len(on(outputs, UPDATES)) == 1
     assert only(outputs, STATE).value["events_applied"] == 1

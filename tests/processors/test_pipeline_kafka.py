@@ -32,7 +32,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from processors.logic.processor import AccountProcessor
 from processors.pipeline import PipelineCounters
 from processors.runtime import engine as engine_module
 from processors.runtime.engine import Engine, MissingTopicsError
@@ -44,6 +43,7 @@ from schemas.catalog import changelog_topic, entry_log_topic
 from schemas.codec import Codec, build_codec
 from schemas.envelope import build_family_record
 from schemas.settings import SchemaSettings
+from tests.processors.faulty import event_id_of, inject_bug
 from tests.processors.pipeline_driver import IndependentReader
 from tests.sample_data import account_added
 
@@ -480,15 +480,7 @@ async def test_a_record_whose_processing_fails_is_kept_without_its_effects(
     before, bad, after = (
         job_body(t, account, "success", t0) for t in ("employment.added", "income.added", "identity.added")
     )
-    real = AccountProcessor.process
-
-    def buggy(self: AccountProcessor, event: Any, watermark_us: int) -> Any:
-        outputs = real(self, event, watermark_us)
-        if event.event_id == bad["event_id"]:
-            raise RuntimeError("the bug")
-        return outputs
-
-    monkeypatch.setattr(AccountProcessor, "process", buggy)
+    inject_bug(monkeypatch, lambda record: "processing_error" if event_id_of(record) == bad["event_id"] else None)
     await harness.deliver([account_added(account, t0), before, bad, after])
     async with running_processor(harness, tmp_path):
         updates = await harness.updates_for({account}, expect=3, settle_s=1.0)
@@ -497,7 +489,7 @@ async def test_a_record_whose_processing_fails_is_kept_without_its_effects(
     assert [u["update_id"] for u in updates[1:]] == [before["event_id"], after["event_id"]]
     assert bad["event_id"] not in {u["update_id"] for u in updates}
     assert dict(dead.headers)["error_reason"] == b"processing_error"
-    monkeypatch.setattr(AccountProcessor, "process", real)  # the fix
+    monkeypatch.undo()  # the fix
     async with running_processor(harness, tmp_path):
         await harness.deliver([bad])  # what `deadletter replay` re-injects
         updates = await harness.updates_for({account}, expect=4, settle_s=1.0)

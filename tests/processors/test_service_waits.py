@@ -16,6 +16,7 @@ import orjson
 from common.ports import free_port
 from common.settings import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
+from processors import pipeline
 from processors.topics import all_topics
 from tests.port_forward import PortForward
 from tests.processors.test_service import processor_env, start_processor
@@ -86,6 +87,9 @@ def test_the_processor_waits_for_kafka_and_runs_once_it_answers(
         metrics = httpx.get(f"http://127.0.0.1:{health_port}/metrics", timeout=2)
         assert metrics.headers["content-type"].startswith("text/plain"), metrics.headers
         assert "processor_ready_partitions " in metrics.text
+        # Compiled (setup.py) when the tests' own pipeline is: the child runs from the same tree.
+        compiled = not (pipeline.__file__ or "").endswith(".py")
+        assert f"processor_compiled {float(compiled)}" in metrics.text, metrics.text
         err = stop(child)
     finally:
         stop(child)
