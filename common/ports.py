@@ -38,11 +38,12 @@ def preferred_port(preferred: int) -> int:
     return preferred if port_free(preferred) else free_port()
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` free ports, each with its successor free too (a node's controller) and none next to another.
+def free_ports(count: int, span: int = 2) -> list[int]:
+    """`count` free ports, each with its `span - 1` successors free too (a node's controller, a secured node's
+    other listeners) and no two runs adjacent.
 
-    Taken below the kernel's ephemeral range: a node restarted on its port (chaos, tests) must not find it
-    taken meanwhile as the source port of some outgoing connection.
+    Taken below the kernel's ephemeral range: a node (re)started on its ports (chaos, tests; a JVM takes
+    seconds to bind) must not find one taken meanwhile as the source port of some outgoing connection.
     """
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -51,11 +52,11 @@ def free_ports(count: int) -> list[int]:
     rng = random.Random()
     ports: list[int] = []
     for _ in range(1000):
-        port = rng.randrange(10_000, max(10_002, low - 1))
-        if any(abs(port - other) <= 1 for other in ports):
+        port = rng.randrange(10_000, max(10_000 + span, low - span))
+        if any(abs(port - other) < span for other in ports):
             continue
-        if port_free(port) and port_free(port + 1):
+        if all(port_free(port + i) for i in range(span)):
             ports.append(port)
             if len(ports) == count:
                 return ports
-    raise NoFreePort(f"no {count} free port pairs found")
+    raise NoFreePort(f"no {count} free runs of {span} ports found")

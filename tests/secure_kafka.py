@@ -36,7 +36,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from common.ports import free_port
+from common.ports import free_ports
 from connector.local_kafka import (
     SECURE_PORT_SPAN,
     LocalKafka,
@@ -328,7 +328,7 @@ def secure_broker(oauth: bool = True) -> Iterator[SecureBroker]:
     if oidc is not None:
         oidc.start()
         validation = OAuthValidation(oidc.jwks_url, oidc.issuer, oidc.audience)
-    settings = LocalKafkaSettings(port=free_port(SECURE_PORT_SPAN), data_dir=data_dir / "kafka", secure=True)
+    settings = LocalKafkaSettings(port=free_ports(1, SECURE_PORT_SPAN)[0], data_dir=data_dir / "kafka", secure=True)
     local = LocalKafka(settings, extras=SecureExtras(oauth=validation, mismatch=True))
     secrets_dir = data_dir / "secrets"
     secrets_dir.mkdir(mode=0o700)

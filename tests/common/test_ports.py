@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from common.ports import free_port, free_ports, port_free, preferred_port
 
@@ -23,3 +24,13 @@ def test_free_port_pairs_are_apart_and_bindable() -> None:
     assert len(ports) == 3
     assert all(abs(p - q) > 1 for p in ports for q in ports if p != q)
     assert all(port_free(p) and port_free(p + 1) for p in ports)
+
+
+def test_free_port_runs_lie_below_the_ephemeral_range() -> None:
+    # A secured node binds five listeners seconds after the pick: none may be a port the kernel hands out
+    # meanwhile as an outgoing connection's source.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    runs = free_ports(2, span=5)
+    assert all(p + 4 < low for p in runs)
+    assert abs(runs[0] - runs[1]) >= 5
+    assert all(port_free(p + i) for p in runs for i in range(5))
