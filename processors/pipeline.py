@@ -46,7 +46,7 @@ from processors.logic.stores import (
 from processors.logic.timers import TIMER_OWNERS, TimerRules
 from processors.runtime.restore import ChangelogRecord, ChangelogUnreadable, Translate
 from processors.runtime.state import Derive, TaskState
-from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, TaskContext
+from processors.runtime.task import BatchFailed, OutRecord, RecordFailed, StateView, TaskContext
 from processors.topics import changelog_topics
 from processors.wire import (
     DeliveryIds,
@@ -79,7 +79,7 @@ class StoreView(Generic[V]):
 
     __slots__ = ("_name", "_serde", "_state")
 
-    def __init__(self, state: TaskState, name: str, serde: Serde[V]) -> None:
+    def __init__(self, state: StateView, name: str, serde: Serde[V]) -> None:
         self._state = state
         self._name = name
         self._serde = serde
@@ -115,7 +115,7 @@ class CachedStoreView(StoreView[V]):
 
     __slots__ = ("_cache", "_changed", "_max_cached")
 
-    def __init__(self, state: TaskState, name: str, serde: Serde[V], max_cached: int = 20_000) -> None:
+    def __init__(self, state: StateView, name: str, serde: Serde[V], max_cached: int = 20_000) -> None:
         super().__init__(state, name, serde)
         self._cache: dict[str, V | None] = {}
         self._changed: set[str] = set()
@@ -151,7 +151,7 @@ class CachedStoreView(StoreView[V]):
             self._cache.clear()
 
 
-def task_stores(state: TaskState) -> tuple[Stores, list[CachedStoreView[Any]]]:
+def task_stores(state: StateView) -> tuple[Stores, list[CachedStoreView[Any]]]:
     """The logic's stores over a task's state (one view per ``STORES`` entry), and the cached ones that need a
     flush before a commit."""
     views: dict[str, StoreView[Any]] = {

@@ -11,14 +11,13 @@ import argparse
 import logging
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 
 from processors.logic.config import LogicSettings
 from processors.logic.stores import STORES
 from processors.pipeline import AccountPipeline, PipelineCounters
-from processors.runtime.state import TaskState
 from processors.runtime.task import OutRecord
 from schemas.codec import Codec, build_codec
 from schemas.settings import SchemaSettings
@@ -29,7 +28,7 @@ _ORDERED = frozenset(spec.name for spec in STORES if spec.ordered)
 
 
 class PeerStore:
-    """TaskState's get/put/delete/range over a peer's key-value state (keys `<store>\\0<key>`).
+    """A `StateView` (TaskState's get/put/delete/range) over a peer's key-value state (keys `<store>\\0<key>`).
 
     Reads and writes go to the peer's store. The ordered range (of the ordered stores: timers) answers from a
     sorted in-memory index of the keys this process wrote: the peers' stores are scoped per message key or
@@ -71,7 +70,7 @@ class PeerStore:
 class _Context:
     def __init__(self, partition: int, state: PeerStore) -> None:
         self.partition = partition
-        self.state = cast(TaskState, state)
+        self.state = state
         self.outputs: list[OutRecord] = []
 
     def emit(self, record: OutRecord) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -41,6 +41,20 @@ class OutRecord(NamedTuple):
     partition: int | None = None
 
 
+class StateView(Protocol):
+    """What a processor reads and writes of its task's state (`TaskState`'s store methods), and all it may:
+    the runtime alone commits, restores and checkpoints. A protocol, not the class, so that a processor runs
+    over another runtime's state too (bench/peers/adapter.py)."""
+
+    def get(self, store: str, key: bytes) -> bytes | None: ...
+
+    def put(self, store: str, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, store: str, key: bytes) -> None: ...
+
+    def range(self, store: str, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
 class TaskContext(Protocol):
     """What a processor sees of its task."""
 
@@ -48,7 +62,7 @@ class TaskContext(Protocol):
     def partition(self) -> int: ...
 
     @property
-    def state(self) -> TaskState: ...
+    def state(self) -> StateView: ...
 
     def emit(self, record: OutRecord) -> None: ...
 

@@ -195,7 +195,9 @@ class PipelineDriver:
     def task_state(self) -> TaskState:
         """The local store of the task's partition, as the running task holds it."""
         assert self._processor is not None
-        return self._processor.inner.ctx.state
+        state = self._processor.inner.ctx.state
+        assert isinstance(state, TaskState)
+        return state
 
     def close(self) -> None:
         self._stop.set()
