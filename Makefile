@@ -149,5 +149,5 @@ wheel-test: $(STAMP)
 clean:
 	-$(CLI) kafka stop
 	-$(CLI) registry stop
-	rm -f *.so && find common processors schemas -name '*.so' -delete
+	find common processors schemas -name '*.so' -delete
 	rm -rf $(VENV) build var .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

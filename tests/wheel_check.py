@@ -30,8 +30,9 @@ VERSIONS = ("3.11", "3.12", "3.13")
 # The dev extra's linters, plotting and locking tools: no unit test imports them.
 NOT_TEST_TOOLS = {"ruff", "mypy", "types-pyyaml", "matplotlib", "import-linter", "uv", "setuptools"}
 UNIT_TESTS = "not kafka and not compose and not slow"
-# Checks of the source tree itself (it builds the wheel this run installs, reads the lock files): not of the wheel.
-SOURCE_TREE_TESTS = ("tests/test_packaging.py",)
+# Checks of the source tree itself, not of the wheel: it builds the wheel this run installs and reads the lock files;
+# the docs' commands, links and variables; the modules' source (the one declaration of the store names).
+SOURCE_TREE_TESTS = ("tests/test_packaging.py", "tests/test_readme.py", "tests/processors/test_store_declaration.py")
 
 
 def find_interpreters() -> list[Path]:
