@@ -18,7 +18,7 @@ from common.settings import KafkaSettings
 from common.topics import ensure_topics
 from connector.local_kafka import LocalKafka, LocalKafkaSettings
 from connector.local_registry import LocalRegistry, LocalRegistrySettings
-from processors import pipeline
+from processors.service import hot_path_compiled
 from processors.topics import all_topics
 from schemas.catalog import ACCOUNT_STATE_TOPIC
 from simulator.traffic import load_capture
@@ -165,8 +165,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Which broker (and registry) the run used, so a report of 'passed on Kafka X' can be checked."""
     for line in dict.fromkeys(_USED):  # once each: the workers of a run share them
         terminalreporter.write_line(line)
-    compiled = pipeline.__file__ is not None and not pipeline.__file__.endswith(".py")
-    terminalreporter.write_line(f"Processors' hot path: {'compiled (mypyc, setup.py)' if compiled else 'pure Python'}")
+    build = "compiled (mypyc, setup.py)" if hot_path_compiled() else "pure Python"
+    terminalreporter.write_line(f"Processors' hot path: {build}")
 
 
 @pytest.hookimpl(optionalhook=True)  # xdist's controller, as each worker ends: the lines of the workers

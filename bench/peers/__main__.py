@@ -41,7 +41,7 @@ from common.offsets import start_at_end
 from common.settings import KafkaSettings
 from common.topics import TopicSpec, ensure_topics
 from connector.run import Service
-from processors import pipeline
+from processors.service import hot_path_compiled
 from schemas import catalog
 from schemas.codec import build_codec
 from schemas.settings import SchemaSettings
@@ -194,7 +194,7 @@ def pipeline_builds(peers_python: str) -> dict[str, str]:
     probe = "import processors.pipeline as p; print('compiled' if not p.__file__.endswith('.py') else 'source')"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     peers = subprocess.run([peers_python, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    ours = "source" if (pipeline.__file__ or "").endswith(".py") else "compiled"
+    ours = "compiled" if hot_path_compiled() else "source"
     return {"ours": ours, "peers": peers.stdout.strip()}
 
 
