@@ -27,6 +27,7 @@ COMPILED = [
     "processors/logic/keys.py",
     "processors/logic/outputs.py",
     "processors/logic/processor.py",
+    "processors/logic/readiness.py",
     "processors/logic/timers.py",
     "processors/logic/timeutil.py",
     "processors/pipeline.py",

@@ -23,9 +23,10 @@ from aiokafka.structs import ConsumerRecord
 
 from bench.processor_bench import InputRecord, encode_inputs
 from common import gc_tuning
-from processors.logic.config import LogicConfig
+from processors.logic.config import LogicSettings
 from processors.logic.stores import LOGGED_STORE_NAMES
 from processors.pipeline import LOG_APPEND_TIME, AccountPipeline, PipelineCounters, pipeline_task_state
+from processors.readiness import ReadinessSettings
 from processors.runtime.task import RecordingContext
 from schemas.codec import Codec
 
@@ -55,7 +56,8 @@ def run_once(records: list[ConsumerRecord[bytes, bytes]], batch: int, profile: c
     codec = Codec()
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         ctx = RecordingContext(pipeline_task_state(Path(tmp), "bench", 0))
-        pipeline = AccountPipeline(ctx, codec, LogicConfig(), PipelineCounters())
+        config = LogicSettings().logic_config(ReadinessSettings().parsed())  # the service's, readiness included
+        pipeline = AccountPipeline(ctx, codec, config, PipelineCounters())
         position = 0
         start = time.process_time()
         if profile is not None:

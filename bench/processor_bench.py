@@ -46,6 +46,7 @@ from common.topics import TopicSpec
 from processors.logic.codec import INT_SERDE
 from processors.logic.config import LogicConfig
 from processors.pipeline import PipelineCounters, pipeline_task_state, state_topic_translation, timers_derivation
+from processors.readiness import ReadinessSettings
 from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.restore import restore
 from processors.runtime.state import TaskState
@@ -243,7 +244,7 @@ async def run_in_process(
     await provision(kafka, settings.application_id, partitions)
     held = await hold_inputs(kafka, inputs)
     gc_tuning.tune_for_throughput()  # as the processor service runs (processors.service.run_until_signal)
-    engine = build_engine(settings, kafka, SchemaSettings(), PipelineCounters())
+    engine = build_engine(settings, kafka, SchemaSettings(), PipelineCounters(), readiness=ReadinessSettings().parsed())
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
 

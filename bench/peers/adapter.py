@@ -18,6 +18,7 @@ from aiokafka.structs import ConsumerRecord
 from processors.logic.config import LogicSettings
 from processors.logic.stores import STORES
 from processors.pipeline import AccountPipeline, PipelineCounters
+from processors.readiness import ReadinessSettings
 from processors.runtime.task import OutRecord
 from schemas.codec import Codec, build_codec
 from schemas.settings import SchemaSettings
@@ -82,7 +83,8 @@ class PeerJob:
 
     def __init__(self) -> None:
         self.codec: Codec = build_codec(SchemaSettings())
-        self.config = LogicSettings().logic_config()
+        # What the processor service judges (processors/service.py): the same logic, readiness included.
+        self.config = LogicSettings().logic_config(ReadinessSettings().parsed())
         self.counters = PipelineCounters()
         self._tasks: dict[int, tuple[_Context, AccountPipeline, PeerStore]] = {}
 
