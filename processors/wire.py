@@ -173,7 +173,14 @@ _IDENTITY_KEY = attrgetter(*IDENTITY_ATTRS)
 
 
 def _progress_fields(state: AccountState) -> dict[str, Any]:
-    """The other fields of `_state_fields`: those of every event."""
+    """The other fields of `_state_fields`: those of every event, and the readiness."""
+    fields = _event_fields(state)
+    fields["readiness"] = None if state.readiness is None else (_READINESS, readiness_state_datum(state.readiness))
+    return fields
+
+
+def _event_fields(state: AccountState) -> dict[str, Any]:
+    """The fields of `_progress_fields` but the readiness (`WireEncoder` writes it apart, cached)."""
     paystubs, shifts = state.paystubs, state.shifts
     return {
         "paystubs_synced": None if paystubs is None else paystubs.deepest_milestone,
@@ -185,8 +192,20 @@ def _progress_fields(state: AccountState) -> dict[str, Any]:
         "last_event_sent_at": state.last_event_sent_at_us,
         "last_change": state.last_change,
         "updated_at": state.updated_at_us,
-        "readiness": None if state.readiness is None else (_READINESS, readiness_state_datum(state.readiness)),
     }
+
+
+def readiness_key(readiness: Readiness) -> Hashable:
+    """What determines `readiness_state_datum(readiness)`, its map's order included: the key of its bytes in
+    `WireEncoder`'s cache (tests/processors/test_wire_cache_keys.py checks it)."""
+    return (
+        readiness.status,
+        readiness.reason,
+        readiness.blocked_by,
+        tuple(readiness.met.items()),
+        readiness.first_seen_us,
+        readiness.decided_at_us,
+    )
 
 
 #: The names of `_identity_fields`.
@@ -245,11 +264,20 @@ class WireEncoder:
             return
         self._job = codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _JOB_OUTCOME)
         self._sync = codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _SYNC_PROGRESS)
+        state_special: dict[str, _Part] = {
+            "jobs": self._jobs_part,
+            "paystubs": self._sync_part("paystubs"),
+            "shifts": self._sync_part("shifts"),
+        }
+        # A readiness changes at a few of its account's events: its bytes are kept by value, as a job outcome's.
+        readiness_apart = _nullable(state.get("readiness")) == _READINESS
+        if readiness_apart:
+            state_special["readiness"] = self._readiness_part(codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _READINESS))
         self._state_parts, uncached = _layout(
             codec,
             ACCOUNT_STATE_TOPIC,
             _field_names(codec.reader_schema(ACCOUNT_STATE_TOPIC)),
-            {"jobs": self._jobs_part, "paystubs": self._sync_part("paystubs"), "shifts": self._sync_part("shifts")},
+            state_special,
             [
                 _CachedRun(
                     _IDENTITY_FIELDS, lambda state, _: _IDENTITY_KEY(state), lambda state, _: _identity_fields(state)
@@ -259,7 +287,9 @@ class WireEncoder:
             max_cached,
         )
         # The identity's fields are read from the state when they are not cached; else they are those of every state.
-        self._state_fields = _state_fields if uncached & _IDENTITY_FIELDS else _progress_fields
+        self._state_fields = (
+            _state_fields if uncached & _IDENTITY_FIELDS else _event_fields if readiness_apart else _progress_fields
+        )
         update = {field["name"]: field["type"] for field in codec.reader_schema(ACCOUNT_UPDATES_TOPIC)["fields"]}
         # The same encoder object: the same definition of JobOutcome (`Codec` builds one per schema text).
         if (
@@ -354,6 +384,24 @@ class WireEncoder:
             parts.append(value)
         parts.append(b"\x00")
         return b"".join(parts)
+
+    def _readiness_part(self, encode: Callable[[Mapping[str, Any]], bytes]) -> _Part:
+        cache: dict[Hashable, bytes] = {}
+        max_cached = self._max_cached
+
+        def part(state: AccountState, fields: dict[str, Any]) -> bytes:
+            readiness = state.readiness
+            if readiness is None:
+                return b"\x00"  # the union's branch 0, null
+            key = readiness_key(readiness)
+            value = cache.get(key)
+            if value is None:
+                if len(cache) > max_cached:
+                    cache.clear()
+                value = cache[key] = b"\x02" + encode(readiness_state_datum(readiness))  # branch 1, Readiness
+            return value
+
+        return part
 
     def _sync_part(self, name: str) -> _Part:
         read = attrgetter(name)
