@@ -332,6 +332,7 @@ _MILESTONE_INDEX: Final = {field: SyncProgress._fields.index(field) for _dataset
     _LAST_EVENT_SENT_AT_US,
     _LAST_CHANGE,
     _UPDATED_AT_US,
+    _READINESS,
 ) = (
     AccountState._fields.index(name)
     for name in (
@@ -345,6 +346,7 @@ _MILESTONE_INDEX: Final = {field: SyncProgress._fields.index(field) for _dataset
         "last_event_sent_at_us",
         "last_change",
         "updated_at_us",
+        "readiness",
     )
 )
 
@@ -380,6 +382,14 @@ def touch(
     values[_UPDATED_AT_US] = at_us if updated is None or at_us > updated else updated
     if end_user_id is not None:
         values[_END_USER_ID] = _uuid(end_user_id) or state.end_user_id
+    return AccountState._make(values)
+
+
+def with_readiness(state: AccountState, readiness: Readiness | None) -> AccountState:
+    """``state`` with ``readiness``, copied as `touch` copies it (a named tuple's ``_replace`` costs several times
+    as much: it is Python, even compiled)."""
+    values = list(state)
+    values[_READINESS] = readiness
     return AccountState._make(values)
 
 

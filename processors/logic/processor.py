@@ -26,6 +26,7 @@ from processors.logic.account_table import (
     merge_outcome,
     sync_progress,
     touch,
+    with_readiness,
 )
 from processors.logic.config import LogicConfig
 from processors.logic.events import Event, EventEnvelope
@@ -340,7 +341,7 @@ class AccountProcessor:
         now_us = state.updated_at_us if state.updated_at_us is not None else occurred_us
         readiness, verdict = assess(rule, state, occurred_us=occurred_us, now_us=now_us)
         if readiness != state.readiness:
-            state = state._replace(readiness=readiness)
+            state = with_readiness(state, readiness)
         if verdict is None:
             return state, None
         self.counters[verdict.status] += 1
