@@ -69,6 +69,16 @@ def test_dead_letters(codec: Codec) -> None:
     _assert_same_bytes(codec, "pinwheel.deadletter.v1", datum)
 
 
+def test_records_of_every_size_one_after_the_other() -> None:
+    """An encoder writes into a buffer as large as its largest record so far (schemas/codec.py): small records
+    after large ones, and records larger than any buffer it starts with, are written whole and exactly."""
+    codec = Codec()  # a fresh one: its encoders have written nothing yet
+    for size in (0, 10, 100, 5_000, 3, 300_000, 60, 4_095, 4_097, 1):
+        raw = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        datum = build_dead_letter(stage="gateway", reason="invalid_json", error="x", raw=raw, failed_at=SENT_AT)
+        _assert_same_bytes(codec, "pinwheel.deadletter.v1", datum)
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("sent_at", 2**80), ("event_id", 12), ("raw_body", None), ("event_type", b"bytes")],
