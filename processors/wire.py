@@ -22,7 +22,7 @@ from aiokafka.structs import ConsumerRecord
 from processors.logic.account_table import AccountState, Readiness, Recommendation, SyncProgress
 from processors.logic.events import EventEnvelope
 from processors.logic.join import JobOutcome
-from processors.logic.outputs import AccountUpdate, ReadinessUpdate
+from processors.logic.outputs import AccountUpdate, Change, ReadinessUpdate
 from schemas.catalog import ACCOUNT_STATE_TOPIC, ACCOUNT_UPDATES_TOPIC
 from schemas.codec import Codec, avro_long, avro_string
 from schemas.deadletter import build_dead_letter, dead_letter_key
@@ -695,12 +695,16 @@ def _update_fields(update: AccountUpdate) -> dict[str, Any]:
     return fields
 
 
+#: The text of each change (an enum's ``value`` is a descriptor call, in Python, per update).
+_CHANGE_TEXT: Final = {change: change.value for change in Change}
+
+
 def _update_head(update: AccountUpdate) -> dict[str, Any]:
     """The fields of `_update_fields` but its account's context (`WireEncoder` writes it apart too)."""
     return {
         "update_id": update.update_id,
         "account_id": update.account_id,
-        "change": update.change.value,
+        "change": _CHANGE_TEXT[update.change],
         "trigger": envelope_datum(update.trigger),
     }
 
