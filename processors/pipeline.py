@@ -357,10 +357,11 @@ class AccountPipeline:
         try:
             datum = self.codec.decode_fields(record.topic, record.value, ENVELOPE_FIELDS, plain=True)
             return datum, event_of(datum, record)
-        except DecodeError as exc:
-            return _Unreadable(None, "decode_error", str(exc))
-        except (InvalidEvent, PayloadError) as exc:
-            return _Unreadable(datum, exc.reason, str(exc))
+        # One name per handler: mypyc types a handler's name by its first use (DecodeError is a compiled class).
+        except DecodeError as undecodable:
+            return _Unreadable(None, "decode_error", str(undecodable))
+        except (InvalidEvent, PayloadError) as invalid:
+            return _Unreadable(datum, invalid.reason, str(invalid))
         except (KeyError, TypeError, ValueError) as exc:
             return _Unreadable(datum, "invalid_record", f"{type(exc).__name__} reading the record")
 

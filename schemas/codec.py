@@ -38,7 +38,8 @@ from uuid import UUID
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import expand_schema
 
-from schemas.confluent import RegistryClient, RegistryError, RegistryUnavailable
+from schemas.cavro_glue import REFUSALS, Encoder, InvalidValue, Reader, cavro_factory, refused_value
+from schemas.confluent import RegistryClient, RegistryError, RegistryUnavailable, SchemaNotResolved
 from schemas.settings import SchemaSettings
 from schemas.store import TOPIC_RECORDS, SchemaStore, crc64_fingerprint, load_store, parse
 
@@ -69,112 +70,12 @@ class DecodeError(ValueError):
     """Bytes that are not a record of ours (unknown format, unknown schema, wrong topic, truncated)."""
 
 
-class InvalidValue(ValueError):
-    """A value its schema cannot carry, whichever encoder refused it (its type name is what callers record)."""
-
-
-class SchemaNotResolved(RegistryUnavailable):
-    """A schema id (or our writer id) the registry has not given us yet: `await resolve(...)`/`prepare` first.
-
-    Also raised for an id the registry says it does not know: our topics carry only ids we registered,
-    so that is a registry that lost its storage (or the wrong registry), not a property of the record.
-    """
-
-
-Encoder = Callable[[Mapping[str, Any]], bytes]
-"""An Avro binary body from a datum; raises InvalidValue (and only that) for a value its schema cannot carry."""
-
-Reader = Callable[[bytes], Any]
-"""A datum from an Avro binary body written with the reader's own schema (bytes after it are left unread)."""
-
 CAVRO: Final = "cavro"
 FASTAVRO: Final = "fastavro"
 
 
-def _cavro_factory() -> tuple[Callable[[str, dict[str, Any]], Encoder], Callable[[str], Reader]] | None:
-    """cavro's encoder factory and its reader factory, or None without the `speed` extra.
-
-    Union branches may be named up front (tuple notation), as fastavro takes them; cavro's own `uuid` type,
-    which parses every uuid string to check it, is replaced by fastavro's behaviour (`_Uuid`).
-    """
-    try:
-        import cavro  # optional: the `speed` extra
-    except ImportError:
-        return None
-
-    class _Uuid(cavro.CustomLogicalType):  # type: ignore[misc]  # cavro ships no type stubs
-        """The `uuid` logical type as fastavro has it: a UUID written as its text, text as it is (unchecked);
-        read as a UUID."""
-
-        logical_name = "uuid"
-        underlying_types = (cavro.StringType,)
-
-        @classmethod
-        def _for_type(cls, underlying: Any) -> _Uuid:
-            return cls()
-
-        def custom_encode_value(self, value: Any) -> Any:
-            return str(value) if isinstance(value, UUID) else value
-
-        def custom_decode_value(self, value: Any) -> Any:
-            return UUID(value)  # as fastavro reads it
-
-    options = cavro.Options(
-        allow_tuple_notation=True,
-        logical_types=(*(t for t in cavro.LOGICAL_TYPES if t is not cavro.UUIDStringType), _Uuid),
-    )
-
-    def build(text: str, parsed: dict[str, Any]) -> Encoder:
-        write = cavro.Schema(text, options=options).binary_write
-        new_buffer = cavro.MemoryWriter
-        name = parsed.get("name", "record")
-        # `binary_encode` writes into a new 4 KiB buffer, zeroed, every time: most of our records (and the parts
-        # processors/wire.py writes) are a few dozen bytes. A buffer as large as this encoder's largest record so
-        # far (within 4 KiB; a larger record grows it as cavro does) costs a tenth of a small record's writing.
-        size = _FIRST_BUFFER
-
-        def encode(datum: Mapping[str, Any]) -> bytes:
-            nonlocal size
-            buffer = new_buffer(size)
-            try:
-                write(buffer, datum)
-            except _REFUSALS as exc:
-                refused = type(exc).__name__
-            else:
-                written: int = buffer.len
-                if written > size and size < _LARGEST_BUFFER:
-                    size = min(written, _LARGEST_BUFFER)
-                data: bytes = buffer.buffer[:written].tobytes()  # typed, not cast: a call per record
-                return data
-            raise _refused(name, refused)  # outside the handler: the writer's exception is not its context
-
-        return encode
-
-    reading = cavro.Options(allow_tuple_notation=True, logical_types=options.logical_types, record_decodes_to_dict=True)
-
-    def reader(text: str) -> Reader:
-        return cast(Reader, cavro.Schema(text, options=reading).binary_decode)
-
-    return build, reader
-
-
-#: The first buffer of a cavro encoder, and the largest it starts with (cavro's own size for every record).
-_FIRST_BUFFER: Final = 64
-_LARGEST_BUFFER: Final = 4096
-
-# What the writers raise for a value its schema cannot carry; each becomes InvalidValue (`_refused`).
-_REFUSALS: Final = (ValueError, TypeError, OverflowError, AttributeError, KeyError)
-
-
-def _refused(name: str, kind: str) -> InvalidValue:
-    """The record and the writer's exception type only: both writers quote the value in some of their messages
-    (`Invalid value 123 for type union`), and it is payroll data. Raised outside the `except` block, so the
-    writer's exception is not kept as its context either (a traceback would print it)."""
-    return InvalidValue(f"Invalid value for {name} ({kind})")
-
-
 def _fastavro_encoder(text: str, parsed: dict[str, Any]) -> Encoder:
-    """fastavro's writer, refusing as cavro's does (`_refused`)."""
+    """fastavro's writer, refusing as cavro's does (`refused_value`)."""
     name = parsed.get("name", "record")
 
     def encode(datum: Mapping[str, Any]) -> bytes:
@@ -182,9 +83,9 @@ def _fastavro_encoder(text: str, parsed: dict[str, Any]) -> Encoder:
         try:
             schemaless_writer(out, parsed, datum)
             return out.getvalue()
-        except _REFUSALS as exc:
+        except REFUSALS as exc:
             refused = type(exc).__name__
-        raise _refused(name, refused)  # outside the handler: the writer's exception is not its context
+        raise refused_value(name, refused)  # outside the handler: the writer's exception is not its context
 
     return encode
 
@@ -200,7 +101,7 @@ def _fastavro_reader(text: str) -> Reader:
 
 _FACTORIES: Final[dict[str, Callable[[str, dict[str, Any]], Encoder]]] = {FASTAVRO: _fastavro_encoder}
 _READERS: Final[dict[str, Callable[[str], Reader]]] = {FASTAVRO: _fastavro_reader}
-if (_cavro := _cavro_factory()) is not None:
+if (_cavro := cavro_factory()) is not None:
     _FACTORIES[CAVRO], _READERS[CAVRO] = _cavro
 
 

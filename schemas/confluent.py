@@ -34,6 +34,15 @@ class RegistryUnavailable(RegistryError):
     """The registry did not answer usefully (network, timeout, 5xx, 429, auth): retry later."""
 
 
+class SchemaNotResolved(RegistryUnavailable):
+    """A schema id (or our writer id) the registry has not given us yet: `await resolve(...)`/`prepare` first
+    (schemas/codec.py; defined here, beside its base: the compiled codec cannot derive a class from this one).
+
+    Also raised for an id the registry says it does not know: our topics carry only ids we registered,
+    so that is a registry that lost its storage (or the wrong registry), not a property of the record.
+    """
+
+
 class SchemaNotRegistered(RegistryError):
     """Lookup-only mode and the subject or schema is missing: register it, or allow auto-registration."""
 
