@@ -1,12 +1,12 @@
 """CPU per event of the account pipeline alone, no broker: ``python -m bench.pipeline_bench [--events N]``.
 
-The processors' bench traffic (`processor_bench.encode_inputs`: family records as the gateway publishes them)
-goes through a real `AccountPipeline` over a real `TaskState` (RocksDB in a temporary directory), in commits
-of `--batch` records, each ending as the runtime's does: `end_of_batch` (the flush), the changelog writes read
-from the overlay, then the local store's commit. What this leaves out is the runtime's Kafka work (fetch,
-produce, transaction), which `bench.processor_bench`'s passthrough measures. `--profile FILE` writes a
-cProfile of the measured rounds. Times are this process's CPU time, the median of `--rounds`, with the
-service's garbage-collector settings (`common/gc_tuning.py`).
+The processors' bench traffic (`processor_bench.encode_inputs`: family records as the gateway publishes them) goes
+through a real `AccountPipeline` (the service's readiness rule, `READINESS_RULE` or its default) over a real
+`TaskState` (RocksDB in a temporary directory), in commits of `--batch` records, each ending as the runtime's does:
+`end_of_batch` (the flush), the changelog writes read from the overlay, then the local store's commit. What this
+leaves out is the runtime's Kafka work (fetch, produce, transaction), which `bench.processor_bench`'s passthrough
+measures. `--profile FILE` writes a cProfile of the measured rounds. Times are this process's CPU time, the median
+of `--rounds`, with the service's garbage-collector settings (`common/gc_tuning.py`).
 """
 
 from __future__ import annotations
