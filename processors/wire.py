@@ -195,6 +195,10 @@ def _event_fields(state: AccountState) -> dict[str, Any]:
     }
 
 
+def _itself(value: Hashable) -> Hashable:
+    return value
+
+
 def readiness_key(readiness: Readiness) -> Hashable:
     """What determines `readiness_state_datum(readiness)`, its map's order included: the key of its bytes in
     `WireEncoder`'s cache (tests/processors/test_wire_cache_keys.py checks it)."""
@@ -252,7 +256,6 @@ class WireEncoder:
         self._codec = codec
         self._max_cached = max_cached
         self._jobs: dict[JobOutcome, bytes] = {}
-        self._syncs: dict[SyncProgress, bytes] = {}
         self._keys: dict[str, bytes] = {}
         self._state_parts: list[_Part] | None = None
         self._update_parts: list[_Part] | None = None
@@ -263,16 +266,16 @@ class WireEncoder:
         if not all(_nullable(state.get(name)) == _SYNC_PROGRESS for name in ("paystubs", "shifts")):
             return
         self._job = codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _JOB_OUTCOME)
-        self._sync = codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _SYNC_PROGRESS)
-        state_special: dict[str, _Part] = {
-            "jobs": self._jobs_part,
-            "paystubs": self._sync_part("paystubs"),
-            "shifts": self._sync_part("shifts"),
-        }
-        # A readiness changes at a few of its account's events: its bytes are kept by value, as a job outcome's.
+        sync = codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _SYNC_PROGRESS)
+        state_special: dict[str, _Part] = {"jobs": self._jobs_part}
+        for name in ("paystubs", "shifts"):
+            state_special[name] = self._nullable_record_part(attrgetter(name), sync, sync_datum, _itself)
         readiness_apart = _nullable(state.get("readiness")) == _READINESS
         if readiness_apart:
-            state_special["readiness"] = self._readiness_part(codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _READINESS))
+            readiness = codec.plain_type_encoder(ACCOUNT_STATE_TOPIC, _READINESS)
+            state_special["readiness"] = self._nullable_record_part(
+                attrgetter("readiness"), readiness, readiness_state_datum, readiness_key
+            )
         self._state_parts, uncached = _layout(
             codec,
             ACCOUNT_STATE_TOPIC,
@@ -385,38 +388,29 @@ class WireEncoder:
         parts.append(b"\x00")
         return b"".join(parts)
 
-    def _readiness_part(self, encode: Callable[[Mapping[str, Any]], bytes]) -> _Part:
+    def _nullable_record_part(
+        self,
+        read: Callable[[AccountState], Any],
+        encode: Callable[[Mapping[str, Any]], bytes],
+        datum: Callable[[Any], Mapping[str, Any]],
+        key: Callable[[Any], Hashable],
+    ) -> _Part:
+        """A ``["null", record]`` field of a state, the record's bytes kept by its `key` (its value, when hashable):
+        a sync progress or a readiness changes at a few of its account's events. One cache per part."""
         cache: dict[Hashable, bytes] = {}
         max_cached = self._max_cached
 
         def part(state: AccountState, fields: dict[str, Any]) -> bytes:
-            readiness = state.readiness
-            if readiness is None:
-                return b"\x00"  # the union's branch 0, null
-            key = readiness_key(readiness)
-            value = cache.get(key)
+            value = read(state)
             if value is None:
+                return b"\x00"  # the union's branch 0, null
+            value_key = key(value)
+            data = cache.get(value_key)
+            if data is None:
                 if len(cache) > max_cached:
                     cache.clear()
-                value = cache[key] = b"\x02" + encode(readiness_state_datum(readiness))  # branch 1, Readiness
-            return value
-
-        return part
-
-    def _sync_part(self, name: str) -> _Part:
-        read = attrgetter(name)
-
-        def part(state: AccountState, fields: dict[str, Any]) -> bytes:
-            progress: SyncProgress | None = read(state)
-            if progress is None:
-                return b"\x00"  # the union's branch 0, null
-            cache = self._syncs
-            value = cache.get(progress)
-            if value is None:
-                if len(cache) > self._max_cached:
-                    cache.clear()
-                value = cache[progress] = self._sync(sync_datum(progress))
-            return b"\x02" + value  # the union's branch 1, SyncProgress
+                data = cache[value_key] = b"\x02" + encode(datum(value))  # the union's branch 1, the record
+            return data
 
         return part
 
