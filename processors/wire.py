@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter, itemgetter
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, final
 from uuid import UUID
 
 from aiokafka.structs import ConsumerRecord
@@ -729,15 +730,24 @@ def readiness_datum(update: ReadinessUpdate) -> dict[str, Any]:
 # -- headers -----------------------------------------------------------------------------------------------
 
 
-class DeliveryIds(NamedTuple):
-    """The Pinwheel delivery of the record being processed: what output headers say they come from.
+@final
+@dataclass(init=False)
+class DeliveryIds:
+    """The Pinwheel delivery of the record being processed: what output headers say they come from. A class with
+    its own ``__init__`` (built per record: see ``processors.logic.outputs``)."""
 
-    A NamedTuple, not a frozen dataclass: one is built per record, and a tuple is built several times faster."""
+    event_id: Final[str | None]
+    event_type: Final[str | None]
+    webhook_id: Final[str | None]
+    pinwheel_version: Final[str | None]
 
-    event_id: str | None
-    event_type: str | None
-    webhook_id: str | None
-    pinwheel_version: str | None
+    def __init__(
+        self, event_id: str | None, event_type: str | None, webhook_id: str | None, pinwheel_version: str | None
+    ) -> None:
+        self.event_id = event_id
+        self.event_type = event_type
+        self.webhook_id = webhook_id
+        self.pinwheel_version = pinwheel_version
 
     @classmethod
     def of(cls, datum: dict[str, Any] | None, record: ConsumerRecord[bytes, bytes]) -> DeliveryIds:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, final
 
 from processors.logic.timeutil import to_us
 from schemas import catalog
@@ -33,36 +34,73 @@ class InvalidEvent(ValueError):
         self.reason = reason
 
 
-class Event(NamedTuple):
+@final
+@dataclass(init=False)
+class Event:
     """One webhook delivery, normalized. The delivery's times are epoch µs (what the records carry and the logic
     computes with); the payload's own time, parsed from its text, is an aware UTC datetime.
 
-    A NamedTuple, not a frozen dataclass: one is built per record, and a tuple is built several times faster.
+    A class with its own ``__init__`` (the dataclass gives it equality and its repr only): compiled, one is built
+    per record in a tenth of a named tuple's time, whose constructor runs as Python.
     """
 
-    event_id: str
-    event_type: str
+    event_id: Final[str]
+    event_type: Final[str]
     #: The partition key: account_id, else end_user_id, else company_connection_id, else event_id.
-    account_key: str
-    account_id: str | None
+    account_key: Final[str]
+    account_id: Final[str | None]
     #: When the gateway read the request (epoch µs): the event time of stream processing.
-    received_at_us: int
+    received_at_us: Final[int]
     #: The payload's own time: ``timestamp`` (jobs), ``updated_at`` (monitoring status),
     #: ``created_at`` (account.added).
-    occurred_at: datetime | None = None
-    family: str = catalog.Family.OTHER.value
+    occurred_at: Final[datetime | None]
+    family: Final[str]
     #: ``x-timestamp`` of the delivery attempt (epoch µs).
-    sent_at_us: int | None = None
-    job_id: str | None = None
-    job_name: str | None = None
+    sent_at_us: Final[int | None]
+    job_id: Final[str | None]
+    job_name: Final[str | None]
     #: One of ``catalog.JOB_OUTCOMES`` (checked when the event is built), None for other events.
-    outcome: str | None = None
-    error_code: str | None = None
-    error_type: str | None = None
-    payload: Mapping[str, Any] = _NO_PAYLOAD
+    outcome: Final[str | None]
+    error_code: Final[str | None]
+    error_type: Final[str | None]
+    payload: Final[Mapping[str, Any]]
     #: When the broker appended the record (epoch µs; topics with broker-set timestamps): bounds how far this
     #: event may move stream time, whatever clock stamped ``received_at_us``.
-    logged_at_us: int | None = None
+    logged_at_us: Final[int | None]
+
+    def __init__(
+        self,
+        event_id: str,
+        event_type: str,
+        account_key: str,
+        account_id: str | None,
+        received_at_us: int,
+        occurred_at: datetime | None = None,
+        family: str = catalog.Family.OTHER.value,
+        sent_at_us: int | None = None,
+        job_id: str | None = None,
+        job_name: str | None = None,
+        outcome: str | None = None,
+        error_code: str | None = None,
+        error_type: str | None = None,
+        payload: Mapping[str, Any] = _NO_PAYLOAD,
+        logged_at_us: int | None = None,
+    ) -> None:
+        self.event_id = event_id
+        self.event_type = event_type
+        self.account_key = account_key
+        self.account_id = account_id
+        self.received_at_us = received_at_us
+        self.occurred_at = occurred_at
+        self.family = family
+        self.sent_at_us = sent_at_us
+        self.job_id = job_id
+        self.job_name = job_name
+        self.outcome = outcome
+        self.error_code = error_code
+        self.error_type = error_type
+        self.payload = payload
+        self.logged_at_us = logged_at_us
 
     @property
     def is_job(self) -> bool:
@@ -155,7 +193,6 @@ def event_from_payload(
     if raw_outcome is not None and raw_outcome not in catalog.JOB_OUTCOMES:
         raise InvalidEvent("invalid_outcome", f"outcome must be one of {sorted(catalog.JOB_OUTCOMES)}")
     account_id = _account_id(payload)
-    # Positional, in the order of Event's fields: keywords cost a third of the construction.
     return Event(
         event_id,
         event_type,

@@ -8,8 +8,9 @@ See docs/processing.md "Pending/final join" for the rules; the comments here say
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple, final
 
 from processors.logic.events import EventEnvelope
 from schemas import catalog
@@ -72,10 +73,19 @@ class JoinKind(StrEnum):
     TIMED_OUT = catalog.TIMED_OUT
 
 
-class JoinResult(NamedTuple):
-    state: JobState
-    kind: JoinKind
-    outcome: JobOutcome | None  # None only for STALE_PENDING
+@final
+@dataclass(init=False)
+class JoinResult:
+    """What a join step did (a class with its own ``__init__``, built per job event: see ``outputs``)."""
+
+    state: Final[JobState]
+    kind: Final[JoinKind]
+    outcome: Final[JobOutcome | None]  # None only for STALE_PENDING
+
+    def __init__(self, state: JobState, kind: JoinKind, outcome: JobOutcome | None) -> None:
+        self.state = state
+        self.kind = kind
+        self.outcome = outcome
 
 
 def _max(a: int | None, b: int) -> int:

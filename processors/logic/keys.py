@@ -8,8 +8,9 @@ Join keys are ``<account_id>|<event_type>``: an event type never contains ``|``,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, NamedTuple
+from typing import Final, final
 
 CLOCK_KEY: Final = "~clock"  # sorts after every "<digits>|..." timer key
 TIMERS_END: Final = "~"  # exclusive upper bound of the timer keys
@@ -40,12 +41,23 @@ def timer_key_bytes(due_us: int, kind: TimerKind, target: bytes) -> bytes:
 
 _KIND_BYTES: Final = {kind: kind.value.encode() for kind in TimerKind}
 _KIND_TEXT: Final = {kind: kind.value for kind in TimerKind}  # an enum's `value` is a descriptor call
+_KIND_OF: Final = {kind.value: kind for kind in TimerKind}  # calling the enum runs Python
 
 
-class TimerKey(NamedTuple):
-    due_us: int
-    kind: TimerKind
-    target: str
+@final
+@dataclass(init=False)
+class TimerKey:
+    """A timer: its store key is ``encode()``, its value the exact due time. A class with its own ``__init__``
+    (built per event: see ``outputs``)."""
+
+    due_us: Final[int]
+    kind: Final[TimerKind]
+    target: Final[str]
+
+    def __init__(self, due_us: int, kind: TimerKind, target: str) -> None:
+        self.due_us = due_us
+        self.kind = kind
+        self.target = target
 
     def encode(self) -> str:
         due_us = self.due_us
@@ -56,7 +68,10 @@ class TimerKey(NamedTuple):
     @classmethod
     def decode(cls, key: str, due_us: int) -> TimerKey:
         """The key read back; ``due_us`` is the stored value (exact, where the key's digits are clamped)."""
-        return cls(due_us, TimerKind(key[_KIND_AT]), key[_TARGET_AT:])
+        kind = _KIND_OF.get(key[_KIND_AT])
+        if kind is None:
+            raise ValueError(f"not a timer key (kind {key[_KIND_AT]!r})")
+        return cls(due_us, kind, key[_TARGET_AT:])
 
 
 def join_key(account_id: str, event_type: str) -> str:
