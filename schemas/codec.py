@@ -40,6 +40,7 @@ from fastavro.schema import expand_schema
 
 from schemas.cavro_glue import REFUSALS, Encoder, InvalidValue, Reader, cavro_factory, refused_value
 from schemas.confluent import RegistryClient, RegistryError, RegistryUnavailable, SchemaNotResolved
+from schemas.plain_writer import avro_long, avro_string, plain_writer
 from schemas.settings import SchemaSettings
 from schemas.store import TOPIC_RECORDS, SchemaStore, crc64_fingerprint, load_store, parse
 
@@ -184,22 +185,6 @@ def _has_union_of_records(node: Any) -> bool:
     if isinstance(node, dict):
         return any(_has_union_of_records(v) for v in node.values())
     return False
-
-
-def avro_long(value: int) -> bytes:
-    """An Avro `long` (zig-zag varint): for the block counts and lengths of bodies written in parts."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def avro_string(value: str) -> bytes:
-    data = value.encode()
-    return avro_long(len(data)) + data
 
 
 def _encoder(kind: str, schema_text: str, parsed: dict[str, Any]) -> Encoder:
@@ -428,8 +413,14 @@ class Codec:
         return cast(dict[str, Any], expand_schema(_without_logical_types(json.loads(text))))
 
     def _built(self, schema: dict[str, Any]) -> Encoder:
+        """A part's encoder: `plain_writer`'s, which hands what it does not write to this codec's kind (one per
+        schema text and kind, as `_encoder`'s: `processors.wire` compares them)."""
         text = json.dumps(schema)
-        return _encoder(self.encoder_kind, text, parse(json.loads(text)))
+        key = (f"{self.encoder_kind} parts", text)
+        built = _BUILT.get(key)
+        if built is None:
+            built = _BUILT[key] = plain_writer(schema, _encoder(self.encoder_kind, text, parse(json.loads(text))))
+        return built
 
     def encode_portable(self, topic: str, datum: Mapping[str, Any]) -> bytes:
         """`datum` in the single-object format whatever this codec writes: needs no registry. For a record
