@@ -36,7 +36,7 @@ COMPILED = [
     "schemas/catalog.py",
     "schemas/codec.py",
     "schemas/envelope.py",
-    "schemas/plain_writer.py",
+    "schemas/plain_avro.py",
 ]
 
 

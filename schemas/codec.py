@@ -40,7 +40,7 @@ from fastavro.schema import expand_schema
 
 from schemas.cavro_glue import REFUSALS, Encoder, InvalidValue, Reader, cavro_factory, refused_value
 from schemas.confluent import RegistryClient, RegistryError, RegistryUnavailable, SchemaNotResolved
-from schemas.plain_writer import avro_long, avro_string, plain_writer
+from schemas.plain_avro import avro_long, avro_string, plain_reader, plain_writer
 from schemas.settings import SchemaSettings
 from schemas.store import TOPIC_RECORDS, SchemaStore, crc64_fingerprint, load_store, parse
 
@@ -544,9 +544,9 @@ class Codec:
 
     def _prefix(self, topic: str, writer: dict[str, Any], fields: frozenset[str], plain: bool) -> Reader | None:
         """A reader of the writer schema cut after the last of `fields`, when that is shorter and reads each of
-        them exactly as the topic's current schema would (same type); else None. It is compiled by the codec's
-        encoder kind (cavro's reads the envelope of a family record in about a third of fastavro's time), without
-        the logical types `decode_plain` skips when `plain`."""
+        them exactly as the topic's current schema would (same type); else None. `plain_reader`'s, before a reader
+        of the codec's encoder kind (cavro's reads the envelope of a family record in about a third of fastavro's
+        time), without the logical types `decode_plain` skips when `plain`."""
         key = (topic, id(writer), fields, plain)
         try:
             return self._prefixes[key][1]
@@ -561,8 +561,9 @@ class Codec:
                 written_schema = {k: v for k, v in writer.items() if not k.startswith("__")}  # no parse markers
                 try:
                     cut = {**written_schema, "fields": writer["fields"][:end]}
-                    text = json.dumps(_without_logical_types(cut) if plain else cut)
-                    prefix = _READERS[self.encoder_kind](text)
+                    if plain:
+                        cut = _without_logical_types(cut)
+                    prefix = plain_reader(cut, _READERS[self.encoder_kind](json.dumps(cut)))
                 except Exception:  # the prefix uses a type defined further on: read it all
                     prefix = None
         with self._lock:

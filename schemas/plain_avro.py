@@ -1,25 +1,29 @@
-"""Avro bodies of records of simple fields, written by compiled code (setup.py) before any general writer.
+"""Avro bodies of records of simple fields, written and read by compiled code (setup.py) before any general codec.
 
-`Codec` writes the processors' records in parts (`plain_fields_encoder`, `plain_type_encoder`): runs of a few
-fields, most of them strings, longs, enums and nullable ones. cavro spends about 1,400 instructions on a string
-and more on a union's branch, which is most of a run's cost. `plain_writer` writes a run itself when every field
-of the schema is a string, an int or long, a boolean, null, an enum, a record of those, or a union of null and
-one of them (a plain schema: no logical types). It writes a value only when its Python type is exactly one of
-those it handles: `str` for a string or an enum, `int` for an int or long (within range), `bool`, `None`, and a
-`dict` for a record, with every field present.
+A record is "simple" when every field is a string, bytes, an int or long, a boolean, null, an enum, a record of
+those, or a union of null and one of them, in a plain schema (no logical types). cavro spends about 1,400
+instructions on a string it writes and more on a union's branch; these do a tenth of that.
 
-It hands the whole datum to the general writer (cavro's or fastavro's, `schemas.codec`) when it meets any other
-value: a float for a long, a missing field, an int out of range, text that cannot be encoded as UTF-8, a mapping
-that is not a dict. The general writer writes that datum or refuses it. The bytes are the same either way: an
-Avro body is each field's bytes in order.
+- `plain_writer`: `Codec` writes the processors' records in parts (`plain_fields_encoder`, `plain_type_encoder`):
+  runs of a few such fields. It writes a value only when its Python type is exactly one it handles (`str` for a
+  string or an enum, `bytes`, `int` within range, `bool`, `None`, a `dict` with every field for a record). Any
+  other value (a float for a long, a missing field, an int out of range, text that cannot be encoded as UTF-8, a
+  mapping that is not a dict) hands the whole datum to the general writer (cavro's or fastavro's), whose bytes
+  or refusal stand.
+- `plain_reader`: `Codec.decode_fields` reads the envelope of a family record, a prefix of such fields. Bytes
+  that do not read cleanly (cut short, an overlong varint, a union branch or enum index out of range, text that
+  is not UTF-8, a boolean byte other than 0 or 1) are handed whole to the general reader, whose datum or error
+  stands.
+
+The bytes and the datums are the same either way: an Avro body is each field's bytes in order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
-Encoder = Callable[[Mapping[str, Any]], bytes]
+from schemas.cavro_glue import Encoder, Reader
 
 _LONG: Final = (-(2**63), 2**63 - 1)
 _INT: Final = (-(2**31), 2**31 - 1)
@@ -48,17 +52,68 @@ def avro_string(value: str) -> bytes:
     return avro_long(len(data)) + data
 
 
+class _Irregular(Exception):
+    """Bytes the fast path does not read: the general reader reads them, or says why it cannot."""
+
+
+class _Cursor:
+    """A body being read, and how far."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def byte(self) -> int:
+        value = self.data[self.pos]  # IndexError when cut short
+        self.pos += 1
+        return value
+
+    def long(self) -> int:
+        data, pos = self.data, self.pos
+        b = data[pos]
+        pos += 1
+        n = b & 0x7F
+        shift = 7
+        while b & 0x80:
+            if shift > 63:
+                raise _Irregular("a varint longer than a long")
+            b = data[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+        if n >> 64:
+            raise _Irregular("a varint beyond a long")
+        self.pos = pos
+        return (n >> 1) ^ -(n & 1)
+
+    def blob(self) -> bytes:
+        size = self.long()
+        start = self.pos
+        end = start + size
+        if size < 0 or end > len(self.data):
+            raise _Irregular("a length beyond the body")
+        self.pos = end
+        return self.data[start:end]
+
+
 class _Field:
-    """Writes one value into `out`; returns False, having written nothing that counts, for a value it does not
-    write (the general writer then takes the whole datum)."""
+    """One type's value: `write` writes it into `out` (False, having written nothing that counts, for a value it
+    does not write: the general writer then takes the whole datum); `read` reads it (raises for bytes it does not
+    read: the general reader then takes the whole body)."""
 
     def write(self, value: object, out: list[bytes]) -> bool:
+        raise NotImplementedError
+
+    def read(self, cursor: _Cursor) -> object:
         raise NotImplementedError
 
 
 class _Null(_Field):
     def write(self, value: object, out: list[bytes]) -> bool:
         return value is None
+
+    def read(self, cursor: _Cursor) -> object:
+        return None
 
 
 class _Boolean(_Field):
@@ -70,6 +125,12 @@ class _Boolean(_Field):
         else:
             return False
         return True
+
+    def read(self, cursor: _Cursor) -> object:
+        value = cursor.byte()
+        if value > 1:
+            raise _Irregular("a boolean byte other than 0 or 1")
+        return value == 1
 
 
 class _Integer(_Field):
@@ -83,6 +144,12 @@ class _Integer(_Field):
         out.append(avro_long(value))
         return True
 
+    def read(self, cursor: _Cursor) -> object:
+        value = cursor.long()
+        if not self.low <= value <= self.high:
+            raise _Irregular("an int beyond its range")
+        return value
+
 
 class _String(_Field):
     def write(self, value: object, out: list[bytes]) -> bool:
@@ -94,9 +161,25 @@ class _String(_Field):
             return False
         return True
 
+    def read(self, cursor: _Cursor) -> object:
+        return cursor.blob().decode()  # UnicodeDecodeError: not UTF-8
+
+
+class _Bytes(_Field):
+    def write(self, value: object, out: list[bytes]) -> bool:
+        if type(value) is not bytes:
+            return False
+        out.append(avro_long(len(value)))
+        out.append(value)
+        return True
+
+    def read(self, cursor: _Cursor) -> object:
+        return cursor.blob()
+
 
 class _Enum(_Field):
     def __init__(self, symbols: list[str]) -> None:
+        self.names = symbols
         self.symbols = {symbol: avro_long(index) for index, symbol in enumerate(symbols)}
 
     def write(self, value: object, out: list[bytes]) -> bool:
@@ -108,12 +191,19 @@ class _Enum(_Field):
         out.append(data)
         return True
 
+    def read(self, cursor: _Cursor) -> object:
+        index = cursor.long()
+        if not 0 <= index < len(self.names):
+            raise _Irregular("an enum index out of range")
+        return self.names[index]
+
 
 class _Nullable(_Field):
     """A union of null and one other type, in either order."""
 
     def __init__(self, other: _Field, null_first: bool) -> None:
         self.other = other
+        self.null_first = null_first
         self.null = b"\x00" if null_first else b"\x02"
         self.branch = b"\x02" if null_first else b"\x00"
 
@@ -123,6 +213,14 @@ class _Nullable(_Field):
             return True
         out.append(self.branch)
         return self.other.write(value, out)
+
+    def read(self, cursor: _Cursor) -> object:
+        branch = cursor.long()
+        if branch == (0 if self.null_first else 1):
+            return None
+        if branch == (1 if self.null_first else 0):
+            return self.other.read(cursor)
+        raise _Irregular("a union branch out of range")
 
 
 class _Record(_Field):
@@ -139,6 +237,13 @@ class _Record(_Field):
             if item is _MISSING or not fields[index].write(item, out):
                 return False  # a missing field may have a default: the general writer's to judge
         return True
+
+    def read(self, cursor: _Cursor) -> object:
+        names, fields = self.names, self.fields
+        datum: dict[str, object] = {}
+        for index in range(len(names)):
+            datum[names[index]] = fields[index].read(cursor)
+        return datum
 
 
 class PlainWriter:
@@ -161,7 +266,30 @@ _PRIMITIVES: Final[dict[str, _Field]] = {
     "int": _Integer(*_INT),
     "long": _Integer(*_LONG),
     "string": _String(),
+    "bytes": _Bytes(),
 }
+
+
+class PlainReader:
+    """A `Reader`: a record read by the fields above (bytes after it left unread), else by `general`."""
+
+    def __init__(self, record: _Field, general: Reader) -> None:
+        self.record = record
+        self.general = general
+
+    def __call__(self, data: bytes) -> Any:
+        try:
+            return self.record.read(_Cursor(data))
+        except Exception:  # cut short, not UTF-8, out of range...: the general reader's datum or error stands
+            return self.general(data)
+
+
+def plain_reader(schema: Mapping[str, Any], general: Reader) -> Reader:
+    """The reader of records of `schema` (as `plain_writer` takes it): a `PlainReader`, or `general` itself."""
+    record = _field(schema, {})
+    if not isinstance(record, _Record):
+        return general
+    return PlainReader(record, general)
 
 
 def plain_writer(schema: Mapping[str, Any], general: Encoder) -> Encoder:
@@ -174,7 +302,7 @@ def plain_writer(schema: Mapping[str, Any], general: Encoder) -> Encoder:
 
 
 def _field(node: object, named: dict[str, _Field], namespace: str = "") -> _Field | None:
-    """The writer of a schema node, or None for a type not written here (bytes, float, double, fixed, map, array,
+    """The writer of a schema node, or None for a type not written here (float, double, fixed, map, array,
     a union of anything but null and one type, a logical type's annotation). `named`: the named types defined so
     far, by their full names; `namespace`: the enclosing one, in which a short name is looked up first."""
     if isinstance(node, str):

@@ -1,4 +1,4 @@
-"""`schemas.plain_writer` writes fastavro's bytes for the values it takes, and hands every other datum to the
+"""`schemas.plain_avro` writes fastavro's bytes for the values it takes, and hands every other datum to the
 general writer, whose bytes or refusal then stand.
 
 fastavro is the reference (as in test_encoder.py). The general writer is cavro's where it is installed (the
@@ -20,9 +20,9 @@ from fastavro import parse_schema, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import CAVRO, FASTAVRO, InvalidValue, encoders
+from schemas.codec import _READERS, CAVRO, FASTAVRO, InvalidValue, encoders
 from schemas.codec import _encoder as general_encoder
-from schemas.plain_writer import PlainWriter, plain_writer
+from schemas.plain_avro import PlainReader, PlainWriter, plain_reader, plain_writer
 
 _ENUM = {"type": "enum", "name": "Kind", "symbols": ["first", "second", "third"]}
 _NESTED = {
@@ -36,6 +36,7 @@ SCHEMA: dict[str, Any] = {
     "namespace": "test",
     "fields": [
         {"name": "s", "type": "string"},
+        {"name": "y", "type": "bytes"},
         {"name": "l", "type": "long"},
         {"name": "i", "type": "int"},
         {"name": "b", "type": "boolean"},
@@ -74,6 +75,7 @@ def _encodable(text: str) -> bool:
 VALID = st.fixed_dictionaries(
     {
         "s": TEXT.filter(_encodable),
+        "y": st.binary(max_size=20),
         "l": LONG,
         "i": st.integers(-(2**31), 2**31 - 1),
         "b": st.booleans(),
@@ -111,6 +113,10 @@ def _fastavro(datum: Mapping[str, Any]) -> bytes:
 
 def _declined(datum: Mapping[str, Any]) -> bytes:
     raise AssertionError("the fast path handed a datum of exactly its types to the general writer")
+
+
+def _unread(data: bytes) -> Any:
+    raise AssertionError("the fast path handed a body fastavro wrote to the general reader")
 
 
 def _general(kind: str) -> Any:
@@ -161,4 +167,38 @@ def test_any_other_datum_comes_out_as_the_general_writer_writes_it(kind: str, da
 )
 def test_a_schema_with_another_type_is_the_general_writers_alone(field: dict[str, Any]) -> None:
     general = _general(FASTAVRO)
-    assert plain_writer({**SCHEMA, "fields": [*SCHEMA["fields"], field]}, general) is general
+    schema = {**SCHEMA, "fields": [*SCHEMA["fields"], field]}
+    assert plain_writer(schema, general) is general
+    assert plain_reader(schema, _unread) is _unread
+
+
+@settings(max_examples=300)
+@given(VALID, st.binary(max_size=8))
+def test_it_reads_back_what_fastavro_wrote_leaving_what_follows_unread(datum: dict[str, Any], after: bytes) -> None:
+    reader = plain_reader(SCHEMA, _unread)
+    assert isinstance(reader, PlainReader)
+    assert reader(_fastavro(datum) + after) == datum
+
+
+def _outcome(read: Any, data: bytes) -> Any:
+    try:
+        return ("read", read(data))
+    except Exception:  # the codec turns any reader's exception into a DecodeError
+        return ("error",)
+
+
+@pytest.mark.parametrize("kind", [CAVRO, FASTAVRO])
+@settings(max_examples=400)
+@given(datum=VALID, cut=st.integers(0, 200), flips=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255))))
+def test_any_other_body_comes_out_as_the_general_reader_reads_it(
+    kind: str, datum: dict[str, Any], cut: int, flips: list[tuple[int, int]]
+) -> None:
+    """Bodies cut short or with bytes changed: the same datum, or an error, as the general reader alone."""
+    if kind not in encoders():
+        pytest.skip(f"{kind} is not installed here")
+    data = bytearray(_fastavro(datum)[:cut])
+    for at, value in flips:
+        if at < len(data):
+            data[at] = value
+    general = _READERS[kind](json.dumps(SCHEMA))
+    assert _outcome(plain_reader(SCHEMA, general), bytes(data)) == _outcome(general, bytes(data))
