@@ -25,8 +25,6 @@ from typing import Any, Final
 
 from schemas.cavro_glue import Encoder, Reader
 
-_LONG: Final = (-(2**63), 2**63 - 1)
-_INT: Final = (-(2**31), 2**31 - 1)
 _MISSING: Final = object()
 
 
@@ -35,12 +33,15 @@ def avro_long(value: int) -> bytes:
     n = (value << 1) ^ (value >> 63)
     if n <= 0x7F:
         return _ONE_BYTE[n]
-    out = bytearray()
+    # The varint's bytes gathered in one int, least significant first: a third of a bytearray's appends.
+    varint = 0
+    shift = 0
     while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
+        varint |= ((n & 0x7F) | 0x80) << shift
         n >>= 7
-    out.append(n)
-    return bytes(out)
+        shift += 8
+    varint |= n << shift
+    return varint.to_bytes((shift >> 3) + 1, "little")
 
 
 _ONE_BYTE: Final = [bytes([n]) for n in range(0x80)]
@@ -134,19 +135,24 @@ class _Boolean(_Field):
 
 
 class _Integer(_Field):
-    def __init__(self, low: int, high: int) -> None:
-        self.low = low
-        self.high = high
+    """An int (`bits` 31) or a long (63)."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
 
     def write(self, value: object, out: list[bytes]) -> bool:
-        if type(value) is not int or not self.low <= value <= self.high:
-            return False  # a bool, an IntEnum, a float, out of range: the general writer's to judge
+        if type(value) is not int:
+            return False  # a bool, an IntEnum, a float: the general writer's to judge
+        top = value >> self.bits
+        if top != 0 and top != -1:
+            return False  # out of range: refused by the general writer
         out.append(avro_long(value))
         return True
 
     def read(self, cursor: _Cursor) -> object:
         value = cursor.long()
-        if not self.low <= value <= self.high:
+        top = value >> self.bits
+        if top != 0 and top != -1:
             raise _Irregular("an int beyond its range")
         return value
 
@@ -263,8 +269,8 @@ class PlainWriter:
 _PRIMITIVES: Final[dict[str, _Field]] = {
     "null": _Null(),
     "boolean": _Boolean(),
-    "int": _Integer(*_INT),
-    "long": _Integer(*_LONG),
+    "int": _Integer(31),
+    "long": _Integer(63),
     "string": _String(),
     "bytes": _Bytes(),
 }
