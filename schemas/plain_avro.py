@@ -1,26 +1,29 @@
 """Avro bodies of records of simple fields, written and read by compiled code (setup.py) before any general codec.
 
-A record is "simple" when every field is a string, bytes, an int or long, a boolean, null, an enum, a record of
-those, or a union of null and one of them, in a plain schema (no logical types). cavro spends about 1,400
-instructions on a string it writes and more on a union's branch; these do a tenth of that.
+A record is "simple" when every field is a string, bytes, an int or long, a boolean, null, an enum, a date (an
+int annotated `date`), a record, array or map of those, or a union of null and one of them, in a plain schema
+(no other logical type). cavro spends about 1,400 instructions on a string it writes and more on a union's
+branch; these do a tenth of that.
 
 - `plain_writer`: `Codec` writes the processors' records in parts (`plain_fields_encoder`, `plain_type_encoder`):
   runs of a few such fields. It writes a value only when its Python type is exactly one it handles (`str` for a
-  string or an enum, `bytes`, `int` within range, `bool`, `None`, a `dict` with every field for a record). Any
-  other value (a float for a long, a missing field, an int out of range, text that cannot be encoded as UTF-8, a
-  mapping that is not a dict) hands the whole datum to the general writer (cavro's or fastavro's), whose bytes
-  or refusal stand.
+  string, a map's key or an enum, `bytes`, `int` within range, `bool`, `None`, `date`, a `list` or `tuple` for an
+  array, a `dict` for a map, and for a record with every field). Any other value (a float for a long, a missing
+  field, an int out of range, text that cannot be encoded as UTF-8, a datetime for a date, a mapping that is not
+  a dict) hands the whole datum to the general writer (cavro's or fastavro's), whose bytes or refusal stand.
 - `plain_reader`: `Codec.decode_fields` reads the envelope of a family record, a prefix of such fields. Bytes
   that do not read cleanly (cut short, an overlong varint, a union branch or enum index out of range, text that
-  is not UTF-8, a boolean byte other than 0 or 1) are handed whole to the general reader, whose datum or error
-  stands.
+  is not UTF-8, a boolean byte other than 0 or 1, a block carrying its size, a date beyond year 9999) are handed
+  whole to the general reader, whose datum or error stands.
 
-The bytes and the datums are the same either way: an Avro body is each field's bytes in order.
+The bytes and the datums are the same either way: an Avro body is each field's bytes in order, an array or a
+map one block (its count, its items, then 0) as both general writers write it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 from typing import Any, Final
 
 from schemas.cavro_glue import Encoder, Reader
@@ -204,6 +207,94 @@ class _Enum(_Field):
         return self.names[index]
 
 
+class _Date(_Field):
+    """An int annotated `date`: days since 1970-01-01, from and to a `date` (not a datetime)."""
+
+    def write(self, value: object, out: list[bytes]) -> bool:
+        if type(value) is not date:
+            return False  # a datetime, the days as an int: the general writer's to judge
+        out.append(avro_long(value.toordinal() - _EPOCH_ORDINAL))
+        return True
+
+    def read(self, cursor: _Cursor) -> object:
+        return date.fromordinal(cursor.long() + _EPOCH_ORDINAL)  # ValueError beyond year 1 to 9999
+
+
+class _Array(_Field):
+    """Written in one block (its count, its items, then 0), as both general writers do; read in any blocks."""
+
+    def __init__(self, items: _Field) -> None:
+        self.items = items
+
+    def write(self, value: object, out: list[bytes]) -> bool:
+        if type(value) is not list and type(value) is not tuple:
+            return False
+        assert isinstance(value, list | tuple)
+        if not value:
+            out.append(b"\x00")
+            return True
+        out.append(avro_long(len(value)))
+        items = self.items
+        for item in value:
+            if not items.write(item, out):
+                return False
+        out.append(b"\x00")
+        return True
+
+    def read(self, cursor: _Cursor) -> object:
+        items = self.items
+        values: list[object] = []
+        count = cursor.long()
+        while count:
+            if count < 0:
+                raise _Irregular("a block with its size")  # the general reader's to read
+            for _ in range(count):
+                values.append(items.read(cursor))
+            count = cursor.long()
+        return values
+
+
+class _Map(_Field):
+    """Written as an array of (string key, value) entries is."""
+
+    def __init__(self, values: _Field) -> None:
+        self.values = values
+
+    def write(self, value: object, out: list[bytes]) -> bool:
+        if type(value) is not dict:
+            return False
+        assert isinstance(value, dict)
+        if not value:
+            out.append(b"\x00")
+            return True
+        out.append(avro_long(len(value)))
+        values = self.values
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return False
+            try:
+                out.append(avro_string(key))
+            except UnicodeEncodeError:
+                return False
+            if not values.write(item, out):
+                return False
+        out.append(b"\x00")
+        return True
+
+    def read(self, cursor: _Cursor) -> object:
+        values = self.values
+        entries: dict[str, object] = {}
+        count = cursor.long()
+        while count:
+            if count < 0:
+                raise _Irregular("a block with its size")
+            for _ in range(count):
+                key = cursor.blob().decode()
+                entries[key] = values.read(cursor)
+            count = cursor.long()
+        return entries
+
+
 class _Nullable(_Field):
     """A union of null and one other type, in either order."""
 
@@ -274,6 +365,8 @@ _PRIMITIVES: Final[dict[str, _Field]] = {
     "string": _String(),
     "bytes": _Bytes(),
 }
+_DATE: Final = _Date()
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 
 
 class PlainReader:
@@ -308,8 +401,8 @@ def plain_writer(schema: Mapping[str, Any], general: Encoder) -> Encoder:
 
 
 def _field(node: object, named: dict[str, _Field], namespace: str = "") -> _Field | None:
-    """The writer of a schema node, or None for a type not written here (float, double, fixed, map, array,
-    a union of anything but null and one type, a logical type's annotation). `named`: the named types defined so
+    """The writer of a schema node, or None for a type not written here (float, double, fixed, a union of
+    anything but null and one type, a logical type other than `date`). `named`: the named types defined so
     far, by their full names; `namespace`: the enclosing one, in which a short name is looked up first."""
     if isinstance(node, str):
         primitive = _PRIMITIVES.get(node)
@@ -323,9 +416,14 @@ def _field(node: object, named: dict[str, _Field], namespace: str = "") -> _Fiel
             return None
         other = _field(node[1] if node[0] == "null" else node[0], named, namespace)
         return None if other is None or isinstance(other, _Null) else _Nullable(other, node[0] == "null")
-    if not isinstance(node, dict) or "logicalType" in node:
+    if not isinstance(node, dict):
         return None
     kind = node.get("type")
+    if "logicalType" in node:
+        return _DATE if node["logicalType"] == "date" and kind == "int" else None
+    if kind == "array" or kind == "map":
+        inner = _field(node["items" if kind == "array" else "values"], named, namespace)
+        return None if inner is None else _Array(inner) if kind == "array" else _Map(inner)
     if kind not in ("enum", "record"):
         return _field(kind, named, namespace) if isinstance(kind, str) else None
     name = node.get("name")

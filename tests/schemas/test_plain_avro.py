@@ -48,6 +48,10 @@ SCHEMA: dict[str, Any] = {
         {"name": "ne", "type": ["null", "Kind"]},  # a reference to the enum above
         {"name": "r", "type": _NESTED},
         {"name": "nr", "type": ["null", "test.Nested"]},
+        {"name": "a", "type": {"type": "array", "items": "string"}},
+        {"name": "m", "type": {"type": "map", "values": ["null", "long"]}},
+        {"name": "d", "type": ["null", {"type": "int", "logicalType": "date"}]},
+        {"name": "ar", "type": {"type": "array", "items": "test.Nested"}},
     ],
 }
 LONG = st.integers(-(2**63), 2**63 - 1)
@@ -87,6 +91,10 @@ VALID = st.fixed_dictionaries(
         "ne": st.none() | SYMBOLS,
         "r": st.fixed_dictionaries({"id": TEXT.filter(_encodable), "n": st.none() | LONG}),
         "nr": st.none() | st.fixed_dictionaries({"id": TEXT.filter(_encodable), "n": st.none() | LONG}),
+        "a": st.lists(TEXT.filter(_encodable), max_size=5),
+        "m": st.dictionaries(TEXT.filter(_encodable), st.none() | LONG, max_size=5),
+        "d": st.none() | st.dates(),
+        "ar": st.lists(st.fixed_dictionaries({"id": TEXT.filter(_encodable), "n": st.none() | LONG}), max_size=3),
     }
 )
 ANY_VALUE = (
@@ -101,6 +109,12 @@ ANY_VALUE = (
     | st.just(Small.ONE)
     | NESTED
     | NESTED.map(OrderedDict)
+    | st.dates()
+    | st.datetimes()
+    | st.lists(TEXT | LONG, max_size=3)
+    | st.lists(TEXT, max_size=3).map(tuple)
+    | st.dictionaries(TEXT, st.none() | LONG | TEXT, max_size=3)
+    | st.lists(NESTED, max_size=2)
 )
 ANY = st.dictionaries(st.sampled_from([field["name"] for field in SCHEMA["fields"]]), ANY_VALUE)
 
@@ -157,12 +171,12 @@ def test_any_other_datum_comes_out_as_the_general_writer_writes_it(kind: str, da
 @pytest.mark.parametrize(
     "field",
     [
-        {"name": "d", "type": "double"},
-        {"name": "m", "type": {"type": "map", "values": "string"}},
-        {"name": "a", "type": {"type": "array", "items": "long"}},
+        {"name": "f", "type": "double"},
+        {"name": "x", "type": {"type": "fixed", "name": "Sixteen", "size": 16}},
         {"name": "u", "type": ["null", "long", "string"]},
+        {"name": "au", "type": {"type": "array", "items": ["null", "long", "string"]}},
         {"name": "t", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-        {"name": "x", "type": "test.Unknown"},
+        {"name": "w", "type": "test.Unknown"},
     ],
 )
 def test_a_schema_with_another_type_is_the_general_writers_alone(field: dict[str, Any]) -> None:
