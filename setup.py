@@ -1,9 +1,10 @@
 """The processors' hot path compiled to C extensions with mypyc; everything else is in pyproject.toml.
 
 The modules in COMPILED run for every event the processors handle: the account pipeline and its logic, the wire
-encoding of its outputs, the codec, the envelope it reads and the event catalog, the local stores' write path.
-mypyc compiles them from the same type-checked source (mypy --strict) and each keeps its `.py` beside its
-extension: the same behaviour, about a quarter less CPU per event (docs/benchmarks.md, "Compiled with mypyc").
+encoding of its outputs, the codec and its plain Avro writer and reader, the envelope it reads and the event
+catalog, the local stores' write path. mypyc compiles them from the same type-checked source (mypy --strict) and
+each keeps its `.py` beside its extension: the same behaviour, about a quarter less CPU per event
+(docs/benchmarks.md, "Compiled with mypyc").
 
 PINWHEEL_COMPILE=1 compiles them: mypyc type-checks them first, so the build needs mypy and the runtime's
 libraries installed beside a C compiler and Python's headers, with `pip install --no-build-isolation` (`make

@@ -18,7 +18,9 @@ records), fastavro's writer otherwise: cavro has no wheel for every Python we su
 bytes and refuse the same values (tests/schemas/test_encoder.py runs its tests with each).
 `decode_fields` (the processors' read of a family record's envelope) and `decode_plain` (`decode` with the values
 `encode_plain` takes, for records of the current schema) use a reader of the same kind, compiled once per
-schema; `decode` is fastavro's.
+schema; `decode` is fastavro's. The parts of records written in parts (`plain_fields_encoder`,
+`plain_type_encoder`) and the envelope `decode_fields` reads go first through `schemas/plain_avro.py`, compiled,
+which writes and reads records of simple fields itself and hands anything else to that encoder or reader.
 """
 
 from __future__ import annotations
