@@ -6,7 +6,8 @@ which every scenario calls in a `finally`. Blocking steps (the broker, subproces
 that the simulator's event loop keeps delivering while faults are injected.
 
 Logs, the ledger and the services' data of a scenario stay in `var/chaos/<run>/<scenario>/` for post-mortems;
-the broker's data directory is temporary and removed (its log is copied next to the others). The signing
+the broker's data directory is temporary and removed (its log is copied next to the others), or kept there
+when the scenario failed. The signing
 secret is generated per scenario and never printed or written.
 """
 
@@ -413,8 +414,9 @@ class Stack:
 
     # -- teardown ---------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Stop everything this stack started (processors, gateway, broker), whatever state it is in."""
+    def close(self, keep_data: bool = False) -> None:
+        """Stop everything this stack started (processors, gateway, broker), whatever state it is in; the broker's
+        data directory is deleted, or with `keep_data` moved beside the scenario's logs (`kafka-data/`)."""
         for name, service in list(self.processors.items()):
             with contextlib.suppress(Exception):
                 service.stop(timeout_s=20)
@@ -431,6 +433,10 @@ class Stack:
         else:
             with contextlib.suppress(OSError):
                 shutil.copyfile(self.broker.log_file, self.work_dir / "broker.log")
+        if keep_data:
+            with contextlib.suppress(OSError):
+                shutil.move(self.data_dir, self.work_dir / "kafka-data")
+                self.say(f"the broker's data is kept in {self.work_dir / 'kafka-data'}")
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 

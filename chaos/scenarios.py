@@ -18,7 +18,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import IO, Any, cast
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from chaos import forensics
 from chaos.harness import Figures, Size, Stack, now_iso, say
 from common.progress import ProgressBar
 from common.topics import TopicSettings
@@ -40,7 +41,7 @@ from simulator.retry import is_accepted
 from simulator.sender import signed_headers
 from simulator.settings import SimulatorSettings
 from simulator.simulate import plan_traffic, simulate
-from simulator.verify import verify_ledger
+from simulator.verify import base_event_id, verify_ledger
 
 SETUP_TIMEOUT_S = 120.0
 
@@ -671,6 +672,7 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
         figures.notes.update(ctx.notes)
         if report.lost:
             failures.append(f"{len(report.lost)} lost (first: {', '.join(report.lost[:3])})")
+            await look_for_lost(stack, report.lost)
         if report.duplicated:
             failures.append(f"{len(report.duplicated)} duplicated (first: {', '.join(report.duplicated[:3])})")
         if report.unexpected:
@@ -690,7 +692,7 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
         stack.say(f"ERROR {type(exc).__name__}: {exc}")
     finally:
         stack.say("stopping everything this scenario started")
-        stack.close()  # blocking on purpose: also runs when the scenario is being cancelled (Ctrl-C)
+        stack.close(keep_data=bool(failures))  # blocking on purpose: also runs when the scenario is cancelled
     leaks = stack.secret_leaks()
     if leaks:
         failures.append(f"the signing secret is written in {', '.join(leaks)}")
@@ -715,6 +717,23 @@ async def execute(scenario: Scenario, size: Size, work_dir: Path) -> Result:
         date,
         list(stack.pids),
     )
+
+
+async def look_for_lost(stack: Stack, lost: Sequence[str]) -> None:
+    """Post-mortem of lost updates (chaos/forensics.py), while the broker still runs: where each lost event's
+    records are, in `forensics.json` and the scenario's output."""
+    out = stack.work_dir / "forensics.json"
+    stack.say(f"looking for the {len(lost)} lost events in every topic (read_uncommitted and read_committed)")
+    try:
+        ids = sorted({base_event_id(update_id) for update_id in lost})
+        report = await asyncio.wait_for(forensics.investigate(stack.kafka, ids), 180)
+        await asyncio.to_thread(out.write_text, json.dumps(report, indent=1))
+    except Exception as exc:  # a post-mortem must not hide the verdict
+        stack.say(f"forensics failed: {type(exc).__name__}: {exc}")
+        return
+    for line in forensics.summary(report):
+        stack.say(f"  {line}")
+    stack.say(f"forensics in {out}")
 
 
 def finals_before_pendings(ledger: Any) -> tuple[int, int]:
