@@ -125,6 +125,7 @@ class Stack:
         self.gateway_admin_port = 0  # /readyz and /metrics: the gateway's admin listener
         self.gateway: Service | None = None
         self.gateway_extra: dict[str, str] = {}
+        self.processor_extra: dict[str, str] = {}  # the scenario's own settings of every processor it starts
         self.processors: dict[str, Service] = {}
         self.health_ports: dict[str, int] = {}
         self.kills = 0
@@ -269,6 +270,7 @@ class Stack:
             health_port=self.health_ports[instance],
             pending_timeout_s=self.size.pending_timeout_s,
             PROCESSOR_INSTANCE_ID=f"chaos-{instance}",
+            **self.processor_extra,
         )
         service = start_service(
             f"processor-{instance}", ["processor"], env, self.work_dir / f"processor-{instance}.log"

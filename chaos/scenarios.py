@@ -93,6 +93,7 @@ class Scenario:
     injected: str
     fault: Fault
     gateway_env: dict[str, str] = field(default_factory=dict)
+    processor_env: dict[str, str] = field(default_factory=dict)
     #: the scenario needs events in the gateway's spool (counted from its log)
     expects_spool: bool = False
     #: the scenario needs 503 answers
@@ -165,6 +166,26 @@ async def broker_outage(ctx: Context) -> None:
         ctx.check(service.alive(), f"processor {instance} exited during the outage")
     await stack.wait_processor("a", 120)
     ctx.mark("processor ready again")
+
+
+async def broker_kill_loop(ctx: Context) -> None:
+    """SIGKILL the broker every few seconds of its uptime while the traffic flows, restarting it at once: each
+    kill lands in whatever the processors and the gateway were doing (a commit half sent, a produce unanswered)."""
+    stack = ctx.stack
+    rng = random.Random(ctx.size.seed)
+    low, high = ctx.size.kill_every_s
+    while not ctx.simulation.done():
+        await asyncio.sleep(rng.uniform(low, high) * 2)
+        if ctx.simulation.done():
+            break
+        await stack.kill_broker()
+        ctx.mark(f"broker killed ({stack.kills})")
+        await stack.start_broker()
+        ctx.mark("broker restarted")
+    drained = await stack.wait_spool_drained(180.0)
+    ctx.mark(f"traffic delivered; {stack.kills} kills; spool drained {drained:.0f}s after")
+    await stack.wait_processor("a", 120)
+    ctx.mark("processor ready")
 
 
 async def processor_kill_loop(ctx: Context) -> None:
@@ -484,6 +505,14 @@ SCENARIOS: dict[str, Scenario] = {
             min_kills=1,
         ),
         Scenario(
+            "broker_kill_loop",
+            "broker SIGKILLed every 6-12 s of uptime during the traffic, restarted at once on the same data; "
+            "commits time out after 5 s, so each kill fails the tasks committing and rebuilds them",
+            broker_kill_loop,
+            processor_env={"PROCESSOR_COMMIT_TIMEOUT_S": "5"},
+            min_kills=3,
+        ),
+        Scenario(
             "processor_kill_loop",
             "processor kill -9 every 3-6 s during the traffic, restarted at once (same instance id)",
             processor_kill_loop,
@@ -763,6 +792,7 @@ async def setup(stack: Stack, scenario: Scenario) -> None:
     await stack.start_broker()
     await stack.provision()
     stack.start_gateway(**scenario.gateway_env)
+    stack.processor_extra |= scenario.processor_env
     stack.start_processor("a")
     await stack.wait_gateway()
     await stack.wait_processor("a")
