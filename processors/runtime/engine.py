@@ -39,7 +39,14 @@ from common.settings import KafkaSettings
 from processors.runtime.isolation import Isolation
 from processors.runtime.kafka_clients import AiokafkaClients
 from processors.runtime.ordering import PartitionGroup
-from processors.runtime.ports import GroupConsumer, KafkaClients, NotAssignedError, Record, TopicPartition
+from processors.runtime.ports import (
+    GroupConsumer,
+    KafkaClients,
+    NotAssignedError,
+    Record,
+    TopicPartition,
+    input_key,
+)
 from processors.runtime.restore import ChangelogUnreadable, Translate, restore
 from processors.runtime.retry import RetryLater
 from processors.runtime.settings import RuntimeSettings
@@ -598,20 +605,26 @@ class Engine:
         task = Task(partition, state, producer, self.settings.application_id, self.settings.commit_timeout_s)
         try:
             task.restoring()
+            # Read after the producer fenced any previous owner and completed its transaction: final.
+            committed = {tp: await consumer.committed(tp) for tp in self._partitions_of(partition)}
             stats = await restore(
-                state, self.clients, self.settings.max_checkpoint_age_h * 3600, self.derive, self.translate
+                state,
+                self.clients,
+                self.settings.max_checkpoint_age_h * 3600,
+                self.derive,
+                self.translate,
+                {input_key(tp): offset for tp, offset in committed.items()},
             )
             self.stats.restored_records += stats.records
             log.info(
                 "task ready",
                 extra={"partition": partition, "restored": stats.records, "seconds": round(stats.seconds, 3)},
             )
-            for tp in self._partitions_of(partition):
-                committed = await consumer.committed(tp)
-                if committed is None:
+            for tp, offset in committed.items():
+                if offset is None:
                     await consumer.seek_to_beginning(tp)
                 else:
-                    consumer.seek(tp, committed)
+                    consumer.seek(tp, offset)
             task.run(self.factory)
         except BaseException:
             task.fail()

@@ -21,6 +21,11 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
+def input_key(tp: TopicPartition) -> str:
+    """How a task's checkpoint names an input partition (`Checkpoint.inputs`): "topic:partition"."""
+    return f"{tp.topic}:{tp.partition}"
+
+
 class Record(Protocol):
     """A fetched record, as the runtime and the processors read it (aiokafka's ConsumerRecord is one)."""
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -22,6 +23,8 @@ ChangelogRecord = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 #: down: the restore is tried again, never completed without it).
 Translate = Callable[[str, Sequence[ChangelogRecord]], Awaitable[Sequence[tuple[bytes, bytes | None]]]]
 
+
+log = logging.getLogger(__name__)
 
 #: The entries of an expiring store's log applied to the local store in one write batch, at most (about).
 _ENTRIES_PER_WRITE = 20_000
@@ -46,6 +49,7 @@ async def restore(
     max_checkpoint_age_s: float,
     derive: Derive | None = None,
     translate: Translate | None = None,
+    committed_inputs: Mapping[str, int | None] | None = None,
 ) -> RestoreStats:
     """Replay committed changelog records after the local checkpoint (or all of them, if unusable); `derive`
     makes the writes to the local stores (no changelog) that each replayed record implies, as it is replayed;
@@ -58,6 +62,9 @@ async def restore(
 
     A failure part way (a `translate` that raises) leaves the checkpoint where it was: the records applied
     since are applied again by the next restore (the latest value of a key wins either way).
+
+    `committed_inputs` (`ports.input_key` -> the group's committed offset, None for none), when given, are checked
+    against the checkpoint's (`ahead_of_inputs`): a local store ahead of them is rebuilt from scratch.
     """
     started = time.monotonic()
     partitions = {store: TopicPartition(topic, state.partition) for store, topic in state.changelogs.items()}
@@ -77,6 +84,14 @@ async def restore(
         beginning = {store: beginning_tp[tp] for store, tp in partitions.items()}
         end = {store: end_tp[tp] for store, tp in partitions.items()}
         start = state.usable_checkpoint(beginning, end, max_checkpoint_age_s)
+        checkpoint = state.checkpoint() if start is not None and committed_inputs is not None else None
+        if checkpoint is not None and (behind := ahead_of_inputs(checkpoint.inputs, committed_inputs or {})):
+            # The local store holds writes Kafka does not have committed: it cannot be caught up, only rebuilt.
+            log.warning(
+                "local store ahead of the committed offsets: restoring from scratch",
+                extra={"partition": state.partition, "inputs": behind},
+            )
+            start = None
         from_scratch = start is None
         if start is None:
             state.wipe()
@@ -103,6 +118,24 @@ async def restore(
                     remaining.discard(tp)
         state.set_positions(end)
         return RestoreStats(state.partition, count, time.monotonic() - started, from_scratch)
+
+
+def ahead_of_inputs(checkpoint_inputs: Mapping[str, int], committed: Mapping[str, int | None]) -> list[str]:
+    """The input partitions whose committed offset (None: none) is behind the one the checkpoint's commits
+    committed: the local store holds writes of a commit Kafka no longer has.
+
+    The local store takes a transaction's writes once its commit returned. Were Kafka to lose that commit, its
+    changelog records and its input offsets would be gone together, and the store ahead of both: the inputs
+    replayed from the older offsets would meet their own dedupe entries and be dropped. Kafka promises this
+    never happens; a chaos run lost the events of one acknowledged transaction around a broker SIGKILL
+    (docs/reliability.md, "Failures seen"). A group whose offsets were reset or expired reads the same way: a
+    full restore is always correct, only slower.
+    """
+    return sorted(
+        key
+        for key, offset in checkpoint_inputs.items()
+        if key in committed and (committed[key] is None or cast(int, committed[key]) < offset)
+    )
 
 
 async def _apply(

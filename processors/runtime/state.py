@@ -5,8 +5,10 @@ open live in an in-memory overlay of bytes (the write-back part of Kafka Streams
 last write of a key reaches the changelog (flushed into the transaction by the task's commit) and, once the
 transaction has committed, RocksDB, together with the changelog positions they correspond to (one atomic
 RocksDB write batch). So the local store is never ahead of what Kafka committed; at worst it is behind, and
-a restore from its checkpoint catches it up. (A read cache of committed values was measured, 2026-12-01, and
-did not pay: docs/benchmarks.md.)
+a restore from its checkpoint catches it up. That holds while Kafka keeps every commit it acknowledged: the
+checkpoint also records the input offsets its commits committed (`Checkpoint.inputs`), and a store whose inputs'
+committed offsets are behind them is ahead of Kafka, and rebuilt (`ahead_of_inputs`, processors/runtime/restore.py).
+(A read cache of committed values was measured, 2026-12-01, and did not pay: docs/benchmarks.md.)
 
 A store may also be local only (``local_stores``: no changelog): its writes go through the overlay and reach
 RocksDB with the rest of a committed transaction, but never a changelog. Such a store must be derivable from the
@@ -29,7 +31,7 @@ import shutil
 import time
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -83,6 +85,9 @@ class Checkpoint:
     changelogs: dict[str, str]  # store -> changelog topic
     positions: dict[str, int]  # store -> next changelog offset not yet in the local store
     written_at: float
+    #: input partition ("topic:partition") -> the next offset to read, as the commits since the last restore
+    #: committed them with the writes the local store holds (empty after a restore: it read committed records)
+    inputs: dict[str, int] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -96,6 +101,7 @@ class Checkpoint:
             changelogs={str(k): str(v) for k, v in raw["changelogs"].items()},
             positions={str(k): int(v) for k, v in raw["positions"].items()},
             written_at=float(raw["written_at"]),
+            inputs={str(k): int(v) for k, v in raw.get("inputs", {}).items()},
         )
 
 
@@ -245,8 +251,9 @@ class TaskState:
         for keys in self._dirty_keys.values():
             keys.clear()
 
-    def committed(self, next_positions: Mapping[str, int]) -> None:
-        """The transaction committed: apply its writes locally, with the changelog positions they reach."""
+    def committed(self, next_positions: Mapping[str, int], inputs: Mapping[str, int] | None = None) -> None:
+        """The transaction committed: apply its writes locally, with the changelog positions they reach and the
+        input offsets ("topic:partition" -> next offset) it committed."""
         batch = WriteBatch(raw_mode=True)
         for store, dirty in self._dirty.items():
             prefix = self._prefixes[store]
@@ -255,16 +262,22 @@ class TaskState:
                     batch.delete(prefix + key)
                 else:
                     batch.put(prefix + key, value)
-        positions = dict(self.checkpoint_positions())
+        previous = self.checkpoint()
+        positions = dict(previous.positions) if previous else {}
         positions.update(next_positions)
-        batch.put(_CHECKPOINT, self._checkpoint(positions).to_bytes())
+        committed_inputs = dict(previous.inputs) if previous else {}
+        if inputs:
+            committed_inputs.update(inputs)
+        batch.put(_CHECKPOINT, self._checkpoint(positions, committed_inputs).to_bytes())
         self._db.write(batch)
         self.discard()
 
     # -- checkpoint and restore --------------------------------------------------------------------
 
-    def _checkpoint(self, positions: Mapping[str, int]) -> Checkpoint:
-        return Checkpoint(self.application_id, self.partition, self.changelogs, dict(positions), time.time())
+    def _checkpoint(self, positions: Mapping[str, int], inputs: Mapping[str, int]) -> Checkpoint:
+        return Checkpoint(
+            self.application_id, self.partition, self.changelogs, dict(positions), time.time(), dict(inputs)
+        )
 
     def checkpoint(self) -> Checkpoint | None:
         raw = self._db.get(_CHECKPOINT)
@@ -326,8 +339,9 @@ class TaskState:
         return len(records)
 
     def set_positions(self, positions: Mapping[str, int]) -> None:
+        """Restored up to `positions`: committed records only, so no input offsets to check them against."""
         batch = WriteBatch(raw_mode=True)
-        batch.put(_CHECKPOINT, self._checkpoint(positions).to_bytes())
+        batch.put(_CHECKPOINT, self._checkpoint(positions, {}).to_bytes())
         self._db.write(batch)
 
     def wipe(self) -> None:

@@ -23,6 +23,7 @@ from processors.runtime.ports import (
     RecordRefusedError,
     TopicPartition,
     TransactionalProducer,
+    input_key,
 )
 from processors.runtime.state import TaskState
 
@@ -326,7 +327,7 @@ class Task:
 
     def _checkpoint(self, changelog_positions: dict[str, int]) -> None:
         """Step 6."""
-        self.state.committed(changelog_positions)
+        self.state.committed(changelog_positions, {input_key(tp): offset for tp, offset in self.next_offsets.items()})
         self.outputs.clear()
         self.next_offsets.clear()
 
