@@ -63,6 +63,30 @@ emitted directly and the pending then as `job_stale` (processing.md, pending/fin
 *joined* in the scenarios with retries; the count is listed. In `processor_scale` the second instance stops
 with SIGTERM but keeps its static membership (`PROCESSOR_INSTANCE_ID`), so its partitions move back after
 the session timeout (`PROCESSOR_SESSION_TIMEOUT_MS`, 10 s), as docs/processing.md describes.
+
+A failed scenario keeps its broker's data (`kafka-data/`) and, when updates were lost, `forensics.json`: where
+every lost event's records are (family topic, updates, dead letters, changelogs), which of them a
+`read_committed` reader sees, the partitions' end and stable offsets and the groups' committed offsets.
+
+**Failures seen** (the table keeps only each scenario's latest run):
+- 2026-12-07 21:49 UTC, `broker_outage`: 2 updates lost. Both events, of task 3, were answered 200 within
+  0.2 s before the broker's SIGKILL, and were exactly the events of the last transaction that task committed
+  before it (those just before and after were found). The rebuilt task restored 0 changelog records, and its
+  local store held both events' dedupe entries: Kafka no longer had that acknowledged transaction committed,
+  the local store was ahead of it, and the replayed events were dropped as duplicates.
+- The cause is Kafka's, reproduced without our code by `python -m chaos.txn_probe` (a bare aiokafka
+  transactional producer committing every ~30 ms, the broker SIGKILLed at a random moment, restarted, a
+  second producer initialised, a `read_committed` reader checking every acknowledged transaction): on Kafka
+  4.3.1, 1 round in 30 (2026-12-08) lost one. The coordinator's log shows `PrepareCommit`, then after the
+  restart `CompleteCommit`, yet no partition has the transaction's COMMIT marker: its records stay in an open
+  transaction of that producer id. The next marker that producer id writes there decides them: an abort (the
+  killed task's producer finishing its abort once the broker is back, as in the run above) loses them; a
+  commit (the task's next owner) publishes them late.
+- Since: the processors' checkpoint records the input offsets its commits committed, and a task whose
+  inputs' committed offsets are behind them (Kafka lost the commit) rebuilds its store from the changelogs
+  and replays those inputs: the aborted case now ends with each update exactly once. In the late-published
+  case the replay emits those updates a second time (same `update_id`): at least once, not lost
+  (docs/processing.md, "State stores"). `broker_kill_loop` runs this fault several times per run.
 """
 
 
