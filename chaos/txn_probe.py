@@ -206,20 +206,26 @@ async def _read_committed(bootstrap: str) -> dict[int, list[int]]:
         await consumer.stop()
 
 
-class _LoggingKafka(LocalKafka):
-    """LocalKafka with the transaction coordinator's and the marker handling's logs at INFO."""
+class _ProbeKafka(LocalKafka):
+    """LocalKafka with the transaction coordinator's logs at INFO, formatted at a given `transaction.version`
+    (None: the release's default; 4.x formats new clusters at 2)."""
+
+    transaction_version: int | None = None
 
     def _java(self, main: str, *args: str, heap: str = "256m", jvm: Sequence[str] = ()) -> list[str]:
         loggers = [
             "-Dorg.slf4j.simpleLogger.log.kafka.coordinator.transaction=info",
             "-Dorg.slf4j.simpleLogger.log.org.apache.kafka.coordinator.transaction=info",
         ]
+        if main == "kafka.tools.StorageTool" and self.transaction_version is not None:
+            args = (*args, "--feature", f"transaction.version={self.transaction_version}")
         return super()._java(main, *args, heap=heap, jvm=[*jvm, *loggers])
 
 
-async def run_round(data_dir: Path, kill_after_s: float) -> Round:
+async def run_round(data_dir: Path, kill_after_s: float, transaction_version: int | None = None) -> Round:
     settings = LocalKafkaSettings(port=free_port(NODE_PORT_SPAN), data_dir=data_dir, start_timeout_s=120)
-    broker = _LoggingKafka(settings, progress=lambda _: None)
+    broker = _ProbeKafka(settings, progress=lambda _: None)
+    broker.transaction_version = transaction_version
     await asyncio.to_thread(broker.start)
     try:
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
@@ -247,13 +253,13 @@ def evidence(log_dir: Path, last: int = 4) -> list[str]:
     return lines
 
 
-async def main(rounds: int, runs_dir: Path) -> int:
+async def main(rounds: int, runs_dir: Path, transaction_version: int | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the killed broker's connection errors
     lost = 0
     started = time.monotonic()
     for n in range(1, rounds + 1):
         data_dir = Path(tempfile.mkdtemp(prefix="pinwheel-txn-probe-"))
-        result = await run_round(data_dir, random.uniform(3.0, 6.0))
+        result = await run_round(data_dir, random.uniform(3.0, 6.0), transaction_version)
         verdict = "LOST " + str({p: m for p, m in result.missing.items() if m}) if result.lost else "kept all"
         print(
             f"[txn-probe] round {n}/{rounds} ({time.monotonic() - started:.0f}s): {len(result.acknowledged)} "
@@ -278,5 +284,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m chaos.txn_probe", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--runs-dir", type=Path, default=Path("var/chaos/txn-probe"))
+    parser.add_argument("--transaction-version", type=int, choices=(1, 2), help="format the cluster at this level")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.rounds, args.runs_dir)))
+    sys.exit(asyncio.run(main(args.rounds, args.runs_dir, args.transaction_version)))

@@ -91,8 +91,6 @@ async def test_the_in_memory_broker(tmp_path: Path) -> None:
     await scenario(broker, "changelog", "source", tmp_path / "state")
 
 
-async def test_aiokafka_on_a_broker(
-    bootstrap: str, make_topic: Callable[..., Awaitable[str]], tmp_path: Path
-) -> None:
+async def test_aiokafka_on_a_broker(bootstrap: str, make_topic: Callable[..., Awaitable[str]], tmp_path: Path) -> None:
     changelog, source = await make_topic("ahead-changelog", compact=True), await make_topic("ahead-source")
     await scenario(AiokafkaClients(KafkaSettings(bootstrap_servers=bootstrap)), changelog, source, tmp_path / "state")
