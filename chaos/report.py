@@ -77,11 +77,16 @@ every lost event's records are (family topic, updates, dead letters, changelogs)
 - The cause is Kafka's, reproduced without our code by `python -m chaos.txn_probe` (a bare aiokafka
   transactional producer committing every ~30 ms, the broker SIGKILLed at a random moment, restarted, a
   second producer initialised, a `read_committed` reader checking every acknowledged transaction): on Kafka
-  4.3.1, 1 round in 30 (2026-12-08) lost one. The coordinator's log shows `PrepareCommit`, then after the
-  restart `CompleteCommit`, yet no partition has the transaction's COMMIT marker: its records stay in an open
-  transaction of that producer id. The next marker that producer id writes there decides them: an abort (the
-  killed task's producer finishing its abort once the broker is back, as in the run above) loses them; a
-  commit (the task's next owner) publishes them late.
+  4.3.1, 1 round in 49 (2026-12-08) lost one. The coordinator's log shows `PrepareCommit`, then, 14 s after
+  the restart and still in the partition's old leader epoch 0, `CompleteCommit`; yet none of the three data
+  partitions has the COMMIT marker, and each one's leader-epoch checkpoint starts epoch 2 at exactly the
+  offset where the marker belonged. So the restarted broker most likely wrote the markers as leader in its
+  stale epoch and lost them when the controller, handling the unclean shutdown, moved the partitions to a new
+  epoch (a single replica: nothing else held them; a cluster with replication 3 and `min.insync.replicas` 2,
+  as `pinwheel-connector topics` creates, acknowledges nothing a single node holds). The records stay in an
+  open transaction of that producer id; the next marker that producer id writes there decides them: an
+  abort (the killed task's producer finishing its abort once the broker is back, as in the run above) loses
+  them, a commit (the task's next owner) publishes them late.
 - Since: the processors' checkpoint records the input offsets its commits committed, and a task whose
   inputs' committed offsets are behind them (Kafka lost the commit) rebuilds its store from the changelogs
   and replays those inputs: the aborted case now ends with each update exactly once. In the late-published
