@@ -87,11 +87,13 @@ every lost event's records are (family topic, updates, dead letters, changelogs)
   open transaction of that producer id; the next marker that producer id writes there decides them: an
   abort (the killed task's producer finishing its abort once the broker is back, as in the run above) loses
   them, a commit (the task's next owner) publishes them late.
-- Since: the processors' checkpoint records the input offsets its commits committed, and a task whose
-  inputs' committed offsets are behind them (Kafka lost the commit) rebuilds its store from the changelogs
-  and replays those inputs: the aborted case now ends with each update exactly once. In the late-published
-  case the replay emits those updates a second time (same `update_id`): at least once, not lost
-  (docs/processing.md, "State stores"). `broker_kill_loop` runs this fault several times per run.
+- Since: the processors' checkpoint records the input offsets its commits committed. A task whose inputs'
+  committed offsets are behind them (Kafka lost the commit) first aborts whatever that commit left open (a
+  transaction of its producer id over every partition the tasks write, and its offsets, aborted), then
+  rebuilds its store from the changelogs and replays those inputs: each update once, whether Kafka had
+  aborted the lost transaction or left it open (docs/processing.md, "State stores";
+  `tests/processors/runtime/test_engine_memory.py` drives both cases). `broker_kill_loop` runs this fault
+  several times per run.
 """
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.backoff import Backoff
@@ -43,11 +43,13 @@ from processors.runtime.ports import (
     GroupConsumer,
     KafkaClients,
     NotAssignedError,
+    OutgoingRecord,
     Record,
     TopicPartition,
+    TransactionalProducer,
     input_key,
 )
-from processors.runtime.restore import ChangelogUnreadable, Translate, restore
+from processors.runtime.restore import ChangelogUnreadable, Translate, ahead_of_inputs, restore
 from processors.runtime.retry import RetryLater
 from processors.runtime.settings import RuntimeSettings
 from processors.runtime.state import Derive, TaskState
@@ -63,6 +65,10 @@ from processors.runtime.task import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The key of the tombstones a task writes, in a transaction it aborts, to decide what a commit Kafka lost left open
+#: (`Engine._abort_lost_commit`): never committed, so never seen by a read_committed reader.
+LOST_COMMIT_FENCE_KEY = b"pinwheel-lost-commit-fence"
 
 #: How long required topics may be missing (deleted and being recreated, say) before the engine stops.
 MISSING_TOPICS_GRACE_S = 30.0
@@ -170,6 +176,7 @@ class Engine:
         self._pending: set[int] = set()  # assigned, not yet initialised
         self._isolation: dict[int, Isolation] = {}
         self._required_topics = {*input_topics, *changelogs.values(), *output_topics}
+        self._written_topics = sorted({*changelogs.values(), *output_topics})
         self._missing_topics_hint = missing_topics_hint
         self._topics_missing_since: float | None = None
         self._retry_start_at = 0.0  # after a failed task start (broker down): back off, do not spin
@@ -607,13 +614,17 @@ class Engine:
             task.restoring()
             # Read after the producer fenced any previous owner and completed its transaction: final.
             committed = {tp: await consumer.committed(tp) for tp in self._partitions_of(partition)}
+            inputs = {input_key(tp): offset for tp, offset in committed.items()}
+            checkpoint = state.checkpoint()
+            if checkpoint is not None and (behind := ahead_of_inputs(checkpoint.inputs, inputs)):
+                await self._abort_lost_commit(producer, partition, committed, behind)
             stats = await restore(
                 state,
                 self.clients,
                 self.settings.max_checkpoint_age_h * 3600,
                 self.derive,
                 self.translate,
-                {input_key(tp): offset for tp, offset in committed.items()},
+                inputs,
             )
             self.stats.restored_records += stats.records
             log.info(
@@ -636,6 +647,36 @@ class Engine:
             self._partitions_of(partition), self._topic_rank, self.settings.max_task_idle_ms
         )
         self.stats.ready.add(partition)
+
+    async def _abort_lost_commit(
+        self,
+        producer: TransactionalProducer,
+        partition: int,
+        committed: Mapping[TopicPartition, int | None],
+        behind: Sequence[str],
+    ) -> None:
+        """The task's local store is ahead of its inputs' committed offsets: Kafka lost a commit it acknowledged
+        (docs/reliability.md, "Failures seen"). Its records may still be open, to be decided by the next marker
+        this producer id writes on each partition, and its offsets pending: a later commit would publish them
+        beside the inputs' replay. So decide them now, aborted: a transaction writing a tombstone of
+        `LOST_COMMIT_FENCE_KEY` to every partition of every topic the tasks write (an output's key may place it
+        in any), with the offsets as committed, aborted: read_committed readers never see it. The restore then
+        rebuilds the store from the changelogs."""
+        records = [
+            OutgoingRecord(topic, p, LOST_COMMIT_FENCE_KEY, None, ())
+            for topic in self._written_topics
+            for p in range(await producer.partition_count(topic))
+        ]
+        await producer.begin_transaction()
+        await producer.send_and_wait(records)
+        offsets = {tp: offset for tp, offset in committed.items() if offset is not None}
+        if offsets:
+            await producer.send_offsets_to_transaction(offsets, self.settings.application_id)
+        await producer.abort_transaction()
+        log.warning(
+            "task ahead of its committed offsets: what its lost commit left open is aborted, the store rebuilt",
+            extra={"partition": partition, "inputs": list(behind), "partitions": len(records)},
+        )
 
     def _suspend_all(self) -> None:
         """Every task's work committed (or its task failed and closed): the tasks left are only to be closed."""

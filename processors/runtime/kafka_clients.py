@@ -253,6 +253,9 @@ class AiokafkaTransactionalProducer:
     async def partitions_for(self, keyed: Sequence[tuple[str, bytes | None]]) -> list[int]:
         return await self.partitioner.partitions_for(keyed)
 
+    async def partition_count(self, topic: str) -> int:
+        return len(await self.producer.partitions_for(topic))
+
     async def begin_transaction(self) -> None:
         with _port_errors():
             await self.producer.begin_transaction()

@@ -56,6 +56,17 @@ class MemoryRecord:
 class _Transaction:
     state: str = "open"  # open, committed, aborted
     offsets: dict[tuple[str, TopicPartition], int] = field(default_factory=dict)  # (group, tp) -> next offset
+    partitions: set[tuple[str, int]] = field(default_factory=set)  # where it wrote records
+
+
+@dataclass
+class _Lost:
+    """What Kafka kept of a transactional id's acknowledged commit it lost with its records left open
+    (`MemoryKafka.lose_last_commit`): per partition, its records in an open transaction of their own, decided by
+    the next marker the id writes there; its offsets pending, decided by the id's next transaction with offsets."""
+
+    partitions: dict[tuple[str, int], _Transaction]
+    offsets: dict[tuple[str, TopicPartition], int]
 
 
 @dataclass
@@ -103,6 +114,9 @@ class MemoryKafka:
         self.refusal = "MessageSizeTooLargeError"  # the refusal's text
         self.commit_failures = 0
         self.producers_started = 0
+        # transactional id -> its last committed transaction and the group offsets it replaced
+        self._last_commit: dict[str, tuple[_Transaction, dict[tuple[str, TopicPartition], int | None]]] = {}
+        self._lost: dict[str, list[_Lost]] = {}
 
     # -- administration and inspection ------------------------------------------------------------------
 
@@ -142,6 +156,42 @@ class MemoryKafka:
 
     def group_offset(self, group: str, tp: TopicPartition) -> int | None:
         return self._offsets.get((group, tp))
+
+    def lose_last_commit(self, tid: str, *, leave_open: bool) -> None:
+        """Kafka losing the last commit of `tid` it acknowledged, as a single broker SIGKILLed between a
+        transaction's PrepareCommit and its markers was seen to (chaos/txn_probe.py): its input offsets go back
+        to what they were, and its records are aborted, or (`leave_open`) left open, each partition's decided by
+        the next COMMIT or ABORT marker `tid` writes there, as a real partition's open records of a producer id
+        are."""
+        txn, replaced = self._last_commit.pop(tid)
+        for key, previous in replaced.items():
+            if previous is None:
+                self._offsets.pop(key, None)
+            else:
+                self._offsets[key] = previous
+        if not leave_open:
+            txn.state = "aborted"
+            self._changed.set()
+            return
+        reopened = {tp: _Transaction() for tp in txn.partitions}
+        for topic, partition in txn.partitions:
+            for entry in self._log(topic, partition):
+                if entry.txn is txn:
+                    entry.txn = reopened[(topic, partition)]
+        self._lost.setdefault(tid, []).append(_Lost(reopened, dict(txn.offsets)))
+        self._changed.set()
+
+    def _decide_lost(self, tid: str, txn: _Transaction, state: str) -> None:
+        """The markers of `tid`'s transaction `txn` ending in `state` also decide what a lost commit left open
+        where it wrote, and its pending offsets if it had offsets of its own."""
+        for lost in self._lost.get(tid, []):
+            for tp in txn.partitions & set(lost.partitions):
+                lost.partitions.pop(tp).state = state
+            if txn.offsets and lost.offsets:
+                if state == "committed":
+                    self._offsets.update(lost.offsets)
+                lost.offsets = {}
+        self._lost[tid] = [lost for lost in self._lost.get(tid, []) if lost.partitions or lost.offsets]
 
     def fail_commits(self, count: int) -> None:
         """The next `count` transaction commits fail (nothing of them is committed)."""
@@ -214,6 +264,7 @@ class MemoryKafka:
         left_open = self._open.pop(tid, None)
         if left_open is not None:
             left_open.state = "aborted"
+            self._decide_lost(tid, left_open, "aborted")
             self._changed.set()
         self.producers_started += 1
         return MemoryProducer(self, tid, epoch)
@@ -281,6 +332,9 @@ class MemoryProducer:
         if self.broker._epochs[self.tid] != self.epoch:
             raise ProducerFencedError(f"producer {self.tid} epoch {self.epoch} fenced")
 
+    async def partition_count(self, topic: str) -> int:
+        return self.broker.partitions(topic)
+
     async def partitions_for(self, keyed: Sequence[tuple[str, bytes | None]]) -> list[int]:
         placed = []
         for topic, key in keyed:
@@ -305,6 +359,7 @@ class MemoryProducer:
             headers = tuple(out.headers)
             record = MemoryRecord(out.topic, out.partition, len(log), now_ms, _CREATE_TIME, out.key, out.value, headers)
             log.append(_Entry(record, self.txn))
+            self.txn.partitions.add((out.topic, out.partition))
             last[(out.topic, out.partition)] = record.offset
         return last
 
@@ -323,6 +378,8 @@ class MemoryProducer:
         txn, self.txn = self.txn, None
         del self.broker._open[self.tid]
         txn.state = "committed"
+        self.broker._decide_lost(self.tid, txn, "committed")
+        self.broker._last_commit[self.tid] = (txn, {key: self.broker._offsets.get(key) for key in txn.offsets})
         self.broker._offsets.update(txn.offsets)
         self.broker._changed.set()
 
@@ -332,6 +389,7 @@ class MemoryProducer:
             txn, self.txn = self.txn, None
             self.broker._open.pop(self.tid, None)
             txn.state = "aborted"
+            self.broker._decide_lost(self.tid, txn, "aborted")
             self.broker._changed.set()
 
     async def stop(self, timeout_s: float) -> None:

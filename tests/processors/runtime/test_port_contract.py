@@ -42,6 +42,7 @@ async def scenario(clients: KafkaClients, topic: str, refused_topic: str | None)
         await finish_first()
     await first.stop(5)
 
+    assert await second.partition_count(topic) == 1
     await second.begin_transaction()
     last = await second.send_and_wait(
         [OutgoingRecord(topic, 0, b"k", b"second", ()), OutgoingRecord(topic, 0, b"k", b"third", ())]
