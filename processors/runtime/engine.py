@@ -669,9 +669,10 @@ class Engine:
         ]
         await producer.begin_transaction()
         await producer.send_and_wait(records)
-        offsets = {tp: offset for tp, offset in committed.items() if offset is not None}
-        if offsets:
-            await producer.send_offsets_to_transaction(offsets, self.settings.application_id)
+        # Every input partition, with no offset committed too (0: aborted, it never counts): the abort must reach
+        # the group's offsets partition, where the lost commit's offsets may be pending.
+        offsets = {tp: 0 if offset is None else offset for tp, offset in committed.items()}
+        await producer.send_offsets_to_transaction(offsets, self.settings.application_id)
         await producer.abort_transaction()
         log.warning(
             "task ahead of its committed offsets: what its lost commit left open is aborted, the store rebuilt",
