@@ -31,6 +31,7 @@ from chaos import forensics
 from chaos.harness import Figures, Size, Stack, now_iso, say
 from common.progress import ProgressBar
 from common.topics import TopicSettings
+from processors.runtime.state import CHECKPOINT_KEY, Checkpoint
 from processors.runtime.task import transactional_id
 from schemas import catalog
 from schemas.codec import build_codec
@@ -282,6 +283,47 @@ async def processor_stop_catch_up(ctx: Context) -> None:
     await _stop_processor_for(ctx, at_s=ctx.size.spread_s * 0.2, down_s=60.0)
 
 
+async def processor_checkpoint_ahead(ctx: Context) -> None:
+    """The processor stopped (SIGTERM) halfway through the traffic; every task's local checkpoint is then made
+    to claim input offsets a million past the committed ones, as if Kafka had lost the tasks' last commits
+    (docs/reliability.md, "Failures seen"); restarted, each task must abort what such a commit could have left
+    open, rebuild its store from the changelogs and go on: 0 lost, 0 duplicated."""
+    stack = ctx.stack
+    await ctx.at(ctx.size.spread_s * 0.5)
+    await stack.stop_processor("a")
+    moved = await asyncio.to_thread(_checkpoints_ahead, stack.work_dir / "state-a", 1_000_000)
+    ctx.mark(f"processor stopped; {moved} task checkpoints moved ahead of the committed offsets")
+    ctx.check(moved > 0, "no task checkpoint with committed input offsets to move")
+    stack.start_processor("a")
+    await stack.wait_processor("a", 120)
+    ctx.mark("processor ready")
+    log = (stack.work_dir / "processor-a.log").read_text()
+    fenced = log.count("task ahead of its committed offsets")
+    ctx.notes["tasks that aborted a lost commit's leftovers and rebuilt their store"] = fenced
+    ctx.check(fenced >= moved, f"{moved} checkpoints moved ahead, but {fenced} tasks noticed")
+    await ctx.simulation
+
+
+def _checkpoints_ahead(state_dir: Path, by: int) -> int:
+    """Move every task checkpoint's input offsets (processors/runtime/state.py, `Checkpoint.inputs`) `by` ahead,
+    in the stopped processor's stores; how many checkpoints had any."""
+    from rocksdict import Options, Rdict
+
+    moved = 0
+    for store in sorted(path for path in state_dir.glob("*/*") if path.is_dir()):
+        db = Rdict(str(store), Options(raw_mode=True))
+        try:
+            raw = db.get(CHECKPOINT_KEY)
+            checkpoint = Checkpoint.from_bytes(raw) if raw else None
+            if checkpoint is not None and checkpoint.inputs:
+                ahead = {key: offset + by for key, offset in checkpoint.inputs.items()}
+                db[CHECKPOINT_KEY] = dataclasses.replace(checkpoint, inputs=ahead).to_bytes()
+                moved += 1
+        finally:
+            db.close()
+    return moved
+
+
 async def processor_long_outage(ctx: Context) -> None:
     """The processor stopped from early in the traffic until well after it ended (at least four pending windows),
     then restarted: the whole run is one backlog, and a fetch of a quiet family partition spans all of it (the
@@ -511,6 +553,12 @@ SCENARIOS: dict[str, Scenario] = {
             broker_kill_loop,
             processor_env={"PROCESSOR_COMMIT_TIMEOUT_S": "5"},
             min_kills=3,
+        ),
+        Scenario(
+            "processor_checkpoint_ahead",
+            "processor stopped halfway; its tasks' local checkpoints moved ahead of the committed offsets (a commit "
+            "Kafka lost); restarted",
+            processor_checkpoint_ahead,
         ),
         Scenario(
             "processor_kill_loop",

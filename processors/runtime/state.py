@@ -40,7 +40,8 @@ from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch, WriteOption
 
 from processors.runtime.entrylog import encode_entries
 
-_CHECKPOINT = b"\xff\xffcheckpoint"
+#: The local store's key of its `Checkpoint` (outside every store's namespace).
+CHECKPOINT_KEY = b"\xff\xffcheckpoint"
 _TOMBSTONE = None
 
 #: Bits per key of the SST files' Bloom filters (whole keys: no prefix extractor), 0 for none. Most point reads
@@ -268,7 +269,7 @@ class TaskState:
         committed_inputs = dict(previous.inputs) if previous else {}
         if inputs:
             committed_inputs.update(inputs)
-        batch.put(_CHECKPOINT, self._checkpoint(positions, committed_inputs).to_bytes())
+        batch.put(CHECKPOINT_KEY, self._checkpoint(positions, committed_inputs).to_bytes())
         self._db.write(batch)
         self.discard()
 
@@ -280,7 +281,7 @@ class TaskState:
         )
 
     def checkpoint(self) -> Checkpoint | None:
-        raw = self._db.get(_CHECKPOINT)
+        raw = self._db.get(CHECKPOINT_KEY)
         if raw is None:
             return None
         try:
@@ -341,7 +342,7 @@ class TaskState:
     def set_positions(self, positions: Mapping[str, int]) -> None:
         """Restored up to `positions`: committed records only, so no input offsets to check them against."""
         batch = WriteBatch(raw_mode=True)
-        batch.put(_CHECKPOINT, self._checkpoint(positions, {}).to_bytes())
+        batch.put(CHECKPOINT_KEY, self._checkpoint(positions, {}).to_bytes())
         self._db.write(batch)
 
     def wipe(self) -> None:
