@@ -187,6 +187,11 @@ async def broker_kill_loop(ctx: Context) -> None:
     ctx.mark(f"traffic delivered; {stack.kills} kills; spool drained {drained:.0f}s after")
     await stack.wait_processor("a", 120)
     ctx.mark("processor ready")
+    log = (stack.work_dir / "processor-a.log").read_text()
+    ctx.notes["task rebuilds (commits failed)"] = log.count('"task restart"')
+    ctx.notes["tasks that found a commit of theirs lost by Kafka (aborted its leftovers, rebuilt)"] = log.count(
+        "task ahead of its committed offsets"
+    )
 
 
 async def processor_kill_loop(ctx: Context) -> None:
