@@ -77,14 +77,18 @@ every lost event's records are (family topic, updates, dead letters, changelogs)
 - The cause is Kafka's, reproduced without our code by `python -m chaos.txn_probe` (a bare aiokafka
   transactional producer committing every ~30 ms, the broker SIGKILLed at a random moment, restarted, a
   second producer initialised, a `read_committed` reader checking every acknowledged transaction): on Kafka
-  4.3.1, 1 round in 49 (2026-12-08) lost one. The coordinator's log shows `PrepareCommit`, then, 14 s after
-  the restart and still in the partition's old leader epoch 0, `CompleteCommit`; yet none of the three data
-  partitions has the COMMIT marker, and each one's leader-epoch checkpoint starts epoch 2 at exactly the
-  offset where the marker belonged. So the restarted broker most likely wrote the markers as leader in its
-  stale epoch and lost them when the controller, handling the unclean shutdown, moved the partitions to a new
-  epoch (a single replica: nothing else held them; a cluster with replication 3 and `min.insync.replicas` 2,
-  as `pinwheel-connector topics` creates, acknowledges nothing a single node holds). The records stay in an
-  open transaction of that producer id; the next marker that producer id writes there decides them: an
+  4.3.1, 3 rounds of 169 (2026-12-08) lost one. The coordinator's log shows `PrepareCommit`, then after the
+  restart `CompleteCommit`, yet none of the three data partitions has the COMMIT marker, and each one's
+  leader-epoch checkpoint starts epoch 2 at exactly the offset where the marker belonged. With the
+  coordinator's log at INFO, the restarted broker says why, about 10 s after starting: `Couldn't find leader
+  endpoint for partitions Set(out-2, out-0, out-1) while trying to send transaction markers for txn-probe,
+  these partitions are likely deleted already and hence can be skipped`. While the controller handles the
+  node's unclean shutdown, its partitions briefly have no leader, and the marker sender takes that for a
+  deleted topic: it drops the markers and completes the transaction without them. A single node is where a
+  partition has no other replica to lead it meanwhile; with replication 3 and `min.insync.replicas` 2, as
+  `pinwheel-connector topics` creates, another replica should lead while one node restarts (the probe has not
+  been run on a cluster). The records stay in
+  an open transaction of that producer id; the next marker that producer id writes there decides them: an
   abort (the killed task's producer finishing its abort once the broker is back, as in the run above) loses
   them, a commit (the task's next owner) publishes them late.
 - Since: the processors' checkpoint records the input offsets its commits committed. A task whose inputs'

@@ -8,10 +8,11 @@ first one left, as a task's next owner does), and a `read_committed` reader must
 
 A round that loses one keeps the broker's data (`--runs-dir`) and prints the evidence read straight from the log
 files: the transaction coordinator's last states for the transactional id, and each partition's last batches
-(data and COMMIT/ABORT markers). On Kafka 4.3.1 with aiokafka 0.14, 2026-12-08: 1 round of 49 lost one. The
-coordinator had logged PrepareCommit and, after the restart, CompleteCommit, but no partition had the COMMIT marker
-(the records stayed in an open transaction), and each partition's leader-epoch checkpoint began a new epoch at the
-offset where the marker belonged (docs/reliability.md, "Failures seen").
+(data and COMMIT/ABORT markers). The broker logs its transaction coordinator at INFO. On Kafka 4.3.1 with aiokafka
+0.14, 2026-12-08: 3 rounds of 169 lost one. The coordinator had logged PrepareCommit and, after the restart,
+CompleteCommit, but no partition had the COMMIT marker (the records stayed in an open transaction); the restarted
+broker had logged "Couldn't find leader endpoint for partitions ... these partitions are likely deleted already and
+hence can be skipped" while its partitions had no leader (docs/reliability.md, "Failures seen").
 """
 
 from __future__ import annotations
