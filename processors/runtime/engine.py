@@ -616,7 +616,8 @@ class Engine:
             committed = {tp: await consumer.committed(tp) for tp in self._partitions_of(partition)}
             inputs = {input_key(tp): offset for tp, offset in committed.items()}
             checkpoint = state.checkpoint()
-            if checkpoint is not None and (behind := ahead_of_inputs(checkpoint.inputs, inputs)):
+            behind = ahead_of_inputs(checkpoint.inputs, inputs) if checkpoint is not None else []
+            if behind:  # the store holds a commit Kafka lost: it cannot be caught up, only rebuilt
                 await self._abort_lost_commit(producer, partition, committed, behind)
             stats = await restore(
                 state,
@@ -624,7 +625,7 @@ class Engine:
                 self.settings.max_checkpoint_age_h * 3600,
                 self.derive,
                 self.translate,
-                inputs,
+                from_scratch=bool(behind),
             )
             self.stats.restored_records += stats.records
             log.info(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,9 +21,6 @@ ChangelogRecord = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 #: for a record it cannot take, and may raise one of the engine's `retriable` errors (a dependency it needs is
 #: down: the restore is tried again, never completed without it).
 Translate = Callable[[str, Sequence[ChangelogRecord]], Awaitable[Sequence[tuple[bytes, bytes | None]]]]
-
-
-log = logging.getLogger(__name__)
 
 #: The entries of an expiring store's log applied to the local store in one write batch, at most (about).
 _ENTRIES_PER_WRITE = 20_000
@@ -49,7 +45,8 @@ async def restore(
     max_checkpoint_age_s: float,
     derive: Derive | None = None,
     translate: Translate | None = None,
-    committed_inputs: Mapping[str, int | None] | None = None,
+    *,
+    from_scratch: bool = False,
 ) -> RestoreStats:
     """Replay committed changelog records after the local checkpoint (or all of them, if unusable); `derive`
     makes the writes to the local stores (no changelog) that each replayed record implies, as it is replayed;
@@ -63,8 +60,8 @@ async def restore(
     A failure part way (a `translate` that raises) leaves the checkpoint where it was: the records applied
     since are applied again by the next restore (the latest value of a key wins either way).
 
-    `committed_inputs` (`ports.input_key` -> the group's committed offset, None for none), when given, are checked
-    against the checkpoint's (`ahead_of_inputs`): a local store ahead of them is rebuilt from scratch.
+    `from_scratch`: the caller found the local store ahead of Kafka (`ahead_of_inputs`): it is wiped and rebuilt
+    whatever its checkpoint says.
     """
     started = time.monotonic()
     partitions = {store: TopicPartition(topic, state.partition) for store, topic in state.changelogs.items()}
@@ -83,15 +80,7 @@ async def restore(
         end_tp = await consumer.end_offsets(tps)
         beginning = {store: beginning_tp[tp] for store, tp in partitions.items()}
         end = {store: end_tp[tp] for store, tp in partitions.items()}
-        start = state.usable_checkpoint(beginning, end, max_checkpoint_age_s)
-        checkpoint = state.checkpoint() if start is not None and committed_inputs is not None else None
-        if checkpoint is not None and (behind := ahead_of_inputs(checkpoint.inputs, committed_inputs or {})):
-            # The local store holds writes Kafka does not have committed: it cannot be caught up, only rebuilt.
-            log.warning(
-                "local store ahead of the committed offsets: restoring from scratch",
-                extra={"partition": state.partition, "inputs": behind},
-            )
-            start = None
+        start = None if from_scratch else state.usable_checkpoint(beginning, end, max_checkpoint_age_s)
         from_scratch = start is None
         if start is None:
             state.wipe()

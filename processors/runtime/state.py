@@ -289,10 +289,6 @@ class TaskState:
         except (ValueError, KeyError, TypeError):
             return None
 
-    def checkpoint_positions(self) -> dict[str, int]:
-        checkpoint = self.checkpoint()
-        return dict(checkpoint.positions) if checkpoint else {}
-
     def usable_checkpoint(
         self, beginning: Mapping[str, int], end: Mapping[str, int], max_age_s: float
     ) -> dict[str, int] | None:

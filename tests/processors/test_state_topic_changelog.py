@@ -226,7 +226,9 @@ def test_the_restore_takes_each_accounts_latest_snapshot_and_a_tombstone_deletes
         assert raw is not None
         assert ACCOUNT_STATE_SERDE.from_bytes(raw) == _account(ACCOUNT, 2)
         assert state.get(ACCOUNTS, OTHER.encode()) is None
-        assert state.checkpoint_positions()[ACCOUNTS] == 4  # the state topic's offset
+        checkpoint = state.checkpoint()
+        assert checkpoint is not None
+        assert checkpoint.positions[ACCOUNTS] == 4  # the state topic's offset
     finally:
         state.close()
     # From that checkpoint, only the tail is read.
@@ -263,7 +265,9 @@ def test_the_restore_takes_the_jobs_from_the_state_records_headers(tmp_path: Pat
         # The open job's timeout is derived from the header; the deleted account's stays, obsolete when it fires.
         timers = [key.decode() for key, _ in state.range(TIMERS, b"0", b"~")]
         assert timers == [f"{7_000:016d}|j|{ACCOUNT}|income.added", f"{9_000:016d}|j|{OTHER}|income.added"]
-        assert state.checkpoint_positions()[JOBS] == state.checkpoint_positions()[ACCOUNTS] == 4
+        checkpoint = state.checkpoint()
+        assert checkpoint is not None
+        assert checkpoint.positions[JOBS] == checkpoint.positions[ACCOUNTS] == 4
     finally:
         state.close()
     # From that checkpoint, only the tail: the job closed.

@@ -4,7 +4,7 @@ The local store takes a transaction's writes once its commit returned. Should Ka
 committed after all (a chaos run lost the events of one acknowledged transaction around a broker SIGKILL:
 docs/reliability.md, "Failures seen"), the store would hold entries its changelog lacks, and the inputs' committed
 offsets would be behind it: their replay would be dropped as duplicates. The checkpoint records the input offsets
-its commits committed; a restore given the group's committed offsets rebuilds the store when they are behind.
+its commits committed; when the group's committed offsets are behind them, the store is restored from scratch.
 
 Here the state is told that an aborted transaction committed (what the task would have done had Kafka lost the
 commit), on both implementations of the runtime's Kafka port: aiokafka on the real broker, and the in-memory one.
@@ -63,7 +63,10 @@ async def scenario(clients: KafkaClients, changelog: str, source: str, path: Pat
             committed = await consumer.committed(source_tp)
         finally:
             await consumer.stop()
-        stats = await restore(state, clients, 3600, committed_inputs={input_key(source_tp): committed})
+        checkpoint = state.checkpoint()
+        assert checkpoint is not None
+        ahead = ahead_of_inputs(checkpoint.inputs, {input_key(source_tp): committed})
+        stats = await restore(state, clients, 3600, from_scratch=bool(ahead))
         return stats.from_scratch, stats.records
 
     try:
