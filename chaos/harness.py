@@ -287,6 +287,10 @@ class Stack:
         service = self.processors.pop(instance)
         await asyncio.to_thread(service.stop)
 
+    def processor_log_count(self, message: str, instance: str = "a") -> int:
+        """How many times processor `instance` has logged `message` (a log record's message text)."""
+        return (self.work_dir / f"processor-{instance}.log").read_text().count(message)
+
     @property
     def gateway_url(self) -> str:
         return f"https://127.0.0.1:{self.gateway_port}"

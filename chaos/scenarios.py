@@ -45,6 +45,8 @@ from simulator.simulate import plan_traffic, simulate
 from simulator.verify import base_event_id, verify_ledger
 
 SETUP_TIMEOUT_S = 120.0
+#: What the processor logs when a task finds its store ahead of the committed offsets (a commit Kafka lost).
+LOST_COMMIT_LOGGED = "task ahead of its committed offsets"
 
 
 @dataclass
@@ -187,10 +189,9 @@ async def broker_kill_loop(ctx: Context) -> None:
     ctx.mark(f"traffic delivered; {stack.kills} kills; spool drained {drained:.0f}s after")
     await stack.wait_processor("a", 120)
     ctx.mark("processor ready")
-    log = (stack.work_dir / "processor-a.log").read_text()
-    ctx.notes["task rebuilds (commits failed)"] = log.count('"task restart"')
-    ctx.notes["tasks that found a commit of theirs lost by Kafka (aborted its leftovers, rebuilt)"] = log.count(
-        "task ahead of its committed offsets"
+    ctx.notes["task rebuilds (commits failed)"] = stack.processor_log_count('"task restart"')
+    ctx.notes["tasks that found a commit of theirs lost by Kafka (aborted its leftovers, rebuilt)"] = (
+        stack.processor_log_count(LOST_COMMIT_LOGGED)
     )
 
 
@@ -302,8 +303,7 @@ async def processor_checkpoint_ahead(ctx: Context) -> None:
     stack.start_processor("a")
     await stack.wait_processor("a", 120)
     ctx.mark("processor ready")
-    log = (stack.work_dir / "processor-a.log").read_text()
-    fenced = log.count("task ahead of its committed offsets")
+    fenced = stack.processor_log_count(LOST_COMMIT_LOGGED)
     ctx.notes["tasks that aborted a lost commit's leftovers and rebuilt their store"] = fenced
     ctx.check(fenced >= moved, f"{moved} checkpoints moved ahead, but {fenced} tasks noticed")
     await ctx.simulation
