@@ -19,7 +19,7 @@ help:
 	@echo "make lint     - ruff check + ruff format --check + lint-imports;  make typecheck - mypy --strict"
 	@echo "make bench    - benchmarks (results in docs/);  make chaos - fault-injection runs"
 	@echo "make bench-cost - what the processors cost the Kafka cluster per input event (records, offsets, bytes, transactions)"
-	@echo "make bench-peers - the processors' bench job on Quix Streams and faust-streaming too (.venv-peers)"
+	@echo "make bench-peers - the processors' bench job on Quix Streams too (.venv-peers)"
 	@echo "make chaos-cluster - only the fault-injection runs on a 3-node Kafka cluster"
 	@echo "make compose-test - docker compose end-to-end;  make test-docker - Kafka tests on testcontainers"
 	@echo "make docker-engine - make sure a Docker engine answers;  make docker-images - build local base images"
