@@ -13,7 +13,7 @@ of each, and fails (exit 1) unless every pipeline run produced the same distinct
 
 The peers run in their own virtualenv (`make bench-peers` makes `.venv-peers` with the `[peers]` extra);
 a peer that cannot be started is reported as such, with its error. faust-streaming runs only when named: at
-20,000 events it committed 11 events per second (8,000 took it 17–24 s), so `--systems pinwheel,quix,faust
+20,000 events it committed 11 events per second (8,000 took it 17-24 s), so `--systems pinwheel,quix,faust
 --events 8000` measures it.
 """
 
