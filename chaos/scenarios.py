@@ -31,6 +31,7 @@ from chaos import forensics
 from chaos.harness import Figures, Size, Stack, now_iso, say
 from common.progress import ProgressBar
 from common.topics import TopicSettings
+from processors.runtime.engine import LOST_COMMIT_LOGGED
 from processors.runtime.state import CHECKPOINT_KEY, Checkpoint
 from processors.runtime.task import transactional_id
 from schemas import catalog
@@ -45,8 +46,6 @@ from simulator.simulate import plan_traffic, simulate
 from simulator.verify import base_event_id, verify_ledger
 
 SETUP_TIMEOUT_S = 120.0
-#: What the processor logs when a task finds its store ahead of the committed offsets (a commit Kafka lost).
-LOST_COMMIT_LOGGED = "task ahead of its committed offsets"
 
 
 @dataclass

@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 #: The key of the tombstones a task writes, in a transaction it aborts, to decide what a commit Kafka lost left open
 #: (`Engine._abort_lost_commit`): never committed, so never seen by a read_committed reader.
 LOST_COMMIT_FENCE_KEY = b"pinwheel-lost-commit-fence"
+#: The warning a task logs when it finds its store ahead of its inputs' committed offsets (the chaos runs count it).
+LOST_COMMIT_LOGGED = "task ahead of its committed offsets: what its lost commit left open is aborted, the store rebuilt"
 
 #: How long required topics may be missing (deleted and being recreated, say) before the engine stops.
 MISSING_TOPICS_GRACE_S = 30.0
@@ -676,7 +678,7 @@ class Engine:
         await producer.send_offsets_to_transaction(offsets, self.settings.application_id)
         await producer.abort_transaction()
         log.warning(
-            "task ahead of its committed offsets: what its lost commit left open is aborted, the store rebuilt",
+            LOST_COMMIT_LOGGED,
             extra={"partition": partition, "inputs": list(behind), "partitions": len(records)},
         )
 
