@@ -40,10 +40,11 @@ async def scenario(clients: KafkaClients, changelog: str, source: str, path: Pat
     app = f"ahead-{uuid.uuid4().hex[:8]}"
     source_tp = TopicPartition(source, 0)
     state = TaskState(path, app, 0, {"s": changelog})
-    producer = await clients.transactional_producer(app, 0, 1 << 20)
+    producers = [await clients.transactional_producer(app, 0, 1 << 20)]
 
     async def write(key: bytes, value: bytes, next_offset: int, *, commit: bool) -> None:
         """A transaction writing key=value and the input offset; the local store takes it as if it committed."""
+        producer = producers[-1]
         await producer.begin_transaction()
         last = await producer.send_and_wait([OutgoingRecord(changelog, 0, key, value, ())])
         await producer.send_offsets_to_transaction({source_tp: next_offset}, app)
@@ -55,6 +56,10 @@ async def scenario(clients: KafkaClients, changelog: str, source: str, path: Pat
         state.committed({"s": last[(changelog, 0)] + 1}, {input_key(source_tp): next_offset})
 
     async def restore_as_the_engine() -> tuple[bool, int]:
+        # As a task starts: its producer initialised first, which waits until the last transaction is complete
+        # (its markers written, its offsets committed or dropped), then the committed offsets read.
+        await producers[-1].stop(5)
+        producers.append(await clients.transactional_producer(app, 0, 1 << 20))
         consumer = clients.group_consumer(
             group_id=app, instance_id=None, session_timeout_ms=6000, max_poll_records=10, max_fetch_bytes=1 << 20
         )
@@ -83,7 +88,7 @@ async def scenario(clients: KafkaClients, changelog: str, source: str, path: Pat
         assert await restore_as_the_engine() == (False, 0)
         assert [state.get("s", k) for k in (b"a", b"b", b"c")] == [b"4", None, b"3"]
     finally:
-        await producer.stop(5)
+        await producers[-1].stop(5)
         state.close()
 
 
